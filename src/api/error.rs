@@ -1,0 +1,202 @@
+//! The one error shape of the API: `{"error": {"code", "message", "retry_after_seconds"?}}`,
+//! with a `Retry-After` header where waiting helps.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use std::fmt;
+use std::time::Duration;
+
+use crate::domain::time::retry_after_seconds;
+use crate::issuance::IssueError;
+use crate::verify::{CheckError, CheckRefusal};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after_seconds: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_seconds: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after_seconds: None,
+        }
+    }
+
+    pub fn retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after_seconds = Some(retry_after_seconds(wait));
+        self
+    }
+
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "No such verification for this API key's tenant. Check the id, or create one with POST /v1/verifications.",
+        )
+    }
+
+    pub fn unavailable(detail: impl fmt::Display) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("otpd cannot take this request right now ({detail}); nothing was changed. Retry shortly."),
+        )
+        .retry_after(Duration::from_secs(1))
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after_seconds {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.json(Envelope {
+            error: Body {
+                code: self.code,
+                message: &self.message,
+                retry_after_seconds: self.retry_after_seconds,
+            },
+        })
+    }
+}
+
+impl From<IssueError> for ApiError {
+    fn from(error: IssueError) -> Self {
+        match error {
+            IssueError::RateLimited { retry_after } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many create requests from this tenant or client; wait and retry.",
+            )
+            .retry_after(retry_after),
+            IssueError::Cooldown { retry_after } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "resend_cooldown",
+                "A code was sent to this destination moments ago; a new one can be sent after the cooldown.",
+            )
+            .retry_after(retry_after),
+            IssueError::TooManySends { retry_after } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_sends",
+                "This destination has had the most codes allowed in the send window; wait before sending another.",
+            )
+            .retry_after(retry_after),
+            IssueError::IdempotencyKeyReused => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "This Idempotency-Key was used with a different body; use a new key for a new request.",
+            ),
+            IssueError::UnknownTemplate(name) => ApiError::invalid_request(format!(
+                "'template' is '{name}', which is not configured; omit it or use one of the configured templates"
+            )),
+            IssueError::Store(error) => ApiError::unavailable(error),
+            IssueError::Unavailable(detail) => ApiError::unavailable(detail),
+        }
+    }
+}
+
+impl From<CheckError> for ApiError {
+    fn from(error: CheckError) -> Self {
+        match error {
+            CheckError::NotFound => ApiError::not_found(),
+            CheckError::Refused(refusal) => refusal.into(),
+            CheckError::Store(error) => ApiError::unavailable(error),
+        }
+    }
+}
+
+impl From<CheckRefusal> for ApiError {
+    fn from(refusal: CheckRefusal) -> Self {
+        match refusal {
+            CheckRefusal::AlreadyApproved => ApiError::new(
+                StatusCode::CONFLICT,
+                "already_approved",
+                "This verification is already approved; a code is accepted once. Start a new verification to verify again.",
+            ),
+            CheckRefusal::MaxAttemptsReached => ApiError::new(
+                StatusCode::CONFLICT,
+                "max_attempts_reached",
+                "No attempts are left for this verification; start a new verification to send a new code.",
+            ),
+            CheckRefusal::Canceled => ApiError::new(
+                StatusCode::CONFLICT,
+                "canceled",
+                "This verification was canceled; start a new verification to send a new code.",
+            ),
+            CheckRefusal::Expired => ApiError::new(
+                StatusCode::GONE,
+                "expired",
+                "The code has expired; start a new verification to send a new code.",
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::to_bytes;
+
+    #[actix_web::test]
+    async fn rate_limits_carry_retry_after_in_body_and_header() {
+        let error: ApiError = IssueError::Cooldown {
+            retry_after: Duration::from_millis(11_200),
+        }
+        .into();
+        let response = error.error_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "12");
+        let body = to_bytes(response.into_body()).await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["code"], "resend_cooldown");
+        assert_eq!(json["error"]["retry_after_seconds"], 12);
+    }
+
+    #[actix_web::test]
+    async fn other_errors_have_no_retry_after() {
+        let response = ApiError::not_found().error_response();
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+        let body = to_bytes(response.into_body()).await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(json["error"].get("retry_after_seconds").is_none());
+    }
+}

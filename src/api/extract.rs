@@ -1,0 +1,152 @@
+//! Request extractors: the tenant behind the bearer key, and JSON bodies read with our
+//! limits and errors (16 KiB, 413; not JSON, 415; malformed, 400).
+
+use actix_web::dev::Payload;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use super::error::ApiError;
+use super::AppState;
+
+/// The largest body the API accepts.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// The tenant whose API key the request carries.
+pub struct Tenant(pub String);
+
+impl FromRequest for Tenant {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(authenticate(request))
+    }
+}
+
+fn authenticate(request: &HttpRequest) -> Result<Tenant, ApiError> {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .ok_or_else(|| {
+            ApiError::unauthorized("Send your API key in the header 'Authorization: Bearer <key>'.")
+        })?;
+    let state = request
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::unavailable("the API is not configured"))?;
+    state.keys.tenant_for(presented).map(Tenant).ok_or_else(|| {
+        ApiError::unauthorized(
+            "This API key is not valid. Check it, or create one with `otpd tenant add <name>`.",
+        )
+    })
+}
+
+/// A JSON body parsed into `T`, with the SHA-256 of its canonical form (for idempotency).
+pub struct JsonBody<T> {
+    pub value: T,
+    pub canonical_hash: [u8; 32],
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let content_type_ok = is_json(request);
+        let declared_length = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if declared_length.is_some_and(|length| length > MAX_BODY_BYTES) {
+                return Err(too_large());
+            }
+            if !content_type_ok {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "Send the body as JSON with the header 'Content-Type: application/json'.",
+                ));
+            }
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|error| {
+                    ApiError::invalid_request(format!("The body could not be read: {error}."))
+                })?;
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            parse(&body)
+        })
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<JsonBody<T>, ApiError> {
+    let tree: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
+        ApiError::invalid_request(format!("The body is not valid JSON: {error}."))
+    })?;
+    let canonical_hash = Sha256::digest(tree.to_string().as_bytes()).into();
+    let value = serde_json::from_value(tree).map_err(|error| {
+        ApiError::invalid_request(format!(
+            "The body does not have the expected fields: {error}. See the API reference for this route."
+        ))
+    })?;
+    Ok(JsonBody {
+        value,
+        canonical_hash,
+    })
+}
+
+fn is_json(request: &HttpRequest) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("The body is larger than {MAX_BODY_BYTES} bytes; send only the documented fields."),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Sample {
+        #[allow(dead_code)]
+        a: u32,
+    }
+
+    #[test]
+    fn canonical_hash_ignores_key_order_and_spacing() {
+        let first: JsonBody<Sample> = parse(br#"{"a": 1, "b": "x"}"#).unwrap();
+        let second: JsonBody<Sample> = parse(br#"{"b":"x","a":1}"#).unwrap();
+        assert_eq!(first.canonical_hash, second.canonical_hash);
+        let third: JsonBody<Sample> = parse(br#"{"b":"y","a":1}"#).unwrap();
+        assert_ne!(first.canonical_hash, third.canonical_hash);
+    }
+
+    #[test]
+    fn malformed_json_and_wrong_fields_are_bad_requests() {
+        assert_eq!(parse::<Sample>(b"{").err().unwrap().code, "invalid_request");
+        assert_eq!(parse::<Sample>(br#"{"a":"x"}"#).err().unwrap().code, "invalid_request");
+    }
+}

@@ -1,0 +1,106 @@
+//! The HTTP API (actix-web): routes, extractors, the error shape, request metrics.
+
+pub mod error;
+pub mod extract;
+pub mod ops;
+pub mod verifications;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse, Resource};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::issuance::IssuanceActor;
+use crate::store::Store;
+use crate::telemetry::events::HttpRequestServed;
+use crate::tenants::ApiKeys;
+use crate::verify::Checker;
+use error::ApiError;
+
+/// Defaults a create request falls back to.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestDefaults {
+    pub code_length: u8,
+    pub ttl_seconds: u64,
+}
+
+/// What every handler can reach.
+pub struct AppState {
+    pub issuer: actix::Addr<IssuanceActor>,
+    pub checker: Checker,
+    pub keys: Arc<ApiKeys>,
+    pub store: Arc<dyn Store>,
+    pub defaults: RequestDefaults,
+}
+
+/// Registers every route.
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .service(resource("/healthz").route(web::get().to(ops::healthz)))
+        .service(resource("/readyz").route(web::get().to(ops::readyz)))
+        .service(resource("/metrics").route(web::get().to(ops::prometheus)))
+        .service(resource("/v1/verifications").route(web::post().to(verifications::create)))
+        .service(
+            resource("/v1/verifications/check")
+                .route(web::post().to(verifications::check_by_destination)),
+        )
+        .service(resource("/v1/verifications/{id}").route(web::get().to(verifications::get)))
+        .service(
+            resource("/v1/verifications/{id}/check").route(web::post().to(verifications::check)),
+        )
+        .service(
+            resource("/v1/verifications/{id}/cancel").route(web::post().to(verifications::cancel)),
+        );
+}
+
+/// A resource whose wrong methods get the JSON 405.
+fn resource(path: &str) -> Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This route does not take that HTTP method; see the API reference.",
+    )
+}
+
+/// The answer for routes that do not exist.
+pub async fn unknown_route() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "There is no such route; see the API reference for the routes under /v1.",
+    )
+}
+
+/// Counts and times each request by its route pattern (never by its concrete path).
+pub async fn observe(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let route = request
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.call(request).await?;
+    HttpRequestServed {
+        route: &route,
+        status: response.status().as_u16(),
+        took: started.elapsed(),
+    }
+    .emit();
+    Ok(response)
+}
+
+impl actix_web::Responder for ApiError {
+    type Body = actix_web::body::BoxBody;
+
+    fn respond_to(self, _: &actix_web::HttpRequest) -> HttpResponse {
+        actix_web::ResponseError::error_response(&self)
+    }
+}

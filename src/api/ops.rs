@@ -1,0 +1,29 @@
+//! Operations routes: liveness, readiness, metrics.
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::telemetry::metrics::metrics;
+
+/// GET /healthz: the process is up.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// GET /readyz: the store answers (and, in broker mode, the broker is connected).
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state
+        .store
+        .check_health()
+        .map_err(|error| ApiError::unavailable(format!("store: {error}")))?;
+    Ok(HttpResponse::Ok().json(json!({"status": "ready", "store": "ok"})))
+}
+
+/// GET /metrics: Prometheus text.
+pub async fn prometheus() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(metrics().render())
+}

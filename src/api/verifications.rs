@@ -1,0 +1,346 @@
+//! The /v1/verifications routes: decode, call issuance or checking, encode.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+use super::error::ApiError;
+use super::extract::{JsonBody, Tenant};
+use super::AppState;
+use crate::config::{DEFAULT_TEMPLATE, MAX_TTL_SECONDS, MIN_TTL_SECONDS};
+use crate::domain::code::{MAX_CODE_LENGTH, MIN_CODE_LENGTH};
+use crate::domain::destination::mask;
+use crate::domain::{
+    Channel, Destination, DestinationKey, IssueReceipt, OtpCode, Timestamp, Verification,
+    VerificationId,
+};
+use crate::issuance::actor::IdempotencyInput;
+use crate::issuance::{IssueOtp, IssueRequest};
+use crate::telemetry::events::CodeChecked;
+use crate::verify::{CheckError, CheckOutcome, CheckRefusal};
+
+const MAX_SESSION_ID_LENGTH: usize = 128;
+const MAX_LOCALE_LENGTH: usize = 35;
+const MAX_IDEMPOTENCY_KEY_LENGTH: usize = 255;
+
+#[derive(Deserialize)]
+pub struct CreateBody {
+    to: String,
+    channel: String,
+    locale: Option<String>,
+    template: Option<String>,
+    session_id: Option<String>,
+    code_length: Option<u64>,
+    ttl_seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+pub struct CheckBody {
+    code: String,
+    session_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct CheckByDestinationBody {
+    to: String,
+    channel: String,
+    code: String,
+    session_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CreatedView {
+    id: String,
+    status: &'static str,
+    channel: Channel,
+    to: String,
+    expires_at: String,
+    resend_available_at: String,
+    attempts_remaining: u32,
+}
+
+#[derive(Serialize)]
+struct CheckView<'a> {
+    id: &'a str,
+    valid: bool,
+    status: &'static str,
+    attempts_remaining: u32,
+}
+
+#[derive(Serialize)]
+struct VerificationView {
+    id: String,
+    status: &'static str,
+    channel: Channel,
+    to: String,
+    delivery: &'static str,
+    provider: Option<String>,
+    attempts_remaining: u32,
+    created_at: String,
+    updated_at: String,
+    expires_at: String,
+    sent_at: Option<String>,
+}
+
+impl VerificationView {
+    fn of(record: &Verification, now: Timestamp) -> Self {
+        VerificationView {
+            id: record.id.to_string(),
+            status: record.status_at(now).as_str(),
+            channel: record.channel,
+            to: mask(&record.to),
+            delivery: record.delivery.as_str(),
+            provider: record.provider.clone(),
+            attempts_remaining: record.attempts_remaining(),
+            created_at: record.created_at.to_rfc3339(),
+            updated_at: record.updated_at.to_rfc3339(),
+            expires_at: record.expires_at.to_rfc3339(),
+            sent_at: record.sent_at.map(Timestamp::to_rfc3339),
+        }
+    }
+}
+
+/// POST /v1/verifications
+pub async fn create(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    request: HttpRequest,
+    body: JsonBody<CreateBody>,
+) -> Result<HttpResponse, ApiError> {
+    let idempotency = idempotency_input(&request, &body)?;
+    let issue = IssueOtp {
+        tenant: tenant.0,
+        client_ip: request.peer_addr().map(|address| address.ip()),
+        request: validate_create(&state, body.value)?,
+        idempotency,
+    };
+    let receipt = state
+        .issuer
+        .send(issue)
+        .await
+        .map_err(ApiError::unavailable)??;
+    Ok(created_response(&receipt))
+}
+
+fn created_response(receipt: &IssueReceipt) -> HttpResponse {
+    let status = if receipt.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    HttpResponse::build(status).json(CreatedView {
+        id: receipt.id.to_string(),
+        status: "pending",
+        channel: receipt.channel,
+        to: receipt.to_masked.clone(),
+        expires_at: receipt.expires_at.to_rfc3339(),
+        resend_available_at: receipt.resend_available_at.to_rfc3339(),
+        attempts_remaining: receipt.attempts_remaining,
+    })
+}
+
+fn idempotency_input(
+    request: &HttpRequest,
+    body: &JsonBody<CreateBody>,
+) -> Result<Option<IdempotencyInput>, ApiError> {
+    let Some(value) = request.headers().get("Idempotency-Key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|key| !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_LENGTH)
+        .ok_or_else(|| {
+            ApiError::invalid_request(format!(
+                "The Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} visible ASCII characters."
+            ))
+        })?;
+    Ok(Some(IdempotencyInput {
+        key: key.to_owned(),
+        body_hash: body.canonical_hash,
+    }))
+}
+
+fn validate_create(state: &AppState, body: CreateBody) -> Result<IssueRequest, ApiError> {
+    let channel = parse_channel(&body.channel)?;
+    let destination = parse_destination(channel, &body.to)?;
+    let code_length = match body.code_length {
+        None => state.defaults.code_length,
+        Some(length) => u8::try_from(length)
+            .ok()
+            .filter(|l| (MIN_CODE_LENGTH..=MAX_CODE_LENGTH).contains(l))
+            .ok_or_else(|| {
+                ApiError::invalid_request(format!(
+                    "'code_length' is {length}; it must be from {MIN_CODE_LENGTH} to {MAX_CODE_LENGTH}."
+                ))
+            })?,
+    };
+    let ttl_seconds = body.ttl_seconds.unwrap_or(state.defaults.ttl_seconds);
+    if !(MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&ttl_seconds) {
+        return Err(ApiError::invalid_request(format!(
+            "'ttl_seconds' is {ttl_seconds}; it must be from {MIN_TTL_SECONDS} to {MAX_TTL_SECONDS}."
+        )));
+    }
+    if let Some(locale) = &body.locale {
+        let well_formed = !locale.is_empty()
+            && locale.len() <= MAX_LOCALE_LENGTH
+            && locale
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !well_formed {
+            return Err(ApiError::invalid_request(
+                "'locale' must be a language tag such as \"de\" or \"pt-BR\".",
+            ));
+        }
+    }
+    validate_session_id(body.session_id.as_deref())?;
+    Ok(IssueRequest {
+        channel,
+        destination,
+        locale: body.locale,
+        template: body.template.unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()),
+        session_id: body.session_id,
+        code_length,
+        ttl: Duration::from_secs(ttl_seconds),
+    })
+}
+
+fn validate_session_id(session_id: Option<&str>) -> Result<(), ApiError> {
+    match session_id {
+        Some(id) if id.is_empty() || id.len() > MAX_SESSION_ID_LENGTH => {
+            Err(ApiError::invalid_request(format!(
+                "'session_id' must be 1 to {MAX_SESSION_ID_LENGTH} characters."
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn parse_channel(raw: &str) -> Result<Channel, ApiError> {
+    raw.parse::<Channel>()
+        .map_err(|message| ApiError::invalid_request(format!("The {message}.")))
+}
+
+fn parse_destination(channel: Channel, raw: &str) -> Result<Destination, ApiError> {
+    Destination::parse(channel, raw).map_err(|error| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_destination",
+            format!("{error}."),
+        )
+    })
+}
+
+fn parse_code(raw: &str) -> Result<OtpCode, ApiError> {
+    OtpCode::parse(raw).ok_or_else(|| {
+        ApiError::invalid_request(format!(
+            "'code' must be the {MIN_CODE_LENGTH} to {MAX_CODE_LENGTH} digits that were sent, as a string."
+        ))
+    })
+}
+
+/// POST /v1/verifications/{id}/check
+pub async fn check(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    id: web::Path<String>,
+    body: JsonBody<CheckBody>,
+) -> Result<HttpResponse, ApiError> {
+    let code = parse_code(&body.value.code)?;
+    validate_session_id(body.value.session_id.as_deref())?;
+    let id = VerificationId::parse(&id).ok_or_else(ApiError::not_found);
+    let result = match id {
+        Ok(id) => {
+            state
+                .checker
+                .check(&tenant.0, &id, &code, body.value.session_id.as_deref(), Timestamp::now())
+                .await
+        }
+        Err(_) => Err(CheckError::NotFound),
+    };
+    check_response(&tenant.0, result)
+}
+
+/// POST /v1/verifications/check
+pub async fn check_by_destination(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    body: JsonBody<CheckByDestinationBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.value;
+    let code = parse_code(&body.code)?;
+    validate_session_id(body.session_id.as_deref())?;
+    let channel = parse_channel(&body.channel)?;
+    let destination = parse_destination(channel, &body.to)?;
+    let key = DestinationKey {
+        tenant: tenant.0.clone(),
+        channel,
+        to: destination.as_str().to_owned(),
+    };
+    let result = match state.checker.pending_for(&key) {
+        Ok(id) => {
+            state
+                .checker
+                .check(&tenant.0, &id, &code, body.session_id.as_deref(), Timestamp::now())
+                .await
+        }
+        Err(error) => Err(error),
+    };
+    check_response(&tenant.0, result)
+}
+
+fn check_response(
+    tenant: &str,
+    result: Result<(Verification, CheckOutcome), CheckError>,
+) -> Result<HttpResponse, ApiError> {
+    CodeChecked {
+        tenant,
+        outcome: check_outcome_label(&result),
+    }
+    .emit();
+    let (record, outcome) = result?;
+    Ok(HttpResponse::Ok().json(CheckView {
+        id: record.id.as_str(),
+        valid: outcome.valid,
+        status: outcome.status.as_str(),
+        attempts_remaining: outcome.attempts_remaining,
+    }))
+}
+
+fn check_outcome_label(result: &Result<(Verification, CheckOutcome), CheckError>) -> &'static str {
+    match result {
+        Ok((_, outcome)) if outcome.valid => "approved",
+        Ok(_) => "wrong",
+        Err(CheckError::NotFound) => "not_found",
+        Err(CheckError::Refused(CheckRefusal::AlreadyApproved)) => "already_approved",
+        Err(CheckError::Refused(CheckRefusal::MaxAttemptsReached)) => "max_attempts_reached",
+        Err(CheckError::Refused(CheckRefusal::Canceled)) => "canceled",
+        Err(CheckError::Refused(CheckRefusal::Expired)) => "expired",
+        Err(CheckError::Store(_)) => "unavailable",
+    }
+}
+
+/// GET /v1/verifications/{id}
+pub async fn get(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = VerificationId::parse(&id).ok_or_else(ApiError::not_found)?;
+    let record = state.checker.get(&tenant.0, &id)?;
+    Ok(HttpResponse::Ok().json(VerificationView::of(&record, Timestamp::now())))
+}
+
+/// POST /v1/verifications/{id}/cancel
+pub async fn cancel(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = VerificationId::parse(&id).ok_or_else(ApiError::not_found)?;
+    let now = Timestamp::now();
+    let record = state.checker.cancel(&tenant.0, &id, now).await?;
+    Ok(HttpResponse::Ok().json(VerificationView::of(&record, now)))
+}

@@ -1,0 +1,211 @@
+//! Wiring: opens the store, loads secrets and tenants, starts the actors, the background
+//! work (outbox recovery, sweeping) and the HTTP server.
+
+use actix::Actor;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::{self, AppState, RequestDefaults};
+use crate::config::Settings;
+use crate::delivery::recovery::resume_outbox;
+use crate::delivery::retry::Backoff;
+use crate::delivery::sender::SendContext;
+use crate::delivery::{SenderActor, Templates};
+use crate::domain::{Channel, Timestamp};
+use crate::issuance::IssuanceActor;
+use crate::providers::{Provider, SandboxProvider};
+use crate::routing::RouterActor;
+use crate::secrets::{SecretError, Secrets};
+use crate::store::{SledStore, Store, StoreError};
+use crate::telemetry::events::StoreSwept;
+use crate::tenants::{bootstrap_dev_tenant, ApiKeys, TenantError};
+use crate::verify::Checker;
+
+/// Records removed per sweep pass; a pass repeats while it fills up.
+const SWEEP_BATCH: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("could not create the store directory {path}: {source}")]
+    StoreDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Secrets(#[from] SecretError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tenants(#[from] TenantError),
+    #[error("could not listen on {address}: {source} (set OTPD__HTTP__LISTEN to a free address)")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// A built otpd, ready to run. Needs a running actix `System`.
+pub struct Application {
+    server: actix_web::dev::Server,
+    port: u16,
+    store: Arc<dyn Store>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let dir = settings.store.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|source| StartError::StoreDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let embedded = settings.amqp.url.is_none();
+        let secrets = Secrets::load(&settings.secrets, &dir, embedded)?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(
+            &dir.join("state"),
+            settings.store.cache_capacity_bytes,
+            Duration::from_secs(settings.store.retention_seconds),
+        )?);
+        if let Some(path) = bootstrap_dev_tenant(&settings, &dir)? {
+            tracing::info!(
+                tenant = crate::tenants::DEV_TENANT,
+                path = %path.display(),
+                "No tenant was configured: created tenant dev; its API key is in the file at path."
+            );
+        }
+        let keys = Arc::new(ApiKeys::load(&settings, &dir)?);
+
+        let router = start_delivery(&settings, &store, &secrets);
+        let issuer =
+            IssuanceActor::new(&settings, Arc::clone(&store), secrets.clone(), router.clone())
+                .start();
+        spawn_outbox_recovery(Arc::clone(&store), router);
+        spawn_sweeper(
+            Arc::clone(&store),
+            Duration::from_secs(settings.store.sweep_interval_seconds),
+        );
+
+        let state = web::Data::new(AppState {
+            issuer,
+            checker: Checker::new(Arc::clone(&store), secrets.hasher.clone()),
+            keys,
+            store: Arc::clone(&store),
+            defaults: RequestDefaults {
+                code_length: settings.verification.code_length,
+                ttl_seconds: settings.verification.ttl_seconds,
+            },
+        });
+        let listen_error = |source| StartError::Listen {
+            address: settings.http.listen.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(&settings.http.listen).map_err(listen_error)?;
+        let address = listener.local_addr().map_err(listen_error)?;
+        let workers = match settings.http.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(from_fn(api::observe))
+                .configure(api::configure)
+                .default_service(web::to(api::unknown_route))
+        })
+        .workers(workers)
+        .listen(listener)
+        .map_err(listen_error)?
+        .run();
+        tracing::info!(address = %format!("http://{address}"), "Listening.");
+        Ok(Application {
+            server,
+            port: address.port(),
+            store,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until the server is stopped (SIGINT/SIGTERM), then makes the store durable.
+    pub async fn run(self) -> std::io::Result<()> {
+        let served = self.server.await;
+        if let Err(error) = self.store.flush().await {
+            tracing::error!(%error, "Final store flush failed.");
+        }
+        served
+    }
+}
+
+/// Starts the sender(s) and the router; returns the router.
+fn start_delivery(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+    secrets: &Secrets,
+) -> actix::Addr<RouterActor> {
+    let context = Arc::new(SendContext {
+        store: Arc::clone(store),
+        sealer: secrets.sealer.clone(),
+        templates: Templates::from_settings(&settings.templates),
+        backoff: Backoff::default(),
+    });
+    let mut routes = HashMap::new();
+    if settings.sandbox.enabled {
+        let sandbox: Arc<dyn Provider> = Arc::new(SandboxProvider::new(
+            &settings.store.dir,
+            Duration::from_millis(settings.sandbox.delay_ms),
+        ));
+        let sender = SenderActor::new(
+            sandbox,
+            context,
+            settings.delivery.concurrency,
+            settings.delivery.mailbox_capacity,
+        )
+        .start();
+        for channel in [Channel::Sms, Channel::Email] {
+            routes.insert(channel, vec![sender.clone().recipient()]);
+        }
+    }
+    RouterActor::new(routes, settings.delivery.mailbox_capacity).start()
+}
+
+fn spawn_outbox_recovery(store: Arc<dyn Store>, router: actix::Addr<RouterActor>) {
+    actix_rt::spawn(async move {
+        if let Err(error) = resume_outbox(store, router).await {
+            tracing::error!(%error, "Could not read the outbox; unfinished deliveries resume at the next start.");
+        }
+    });
+}
+
+fn spawn_sweeper(store: Arc<dyn Store>, every: Duration) {
+    actix_rt::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let store = Arc::clone(&store);
+            let swept = tokio::task::spawn_blocking(move || sweep_all(store.as_ref())).await;
+            match swept {
+                Ok(Ok(removed)) => StoreSwept { removed }.emit(),
+                Ok(Err(error)) => tracing::warn!(%error, "Sweep failed; it runs again later."),
+                Err(error) => tracing::warn!(%error, "Sweep task failed."),
+            }
+        }
+    });
+}
+
+fn sweep_all(store: &dyn Store) -> Result<usize, StoreError> {
+    let now = Timestamp::now();
+    let mut total = 0;
+    loop {
+        let removed = store.sweep(now, SWEEP_BATCH)?;
+        total += removed;
+        if removed < SWEEP_BATCH {
+            return Ok(total);
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Delivering jobs: what to do with a job (`plan`), when to retry (`retry`), the message
+//! text (`templates`), the SenderActor that does the I/O, and outbox recovery at start.
+
+pub mod plan;
+pub mod recovery;
+pub mod retry;
+pub mod sender;
+pub mod templates;
+
+pub use sender::SenderActor;
+pub use templates::Templates;

@@ -1,0 +1,103 @@
+//! Whether a job should still be sent, decided from the job, its verification and `now`.
+
+use crate::domain::{DeliveryJob, Status, Timestamp, Verification};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Send it.
+    Send,
+    /// A newer code was issued; this one is dead.
+    Stale,
+    /// The code has expired: it must never be sent.
+    Expired,
+    /// The verification was approved, canceled or locked: nobody needs the code.
+    Finished,
+    /// The verification no longer exists.
+    Gone,
+}
+
+impl Disposition {
+    /// The label used in logs and metrics for a job not sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Send => "send",
+            Disposition::Stale => "stale",
+            Disposition::Expired => "expired",
+            Disposition::Finished => "finished",
+            Disposition::Gone => "gone",
+        }
+    }
+}
+
+pub fn disposition(
+    job: &DeliveryJob,
+    verification: Option<&Verification>,
+    now: Timestamp,
+) -> Disposition {
+    let Some(verification) = verification else {
+        return Disposition::Gone;
+    };
+    if verification.send_seq != job.send_seq {
+        return Disposition::Stale;
+    }
+    if now >= job.expires_at || verification.is_expired(now) {
+        return Disposition::Expired;
+    }
+    if verification.status != Status::Pending {
+        return Disposition::Finished;
+    }
+    Disposition::Send
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::JobId;
+    use crate::verify::rules::tests::{pending, START};
+
+    fn job_for(verification: &Verification) -> DeliveryJob {
+        DeliveryJob {
+            job_id: JobId::new(&verification.id, verification.send_seq),
+            verification_id: verification.id.clone(),
+            send_seq: verification.send_seq,
+            tenant: verification.tenant.clone(),
+            channel: verification.channel,
+            to: verification.to.clone(),
+            country: verification.country.clone(),
+            region: "eu".into(),
+            locale: None,
+            template: "default".into(),
+            expires_at: verification.expires_at,
+            created_at: verification.created_at,
+            sealed_code: vec![],
+        }
+    }
+
+    #[test]
+    fn sends_a_current_pending_job() {
+        let verification = pending(None);
+        let job = job_for(&verification);
+        assert_eq!(disposition(&job, Some(&verification), START), Disposition::Send);
+    }
+
+    #[test]
+    fn never_sends_at_or_after_expiry() {
+        let verification = pending(None);
+        let job = job_for(&verification);
+        assert_eq!(
+            disposition(&job, Some(&verification), verification.expires_at),
+            Disposition::Expired
+        );
+    }
+
+    #[test]
+    fn drops_stale_finished_and_gone_jobs() {
+        let mut verification = pending(None);
+        let job = job_for(&verification);
+        assert_eq!(disposition(&job, None, START), Disposition::Gone);
+        verification.status = Status::Canceled;
+        assert_eq!(disposition(&job, Some(&verification), START), Disposition::Finished);
+        verification.send_seq = 2;
+        assert_eq!(disposition(&job, Some(&verification), START), Disposition::Stale);
+    }
+}

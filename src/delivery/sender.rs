@@ -1,0 +1,216 @@
+//! SenderActor: one per provider. Takes jobs from its mailbox, runs up to `concurrency`
+//! sends at once (a full house stops the mailbox, so back-pressure reaches the router),
+//! retries transient failures until the code expires, and records each outcome durably.
+
+use actix::prelude::*;
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::plan::{disposition, Disposition};
+use super::retry::{next_retry, Backoff};
+use super::templates::Templates;
+use crate::domain::{DeliveryJob, DeliveryState, Timestamp, Verification};
+use crate::providers::{OutboundMessage, Provider};
+use crate::routing::actor::{Deliver, DeliveryUnavailable};
+use crate::secrets::Sealer;
+use crate::store::{Store, StoreError};
+use crate::telemetry::events::{JobDropped, MessageSent, SendFailed};
+
+/// What every send needs besides the provider.
+pub struct SendContext {
+    pub store: Arc<dyn Store>,
+    pub sealer: Sealer,
+    pub templates: Templates,
+    pub backoff: Backoff,
+}
+
+pub struct SenderActor {
+    provider: Arc<dyn Provider>,
+    context: Arc<SendContext>,
+    permits: Arc<Semaphore>,
+    mailbox_capacity: usize,
+}
+
+impl SenderActor {
+    pub fn new(
+        provider: Arc<dyn Provider>,
+        context: Arc<SendContext>,
+        concurrency: usize,
+        mailbox_capacity: usize,
+    ) -> Self {
+        SenderActor {
+            provider,
+            context,
+            permits: Arc::new(Semaphore::new(concurrency)),
+            mailbox_capacity,
+        }
+    }
+
+    fn start_send(&self, job: DeliveryJob, permit: OwnedSemaphorePermit) {
+        let provider = Arc::clone(&self.provider);
+        let context = Arc::clone(&self.context);
+        actix_rt::spawn(async move {
+            if let Err(error) = deliver(&context, provider.as_ref(), &job).await {
+                tracing::error!(
+                    provider = provider.id(),
+                    job = %job.job_id,
+                    %error,
+                    "Could not record a delivery; the job stays in the outbox for the next start."
+                );
+            }
+            drop(permit);
+        });
+    }
+}
+
+impl Actor for SenderActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.mailbox_capacity);
+    }
+}
+
+impl Handler<Deliver> for SenderActor {
+    type Result = Result<(), DeliveryUnavailable>;
+
+    fn handle(&mut self, Deliver(job): Deliver, ctx: &mut Self::Context) -> Self::Result {
+        match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => self.start_send(job, permit),
+            Err(_) => {
+                let permits = Arc::clone(&self.permits);
+                let wait_for_slot = async move { permits.acquire_owned().await }
+                    .into_actor(self)
+                    .map(move |permit, actor, _| match permit {
+                        Ok(permit) => actor.start_send(job, permit),
+                        Err(_) => tracing::error!(job = %job.job_id, "Sender closed; the job stays in the outbox."),
+                    });
+                ctx.wait(wait_for_slot);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends one job (retrying while that can still beat the code's expiry) and records the
+/// outcome. An error means the outcome could not be recorded.
+async fn deliver(
+    context: &SendContext,
+    provider: &dyn Provider,
+    job: &DeliveryJob,
+) -> Result<(), StoreError> {
+    let mut attempt = 0;
+    loop {
+        let now = Timestamp::now();
+        let verification = context.store.verification(&job.verification_id)?;
+        let plan = disposition(job, verification.as_ref(), now);
+        if plan != Disposition::Send {
+            JobDropped {
+                provider: provider.id(),
+                channel: job.channel,
+                reason: plan.as_str(),
+            }
+            .emit();
+            let state = (plan == Disposition::Expired).then_some(DeliveryState::Failed);
+            return record(context, job, provider.id(), state, now).await;
+        }
+        let message = match compose(context, job, now) {
+            Ok(message) => message,
+            Err(reason) => {
+                report_failure(provider.id(), job, &reason, false);
+                return record(context, job, provider.id(), Some(DeliveryState::Failed), now).await;
+            }
+        };
+        let started = Instant::now();
+        match provider.send(&message).await {
+            Ok(_) => {
+                MessageSent {
+                    provider: provider.id(),
+                    channel: job.channel,
+                    call_took: started.elapsed(),
+                    since_issue: job.created_at.until(Timestamp::now()),
+                }
+                .emit();
+                let sent_at = Timestamp::now();
+                return record(context, job, provider.id(), Some(DeliveryState::Sent), sent_at)
+                    .await;
+            }
+            Err(error) => {
+                let jitter = rand::thread_rng().gen::<f64>();
+                let now = Timestamp::now();
+                let retry = next_retry(&context.backoff, attempt, &error, jitter, now, job.expires_at);
+                report_failure(provider.id(), job, &error.to_string(), retry.is_some());
+                match retry {
+                    Some(wait) => {
+                        tokio::time::sleep(wait).await;
+                        attempt += 1;
+                    }
+                    None => {
+                        return record(context, job, provider.id(), Some(DeliveryState::Failed), now)
+                            .await
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Opens the sealed code and renders the message; an error says why it cannot be sent.
+fn compose(
+    context: &SendContext,
+    job: &DeliveryJob,
+    now: Timestamp,
+) -> Result<OutboundMessage, String> {
+    let code = context
+        .sealer
+        .open(&job.job_id, &job.sealed_code)
+        .map_err(|error| error.to_string())?;
+    let lifetime = job.created_at.until(job.expires_at).max(now.until(job.expires_at));
+    let minutes = lifetime.as_secs().div_ceil(60).max(1);
+    let body = context
+        .templates
+        .render(&job.template, job.locale.as_deref(), &code, minutes)
+        .ok_or_else(|| format!("template '{}' is no longer configured", job.template))?;
+    Ok(OutboundMessage {
+        job_id: job.job_id.clone(),
+        verification_id: job.verification_id.clone(),
+        tenant: job.tenant.clone(),
+        channel: job.channel,
+        to: job.to.clone(),
+        body,
+    })
+}
+
+fn report_failure(provider: &str, job: &DeliveryJob, reason: &str, will_retry: bool) {
+    SendFailed {
+        provider,
+        channel: job.channel,
+        error: reason,
+        will_retry,
+    }
+    .emit();
+}
+
+/// Takes the job out of the outbox and, if it is still the verification's current send,
+/// records its delivery state; then waits until that is durable.
+async fn record(
+    context: &SendContext,
+    job: &DeliveryJob,
+    provider: &str,
+    state: Option<DeliveryState>,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    context.store.finish_job(job, &|verification: &mut Verification| {
+        if let (Some(state), true) = (state, verification.send_seq == job.send_seq) {
+            verification.delivery = state;
+            verification.provider = Some(provider.to_owned());
+            if state == DeliveryState::Sent {
+                verification.sent_at = Some(at);
+            }
+            verification.updated_at = at;
+        }
+    })?;
+    context.store.flush().await
+}

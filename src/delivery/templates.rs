@@ -1,0 +1,86 @@
+//! Message texts per template and locale, from the settings.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::config::FALLBACK_LOCALE;
+use crate::domain::OtpCode;
+
+#[derive(Debug, Clone)]
+pub struct Templates {
+    texts: HashMap<String, HashMap<String, String>>,
+}
+
+impl Templates {
+    pub fn from_settings(settings: &BTreeMap<String, BTreeMap<String, String>>) -> Self {
+        let texts = settings
+            .iter()
+            .map(|(name, locales)| {
+                let locales = locales
+                    .iter()
+                    .map(|(locale, text)| (locale.to_ascii_lowercase(), text.clone()))
+                    .collect();
+                (name.clone(), locales)
+            })
+            .collect();
+        Templates { texts }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.texts.contains_key(name)
+    }
+
+    /// The configured template names, for error messages.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.texts.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The text of `name` in `locale` (`pt-BR` falls back to `pt`, then to English), with
+    /// the code and lifetime filled in. `None` for an unknown template.
+    pub fn render(
+        &self,
+        name: &str,
+        locale: Option<&str>,
+        code: &OtpCode,
+        minutes: u64,
+    ) -> Option<String> {
+        let locales = self.texts.get(name)?;
+        let wanted = locale.unwrap_or(FALLBACK_LOCALE).to_ascii_lowercase();
+        let language = wanted.split(['-', '_']).next().unwrap_or_default();
+        let text = locales
+            .get(&wanted)
+            .or_else(|| locales.get(language))
+            .or_else(|| locales.get(FALLBACK_LOCALE))?;
+        Some(
+            text.replace("{minutes}", &minutes.to_string())
+                .replace("{code}", code.reveal()),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn templates() -> Templates {
+        Templates::from_settings(&BTreeMap::from([(
+            "login".to_string(),
+            BTreeMap::from([
+                ("en".to_string(), "Code {code}, {minutes} min".to_string()),
+                ("de".to_string(), "Code {code}, {minutes} Min.".to_string()),
+            ]),
+        )]))
+    }
+
+    #[test]
+    fn renders_the_locale_or_its_language_or_english() {
+        let code = OtpCode::parse("123456").unwrap();
+        let t = templates();
+        assert_eq!(t.render("login", Some("de"), &code, 5).unwrap(), "Code 123456, 5 Min.");
+        assert_eq!(t.render("login", Some("de-AT"), &code, 5).unwrap(), "Code 123456, 5 Min.");
+        assert_eq!(t.render("login", Some("ja"), &code, 5).unwrap(), "Code 123456, 5 min");
+        assert_eq!(t.render("login", None, &code, 2).unwrap(), "Code 123456, 2 min");
+        assert!(t.render("signup", None, &code, 5).is_none());
+    }
+}

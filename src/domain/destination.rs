@@ -1,0 +1,208 @@
+//! Where a code goes: an E.164 phone number for SMS or an address for email, validated.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// How a code reaches a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Sms,
+    Email,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Sms => "sms",
+            Channel::Email => "email",
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Channel {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "sms" => Ok(Channel::Sms),
+            "email" => Ok(Channel::Email),
+            other => Err(format!(
+                "channel '{other}' is not supported; use \"sms\" or \"email\""
+            )),
+        }
+    }
+}
+
+/// A validated destination in its canonical form.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Destination {
+    /// An E.164 number (`+4915112345678`) and its ISO 3166 country (`DE`).
+    Phone { e164: String, country: String },
+    /// An email address with its domain in lower case.
+    Email { address: String },
+}
+
+/// Why a destination was refused; the message tells the caller what to send instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DestinationError {
+    #[error("'to' must be a phone number in E.164 format: '+', the country code and the subscriber number, digits only, e.g. +4915112345678")]
+    NotE164,
+    #[error("'to' is not a valid phone number for its country code; check the digits and send it in E.164 format, e.g. +4915112345678")]
+    InvalidNumber,
+    #[error("'to' must be an email address such as user@example.com")]
+    InvalidEmail,
+}
+
+const MAX_EMAIL_LENGTH: usize = 254;
+
+impl Destination {
+    /// Parses `raw` as a destination for `channel`.
+    pub fn parse(channel: Channel, raw: &str) -> Result<Self, DestinationError> {
+        match channel {
+            Channel::Sms => parse_phone(raw),
+            Channel::Email => parse_email(raw),
+        }
+    }
+
+    /// The canonical text: the E.164 number or the normalised address.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Destination::Phone { e164, .. } => e164,
+            Destination::Email { address } => address,
+        }
+    }
+
+    /// The ISO 3166 country of a phone number; `None` for email.
+    pub fn country(&self) -> Option<&str> {
+        match self {
+            Destination::Phone { country, .. } => Some(country),
+            Destination::Email { .. } => None,
+        }
+    }
+
+    /// The destination with most of it hidden, for responses and logs.
+    pub fn masked(&self) -> String {
+        mask(self.as_str())
+    }
+}
+
+fn parse_phone(raw: &str) -> Result<Destination, DestinationError> {
+    let digits = raw.strip_prefix('+').ok_or(DestinationError::NotE164)?;
+    if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(DestinationError::NotE164);
+    }
+    let number = phonenumber::parse(None, raw).map_err(|_| DestinationError::InvalidNumber)?;
+    if !phonenumber::is_valid(&number) {
+        return Err(DestinationError::InvalidNumber);
+    }
+    let country = number
+        .country()
+        .id()
+        .ok_or(DestinationError::InvalidNumber)?;
+    Ok(Destination::Phone {
+        e164: number.format().mode(phonenumber::Mode::E164).to_string(),
+        country: country.as_ref().to_owned(),
+    })
+}
+
+fn parse_email(raw: &str) -> Result<Destination, DestinationError> {
+    let trimmed = raw.trim();
+    if trimmed.len() > MAX_EMAIL_LENGTH {
+        return Err(DestinationError::InvalidEmail);
+    }
+    let parsed =
+        email_address::EmailAddress::from_str(trimmed).map_err(|_| DestinationError::InvalidEmail)?;
+    let domain = parsed.domain().to_ascii_lowercase();
+    if !domain.contains('.') || domain.starts_with('[') {
+        return Err(DestinationError::InvalidEmail);
+    }
+    Ok(Destination::Email {
+        address: format!("{}@{}", parsed.local_part(), domain),
+    })
+}
+
+/// Hides the middle of a destination: `+4915112345678` → `+49151*****678`,
+/// `jane@example.com` → `j***@example.com`.
+pub fn mask(destination: &str) -> String {
+    if let Some((local, domain)) = destination.split_once('@') {
+        let first: String = local.chars().take(1).collect();
+        return format!("{first}***@{domain}");
+    }
+    let chars: Vec<char> = destination.chars().collect();
+    let (head, tail) = if chars.len() > 10 { (6, 3) } else { (3, 2) };
+    if chars.len() <= head + tail {
+        return "*".repeat(chars.len());
+    }
+    let hidden = chars.len() - head - tail;
+    let mut masked: String = chars[..head].iter().collect();
+    masked.push_str(&"*".repeat(hidden));
+    masked.extend(&chars[chars.len() - tail..]);
+    masked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_a_valid_german_mobile_number() {
+        let destination = Destination::parse(Channel::Sms, "+4915112345678").unwrap();
+        assert_eq!(destination.as_str(), "+4915112345678");
+        assert_eq!(destination.country(), Some("DE"));
+    }
+
+    #[test]
+    fn refuses_numbers_without_plus_or_with_letters() {
+        for raw in ["4915112345678", "+49 151 12345678", "+49abc", "", "+"] {
+            assert_eq!(
+                Destination::parse(Channel::Sms, raw),
+                Err(DestinationError::NotE164),
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_impossible_numbers() {
+        for raw in ["+49123", "+999123456789", "+1555"] {
+            assert_eq!(
+                Destination::parse(Channel::Sms, raw),
+                Err(DestinationError::InvalidNumber),
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn normalises_email_domains() {
+        let destination = Destination::parse(Channel::Email, "Jane.Doe@Example.COM").unwrap();
+        assert_eq!(destination.as_str(), "Jane.Doe@example.com");
+        assert_eq!(destination.country(), None);
+    }
+
+    #[test]
+    fn refuses_malformed_email() {
+        for raw in ["no-at-sign", "a@", "@example.com", "a@localhost"] {
+            assert_eq!(
+                Destination::parse(Channel::Email, raw),
+                Err(DestinationError::InvalidEmail),
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn masks_phone_numbers_and_addresses() {
+        assert_eq!(mask("+4915112345678"), "+49151*****678");
+        assert_eq!(mask("jane@example.com"), "j***@example.com");
+        assert_eq!(mask("+1234"), "*****");
+    }
+}

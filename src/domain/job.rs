@@ -1,0 +1,44 @@
+//! A delivery job: what a sender needs to deliver one code, with the code sealed.
+
+use super::{Channel, Timestamp, VerificationId};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// `<verification id>.<send seq>`: one job per code sent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct JobId(String);
+
+impl JobId {
+    pub fn new(verification: &VerificationId, send_seq: u32) -> Self {
+        JobId(format!("{verification}.{send_seq}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Everything needed to send one code. The code travels sealed (AEAD, bound to the job id),
+/// so no queue, outbox or log line ever holds it in clear.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryJob {
+    pub job_id: JobId,
+    pub verification_id: VerificationId,
+    pub send_seq: u32,
+    pub tenant: String,
+    pub channel: Channel,
+    pub to: String,
+    pub country: Option<String>,
+    pub region: String,
+    pub locale: Option<String>,
+    pub template: String,
+    pub expires_at: Timestamp,
+    pub created_at: Timestamp,
+    pub sealed_code: Vec<u8>,
+}

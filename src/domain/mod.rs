@@ -1,0 +1,17 @@
+//! The vocabulary of otpd: destinations, channels, codes, verifications and delivery jobs.
+
+pub mod code;
+pub mod destination;
+pub mod job;
+pub mod records;
+pub mod time;
+pub mod verification;
+
+pub use code::{CodeHash, CodeHasher, OtpCode};
+pub use destination::{Channel, Destination, DestinationError};
+pub use job::{DeliveryJob, JobId};
+pub use records::{
+    DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord, IssueReceipt,
+};
+pub use time::Timestamp;
+pub use verification::{DeliveryState, Status, Verification, VerificationId};

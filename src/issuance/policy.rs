@@ -1,0 +1,302 @@
+//! The issuance rules as plain functions: resend cooldown, the per-destination send limit,
+//! and how a new or resent verification looks.
+
+use std::time::Duration;
+
+use crate::domain::{
+    Channel, CodeHash, DeliveryState, Destination, DestinationState, IssueReceipt, Status,
+    Timestamp, Verification, VerificationId,
+};
+
+/// Limits on sending to one destination.
+#[derive(Debug, Clone, Copy)]
+pub struct SendLimits {
+    pub cooldown: Duration,
+    pub sends_per_window: u32,
+    pub window: Duration,
+    pub max_attempts: u32,
+}
+
+/// A validated create request.
+#[derive(Debug, Clone)]
+pub struct IssueRequest {
+    pub channel: Channel,
+    pub destination: Destination,
+    pub locale: Option<String>,
+    pub template: String,
+    pub session_id: Option<String>,
+    pub code_length: u8,
+    pub ttl: Duration,
+}
+
+/// What to do with a create request for a destination.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SendPlan {
+    /// No verification is pending: start one.
+    New,
+    /// One is pending and may get a new code.
+    Resend(VerificationId),
+}
+
+/// Why no code may be sent now; each says how long to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendRefusal {
+    Cooldown { retry_after: Duration },
+    TooManySends { retry_after: Duration },
+}
+
+/// Decides between a new verification, a resend, or a refusal. `pending` is the
+/// verification the destination's state points at, if it still exists.
+pub fn plan_send(
+    state: &DestinationState,
+    pending: Option<&Verification>,
+    limits: &SendLimits,
+    now: Timestamp,
+) -> Result<SendPlan, SendRefusal> {
+    let pending = pending.filter(|v| v.is_pending(now));
+    if let Some(verification) = pending {
+        let available_at = verification.last_sent_at.plus(limits.cooldown);
+        if now < available_at {
+            return Err(SendRefusal::Cooldown {
+                retry_after: now.until(available_at),
+            });
+        }
+    }
+    let recent = sends_within_window(&state.recent_sends, limits.window, now);
+    if recent.len() >= limits.sends_per_window as usize {
+        let oldest = recent[0];
+        return Err(SendRefusal::TooManySends {
+            retry_after: now.until(oldest.plus(limits.window)),
+        });
+    }
+    Ok(match pending {
+        Some(verification) => SendPlan::Resend(verification.id.clone()),
+        None => SendPlan::New,
+    })
+}
+
+fn sends_within_window(sends: &[Timestamp], window: Duration, now: Timestamp) -> &[Timestamp] {
+    let first_recent = sends
+        .iter()
+        .position(|sent| sent.plus(window) > now)
+        .unwrap_or(sends.len());
+    &sends[first_recent..]
+}
+
+/// The destination's state after a send at `now` of `verification`.
+pub fn record_send(
+    state: &DestinationState,
+    verification: &Verification,
+    limits: &SendLimits,
+    now: Timestamp,
+) -> DestinationState {
+    let mut recent_sends = sends_within_window(&state.recent_sends, limits.window, now).to_vec();
+    recent_sends.push(now);
+    DestinationState {
+        pending: Some(verification.id.clone()),
+        recent_sends,
+        purge_at: now.plus(limits.window).max(verification.expires_at),
+    }
+}
+
+/// A new verification for `request`, holding `code_hash`.
+pub fn new_verification(
+    id: VerificationId,
+    tenant: &str,
+    request: &IssueRequest,
+    code_hash: CodeHash,
+    limits: &SendLimits,
+    now: Timestamp,
+) -> Verification {
+    Verification {
+        id,
+        tenant: tenant.to_owned(),
+        channel: request.channel,
+        to: request.destination.as_str().to_owned(),
+        country: request.destination.country().map(str::to_owned),
+        locale: request.locale.clone(),
+        template: request.template.clone(),
+        session_id: request.session_id.clone(),
+        code_hash,
+        code_length: request.code_length,
+        send_seq: 1,
+        status: Status::Pending,
+        attempts_used: 0,
+        max_attempts: limits.max_attempts,
+        created_at: now,
+        expires_at: now.plus(request.ttl),
+        last_sent_at: now,
+        updated_at: now,
+        delivery: DeliveryState::Queued,
+        provider: None,
+        sent_at: None,
+    }
+}
+
+/// The pending verification with a new code: the old code dies, used attempts stay used,
+/// the lifetime starts again.
+pub fn resend(
+    existing: &Verification,
+    request: &IssueRequest,
+    code_hash: CodeHash,
+    now: Timestamp,
+) -> Verification {
+    Verification {
+        code_hash,
+        code_length: request.code_length,
+        send_seq: existing.send_seq + 1,
+        expires_at: now.plus(request.ttl),
+        last_sent_at: now,
+        updated_at: now,
+        locale: request.locale.clone(),
+        template: request.template.clone(),
+        session_id: request
+            .session_id
+            .clone()
+            .or_else(|| existing.session_id.clone()),
+        delivery: DeliveryState::Queued,
+        provider: None,
+        sent_at: None,
+        ..existing.clone()
+    }
+}
+
+/// The answer to a create request that sent `verification`'s current code.
+pub fn receipt(verification: &Verification, created: bool, limits: &SendLimits) -> IssueReceipt {
+    IssueReceipt {
+        created,
+        id: verification.id.clone(),
+        channel: verification.channel,
+        to_masked: crate::domain::destination::mask(&verification.to),
+        expires_at: verification.expires_at,
+        resend_available_at: verification.last_sent_at.plus(limits.cooldown),
+        attempts_remaining: verification.attempts_remaining(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const START: Timestamp = Timestamp(1_800_000_000_000);
+
+    fn limits() -> SendLimits {
+        SendLimits {
+            cooldown: Duration::from_secs(30),
+            sends_per_window: 5,
+            window: Duration::from_secs(600),
+            max_attempts: 5,
+        }
+    }
+
+    fn request() -> IssueRequest {
+        IssueRequest {
+            channel: Channel::Sms,
+            destination: Destination::parse(Channel::Sms, "+4915112345678").unwrap(),
+            locale: None,
+            template: "default".into(),
+            session_id: Some("s-1".into()),
+            code_length: 6,
+            ttl: Duration::from_secs(300),
+        }
+    }
+
+    fn issued_at(now: Timestamp) -> (Verification, DestinationState) {
+        let verification = new_verification(
+            VerificationId::generate(),
+            "acme",
+            &request(),
+            CodeHash([1; 32]),
+            &limits(),
+            now,
+        );
+        let state = record_send(&DestinationState::default(), &verification, &limits(), now);
+        (verification, state)
+    }
+
+    #[test]
+    fn first_request_starts_a_verification() {
+        let plan = plan_send(&DestinationState::default(), None, &limits(), START);
+        assert_eq!(plan, Ok(SendPlan::New));
+    }
+
+    #[test]
+    fn cooldown_holds_until_its_last_millisecond() {
+        let (verification, state) = issued_at(START);
+        let just_before = START.plus(Duration::from_millis(29_999));
+        assert_eq!(
+            plan_send(&state, Some(&verification), &limits(), just_before),
+            Err(SendRefusal::Cooldown {
+                retry_after: Duration::from_millis(1)
+            })
+        );
+        let at_end = START.plus_secs(30);
+        assert_eq!(
+            plan_send(&state, Some(&verification), &limits(), at_end),
+            Ok(SendPlan::Resend(verification.id.clone()))
+        );
+    }
+
+    #[test]
+    fn an_expired_pending_verification_is_replaced_not_resent() {
+        let (verification, state) = issued_at(START);
+        let after_expiry = verification.expires_at;
+        assert_eq!(
+            plan_send(&state, Some(&verification), &limits(), after_expiry),
+            Ok(SendPlan::New)
+        );
+    }
+
+    #[test]
+    fn send_limit_counts_sends_within_the_window() {
+        let (mut verification, mut state) = issued_at(START);
+        let mut now = START;
+        for _ in 1..5 {
+            now = now.plus_secs(30);
+            assert!(plan_send(&state, Some(&verification), &limits(), now).is_ok());
+            verification = resend(&verification, &request(), CodeHash([2; 32]), now);
+            state = record_send(&state, &verification, &limits(), now);
+        }
+        let sixth = now.plus_secs(30);
+        assert_eq!(
+            plan_send(&state, Some(&verification), &limits(), sixth),
+            Err(SendRefusal::TooManySends {
+                retry_after: sixth.until(START.plus_secs(600))
+            })
+        );
+        // Once the first send leaves the window, one more is allowed.
+        assert!(plan_send(&state, Some(&verification), &limits(), START.plus_secs(600)).is_ok());
+    }
+
+    #[test]
+    fn resend_replaces_the_code_and_keeps_used_attempts() {
+        let (mut verification, _) = issued_at(START);
+        verification.attempts_used = 2;
+        let later = START.plus_secs(40);
+        let resent = resend(&verification, &request(), CodeHash([9; 32]), later);
+        assert_eq!(resent.id, verification.id);
+        assert_eq!(resent.send_seq, 2);
+        assert_eq!(resent.attempts_used, 2);
+        assert!(resent.code_hash.matches(&CodeHash([9; 32])));
+        assert_eq!(resent.expires_at, later.plus_secs(300));
+        assert_eq!(resent.delivery, DeliveryState::Queued);
+    }
+
+    #[test]
+    fn state_keeps_only_recent_sends_and_outlives_the_verification() {
+        let (verification, state) = issued_at(START);
+        let later = START.plus_secs(700);
+        let next = record_send(&state, &verification, &limits(), later);
+        assert_eq!(next.recent_sends, vec![later]);
+        assert_eq!(next.purge_at, later.plus_secs(600));
+    }
+
+    #[test]
+    fn receipt_masks_the_destination() {
+        let (verification, _) = issued_at(START);
+        let receipt = receipt(&verification, true, &limits());
+        assert_eq!(receipt.to_masked, "+49151*****678");
+        assert_eq!(receipt.resend_available_at, START.plus_secs(30));
+        assert_eq!(receipt.attempts_remaining, 5);
+    }
+}

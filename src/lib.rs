@@ -1,0 +1,16 @@
+//! otpd: issue one-time passcodes, deliver them through providers, verify them.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod delivery;
+pub mod domain;
+pub mod issuance;
+pub mod providers;
+pub mod routing;
+pub mod secrets;
+pub mod store;
+pub mod telemetry;
+pub mod tenants;
+pub mod verify;

@@ -1,0 +1,75 @@
+//! Providers deliver rendered messages. One trait with one `send`; one file per vendor.
+
+pub mod sandbox;
+pub mod stub;
+
+use async_trait::async_trait;
+use std::time::Duration;
+
+use crate::domain::{Channel, JobId, VerificationId};
+
+pub use sandbox::SandboxProvider;
+pub use stub::StubProvider;
+
+/// A message ready to go out. `body` holds the code: it is never logged.
+#[derive(Clone)]
+pub struct OutboundMessage {
+    pub job_id: JobId,
+    pub verification_id: VerificationId,
+    pub tenant: String,
+    pub channel: Channel,
+    pub to: String,
+    pub body: String,
+}
+
+impl std::fmt::Debug for OutboundMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundMessage")
+            .field("job_id", &self.job_id)
+            .field("channel", &self.channel)
+            .field("body", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What a provider says when it accepts a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendReceipt {
+    /// The provider's own id for the message, for delivery receipts.
+    pub provider_message_id: Option<String>,
+}
+
+/// A failed send, classified: transient failures may succeed later, permanent ones won't.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    #[error("temporary failure: {reason}")]
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("rejected: {reason}")]
+    Permanent { reason: String },
+}
+
+impl ProviderError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ProviderError::Transient { .. })
+    }
+
+    /// How long the provider asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Transient { retry_after, .. } => *retry_after,
+            ProviderError::Permanent { .. } => None,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// The provider's name in settings, metrics and records.
+    fn id(&self) -> &str;
+
+    /// Hands one message to the provider. Adapters never retry: the sender decides.
+    async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, ProviderError>;
+}

@@ -1,0 +1,7 @@
+//! Where a job goes: the region of its destination, and the provider that serves it.
+
+pub mod actor;
+pub mod region;
+
+pub use actor::{Deliver, RouterActor};
+pub use region::RegionTable;

@@ -1,0 +1,81 @@
+//! Durable state behind one `Store` trait: verifications, destination history, idempotency
+//! records and the delivery outbox. The sled implementation lives in `sled_store`.
+
+mod flusher;
+mod keys;
+mod sled_store;
+
+use futures_util::future::BoxFuture;
+
+use crate::domain::{
+    DeliveryJob, DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord, JobId,
+    Timestamp, Verification, VerificationId,
+};
+
+pub use sled_store::SledStore;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store failed: {0}")]
+    Io(String),
+    #[error("a stored record could not be read: {0}")]
+    Corrupt(String),
+    #[error("the store could not make the change durable: {0}")]
+    Flush(String),
+}
+
+/// Everything one issue (or resend) writes, applied atomically.
+#[derive(Debug, Clone)]
+pub struct IssueWrite {
+    pub verification: Verification,
+    pub destination_key: DestinationKey,
+    pub destination: DestinationState,
+    pub idempotency: Option<(IdempotencyKey, IdempotencyRecord)>,
+    pub job: DeliveryJob,
+}
+
+/// The state otpd keeps. Writes are visible at once and durable after [`Store::flush`].
+pub trait Store: Send + Sync + 'static {
+    fn verification(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError>;
+
+    /// Applies `change` to a verification atomically: concurrent changes are retried on the
+    /// fresh record, so `change` may run more than once. It returns `false` to leave the
+    /// record as it is. Returns the record as it stands afterwards, `None` if there is none.
+    fn update_verification(
+        &self,
+        id: &VerificationId,
+        change: &mut dyn FnMut(&mut Verification) -> bool,
+    ) -> Result<Option<Verification>, StoreError>;
+
+    fn destination(&self, key: &DestinationKey) -> Result<Option<DestinationState>, StoreError>;
+
+    fn idempotency(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    /// Writes a verification, its destination's state, its idempotency record and its
+    /// delivery job in one atomic batch.
+    fn commit_issue(&self, write: &IssueWrite) -> Result<(), StoreError>;
+
+    /// Up to `limit` outbox jobs in id order, starting after `after`.
+    fn outbox_page(
+        &self,
+        after: Option<&JobId>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryJob>, StoreError>;
+
+    /// Removes a job from the outbox and records its outcome on the verification, atomically.
+    fn finish_job(
+        &self,
+        job: &DeliveryJob,
+        record_outcome: &dyn Fn(&mut Verification),
+    ) -> Result<(), StoreError>;
+
+    /// Deletes up to `limit` records whose time has passed; returns how many went.
+    fn sweep(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError>;
+
+    /// Resolves once every write made before the call is on disk. Concurrent calls share
+    /// one fsync.
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    /// Whether the store answers reads.
+    fn check_health(&self) -> Result<(), StoreError>;
+}

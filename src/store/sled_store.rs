@@ -1,0 +1,261 @@
+//! The `Store` on sled 0.34: one tree, postcard-encoded records with a format byte,
+//! CAS loops for atomic updates, group-committed flushes.
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::path::Path;
+use std::time::Duration;
+
+use super::flusher::GroupFlusher;
+use super::{keys, IssueWrite, Store, StoreError};
+use crate::domain::{
+    DeliveryJob, DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord, JobId,
+    Timestamp, Verification, VerificationId,
+};
+
+/// First byte of every stored record, so a future format can be told apart.
+const FORMAT_VERSION: u8 = 1;
+
+pub struct SledStore {
+    tree: sled::Db,
+    flusher: GroupFlusher,
+    /// How long finished verifications stay after expiry before they are swept.
+    retention: Duration,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path, cache_capacity_bytes: u64, retention: Duration) -> Result<Self, StoreError> {
+        let tree = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_capacity_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|error| {
+                StoreError::Io(format!(
+                    "could not open the store in {}: {error} (is another otpd using this directory?)",
+                    dir.display()
+                ))
+            })?;
+        let flushed = tree.clone();
+        let flusher = GroupFlusher::start(move || {
+            flushed.flush().map(|_| ()).map_err(|error| error.to_string())
+        })
+        .map_err(|error| StoreError::Io(format!("could not start the flusher thread: {error}")))?;
+        Ok(SledStore {
+            tree,
+            flusher,
+            retention,
+        })
+    }
+
+    fn read<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        match self.tree.get(key).map_err(io)? {
+            Some(bytes) => decode(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn verification_purge_at(&self, verification: &Verification) -> Timestamp {
+        verification.expires_at.plus(self.retention)
+    }
+
+    /// When the record under `key` may go, or `None` if it is of no kind that expires.
+    fn purge_at(&self, key: &[u8], bytes: &[u8]) -> Result<Option<Timestamp>, StoreError> {
+        Ok(if key.starts_with(keys::VERIFICATION) {
+            Some(self.verification_purge_at(&decode::<Verification>(bytes)?))
+        } else if key.starts_with(keys::DESTINATION) {
+            Some(decode::<DestinationState>(bytes)?.purge_at)
+        } else if key.starts_with(keys::IDEMPOTENCY) {
+            Some(decode::<IdempotencyRecord>(bytes)?.expires_at)
+        } else if key.starts_with(keys::OUTBOX) {
+            Some(decode::<DeliveryJob>(bytes)?.expires_at.plus(self.retention))
+        } else {
+            None
+        })
+    }
+
+    fn sweep_entry(&self, index_key: &[u8], now: Timestamp) -> Result<bool, StoreError> {
+        let Some(primary) = keys::expiry_target(index_key) else {
+            self.tree.remove(index_key).map_err(io)?;
+            return Ok(false);
+        };
+        let mut removed = false;
+        if let Some(bytes) = self.tree.get(primary).map_err(io)? {
+            let due = self.purge_at(primary, &bytes)?.is_none_or(|at| at <= now);
+            if due {
+                // Only if nobody changed it meanwhile; a changed record has a newer index entry.
+                removed = self
+                    .tree
+                    .compare_and_swap(primary, Some(bytes), None as Option<&[u8]>)
+                    .map_err(io)?
+                    .is_ok();
+            }
+        }
+        self.tree.remove(index_key).map_err(io)?;
+        Ok(removed)
+    }
+}
+
+impl Store for SledStore {
+    fn verification(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError> {
+        self.read(&keys::verification(id))
+    }
+
+    fn update_verification(
+        &self,
+        id: &VerificationId,
+        change: &mut dyn FnMut(&mut Verification) -> bool,
+    ) -> Result<Option<Verification>, StoreError> {
+        let key = keys::verification(id);
+        loop {
+            let Some(current) = self.tree.get(&key).map_err(io)? else {
+                return Ok(None);
+            };
+            let mut record: Verification = decode(&current)?;
+            if !change(&mut record) {
+                return Ok(Some(record));
+            }
+            let swapped = self
+                .tree
+                .compare_and_swap(&key, Some(current), Some(encode(&record)?))
+                .map_err(io)?;
+            if swapped.is_ok() {
+                return Ok(Some(record));
+            }
+        }
+    }
+
+    fn destination(&self, key: &DestinationKey) -> Result<Option<DestinationState>, StoreError> {
+        self.read(&keys::destination(key))
+    }
+
+    fn idempotency(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.read(&keys::idempotency(key))
+    }
+
+    fn commit_issue(&self, write: &IssueWrite) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        let verification_key = keys::verification(&write.verification.id);
+        batch.insert(verification_key.as_slice(), encode(&write.verification)?);
+        batch.insert(
+            keys::expiry(self.verification_purge_at(&write.verification), &verification_key),
+            &[],
+        );
+        let destination_key = keys::destination(&write.destination_key);
+        batch.insert(destination_key.as_slice(), encode(&write.destination)?);
+        batch.insert(keys::expiry(write.destination.purge_at, &destination_key), &[]);
+        if let Some((key, record)) = &write.idempotency {
+            let idempotency_key = keys::idempotency(key);
+            batch.insert(idempotency_key.as_slice(), encode(record)?);
+            batch.insert(keys::expiry(record.expires_at, &idempotency_key), &[]);
+        }
+        let outbox_key = keys::outbox(&write.job.job_id);
+        batch.insert(outbox_key.as_slice(), encode(&write.job)?);
+        batch.insert(
+            keys::expiry(write.job.expires_at.plus(self.retention), &outbox_key),
+            &[],
+        );
+        self.tree.apply_batch(batch).map_err(io)
+    }
+
+    fn outbox_page(
+        &self,
+        after: Option<&JobId>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryJob>, StoreError> {
+        let start = match after {
+            Some(job) => {
+                let mut key = keys::outbox(job);
+                key.push(0);
+                key
+            }
+            None => keys::OUTBOX.to_vec(),
+        };
+        self.tree
+            .range(start..)
+            .take_while(|entry| {
+                entry
+                    .as_ref()
+                    .map_or(true, |(key, _)| key.starts_with(keys::OUTBOX))
+            })
+            .take(limit)
+            .map(|entry| {
+                let (_, bytes) = entry.map_err(io)?;
+                decode(&bytes)
+            })
+            .collect()
+    }
+
+    fn finish_job(
+        &self,
+        job: &DeliveryJob,
+        record_outcome: &dyn Fn(&mut Verification),
+    ) -> Result<(), StoreError> {
+        let outbox_key = keys::outbox(&job.job_id);
+        let verification_key = keys::verification(&job.verification_id);
+        let result = self.tree.transaction(|tx| {
+            tx.remove(outbox_key.as_slice())?;
+            if let Some(bytes) = tx.get(&verification_key)? {
+                let mut record: Verification =
+                    decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
+                record_outcome(&mut record);
+                let encoded = encode(&record).map_err(ConflictableTransactionError::Abort)?;
+                tx.insert(verification_key.as_slice(), encoded)?;
+            }
+            Ok(())
+        });
+        result.map_err(|error| match error {
+            TransactionError::Abort(error) => error,
+            TransactionError::Storage(error) => io(error),
+        })
+    }
+
+    fn sweep(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError> {
+        let due: Vec<sled::IVec> = self
+            .tree
+            .range(keys::EXPIRY.to_vec()..keys::expiry_end(now))
+            .keys()
+            .take(limit)
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        let mut removed = 0;
+        for index_key in due {
+            if self.sweep_entry(&index_key, now)? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.flusher.flush().boxed()
+    }
+
+    fn check_health(&self) -> Result<(), StoreError> {
+        self.tree.get(b"health").map(|_| ()).map_err(io)
+    }
+}
+
+fn io(error: sled::Error) -> StoreError {
+    StoreError::Io(error.to_string())
+}
+
+fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_extend(record, vec![FORMAT_VERSION])
+        .map_err(|error| StoreError::Corrupt(format!("could not encode a record: {error}")))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&FORMAT_VERSION, body)) => postcard::from_bytes(body)
+            .map_err(|error| StoreError::Corrupt(format!("undecodable record: {error}"))),
+        Some((version, _)) => Err(StoreError::Corrupt(format!(
+            "record format {version} is not known to this otpd"
+        ))),
+        None => Err(StoreError::Corrupt("empty record".into())),
+    }
+}

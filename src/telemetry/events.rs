@@ -1,0 +1,171 @@
+//! Observable events: past-tense structs whose `emit()` writes the log line and the metric.
+
+use std::time::Duration;
+use tracing::{debug, info, warn};
+
+use super::metrics::metrics;
+use crate::domain::Channel;
+
+pub struct OtpIssued<'a> {
+    pub tenant: &'a str,
+    pub channel: Channel,
+    pub resend: bool,
+}
+
+impl OtpIssued<'_> {
+    pub fn emit(&self) {
+        let kind = if self.resend { "resend" } else { "new" };
+        debug!(tenant = self.tenant, channel = %self.channel, kind, "Code issued.");
+        metrics()
+            .issued
+            .with_label_values(&[self.tenant, self.channel.as_str(), kind])
+            .inc();
+    }
+}
+
+pub struct IssueRefused<'a> {
+    pub tenant: &'a str,
+    pub reason: &'static str,
+}
+
+impl IssueRefused<'_> {
+    pub fn emit(&self) {
+        debug!(tenant = self.tenant, reason = self.reason, "Create request refused.");
+        metrics()
+            .issue_refused
+            .with_label_values(&[self.tenant, self.reason])
+            .inc();
+    }
+}
+
+pub struct CodeChecked<'a> {
+    pub tenant: &'a str,
+    /// approved, wrong, max_attempts_reached, already_approved, canceled, expired, not_found
+    pub outcome: &'static str,
+}
+
+impl CodeChecked<'_> {
+    pub fn emit(&self) {
+        debug!(tenant = self.tenant, outcome = self.outcome, "Code checked.");
+        metrics()
+            .checks
+            .with_label_values(&[self.tenant, self.outcome])
+            .inc();
+    }
+}
+
+pub struct MessageSent<'a> {
+    pub provider: &'a str,
+    pub channel: Channel,
+    pub call_took: Duration,
+    pub since_issue: Duration,
+}
+
+impl MessageSent<'_> {
+    pub fn emit(&self) {
+        debug!(
+            provider = self.provider,
+            channel = %self.channel,
+            call_ms = self.call_took.as_millis() as u64,
+            "Message sent."
+        );
+        let m = metrics();
+        m.deliveries
+            .with_label_values(&[self.provider, self.channel.as_str(), "sent"])
+            .inc();
+        m.provider_latency
+            .with_label_values(&[self.provider])
+            .observe(self.call_took.as_secs_f64());
+        m.time_to_send
+            .with_label_values(&[self.provider, self.channel.as_str()])
+            .observe(self.since_issue.as_secs_f64());
+    }
+}
+
+pub struct SendFailed<'a> {
+    pub provider: &'a str,
+    pub channel: Channel,
+    pub error: &'a str,
+    pub will_retry: bool,
+}
+
+impl SendFailed<'_> {
+    pub fn emit(&self) {
+        warn!(
+            provider = self.provider,
+            channel = %self.channel,
+            error = self.error,
+            will_retry = self.will_retry,
+            "Provider send failed."
+        );
+        let outcome = if self.will_retry { "retried" } else { "failed" };
+        metrics()
+            .deliveries
+            .with_label_values(&[self.provider, self.channel.as_str(), outcome])
+            .inc();
+    }
+}
+
+pub struct JobDropped<'a> {
+    pub provider: &'a str,
+    pub channel: Channel,
+    /// stale (a newer code was sent), expired, finished (approved or canceled), gone
+    pub reason: &'static str,
+}
+
+impl JobDropped<'_> {
+    pub fn emit(&self) {
+        debug!(provider = self.provider, reason = self.reason, "Delivery job dropped.");
+        metrics()
+            .deliveries
+            .with_label_values(&[self.provider, self.channel.as_str(), self.reason])
+            .inc();
+    }
+}
+
+pub struct OutboxRecovered {
+    pub jobs: usize,
+}
+
+impl OutboxRecovered {
+    pub fn emit(&self) {
+        if self.jobs > 0 {
+            info!(jobs = self.jobs, "Resumed unfinished deliveries from the outbox.");
+        }
+        metrics().outbox_recovered.set(self.jobs as i64);
+    }
+}
+
+pub struct StoreSwept {
+    pub removed: usize,
+}
+
+impl StoreSwept {
+    pub fn emit(&self) {
+        if self.removed > 0 {
+            debug!(removed = self.removed, "Swept expired records.");
+        }
+        metrics()
+            .swept
+            .with_label_values(&["all"])
+            .inc_by(self.removed as u64);
+    }
+}
+
+pub struct HttpRequestServed<'a> {
+    pub route: &'a str,
+    pub status: u16,
+    pub took: Duration,
+}
+
+impl HttpRequestServed<'_> {
+    pub fn emit(&self) {
+        let m = metrics();
+        m.http_requests
+            .with_label_values(&[self.route, &self.status.to_string()])
+            .inc();
+        m.http_duration
+            .with_label_values(&[self.route])
+            .observe(self.took.as_secs_f64());
+    }
+}

@@ -1,0 +1,129 @@
+//! The Prometheus registry and otpd's metrics.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+use std::sync::LazyLock;
+
+pub struct Metrics {
+    registry: Registry,
+    pub issued: IntCounterVec,
+    pub issue_refused: IntCounterVec,
+    pub checks: IntCounterVec,
+    pub deliveries: IntCounterVec,
+    pub time_to_send: HistogramVec,
+    pub provider_latency: HistogramVec,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub swept: IntCounterVec,
+    pub outbox_recovered: IntGauge,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("metric definitions are valid");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric names are unique");
+            metric
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+            let metric = HistogramVec::new(opts, labels).expect("metric definitions are valid");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric names are unique");
+            metric
+        };
+        let issued = counter(
+            "otpd_verifications_issued_total",
+            "Codes issued, by tenant, channel and kind (new or resend).",
+            &["tenant", "channel", "kind"],
+        );
+        let issue_refused = counter(
+            "otpd_issue_refused_total",
+            "Create requests refused, by tenant and reason.",
+            &["tenant", "reason"],
+        );
+        let checks = counter(
+            "otpd_checks_total",
+            "Code checks, by tenant and outcome.",
+            &["tenant", "outcome"],
+        );
+        let deliveries = counter(
+            "otpd_deliveries_total",
+            "Delivery attempts' outcomes, by provider, channel and outcome.",
+            &["provider", "channel", "outcome"],
+        );
+        let time_to_send = histogram(
+            "otpd_time_to_send_seconds",
+            "From issue to the provider accepting the message.",
+            &["provider", "channel"],
+        );
+        let provider_latency = histogram(
+            "otpd_provider_send_seconds",
+            "How long one provider call took.",
+            &["provider"],
+        );
+        let http_requests = counter(
+            "otpd_http_requests_total",
+            "HTTP requests, by route and status.",
+            &["route", "status"],
+        );
+        let http_duration = histogram(
+            "otpd_http_request_duration_seconds",
+            "HTTP request handling time, by route.",
+            &["route"],
+        );
+        let swept = counter(
+            "otpd_store_swept_total",
+            "Expired records removed from the store, by sweep.",
+            &["kind"],
+        );
+        let outbox_recovered = IntGauge::new(
+            "otpd_outbox_recovered",
+            "Delivery jobs found unfinished in the outbox at the last start.",
+        )
+        .expect("metric definitions are valid");
+        registry
+            .register(Box::new(outbox_recovered.clone()))
+            .expect("metric names are unique");
+        Metrics {
+            registry,
+            issued,
+            issue_refused,
+            checks,
+            deliveries,
+            time_to_send,
+            provider_latency,
+            http_requests,
+            http_duration,
+            swept,
+            outbox_recovered,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(error) = encoder.encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(%error, "Could not encode metrics.");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}

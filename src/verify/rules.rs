@@ -1,0 +1,189 @@
+//! What one check or cancel does to a verification, as pure functions of the record and `now`.
+
+use subtle::ConstantTimeEq;
+
+use crate::domain::{CodeHash, Status, Timestamp, Verification};
+
+/// The answer to an evaluated check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckOutcome {
+    pub valid: bool,
+    pub status: Status,
+    pub attempts_remaining: u32,
+}
+
+/// Why a check or cancel is refused without evaluating anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckRefusal {
+    AlreadyApproved,
+    MaxAttemptsReached,
+    Canceled,
+    Expired,
+}
+
+/// Refuses what can no longer be checked or canceled at `now`.
+fn ensure_pending(record: &Verification, now: Timestamp) -> Result<(), CheckRefusal> {
+    match record.status_at(now) {
+        Status::Pending if record.attempts_remaining() > 0 => Ok(()),
+        Status::Pending | Status::MaxAttemptsReached => Err(CheckRefusal::MaxAttemptsReached),
+        Status::Approved => Err(CheckRefusal::AlreadyApproved),
+        Status::Canceled => Err(CheckRefusal::Canceled),
+        Status::Expired => Err(CheckRefusal::Expired),
+    }
+}
+
+/// Evaluates one check: uses one attempt, approves on the right code (and session, when the
+/// verification is bound to one), and turns the status to `MaxAttemptsReached` on the last
+/// failed attempt. A refusal leaves the record untouched.
+pub fn apply_check(
+    record: &mut Verification,
+    candidate: &CodeHash,
+    session_id: Option<&str>,
+    now: Timestamp,
+) -> Result<CheckOutcome, CheckRefusal> {
+    ensure_pending(record, now)?;
+    let code_matches = record.code_hash.matches(candidate);
+    let session_matches = match &record.session_id {
+        Some(bound) => {
+            let given = session_id.unwrap_or_default();
+            bool::from(bound.as_bytes().ct_eq(given.as_bytes()))
+        }
+        None => true,
+    };
+    record.attempts_used += 1;
+    record.updated_at = now;
+    let valid = code_matches & session_matches;
+    if valid {
+        record.status = Status::Approved;
+    } else if record.attempts_remaining() == 0 {
+        record.status = Status::MaxAttemptsReached;
+    }
+    Ok(CheckOutcome {
+        valid,
+        status: record.status,
+        attempts_remaining: record.attempts_remaining(),
+    })
+}
+
+/// Cancels a pending verification.
+pub fn apply_cancel(record: &mut Verification, now: Timestamp) -> Result<(), CheckRefusal> {
+    ensure_pending(record, now)?;
+    record.status = Status::Canceled;
+    record.updated_at = now;
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::domain::{Channel, DeliveryState, VerificationId};
+
+    pub const START: Timestamp = Timestamp(1_800_000_000_000);
+    const RIGHT: CodeHash = CodeHash([7; 32]);
+    const WRONG: CodeHash = CodeHash([8; 32]);
+
+    pub fn pending(session_id: Option<&str>) -> Verification {
+        Verification {
+            id: VerificationId::generate(),
+            tenant: "acme".into(),
+            channel: Channel::Sms,
+            to: "+4915112345678".into(),
+            country: Some("DE".into()),
+            locale: None,
+            template: "default".into(),
+            session_id: session_id.map(str::to_owned),
+            code_hash: RIGHT,
+            code_length: 6,
+            send_seq: 1,
+            status: Status::Pending,
+            attempts_used: 0,
+            max_attempts: 5,
+            created_at: START,
+            expires_at: START.plus_secs(300),
+            last_sent_at: START,
+            updated_at: START,
+            delivery: DeliveryState::Queued,
+            provider: None,
+            sent_at: None,
+        }
+    }
+
+    #[test]
+    fn right_code_approves_once() {
+        let mut record = pending(None);
+        let outcome = apply_check(&mut record, &RIGHT, None, START).unwrap();
+        assert_eq!(
+            outcome,
+            CheckOutcome {
+                valid: true,
+                status: Status::Approved,
+                attempts_remaining: 4
+            }
+        );
+        assert_eq!(
+            apply_check(&mut record, &RIGHT, None, START),
+            Err(CheckRefusal::AlreadyApproved)
+        );
+    }
+
+    #[test]
+    fn last_failed_attempt_locks_the_verification() {
+        let mut record = pending(None);
+        for remaining in (1..5).rev() {
+            let outcome = apply_check(&mut record, &WRONG, None, START).unwrap();
+            assert_eq!((outcome.valid, outcome.status), (false, Status::Pending));
+            assert_eq!(outcome.attempts_remaining, remaining);
+        }
+        let last = apply_check(&mut record, &WRONG, None, START).unwrap();
+        assert_eq!(last.status, Status::MaxAttemptsReached);
+        assert_eq!(last.attempts_remaining, 0);
+        assert_eq!(
+            apply_check(&mut record, &RIGHT, None, START),
+            Err(CheckRefusal::MaxAttemptsReached)
+        );
+        assert_eq!(record.attempts_used, 5);
+    }
+
+    #[test]
+    fn expiry_is_exclusive_of_its_instant() {
+        let mut record = pending(None);
+        let last_moment = record.expires_at.plus(std::time::Duration::ZERO);
+        let before = Timestamp(last_moment.0 - 1);
+        let mut early = record.clone();
+        assert!(apply_check(&mut early, &RIGHT, None, before).unwrap().valid);
+        assert_eq!(
+            apply_check(&mut record, &RIGHT, None, last_moment),
+            Err(CheckRefusal::Expired)
+        );
+        assert_eq!(record.attempts_used, 0);
+    }
+
+    #[test]
+    fn session_binding_is_enforced() {
+        let mut record = pending(Some("s-123"));
+        let missing = apply_check(&mut record, &RIGHT, None, START).unwrap();
+        assert!(!missing.valid);
+        let other = apply_check(&mut record, &RIGHT, Some("s-999"), START).unwrap();
+        assert!(!other.valid);
+        let bound = apply_check(&mut record, &RIGHT, Some("s-123"), START).unwrap();
+        assert!(bound.valid);
+        assert_eq!(bound.attempts_remaining, 2);
+    }
+
+    #[test]
+    fn cancel_only_pending() {
+        let mut record = pending(None);
+        apply_cancel(&mut record, START).unwrap();
+        assert_eq!(record.status, Status::Canceled);
+        assert_eq!(apply_cancel(&mut record, START), Err(CheckRefusal::Canceled));
+        assert_eq!(
+            apply_check(&mut record, &RIGHT, None, START),
+            Err(CheckRefusal::Canceled)
+        );
+        let mut expired = pending(None);
+        assert_eq!(
+            apply_cancel(&mut expired, START.plus_secs(300)),
+            Err(CheckRefusal::Expired)
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! Checks and cancels against the store: finds the verification, applies the rules
+//! atomically, and waits until the outcome is durable before answering.
+
+use std::sync::Arc;
+
+use super::rules::{apply_cancel, apply_check, CheckOutcome, CheckRefusal};
+use crate::domain::{
+    CodeHasher, DestinationKey, OtpCode, Timestamp, Verification, VerificationId,
+};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("no such verification")]
+    NotFound,
+    #[error("the verification cannot be checked: {0:?}")]
+    Refused(CheckRefusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Verifies codes and cancels verifications for one tenant at a time.
+#[derive(Clone)]
+pub struct Checker {
+    store: Arc<dyn Store>,
+    hasher: CodeHasher,
+}
+
+impl Checker {
+    pub fn new(store: Arc<dyn Store>, hasher: CodeHasher) -> Self {
+        Checker { store, hasher }
+    }
+
+    /// Checks `code` against verification `id` of `tenant`.
+    pub async fn check(
+        &self,
+        tenant: &str,
+        id: &VerificationId,
+        code: &OtpCode,
+        session_id: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(Verification, CheckOutcome), CheckError> {
+        let candidate = self.hasher.hash(id.as_str(), code);
+        let mut result = Err(CheckError::NotFound);
+        let record = self.store.update_verification(id, &mut |record| {
+            if record.tenant != tenant {
+                result = Err(CheckError::NotFound);
+                return false;
+            }
+            result = apply_check(record, &candidate, session_id, now).map_err(CheckError::Refused);
+            result.is_ok()
+        })?;
+        let outcome = result?;
+        self.store.flush().await?;
+        Ok((record.ok_or(CheckError::NotFound)?, outcome))
+    }
+
+    /// The pending verification of a destination, for a check by destination.
+    pub fn pending_for(&self, key: &DestinationKey) -> Result<VerificationId, CheckError> {
+        self.store
+            .destination(key)?
+            .and_then(|state| state.pending)
+            .ok_or(CheckError::NotFound)
+    }
+
+    /// Reads a verification of `tenant`.
+    pub fn get(&self, tenant: &str, id: &VerificationId) -> Result<Verification, CheckError> {
+        self.store
+            .verification(id)?
+            .filter(|record| record.tenant == tenant)
+            .ok_or(CheckError::NotFound)
+    }
+
+    /// Cancels a pending verification of `tenant`.
+    pub async fn cancel(
+        &self,
+        tenant: &str,
+        id: &VerificationId,
+        now: Timestamp,
+    ) -> Result<Verification, CheckError> {
+        let mut result = Err(CheckError::NotFound);
+        let record = self.store.update_verification(id, &mut |record| {
+            if record.tenant != tenant {
+                result = Err(CheckError::NotFound);
+                return false;
+            }
+            result = apply_cancel(record, now).map_err(CheckError::Refused);
+            result.is_ok()
+        })?;
+        result?;
+        self.store.flush().await?;
+        record.ok_or(CheckError::NotFound)
+    }
+}
