@@ -79,9 +79,13 @@ impl Application {
         let keys = Arc::new(ApiKeys::load(&settings, &dir)?);
 
         let router = start_delivery(&settings, &store, &secrets);
-        let issuer =
-            IssuanceActor::new(&settings, Arc::clone(&store), secrets.clone(), router.clone())
-                .start();
+        let issuer = IssuanceActor::new(
+            &settings,
+            Arc::clone(&store),
+            secrets.clone(),
+            router.clone(),
+        )
+        .start();
         spawn_outbox_recovery(Arc::clone(&store), router);
         spawn_sweeper(
             Arc::clone(&store),

@@ -402,9 +402,10 @@ mod tests {
             .regions
             .countries
             .insert("extra".into(), vec!["DE".into(), "XX".into()]);
-        settings
-            .templates
-            .insert("broken".into(), BTreeMap::from([("de".into(), "kein Code".into())]));
+        settings.templates.insert(
+            "broken".into(),
+            BTreeMap::from([("de".into(), "kein Code".into())]),
+        );
         let Err(ConfigError::Invalid(problems)) = settings.validate() else {
             panic!("invalid settings passed validation");
         };

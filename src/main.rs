@@ -9,7 +9,11 @@ use otpd::app::Application;
 use otpd::config::Settings;
 
 #[derive(Parser)]
-#[command(name = "otpd", version, about = "Issue, deliver and verify one-time passcodes.")]
+#[command(
+    name = "otpd",
+    version,
+    about = "Issue, deliver and verify one-time passcodes."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -19,7 +19,9 @@ pub const DEV_TENANT: &str = "dev";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TenantError {
-    #[error("'{0}' is not a valid tenant name: use lower-case letters, digits and '-' (at most 64)")]
+    #[error(
+        "'{0}' is not a valid tenant name: use lower-case letters, digits and '-' (at most 64)"
+    )]
     InvalidName(String),
     #[error("could not update {path}: {source}")]
     Io {
@@ -79,7 +81,9 @@ pub fn bootstrap_dev_tenant(
     store_dir: &Path,
 ) -> Result<Option<PathBuf>, TenantError> {
     let path = keys_file(store_dir);
-    let has_file_keys = std::fs::metadata(&path).map(|m| m.len() > 0).unwrap_or(false);
+    let has_file_keys = std::fs::metadata(&path)
+        .map(|m| m.len() > 0)
+        .unwrap_or(false);
     if !settings.tenants.is_empty() || has_file_keys {
         return Ok(None);
     }
@@ -227,11 +231,15 @@ mod tests {
     fn bootstraps_dev_once() {
         let dir = tempfile::tempdir().unwrap();
         let settings = Settings::load(None).unwrap();
-        let path = bootstrap_dev_tenant(&settings, dir.path()).unwrap().unwrap();
+        let path = bootstrap_dev_tenant(&settings, dir.path())
+            .unwrap()
+            .unwrap();
         let key = std::fs::read_to_string(&path).unwrap();
         let keys = ApiKeys::load(&settings, dir.path()).unwrap();
         assert_eq!(keys.tenant_for(key.trim()).as_deref(), Some(DEV_TENANT));
-        assert!(bootstrap_dev_tenant(&settings, dir.path()).unwrap().is_none());
+        assert!(bootstrap_dev_tenant(&settings, dir.path())
+            .unwrap()
+            .is_none());
     }
 
     #[test]

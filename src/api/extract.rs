@@ -147,6 +147,9 @@ mod tests {
     #[test]
     fn malformed_json_and_wrong_fields_are_bad_requests() {
         assert_eq!(parse::<Sample>(b"{").err().unwrap().code, "invalid_request");
-        assert_eq!(parse::<Sample>(br#"{"a":"x"}"#).err().unwrap().code, "invalid_request");
+        assert_eq!(
+            parse::<Sample>(br#"{"a":"x"}"#).err().unwrap().code,
+            "invalid_request"
+        );
     }
 }

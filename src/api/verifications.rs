@@ -255,7 +255,13 @@ pub async fn check(
         Ok(id) => {
             state
                 .checker
-                .check(&tenant.0, &id, &code, body.value.session_id.as_deref(), Timestamp::now())
+                .check(
+                    &tenant.0,
+                    &id,
+                    &code,
+                    body.value.session_id.as_deref(),
+                    Timestamp::now(),
+                )
                 .await
         }
         Err(_) => Err(CheckError::NotFound),
@@ -283,7 +289,13 @@ pub async fn check_by_destination(
         Ok(id) => {
             state
                 .checker
-                .check(&tenant.0, &id, &code, body.session_id.as_deref(), Timestamp::now())
+                .check(
+                    &tenant.0,
+                    &id,
+                    &code,
+                    body.session_id.as_deref(),
+                    Timestamp::now(),
+                )
                 .await
         }
         Err(error) => Err(error),

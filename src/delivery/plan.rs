@@ -77,7 +77,10 @@ mod tests {
     fn sends_a_current_pending_job() {
         let verification = pending(None);
         let job = job_for(&verification);
-        assert_eq!(disposition(&job, Some(&verification), START), Disposition::Send);
+        assert_eq!(
+            disposition(&job, Some(&verification), START),
+            Disposition::Send
+        );
     }
 
     #[test]
@@ -96,8 +99,14 @@ mod tests {
         let job = job_for(&verification);
         assert_eq!(disposition(&job, None, START), Disposition::Gone);
         verification.status = Status::Canceled;
-        assert_eq!(disposition(&job, Some(&verification), START), Disposition::Finished);
+        assert_eq!(
+            disposition(&job, Some(&verification), START),
+            Disposition::Finished
+        );
         verification.send_seq = 2;
-        assert_eq!(disposition(&job, Some(&verification), START), Disposition::Stale);
+        assert_eq!(
+            disposition(&job, Some(&verification), START),
+            Disposition::Stale
+        );
     }
 }

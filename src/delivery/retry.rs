@@ -62,7 +62,9 @@ mod tests {
         let backoff = Backoff::default();
         let far = NOW.plus_secs(3600);
         let waits: Vec<_> = (0..8)
-            .map(|attempt| next_retry(&backoff, attempt, &transient(), 0.999_999, NOW, far).unwrap())
+            .map(|attempt| {
+                next_retry(&backoff, attempt, &transient(), 0.999_999, NOW, far).unwrap()
+            })
             .collect();
         assert!(waits.windows(2).all(|pair| pair[0] <= pair[1]));
         assert!(waits[0] < Duration::from_millis(201));
@@ -75,7 +77,14 @@ mod tests {
             reason: "400".into(),
         };
         assert_eq!(
-            next_retry(&Backoff::default(), 0, &permanent, 0.5, NOW, NOW.plus_secs(60)),
+            next_retry(
+                &Backoff::default(),
+                0,
+                &permanent,
+                0.5,
+                NOW,
+                NOW.plus_secs(60)
+            ),
             None
         );
     }
@@ -87,11 +96,25 @@ mod tests {
             retry_after: Some(Duration::from_secs(30)),
         };
         assert_eq!(
-            next_retry(&Backoff::default(), 0, &limited, 0.5, NOW, NOW.plus_secs(30)),
+            next_retry(
+                &Backoff::default(),
+                0,
+                &limited,
+                0.5,
+                NOW,
+                NOW.plus_secs(30)
+            ),
             None
         );
         assert_eq!(
-            next_retry(&Backoff::default(), 0, &limited, 0.5, NOW, NOW.plus_secs(31)),
+            next_retry(
+                &Backoff::default(),
+                0,
+                &limited,
+                0.5,
+                NOW,
+                NOW.plus_secs(31)
+            ),
             Some(Duration::from_secs(30))
         );
     }

@@ -120,7 +120,14 @@ async fn deliver(
             Ok(message) => message,
             Err(reason) => {
                 report_failure(provider.id(), job, &reason, false);
-                return record(context, job, provider.id(), Some(DeliveryState::Failed), now).await;
+                return record(
+                    context,
+                    job,
+                    provider.id(),
+                    Some(DeliveryState::Failed),
+                    now,
+                )
+                .await;
             }
         };
         let started = Instant::now();
@@ -134,13 +141,26 @@ async fn deliver(
                 }
                 .emit();
                 let sent_at = Timestamp::now();
-                return record(context, job, provider.id(), Some(DeliveryState::Sent), sent_at)
-                    .await;
+                return record(
+                    context,
+                    job,
+                    provider.id(),
+                    Some(DeliveryState::Sent),
+                    sent_at,
+                )
+                .await;
             }
             Err(error) => {
                 let jitter = rand::thread_rng().gen::<f64>();
                 let now = Timestamp::now();
-                let retry = next_retry(&context.backoff, attempt, &error, jitter, now, job.expires_at);
+                let retry = next_retry(
+                    &context.backoff,
+                    attempt,
+                    &error,
+                    jitter,
+                    now,
+                    job.expires_at,
+                );
                 report_failure(provider.id(), job, &error.to_string(), retry.is_some());
                 match retry {
                     Some(wait) => {
@@ -148,8 +168,14 @@ async fn deliver(
                         attempt += 1;
                     }
                     None => {
-                        return record(context, job, provider.id(), Some(DeliveryState::Failed), now)
-                            .await
+                        return record(
+                            context,
+                            job,
+                            provider.id(),
+                            Some(DeliveryState::Failed),
+                            now,
+                        )
+                        .await
                     }
                 }
             }
@@ -167,7 +193,10 @@ fn compose(
         .sealer
         .open(&job.job_id, &job.sealed_code)
         .map_err(|error| error.to_string())?;
-    let lifetime = job.created_at.until(job.expires_at).max(now.until(job.expires_at));
+    let lifetime = job
+        .created_at
+        .until(job.expires_at)
+        .max(now.until(job.expires_at));
     let minutes = lifetime.as_secs().div_ceil(60).max(1);
     let body = context
         .templates
@@ -202,15 +231,17 @@ async fn record(
     state: Option<DeliveryState>,
     at: Timestamp,
 ) -> Result<(), StoreError> {
-    context.store.finish_job(job, &|verification: &mut Verification| {
-        if let (Some(state), true) = (state, verification.send_seq == job.send_seq) {
-            verification.delivery = state;
-            verification.provider = Some(provider.to_owned());
-            if state == DeliveryState::Sent {
-                verification.sent_at = Some(at);
+    context
+        .store
+        .finish_job(job, &|verification: &mut Verification| {
+            if let (Some(state), true) = (state, verification.send_seq == job.send_seq) {
+                verification.delivery = state;
+                verification.provider = Some(provider.to_owned());
+                if state == DeliveryState::Sent {
+                    verification.sent_at = Some(at);
+                }
+                verification.updated_at = at;
             }
-            verification.updated_at = at;
-        }
-    })?;
+        })?;
     context.store.flush().await
 }

@@ -77,10 +77,22 @@ mod tests {
     fn renders_the_locale_or_its_language_or_english() {
         let code = OtpCode::parse("123456").unwrap();
         let t = templates();
-        assert_eq!(t.render("login", Some("de"), &code, 5).unwrap(), "Code 123456, 5 Min.");
-        assert_eq!(t.render("login", Some("de-AT"), &code, 5).unwrap(), "Code 123456, 5 Min.");
-        assert_eq!(t.render("login", Some("ja"), &code, 5).unwrap(), "Code 123456, 5 min");
-        assert_eq!(t.render("login", None, &code, 2).unwrap(), "Code 123456, 2 min");
+        assert_eq!(
+            t.render("login", Some("de"), &code, 5).unwrap(),
+            "Code 123456, 5 Min."
+        );
+        assert_eq!(
+            t.render("login", Some("de-AT"), &code, 5).unwrap(),
+            "Code 123456, 5 Min."
+        );
+        assert_eq!(
+            t.render("login", Some("ja"), &code, 5).unwrap(),
+            "Code 123456, 5 min"
+        );
+        assert_eq!(
+            t.render("login", None, &code, 2).unwrap(),
+            "Code 123456, 2 min"
+        );
         assert!(t.render("signup", None, &code, 5).is_none());
     }
 }

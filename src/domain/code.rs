@@ -114,7 +114,11 @@ mod tests {
         let mut leading_pairs = [0u32; 100];
         for _ in 0..SAMPLES {
             let code = OtpCode::generate(6);
-            let digits: Vec<usize> = code.reveal().bytes().map(|b| usize::from(b - b'0')).collect();
+            let digits: Vec<usize> = code
+                .reveal()
+                .bytes()
+                .map(|b| usize::from(b - b'0'))
+                .collect();
             for (position, digit) in digits.iter().enumerate() {
                 per_position[position][*digit] += 1;
             }
@@ -149,10 +153,16 @@ mod tests {
     fn hash_binds_code_to_verification() {
         let code = OtpCode::parse("123456").unwrap();
         let hasher = hasher();
-        assert!(hasher.hash("ver_a", &code).matches(&hasher.hash("ver_a", &code)));
-        assert!(!hasher.hash("ver_a", &code).matches(&hasher.hash("ver_b", &code)));
+        assert!(hasher
+            .hash("ver_a", &code)
+            .matches(&hasher.hash("ver_a", &code)));
+        assert!(!hasher
+            .hash("ver_a", &code)
+            .matches(&hasher.hash("ver_b", &code)));
         let other = OtpCode::parse("123457").unwrap();
-        assert!(!hasher.hash("ver_a", &code).matches(&hasher.hash("ver_a", &other)));
+        assert!(!hasher
+            .hash("ver_a", &code)
+            .matches(&hasher.hash("ver_a", &other)));
     }
 
     #[test]

@@ -118,8 +118,8 @@ fn parse_email(raw: &str) -> Result<Destination, DestinationError> {
     if trimmed.len() > MAX_EMAIL_LENGTH {
         return Err(DestinationError::InvalidEmail);
     }
-    let parsed =
-        email_address::EmailAddress::from_str(trimmed).map_err(|_| DestinationError::InvalidEmail)?;
+    let parsed = email_address::EmailAddress::from_str(trimmed)
+        .map_err(|_| DestinationError::InvalidEmail)?;
     let domain = parsed.domain().to_ascii_lowercase();
     if !domain.contains('.') || domain.starts_with('[') {
         return Err(DestinationError::InvalidEmail);

@@ -149,7 +149,13 @@ mod tests {
 
     #[test]
     fn parse_refuses_foreign_ids() {
-        for raw in ["", "ver_", "ver_xyz", "abc", "ver_0123456789ABCDEF0123456789abcdef"] {
+        for raw in [
+            "",
+            "ver_",
+            "ver_xyz",
+            "abc",
+            "ver_0123456789ABCDEF0123456789abcdef",
+        ] {
             assert!(VerificationId::parse(raw).is_none(), "{raw}");
         }
     }

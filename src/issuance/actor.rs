@@ -142,19 +142,23 @@ impl IssuanceActor {
             channel: request.channel,
             to: request.destination.as_str().to_owned(),
         };
-        let state = self.store.destination(&destination_key)?.unwrap_or_default();
+        let state = self
+            .store
+            .destination(&destination_key)?
+            .unwrap_or_default();
         let pending = match &state.pending {
             Some(id) => self.store.verification(id)?,
             None => None,
         };
-        let plan = policy::plan_send(&state, pending.as_ref(), &self.limits, now).map_err(
-            |refusal| match refusal {
-                SendRefusal::Cooldown { retry_after } => IssueError::Cooldown { retry_after },
-                SendRefusal::TooManySends { retry_after } => {
-                    IssueError::TooManySends { retry_after }
+        let plan =
+            policy::plan_send(&state, pending.as_ref(), &self.limits, now).map_err(|refusal| {
+                match refusal {
+                    SendRefusal::Cooldown { retry_after } => IssueError::Cooldown { retry_after },
+                    SendRefusal::TooManySends { retry_after } => {
+                        IssueError::TooManySends { retry_after }
+                    }
                 }
-            },
-        )?;
+            })?;
 
         let code = OtpCode::generate(request.code_length);
         let verification = match (&plan, pending) {
@@ -197,7 +201,10 @@ impl IssuanceActor {
             resend: !created,
         }
         .emit();
-        Ok(Decided::Issued { receipt, job })
+        Ok(Decided::Issued {
+            receipt,
+            job: Box::new(job),
+        })
     }
 
     fn job_for(
@@ -231,7 +238,7 @@ enum Decided {
     Replay(IssueReceipt),
     Issued {
         receipt: IssueReceipt,
-        job: DeliveryJob,
+        job: Box<DeliveryJob>,
     },
 }
 
@@ -266,7 +273,7 @@ impl Handler<IssueOtp> for IssuanceActor {
                     // The job is durable in the outbox: if the router cannot take it now, it
                     // is resumed at the next start rather than lost.
                     let job_id = job.job_id.clone();
-                    match router.send(Deliver(job)).await {
+                    match router.send(Deliver(*job)).await {
                         Ok(Ok(())) => Ok(receipt),
                         Ok(Err(error)) => {
                             tracing::warn!(job = %job_id, %error, "Job kept in the outbox for the next start.");

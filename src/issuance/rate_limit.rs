@@ -22,7 +22,12 @@ impl TokenBucket {
     }
 
     /// Takes a token, or says how long until one is there.
-    pub fn try_take(&mut self, per_second: f64, burst: u32, now: Timestamp) -> Result<(), Duration> {
+    pub fn try_take(
+        &mut self,
+        per_second: f64,
+        burst: u32,
+        now: Timestamp,
+    ) -> Result<(), Duration> {
         self.refill(per_second, burst, now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -115,8 +120,12 @@ mod tests {
         let start = Timestamp(1_000_000);
         let mut limiter = KeyedLimiter::new(2.0, 1);
         limiter.check("t", start).unwrap();
-        assert!(limiter.check("t", start.plus(Duration::from_millis(499))).is_err());
-        limiter.check("t", start.plus(Duration::from_millis(1_000))).unwrap();
+        assert!(limiter
+            .check("t", start.plus(Duration::from_millis(499)))
+            .is_err());
+        limiter
+            .check("t", start.plus(Duration::from_millis(1_000)))
+            .unwrap();
     }
 
     #[test]

@@ -133,7 +133,10 @@ mod tests {
             result.unwrap();
         }
         let flushes = calls.load(Ordering::SeqCst);
-        assert!((1..=3).contains(&flushes), "{flushes} flushes for 50 callers");
+        assert!(
+            (1..=3).contains(&flushes),
+            "{flushes} flushes for 50 callers"
+        );
     }
 
     #[tokio::test]

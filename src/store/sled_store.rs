@@ -28,7 +28,11 @@ pub struct SledStore {
 
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
-    pub fn open(dir: &Path, cache_capacity_bytes: u64, retention: Duration) -> Result<Self, StoreError> {
+    pub fn open(
+        dir: &Path,
+        cache_capacity_bytes: u64,
+        retention: Duration,
+    ) -> Result<Self, StoreError> {
         let tree = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_capacity_bytes)
@@ -42,7 +46,10 @@ impl SledStore {
             })?;
         let flushed = tree.clone();
         let flusher = GroupFlusher::start(move || {
-            flushed.flush().map(|_| ()).map_err(|error| error.to_string())
+            flushed
+                .flush()
+                .map(|_| ())
+                .map_err(|error| error.to_string())
         })
         .map_err(|error| StoreError::Io(format!("could not start the flusher thread: {error}")))?;
         Ok(SledStore {
@@ -72,7 +79,11 @@ impl SledStore {
         } else if key.starts_with(keys::IDEMPOTENCY) {
             Some(decode::<IdempotencyRecord>(bytes)?.expires_at)
         } else if key.starts_with(keys::OUTBOX) {
-            Some(decode::<DeliveryJob>(bytes)?.expires_at.plus(self.retention))
+            Some(
+                decode::<DeliveryJob>(bytes)?
+                    .expires_at
+                    .plus(self.retention),
+            )
         } else {
             None
         })
@@ -142,12 +153,18 @@ impl Store for SledStore {
         let verification_key = keys::verification(&write.verification.id);
         batch.insert(verification_key.as_slice(), encode(&write.verification)?);
         batch.insert(
-            keys::expiry(self.verification_purge_at(&write.verification), &verification_key),
+            keys::expiry(
+                self.verification_purge_at(&write.verification),
+                &verification_key,
+            ),
             &[],
         );
         let destination_key = keys::destination(&write.destination_key);
         batch.insert(destination_key.as_slice(), encode(&write.destination)?);
-        batch.insert(keys::expiry(write.destination.purge_at, &destination_key), &[]);
+        batch.insert(
+            keys::expiry(write.destination.purge_at, &destination_key),
+            &[],
+        );
         if let Some((key, record)) = &write.idempotency {
             let idempotency_key = keys::idempotency(key);
             batch.insert(idempotency_key.as_slice(), encode(record)?);

@@ -30,7 +30,11 @@ pub struct IssueRefused<'a> {
 
 impl IssueRefused<'_> {
     pub fn emit(&self) {
-        debug!(tenant = self.tenant, reason = self.reason, "Create request refused.");
+        debug!(
+            tenant = self.tenant,
+            reason = self.reason,
+            "Create request refused."
+        );
         metrics()
             .issue_refused
             .with_label_values(&[self.tenant, self.reason])
@@ -46,7 +50,11 @@ pub struct CodeChecked<'a> {
 
 impl CodeChecked<'_> {
     pub fn emit(&self) {
-        debug!(tenant = self.tenant, outcome = self.outcome, "Code checked.");
+        debug!(
+            tenant = self.tenant,
+            outcome = self.outcome,
+            "Code checked."
+        );
         metrics()
             .checks
             .with_label_values(&[self.tenant, self.outcome])
@@ -115,7 +123,11 @@ pub struct JobDropped<'a> {
 
 impl JobDropped<'_> {
     pub fn emit(&self) {
-        debug!(provider = self.provider, reason = self.reason, "Delivery job dropped.");
+        debug!(
+            provider = self.provider,
+            reason = self.reason,
+            "Delivery job dropped."
+        );
         metrics()
             .deliveries
             .with_label_values(&[self.provider, self.channel.as_str(), self.reason])
@@ -130,7 +142,10 @@ pub struct OutboxRecovered {
 impl OutboxRecovered {
     pub fn emit(&self) {
         if self.jobs > 0 {
-            info!(jobs = self.jobs, "Resumed unfinished deliveries from the outbox.");
+            info!(
+                jobs = self.jobs,
+                "Resumed unfinished deliveries from the outbox."
+            );
         }
         metrics().outbox_recovered.set(self.jobs as i64);
     }

@@ -175,7 +175,10 @@ pub(crate) mod tests {
         let mut record = pending(None);
         apply_cancel(&mut record, START).unwrap();
         assert_eq!(record.status, Status::Canceled);
-        assert_eq!(apply_cancel(&mut record, START), Err(CheckRefusal::Canceled));
+        assert_eq!(
+            apply_cancel(&mut record, START),
+            Err(CheckRefusal::Canceled)
+        );
         assert_eq!(
             apply_check(&mut record, &RIGHT, None, START),
             Err(CheckRefusal::Canceled)

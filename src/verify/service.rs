@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use super::rules::{apply_cancel, apply_check, CheckOutcome, CheckRefusal};
-use crate::domain::{
-    CodeHasher, DestinationKey, OtpCode, Timestamp, Verification, VerificationId,
-};
+use crate::domain::{CodeHasher, DestinationKey, OtpCode, Timestamp, Verification, VerificationId};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
