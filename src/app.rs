@@ -9,13 +9,17 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::{self, AppState, RequestDefaults};
+use crate::api::{self, AppState};
+use crate::bus::amqp::{AmqpBus, Consumers};
+use crate::bus::embedded::{EmbeddedBus, NoEvents};
+use crate::bus::{Bus, EventSink};
 use crate::config::Settings;
 use crate::delivery::recovery::resume_outbox;
 use crate::delivery::retry::Backoff;
 use crate::delivery::sender::SendContext;
 use crate::delivery::{SenderActor, Templates};
 use crate::domain::{Channel, Timestamp};
+use crate::issuance::request::RequestDefaults;
 use crate::issuance::IssuanceActor;
 use crate::providers::{Provider, SandboxProvider};
 use crate::routing::RouterActor;
@@ -78,15 +82,40 @@ impl Application {
         }
         let keys = Arc::new(ApiKeys::load(&settings, &dir)?);
 
-        let router = start_delivery(&settings, &store, &secrets);
+        let defaults = RequestDefaults {
+            code_length: settings.verification.code_length,
+            ttl_seconds: settings.verification.ttl_seconds,
+        };
+        let broker = settings
+            .amqp
+            .url
+            .as_ref()
+            .map(|_| AmqpBus::new(&settings.amqp));
+        let events: Arc<dyn EventSink> = match &broker {
+            Some(broker) => broker.clone(),
+            None => Arc::new(NoEvents),
+        };
+        let router = start_delivery(&settings, &store, &secrets, events);
+        let bus: Arc<dyn Bus> = match &broker {
+            Some(broker) => broker.clone(),
+            None => Arc::new(EmbeddedBus::new(router.clone())),
+        };
         let issuer = IssuanceActor::new(
             &settings,
             Arc::clone(&store),
             secrets.clone(),
-            router.clone(),
+            Arc::clone(&bus),
         )
         .start();
-        spawn_outbox_recovery(Arc::clone(&store), router);
+        if let Some(broker) = &broker {
+            broker.start(Consumers {
+                issuer: issuer.clone(),
+                router,
+                keys: Arc::clone(&keys),
+                defaults,
+            });
+        }
+        spawn_outbox_recovery(Arc::clone(&store), Arc::clone(&bus));
         spawn_sweeper(
             Arc::clone(&store),
             Duration::from_secs(settings.store.sweep_interval_seconds),
@@ -97,10 +126,8 @@ impl Application {
             checker: Checker::new(Arc::clone(&store), secrets.hasher.clone()),
             keys,
             store: Arc::clone(&store),
-            defaults: RequestDefaults {
-                code_length: settings.verification.code_length,
-                ttl_seconds: settings.verification.ttl_seconds,
-            },
+            bus,
+            defaults,
         });
         let listen_error = |source| StartError::Listen {
             address: settings.http.listen.clone(),
@@ -150,12 +177,14 @@ fn start_delivery(
     settings: &Settings,
     store: &Arc<dyn Store>,
     secrets: &Secrets,
+    events: Arc<dyn EventSink>,
 ) -> actix::Addr<RouterActor> {
     let context = Arc::new(SendContext {
         store: Arc::clone(store),
         sealer: secrets.sealer.clone(),
         templates: Templates::from_settings(&settings.templates),
         backoff: Backoff::default(),
+        events,
     });
     let mut routes = HashMap::new();
     if settings.sandbox.enabled {
@@ -177,9 +206,9 @@ fn start_delivery(
     RouterActor::new(routes, settings.delivery.mailbox_capacity).start()
 }
 
-fn spawn_outbox_recovery(store: Arc<dyn Store>, router: actix::Addr<RouterActor>) {
+fn spawn_outbox_recovery(store: Arc<dyn Store>, bus: Arc<dyn Bus>) {
     actix_rt::spawn(async move {
-        if let Err(error) = resume_outbox(store, router).await {
+        if let Err(error) = resume_outbox(store, bus).await {
             tracing::error!(%error, "Could not read the outbox; unfinished deliveries resume at the next start.");
         }
     });

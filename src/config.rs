@@ -76,11 +76,44 @@ pub struct StoreSettings {
     pub cache_capacity_bytes: u64,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct AmqpSettings {
-    /// Broker URL; unset means embedded mode. Default unset.
+    /// Broker URL (`amqp://user:pass@host:5672/%2f`); unset means embedded mode. Default unset.
     pub url: Option<String>,
+    /// Prefix of every exchange and queue name (`<namespace>.requests`, …). Default `otp`.
+    pub namespace: String,
+    /// `quorum` or `classic`, for the requests and region queues. Default `quorum`.
+    pub requests_queue_type: String,
+    /// Unacknowledged messages per consumer. Default 256.
+    pub prefetch: u16,
+    /// Longest wait for any broker operation, milliseconds. Default 5000.
+    pub timeout_ms: u64,
+    /// Pause before reconnecting after the connection dropped, milliseconds. Default 1000.
+    pub reconnect_delay_ms: u64,
+    /// Deliveries of one message before the broker dead-letters it. Default 20.
+    pub delivery_limit: u32,
+    /// Regions whose queues this node consumes; empty means all. Default empty.
+    pub consume_regions: Vec<String>,
+    /// Region queue name → routing-key patterns bound to it on the route exchange.
+    /// Default: eu, americas, apac, world for SMS, and email.
+    pub region_queues: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        AmqpSettings {
+            url: None,
+            namespace: "otp".into(),
+            requests_queue_type: "quorum".into(),
+            prefetch: 256,
+            timeout_ms: 5000,
+            reconnect_delay_ms: 1000,
+            delivery_limit: 20,
+            consume_regions: Vec::new(),
+            region_queues: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -215,16 +248,55 @@ impl Settings {
         if self.store.sweep_interval_seconds == 0 {
             problems.push("store.sweep_interval_seconds must be at least 1".into());
         }
-        if self.amqp.url.is_some() {
-            problems.push(
-                "amqp.url is set, but this build of otpd runs in embedded mode only; unset OTPD__AMQP__URL".into(),
-            );
-        }
+        self.validate_amqp(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+
+    fn validate_amqp(&self, problems: &mut Vec<String>) {
+        let amqp = &self.amqp;
+        if let Some(url) = &amqp.url {
+            if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+                problems.push(
+                    "amqp.url must start with amqp:// or amqps://, e.g. amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+                );
+            }
+        }
+        if amqp.namespace.is_empty()
+            || !amqp
+                .namespace
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            problems.push(format!(
+                "amqp.namespace is '{}'; use letters, digits, '-', '_' and '.'",
+                amqp.namespace
+            ));
+        }
+        if !["quorum", "classic"].contains(&amqp.requests_queue_type.as_str()) {
+            problems.push(format!(
+                "amqp.requests_queue_type is '{}'; allowed: quorum, classic",
+                amqp.requests_queue_type
+            ));
+        }
+        if amqp.prefetch == 0 {
+            problems.push("amqp.prefetch must be at least 1".into());
+        }
+        if amqp.timeout_ms == 0 {
+            problems.push("amqp.timeout_ms must be at least 1".into());
+        }
+        for region in &amqp.consume_regions {
+            if !amqp.region_queues.contains_key(region) {
+                problems.push(format!(
+                    "amqp.consume_regions names '{region}', which is not a key of amqp.region_queues"
+                ));
+            }
+        }
+        let topology = crate::bus::amqp::topology::Topology::from_settings(amqp);
+        problems.extend(topology.check_routing(&self.regions));
     }
 
     fn validate_http(&self, problems: &mut Vec<String>) {

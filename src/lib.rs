@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bus;
 pub mod config;
 pub mod delivery;
 pub mod domain;

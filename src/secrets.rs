@@ -30,6 +30,8 @@ pub enum SecretError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{name} is not set: give it as OTPD__{env} (hex) or in the file named by {name}_file; broker mode does not generate secrets, because every node must share them", env = name.trim_start_matches("secrets.").to_uppercase().replace('.', "__").replace("PEPPER", "SECRETS__PEPPER").replace("SEALING_KEY", "SECRETS__SEALING_KEY"))]
+    Missing { name: &'static str },
     #[error("{name} must be {KEY_BYTES} bytes written as {} hex digits", KEY_BYTES * 2)]
     Malformed { name: &'static str },
 }
@@ -138,8 +140,11 @@ fn resolve(
     if let Some(path) = file {
         return read_hex_file(name, path);
     }
-    if generated.exists() || !generate_missing {
+    if generated.exists() {
         return read_hex_file(name, generated);
+    }
+    if !generate_missing {
+        return Err(SecretError::Missing { name });
     }
     let mut key = vec![0u8; KEY_BYTES];
     OsRng.fill_bytes(&mut key);

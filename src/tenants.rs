@@ -148,6 +148,18 @@ impl ApiKeys {
         self.read_file_keys().keys.get(&hash).cloned()
     }
 
+    /// Whether `name` is a tenant with at least one key.
+    pub fn has_tenant(&self, name: &str) -> bool {
+        let known = |keys: &HashMap<KeyHash, String>| keys.values().any(|t| t == name);
+        if known(&self.configured) || known(&self.read_file_keys().keys) {
+            return true;
+        }
+        if let Err(error) = self.reload_if_changed() {
+            tracing::warn!(%error, "Could not re-read the API keys file.");
+        }
+        known(&self.read_file_keys().keys)
+    }
+
     fn read_file_keys(&self) -> std::sync::RwLockReadGuard<'_, FileKeys> {
         self.from_file.read().unwrap_or_else(|p| p.into_inner())
     }

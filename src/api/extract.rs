@@ -7,10 +7,10 @@ use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use super::AppState;
+use crate::issuance::request::canonical_hash;
 
 /// The largest body the API accepts.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -96,7 +96,7 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<JsonBody<T>, ApiError> {
     let tree: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
         ApiError::invalid_request(format!("The body is not valid JSON: {error}."))
     })?;
-    let canonical_hash = Sha256::digest(tree.to_string().as_bytes()).into();
+    let canonical_hash = canonical_hash(&tree);
     let value = serde_json::from_value(tree).map_err(|error| {
         ApiError::invalid_request(format!(
             "The body does not have the expected fields: {error}. See the API reference for this route."

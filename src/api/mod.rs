@@ -13,6 +13,8 @@ use actix_web::{web, HttpResponse, Resource};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::bus::Bus;
+use crate::issuance::request::RequestDefaults;
 use crate::issuance::IssuanceActor;
 use crate::store::Store;
 use crate::telemetry::events::HttpRequestServed;
@@ -20,19 +22,13 @@ use crate::tenants::ApiKeys;
 use crate::verify::Checker;
 use error::ApiError;
 
-/// Defaults a create request falls back to.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestDefaults {
-    pub code_length: u8,
-    pub ttl_seconds: u64,
-}
-
 /// What every handler can reach.
 pub struct AppState {
     pub issuer: actix::Addr<IssuanceActor>,
     pub checker: Checker,
     pub keys: Arc<ApiKeys>,
     pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
     pub defaults: RequestDefaults,
 }
 

@@ -12,13 +12,16 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// GET /readyz: the store answers (and, in broker mode, the broker is connected).
+/// GET /readyz: the store answers and, in broker mode, the broker is connected.
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state
         .store
         .check_health()
         .map_err(|error| ApiError::unavailable(format!("store: {error}")))?;
-    Ok(HttpResponse::Ok().json(json!({"status": "ready", "store": "ok"})))
+    if !state.bus.is_ready() {
+        return Err(ApiError::unavailable("the broker is not connected"));
+    }
+    Ok(HttpResponse::Ok().json(json!({"status": "ready", "store": "ok", "bus": "ok"})))
 }
 
 /// GET /metrics: Prometheus text.

@@ -3,37 +3,23 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 
 use super::error::ApiError;
 use super::extract::{JsonBody, Tenant};
 use super::AppState;
-use crate::config::{DEFAULT_TEMPLATE, MAX_TTL_SECONDS, MIN_TTL_SECONDS};
 use crate::domain::code::{MAX_CODE_LENGTH, MIN_CODE_LENGTH};
 use crate::domain::destination::mask;
 use crate::domain::{
-    Channel, Destination, DestinationKey, IssueReceipt, OtpCode, Timestamp, Verification,
-    VerificationId,
+    Channel, DestinationKey, IssueReceipt, OtpCode, Timestamp, Verification, VerificationId,
 };
-use crate::issuance::actor::IdempotencyInput;
-use crate::issuance::{IssueOtp, IssueRequest};
+use crate::issuance::request::{
+    parse_channel, parse_destination, validate, validate_session_id, CreateFields, InvalidRequest,
+};
+use crate::issuance::{IdempotencyInput, IssueOtp, RequestSource};
 use crate::telemetry::events::CodeChecked;
 use crate::verify::{CheckError, CheckOutcome, CheckRefusal};
 
-const MAX_SESSION_ID_LENGTH: usize = 128;
-const MAX_LOCALE_LENGTH: usize = 35;
 const MAX_IDEMPOTENCY_KEY_LENGTH: usize = 255;
-
-#[derive(Deserialize)]
-pub struct CreateBody {
-    to: String,
-    channel: String,
-    locale: Option<String>,
-    template: Option<String>,
-    session_id: Option<String>,
-    code_length: Option<u64>,
-    ttl_seconds: Option<u64>,
-}
 
 #[derive(Deserialize)]
 pub struct CheckBody {
@@ -106,13 +92,15 @@ pub async fn create(
     state: web::Data<AppState>,
     tenant: Tenant,
     request: HttpRequest,
-    body: JsonBody<CreateBody>,
+    body: JsonBody<CreateFields>,
 ) -> Result<HttpResponse, ApiError> {
     let idempotency = idempotency_input(&request, &body)?;
     let issue = IssueOtp {
         tenant: tenant.0,
-        client_ip: request.peer_addr().map(|address| address.ip()),
-        request: validate_create(&state, body.value)?,
+        source: RequestSource::Http {
+            client_ip: request.peer_addr().map(|address| address.ip()),
+        },
+        request: validate(body.value, &state.defaults).map_err(invalid)?,
         idempotency,
     };
     let receipt = state
@@ -142,7 +130,7 @@ fn created_response(receipt: &IssueReceipt) -> HttpResponse {
 
 fn idempotency_input(
     request: &HttpRequest,
-    body: &JsonBody<CreateBody>,
+    body: &JsonBody<CreateFields>,
 ) -> Result<Option<IdempotencyInput>, ApiError> {
     let Some(value) = request.headers().get("Idempotency-Key") else {
         return Ok(None);
@@ -158,79 +146,20 @@ fn idempotency_input(
             ))
         })?;
     Ok(Some(IdempotencyInput {
-        key: key.to_owned(),
+        key: format!("http:{key}"),
         body_hash: body.canonical_hash,
     }))
 }
 
-fn validate_create(state: &AppState, body: CreateBody) -> Result<IssueRequest, ApiError> {
-    let channel = parse_channel(&body.channel)?;
-    let destination = parse_destination(channel, &body.to)?;
-    let code_length = match body.code_length {
-        None => state.defaults.code_length,
-        Some(length) => u8::try_from(length)
-            .ok()
-            .filter(|l| (MIN_CODE_LENGTH..=MAX_CODE_LENGTH).contains(l))
-            .ok_or_else(|| {
-                ApiError::invalid_request(format!(
-                    "'code_length' is {length}; it must be from {MIN_CODE_LENGTH} to {MAX_CODE_LENGTH}."
-                ))
-            })?,
-    };
-    let ttl_seconds = body.ttl_seconds.unwrap_or(state.defaults.ttl_seconds);
-    if !(MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&ttl_seconds) {
-        return Err(ApiError::invalid_request(format!(
-            "'ttl_seconds' is {ttl_seconds}; it must be from {MIN_TTL_SECONDS} to {MAX_TTL_SECONDS}."
-        )));
-    }
-    if let Some(locale) = &body.locale {
-        let well_formed = !locale.is_empty()
-            && locale.len() <= MAX_LOCALE_LENGTH
-            && locale
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !well_formed {
-            return Err(ApiError::invalid_request(
-                "'locale' must be a language tag such as \"de\" or \"pt-BR\".",
-            ));
-        }
-    }
-    validate_session_id(body.session_id.as_deref())?;
-    Ok(IssueRequest {
-        channel,
-        destination,
-        locale: body.locale,
-        template: body.template.unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()),
-        session_id: body.session_id,
-        code_length,
-        ttl: Duration::from_secs(ttl_seconds),
-    })
-}
-
-fn validate_session_id(session_id: Option<&str>) -> Result<(), ApiError> {
-    match session_id {
-        Some(id) if id.is_empty() || id.len() > MAX_SESSION_ID_LENGTH => {
-            Err(ApiError::invalid_request(format!(
-                "'session_id' must be 1 to {MAX_SESSION_ID_LENGTH} characters."
-            )))
-        }
-        _ => Ok(()),
-    }
-}
-
-fn parse_channel(raw: &str) -> Result<Channel, ApiError> {
-    raw.parse::<Channel>()
-        .map_err(|message| ApiError::invalid_request(format!("The {message}.")))
-}
-
-fn parse_destination(channel: Channel, raw: &str) -> Result<Destination, ApiError> {
-    Destination::parse(channel, raw).map_err(|error| {
-        ApiError::new(
+fn invalid(error: InvalidRequest) -> ApiError {
+    match error {
+        InvalidRequest::Destination(message) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_destination",
-            format!("{error}."),
-        )
-    })
+            message,
+        ),
+        InvalidRequest::Field(message) => ApiError::invalid_request(message),
+    }
 }
 
 fn parse_code(raw: &str) -> Result<OtpCode, ApiError> {
@@ -249,7 +178,7 @@ pub async fn check(
     body: JsonBody<CheckBody>,
 ) -> Result<HttpResponse, ApiError> {
     let code = parse_code(&body.value.code)?;
-    validate_session_id(body.value.session_id.as_deref())?;
+    validate_session_id(body.value.session_id.as_deref()).map_err(invalid)?;
     let id = VerificationId::parse(&id).ok_or_else(ApiError::not_found);
     let result = match id {
         Ok(id) => {
@@ -277,9 +206,9 @@ pub async fn check_by_destination(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.value;
     let code = parse_code(&body.code)?;
-    validate_session_id(body.session_id.as_deref())?;
-    let channel = parse_channel(&body.channel)?;
-    let destination = parse_destination(channel, &body.to)?;
+    validate_session_id(body.session_id.as_deref()).map_err(invalid)?;
+    let channel = parse_channel(&body.channel).map_err(invalid)?;
+    let destination = parse_destination(channel, &body.to).map_err(invalid)?;
     let key = DestinationKey {
         tenant: tenant.0.clone(),
         channel,

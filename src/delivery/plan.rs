@@ -1,6 +1,6 @@
 //! Whether a job should still be sent, decided from the job, its verification and `now`.
 
-use crate::domain::{DeliveryJob, Status, Timestamp, Verification};
+use crate::domain::{DeliveryJob, DeliveryState, Status, Timestamp, Verification};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
@@ -14,6 +14,8 @@ pub enum Disposition {
     Finished,
     /// The verification no longer exists.
     Gone,
+    /// This send's outcome is already recorded (a redelivered or resumed job).
+    AlreadyDone,
 }
 
 impl Disposition {
@@ -25,6 +27,7 @@ impl Disposition {
             Disposition::Expired => "expired",
             Disposition::Finished => "finished",
             Disposition::Gone => "gone",
+            Disposition::AlreadyDone => "already_done",
         }
     }
 }
@@ -39,6 +42,9 @@ pub fn disposition(
     };
     if verification.send_seq != job.send_seq {
         return Disposition::Stale;
+    }
+    if verification.delivery != DeliveryState::Queued {
+        return Disposition::AlreadyDone;
     }
     if now >= job.expires_at || verification.is_expired(now) {
         return Disposition::Expired;

@@ -1,21 +1,21 @@
-//! Outbox recovery: at start, every job whose delivery had not finished is handed to the
-//! router again.
+//! Outbox recovery: at start, every job whose delivery had not finished is handed on again
+//! (to the router in embedded mode, to the broker in broker mode).
 
-use actix::Addr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::routing::{Deliver, RouterActor};
+use crate::bus::Bus;
 use crate::store::{Store, StoreError};
 use crate::telemetry::events::OutboxRecovered;
 
 const PAGE: usize = 256;
 
-/// Re-dispatches every outbox job, a page at a time, waiting on the router's mailbox so
-/// memory stays bounded however long the outbox is. Returns how many jobs were resumed.
-pub async fn resume_outbox(
-    store: Arc<dyn Store>,
-    router: Addr<RouterActor>,
-) -> Result<usize, StoreError> {
+/// Re-dispatches every outbox job, a page at a time, waiting on each hand-over so memory
+/// stays bounded however long the outbox is. Returns how many jobs were resumed.
+pub async fn resume_outbox(store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Result<usize, StoreError> {
+    while !bus.is_ready() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let mut resumed = 0;
     let mut after = None;
     loop {
@@ -23,14 +23,10 @@ pub async fn resume_outbox(
         let Some(last) = page.last() else { break };
         after = Some(last.job_id.clone());
         for job in page {
-            let job_id = job.job_id.clone();
-            match router.send(Deliver(job)).await {
-                Ok(Ok(())) => resumed += 1,
-                Ok(Err(error)) => {
-                    tracing::warn!(job = %job_id, %error, "Could not resume a delivery; it stays in the outbox.")
-                }
+            match bus.publish_job(&job).await {
+                Ok(()) => resumed += 1,
                 Err(error) => {
-                    tracing::warn!(job = %job_id, %error, "Router unavailable; the job stays in the outbox.")
+                    tracing::warn!(job = %job.job_id, %error, "Could not resume a delivery; it stays in the outbox for the next start.")
                 }
             }
         }

@@ -4,19 +4,25 @@
 
 use actix::prelude::*;
 use rand::Rng;
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::plan::{disposition, Disposition};
 use super::retry::{next_retry, Backoff};
 use super::templates::Templates;
-use crate::domain::{DeliveryJob, DeliveryState, Timestamp, Verification};
+use crate::bus::events::{at, Event};
+use crate::bus::EventSink;
+use crate::domain::{DeliveryJob, DeliveryState, JobId, Timestamp, Verification};
 use crate::providers::{OutboundMessage, Provider};
-use crate::routing::actor::{Deliver, DeliveryUnavailable};
+use crate::routing::actor::{Deliver, DeliveryOutcome, DeliveryUnavailable};
 use crate::secrets::Sealer;
 use crate::store::{Store, StoreError};
 use crate::telemetry::events::{JobDropped, MessageSent, SendFailed};
+
+/// How long publishing a delivery event may hold up a job.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every send needs besides the provider.
 pub struct SendContext {
@@ -24,12 +30,14 @@ pub struct SendContext {
     pub sealer: Sealer,
     pub templates: Templates,
     pub backoff: Backoff,
+    pub events: Arc<dyn EventSink>,
 }
 
 pub struct SenderActor {
     provider: Arc<dyn Provider>,
     context: Arc<SendContext>,
     permits: Arc<Semaphore>,
+    in_flight: Arc<Mutex<HashSet<JobId>>>,
     mailbox_capacity: usize,
 }
 
@@ -44,23 +52,44 @@ impl SenderActor {
             provider,
             context,
             permits: Arc::new(Semaphore::new(concurrency)),
+            in_flight: Arc::default(),
             mailbox_capacity,
         }
     }
 
-    fn start_send(&self, job: DeliveryJob, permit: OwnedSemaphorePermit) {
+    fn start_send(&self, message: Deliver, permit: OwnedSemaphorePermit) {
+        let Deliver { job, done } = message;
+        let fresh = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job.job_id.clone());
+        if !fresh {
+            Deliver::finish(done, DeliveryOutcome::AlreadyInFlight);
+            return;
+        }
         let provider = Arc::clone(&self.provider);
         let context = Arc::clone(&self.context);
+        let in_flight = Arc::clone(&self.in_flight);
         actix_rt::spawn(async move {
-            if let Err(error) = deliver(&context, provider.as_ref(), &job).await {
-                tracing::error!(
-                    provider = provider.id(),
-                    job = %job.job_id,
-                    %error,
-                    "Could not record a delivery; the job stays in the outbox for the next start."
-                );
-            }
+            let outcome = match deliver(&context, provider.as_ref(), &job).await {
+                Ok(()) => DeliveryOutcome::Recorded,
+                Err(error) => {
+                    tracing::error!(
+                        provider = provider.id(),
+                        job = %job.job_id,
+                        %error,
+                        "Could not record a delivery; the job will be delivered again."
+                    );
+                    DeliveryOutcome::NotRecorded(error.to_string())
+                }
+            };
+            in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&job.job_id);
             drop(permit);
+            Deliver::finish(done, outcome);
         });
     }
 }
@@ -76,16 +105,19 @@ impl Actor for SenderActor {
 impl Handler<Deliver> for SenderActor {
     type Result = Result<(), DeliveryUnavailable>;
 
-    fn handle(&mut self, Deliver(job): Deliver, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, message: Deliver, ctx: &mut Self::Context) -> Self::Result {
         match Arc::clone(&self.permits).try_acquire_owned() {
-            Ok(permit) => self.start_send(job, permit),
+            Ok(permit) => self.start_send(message, permit),
             Err(_) => {
                 let permits = Arc::clone(&self.permits);
                 let wait_for_slot = async move { permits.acquire_owned().await }
                     .into_actor(self)
                     .map(move |permit, actor, _| match permit {
-                        Ok(permit) => actor.start_send(job, permit),
-                        Err(_) => tracing::error!(job = %job.job_id, "Sender closed; the job stays in the outbox."),
+                        Ok(permit) => actor.start_send(message, permit),
+                        Err(_) => Deliver::finish(
+                            message.done,
+                            DeliveryOutcome::NotRecorded("the sender stopped".into()),
+                        ),
                     });
                 ctx.wait(wait_for_slot);
             }
@@ -113,42 +145,55 @@ async fn deliver(
                 reason: plan.as_str(),
             }
             .emit();
-            let state = (plan == Disposition::Expired).then_some(DeliveryState::Failed);
-            return record(context, job, provider.id(), state, now).await;
+            if plan == Disposition::Expired {
+                return fail(
+                    context,
+                    provider,
+                    job,
+                    "the code expired before it could be sent",
+                )
+                .await;
+            }
+            return record(context, job, provider.id(), None, now).await;
         }
         let message = match compose(context, job, now) {
             Ok(message) => message,
             Err(reason) => {
                 report_failure(provider.id(), job, &reason, false);
-                return record(
-                    context,
-                    job,
-                    provider.id(),
-                    Some(DeliveryState::Failed),
-                    now,
-                )
-                .await;
+                return fail(context, provider, job, &reason).await;
             }
         };
         let started = Instant::now();
         match provider.send(&message).await {
             Ok(_) => {
+                let sent_at = Timestamp::now();
                 MessageSent {
                     provider: provider.id(),
                     channel: job.channel,
                     call_took: started.elapsed(),
-                    since_issue: job.created_at.until(Timestamp::now()),
+                    since_issue: job.created_at.until(sent_at),
                 }
                 .emit();
-                let sent_at = Timestamp::now();
-                return record(
+                record(
                     context,
                     job,
                     provider.id(),
                     Some(DeliveryState::Sent),
                     sent_at,
                 )
+                .await?;
+                publish(
+                    context,
+                    Event::DeliverySent {
+                        id: job.verification_id.to_string(),
+                        tenant: job.tenant.clone(),
+                        channel: job.channel,
+                        provider: provider.id().to_owned(),
+                        at: at(sent_at),
+                    },
+                )
                 .await;
+                return Ok(());
             }
             Err(error) => {
                 let jitter = rand::thread_rng().gen::<f64>();
@@ -167,19 +212,51 @@ async fn deliver(
                         tokio::time::sleep(wait).await;
                         attempt += 1;
                     }
-                    None => {
-                        return record(
-                            context,
-                            job,
-                            provider.id(),
-                            Some(DeliveryState::Failed),
-                            now,
-                        )
-                        .await
-                    }
+                    None => return fail(context, provider, job, &error.to_string()).await,
                 }
             }
         }
+    }
+}
+
+/// Records a failed delivery and tells the platform.
+async fn fail(
+    context: &SendContext,
+    provider: &dyn Provider,
+    job: &DeliveryJob,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let now = Timestamp::now();
+    record(
+        context,
+        job,
+        provider.id(),
+        Some(DeliveryState::Failed),
+        now,
+    )
+    .await?;
+    publish(
+        context,
+        Event::DeliveryFailed {
+            id: job.verification_id.to_string(),
+            tenant: job.tenant.clone(),
+            channel: job.channel,
+            provider: provider.id().to_owned(),
+            reason: reason.to_owned(),
+            at: at(now),
+        },
+    )
+    .await;
+    Ok(())
+}
+
+async fn publish(context: &SendContext, event: Event) {
+    match tokio::time::timeout(EVENT_TIMEOUT, context.events.publish_event(&event)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(key = %event.routing_key(), %error, "Could not publish an event.")
+        }
+        Err(_) => tracing::warn!(key = %event.routing_key(), "Publishing an event timed out."),
     }
 }
 

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use super::policy::{self, IssueRequest, SendLimits, SendPlan, SendRefusal};
 use super::rate_limit::KeyedLimiter;
+use crate::bus::Bus;
 use crate::config::Settings;
 use crate::domain::{
     DeliveryJob, DestinationKey, IdempotencyKey, IdempotencyRecord, IssueReceipt, JobId, OtpCode,
     Timestamp, Verification, VerificationId,
 };
-use crate::routing::{Deliver, RegionTable, RouterActor};
+use crate::routing::RegionTable;
 use crate::secrets::Secrets;
 use crate::store::{IssueWrite, Store, StoreError};
 use crate::telemetry::events::{IssueRefused, OtpIssued};
@@ -25,12 +26,20 @@ use crate::telemetry::events::{IssueRefused, OtpIssued};
 #[rtype(result = "Result<IssueReceipt, IssueError>")]
 pub struct IssueOtp {
     pub tenant: String,
-    pub client_ip: Option<IpAddr>,
+    pub source: RequestSource,
     pub request: IssueRequest,
     pub idempotency: Option<IdempotencyInput>,
 }
 
-/// An `Idempotency-Key` and the hash of the request body it came with.
+/// Where a request came from: HTTP requests are rate limited per tenant and client IP;
+/// broker requests are paced by the queue's prefetch instead.
+#[derive(Debug, Clone, Copy)]
+pub enum RequestSource {
+    Http { client_ip: Option<IpAddr> },
+    Broker,
+}
+
+/// An idempotency key (namespaced by its source) and the hash of the request body.
 #[derive(Debug, Clone)]
 pub struct IdempotencyInput {
     pub key: String,
@@ -72,7 +81,7 @@ pub struct IssuanceActor {
     store: Arc<dyn Store>,
     secrets: Secrets,
     regions: RegionTable,
-    router: Addr<RouterActor>,
+    bus: Arc<dyn Bus>,
     limits: SendLimits,
     idempotency_ttl: Duration,
     known_templates: Vec<String>,
@@ -86,7 +95,7 @@ impl IssuanceActor {
         settings: &Settings,
         store: Arc<dyn Store>,
         secrets: Secrets,
-        router: Addr<RouterActor>,
+        bus: Arc<dyn Bus>,
     ) -> Self {
         let v = &settings.verification;
         let r = &settings.rate_limits;
@@ -94,7 +103,7 @@ impl IssuanceActor {
             store,
             secrets,
             regions: RegionTable::from_settings(&settings.regions),
-            router,
+            bus,
             limits: SendLimits {
                 cooldown: Duration::from_secs(v.resend_cooldown_seconds),
                 sends_per_window: v.sends_per_destination,
@@ -128,13 +137,20 @@ impl IssuanceActor {
         if !self.known_templates.contains(&request.template) {
             return Err(IssueError::UnknownTemplate(request.template.clone()));
         }
-        self.tenant_limiter
-            .check(message.tenant.clone(), now)
-            .map_err(|retry_after| IssueError::RateLimited { retry_after })?;
-        if let Some(ip) = message.client_ip {
-            self.client_limiter
-                .check(ip, now)
+        if let RequestSource::Http { client_ip } = message.source {
+            self.tenant_limiter
+                .check(message.tenant.clone(), now)
                 .map_err(|retry_after| IssueError::RateLimited { retry_after })?;
+            if let Some(ip) = client_ip {
+                self.client_limiter
+                    .check(ip, now)
+                    .map_err(|retry_after| IssueError::RateLimited { retry_after })?;
+            }
+        }
+        if !self.bus.is_ready() {
+            return Err(IssueError::Unavailable(
+                "the broker is not connected".into(),
+            ));
         }
 
         let destination_key = DestinationKey {
@@ -204,6 +220,7 @@ impl IssuanceActor {
         Ok(Decided::Issued {
             receipt,
             job: Box::new(job),
+            idempotency: write.idempotency.map(|(key, _)| key),
         })
     }
 
@@ -239,6 +256,7 @@ enum Decided {
     Issued {
         receipt: IssueReceipt,
         job: Box<DeliveryJob>,
+        idempotency: Option<IdempotencyKey>,
     },
 }
 
@@ -263,25 +281,26 @@ impl Handler<IssueOtp> for IssuanceActor {
             .emit();
         }
         let flushed = self.store.flush();
-        let router = self.router.clone();
+        let bus = Arc::clone(&self.bus);
+        let store = Arc::clone(&self.store);
         Box::pin(async move {
             let decided = decided?;
             flushed.await?;
             match decided {
                 Decided::Replay(receipt) => Ok(receipt),
-                Decided::Issued { receipt, job } => {
-                    // The job is durable in the outbox: if the router cannot take it now, it
-                    // is resumed at the next start rather than lost.
-                    let job_id = job.job_id.clone();
-                    match router.send(Deliver(*job)).await {
-                        Ok(Ok(())) => Ok(receipt),
-                        Ok(Err(error)) => {
-                            tracing::warn!(job = %job_id, %error, "Job kept in the outbox for the next start.");
-                            Ok(receipt)
-                        }
-                        Err(error) => Err(IssueError::Unavailable(error.to_string())),
+                Decided::Issued {
+                    receipt,
+                    job,
+                    idempotency,
+                } => match bus.publish_job(&job).await {
+                    Ok(()) => Ok(receipt),
+                    Err(error) => {
+                        // Nothing may go out for a request that is answered "unavailable".
+                        store.abandon_issue(&job, idempotency.as_ref())?;
+                        store.flush().await?;
+                        Err(IssueError::Unavailable(error.to_string()))
                     }
-                }
+                },
             }
         })
     }

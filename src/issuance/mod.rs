@@ -3,6 +3,7 @@
 pub mod actor;
 pub mod policy;
 pub mod rate_limit;
+pub mod request;
 
-pub use actor::{IssuanceActor, IssueError, IssueOtp};
+pub use actor::{IdempotencyInput, IssuanceActor, IssueError, IssueOtp, RequestSource};
 pub use policy::{IssueRequest, SendLimits};

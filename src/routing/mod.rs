@@ -3,5 +3,5 @@
 pub mod actor;
 pub mod region;
 
-pub use actor::{Deliver, RouterActor};
+pub use actor::{Deliver, DeliveryOutcome, RouterActor};
 pub use region::RegionTable;

@@ -69,6 +69,15 @@ pub trait Store: Send + Sync + 'static {
         record_outcome: &dyn Fn(&mut Verification),
     ) -> Result<(), StoreError>;
 
+    /// Undoes an issue whose job could not be handed on: the job leaves the outbox, the
+    /// verification is canceled (if this job is still its current send), and the idempotency
+    /// record is forgotten so a retry is decided afresh.
+    fn abandon_issue(
+        &self,
+        job: &DeliveryJob,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<(), StoreError>;
+
     /// Deletes up to `limit` records whose time has passed; returns how many went.
     fn sweep(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError>;
 

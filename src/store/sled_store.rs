@@ -12,8 +12,8 @@ use std::time::Duration;
 use super::flusher::GroupFlusher;
 use super::{keys, IssueWrite, Store, StoreError};
 use crate::domain::{
-    DeliveryJob, DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord, JobId,
-    Timestamp, Verification, VerificationId,
+    DeliveryJob, DeliveryState, DestinationKey, DestinationState, IdempotencyKey,
+    IdempotencyRecord, JobId, Status, Timestamp, Verification, VerificationId,
 };
 
 /// First byte of every stored record, so a future format can be told apart.
@@ -228,6 +228,22 @@ impl Store for SledStore {
         result.map_err(|error| match error {
             TransactionError::Abort(error) => error,
             TransactionError::Storage(error) => io(error),
+        })
+    }
+
+    fn abandon_issue(
+        &self,
+        job: &DeliveryJob,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<(), StoreError> {
+        if let Some(key) = idempotency {
+            self.tree.remove(keys::idempotency(key)).map_err(io)?;
+        }
+        self.finish_job(job, &|verification| {
+            if verification.send_seq == job.send_seq {
+                verification.status = Status::Canceled;
+                verification.delivery = DeliveryState::Failed;
+            }
         })
     }
 

@@ -1,0 +1,360 @@
+//! The broker bus (lapin): a supervisor that connects, declares the topology, consumes the
+//! requests queue and this node's region queues, and reconnects by itself when the broker
+//! goes away. Every broker call is bounded by `amqp.timeout_ms`.
+
+pub mod declare;
+pub mod ingress;
+pub mod message;
+pub mod topology;
+pub mod worker;
+
+use actix::Addr;
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use super::{Bus, BusError, Event, EventSink};
+use crate::config::AmqpSettings;
+use crate::domain::DeliveryJob;
+use crate::issuance::request::RequestDefaults;
+use crate::issuance::IssuanceActor;
+use crate::routing::region::routing_key;
+use crate::routing::RouterActor;
+use crate::tenants::ApiKeys;
+use topology::Topology;
+
+const PERSISTENT: u8 = 2;
+
+/// What the consumers hand their messages to.
+pub struct Consumers {
+    pub issuer: Addr<IssuanceActor>,
+    pub router: Addr<RouterActor>,
+    pub keys: Arc<ApiKeys>,
+    pub defaults: RequestDefaults,
+}
+
+pub struct AmqpBus {
+    settings: AmqpSettings,
+    topology: Arc<Topology>,
+    /// The confirm-mode publishing channel while connected.
+    publisher: RwLock<Option<Channel>>,
+    timeout: Duration,
+}
+
+impl AmqpBus {
+    pub fn new(settings: &AmqpSettings) -> Arc<Self> {
+        Arc::new(AmqpBus {
+            topology: Arc::new(Topology::from_settings(settings)),
+            publisher: RwLock::new(None),
+            timeout: Duration::from_millis(settings.timeout_ms),
+            settings: settings.clone(),
+        })
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Starts the connection supervisor on the current actix arbiter.
+    pub fn start(self: &Arc<Self>, consumers: Consumers) {
+        let bus = Arc::clone(self);
+        let consumers = Arc::new(consumers);
+        actix_rt::spawn(async move {
+            let delay = Duration::from_millis(bus.settings.reconnect_delay_ms);
+            loop {
+                if let Err(error) = bus.session(&consumers).await {
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "Broker connection lost; reconnecting.");
+                }
+                bus.set_publisher(None);
+                tokio::time::sleep(delay).await;
+            }
+        });
+    }
+
+    fn set_publisher(&self, channel: Option<Channel>) {
+        *self.publisher.write().unwrap_or_else(|p| p.into_inner()) = channel;
+    }
+
+    fn publisher(&self) -> Result<Channel, BusError> {
+        self.publisher
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|channel| channel.status().connected())
+            .ok_or(BusError::Disconnected)
+    }
+
+    async fn bounded<T>(
+        &self,
+        operation: impl Future<Output = lapin::Result<T>>,
+    ) -> Result<T, BusError> {
+        match tokio::time::timeout(self.timeout, operation).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(BusError::Broker(error.to_string())),
+            Err(_) => Err(BusError::Timeout(self.timeout.as_millis() as u64)),
+        }
+    }
+
+    /// One connection's life: connect, declare, consume until something breaks.
+    async fn session(&self, consumers: &Arc<Consumers>) -> Result<(), BusError> {
+        let url = self.settings.url.clone().unwrap_or_default();
+        let connection = self
+            .bounded(Connection::connect(&url, ConnectionProperties::default()))
+            .await?;
+        let mut connection_events = connection.events_listener();
+        let setup = self.bounded(connection.create_channel()).await?;
+        self.bounded(declare::declare(&setup, &self.topology))
+            .await?;
+        let publisher = self.bounded(connection.create_channel()).await?;
+        self.bounded(publisher.confirm_select(ConfirmSelectOptions::default()))
+            .await?;
+        self.set_publisher(Some(publisher));
+
+        let (ended, mut any_ended) = tokio::sync::mpsc::channel::<String>(8);
+        let ingress_channel = self.consumer_channel(&connection).await?;
+        let ingress = self
+            .bounded(ingress_channel.basic_consume(
+                self.topology.requests_queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ))
+            .await?;
+        let bus = self.handle();
+        spawn_consumer(ingress, ended.clone(), {
+            let consumers = Arc::clone(consumers);
+            move |delivery| {
+                let bus = Arc::clone(&bus);
+                let consumers = Arc::clone(&consumers);
+                async move { ingress::handle(&bus, &consumers, delivery).await }
+            }
+        });
+        let worker_channel = self.consumer_channel(&connection).await?;
+        for region in self
+            .topology
+            .consumed_queues(&self.settings.consume_regions)
+        {
+            let consumer = self
+                .bounded(worker_channel.basic_consume(
+                    region.queue.as_str().into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                ))
+                .await?;
+            let bus = self.handle();
+            let router = consumers.router.clone();
+            spawn_consumer(consumer, ended.clone(), move |delivery| {
+                let bus = Arc::clone(&bus);
+                let router = router.clone();
+                async move { worker::handle(&bus, &router, delivery).await }
+            });
+        }
+        tracing::info!(namespace = %self.settings.namespace, "Connected to the broker; consuming.");
+
+        let reason = tokio::select! {
+            ended = any_ended.recv() => ended.unwrap_or_else(|| "consumers stopped".into()),
+            error = async {
+                while let Some(event) = connection_events.next().await {
+                    if let lapin::Event::Error(error) = event {
+                        return error.to_string();
+                    }
+                }
+                "connection closed".to_string()
+            } => error,
+        };
+        self.set_publisher(None);
+        let _ = tokio::time::timeout(
+            self.timeout,
+            connection.close(200, "otpd reconnects".into()),
+        )
+        .await;
+        Err(BusError::Broker(reason))
+    }
+
+    async fn consumer_channel(&self, connection: &Connection) -> Result<Channel, BusError> {
+        let channel = self.bounded(connection.create_channel()).await?;
+        self.bounded(channel.basic_qos(self.settings.prefetch, BasicQosOptions::default()))
+            .await?;
+        Ok(channel)
+    }
+
+    /// A cheap handle for consumer tasks (the supervisor owns `self` through an `Arc`).
+    fn handle(&self) -> Arc<Publisher> {
+        Arc::new(Publisher {
+            channel: self.publisher().ok(),
+            topology: Arc::clone(&self.topology),
+            timeout: self.timeout,
+        })
+    }
+
+    async fn publish_event_inner(&self, event: &Event) -> Result<(), BusError> {
+        self.handle().event(event).await
+    }
+}
+
+/// Publishes with confirms on one connection's channel; consumers use it for dead letters,
+/// events and replies.
+pub struct Publisher {
+    channel: Option<Channel>,
+    topology: Arc<Topology>,
+    timeout: Duration,
+}
+
+impl Publisher {
+    /// Publishes and waits for the broker's confirm; with `mandatory`, an unroutable
+    /// message is an error.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        key: &str,
+        payload: &[u8],
+        properties: BasicProperties,
+        mandatory: bool,
+    ) -> Result<(), BusError> {
+        let channel = self.channel.as_ref().ok_or(BusError::Disconnected)?;
+        let options = BasicPublishOptions {
+            mandatory,
+            ..BasicPublishOptions::default()
+        };
+        let confirmed = async {
+            channel
+                .basic_publish(
+                    exchange.into(),
+                    key.into(),
+                    options,
+                    payload,
+                    properties.with_delivery_mode(PERSISTENT),
+                )
+                .await?
+                .await
+        };
+        let confirmation = match tokio::time::timeout(self.timeout, confirmed).await {
+            Ok(Ok(confirmation)) => confirmation,
+            Ok(Err(error)) => return Err(BusError::Broker(error.to_string())),
+            Err(_) => return Err(BusError::Timeout(self.timeout.as_millis() as u64)),
+        };
+        if confirmation.is_nack() {
+            return Err(BusError::Refused("the broker nacked the message".into()));
+        }
+        if let Some(returned) = confirmation.take_message() {
+            return Err(BusError::Refused(format!(
+                "no queue is bound for routing key '{key}' ({})",
+                returned.reply_text
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn job(&self, job: &DeliveryJob) -> Result<(), BusError> {
+        let key = routing_key(job.channel, &job.region, job.country.as_deref());
+        let properties = BasicProperties::default()
+            .with_content_type("application/x-otpd-job".into())
+            .with_message_id(job.job_id.as_str().into());
+        self.publish(
+            &self.topology.route_exchange,
+            &key,
+            &message::encode_job(job),
+            properties,
+            true,
+        )
+        .await
+    }
+
+    pub async fn event(&self, event: &Event) -> Result<(), BusError> {
+        let properties = BasicProperties::default().with_content_type("application/json".into());
+        self.publish(
+            &self.topology.events_exchange,
+            &event.routing_key(),
+            &event.to_json(),
+            properties,
+            false,
+        )
+        .await
+    }
+
+    /// Sends an outcome to a request's `reply_to` queue, with its `correlation_id`.
+    pub async fn reply(
+        &self,
+        reply_to: &str,
+        correlation_id: Option<&str>,
+        event: &Event,
+    ) -> Result<(), BusError> {
+        let mut properties =
+            BasicProperties::default().with_content_type("application/json".into());
+        if let Some(id) = correlation_id {
+            properties = properties.with_correlation_id(id.into());
+        }
+        self.publish("", reply_to, &event.to_json(), properties, false)
+            .await
+    }
+
+    /// Puts a message otpd will not process in the dead-letter queue, with its reason.
+    pub async fn dead_letter(
+        &self,
+        body: &[u8],
+        reason: &str,
+        detail: &str,
+        source_queue: &str,
+    ) -> Result<(), BusError> {
+        let mut headers = FieldTable::default();
+        headers.insert("x-otpd-reason".into(), AMQPValue::LongString(reason.into()));
+        headers.insert("x-otpd-detail".into(), AMQPValue::LongString(detail.into()));
+        headers.insert(
+            "x-otpd-source-queue".into(),
+            AMQPValue::LongString(source_queue.into()),
+        );
+        let properties = BasicProperties::default().with_headers(headers);
+        self.publish(&self.topology.dead_exchange, "", body, properties, false)
+            .await
+    }
+}
+
+/// Runs a consumer: each delivery is handled in a task of its own (the prefetch bounds how
+/// many); when the stream ends or fails, says so on `ended`.
+fn spawn_consumer<F, Fut>(
+    mut consumer: lapin::Consumer,
+    ended: tokio::sync::mpsc::Sender<String>,
+    handle: F,
+) where
+    F: Fn(lapin::message::Delivery) -> Fut + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    actix_rt::spawn(async move {
+        let reason = loop {
+            match consumer.next().await {
+                Some(Ok(delivery)) => {
+                    actix_rt::spawn(handle(delivery));
+                }
+                Some(Err(error)) => break error.to_string(),
+                None => break "the consumer was canceled".to_string(),
+            }
+        };
+        let _ = ended.send(reason).await;
+    });
+}
+
+#[async_trait]
+impl EventSink for AmqpBus {
+    async fn publish_event(&self, event: &Event) -> Result<(), BusError> {
+        self.publish_event_inner(event).await
+    }
+}
+
+#[async_trait]
+impl Bus for AmqpBus {
+    async fn publish_job(&self, job: &DeliveryJob) -> Result<(), BusError> {
+        self.handle().job(job).await
+    }
+
+    fn is_ready(&self) -> bool {
+        self.publisher().is_ok()
+    }
+}

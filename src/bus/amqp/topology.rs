@@ -1,0 +1,248 @@
+//! The broker topology as plain data: names, queue arguments and bindings, derived from the
+//! settings, checked (every routing key reaches exactly one region queue), then declared
+//! idempotently.
+
+use std::collections::BTreeMap;
+
+use crate::config::{AmqpSettings, RegionSettings};
+use crate::domain::Channel;
+use crate::routing::region::routing_key;
+
+/// How the requests queue is stored by the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueKind {
+    Quorum,
+    Classic,
+}
+
+/// A region queue and the routing-key patterns bound to it on the route exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionQueue {
+    pub region: String,
+    pub queue: String,
+    pub patterns: Vec<String>,
+}
+
+/// Every exchange, queue and binding otpd uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub requests_queue: String,
+    pub requests_queue_kind: QueueKind,
+    /// Fanout exchange bound to the requests queue, for platforms that publish to an exchange.
+    pub ingress_exchange: String,
+    /// Topic exchange that routes delivery jobs by `<channel>.<region>.<country>`.
+    pub route_exchange: String,
+    pub region_queues: Vec<RegionQueue>,
+    /// Topic exchange for `verification.*` and `delivery.*` events.
+    pub events_exchange: String,
+    /// Fanout exchange and queue for messages otpd will not process.
+    pub dead_exchange: String,
+    pub dead_queue: String,
+    /// Deliveries of one message before the broker dead-letters it (quorum queues).
+    pub delivery_limit: u32,
+}
+
+impl Topology {
+    pub fn from_settings(settings: &AmqpSettings) -> Self {
+        let ns = &settings.namespace;
+        let region_queues = settings
+            .region_queues
+            .iter()
+            .map(|(region, patterns)| RegionQueue {
+                region: region.clone(),
+                queue: format!("{ns}.region.{region}"),
+                patterns: patterns.clone(),
+            })
+            .collect();
+        Topology {
+            requests_queue: format!("{ns}.requests"),
+            requests_queue_kind: if settings.requests_queue_type == "classic" {
+                QueueKind::Classic
+            } else {
+                QueueKind::Quorum
+            },
+            ingress_exchange: format!("{ns}.ingress"),
+            route_exchange: format!("{ns}.route"),
+            region_queues,
+            events_exchange: format!("{ns}.events"),
+            dead_exchange: format!("{ns}.dead"),
+            dead_queue: format!("{ns}.dead"),
+            delivery_limit: settings.delivery_limit,
+        }
+    }
+
+    /// The region queues a node consumes: those named, or all when none are.
+    pub fn consumed_queues(&self, only: &[String]) -> Vec<&RegionQueue> {
+        self.region_queues
+            .iter()
+            .filter(|queue| only.is_empty() || only.contains(&queue.region))
+            .collect()
+    }
+
+    /// The region queues a routing key reaches.
+    pub fn queues_for(&self, key: &str) -> Vec<&str> {
+        self.region_queues
+            .iter()
+            .filter(|queue| queue.patterns.iter().any(|p| topic_matches(p, key)))
+            .map(|queue| queue.queue.as_str())
+            .collect()
+    }
+
+    /// Problems with the bindings: every key otpd can produce must reach exactly one queue.
+    pub fn check_routing(&self, regions: &RegionSettings) -> Vec<String> {
+        let mut problems = Vec::new();
+        for key in every_routing_key(regions) {
+            match self.queues_for(&key).as_slice() {
+                [_] => {}
+                [] => problems.push(format!(
+                    "amqp.region_queues: routing key '{key}' reaches no region queue; add a pattern that matches it"
+                )),
+                many => problems.push(format!(
+                    "amqp.region_queues: routing key '{key}' reaches {} queues ({}); each key must reach exactly one",
+                    many.len(),
+                    many.join(", ")
+                )),
+            }
+        }
+        problems
+    }
+}
+
+/// Every routing key the settings can produce: SMS to each listed country and to an unlisted
+/// one in the default region, and email (always the default region, no country).
+fn every_routing_key(regions: &RegionSettings) -> Vec<String> {
+    let mut by_region: BTreeMap<&str, Vec<Option<&str>>> = BTreeMap::new();
+    for (region, countries) in &regions.countries {
+        by_region
+            .entry(region)
+            .or_default()
+            .extend(countries.iter().map(|c| Some(c.as_str())));
+    }
+    by_region.entry(&regions.default).or_default().push(None);
+    let mut keys: Vec<String> = by_region
+        .iter()
+        .flat_map(|(region, countries)| {
+            countries
+                .iter()
+                .map(|country| routing_key(Channel::Sms, region, *country))
+        })
+        .collect();
+    keys.push(routing_key(Channel::Email, &regions.default, None));
+    keys
+}
+
+/// AMQP topic matching: words split by '.', `*` matches one word, `#` zero or more.
+pub fn topic_matches(pattern: &str, key: &str) -> bool {
+    let pattern: Vec<&str> = pattern.split('.').collect();
+    let key: Vec<&str> = key.split('.').collect();
+    matches_words(&pattern, &key)
+}
+
+fn matches_words(pattern: &[&str], key: &[&str]) -> bool {
+    match (pattern.split_first(), key.split_first()) {
+        (None, None) => true,
+        (Some((&"#", rest)), _) => {
+            matches_words(rest, key) || (!key.is_empty() && matches_words(pattern, &key[1..]))
+        }
+        (Some((&"*", rest)), Some((_, key_rest))) => matches_words(rest, key_rest),
+        (Some((word, rest)), Some((key_word, key_rest))) => {
+            word == key_word && matches_words(rest, key_rest)
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regions() -> RegionSettings {
+        RegionSettings {
+            default: "world".into(),
+            countries: BTreeMap::from([
+                ("eu".into(), vec!["DE".into(), "FR".into()]),
+                ("apac".into(), vec!["AU".into()]),
+            ]),
+        }
+    }
+
+    fn topology(queues: &[(&str, &[&str])]) -> Topology {
+        let settings = AmqpSettings {
+            region_queues: queues
+                .iter()
+                .map(|(name, patterns)| {
+                    (
+                        name.to_string(),
+                        patterns.iter().map(|p| p.to_string()).collect(),
+                    )
+                })
+                .collect(),
+            ..AmqpSettings::default()
+        };
+        Topology::from_settings(&settings)
+    }
+
+    #[test]
+    fn topic_matching_follows_amqp_rules() {
+        assert!(topic_matches("sms.eu.*", "sms.eu.de"));
+        assert!(!topic_matches("sms.eu.*", "sms.eu.de.x"));
+        assert!(topic_matches("email.#", "email.world.xx"));
+        assert!(topic_matches("email.#", "email"));
+        assert!(topic_matches("#", "sms.eu.de"));
+        assert!(topic_matches("sms.#.de", "sms.eu.de"));
+        assert!(!topic_matches("sms.*", "sms.eu.de"));
+    }
+
+    #[test]
+    fn names_derive_from_the_namespace() {
+        let topology = topology(&[("eu", &["sms.eu.*"])]);
+        assert_eq!(topology.requests_queue, "otp.requests");
+        assert_eq!(topology.route_exchange, "otp.route");
+        assert_eq!(topology.region_queues[0].queue, "otp.region.eu");
+        assert_eq!(topology.dead_queue, "otp.dead");
+    }
+
+    #[test]
+    fn complete_disjoint_bindings_pass() {
+        let topology = topology(&[
+            ("eu", &["sms.eu.*"]),
+            ("apac", &["sms.apac.*"]),
+            ("world", &["sms.world.*"]),
+            ("email", &["email.#"]),
+        ]);
+        assert_eq!(topology.check_routing(&regions()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn keys_reaching_none_or_two_queues_are_reported() {
+        let topology = topology(&[
+            ("eu", &["sms.eu.*"]),
+            ("everything", &["sms.#"]),
+            ("email", &["email.#"]),
+        ]);
+        let problems = topology.check_routing(&regions()).join("\n");
+        assert!(
+            problems.contains("'sms.eu.de' reaches 2 queues"),
+            "{problems}"
+        );
+        let lonely = self::topology(&[("eu", &["sms.eu.*"])]);
+        let problems = lonely.check_routing(&regions()).join("\n");
+        assert!(
+            problems.contains("'sms.apac.au' reaches no region queue"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("'email.world.xx' reaches no region queue"),
+            "{problems}"
+        );
+    }
+
+    #[test]
+    fn a_node_can_consume_some_regions() {
+        let topology = topology(&[("eu", &["sms.eu.*"]), ("apac", &["sms.apac.*"])]);
+        assert_eq!(topology.consumed_queues(&[]).len(), 2);
+        let only = topology.consumed_queues(&["apac".into()]);
+        assert_eq!(only.len(), 1);
+        assert_eq!(only[0].queue, "otp.region.apac");
+    }
+}

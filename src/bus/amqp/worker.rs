@@ -1,0 +1,56 @@
+//! The regional worker: takes delivery jobs from a region queue, hands them to the router,
+//! and acks only once the send's outcome is recorded in the store.
+
+use actix::Addr;
+use lapin::message::Delivery;
+use std::time::Duration;
+
+use super::ingress::{settle_delivery, Settle};
+use super::message::decode_job;
+use super::Publisher;
+use crate::routing::{Deliver, DeliveryOutcome, RouterActor};
+
+const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
+
+pub async fn handle(publisher: &Publisher, router: &Addr<RouterActor>, delivery: Delivery) {
+    let settle = process(publisher, router, &delivery).await;
+    settle_delivery(&delivery, settle, "job").await;
+}
+
+async fn process(publisher: &Publisher, router: &Addr<RouterActor>, delivery: &Delivery) -> Settle {
+    let Some(job) = decode_job(&delivery.data) else {
+        let queue = delivery.routing_key.as_str();
+        return match publisher
+            .dead_letter(
+                &delivery.data,
+                "undecodable_job",
+                "not a delivery job of this otpd version",
+                queue,
+            )
+            .await
+        {
+            Ok(()) => Settle::Ack,
+            Err(_) => Settle::Requeue,
+        };
+    };
+    let (message, outcome) = Deliver::awaited(job);
+    let handed_over = router.send(message).await;
+    let recorded = match handed_over {
+        Ok(Ok(())) => outcome.await.ok(),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "No provider took the job; it will be delivered again.");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%error, "Router unavailable; the job will be delivered again.");
+            None
+        }
+    };
+    match recorded {
+        Some(DeliveryOutcome::Recorded) | Some(DeliveryOutcome::AlreadyInFlight) => Settle::Ack,
+        Some(DeliveryOutcome::NotRecorded(_)) | None => {
+            tokio::time::sleep(REQUEUE_PAUSE).await;
+            Settle::Requeue
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! The in-process bus of embedded mode: jobs go straight into the router's mailbox (the
+//! outbox in the store already makes them durable); events are only logged.
+
+use actix::Addr;
+use async_trait::async_trait;
+
+use super::{Bus, BusError, Event, EventSink};
+use crate::domain::DeliveryJob;
+use crate::routing::{Deliver, RouterActor};
+
+pub struct EmbeddedBus {
+    router: Addr<RouterActor>,
+}
+
+impl EmbeddedBus {
+    pub fn new(router: Addr<RouterActor>) -> Self {
+        EmbeddedBus { router }
+    }
+}
+
+/// Events have nowhere to go without a broker.
+pub struct NoEvents;
+
+#[async_trait]
+impl EventSink for NoEvents {
+    async fn publish_event(&self, event: &Event) -> Result<(), BusError> {
+        tracing::trace!(key = %event.routing_key(), "Event (embedded mode: not published).");
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventSink for EmbeddedBus {
+    async fn publish_event(&self, event: &Event) -> Result<(), BusError> {
+        NoEvents.publish_event(event).await
+    }
+}
+
+#[async_trait]
+impl Bus for EmbeddedBus {
+    async fn publish_job(&self, job: &DeliveryJob) -> Result<(), BusError> {
+        match self.router.send(Deliver::new(job.clone())).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                // Durable in the outbox: resumed at the next start once a provider serves it.
+                tracing::warn!(job = %job.job_id, %error, "Job kept in the outbox.");
+                Ok(())
+            }
+            Err(error) => Err(BusError::Stopped(error.to_string())),
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.router.connected()
+    }
+}

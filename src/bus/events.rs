@@ -1,0 +1,100 @@
+//! Events for platforms: `verification.created|rejected.<tenant>` and
+//! `delivery.sent|delivered|failed.<tenant>`. No event ever carries a code or a full destination.
+
+use serde::Serialize;
+
+use crate::domain::{Channel, Timestamp};
+
+/// The error object of the API, as events carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorObject {
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type")]
+pub enum Event {
+    #[serde(rename = "verification.created")]
+    VerificationCreated {
+        id: String,
+        request_id: Option<String>,
+        tenant: String,
+        channel: Channel,
+        /// Masked destination.
+        to: String,
+        expires_at: String,
+        /// True when an earlier request with the same request id already created it.
+        replayed: bool,
+    },
+    #[serde(rename = "verification.rejected")]
+    VerificationRejected {
+        request_id: Option<String>,
+        tenant: String,
+        error: ErrorObject,
+    },
+    #[serde(rename = "delivery.sent")]
+    DeliverySent {
+        id: String,
+        tenant: String,
+        channel: Channel,
+        provider: String,
+        at: String,
+    },
+    #[serde(rename = "delivery.failed")]
+    DeliveryFailed {
+        id: String,
+        tenant: String,
+        channel: Channel,
+        provider: String,
+        reason: String,
+        at: String,
+    },
+}
+
+impl Event {
+    /// `<type>.<tenant>`, e.g. `verification.created.acme`.
+    pub fn routing_key(&self) -> String {
+        let (kind, tenant) = match self {
+            Event::VerificationCreated { tenant, .. } => ("verification.created", tenant),
+            Event::VerificationRejected { tenant, .. } => ("verification.rejected", tenant),
+            Event::DeliverySent { tenant, .. } => ("delivery.sent", tenant),
+            Event::DeliveryFailed { tenant, .. } => ("delivery.failed", tenant),
+        };
+        format!("{kind}.{tenant}")
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// The time format of every event.
+pub fn at(time: Timestamp) -> String {
+    time.to_rfc3339()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_tagged_and_keyed_by_tenant() {
+        let event = Event::VerificationRejected {
+            request_id: Some("r-1".into()),
+            tenant: "acme".into(),
+            error: ErrorObject {
+                code: "invalid_destination".into(),
+                message: "…".into(),
+                retry_after_seconds: None,
+            },
+        };
+        assert_eq!(event.routing_key(), "verification.rejected.acme");
+        let json: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
+        assert_eq!(json["type"], "verification.rejected");
+        assert_eq!(json["error"]["code"], "invalid_destination");
+        assert!(json["error"].get("retry_after_seconds").is_none());
+    }
+}

@@ -1,0 +1,198 @@
+//! The fields of a create request (HTTP body or AMQP message) and their validation into an
+//! [`IssueRequest`]; every refusal says what to send instead.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+use super::policy::IssueRequest;
+use crate::config::{DEFAULT_TEMPLATE, MAX_TTL_SECONDS, MIN_TTL_SECONDS};
+use crate::domain::code::{MAX_CODE_LENGTH, MIN_CODE_LENGTH};
+use crate::domain::{Channel, Destination};
+
+const MAX_SESSION_ID_LENGTH: usize = 128;
+const MAX_LOCALE_LENGTH: usize = 35;
+
+/// What a caller sends to create a verification.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CreateFields {
+    pub to: String,
+    pub channel: String,
+    pub locale: Option<String>,
+    pub template: Option<String>,
+    pub session_id: Option<String>,
+    pub code_length: Option<u64>,
+    pub ttl_seconds: Option<u64>,
+}
+
+/// Values a request falls back to.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestDefaults {
+    pub code_length: u8,
+    pub ttl_seconds: u64,
+}
+
+/// A request otpd will not issue a code for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRequest {
+    /// The destination is not a valid phone number or address (API: 422 invalid_destination).
+    #[error("{0}")]
+    Destination(String),
+    /// Any other field is wrong (API: 400 invalid_request).
+    #[error("{0}")]
+    Field(String),
+}
+
+impl InvalidRequest {
+    /// The API error code for this refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            InvalidRequest::Destination(_) => "invalid_destination",
+            InvalidRequest::Field(_) => "invalid_request",
+        }
+    }
+}
+
+/// Checks every field and builds the request, or says what is wrong.
+pub fn validate(
+    fields: CreateFields,
+    defaults: &RequestDefaults,
+) -> Result<IssueRequest, InvalidRequest> {
+    let channel = parse_channel(&fields.channel)?;
+    let destination = parse_destination(channel, &fields.to)?;
+    let code_length = match fields.code_length {
+        None => defaults.code_length,
+        Some(length) => u8::try_from(length)
+            .ok()
+            .filter(|l| (MIN_CODE_LENGTH..=MAX_CODE_LENGTH).contains(l))
+            .ok_or_else(|| {
+                InvalidRequest::Field(format!(
+                    "'code_length' is {length}; it must be from {MIN_CODE_LENGTH} to {MAX_CODE_LENGTH}."
+                ))
+            })?,
+    };
+    let ttl_seconds = fields.ttl_seconds.unwrap_or(defaults.ttl_seconds);
+    if !(MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&ttl_seconds) {
+        return Err(InvalidRequest::Field(format!(
+            "'ttl_seconds' is {ttl_seconds}; it must be from {MIN_TTL_SECONDS} to {MAX_TTL_SECONDS}."
+        )));
+    }
+    if let Some(locale) = &fields.locale {
+        let well_formed = !locale.is_empty()
+            && locale.len() <= MAX_LOCALE_LENGTH
+            && locale
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !well_formed {
+            return Err(InvalidRequest::Field(
+                "'locale' must be a language tag such as \"de\" or \"pt-BR\".".into(),
+            ));
+        }
+    }
+    validate_session_id(fields.session_id.as_deref())?;
+    Ok(IssueRequest {
+        channel,
+        destination,
+        locale: fields.locale,
+        template: fields
+            .template
+            .unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()),
+        session_id: fields.session_id,
+        code_length,
+        ttl: Duration::from_secs(ttl_seconds),
+    })
+}
+
+/// SHA-256 of a JSON value's canonical text (object keys sorted, no spaces): two requests
+/// with the same content hash the same, however their keys were ordered.
+pub fn canonical_hash(tree: &serde_json::Value) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(tree.to_string().as_bytes()).into()
+}
+
+pub fn validate_session_id(session_id: Option<&str>) -> Result<(), InvalidRequest> {
+    match session_id {
+        Some(id) if id.is_empty() || id.len() > MAX_SESSION_ID_LENGTH => {
+            Err(InvalidRequest::Field(format!(
+                "'session_id' must be 1 to {MAX_SESSION_ID_LENGTH} characters."
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+pub fn parse_channel(raw: &str) -> Result<Channel, InvalidRequest> {
+    raw.parse::<Channel>()
+        .map_err(|message| InvalidRequest::Field(format!("The {message}.")))
+}
+
+pub fn parse_destination(channel: Channel, raw: &str) -> Result<Destination, InvalidRequest> {
+    Destination::parse(channel, raw)
+        .map_err(|error| InvalidRequest::Destination(format!("{error}.")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULTS: RequestDefaults = RequestDefaults {
+        code_length: 6,
+        ttl_seconds: 300,
+    };
+
+    fn fields() -> CreateFields {
+        CreateFields {
+            to: "+4915112345678".into(),
+            channel: "sms".into(),
+            locale: None,
+            template: None,
+            session_id: None,
+            code_length: None,
+            ttl_seconds: None,
+        }
+    }
+
+    #[test]
+    fn fills_defaults() {
+        let request = validate(fields(), &DEFAULTS).unwrap();
+        assert_eq!(request.code_length, 6);
+        assert_eq!(request.ttl, Duration::from_secs(300));
+        assert_eq!(request.template, DEFAULT_TEMPLATE);
+    }
+
+    #[test]
+    fn bounds_are_inclusive() {
+        for (length, ok) in [(3, false), (4, true), (10, true), (11, false)] {
+            let f = CreateFields {
+                code_length: Some(length),
+                ..fields()
+            };
+            assert_eq!(validate(f, &DEFAULTS).is_ok(), ok, "code_length {length}");
+        }
+        for (ttl, ok) in [(29, false), (30, true), (900, true), (901, false)] {
+            let f = CreateFields {
+                ttl_seconds: Some(ttl),
+                ..fields()
+            };
+            assert_eq!(validate(f, &DEFAULTS).is_ok(), ok, "ttl {ttl}");
+        }
+    }
+
+    #[test]
+    fn destination_errors_are_told_apart() {
+        let f = CreateFields {
+            to: "12345".into(),
+            ..fields()
+        };
+        assert_eq!(
+            validate(f, &DEFAULTS).unwrap_err().code(),
+            "invalid_destination"
+        );
+        let f = CreateFields {
+            channel: "fax".into(),
+            ..fields()
+        };
+        let error = validate(f, &DEFAULTS).unwrap_err();
+        assert_eq!(error.code(), "invalid_request");
+        assert!(error.to_string().contains("\"sms\" or \"email\""));
+    }
+}
