@@ -105,7 +105,7 @@ pub fn decode_request(
             "unknown_tenant",
             "'tenant' must name a configured tenant (see `otpd tenant add`).".into(),
             Some(&request_id),
-            envelope.tenant.as_ref().and_then(|t| t.as_str()),
+            None,
         )
     })?;
     let body_hash = canonical_hash(&tree);
