@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod domain;
 pub mod issuance;
 pub mod providers;
+pub mod quota;
 pub mod routing;
 pub mod secrets;
 pub mod store;
