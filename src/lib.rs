@@ -14,4 +14,5 @@ pub mod secrets;
 pub mod store;
 pub mod telemetry;
 pub mod tenants;
+pub mod testing;
 pub mod verify;
