@@ -538,3 +538,27 @@ async fn fake_receipts_carry_a_valid_twilio_signature() {
         receipts::parse_vonage(&receipts::parse_form(posted.raw_body.as_bytes()).unwrap()).unwrap();
     assert_eq!(receipt.status, ReceiptStatus::Delivered);
 }
+
+#[tokio::test]
+async fn smtp_authenticates_when_credentials_are_set() {
+    let server = FakeSmtpServer::start().await.unwrap();
+    let provider = SmtpProvider::new(
+        "mail",
+        SmtpConfig {
+            host: server.host(),
+            port: Some(server.port()),
+            tls: SmtpTls::None,
+            username: Some("relay-user".into()),
+            password: Some(SecretString::from("relay-pass")),
+            from: "no-reply@acme.example".into(),
+            subject: "Code".into(),
+            timeout_ms: TIMEOUT_MS,
+        },
+    )
+    .unwrap();
+    provider
+        .send(&message(Channel::Email, "user@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(server.control().messages().len(), 1);
+}
