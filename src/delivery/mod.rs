@@ -1,6 +1,8 @@
 //! Delivering jobs: what to do with a job (`plan`), when to retry (`retry`), the message
-//! text (`templates`), the SenderActor that does the I/O, and outbox recovery at start.
+//! text (`templates`), when to stop using a provider (`breaker`), the SenderActor that does
+//! the I/O, and outbox recovery at start.
 
+pub mod breaker;
 pub mod plan;
 pub mod recovery;
 pub mod retry;

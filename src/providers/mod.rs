@@ -1,15 +1,27 @@
 //! Providers deliver rendered messages. One trait with one `send`; one file per vendor.
 
+pub mod classify;
+pub mod http;
+pub mod receipts;
 pub mod sandbox;
+pub mod settings;
+pub mod smtp;
 pub mod stub;
+pub mod twilio;
+pub mod vonage;
 
 use async_trait::async_trait;
 use std::time::Duration;
 
 use crate::domain::{Channel, JobId, VerificationId};
 
+pub use http::{HttpConfig, HttpProvider};
 pub use sandbox::SandboxProvider;
+pub use settings::{build, BuildError, ProviderSettings, SandboxConfig};
+pub use smtp::{SmtpConfig, SmtpProvider, SmtpTls};
 pub use stub::StubProvider;
+pub use twilio::{TwilioConfig, TwilioProvider};
+pub use vonage::{VonageConfig, VonageProvider};
 
 /// A message ready to go out. `body` holds the code: it is never logged.
 #[derive(Clone)]

@@ -1,0 +1,198 @@
+//! Twilio Programmable Messaging: `POST {base_url}/2010-04-01/Accounts/{AccountSid}/Messages.json`,
+//! form-encoded, HTTP basic auth with the Account SID and Auth Token.
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::time::Duration;
+
+use super::classify;
+use super::settings::{http_client, validate_base_url, BuildError};
+use super::{OutboundMessage, Provider, ProviderError, SendReceipt};
+
+/// Twilio's API host.
+pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
+
+fn default_base_url() -> String {
+    DEFAULT_BASE_URL.to_owned()
+}
+
+pub(crate) fn default_timeout_ms() -> u64 {
+    5_000
+}
+
+/// Settings of one Twilio account. Exactly one of `from` and `messaging_service_sid` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioConfig {
+    /// API base URL, without a trailing path. Default `https://api.twilio.com`.
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// Account SID (`AC…`), also the basic-auth user. Required.
+    pub account_sid: String,
+    /// Auth Token, the basic-auth password and the key of `X-Twilio-Signature`. Required.
+    pub auth_token: SecretString,
+    /// Sender: an E.164 number or an alphanumeric sender id. Default unset.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Messaging Service SID (`MG…`), used instead of `from`. Default unset.
+    #[serde(default)]
+    pub messaging_service_sid: Option<String>,
+    /// URL Twilio posts status callbacks to (`StatusCallback`). Default unset.
+    #[serde(default)]
+    pub status_callback: Option<String>,
+    /// Milliseconds a send may take, connecting included. Default 5000.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl TwilioConfig {
+    /// Every problem with these settings, each naming the setting under `prefix`.
+    pub fn validate(&self, prefix: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        validate_base_url(prefix, &self.base_url, &mut problems);
+        if self.account_sid.trim().is_empty() {
+            problems.push(format!(
+                "{prefix}.account_sid is empty; set the Account SID (AC…)"
+            ));
+        }
+        if self.auth_token.expose_secret().is_empty() {
+            problems.push(format!(
+                "{prefix}.auth_token is empty; set the account's Auth Token"
+            ));
+        }
+        match (&self.from, &self.messaging_service_sid) {
+            (Some(_), Some(_)) => problems.push(format!(
+                "{prefix}: set either from or messaging_service_sid, not both"
+            )),
+            (None, None) => problems.push(format!(
+                "{prefix}: set from (a sender number) or messaging_service_sid"
+            )),
+            _ => {}
+        }
+        if let Some(callback) = &self.status_callback {
+            if !(callback.starts_with("https://") || callback.starts_with("http://")) {
+                problems.push(format!(
+                    "{prefix}.status_callback must be an http(s) URL, got '{callback}'"
+                ));
+            }
+        }
+        if self.timeout_ms == 0 {
+            problems.push(format!("{prefix}.timeout_ms must be at least 1"));
+        }
+        problems
+    }
+}
+
+/// Sends SMS through Twilio.
+pub struct TwilioProvider {
+    id: String,
+    config: TwilioConfig,
+    messages_url: String,
+    client: reqwest::Client,
+}
+
+/// The part of Twilio's Message resource otpd reads.
+#[derive(Debug, Deserialize)]
+struct MessageResource {
+    sid: Option<String>,
+    status: Option<String>,
+}
+
+/// Twilio's error body: `{"code": 21211, "message": "…", "more_info": "…", "status": 400}`.
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    code: Option<u64>,
+    message: Option<String>,
+}
+
+impl TwilioProvider {
+    pub fn new(id: &str, config: TwilioConfig) -> Result<Self, BuildError> {
+        let problems = config.validate(id);
+        if !problems.is_empty() {
+            return Err(BuildError::Invalid(problems));
+        }
+        let messages_url = format!(
+            "{}/2010-04-01/Accounts/{}/Messages.json",
+            config.base_url.trim_end_matches('/'),
+            config.account_sid
+        );
+        let client = http_client(Duration::from_millis(config.timeout_ms))?;
+        Ok(TwilioProvider {
+            id: id.to_owned(),
+            config,
+            messages_url,
+            client,
+        })
+    }
+
+    fn form<'a>(&'a self, message: &'a OutboundMessage) -> Vec<(&'static str, &'a str)> {
+        let mut form = vec![("To", message.to.as_str())];
+        if let Some(service) = &self.config.messaging_service_sid {
+            form.push(("MessagingServiceSid", service));
+        } else if let Some(from) = &self.config.from {
+            form.push(("From", from));
+        }
+        form.push(("Body", message.body.as_str()));
+        if let Some(callback) = &self.config.status_callback {
+            form.push(("StatusCallback", callback));
+        }
+        form
+    }
+}
+
+#[async_trait]
+impl Provider for TwilioProvider {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, ProviderError> {
+        let response = self
+            .client
+            .post(&self.messages_url)
+            .basic_auth(
+                &self.config.account_sid,
+                Some(self.config.auth_token.expose_secret()),
+            )
+            .form(&self.form(message))
+            .send()
+            .await
+            .map_err(|error| classify::from_transport(&error))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| classify::from_transport(&error))?;
+        if status.is_success() {
+            // The message was accepted: an unreadable answer must not cause a second send.
+            let resource: Option<MessageResource> = serde_json::from_slice(&bytes).ok();
+            if let Some(MessageResource {
+                status: Some(state),
+                ..
+            }) = &resource
+            {
+                if state == "failed" || state == "undelivered" {
+                    return Err(ProviderError::Permanent {
+                        reason: format!("Twilio answered with message status {state}"),
+                    });
+                }
+            }
+            return Ok(SendReceipt {
+                provider_message_id: resource.and_then(|resource| resource.sid),
+            });
+        }
+        let detail = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(ErrorBody { code, message }) => {
+                let code = code.map(|code| code.to_string()).unwrap_or_default();
+                format!(
+                    "Twilio error {code}: {}",
+                    message.unwrap_or_else(|| "no message".into())
+                )
+            }
+            Err(_) => String::new(),
+        };
+        Err(classify::from_status(status, &headers, &detail))
+    }
+}

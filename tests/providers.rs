@@ -1,0 +1,564 @@
+//! Each provider adapter against its fake: success and the exact request format, 429 with
+//! Retry-After, 5xx, permanent rejections, and timeouts.
+
+use base64::Engine;
+use secrecy::SecretString;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use otpd::domain::{Channel, JobId, VerificationId};
+use otpd::providers::receipts::{self, ReceiptStatus, TWILIO_SIGNATURE_HEADER};
+use otpd::providers::{
+    build, HttpConfig, HttpProvider, OutboundMessage, Provider, ProviderError, ProviderSettings,
+    SmtpConfig, SmtpProvider, SmtpTls, TwilioConfig, TwilioProvider, VonageConfig, VonageProvider,
+};
+use otpd::testing::fakes::{self, FakeProviderServer, FakeSmtpServer, WireFormat};
+
+const CODE_TEXT: &str = "Your code is 493817";
+const TIMEOUT_MS: u64 = 400;
+
+fn message(channel: Channel, to: &str) -> OutboundMessage {
+    let verification_id = VerificationId::generate();
+    OutboundMessage {
+        job_id: JobId::new(&verification_id, 1),
+        verification_id,
+        tenant: "acme".into(),
+        channel,
+        to: to.into(),
+        body: CODE_TEXT.into(),
+    }
+}
+
+fn sms(to: &str) -> OutboundMessage {
+    message(Channel::Sms, to)
+}
+
+fn assert_no_code(error: &ProviderError) {
+    assert!(!error.to_string().contains("493817"), "{error}");
+}
+
+fn assert_transient(error: &ProviderError, retry_after: Option<Duration>) {
+    assert!(error.is_transient(), "{error}");
+    assert_eq!(error.retry_after(), retry_after, "{error}");
+    assert_no_code(error);
+}
+
+fn assert_permanent(error: &ProviderError) {
+    assert!(!error.is_transient(), "{error}");
+    assert_no_code(error);
+}
+
+async fn assert_times_out(provider: &dyn Provider, message: &OutboundMessage) {
+    let started = Instant::now();
+    let error = provider.send(message).await.unwrap_err();
+    assert_transient(&error, None);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(TIMEOUT_MS - 50), "{took:?}");
+    assert!(took < Duration::from_millis(TIMEOUT_MS * 5), "{took:?}");
+}
+
+// ---- Twilio ----
+
+fn twilio(server: &FakeProviderServer) -> TwilioProvider {
+    TwilioProvider::new(
+        "twilio-eu",
+        TwilioConfig {
+            base_url: server.base_url(),
+            account_sid: "AC00000000000000000000000000000001".into(),
+            auth_token: SecretString::from("token-1"),
+            from: Some("+15005550006".into()),
+            messaging_service_sid: None,
+            status_callback: Some("https://otpd.example/v1/providers/twilio-eu/receipts".into()),
+            timeout_ms: TIMEOUT_MS,
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn twilio_sends_the_documented_request() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let provider = twilio(&server);
+    assert_eq!(provider.id(), "twilio-eu");
+    let receipt = provider.send(&sms("+4915112345678")).await.unwrap();
+    let recorded = server.control().messages();
+    assert_eq!(recorded.len(), 1);
+    let request = &recorded[0];
+    assert_eq!(request.format, WireFormat::Twilio);
+    assert_eq!(request.method, "POST");
+    assert_eq!(
+        request.path,
+        "/2010-04-01/Accounts/AC00000000000000000000000000000001/Messages.json"
+    );
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode("AC00000000000000000000000000000001:token-1");
+    assert_eq!(
+        request.header("authorization"),
+        Some(format!("Basic {basic}").as_str())
+    );
+    assert_eq!(
+        request.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(request.field("To"), Some("+4915112345678"));
+    assert_eq!(request.field("From"), Some("+15005550006"));
+    assert_eq!(request.field("Body"), Some(CODE_TEXT));
+    assert_eq!(
+        request.field("StatusCallback"),
+        Some("https://otpd.example/v1/providers/twilio-eu/receipts")
+    );
+    assert_eq!(request.field("MessagingServiceSid"), None);
+    assert_eq!(
+        receipt.provider_message_id.as_deref(),
+        Some(request.provider_message_id.as_str())
+    );
+    assert!(request.provider_message_id.starts_with("SM"));
+}
+
+#[tokio::test]
+async fn twilio_uses_a_messaging_service_when_configured() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let provider = TwilioProvider::new(
+        "tw",
+        TwilioConfig {
+            base_url: format!("{}/", server.base_url()),
+            account_sid: "AC1".into(),
+            auth_token: SecretString::from("t"),
+            from: None,
+            messaging_service_sid: Some("MG123".into()),
+            status_callback: None,
+            timeout_ms: TIMEOUT_MS,
+        },
+    )
+    .unwrap();
+    provider.send(&sms("+4915112345678")).await.unwrap();
+    let request = &server.control().messages()[0];
+    assert_eq!(request.path, "/2010-04-01/Accounts/AC1/Messages.json");
+    assert_eq!(request.field("MessagingServiceSid"), Some("MG123"));
+    assert_eq!(request.field("From"), None);
+    assert_eq!(request.field("StatusCallback"), None);
+}
+
+#[tokio::test]
+async fn twilio_failures_are_classified() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let provider = twilio(&server);
+    let control = server.control();
+
+    control.rate_limit(Some(Duration::from_secs(7)));
+    let error = provider.send(&sms("+4915112345678")).await.unwrap_err();
+    assert_transient(&error, Some(Duration::from_secs(7)));
+    control.rate_limit(None);
+
+    control.fail_share(1.0);
+    let error = provider.send(&sms("+4915112345678")).await.unwrap_err();
+    assert_transient(&error, None);
+    assert!(error.to_string().contains("500"), "{error}");
+    control.fail_share(0.0);
+
+    control.reject_numbers(["+4915100000000"]);
+    let error = provider.send(&sms("+4915100000000")).await.unwrap_err();
+    assert_permanent(&error);
+    assert!(error.to_string().contains("21211"), "{error}");
+
+    control.hang(true);
+    assert_times_out(&provider, &sms("+4915112345678")).await;
+    assert!(control.messages().is_empty(), "nothing was accepted");
+}
+
+// ---- Vonage ----
+
+fn vonage(server: &FakeProviderServer) -> VonageProvider {
+    VonageProvider::new(
+        "vonage",
+        VonageConfig {
+            base_url: server.base_url(),
+            api_key: "key-1".into(),
+            api_secret: SecretString::from("secret-1"),
+            from: "Acme".into(),
+            callback: Some("https://otpd.example/v1/providers/vonage/receipts?secret=s".into()),
+            timeout_ms: TIMEOUT_MS,
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn vonage_sends_the_documented_request() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let receipt = vonage(&server).send(&sms("+4915112345678")).await.unwrap();
+    let request = &server.control().messages()[0];
+    assert_eq!(request.format, WireFormat::Vonage);
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.path, "/sms/json");
+    assert_eq!(
+        request.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(request.field("api_key"), Some("key-1"));
+    assert_eq!(request.field("api_secret"), Some("secret-1"));
+    assert_eq!(request.field("from"), Some("Acme"));
+    assert_eq!(request.field("to"), Some("4915112345678"), "no '+'");
+    assert_eq!(request.field("text"), Some(CODE_TEXT));
+    assert_eq!(request.field("type"), None, "ASCII needs no unicode type");
+    assert_eq!(
+        request.field("callback"),
+        Some("https://otpd.example/v1/providers/vonage/receipts?secret=s")
+    );
+    assert_eq!(
+        receipt.provider_message_id.as_deref(),
+        Some(request.provider_message_id.as_str())
+    );
+}
+
+#[tokio::test]
+async fn vonage_marks_non_ascii_text_as_unicode() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let mut message = sms("+4915112345678");
+    message.body = "Dein Code: 493817 – gültig".into();
+    vonage(&server).send(&message).await.unwrap();
+    assert_eq!(
+        server.control().messages()[0].field("type"),
+        Some("unicode")
+    );
+}
+
+#[tokio::test]
+async fn vonage_failures_are_classified() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let provider = vonage(&server);
+    let control = server.control();
+
+    control.rate_limit(Some(Duration::from_secs(3)));
+    let error = provider.send(&sms("+4915112345678")).await.unwrap_err();
+    assert_transient(&error, Some(Duration::from_secs(3)));
+    control.rate_limit(None);
+
+    control.fail_share(1.0);
+    assert_transient(
+        &provider.send(&sms("+4915112345678")).await.unwrap_err(),
+        None,
+    );
+    control.fail_share(0.0);
+
+    control.reject_numbers(["4915100000000"]);
+    let error = provider.send(&sms("+4915100000000")).await.unwrap_err();
+    assert_permanent(&error);
+    assert!(error.to_string().contains("status 7"), "{error}");
+
+    control.hang(true);
+    assert_times_out(&provider, &sms("+4915112345678")).await;
+}
+
+// ---- generic HTTP ----
+
+fn generic(server: &FakeProviderServer) -> HttpProvider {
+    HttpProvider::new(
+        "gateway",
+        HttpConfig {
+            url: server.generic_url(),
+            method: "POST".into(),
+            headers: BTreeMap::from([(
+                "Authorization".to_owned(),
+                SecretString::from("Bearer gw-token"),
+            )]),
+            body_template: r#"{"to":"{to}","message":{"text":"{body}","channel":"{channel}"},"ref":"{verification_id}"}"#.into(),
+            message_id_pointer: Some("/id".into()),
+            timeout_ms: TIMEOUT_MS,
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn generic_http_fills_the_template() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let mut message = sms("+4915112345678");
+    message.body = "Code \"493817\"\nbye".into();
+    let receipt = generic(&server).send(&message).await.unwrap();
+    let request = &server.control().messages()[0];
+    assert_eq!(request.format, WireFormat::Generic);
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.path, "/send");
+    assert_eq!(request.header("authorization"), Some("Bearer gw-token"));
+    assert_eq!(request.header("content-type"), Some("application/json"));
+    let body: serde_json::Value = serde_json::from_str(&request.raw_body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"to": "+4915112345678",
+            "message": {"text": "Code \"493817\"\nbye", "channel": "sms"},
+            "ref": message.verification_id.as_str()})
+    );
+    assert_eq!(
+        receipt.provider_message_id.as_deref(),
+        Some(request.provider_message_id.as_str())
+    );
+}
+
+#[tokio::test]
+async fn generic_http_failures_are_classified() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let provider = generic(&server);
+    let control = server.control();
+
+    control.rate_limit(Some(Duration::from_secs(2)));
+    assert_transient(
+        &provider.send(&sms("+4915112345678")).await.unwrap_err(),
+        Some(Duration::from_secs(2)),
+    );
+    control.rate_limit(None);
+
+    control.fail_share(1.0);
+    assert_transient(
+        &provider.send(&sms("+4915112345678")).await.unwrap_err(),
+        None,
+    );
+    control.fail_share(0.0);
+
+    control.reject_numbers(["+4915100000000"]);
+    assert_permanent(&provider.send(&sms("+4915100000000")).await.unwrap_err());
+
+    control.hang(true);
+    assert_times_out(&provider, &sms("+4915112345678")).await;
+}
+
+#[tokio::test]
+async fn connection_refused_is_transient() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let provider = HttpProvider::new(
+        "gone",
+        HttpConfig {
+            url: format!("http://{addr}/send"),
+            method: "POST".into(),
+            headers: BTreeMap::new(),
+            body_template: r#"{"to":"{to}","text":"{body}"}"#.into(),
+            message_id_pointer: None,
+            timeout_ms: TIMEOUT_MS,
+        },
+    )
+    .unwrap();
+    let error = provider.send(&sms("+4915112345678")).await.unwrap_err();
+    assert_transient(&error, None);
+}
+
+// ---- SMTP ----
+
+fn smtp(server: &FakeSmtpServer) -> SmtpProvider {
+    SmtpProvider::new(
+        "mail",
+        SmtpConfig {
+            host: server.host(),
+            port: Some(server.port()),
+            tls: SmtpTls::None,
+            username: None,
+            password: None,
+            from: "Acme <no-reply@acme.example>".into(),
+            subject: "Your Acme code".into(),
+            timeout_ms: TIMEOUT_MS,
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn smtp_delivers_to_the_sink() {
+    let server = FakeSmtpServer::start().await.unwrap();
+    let receipt = smtp(&server)
+        .send(&message(Channel::Email, "user@example.com"))
+        .await
+        .unwrap();
+    let recorded = server.control().messages();
+    assert_eq!(recorded.len(), 1);
+    let mail = &recorded[0];
+    assert_eq!(mail.format, WireFormat::Smtp);
+    assert_eq!(mail.path, "no-reply@acme.example", "envelope sender");
+    assert_eq!(mail.to, "user@example.com");
+    assert_eq!(mail.header("subject"), Some("Your Acme code"));
+    assert_eq!(mail.header("from"), Some("Acme <no-reply@acme.example>"));
+    assert_eq!(mail.header("to"), Some("user@example.com"));
+    assert!(mail
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain"));
+    assert_eq!(mail.body, CODE_TEXT);
+    assert_eq!(
+        receipt.provider_message_id.as_deref(),
+        Some(mail.provider_message_id.as_str())
+    );
+}
+
+#[tokio::test]
+async fn smtp_failures_are_classified() {
+    let server = FakeSmtpServer::start().await.unwrap();
+    let provider = smtp(&server);
+    let control = server.control();
+    let email = message(Channel::Email, "user@example.com");
+
+    control.fail_share(1.0);
+    assert_transient(&provider.send(&email).await.unwrap_err(), None);
+    control.fail_share(0.0);
+
+    control.rate_limit(Some(Duration::from_secs(5)));
+    assert_transient(&provider.send(&email).await.unwrap_err(), None);
+    control.rate_limit(None);
+
+    control.reject_numbers(["gone@example.com"]);
+    let error = provider
+        .send(&message(Channel::Email, "gone@example.com"))
+        .await
+        .unwrap_err();
+    assert_permanent(&error);
+    assert!(error.to_string().contains("550"), "{error}");
+
+    assert_permanent(
+        &provider
+            .send(&message(Channel::Email, "not an address"))
+            .await
+            .unwrap_err(),
+    );
+
+    provider.send(&email).await.unwrap();
+    assert_eq!(control.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn smtp_hang_times_out() {
+    let server = FakeSmtpServer::start().await.unwrap();
+    server.control().hang(true);
+    assert_times_out(&smtp(&server), &message(Channel::Email, "user@example.com")).await;
+}
+
+// ---- settings, fakes, receipts ----
+
+#[tokio::test]
+async fn settings_build_a_working_provider() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let toml_text = format!(
+        "kind = \"vonage\"\nbase_url = \"{}\"\napi_key = \"k\"\napi_secret = \"s\"\nfrom = \"Acme\"",
+        server.base_url()
+    );
+    let settings: ProviderSettings = config::Config::builder()
+        .add_source(config::File::from_str(&toml_text, config::FileFormat::Toml))
+        .build()
+        .unwrap()
+        .try_deserialize()
+        .unwrap();
+    assert!(settings.validate("vonage-eu").is_empty());
+    let provider = build("vonage-eu", &settings, Path::new("/nonexistent")).unwrap();
+    assert_eq!(provider.id(), "vonage-eu");
+    provider.send(&sms("+4915112345678")).await.unwrap();
+    assert_eq!(server.control().request_count(), 1);
+}
+
+#[tokio::test]
+async fn the_fake_keeps_a_bounded_record() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let provider = twilio(&server);
+    server.control().set_record_cap(2);
+    for _ in 0..3 {
+        provider.send(&sms("+4915112345678")).await.unwrap();
+    }
+    assert_eq!(server.control().messages().len(), 2);
+    assert_eq!(server.control().drain().len(), 2);
+    assert!(server.control().messages().is_empty());
+    assert_eq!(server.control().request_count(), 3);
+}
+
+#[tokio::test]
+async fn the_fake_latency_delays_answers() {
+    let server = FakeProviderServer::start().await.unwrap();
+    server.control().set_latency(Duration::from_millis(150));
+    let started = Instant::now();
+    twilio(&server).send(&sms("+4915112345678")).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(150));
+}
+
+#[tokio::test]
+async fn fake_receipts_carry_a_valid_twilio_signature() {
+    // The generic route records whatever is posted to it: use it as the receiving end.
+    let receiver = FakeProviderServer::start().await.unwrap();
+    let url = format!("{}/v1/providers/twilio-eu/receipts", receiver.base_url());
+    let token = SecretString::from("token-1");
+    let params: Vec<(String, String)> = [
+        ("MessageSid", "SM0001"),
+        ("MessageStatus", "undelivered"),
+        ("ErrorCode", "30003"),
+        ("To", "+4915112345678"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(
+        fakes::send_twilio_receipt(&url, &token, &params)
+            .await
+            .unwrap(),
+        200
+    );
+    let posted = &receiver.control().messages()[0];
+    let received = receipts::parse_form(posted.raw_body.as_bytes()).unwrap();
+    receipts::verify_twilio_signature(
+        &token,
+        &url,
+        &received,
+        posted.header(TWILIO_SIGNATURE_HEADER),
+    )
+    .unwrap();
+    let receipt = receipts::parse_twilio(&received).unwrap();
+    assert_eq!(receipt.status, ReceiptStatus::Failed);
+    assert_eq!(receipt.error_code.as_deref(), Some("30003"));
+
+    let vonage_url = format!(
+        "{}/v1/providers/vonage/receipts?secret=s3",
+        receiver.base_url()
+    );
+    let dlr: Vec<(String, String)> = [
+        ("messageId", "0C01"),
+        ("status", "delivered"),
+        ("err-code", "0"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(
+        fakes::send_vonage_receipt(&vonage_url, &dlr).await.unwrap(),
+        200
+    );
+    let posted = &receiver.control().messages()[1];
+    let query = posted.path.split_once('?').unwrap().1;
+    let query = receipts::parse_form(query.as_bytes()).unwrap();
+    let secret = query
+        .iter()
+        .find(|(k, _)| k == receipts::SECRET_QUERY_PARAM)
+        .map(|(_, v)| v.as_str());
+    receipts::verify_shared_secret(&SecretString::from("s3"), secret).unwrap();
+    let receipt =
+        receipts::parse_vonage(&receipts::parse_form(posted.raw_body.as_bytes()).unwrap()).unwrap();
+    assert_eq!(receipt.status, ReceiptStatus::Delivered);
+}
+
+#[tokio::test]
+async fn smtp_authenticates_when_credentials_are_set() {
+    let server = FakeSmtpServer::start().await.unwrap();
+    let provider = SmtpProvider::new(
+        "mail",
+        SmtpConfig {
+            host: server.host(),
+            port: Some(server.port()),
+            tls: SmtpTls::None,
+            username: Some("relay-user".into()),
+            password: Some(SecretString::from("relay-pass")),
+            from: "no-reply@acme.example".into(),
+            subject: "Code".into(),
+            timeout_ms: TIMEOUT_MS,
+        },
+    )
+    .unwrap();
+    provider
+        .send(&message(Channel::Email, "user@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(server.control().messages().len(), 1);
+}
