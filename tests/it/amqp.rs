@@ -1,0 +1,518 @@
+//! Broker mode against the real RabbitMQ on 127.0.0.1:5672: every test uses its own
+//! namespace (so its own queues and exchanges) and deletes them when it ends.
+
+use lapin::options::{
+    BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
+    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use rand::RngCore;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+use otpd::config::Settings;
+
+pub const BROKER_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const WAIT: Duration = Duration::from_secs(15);
+
+fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buffer);
+    hex::encode(buffer)
+}
+
+/// A test's own corner of the broker, with a client connection.
+pub struct Broker {
+    pub namespace: String,
+    pub pepper: String,
+    pub sealing_key: String,
+    channel: Channel,
+    _connection: Connection,
+}
+
+impl Broker {
+    pub async fn connect() -> Broker {
+        let connection = Connection::connect(BROKER_URL, ConnectionProperties::default())
+            .await
+            .expect("RabbitMQ must run on 127.0.0.1:5672 for the broker tests (.ci/run starts it)");
+        let channel = connection.create_channel().await.expect("open a channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm mode");
+        Broker {
+            namespace: format!("t{}", random_hex(6)),
+            pepper: random_hex(32),
+            sealing_key: random_hex(32),
+            channel,
+            _connection: connection,
+        }
+    }
+
+    /// Points settings at this broker corner, with shared secrets.
+    pub fn configure(&self, settings: &mut Settings) {
+        settings.amqp.url = Some(BROKER_URL.to_string());
+        settings.amqp.namespace = self.namespace.clone();
+        settings.amqp.timeout_ms = 3000;
+        settings.amqp.reconnect_delay_ms = 200;
+        settings.secrets.pepper = Some(self.pepper.clone().into());
+        settings.secrets.sealing_key = Some(self.sealing_key.clone().into());
+    }
+
+    pub fn name(&self, suffix: &str) -> String {
+        format!("{}.{suffix}", self.namespace)
+    }
+
+    /// Publishes raw bytes to the requests queue (default exchange), persistent, confirmed.
+    pub async fn publish_raw(&self, body: &[u8], properties: BasicProperties) {
+        let confirm = self
+            .channel
+            .basic_publish(
+                "".into(),
+                self.name("requests").as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                properties
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into()),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(confirm.is_ack(), "the broker refused the test's message");
+    }
+
+    pub async fn publish(&self, request: &Value) {
+        self.publish_raw(
+            &serde_json::to_vec(request).unwrap(),
+            BasicProperties::default(),
+        )
+        .await;
+    }
+
+    /// A queue of this test bound to the events exchange with `pattern`.
+    pub async fn listen(&self, exchange_suffix: &str, pattern: &str) -> Listener {
+        let queue = self.name(&format!("listen.{}", random_hex(4)));
+        self.channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare a listening queue");
+        if !exchange_suffix.is_empty() {
+            self.channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    self.name(exchange_suffix).as_str().into(),
+                    pattern.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("bind the listening queue");
+        }
+        Listener {
+            queue,
+            channel: self.channel.clone(),
+        }
+    }
+
+    /// Every message in `queue` right now, each returned to the queue afterwards.
+    pub async fn peek(&self, queue: &str) -> Vec<lapin::message::BasicGetMessage> {
+        let mut seen = Vec::new();
+        while let Some(message) = self
+            .channel
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+            .expect("basic.get")
+        {
+            seen.push(message);
+        }
+        for message in &seen {
+            message
+                .delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await
+                .expect("return the message");
+        }
+        seen
+    }
+
+    /// Deletes this test's queues and exchanges.
+    pub async fn clean_up(&self) {
+        let queues = [
+            "requests".to_string(),
+            "dead".to_string(),
+            "region.eu".to_string(),
+            "region.americas".to_string(),
+            "region.apac".to_string(),
+            "region.world".to_string(),
+            "region.email".to_string(),
+        ];
+        for queue in queues {
+            let _ = self
+                .channel
+                .queue_delete(
+                    self.name(&queue).as_str().into(),
+                    QueueDeleteOptions::default(),
+                )
+                .await;
+        }
+        for exchange in ["ingress", "route", "events", "dead"] {
+            let _ = self
+                .channel
+                .exchange_delete(
+                    self.name(exchange).as_str().into(),
+                    ExchangeDeleteOptions::default(),
+                )
+                .await;
+        }
+    }
+}
+
+pub struct Listener {
+    pub queue: String,
+    channel: Channel,
+}
+
+impl Listener {
+    /// Waits for `count` messages and returns them as JSON with their properties.
+    pub async fn receive(&self, count: usize) -> Vec<(Value, BasicProperties)> {
+        let mut received = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while received.len() < count {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {count} messages reached {} within {WAIT:?}: {:?}",
+                received.len(),
+                self.queue,
+                received
+            );
+            match self
+                .channel
+                .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic.get")
+            {
+                Some(message) => {
+                    let body =
+                        serde_json::from_slice(&message.delivery.data).unwrap_or(Value::Null);
+                    received.push((body, message.delivery.properties.clone()));
+                }
+                None => tokio::time::sleep(Duration::from_millis(25)).await,
+            }
+        }
+        received
+    }
+
+    pub async fn delete(&self) {
+        let _ = self
+            .channel
+            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+}
+
+/// An app in broker mode on its own namespace, with a listener on every event.
+async fn broker_app() -> (TestApp, Broker) {
+    let broker = Broker::connect().await;
+    let app = spawn_app_with(|settings| broker.configure(settings)).await;
+    wait_until_ready(&app).await;
+    (app, broker)
+}
+
+async fn wait_until_ready(app: &TestApp) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let reply = send(app.anonymous(reqwest::Method::GET, "/readyz")).await;
+        if reply.status == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker mode never became ready: {}",
+            reply.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn request(request_id: &str, to: &str) -> Value {
+    json!({"request_id": request_id, "tenant": "dev", "to": to, "channel": "sms", "locale": "de", "template": "login"})
+}
+
+/// The outbox messages sent to `to`.
+fn messages_to(app: &TestApp, to: &str) -> Vec<Value> {
+    read_outbox(app.store_dir())
+        .into_iter()
+        .filter(|m| m["to"] == to)
+        .collect()
+}
+
+async fn wait_for_message_to(app: &TestApp, to: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(message) = messages_to(app, to).pop() {
+            return message;
+        }
+        assert!(Instant::now() < deadline, "no message reached {to}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_published_request_delivers_a_code_that_verifies() {
+    let (app, broker) = broker_app().await;
+    let events = broker.listen("events", "#").await;
+    broker.publish(&request("r-1", DE_MOBILE)).await;
+
+    let created = events.receive(1).await;
+    let (event, _) = &created[0];
+    assert_eq!(event["type"], "verification.created");
+    assert_eq!(event["request_id"], "r-1");
+    assert_eq!(event["tenant"], "dev");
+    assert_eq!(event["to"], DE_MOBILE_MASKED);
+    let id = event["id"].as_str().unwrap().to_string();
+
+    let message = wait_for_message_to(&app, DE_MOBILE).await;
+    assert_eq!(message["verification_id"], id);
+    let code = message_code(&message, 6);
+    app.check_code(&id, &code).await.expect_status(200);
+    let sent = events.receive(1).await;
+    assert_eq!(sent[0].0["type"], "delivery.sent");
+    assert_eq!(sent[0].0["id"], id.as_str());
+
+    for (event, _) in created.iter().chain(&sent) {
+        assert!(
+            !contains_code(&event.to_string(), &code),
+            "an event carries the code"
+        );
+    }
+    events.delete().await;
+    broker.clean_up().await;
+}
+
+#[tokio::test]
+async fn the_same_request_id_issues_one_code() {
+    let (app, broker) = broker_app().await;
+    let events = broker.listen("events", "verification.*.dev").await;
+    let to = de_mobile(31);
+    for _ in 0..3 {
+        broker.publish(&request("r-same", &to)).await;
+    }
+    let outcomes = events.receive(3).await;
+    let ids: Vec<&Value> = outcomes.iter().map(|(e, _)| &e["id"]).collect();
+    assert!(
+        outcomes
+            .iter()
+            .all(|(e, _)| e["type"] == "verification.created"),
+        "{outcomes:?}"
+    );
+    assert!(
+        ids.windows(2).all(|w| w[0] == w[1]),
+        "one verification: {ids:?}"
+    );
+    wait_for_message_to(&app, &to).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(messages_to(&app, &to).len(), 1, "one code sent");
+    events.delete().await;
+    broker.clean_up().await;
+}
+
+#[tokio::test]
+async fn each_invalid_message_is_dead_lettered_once_with_its_reason() {
+    let (app, broker) = broker_app().await;
+    let events = broker.listen("events", "verification.rejected.*").await;
+    let oversized = format!(
+        "{{\"request_id\":\"r-big\",\"tenant\":\"dev\",\"pad\":\"{}\"}}",
+        "x".repeat(17 * 1024)
+    );
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"this is not json".to_vec(), "invalid_json"),
+        (
+            br#"{"tenant":"dev","to":"+4915112345678","channel":"sms"}"#.to_vec(),
+            "missing_request_id",
+        ),
+        (
+            br#"{"request_id":"r-nodest","tenant":"dev","channel":"sms"}"#.to_vec(),
+            "invalid_request",
+        ),
+        (
+            br#"{"request_id":"r-bad","tenant":"dev","to":"+49123","channel":"sms"}"#.to_vec(),
+            "invalid_destination",
+        ),
+        (
+            br#"{"request_id":"r-who","tenant":"nobody","to":"+4915112345678","channel":"sms"}"#
+                .to_vec(),
+            "unknown_tenant",
+        ),
+        (oversized.into_bytes(), "too_large"),
+    ];
+    for (body, _) in &cases {
+        broker.publish_raw(body, BasicProperties::default()).await;
+    }
+    // Three of the six name a known tenant: the platform also gets a rejected event.
+    let rejected = events.receive(3).await;
+    let mut codes: Vec<&str> = rejected
+        .iter()
+        .map(|(e, _)| e["error"]["code"].as_str().unwrap())
+        .collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        [
+            "invalid_destination",
+            "invalid_request",
+            "missing_request_id"
+        ]
+    );
+
+    let dead_queue = broker.name("dead");
+    let deadline = Instant::now() + WAIT;
+    let dead = loop {
+        let dead = broker.peek(&dead_queue).await;
+        if dead.len() >= cases.len() || Instant::now() > deadline {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        broker.peek(&dead_queue).await.len(),
+        cases.len(),
+        "each exactly once"
+    );
+    let mut reasons: Vec<String> = dead
+        .iter()
+        .map(|m| {
+            let headers = m.delivery.properties.headers().clone().unwrap_or_default();
+            match headers.inner().get("x-otpd-reason") {
+                Some(AMQPValue::LongString(reason)) => reason.to_string(),
+                other => panic!("dead letter without x-otpd-reason: {other:?}"),
+            }
+        })
+        .collect();
+    reasons.sort();
+    let mut expected: Vec<&str> = cases.iter().map(|(_, reason)| *reason).collect();
+    expected.sort();
+    assert_eq!(reasons, expected);
+    assert!(
+        app.outbox_is_empty(),
+        "nothing was sent for invalid messages"
+    );
+    events.delete().await;
+    broker.clean_up().await;
+}
+
+#[tokio::test]
+async fn the_outcome_goes_to_reply_to_with_the_correlation_id() {
+    let (app, broker) = broker_app().await;
+    let replies = broker.listen("", "").await;
+    let properties = BasicProperties::default()
+        .with_reply_to(replies.queue.as_str().into())
+        .with_correlation_id("corr-42".into());
+    let body = serde_json::to_vec(&request("r-reply", &de_mobile(42))).unwrap();
+    broker.publish_raw(&body, properties).await;
+    let reply = replies.receive(1).await;
+    assert_eq!(reply[0].0["type"], "verification.created");
+    assert_eq!(reply[0].0["request_id"], "r-reply");
+    assert_eq!(
+        reply[0].1.correlation_id().as_ref().map(|c| c.as_str()),
+        Some("corr-42")
+    );
+    wait_for_message_to(&app, &de_mobile(42)).await;
+    replies.delete().await;
+    broker.clean_up().await;
+}
+
+#[tokio::test]
+async fn http_create_in_broker_mode_is_delivered_through_the_broker() {
+    let (app, broker) = broker_app().await;
+    let created = app.create_sms(FR_MOBILE).await;
+    let id = created["id"].as_str().unwrap();
+    let code = app.code_for(id).await;
+    app.check_code(id, &code).await.expect_status(200);
+    assert_eq!(app.get(id).await.str("delivery"), "sent");
+    broker.clean_up().await;
+}
+
+#[tokio::test]
+async fn jobs_in_the_broker_hold_no_code_in_clear() {
+    // This node consumes only the email region, so SMS jobs stay in their queue to be read.
+    let broker = Broker::connect().await;
+    let app = spawn_app_with(|settings| {
+        broker.configure(settings);
+        settings.amqp.consume_regions = vec!["email".into()];
+    })
+    .await;
+    wait_until_ready(&app).await;
+    let key = secrecy::SecretSlice::from(hex::decode(&broker.sealing_key).unwrap());
+    let sealer = otpd::secrets::Sealer::new(&key);
+    for n in 0..5 {
+        app.create_sms(&de_mobile(n)).await;
+    }
+    let jobs = broker.peek(&broker.name("region.eu")).await;
+    eprintln!(
+        "{:?}",
+        jobs.iter()
+            .map(|j| j.delivery.routing_key.to_string())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(jobs.len(), 5, "the five SMS jobs wait in the eu queue");
+    for job in &jobs {
+        let decoded =
+            otpd::bus::amqp::message::decode_job(&job.delivery.data).expect("a job otpd can read");
+        let code = sealer
+            .open(&decoded.job_id, &decoded.sealed_code)
+            .expect("sealed with the node's key");
+        let raw = String::from_utf8_lossy(&job.delivery.data);
+        assert!(
+            !raw.contains(code.reveal()),
+            "a job holds its code in clear"
+        );
+    }
+    for dead in broker.peek(&broker.name("dead")).await {
+        assert!(dead.delivery.data.len() < 64 * 1024);
+    }
+    broker.clean_up().await;
+}
+
+#[tokio::test]
+async fn without_the_broker_creates_fail_fast_and_nothing_is_issued() {
+    let broker = Broker::connect().await;
+    let app = spawn_app_with(|settings| {
+        broker.configure(settings);
+        // Nothing listens on port 1: the broker is "down" for this app.
+        settings.amqp.url = Some("amqp://guest:guest@127.0.0.1:1/%2f".into());
+    })
+    .await;
+    let started = Instant::now();
+    let reply = app
+        .create(&json!({"to": DE_MOBILE, "channel": "sms"}))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    reply.expect_error(503, "unavailable");
+    send(app.anonymous(reqwest::Method::GET, "/readyz"))
+        .await
+        .expect_error(503, "unavailable");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(app.outbox_is_empty());
+    // Nothing was issued: a create right after is not refused by a cooldown.
+    let again = app
+        .create(&json!({"to": DE_MOBILE, "channel": "sms"}))
+        .await;
+    again.expect_error(503, "unavailable");
+    broker.clean_up().await;
+}

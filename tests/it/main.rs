@@ -1,0 +1,18 @@
+//! Integration tests for otpd: one binary, one module per area of the HTTP contract.
+
+#![forbid(unsafe_code)]
+
+mod amqp;
+mod helpers;
+
+mod check;
+mod concurrency;
+mod create;
+mod durability;
+mod errors;
+mod hygiene;
+mod idempotency;
+mod lifecycle;
+mod limits;
+mod ops;
+mod tenants;
