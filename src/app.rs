@@ -1,12 +1,11 @@
 //! Wiring: opens the store, loads secrets and tenants, starts the actors, the background
 //! work (outbox recovery, sweeping) and the HTTP server.
 
-use actix::Actor;
+use actix::{Actor, AsyncContext};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
-use std::collections::HashMap;
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::api::{self, AppState};
@@ -14,14 +13,19 @@ use crate::bus::amqp::{AmqpBus, Consumers};
 use crate::bus::embedded::{EmbeddedBus, NoEvents};
 use crate::bus::{Bus, EventSink};
 use crate::config::Settings;
+use crate::config::SANDBOX;
+use crate::delivery::health::HealthBoard;
 use crate::delivery::recovery::resume_outbox;
 use crate::delivery::retry::Backoff;
 use crate::delivery::sender::SendContext;
 use crate::delivery::{SenderActor, Templates};
-use crate::domain::{Channel, Timestamp};
+use crate::domain::Timestamp;
 use crate::issuance::request::RequestDefaults;
 use crate::issuance::IssuanceActor;
+use crate::providers::settings::{build as build_provider, BuildError};
 use crate::providers::{Provider, SandboxProvider};
+use crate::quota::actor::QuotaActor;
+use crate::routing::table::RouteTable;
 use crate::routing::RouterActor;
 use crate::secrets::{SecretError, Secrets};
 use crate::store::{SledStore, Store, StoreError};
@@ -45,6 +49,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tenants(#[from] TenantError),
+    #[error(transparent)]
+    Provider(#[from] BuildError),
     #[error("could not listen on {address}: {source} (set OTPD__HTTP__LISTEN to a free address)")]
     Listen {
         address: String,
@@ -95,7 +101,7 @@ impl Application {
             Some(broker) => broker.clone(),
             None => Arc::new(NoEvents),
         };
-        let router = start_delivery(&settings, &store, &secrets, events);
+        let Delivery { router, board } = start_delivery(&settings, &store, &secrets, events)?;
         let bus: Arc<dyn Bus> = match &broker {
             Some(broker) => broker.clone(),
             None => Arc::new(EmbeddedBus::new(router.clone())),
@@ -127,6 +133,7 @@ impl Application {
             keys,
             store: Arc::clone(&store),
             bus,
+            board,
             defaults,
         });
         let listen_error = |source| StartError::Listen {
@@ -172,38 +179,79 @@ impl Application {
     }
 }
 
-/// Starts the sender(s) and the router; returns the router.
+/// The running delivery side: the router and the board of provider health.
+struct Delivery {
+    router: actix::Addr<RouterActor>,
+    board: Arc<HealthBoard>,
+}
+
+/// Builds the providers, their health board, the QuotaActor, one SenderActor per provider
+/// and the RouterActor that chooses between them.
 fn start_delivery(
     settings: &Settings,
     store: &Arc<dyn Store>,
     secrets: &Secrets,
     events: Arc<dyn EventSink>,
-) -> actix::Addr<RouterActor> {
+) -> Result<Delivery, StartError> {
+    let mut providers: Vec<(String, &'static str, Arc<dyn Provider>)> = Vec::new();
+    for (id, config) in &settings.providers {
+        let provider = build_provider(id, config, &settings.store.dir)?;
+        providers.push((id.clone(), config.kind(), provider));
+    }
+    if settings.sandbox.enabled {
+        let sandbox: Arc<dyn Provider> = Arc::new(SandboxProvider::new(
+            &settings.store.dir,
+            Duration::from_millis(settings.sandbox.delay_ms),
+        ));
+        providers.push((SANDBOX.to_owned(), "sandbox", sandbox));
+    }
+    let kinds: Vec<(String, &'static str)> = providers
+        .iter()
+        .map(|(id, kind, _)| (id.clone(), *kind))
+        .collect();
+    let board = Arc::new(HealthBoard::new(&kinds, settings.breaker, &settings.quotas));
+    let quota = QuotaActor::load(Arc::clone(store), Arc::clone(&board), Arc::clone(&events))?
+        .start()
+        .recipient();
     let context = Arc::new(SendContext {
         store: Arc::clone(store),
         sealer: secrets.sealer.clone(),
         templates: Templates::from_settings(&settings.templates),
         backoff: Backoff::default(),
         events,
+        board: Arc::clone(&board),
+        in_flight: Mutex::default(),
+        attempts_per_provider: settings.delivery.attempts_per_provider,
     });
-    let mut routes = HashMap::new();
-    if settings.sandbox.enabled {
-        let sandbox: Arc<dyn Provider> = Arc::new(SandboxProvider::new(
-            &settings.store.dir,
-            Duration::from_millis(settings.sandbox.delay_ms),
-        ));
-        let sender = SenderActor::new(
-            sandbox,
+    let delivery = &settings.delivery;
+    let table = RouteTable::from_settings(settings);
+    let router_board = Arc::clone(&board);
+    let router = RouterActor::create(move |ctx| {
+        let to_router = ctx.address().recipient();
+        let senders = providers
+            .into_iter()
+            .map(|(id, _, provider)| {
+                let sender = SenderActor::new(
+                    provider,
+                    Arc::clone(&context),
+                    to_router.clone(),
+                    quota.clone(),
+                    delivery.concurrency,
+                    delivery.mailbox_capacity,
+                )
+                .start();
+                (id, sender.recipient())
+            })
+            .collect();
+        RouterActor::new(
+            table,
+            senders,
+            router_board,
             context,
-            settings.delivery.concurrency,
-            settings.delivery.mailbox_capacity,
+            delivery.mailbox_capacity,
         )
-        .start();
-        for channel in [Channel::Sms, Channel::Email] {
-            routes.insert(channel, vec![sender.clone().recipient()]);
-        }
-    }
-    RouterActor::new(routes, settings.delivery.mailbox_capacity).start()
+    });
+    Ok(Delivery { router, board })
 }
 
 fn spawn_outbox_recovery(store: Arc<dyn Store>, bus: Arc<dyn Bus>) {

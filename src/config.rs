@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::delivery::breaker::BreakerConfig;
 use crate::domain::code::{MAX_CODE_LENGTH, MIN_CODE_LENGTH};
+use crate::providers::ProviderSettings;
+use crate::quota::QuotaLimits;
 
 /// The defaults, compiled in so the binary starts from any directory.
 pub const DEFAULT_SETTINGS: &str = include_str!("../config/default.toml");
@@ -52,7 +55,45 @@ pub struct Settings {
     pub tenants: BTreeMap<String, TenantSettings>,
     /// Message texts: template name → locale → text with `{code}` and `{minutes}`.
     pub templates: BTreeMap<String, BTreeMap<String, String>>,
+    /// Providers besides the built-in `sandbox`, by id. Default none.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderSettings>,
+    /// Region (or `default`) → channel → provider ids in order of preference.
+    /// Default: `default` sends both channels through the sandbox.
+    pub routing: BTreeMap<String, ChannelRoutes>,
+    /// Circuit breaker of every provider. Defaults: see `BreakerConfig`.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    /// Provider id → daily and monthly message caps. Default: no caps.
+    #[serde(default)]
+    pub quotas: BTreeMap<String, QuotaLimits>,
 }
+
+/// The providers of one region, per channel, in order of preference.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelRoutes {
+    /// Default none (then the `default` routing applies).
+    #[serde(default)]
+    pub sms: Vec<String>,
+    /// Default none (then the `default` routing applies).
+    #[serde(default)]
+    pub email: Vec<String>,
+}
+
+impl ChannelRoutes {
+    pub fn for_channel(&self, channel: crate::domain::Channel) -> &[String] {
+        match channel {
+            crate::domain::Channel::Sms => &self.sms,
+            crate::domain::Channel::Email => &self.email,
+        }
+    }
+}
+
+/// The routing entry used for regions without one of their own.
+pub const DEFAULT_ROUTE: &str = "default";
+/// The id of the built-in sandbox provider.
+pub const SANDBOX: &str = "sandbox";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,6 +209,8 @@ pub struct DeliverySettings {
     pub concurrency: usize,
     /// Mailbox capacity of each actor. Default 1024.
     pub mailbox_capacity: usize,
+    /// Tries on one provider (first send and retries) before failing over. Default 3.
+    pub attempts_per_provider: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -249,10 +292,76 @@ impl Settings {
             problems.push("store.sweep_interval_seconds must be at least 1".into());
         }
         self.validate_amqp(&mut problems);
+        self.validate_providers(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The provider ids that exist: the configured ones, and the sandbox when enabled.
+    pub fn provider_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.providers.keys().cloned().collect();
+        if self.sandbox.enabled {
+            ids.push(SANDBOX.to_owned());
+        }
+        ids
+    }
+
+    fn validate_providers(&self, problems: &mut Vec<String>) {
+        if self.providers.contains_key(SANDBOX) {
+            problems.push(format!(
+                "providers.{SANDBOX}: the sandbox is built in; configure it under [sandbox]"
+            ));
+        }
+        for (id, provider) in &self.providers {
+            if !is_name(id) {
+                problems.push(format!(
+                    "providers.{id}: a provider id is lower-case letters, digits and '-'"
+                ));
+            }
+            problems.extend(provider.validate(id));
+        }
+        problems.extend(self.breaker.validate("breaker"));
+        let ids = self.provider_ids();
+        for (id, limits) in &self.quotas {
+            if !ids.contains(id) {
+                problems.push(format!("quotas.{id}: there is no provider '{id}'"));
+            }
+            problems.extend(limits.validate(&format!("quotas.{id}")));
+        }
+        if self.delivery.attempts_per_provider == 0 {
+            problems.push("delivery.attempts_per_provider must be at least 1".into());
+        }
+        let regions: Vec<&String> = self.regions.countries.keys().collect();
+        for (region, routes) in &self.routing {
+            let known = region == DEFAULT_ROUTE
+                || *region == self.regions.default
+                || regions.contains(&region);
+            if !known {
+                problems.push(format!(
+                    "routing.{region}: no such region; use '{DEFAULT_ROUTE}' or a region of regions.countries"
+                ));
+            }
+            for (channel, list) in [("sms", &routes.sms), ("email", &routes.email)] {
+                for id in list {
+                    if !ids.contains(id) {
+                        problems.push(format!(
+                            "routing.{region}.{channel} names '{id}', which is not a configured provider (configured: {})",
+                            ids.join(", ")
+                        ));
+                    }
+                }
+            }
+        }
+        let default = self.routing.get(DEFAULT_ROUTE);
+        for channel in [crate::domain::Channel::Sms, crate::domain::Channel::Email] {
+            if default.is_none_or(|routes| routes.for_channel(channel).is_empty()) {
+                problems.push(format!(
+                    "routing.{DEFAULT_ROUTE}.{channel} is empty; every channel needs at least one provider"
+                ));
+            }
         }
     }
 

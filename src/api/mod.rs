@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::bus::Bus;
+use crate::delivery::health::HealthBoard;
 use crate::issuance::request::RequestDefaults;
 use crate::issuance::IssuanceActor;
 use crate::store::Store;
@@ -29,6 +30,7 @@ pub struct AppState {
     pub keys: Arc<ApiKeys>,
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
+    pub board: Arc<HealthBoard>,
     pub defaults: RequestDefaults,
 }
 
@@ -38,6 +40,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(resource("/healthz").route(web::get().to(ops::healthz)))
         .service(resource("/readyz").route(web::get().to(ops::readyz)))
         .service(resource("/metrics").route(web::get().to(ops::prometheus)))
+        .service(resource("/v1/providers").route(web::get().to(ops::providers)))
         .service(resource("/v1/verifications").route(web::post().to(verifications::create)))
         .service(
             resource("/v1/verifications/check")

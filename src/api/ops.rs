@@ -4,7 +4,9 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use super::error::ApiError;
+use super::extract::Tenant;
 use super::AppState;
+use crate::domain::Timestamp;
 use crate::telemetry::metrics::metrics;
 
 /// GET /healthz: the process is up.
@@ -29,4 +31,9 @@ pub async fn prometheus() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(metrics().render())
+}
+
+/// GET /v1/providers: each provider's breaker, quota, counts and send latency.
+pub async fn providers(state: web::Data<AppState>, _tenant: Tenant) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "providers": state.board.views(Timestamp::now()) }))
 }

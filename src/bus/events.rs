@@ -43,6 +43,15 @@ pub enum Event {
         provider: String,
         at: String,
     },
+    #[serde(rename = "provider.quota")]
+    ProviderQuota {
+        provider: String,
+        period: String,
+        percent: u8,
+        used: u64,
+        limit: u64,
+        at: String,
+    },
     #[serde(rename = "delivery.failed")]
     DeliveryFailed {
         id: String,
@@ -62,6 +71,7 @@ impl Event {
             Event::VerificationRejected { tenant, .. } => ("verification.rejected", tenant),
             Event::DeliverySent { tenant, .. } => ("delivery.sent", tenant),
             Event::DeliveryFailed { tenant, .. } => ("delivery.failed", tenant),
+            Event::ProviderQuota { provider, .. } => ("provider.quota", provider),
         };
         format!("{kind}.{tenant}")
     }

@@ -3,6 +3,7 @@
 //! the I/O, and outbox recovery at start.
 
 pub mod breaker;
+pub mod health;
 pub mod plan;
 pub mod recovery;
 pub mod retry;

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::breaker::Permit;
+use super::health::HealthBoard;
 use super::plan::{disposition, Disposition};
 use super::retry::{next_retry, Backoff};
 use super::templates::Templates;
@@ -16,6 +18,7 @@ use crate::bus::events::{at, Event};
 use crate::bus::EventSink;
 use crate::domain::{DeliveryJob, DeliveryState, JobId, Timestamp, Verification};
 use crate::providers::{OutboundMessage, Provider};
+use crate::quota::actor::CountSend;
 use crate::routing::actor::{Deliver, DeliveryOutcome, DeliveryUnavailable};
 use crate::secrets::Sealer;
 use crate::store::{Store, StoreError};
@@ -31,49 +34,88 @@ pub struct SendContext {
     pub templates: Templates,
     pub backoff: Backoff,
     pub events: Arc<dyn EventSink>,
+    pub board: Arc<HealthBoard>,
+    /// Jobs being sent right now, by any sender: a redelivered copy is not sent twice.
+    pub in_flight: Mutex<HashSet<JobId>>,
+    /// Tries on one provider before failing over.
+    pub attempts_per_provider: u32,
 }
 
 pub struct SenderActor {
     provider: Arc<dyn Provider>,
     context: Arc<SendContext>,
+    router: Recipient<Deliver>,
+    quota: Recipient<CountSend>,
     permits: Arc<Semaphore>,
-    in_flight: Arc<Mutex<HashSet<JobId>>>,
     mailbox_capacity: usize,
+}
+
+/// How a sender's work on a job ended.
+enum Ending {
+    /// The outcome is recorded.
+    Done,
+    /// This provider could not deliver it: the router picks another.
+    Failover,
 }
 
 impl SenderActor {
     pub fn new(
         provider: Arc<dyn Provider>,
         context: Arc<SendContext>,
+        router: Recipient<Deliver>,
+        quota: Recipient<CountSend>,
         concurrency: usize,
         mailbox_capacity: usize,
     ) -> Self {
         SenderActor {
             provider,
             context,
+            router,
+            quota,
             permits: Arc::new(Semaphore::new(concurrency)),
-            in_flight: Arc::default(),
             mailbox_capacity,
         }
     }
 
-    fn start_send(&self, message: Deliver, permit: OwnedSemaphorePermit) {
-        let Deliver { job, done } = message;
-        let fresh = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(job.job_id.clone());
+    fn start_send(&self, message: Deliver, slot: OwnedSemaphorePermit) {
+        let Deliver {
+            job,
+            done,
+            mut tried,
+            permit,
+        } = message;
+        let fresh = lock(&self.context.in_flight).insert(job.job_id.clone());
         if !fresh {
+            if let Some(permit) = permit {
+                self.context
+                    .board
+                    .give_back(self.provider.id(), permit, Timestamp::now());
+            }
             Deliver::finish(done, DeliveryOutcome::AlreadyInFlight);
             return;
         }
         let provider = Arc::clone(&self.provider);
         let context = Arc::clone(&self.context);
-        let in_flight = Arc::clone(&self.in_flight);
+        let router = self.router.clone();
+        let quota = self.quota.clone();
         actix_rt::spawn(async move {
-            let outcome = match deliver(&context, provider.as_ref(), &job).await {
-                Ok(()) => DeliveryOutcome::Recorded,
+            let ending = deliver(&context, provider.as_ref(), &quota, &job, permit).await;
+            lock(&context.in_flight).remove(&job.job_id);
+            drop(slot);
+            match ending {
+                Ok(Ending::Done) => Deliver::finish(done, DeliveryOutcome::Recorded),
+                Ok(Ending::Failover) => {
+                    tried.push(provider.id().to_owned());
+                    let again = Deliver {
+                        job,
+                        done,
+                        tried,
+                        permit: None,
+                    };
+                    if let Err(error) = router.send(again).await {
+                        tracing::error!(%error, "The router stopped; the job stays in the outbox.");
+                    }
+                }
                 Err(error) => {
                     tracing::error!(
                         provider = provider.id(),
@@ -81,17 +123,15 @@ impl SenderActor {
                         %error,
                         "Could not record a delivery; the job will be delivered again."
                     );
-                    DeliveryOutcome::NotRecorded(error.to_string())
+                    Deliver::finish(done, DeliveryOutcome::NotRecorded(error.to_string()));
                 }
-            };
-            in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&job.job_id);
-            drop(permit);
-            Deliver::finish(done, outcome);
+            }
         });
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Actor for SenderActor {
@@ -107,13 +147,13 @@ impl Handler<Deliver> for SenderActor {
 
     fn handle(&mut self, message: Deliver, ctx: &mut Self::Context) -> Self::Result {
         match Arc::clone(&self.permits).try_acquire_owned() {
-            Ok(permit) => self.start_send(message, permit),
+            Ok(slot) => self.start_send(message, slot),
             Err(_) => {
                 let permits = Arc::clone(&self.permits);
                 let wait_for_slot = async move { permits.acquire_owned().await }
                     .into_actor(self)
-                    .map(move |permit, actor, _| match permit {
-                        Ok(permit) => actor.start_send(message, permit),
+                    .map(move |slot, actor, _| match slot {
+                        Ok(slot) => actor.start_send(message, slot),
                         Err(_) => Deliver::finish(
                             message.done,
                             DeliveryOutcome::NotRecorded("the sender stopped".into()),
@@ -126,122 +166,134 @@ impl Handler<Deliver> for SenderActor {
     }
 }
 
-/// Sends one job (retrying while that can still beat the code's expiry) and records the
-/// outcome. An error means the outcome could not be recorded.
+/// Sends one job through `provider` — retrying transient failures while that can still
+/// beat the code's expiry, up to `attempts_per_provider` tries — and records the outcome,
+/// or hands it back for another provider. An error means the outcome could not be recorded.
 async fn deliver(
     context: &SendContext,
     provider: &dyn Provider,
+    quota: &Recipient<CountSend>,
     job: &DeliveryJob,
-) -> Result<(), StoreError> {
+    permit: Option<Permit>,
+) -> Result<Ending, StoreError> {
+    let id = provider.id();
+    let board = &context.board;
+    let mut permit = match permit {
+        Some(permit) => permit,
+        None => match board.acquire(id, Timestamp::now()) {
+            Ok(permit) => permit,
+            Err(_) => return Ok(Ending::Failover),
+        },
+    };
     let mut attempt = 0;
     loop {
         let now = Timestamp::now();
         let verification = context.store.verification(&job.verification_id)?;
         let plan = disposition(job, verification.as_ref(), now);
         if plan != Disposition::Send {
+            board.give_back(id, permit, now);
             JobDropped {
-                provider: provider.id(),
+                provider: id,
                 channel: job.channel,
                 reason: plan.as_str(),
             }
             .emit();
             if plan == Disposition::Expired {
-                return fail(
+                fail(
                     context,
-                    provider,
+                    Some(id),
                     job,
                     "the code expired before it could be sent",
                 )
-                .await;
+                .await?;
+                return Ok(Ending::Done);
             }
-            return record(context, job, provider.id(), None, now).await;
+            record(context, job, None, None, now).await?;
+            return Ok(Ending::Done);
         }
         let message = match compose(context, job, now) {
             Ok(message) => message,
             Err(reason) => {
-                report_failure(provider.id(), job, &reason, false);
-                return fail(context, provider, job, &reason).await;
+                board.give_back(id, permit, now);
+                report_failure(id, job, &reason, false);
+                fail(context, Some(id), job, &reason).await?;
+                return Ok(Ending::Done);
             }
         };
         let started = Instant::now();
-        match provider.send(&message).await {
+        let result = provider.send(&message).await;
+        let finished = Timestamp::now();
+        board.record(id, permit, &result, started.elapsed(), finished);
+        let error = match result {
             Ok(_) => {
-                let sent_at = Timestamp::now();
                 MessageSent {
-                    provider: provider.id(),
+                    provider: id,
                     channel: job.channel,
                     call_took: started.elapsed(),
-                    since_issue: job.created_at.until(sent_at),
+                    since_issue: job.created_at.until(finished),
                 }
                 .emit();
-                record(
-                    context,
-                    job,
-                    provider.id(),
-                    Some(DeliveryState::Sent),
-                    sent_at,
-                )
-                .await?;
+                quota.do_send(CountSend {
+                    provider: id.to_owned(),
+                });
+                record(context, job, Some(id), Some(DeliveryState::Sent), finished).await?;
                 publish(
                     context,
                     Event::DeliverySent {
                         id: job.verification_id.to_string(),
                         tenant: job.tenant.clone(),
                         channel: job.channel,
-                        provider: provider.id().to_owned(),
-                        at: at(sent_at),
+                        provider: id.to_owned(),
+                        at: at(finished),
                     },
                 )
                 .await;
-                return Ok(());
+                return Ok(Ending::Done);
             }
-            Err(error) => {
-                let jitter = rand::thread_rng().gen::<f64>();
-                let now = Timestamp::now();
-                let retry = next_retry(
+            Err(error) => error,
+        };
+        attempt += 1;
+        let jitter = rand::thread_rng().gen::<f64>();
+        let retry = (attempt < context.attempts_per_provider)
+            .then(|| {
+                next_retry(
                     &context.backoff,
-                    attempt,
+                    attempt - 1,
                     &error,
                     jitter,
-                    now,
+                    finished,
                     job.expires_at,
-                );
-                report_failure(provider.id(), job, &error.to_string(), retry.is_some());
-                match retry {
-                    Some(wait) => {
-                        tokio::time::sleep(wait).await;
-                        attempt += 1;
-                    }
-                    None => return fail(context, provider, job, &error.to_string()).await,
-                }
-            }
-        }
+                )
+            })
+            .flatten();
+        report_failure(id, job, &error.to_string(), retry.is_some());
+        let Some(wait) = retry else {
+            return Ok(Ending::Failover);
+        };
+        tokio::time::sleep(wait).await;
+        permit = match board.acquire(id, Timestamp::now()) {
+            Ok(permit) => permit,
+            Err(_) => return Ok(Ending::Failover),
+        };
     }
 }
 
 /// Records a failed delivery and tells the platform.
-async fn fail(
+pub(crate) async fn fail(
     context: &SendContext,
-    provider: &dyn Provider,
+    provider: Option<&str>,
     job: &DeliveryJob,
     reason: &str,
 ) -> Result<(), StoreError> {
     let now = Timestamp::now();
-    record(
-        context,
-        job,
-        provider.id(),
-        Some(DeliveryState::Failed),
-        now,
-    )
-    .await?;
+    record(context, job, provider, Some(DeliveryState::Failed), now).await?;
     publish(
         context,
         Event::DeliveryFailed {
             id: job.verification_id.to_string(),
             tenant: job.tenant.clone(),
             channel: job.channel,
-            provider: provider.id().to_owned(),
+            provider: provider.unwrap_or("none").to_owned(),
             reason: reason.to_owned(),
             at: at(now),
         },
@@ -304,7 +356,7 @@ fn report_failure(provider: &str, job: &DeliveryJob, reason: &str, will_retry: b
 async fn record(
     context: &SendContext,
     job: &DeliveryJob,
-    provider: &str,
+    provider: Option<&str>,
     state: Option<DeliveryState>,
     at: Timestamp,
 ) -> Result<(), StoreError> {
@@ -313,7 +365,7 @@ async fn record(
         .finish_job(job, &|verification: &mut Verification| {
             if let (Some(state), true) = (state, verification.send_seq == job.send_seq) {
                 verification.delivery = state;
-                verification.provider = Some(provider.to_owned());
+                verification.provider = provider.map(str::to_owned);
                 if state == DeliveryState::Sent {
                     verification.sent_at = Some(at);
                 }

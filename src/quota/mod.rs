@@ -2,6 +2,8 @@
 //! calendar days and months, usage counting, and the 80/95/100 % alerts, each fired once per
 //! period.
 
+pub mod actor;
+
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Timestamp;

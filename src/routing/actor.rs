@@ -1,36 +1,52 @@
-//! RouterActor: hands each delivery job to the sender of the provider that serves its channel.
+//! RouterActor: hands each delivery job to the sender of the provider that should take it —
+//! the first of its region's list that has not failed it and may be used now (breaker,
+//! pause, quota) — waits when none can, and gives up when the code would expire first.
 
 use actix::prelude::*;
 use std::collections::HashMap;
-
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
-use crate::domain::{Channel, DeliveryJob};
+use super::choose::{choose, Choice};
+use super::table::RouteTable;
+use crate::delivery::breaker::Permit;
+use crate::delivery::health::HealthBoard;
+use crate::delivery::sender::{fail, SendContext};
+use crate::domain::{Channel, DeliveryJob, Timestamp};
 
-/// Deliver this job. Answers once the job sits in a sender's mailbox; `done`, when given,
-/// hears once the job's outcome is recorded in the store (or that it could not be).
+/// Pause before trying again once every provider has failed a job.
+const ROUND_PAUSE: Duration = Duration::from_secs(1);
+
+/// Deliver this job. Answers once the job sits in a sender's mailbox (or waits for a
+/// provider); `done`, when given, hears once the outcome is recorded in the store.
 #[derive(Message)]
 #[rtype(result = "Result<(), DeliveryUnavailable>")]
 pub struct Deliver {
     pub job: DeliveryJob,
     pub done: Option<oneshot::Sender<DeliveryOutcome>>,
+    /// Providers that failed this job in the current round.
+    pub tried: Vec<String>,
+    /// Leave to call the chosen provider, set by the router.
+    pub permit: Option<Permit>,
 }
 
 impl Deliver {
     pub fn new(job: DeliveryJob) -> Self {
-        Deliver { job, done: None }
+        Deliver {
+            job,
+            done: None,
+            tried: Vec::new(),
+            permit: None,
+        }
     }
 
     /// A job whose caller waits for its outcome (a broker consumer that acks after it).
     pub fn awaited(job: DeliveryJob) -> (Self, oneshot::Receiver<DeliveryOutcome>) {
         let (done, outcome) = oneshot::channel();
-        (
-            Deliver {
-                job,
-                done: Some(done),
-            },
-            outcome,
-        )
+        let mut message = Deliver::new(job);
+        message.done = Some(done);
+        (message, outcome)
     }
 
     /// Tells the waiting caller, if any, how the job ended.
@@ -52,21 +68,32 @@ pub enum DeliveryOutcome {
     NotRecorded(String),
 }
 
-/// No provider could take the job; it stays in the outbox.
+/// No provider serves the job's channel at all; it stays in the outbox.
 #[derive(Debug, thiserror::Error)]
-#[error("no provider is available for channel {0}")]
+#[error("no provider is configured for channel {0}")]
 pub struct DeliveryUnavailable(pub Channel);
 
 pub struct RouterActor {
-    routes: HashMap<Channel, Vec<Recipient<Deliver>>>,
+    table: RouteTable,
+    senders: HashMap<String, Recipient<Deliver>>,
+    board: Arc<HealthBoard>,
+    context: Arc<SendContext>,
     mailbox_capacity: usize,
 }
 
 impl RouterActor {
-    /// `routes` lists, per channel, the senders in order of preference.
-    pub fn new(routes: HashMap<Channel, Vec<Recipient<Deliver>>>, mailbox_capacity: usize) -> Self {
+    pub fn new(
+        table: RouteTable,
+        senders: HashMap<String, Recipient<Deliver>>,
+        board: Arc<HealthBoard>,
+        context: Arc<SendContext>,
+        mailbox_capacity: usize,
+    ) -> Self {
         RouterActor {
-            routes,
+            table,
+            senders,
+            board,
+            context,
             mailbox_capacity,
         }
     }
@@ -84,22 +111,64 @@ impl Handler<Deliver> for RouterActor {
     type Result = AtomicResponse<Self, Result<(), DeliveryUnavailable>>;
 
     /// Waits while the chosen sender's mailbox is full, so back-pressure reaches the issuer.
-    fn handle(&mut self, message: Deliver, _: &mut Self::Context) -> Self::Result {
-        let channel = message.job.channel;
-        let sender = self
-            .routes
-            .get(&channel)
-            .and_then(|senders| senders.first())
-            .cloned();
+    fn handle(&mut self, mut message: Deliver, ctx: &mut Self::Context) -> Self::Result {
+        let now = Timestamp::now();
+        let job = &message.job;
+        let candidates = self.table.candidates(&job.region, job.channel);
+        if candidates.is_empty() {
+            let channel = job.channel;
+            return AtomicResponse::new(Box::pin(
+                async move { Err(DeliveryUnavailable(channel)) }.into_actor(self),
+            ));
+        }
+        let board = Arc::clone(&self.board);
+        let choice = choose(
+            candidates,
+            &message.tried,
+            |provider| board.acquire(provider, now),
+            ROUND_PAUSE,
+            now,
+            job.expires_at,
+        );
+        let forward = match choice {
+            Choice::Use { provider, permit } => {
+                message.permit = Some(permit);
+                self.senders.get(&provider).cloned().map(|s| (s, message))
+            }
+            Choice::Wait { until, start_over } => {
+                if start_over {
+                    message.tried.clear();
+                }
+                ctx.run_later(now.until(until), move |_, ctx| ctx.notify(message));
+                None
+            }
+            Choice::GiveUp => {
+                let context = Arc::clone(&self.context);
+                actix_rt::spawn(async move {
+                    let outcome = match fail(
+                        &context,
+                        None,
+                        &message.job,
+                        "no provider could deliver before the code expired",
+                    )
+                    .await
+                    {
+                        Ok(()) => DeliveryOutcome::Recorded,
+                        Err(error) => DeliveryOutcome::NotRecorded(error.to_string()),
+                    };
+                    Deliver::finish(message.done, outcome);
+                });
+                None
+            }
+        };
         AtomicResponse::new(Box::pin(
             async move {
-                match sender {
-                    Some(sender) => sender
-                        .send(message)
-                        .await
-                        .map_err(|_| DeliveryUnavailable(channel))?,
-                    None => Err(DeliveryUnavailable(channel)),
+                if let Some((sender, message)) = forward {
+                    if let Err(error) = sender.send(message).await {
+                        tracing::error!(%error, "A sender stopped; the job stays in the outbox.");
+                    }
                 }
+                Ok(())
             }
             .into_actor(self),
         ))

@@ -6,6 +6,7 @@ pub const VERIFICATION: &[u8] = b"v/";
 pub const DESTINATION: &[u8] = b"d/";
 pub const IDEMPOTENCY: &[u8] = b"i/";
 pub const OUTBOX: &[u8] = b"o/";
+pub const QUOTA: &[u8] = b"q/";
 /// `x/<purge time, 8 bytes big-endian><primary key>`: what to look at when sweeping.
 pub const EXPIRY: &[u8] = b"x/";
 
@@ -31,6 +32,10 @@ pub fn idempotency(key: &IdempotencyKey) -> Vec<u8> {
 
 pub fn outbox(job: &JobId) -> Vec<u8> {
     [OUTBOX, job.as_str().as_bytes()].concat()
+}
+
+pub fn quota(provider: &str) -> Vec<u8> {
+    [QUOTA, provider.as_bytes()].concat()
 }
 
 pub fn expiry(purge_at: Timestamp, primary: &[u8]) -> Vec<u8> {

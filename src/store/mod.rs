@@ -11,6 +11,7 @@ use crate::domain::{
     DeliveryJob, DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord, JobId,
     Timestamp, Verification, VerificationId,
 };
+use crate::quota::QuotaUsage;
 
 pub use sled_store::SledStore;
 
@@ -77,6 +78,12 @@ pub trait Store: Send + Sync + 'static {
         job: &DeliveryJob,
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<(), StoreError>;
+
+    /// A provider's quota usage as last saved.
+    fn quota(&self, provider: &str) -> Result<Option<QuotaUsage>, StoreError>;
+
+    /// Saves a provider's quota usage (durable with the next flush).
+    fn save_quota(&self, provider: &str, usage: &QuotaUsage) -> Result<(), StoreError>;
 
     /// Deletes up to `limit` records whose time has passed; returns how many went.
     fn sweep(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError>;

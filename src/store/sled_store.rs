@@ -15,6 +15,7 @@ use crate::domain::{
     DeliveryJob, DeliveryState, DestinationKey, DestinationState, IdempotencyKey,
     IdempotencyRecord, JobId, Status, Timestamp, Verification, VerificationId,
 };
+use crate::quota::QuotaUsage;
 
 /// First byte of every stored record, so a future format can be told apart.
 const FORMAT_VERSION: u8 = 1;
@@ -245,6 +246,17 @@ impl Store for SledStore {
                 verification.delivery = DeliveryState::Failed;
             }
         })
+    }
+
+    fn quota(&self, provider: &str) -> Result<Option<QuotaUsage>, StoreError> {
+        self.read(&keys::quota(provider))
+    }
+
+    fn save_quota(&self, provider: &str, usage: &QuotaUsage) -> Result<(), StoreError> {
+        self.tree
+            .insert(keys::quota(provider), encode(usage)?)
+            .map(|_| ())
+            .map_err(io)
     }
 
     fn sweep(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError> {

@@ -184,3 +184,56 @@ impl HttpRequestServed<'_> {
             .observe(self.took.as_secs_f64());
     }
 }
+
+pub struct BreakerChanged<'a> {
+    pub provider: &'a str,
+    pub transition: crate::delivery::breaker::Transition,
+}
+
+impl BreakerChanged<'_> {
+    pub fn emit(&self) {
+        use crate::delivery::breaker::Transition;
+        let (state, level) = match self.transition {
+            Transition::Opened { .. } => ("open", 2),
+            Transition::HalfOpened => ("half_open", 1),
+            Transition::Closed => ("closed", 0),
+        };
+        match self.transition {
+            Transition::Opened { until } => {
+                warn!(provider = self.provider, until = %until.to_rfc3339(), "Breaker opened.")
+            }
+            _ => info!(provider = self.provider, state, "Breaker changed state."),
+        }
+        metrics()
+            .breaker_state
+            .with_label_values(&[self.provider])
+            .set(level);
+    }
+}
+
+pub struct QuotaThresholdCrossed<'a> {
+    pub provider: &'a str,
+    pub alert: crate::quota::QuotaAlert,
+}
+
+impl QuotaThresholdCrossed<'_> {
+    pub fn emit(&self) {
+        let period = self.alert.period.as_str();
+        warn!(
+            provider = self.provider,
+            period,
+            percent = self.alert.percent,
+            used = self.alert.used,
+            limit = self.alert.limit,
+            "Provider quota threshold crossed."
+        );
+        metrics()
+            .quota_alerts
+            .with_label_values(&[self.provider, period, &self.alert.percent.to_string()])
+            .inc();
+        metrics()
+            .quota_used
+            .with_label_values(&[self.provider, period])
+            .set(self.alert.used as i64);
+    }
+}

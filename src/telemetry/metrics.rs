@@ -1,7 +1,8 @@
 //! The Prometheus registry and otpd's metrics.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use std::sync::LazyLock;
 
@@ -17,6 +18,9 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     pub swept: IntCounterVec,
     pub outbox_recovered: IntGauge,
+    pub breaker_state: IntGaugeVec,
+    pub quota_alerts: IntCounterVec,
+    pub quota_used: IntGaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -102,7 +106,33 @@ impl Metrics {
         registry
             .register(Box::new(outbox_recovered.clone()))
             .expect("metric names are unique");
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntGaugeVec::new(Opts::new(name, help), labels)
+                .expect("metric definitions are valid");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric names are unique");
+            metric
+        };
+        let breaker_state = gauge(
+            "otpd_provider_breaker_state",
+            "Breaker of each provider: 0 closed, 1 half-open, 2 open.",
+            &["provider"],
+        );
+        let quota_alerts = counter(
+            "otpd_provider_quota_alerts_total",
+            "Quota thresholds crossed, by provider, period and percent.",
+            &["provider", "period", "percent"],
+        );
+        let quota_used = gauge(
+            "otpd_provider_quota_used",
+            "Messages counted against each provider's quota in the current period.",
+            &["provider", "period"],
+        );
         Metrics {
+            breaker_state,
+            quota_alerts,
+            quota_used,
             registry,
             issued,
             issue_refused,

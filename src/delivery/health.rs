@@ -1,0 +1,252 @@
+//! The health board: per provider, its circuit breaker, its quota standing, its counts and
+//! its send latency. Routers ask it for leave to send; senders report each call to it.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::breaker::{Breaker, BreakerConfig, BreakerState, Outcome, Permit, Transition};
+use crate::domain::Timestamp;
+use crate::providers::{ProviderError, SendReceipt};
+use crate::quota::{Period, QuotaLimits, QuotaUsage};
+use crate::telemetry::events::BreakerChanged;
+
+struct ProviderHealth {
+    kind: &'static str,
+    breaker: Breaker,
+    limits: QuotaLimits,
+    quota: QuotaUsage,
+    sent: u64,
+    failed: u64,
+    /// Send latency in microseconds.
+    latency: Histogram<u64>,
+}
+
+/// What `GET /v1/providers` shows of one provider.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderView {
+    pub id: String,
+    pub kind: &'static str,
+    pub breaker: &'static str,
+    pub paused_until: Option<String>,
+    pub quota: QuotaView,
+    pub sent: u64,
+    pub failed: u64,
+    pub latency_ms: LatencyView,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QuotaView {
+    pub day: PeriodView,
+    pub month: PeriodView,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeriodView {
+    pub used: u64,
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyView {
+    pub p50: f64,
+    pub p99: f64,
+}
+
+pub struct HealthBoard {
+    providers: BTreeMap<String, Mutex<ProviderHealth>>,
+}
+
+/// Why a provider may not be used now, and until when (`None`: until calls in flight end).
+pub type NotNow = Option<Timestamp>;
+
+impl HealthBoard {
+    /// `providers` lists each provider id with its kind.
+    pub fn new(
+        providers: &[(String, &'static str)],
+        breaker: BreakerConfig,
+        quotas: &BTreeMap<String, QuotaLimits>,
+    ) -> Self {
+        let providers = providers
+            .iter()
+            .map(|(id, kind)| {
+                let health = ProviderHealth {
+                    kind,
+                    breaker: Breaker::new(breaker),
+                    limits: quotas.get(id).copied().unwrap_or_default(),
+                    quota: QuotaUsage::new(),
+                    sent: 0,
+                    failed: 0,
+                    latency: Histogram::new_with_bounds(1, 120_000_000, 2)
+                        .expect("the latency histogram bounds are valid"),
+                };
+                (id.clone(), Mutex::new(health))
+            })
+            .collect();
+        HealthBoard { providers }
+    }
+
+    fn with<T>(&self, id: &str, f: impl FnOnce(&mut ProviderHealth) -> T) -> Option<T> {
+        let entry = self.providers.get(id)?;
+        let mut health = entry.lock().unwrap_or_else(|p| p.into_inner());
+        Some(f(&mut health))
+    }
+
+    /// Leave to make one call to `id` at `now`: refused while its quota is exhausted, its
+    /// breaker is open, or it asked to pause.
+    pub fn acquire(&self, id: &str, now: Timestamp) -> Result<Permit, NotNow> {
+        self.with(id, |health| {
+            if let Some(until) = health.quota.exhausted_until(&health.limits, now) {
+                return Err(Some(until));
+            }
+            let transition = health.breaker.poll(now);
+            announce(id, transition);
+            health.breaker.allow(now).map_err(|refusal| refusal.until())
+        })
+        .unwrap_or(Err(None))
+    }
+
+    /// Reports how a call made with `permit` went.
+    pub fn record(
+        &self,
+        id: &str,
+        permit: Permit,
+        result: &Result<SendReceipt, ProviderError>,
+        took: Duration,
+        now: Timestamp,
+    ) {
+        let transition = self.with(id, |health| {
+            match result {
+                Ok(_) => health.sent += 1,
+                Err(_) => health.failed += 1,
+            }
+            let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+            health.latency.saturating_record(micros);
+            health.breaker.record(permit, Outcome::of(result), now)
+        });
+        announce(id, transition.flatten());
+    }
+
+    /// Gives back a permit that was not used for a call.
+    pub fn give_back(&self, id: &str, permit: Permit, now: Timestamp) {
+        let transition = self.with(id, |health| {
+            health.breaker.record(permit, Outcome::Abandoned, now)
+        });
+        announce(id, transition.flatten());
+    }
+
+    pub fn quota_limits(&self, id: &str) -> QuotaLimits {
+        self.with(id, |health| health.limits).unwrap_or_default()
+    }
+
+    /// Takes the quota usage the QuotaActor keeps.
+    pub fn set_quota(&self, id: &str, usage: QuotaUsage) {
+        self.with(id, |health| health.quota = usage);
+    }
+
+    pub fn provider_ids(&self) -> Vec<String> {
+        self.providers.keys().cloned().collect()
+    }
+
+    pub fn views(&self, now: Timestamp) -> Vec<ProviderView> {
+        self.providers
+            .iter()
+            .map(|(id, entry)| {
+                let health = entry.lock().unwrap_or_else(|p| p.into_inner());
+                let period = |period: Period, limit: Option<u64>| PeriodView {
+                    used: health.quota.used(period, now),
+                    limit,
+                };
+                let millis = |quantile: f64| {
+                    if health.latency.is_empty() {
+                        0.0
+                    } else {
+                        health.latency.value_at_quantile(quantile) as f64 / 1000.0
+                    }
+                };
+                ProviderView {
+                    id: id.clone(),
+                    kind: health.kind,
+                    breaker: breaker_name(health.breaker.state()),
+                    paused_until: health.breaker.paused_until(now).map(Timestamp::to_rfc3339),
+                    quota: QuotaView {
+                        day: period(Period::Day, health.limits.daily),
+                        month: period(Period::Month, health.limits.monthly),
+                    },
+                    sent: health.sent,
+                    failed: health.failed,
+                    latency_ms: LatencyView {
+                        p50: millis(0.5),
+                        p99: millis(0.99),
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
+fn breaker_name(state: BreakerState) -> &'static str {
+    match state {
+        BreakerState::Closed => "closed",
+        BreakerState::Open { .. } => "open",
+        BreakerState::HalfOpen { .. } => "half_open",
+    }
+}
+
+fn announce(provider: &str, transition: Option<Transition>) {
+    if let Some(transition) = transition {
+        BreakerChanged {
+            provider,
+            transition,
+        }
+        .emit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Timestamp = Timestamp(1_800_000_000_000);
+
+    fn board(limits: QuotaLimits) -> HealthBoard {
+        HealthBoard::new(
+            &[("a".to_string(), "http")],
+            BreakerConfig::default(),
+            &BTreeMap::from([("a".to_string(), limits)]),
+        )
+    }
+
+    #[test]
+    fn counts_calls_and_latency() {
+        let board = board(QuotaLimits::default());
+        let permit = board.acquire("a", NOW).unwrap();
+        let ok = Ok(SendReceipt {
+            provider_message_id: None,
+        });
+        board.record("a", permit, &ok, Duration::from_millis(12), NOW);
+        let view = &board.views(NOW)[0];
+        assert_eq!((view.sent, view.failed), (1, 0));
+        assert!((11.0..13.0).contains(&view.latency_ms.p50), "{view:?}");
+        assert_eq!(view.breaker, "closed");
+    }
+
+    #[test]
+    fn an_exhausted_quota_refuses_until_the_period_ends() {
+        let board = board(QuotaLimits {
+            daily: Some(1),
+            monthly: None,
+        });
+        let mut usage = QuotaUsage::new();
+        usage.record(&board.quota_limits("a"), 1, NOW);
+        board.set_quota("a", usage);
+        assert!(matches!(board.acquire("a", NOW), Err(Some(_))));
+    }
+
+    #[test]
+    fn unknown_providers_are_never_available() {
+        assert_eq!(board(QuotaLimits::default()).acquire("zzz", NOW), Err(None));
+    }
+}

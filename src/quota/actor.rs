@@ -1,0 +1,94 @@
+//! QuotaActor: counts each provider's accepted messages against its caps, persists the
+//! usage (a restart does not reset it), and raises `provider.quota` alerts at 80, 95 and 100 %.
+
+use actix::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::QuotaUsage;
+use crate::bus::events::{at, Event};
+use crate::bus::EventSink;
+use crate::delivery::health::HealthBoard;
+use crate::domain::Timestamp;
+use crate::store::Store;
+use crate::telemetry::events::QuotaThresholdCrossed;
+
+/// One message was accepted by `provider`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CountSend {
+    pub provider: String,
+}
+
+pub struct QuotaActor {
+    store: Arc<dyn Store>,
+    board: Arc<HealthBoard>,
+    events: Arc<dyn EventSink>,
+    usage: HashMap<String, QuotaUsage>,
+}
+
+impl QuotaActor {
+    /// Loads every provider's saved usage into the board.
+    pub fn load(
+        store: Arc<dyn Store>,
+        board: Arc<HealthBoard>,
+        events: Arc<dyn EventSink>,
+    ) -> Result<Self, crate::store::StoreError> {
+        let mut usage = HashMap::new();
+        for provider in board.provider_ids() {
+            let saved = store.quota(&provider)?.unwrap_or_default();
+            board.set_quota(&provider, saved);
+            usage.insert(provider, saved);
+        }
+        Ok(QuotaActor {
+            store,
+            board,
+            events,
+            usage,
+        })
+    }
+}
+
+impl Actor for QuotaActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<CountSend> for QuotaActor {
+    type Result = ();
+
+    fn handle(&mut self, message: CountSend, ctx: &mut Self::Context) {
+        let now = Timestamp::now();
+        let limits = self.board.quota_limits(&message.provider);
+        let usage = self.usage.entry(message.provider.clone()).or_default();
+        let alerts = usage.record(&limits, 1, now);
+        let usage = *usage;
+        self.board.set_quota(&message.provider, usage);
+        if let Err(error) = self.store.save_quota(&message.provider, &usage) {
+            tracing::error!(provider = %message.provider, %error, "Could not save quota usage.");
+        }
+        for alert in alerts {
+            QuotaThresholdCrossed {
+                provider: &message.provider,
+                alert,
+            }
+            .emit();
+            let event = Event::ProviderQuota {
+                provider: message.provider.clone(),
+                period: alert.period.as_str().to_owned(),
+                percent: alert.percent,
+                used: alert.used,
+                limit: alert.limit,
+                at: at(now),
+            };
+            let events = Arc::clone(&self.events);
+            ctx.spawn(
+                async move {
+                    if let Err(error) = events.publish_event(&event).await {
+                        tracing::warn!(%error, "Could not publish a quota alert.");
+                    }
+                }
+                .into_actor(self),
+            );
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Which provider gets a job: the first in the region's list that has not failed it yet and
+//! may be used now; otherwise, when to try again, or that the code will expire first.
+
+use std::time::Duration;
+
+use crate::domain::Timestamp;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Choice<P> {
+    /// Send through `provider`, with leave `permit`.
+    Use { provider: String, permit: P },
+    /// Nobody can take it now: ask again at `until`; `start_over` forgets which providers
+    /// already failed this job (every one of them has).
+    Wait { until: Timestamp, start_over: bool },
+    /// No provider can be tried before the code expires.
+    GiveUp,
+}
+
+/// `acquire` asks a provider for leave, or says until when it is unavailable (`None`:
+/// unknown, try again after `pause`).
+pub fn choose<P>(
+    candidates: &[String],
+    tried: &[String],
+    mut acquire: impl FnMut(&str) -> Result<P, Option<Timestamp>>,
+    pause: Duration,
+    now: Timestamp,
+    expires_at: Timestamp,
+) -> Choice<P> {
+    let mut earliest: Option<Timestamp> = None;
+    for provider in candidates.iter().filter(|c| !tried.contains(c)) {
+        match acquire(provider) {
+            Ok(permit) => {
+                return Choice::Use {
+                    provider: provider.clone(),
+                    permit,
+                }
+            }
+            Err(until) => {
+                let until = until.unwrap_or(now.plus(pause)).max(now);
+                earliest = Some(earliest.map_or(until, |e| e.min(until)));
+            }
+        }
+    }
+    let (until, start_over) = match earliest {
+        Some(until) => (until, false),
+        None => (now.plus(pause), true),
+    };
+    if until >= expires_at {
+        Choice::GiveUp
+    } else {
+        Choice::Wait { until, start_over }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Timestamp = Timestamp(1_000_000);
+    const PAUSE: Duration = Duration::from_secs(1);
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn takes_the_first_available_untried_provider() {
+        let choice = choose(
+            &names(&["a", "b", "c"]),
+            &names(&["a"]),
+            |p| {
+                if p == "b" {
+                    Err(Some(NOW.plus_secs(5)))
+                } else {
+                    Ok(p.to_string())
+                }
+            },
+            PAUSE,
+            NOW,
+            NOW.plus_secs(60),
+        );
+        assert_eq!(
+            choice,
+            Choice::Use {
+                provider: "c".into(),
+                permit: "c".into()
+            }
+        );
+    }
+
+    #[test]
+    fn waits_for_the_earliest_unavailable_one() {
+        let choice: Choice<()> = choose(
+            &names(&["a", "b"]),
+            &[],
+            |p| {
+                Err(Some(if p == "a" {
+                    NOW.plus_secs(9)
+                } else {
+                    NOW.plus_secs(4)
+                }))
+            },
+            PAUSE,
+            NOW,
+            NOW.plus_secs(60),
+        );
+        assert_eq!(
+            choice,
+            Choice::Wait {
+                until: NOW.plus_secs(4),
+                start_over: false
+            }
+        );
+    }
+
+    #[test]
+    fn starts_over_after_a_pause_when_every_provider_failed() {
+        let choice: Choice<()> = choose(
+            &names(&["a", "b"]),
+            &names(&["a", "b"]),
+            |_| unreachable!("tried providers are not asked"),
+            PAUSE,
+            NOW,
+            NOW.plus_secs(60),
+        );
+        assert_eq!(
+            choice,
+            Choice::Wait {
+                until: NOW.plus(PAUSE),
+                start_over: true
+            }
+        );
+    }
+
+    #[test]
+    fn gives_up_when_the_code_expires_first() {
+        let choice: Choice<()> = choose(
+            &names(&["a"]),
+            &[],
+            |_| Err(Some(NOW.plus_secs(30))),
+            PAUSE,
+            NOW,
+            NOW.plus_secs(30),
+        );
+        assert_eq!(choice, Choice::GiveUp);
+    }
+}
