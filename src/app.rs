@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::api::receipts::ReceiptBook;
 use crate::api::{self, AppState};
 use crate::bus::amqp::{AmqpBus, Consumers};
 use crate::bus::embedded::{EmbeddedBus, NoEvents};
@@ -134,6 +135,7 @@ impl Application {
             store: Arc::clone(&store),
             bus,
             board,
+            receipts: ReceiptBook::from_settings(&settings),
             defaults,
         });
         let listen_error = |source| StartError::Listen {

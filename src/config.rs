@@ -67,6 +67,11 @@ pub struct Settings {
     /// Provider id → daily and monthly message caps. Default: no caps.
     #[serde(default)]
     pub quotas: BTreeMap<String, QuotaLimits>,
+    /// Provider id → the shared secret its delivery receipts carry (`?secret=` or the
+    /// `X-Otpd-Receipt-Secret` header), for providers without signatures (vonage, http).
+    /// Give them by environment: `OTPD__RECEIPT_SECRETS__<ID>`. Default none.
+    #[serde(default)]
+    pub receipt_secrets: BTreeMap<String, SecretString>,
 }
 
 /// The providers of one region, per channel, in order of preference.
@@ -102,6 +107,10 @@ pub struct HttpSettings {
     pub listen: String,
     /// Worker threads; 0 means one per core. Default 0.
     pub workers: usize,
+    /// The URL providers call otpd at (e.g. `https://otpd.example.com`), for checking
+    /// Twilio's receipt signatures behind a proxy. Default unset: taken from the request.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -77,19 +77,28 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                     "Send the body as JSON with the header 'Content-Type: application/json'.",
                 ));
             }
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|error| {
-                    ApiError::invalid_request(format!("The body could not be read: {error}."))
-                })?;
-                if body.len() + chunk.len() > MAX_BODY_BYTES {
-                    return Err(too_large());
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let body = read_limited(&mut payload).await?;
             parse(&body)
         })
     }
+}
+
+/// Reads a body of at most [`MAX_BODY_BYTES`] (413 past that).
+pub async fn read_limited<S>(payload: &mut S) -> Result<web::BytesMut, ApiError>
+where
+    S: futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>> + Unpin,
+{
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|error| {
+            ApiError::invalid_request(format!("The body could not be read: {error}."))
+        })?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<JsonBody<T>, ApiError> {

@@ -3,6 +3,7 @@
 pub mod error;
 pub mod extract;
 pub mod ops;
+pub mod receipts;
 pub mod verifications;
 
 use actix_web::body::MessageBody;
@@ -31,6 +32,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub board: Arc<HealthBoard>,
+    pub receipts: receipts::ReceiptBook,
     pub defaults: RequestDefaults,
 }
 
@@ -41,6 +43,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(resource("/readyz").route(web::get().to(ops::readyz)))
         .service(resource("/metrics").route(web::get().to(ops::prometheus)))
         .service(resource("/v1/providers").route(web::get().to(ops::providers)))
+        .service(
+            resource("/v1/providers/{provider}/receipts").route(web::post().to(receipts::receive)),
+        )
         .service(resource("/v1/verifications").route(web::post().to(verifications::create)))
         .service(
             resource("/v1/verifications/check")

@@ -43,6 +43,14 @@ pub enum Event {
         provider: String,
         at: String,
     },
+    #[serde(rename = "delivery.delivered")]
+    DeliveryDelivered {
+        id: String,
+        tenant: String,
+        channel: Channel,
+        provider: String,
+        at: String,
+    },
     #[serde(rename = "provider.quota")]
     ProviderQuota {
         provider: String,
@@ -71,6 +79,7 @@ impl Event {
             Event::VerificationRejected { tenant, .. } => ("verification.rejected", tenant),
             Event::DeliverySent { tenant, .. } => ("delivery.sent", tenant),
             Event::DeliveryFailed { tenant, .. } => ("delivery.failed", tenant),
+            Event::DeliveryDelivered { tenant, .. } => ("delivery.delivered", tenant),
             Event::ProviderQuota { provider, .. } => ("provider.quota", provider),
         };
         format!("{kind}.{tenant}")

@@ -5,6 +5,7 @@
 pub mod breaker;
 pub mod health;
 pub mod plan;
+pub mod receipt;
 pub mod recovery;
 pub mod retry;
 pub mod sender;

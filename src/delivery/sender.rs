@@ -21,8 +21,11 @@ use crate::providers::{OutboundMessage, Provider};
 use crate::quota::actor::CountSend;
 use crate::routing::actor::{Deliver, DeliveryOutcome, DeliveryUnavailable};
 use crate::secrets::Sealer;
-use crate::store::{Store, StoreError};
+use crate::store::{MessageOwner, Store, StoreError};
 use crate::telemetry::events::{JobDropped, MessageSent, SendFailed};
+
+/// How long after a code's expiry a delivery receipt for it is still matched.
+const RECEIPT_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// How long publishing a delivery event may hold up a job.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -225,7 +228,18 @@ async fn deliver(
         let finished = Timestamp::now();
         board.record(id, permit, &result, started.elapsed(), finished);
         let error = match result {
-            Ok(_) => {
+            Ok(receipt) => {
+                if let Some(message_id) = receipt.provider_message_id {
+                    context.store.index_message(
+                        id,
+                        &MessageOwner {
+                            provider_message_id: message_id,
+                            verification_id: job.verification_id.clone(),
+                            send_seq: job.send_seq,
+                            purge_at: job.expires_at.plus(RECEIPT_WINDOW),
+                        },
+                    )?;
+                }
                 MessageSent {
                     provider: id,
                     channel: job.channel,

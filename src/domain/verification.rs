@@ -109,6 +109,8 @@ pub struct Verification {
     pub delivery: DeliveryState,
     pub provider: Option<String>,
     pub sent_at: Option<Timestamp>,
+    /// When the provider reported the message delivered (or failed).
+    pub delivered_at: Option<Timestamp>,
 }
 
 impl Verification {

@@ -130,6 +130,7 @@ pub fn new_verification(
         delivery: DeliveryState::Queued,
         provider: None,
         sent_at: None,
+        delivered_at: None,
     }
 }
 
@@ -157,6 +158,7 @@ pub fn resend(
         delivery: DeliveryState::Queued,
         provider: None,
         sent_at: None,
+        delivered_at: None,
         ..existing.clone()
     }
 }

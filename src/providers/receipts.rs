@@ -162,6 +162,24 @@ pub fn parse_vonage(params: &[(String, String)]) -> Result<Receipt, ReceiptError
     })
 }
 
+/// Reads otpd's own receipt format, for the generic HTTP provider and the sandbox:
+/// `message_id`, `status` (delivered, failed or pending), optional `error_code`.
+pub fn parse_generic(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
+    let id = field(params, "message_id").ok_or(ReceiptError::MissingField("message_id"))?;
+    let state = field(params, "status").ok_or(ReceiptError::MissingField("status"))?;
+    let status = match state {
+        "delivered" => ReceiptStatus::Delivered,
+        "failed" => ReceiptStatus::Failed,
+        "pending" => ReceiptStatus::Pending,
+        other => return Err(ReceiptError::UnknownStatus(other.to_owned())),
+    };
+    Ok(Receipt {
+        provider_message_id: id.to_owned(),
+        status,
+        error_code: field(params, "error_code").map(str::to_owned),
+    })
+}
+
 /// Turns a JSON DLR body (Vonage can POST JSON) into the pairs `parse_vonage` reads.
 pub fn params_from_json(body: &[u8]) -> Result<Vec<(String, String)>, ReceiptError> {
     let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)

@@ -7,6 +7,7 @@ pub const DESTINATION: &[u8] = b"d/";
 pub const IDEMPOTENCY: &[u8] = b"i/";
 pub const OUTBOX: &[u8] = b"o/";
 pub const QUOTA: &[u8] = b"q/";
+pub const MESSAGE: &[u8] = b"m/";
 /// `x/<purge time, 8 bytes big-endian><primary key>`: what to look at when sweeping.
 pub const EXPIRY: &[u8] = b"x/";
 
@@ -32,6 +33,16 @@ pub fn idempotency(key: &IdempotencyKey) -> Vec<u8> {
 
 pub fn outbox(job: &JobId) -> Vec<u8> {
     [OUTBOX, job.as_str().as_bytes()].concat()
+}
+
+pub fn message(provider: &str, provider_message_id: &str) -> Vec<u8> {
+    [
+        MESSAGE,
+        provider.as_bytes(),
+        &[0],
+        provider_message_id.as_bytes(),
+    ]
+    .concat()
 }
 
 pub fn quota(provider: &str) -> Vec<u8> {

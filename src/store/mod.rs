@@ -25,6 +25,16 @@ pub enum StoreError {
     Flush(String),
 }
 
+/// The send a provider's message belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MessageOwner {
+    pub provider_message_id: String,
+    pub verification_id: VerificationId,
+    pub send_seq: u32,
+    /// When the index entry may be swept.
+    pub purge_at: Timestamp,
+}
+
 /// Everything one issue (or resend) writes, applied atomically.
 #[derive(Debug, Clone)]
 pub struct IssueWrite {
@@ -78,6 +88,16 @@ pub trait Store: Send + Sync + 'static {
         job: &DeliveryJob,
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<(), StoreError>;
+
+    /// Remembers which send a provider's message id belongs to, for its delivery receipt.
+    fn index_message(&self, provider: &str, message: &MessageOwner) -> Result<(), StoreError>;
+
+    /// The send a provider's message id belongs to.
+    fn message_owner(
+        &self,
+        provider: &str,
+        provider_message_id: &str,
+    ) -> Result<Option<MessageOwner>, StoreError>;
 
     /// A provider's quota usage as last saved.
     fn quota(&self, provider: &str) -> Result<Option<QuotaUsage>, StoreError>;

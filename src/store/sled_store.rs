@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::flusher::GroupFlusher;
-use super::{keys, IssueWrite, Store, StoreError};
+use super::{keys, IssueWrite, MessageOwner, Store, StoreError};
 use crate::domain::{
     DeliveryJob, DeliveryState, DestinationKey, DestinationState, IdempotencyKey,
     IdempotencyRecord, JobId, Status, Timestamp, Verification, VerificationId,
@@ -79,6 +79,8 @@ impl SledStore {
             Some(decode::<DestinationState>(bytes)?.purge_at)
         } else if key.starts_with(keys::IDEMPOTENCY) {
             Some(decode::<IdempotencyRecord>(bytes)?.expires_at)
+        } else if key.starts_with(keys::MESSAGE) {
+            Some(decode::<MessageOwner>(bytes)?.purge_at)
         } else if key.starts_with(keys::OUTBOX) {
             Some(
                 decode::<DeliveryJob>(bytes)?
@@ -246,6 +248,22 @@ impl Store for SledStore {
                 verification.delivery = DeliveryState::Failed;
             }
         })
+    }
+
+    fn index_message(&self, provider: &str, owner: &MessageOwner) -> Result<(), StoreError> {
+        let key = keys::message(provider, &owner.provider_message_id);
+        let mut batch = sled::Batch::default();
+        batch.insert(key.as_slice(), encode(owner)?);
+        batch.insert(keys::expiry(owner.purge_at, &key), &[]);
+        self.tree.apply_batch(batch).map_err(io)
+    }
+
+    fn message_owner(
+        &self,
+        provider: &str,
+        provider_message_id: &str,
+    ) -> Result<Option<MessageOwner>, StoreError> {
+        self.read(&keys::message(provider, provider_message_id))
     }
 
     fn quota(&self, provider: &str) -> Result<Option<QuotaUsage>, StoreError> {

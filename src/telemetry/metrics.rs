@@ -19,6 +19,7 @@ pub struct Metrics {
     pub swept: IntCounterVec,
     pub outbox_recovered: IntGauge,
     pub breaker_state: IntGaugeVec,
+    pub time_to_delivered: HistogramVec,
     pub quota_alerts: IntCounterVec,
     pub quota_used: IntGaugeVec,
 }
@@ -129,8 +130,14 @@ impl Metrics {
             "Messages counted against each provider's quota in the current period.",
             &["provider", "period"],
         );
+        let time_to_delivered = histogram(
+            "otpd_time_to_delivered_seconds",
+            "From the provider accepting a message to its delivery receipt, by provider.",
+            &["provider"],
+        );
         Metrics {
             breaker_state,
+            time_to_delivered,
             quota_alerts,
             quota_used,
             registry,

@@ -105,6 +105,7 @@ pub(crate) mod tests {
             delivery: DeliveryState::Queued,
             provider: None,
             sent_at: None,
+            delivered_at: None,
         }
     }
 
