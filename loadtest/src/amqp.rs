@@ -12,7 +12,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::arrivals::Arrival;
 use crate::driver::{self, Plan};
@@ -77,9 +77,11 @@ pub struct EndToEnd {
 }
 
 /// Feeds arrivals into the tracker until the channel closes.
+/// Each first arrival gives a place back to `window`.
 pub fn collect(
     tracker: Arc<Mutex<Tracker>>,
     mut arrivals: mpsc::Receiver<Arrival>,
+    window: Arc<Semaphore>,
     bar: indicatif::ProgressBar,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -89,6 +91,7 @@ pub fn collect(
                 .unwrap_or_else(PoisonError::into_inner)
                 .arrived(&arrival.to, arrival.at);
             if first.is_some() {
+                window.add_permits(1);
                 bar.inc(1);
             }
         }
@@ -113,12 +116,17 @@ pub async fn drain(tracker: &Mutex<Tracker>, timeout: Duration, grace: Duration)
 }
 
 /// Publishes the plan's requests to `<namespace>.requests` and follows them to the provider.
+/// At most `window` requests are published and not yet arrived: the broker takes messages
+/// far faster than otpd can deliver them, and an unbounded backlog would measure the queue,
+/// not otpd (and leave a backlog no drain could wait out).
+#[allow(clippy::too_many_arguments)]
 pub async fn end_to_end(
     amqp_url: &str,
     namespace: &str,
     tenant: &str,
     locale: &str,
     plan: &Plan,
+    window: usize,
     arrivals: mpsc::Receiver<Arrival>,
     drain_timeout: Duration,
 ) -> anyhow::Result<EndToEnd> {
@@ -129,7 +137,13 @@ pub async fn end_to_end(
     let queue = Arc::new(format!("{namespace}.requests"));
     let tracker = Arc::new(Mutex::new(Tracker::default()));
     let bar = driver::progress(plan.requests, "delivered");
-    let collector = collect(Arc::clone(&tracker), arrivals, bar.clone());
+    let window = Arc::new(Semaphore::new(window.max(1)));
+    let collector = collect(
+        Arc::clone(&tracker),
+        arrivals,
+        Arc::clone(&window),
+        bar.clone(),
+    );
     let errors = Arc::new(AtomicU64::new(0));
     let namespace = namespace.to_owned();
     let (tenant, locale) = (tenant.to_owned(), locale.to_owned());
@@ -138,8 +152,13 @@ pub async fn end_to_end(
         let queue = Arc::clone(&queue);
         let tracker = Arc::clone(&tracker);
         let errors = Arc::clone(&errors);
+        let window = Arc::clone(&window);
         let body = request_body(&namespace, &tenant, &locale, n);
         async move {
+            match window.acquire().await {
+                Ok(place) => place.forget(),
+                Err(_) => return,
+            }
             tracker
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -148,9 +167,13 @@ pub async fn end_to_end(
             let mut tracker = tracker.lock().unwrap_or_else(PoisonError::into_inner);
             match outcome {
                 Ok(true) => tracker.published(n),
-                Ok(false) => tracker.refused(n),
+                Ok(false) => {
+                    tracker.refused(n);
+                    window.add_permits(1);
+                }
                 Err(_) => {
                     tracker.refused(n);
+                    window.add_permits(1);
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
             }

@@ -49,6 +49,10 @@ enum Command {
         /// How long the ceiling measurement runs.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         ceiling_duration: Duration,
+        /// Most requests published and not yet at the provider; the publisher waits
+        /// beyond it (in an open loop the wait counts in the latency).
+        #[arg(long, default_value_t = 4096)]
+        window: usize,
     },
     /// Create-then-check flows against the HTTP API.
     Http {
@@ -251,6 +255,18 @@ impl Sut {
         })
     }
 
+    /// otpd's own view of where time went: the mean of each of its latency histograms
+    /// (Prometheus `_sum` / `_count`, over all label sets), from `/metrics`.
+    async fn time_spent(&self) -> Vec<String> {
+        let Ok(response) = reqwest::get(format!("{}/metrics", self.address)).await else {
+            return Vec::new();
+        };
+        let Ok(text) = response.text().await else {
+            return Vec::new();
+        };
+        metric_means(&text)
+    }
+
     fn rss(&self) -> Option<u64> {
         self.spawned.as_ref().and_then(Spawned::rss_bytes)
     }
@@ -261,6 +277,34 @@ impl Sut {
             None => Ok(()),
         }
     }
+}
+
+/// "name: mean X ms over N" for every `*_seconds` histogram in a Prometheus text page.
+fn metric_means(text: &str) -> Vec<String> {
+    let mut sums: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+    for line in text.lines().filter(|line| !line.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let name = series.split('{').next().unwrap_or_default();
+        if let Some(base) = name.strip_suffix("_seconds_sum") {
+            sums.entry(base.to_owned()).or_default().0 += value;
+        } else if let Some(base) = name.strip_suffix("_seconds_count") {
+            sums.entry(base.to_owned()).or_default().1 += value;
+        }
+    }
+    sums.into_iter()
+        .filter(|(_, (_, count))| *count > 0.0)
+        .map(|(name, (sum, count))| {
+            format!(
+                "otpd {name}: mean {:.2} ms over {count}",
+                1000.0 * sum / count
+            )
+        })
+        .collect()
 }
 
 fn base_report(mode: &str, common: &Common) -> Report {
@@ -324,6 +368,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             common,
             with_ceiling,
             ceiling_duration,
+            window,
         } => {
             ensure_loopback("--amqp-url", &common.amqp_url)?;
             let plan = common.plan();
@@ -345,12 +390,15 @@ async fn run(command: Command) -> anyhow::Result<Report> {
                 &common.tenant,
                 &common.payload_locale,
                 &plan,
+                window,
                 arrivals,
                 common.drain_timeout,
             )
             .await;
             let rss = sut.rss();
+            let spent = sut.time_spent().await;
             let mut report = base_report("amqp", &common);
+            report.notes.extend(spent);
             report.target = sut.address.clone();
             report.namespace = Some(sut.namespace.clone());
             report.provider = sut.provider.clone();
@@ -406,6 +454,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             let run = http::flows(&api, &mailroom, &plan, common.drain_timeout).await;
             bar.finish_and_clear();
             let mut report = base_report("http", &common);
+            report.notes.extend(sut.time_spent().await);
             report.target = sut.address.clone();
             report.namespace = Some(sut.namespace.clone());
             report.provider = sut.provider.clone();
@@ -482,6 +531,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             let issue_seconds = issuing.elapsed().as_secs_f64();
             let run = http::checks(&api, &issued.verifications, check_mode, &plan).await;
             let mut report = base_report("verify", &common);
+            report.notes.extend(sut.time_spent().await);
             report.target = sut.address.clone();
             report.namespace = Some(sut.namespace.clone());
             report.provider = sut.provider.clone();
@@ -584,6 +634,15 @@ mod tests {
         assert!(ensure_loopback("t", "http://[::1]:80").is_ok());
         assert!(ensure_loopback("t", "http://10.0.0.1:8080").is_err());
         assert!(ensure_loopback("t", "amqp://guest:guest@broker.example:5672/%2f").is_err());
+    }
+
+    #[test]
+    fn means_of_prometheus_histograms() {
+        let page = "# HELP x\notpd_time_to_send_seconds_sum{provider=\"a\"} 1.5\notpd_time_to_send_seconds_count{provider=\"a\"} 3\notpd_time_to_send_seconds_sum{provider=\"b\"} 0.5\notpd_time_to_send_seconds_count{provider=\"b\"} 1\notpd_checks_total 4\n";
+        assert_eq!(
+            metric_means(page),
+            vec!["otpd otpd_time_to_send: mean 500.00 ms over 4".to_string()]
+        );
     }
 
     #[test]

@@ -79,7 +79,9 @@ impl Report {
             "sustained          {:.1}/s over {:.2} s (sending took {:.2} s)",
             self.per_second, self.seconds, self.send_seconds
         );
-        print_latency("latency", &self.latency);
+        if self.latency.count > 0 {
+            print_latency("latency", &self.latency);
+        }
         for series in &self.series {
             print_latency(&series.name, &series.latency);
         }
