@@ -233,6 +233,9 @@ pub async fn ceiling(
         .await
         .context("declare the ceiling queue")?;
     let measured = measure_hop(&publisher, &consumer_channel, &queue, payload_bytes, plan).await;
+    // Close the consumer's channel before the queue goes, so the broker has no consumer to
+    // cancel under lapin's feet.
+    let _ = consumer_channel.close(200, "ceiling measured".into()).await;
     let deleted = publisher
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await;

@@ -595,7 +595,11 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let report = run(cli.command).await?;
+        // Ctrl-C drops the run: a spawned otpd is killed with it (its queues stay).
+        let report = tokio::select! {
+            report = run(cli.command) => report?,
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; the run was abandoned"),
+        };
         report.print();
         if let Some(path) = &out {
             report.write_json(path)?;
