@@ -1,7 +1,8 @@
 //! Fake providers on loopback: one HTTP server speaking Twilio's, Vonage's and the generic
 //! format, and a minimal SMTP sink. Each is steered at run time through a `FakeControl`
 //! (latency, failure share, rate limiting, hanging, rejected destinations), records what it
-//! accepted (bounded), and can post delivery receipts back.
+//! accepted (bounded), can stream each accepted message to a subscriber (the load harness)
+//! with the instant it arrived, and can post delivery receipts back.
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -12,9 +13,10 @@ use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::providers::receipts::{twilio_signature, TWILIO_SIGNATURE_HEADER};
@@ -55,6 +57,8 @@ pub struct RecordedMessage {
     pub body: String,
     /// The id the fake answered with.
     pub provider_message_id: String,
+    /// When the fake had read the whole message, before any configured latency.
+    pub received_at: Instant,
 }
 
 impl RecordedMessage {
@@ -86,6 +90,8 @@ struct ControlState {
     cap: usize,
     requests: u64,
     next_id: u64,
+    /// Where every accepted message is also sent, uncapped, while someone subscribes.
+    subscriber: Option<mpsc::Sender<RecordedMessage>>,
 }
 
 /// How a fake answers, changeable while it runs. Clones steer the same fake.
@@ -122,6 +128,7 @@ impl Default for FakeControl {
                 cap: DEFAULT_RECORD_CAP,
                 requests: 0,
                 next_id: 0,
+                subscriber: None,
             })),
         }
     }
@@ -195,6 +202,16 @@ impl FakeControl {
         self.lock().recorded.drain(..).collect()
     }
 
+    /// Streams every message accepted from now on, in arrival order, through a channel of
+    /// `capacity`; not subject to the record cap. A full channel holds the fake's answer back
+    /// until the subscriber reads (back-pressure, never a dropped message). One subscriber at
+    /// a time: a new call replaces the previous one.
+    pub fn subscribe(&self, capacity: usize) -> mpsc::Receiver<RecordedMessage> {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        self.lock().subscriber = Some(sender);
+        receiver
+    }
+
     /// Requests (SMTP: transactions) seen, answered or not.
     pub fn request_count(&self) -> u64 {
         self.lock().requests
@@ -218,15 +235,29 @@ impl FakeControl {
         (decision, state.latency)
     }
 
-    fn record(&self, message: RecordedMessage) {
-        let mut state = self.lock();
-        if state.cap == 0 {
-            return;
+    async fn record(&self, message: RecordedMessage) {
+        let subscriber = {
+            let mut state = self.lock();
+            if state.cap > 0 {
+                while state.recorded.len() >= state.cap {
+                    state.recorded.pop_front();
+                }
+                state.recorded.push_back(message.clone());
+            }
+            state.subscriber.clone()
+        };
+        if let Some(subscriber) = subscriber {
+            if subscriber.send(message).await.is_err() {
+                let mut state = self.lock();
+                if state
+                    .subscriber
+                    .as_ref()
+                    .is_some_and(|current| current.same_channel(&subscriber))
+                {
+                    state.subscriber = None;
+                }
+            }
         }
-        while state.recorded.len() >= state.cap {
-            state.recorded.pop_front();
-        }
-        state.recorded.push_back(message);
     }
 }
 
@@ -241,7 +272,12 @@ pub struct FakeProviderServer {
 impl FakeProviderServer {
     /// Listens on 127.0.0.1 at a free port.
     pub async fn start() -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Listens on `addr` (port 0: a free one).
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let control = FakeControl::default();
         let served = control.clone();
@@ -341,6 +377,7 @@ async fn handle_http(control: &FakeControl, request: Request<Incoming>) -> Respo
         Ok(collected) => collected.to_bytes(),
         Err(_) => return json_response(StatusCode::PAYLOAD_TOO_LARGE, serde_json::json!({})),
     };
+    let received_at = Instant::now();
     let raw_body = String::from_utf8_lossy(&bytes).into_owned();
     let route = path.split('?').next().unwrap_or_default();
     let format = if route.starts_with("/2010-04-01/Accounts/") && route.ends_with("/Messages.json")
@@ -453,17 +490,20 @@ async fn handle_http(control: &FakeControl, request: Request<Incoming>) -> Respo
                 ),
                 _ => (StatusCode::OK, serde_json::json!({"id": id})),
             };
-            control.record(RecordedMessage {
-                format,
-                method,
-                path,
-                headers,
-                form,
-                raw_body,
-                to,
-                body,
-                provider_message_id: id,
-            });
+            control
+                .record(RecordedMessage {
+                    format,
+                    method,
+                    path,
+                    headers,
+                    form,
+                    raw_body,
+                    to,
+                    body,
+                    provider_message_id: id,
+                    received_at,
+                })
+                .await;
             json_response(answer.0, answer.1)
         }
     }
@@ -652,17 +692,20 @@ async fn smtp_session(control: &FakeControl, stream: TcpStream) -> std::io::Resu
                             (name.trim().to_ascii_lowercase(), value.trim().to_owned())
                         })
                         .collect();
-                    control.record(RecordedMessage {
-                        format: WireFormat::Smtp,
-                        method: "SMTP".into(),
-                        path: from.clone(),
-                        headers,
-                        form: Vec::new(),
-                        raw_body: data.clone(),
-                        to: recipients.join(","),
-                        body: body.trim_end_matches("\r\n").to_owned(),
-                        provider_message_id: id.clone(),
-                    });
+                    control
+                        .record(RecordedMessage {
+                            format: WireFormat::Smtp,
+                            method: "SMTP".into(),
+                            path: from.clone(),
+                            headers,
+                            form: Vec::new(),
+                            raw_body: data.clone(),
+                            to: recipients.join(","),
+                            body: body.trim_end_matches("\r\n").to_owned(),
+                            provider_message_id: id.clone(),
+                            received_at: Instant::now(),
+                        })
+                        .await;
                     write
                         .write_all(format!("250 2.0.0 Ok: queued as {id}\r\n").as_bytes())
                         .await?;
@@ -704,5 +747,46 @@ async fn read_data<R: AsyncBufReadExt + Unpin>(reader: &mut R) -> std::io::Resul
         } else {
             data.push_str(text);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_subscriber_gets_every_message_past_the_record_cap() {
+        let server = FakeProviderServer::start().await.expect("start the fake");
+        server.control().set_record_cap(1);
+        let mut receipts = server.control().subscribe(2);
+        let before = Instant::now();
+        let client = reqwest::Client::new();
+        let posts = (0..5).map(|n| {
+            let client = client.clone();
+            let url = server.generic_url();
+            async move {
+                client
+                    .post(url)
+                    .json(&serde_json::json!({"to": format!("+491511234567{n}"), "text": "hi"}))
+                    .send()
+                    .await
+                    .map(|response| response.status().as_u16())
+            }
+        });
+        let reader = async {
+            let mut seen = Vec::new();
+            while seen.len() < 5 {
+                let message = receipts.recv().await.expect("a streamed message");
+                assert!(message.received_at >= before);
+                seen.push(message.to);
+            }
+            seen.sort();
+            seen
+        };
+        let (statuses, seen) = tokio::join!(futures_util::future::join_all(posts), reader);
+        assert!(statuses.into_iter().all(|s| s.ok() == Some(200)));
+        let expected: Vec<String> = (0..5).map(|n| format!("+491511234567{n}")).collect();
+        assert_eq!(seen, expected);
+        assert_eq!(server.control().messages().len(), 1, "the record cap holds");
     }
 }

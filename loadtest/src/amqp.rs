@@ -1,0 +1,319 @@
+//! `amqp`: OTP requests published with confirms to `<namespace>.requests`, each followed to
+//! the provider; and `ceiling`: the broker's own publish→consume→ack hop on a temporary queue.
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::arrivals::Arrival;
+use crate::driver::{self, Plan};
+use crate::report::Ceiling;
+use crate::spawn::random_hex;
+use crate::tracker::{self, Tracker};
+
+/// Unacknowledged deliveries the ceiling's consumer takes (otpd's default prefetch).
+const CEILING_PREFETCH: u16 = 256;
+/// Longest wait for the ceiling's consumer to catch up after the last publish.
+const CEILING_DRAIN: Duration = Duration::from_secs(30);
+
+/// One OTP request as platforms publish it (API.md).
+pub fn request_body(namespace: &str, tenant: &str, locale: &str, n: u64) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "request_id": format!("lt-{namespace}-{n}"),
+        "tenant": tenant,
+        "to": tracker::destination(n),
+        "channel": "sms",
+        "locale": locale,
+        "template": "login",
+        "ttl_seconds": 300,
+    }))
+    .expect("a JSON object serialises")
+}
+
+fn persistent_json() -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+}
+
+pub async fn confirm_channel(connection: &Connection) -> anyhow::Result<Channel> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+/// Publishes one message and waits for its confirm: `Ok(true)` acked, `Ok(false)` nacked.
+async fn publish_confirmed(channel: &Channel, queue: &str, body: &[u8]) -> lapin::Result<bool> {
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            body,
+            persistent_json(),
+        )
+        .await?
+        .await?;
+    Ok(confirm.is_ack())
+}
+
+pub struct EndToEnd {
+    pub tracker: Arc<Mutex<Tracker>>,
+    pub first_send: Instant,
+    pub last_send: Instant,
+    pub last_arrival: Instant,
+    pub errors: u64,
+}
+
+/// Feeds arrivals into the tracker until the channel closes.
+/// Each first arrival gives a place back to `window`.
+pub fn collect(
+    tracker: Arc<Mutex<Tracker>>,
+    mut arrivals: mpsc::Receiver<Arrival>,
+    window: Arc<Semaphore>,
+    bar: indicatif::ProgressBar,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(arrival) = arrivals.recv().await {
+            let first = tracker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .arrived(&arrival.to, arrival.at);
+            if first.is_some() {
+                window.add_permits(1);
+                bar.inc(1);
+            }
+        }
+    })
+}
+
+/// Waits until every published request has arrived, or `timeout`; then `grace` more for
+/// late duplicates.
+pub async fn drain(tracker: &Mutex<Tracker>, timeout: Duration, grace: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if tracker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_complete()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(grace).await;
+}
+
+/// Publishes the plan's requests to `<namespace>.requests` and follows them to the provider.
+/// At most `window` requests are published and not yet arrived: the broker takes messages
+/// far faster than otpd can deliver them, and an unbounded backlog would measure the queue,
+/// not otpd (and leave a backlog no drain could wait out).
+#[allow(clippy::too_many_arguments)]
+pub async fn end_to_end(
+    amqp_url: &str,
+    namespace: &str,
+    tenant: &str,
+    locale: &str,
+    plan: &Plan,
+    window: usize,
+    arrivals: mpsc::Receiver<Arrival>,
+    drain_timeout: Duration,
+) -> anyhow::Result<EndToEnd> {
+    let connection = Connection::connect(amqp_url, ConnectionProperties::default())
+        .await
+        .context("connect to the broker")?;
+    let channel = confirm_channel(&connection).await?;
+    let queue = Arc::new(format!("{namespace}.requests"));
+    let tracker = Arc::new(Mutex::new(Tracker::default()));
+    let bar = driver::progress(plan.requests, "delivered");
+    let window = Arc::new(Semaphore::new(window.max(1)));
+    let collector = collect(
+        Arc::clone(&tracker),
+        arrivals,
+        Arc::clone(&window),
+        bar.clone(),
+    );
+    let errors = Arc::new(AtomicU64::new(0));
+    let namespace = namespace.to_owned();
+    let (tenant, locale) = (tenant.to_owned(), locale.to_owned());
+    let driven = driver::drive(plan, |n, since| {
+        let channel = channel.clone();
+        let queue = Arc::clone(&queue);
+        let tracker = Arc::clone(&tracker);
+        let errors = Arc::clone(&errors);
+        let window = Arc::clone(&window);
+        let body = request_body(&namespace, &tenant, &locale, n);
+        async move {
+            match window.acquire().await {
+                Ok(place) => place.forget(),
+                Err(_) => return,
+            }
+            tracker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .sent(n, since);
+            let outcome = publish_confirmed(&channel, &queue, &body).await;
+            let mut tracker = tracker.lock().unwrap_or_else(PoisonError::into_inner);
+            match outcome {
+                Ok(true) => tracker.published(n),
+                Ok(false) => {
+                    tracker.refused(n);
+                    window.add_permits(1);
+                }
+                Err(_) => {
+                    tracker.refused(n);
+                    window.add_permits(1);
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    })
+    .await;
+    bar.set_length(driven.started);
+    drain(&tracker, drain_timeout, Duration::from_millis(500)).await;
+    bar.finish_and_clear();
+    let _ = connection.close(200, "run over".into()).await;
+    collector.abort();
+    let last_arrival = tracker
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .last_arrival()
+        .unwrap_or(driven.last);
+    Ok(EndToEnd {
+        tracker,
+        first_send: driven.first,
+        last_send: driven.last,
+        last_arrival,
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
+
+/// The broker's own hop: persistent messages of `payload_bytes` published with confirms to a
+/// temporary queue of `queue_type`, consumed and acked; the queue is deleted afterwards.
+pub async fn ceiling(
+    amqp_url: &str,
+    queue_type: &'static str,
+    payload_bytes: usize,
+    plan: &Plan,
+) -> anyhow::Result<Ceiling> {
+    let connection = Connection::connect(amqp_url, ConnectionProperties::default())
+        .await
+        .context("connect to the broker")?;
+    let publisher = confirm_channel(&connection).await?;
+    let consumer_channel = connection.create_channel().await?;
+    consumer_channel
+        .basic_qos(CEILING_PREFETCH, BasicQosOptions::default())
+        .await?;
+    let queue = format!("loadtest.ceiling.{}", random_hex(6));
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(queue_type.into()),
+    );
+    publisher
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            arguments,
+        )
+        .await
+        .context("declare the ceiling queue")?;
+    let measured = measure_hop(&publisher, &consumer_channel, &queue, payload_bytes, plan).await;
+    // Close the consumer's channel before the queue goes, so the broker has no consumer to
+    // cancel under lapin's feet.
+    let _ = consumer_channel.close(200, "ceiling measured".into()).await;
+    let deleted = publisher
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    let _ = connection.close(200, "ceiling measured".into()).await;
+    let ceiling = measured?;
+    deleted.with_context(|| format!("delete the ceiling queue {queue}"))?;
+    Ok(Ceiling {
+        queue_type,
+        ..ceiling
+    })
+}
+
+async fn measure_hop(
+    publisher: &Channel,
+    consumer_channel: &Channel,
+    queue: &str,
+    payload_bytes: usize,
+    plan: &Plan,
+) -> anyhow::Result<Ceiling> {
+    let mut consumer = consumer_channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let consumed = Arc::new(AtomicU64::new(0));
+    let last_consumed = Arc::new(Mutex::new(None::<Instant>));
+    let consuming = {
+        let consumed = Arc::clone(&consumed);
+        let last_consumed = Arc::clone(&last_consumed);
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                if !matches!(delivery.ack(BasicAckOptions::default()).await, Ok(true)) {
+                    break;
+                }
+                consumed.fetch_add(1, Ordering::Relaxed);
+                *last_consumed.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(Instant::now());
+            }
+        })
+    };
+    let body = Arc::new(vec![b'x'; payload_bytes]);
+    let confirmed = Arc::new(AtomicU64::new(0));
+    let bar = driver::progress(plan.requests, "ceiling");
+    let driven = driver::drive(plan, |_, _| {
+        let publisher = publisher.clone();
+        let queue = queue.to_owned();
+        let body = Arc::clone(&body);
+        let confirmed = Arc::clone(&confirmed);
+        let bar = bar.clone();
+        async move {
+            if let Ok(true) = publish_confirmed(&publisher, &queue, &body).await {
+                confirmed.fetch_add(1, Ordering::Relaxed);
+                bar.inc(1);
+            }
+        }
+    })
+    .await;
+    bar.finish_and_clear();
+    let published = confirmed.load(Ordering::Relaxed);
+    let deadline = Instant::now() + CEILING_DRAIN;
+    while consumed.load(Ordering::Relaxed) < published && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    consuming.abort();
+    let messages = consumed.load(Ordering::Relaxed);
+    let end = last_consumed
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .unwrap_or(driven.last);
+    let seconds = end.duration_since(driven.first).as_secs_f64().max(1e-6);
+    Ok(Ceiling {
+        messages,
+        seconds,
+        messages_per_second: messages as f64 / seconds,
+        payload_bytes,
+        queue_type: "",
+    })
+}

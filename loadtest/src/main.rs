@@ -1,0 +1,657 @@
+//! otpd-loadtest: drives otpd over AMQP or HTTP on loopback, follows every OTP to a fake
+//! provider, and reports throughput, latency percentiles and Jepsen-style counts.
+#![forbid(unsafe_code)]
+
+mod amqp;
+mod arrivals;
+mod driver;
+mod http;
+mod report;
+mod spawn;
+mod tracker;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::PoisonError;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+use arrivals::Arrival;
+use driver::Plan;
+use report::{Report, Series};
+use spawn::{ProviderMode, SpawnOptions, Spawned};
+use tracker::Percentiles;
+
+const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+#[derive(Parser)]
+#[command(
+    name = "otpd-loadtest",
+    version,
+    about = "Load harness for otpd (loopback only)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// OTP requests over AMQP with publisher confirms, each followed to the provider.
+    Amqp {
+        #[command(flatten)]
+        common: Common,
+        /// Measure the broker's own hop first and report end-to-end / ceiling.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        with_ceiling: bool,
+        /// How long the ceiling measurement runs.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        ceiling_duration: Duration,
+        /// Most requests published and not yet at the provider; the publisher waits
+        /// beyond it (in an open loop the wait counts in the latency).
+        #[arg(long, default_value_t = 4096)]
+        window: usize,
+    },
+    /// Create-then-check flows against the HTTP API.
+    Http {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Checks per second on verifications issued beforehand (`--requests` of them).
+    Verify {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_enum, default_value_t = http::CheckMode::WrongThenRight)]
+        check_mode: http::CheckMode,
+    },
+    /// The broker's single hop alone: publish with confirms → consume → ack.
+    Ceiling {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Longest time to keep sending (e.g. 60s, 500ms, 2m).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Operations per second, open loop; 0 = as fast as confirms / answers allow.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Most operations to send.
+    #[arg(long, default_value_t = 1_000_000)]
+    requests: u64,
+    /// Most operations in flight (unconfirmed publishes, open HTTP requests).
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// The `locale` of every request.
+    #[arg(long, default_value = "de")]
+    payload_locale: String,
+    #[arg(long, default_value = DEFAULT_AMQP_URL)]
+    amqp_url: String,
+    /// `quorum` or `classic`: the queue type of otpd's queues and of the ceiling queue.
+    #[arg(long, default_value = "quorum")]
+    queue_type: String,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Draw the latency percentile distribution here (SVG).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Start an otpd (and a fake provider) of our own for the run.
+    #[arg(long, conflicts_with = "target")]
+    spawn: bool,
+    /// The otpd binary for --spawn; default: `otpd` beside this executable.
+    #[arg(long)]
+    otpd_bin: Option<PathBuf>,
+    /// How the spawned otpd reaches the fake provider.
+    #[arg(long, value_enum, default_value_t = ProviderMode::Auto)]
+    provider: ProviderMode,
+    /// A running otpd's HTTP address (loopback), instead of --spawn.
+    #[arg(long)]
+    target: Option<String>,
+    /// The running otpd's AMQP namespace.
+    #[arg(long, default_value = "otp")]
+    namespace: String,
+    /// The running otpd's API key (or OTPD_API_KEY).
+    #[arg(long, env = "OTPD_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// The tenant named in AMQP requests.
+    #[arg(long, default_value = "dev")]
+    tenant: String,
+    /// With --target: the sandbox outbox file the running otpd writes.
+    #[arg(long)]
+    outbox: Option<PathBuf>,
+    /// With --target: run the fake provider on this loopback port (the running otpd's
+    /// generic HTTP provider points at http://127.0.0.1:PORT/send).
+    #[arg(long)]
+    fake_port: Option<u16>,
+    /// Longest wait after the last send for messages still on their way.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+}
+
+impl Common {
+    fn plan(&self) -> Plan {
+        Plan {
+            requests: self.requests.min(tracker::MAX_REQUESTS),
+            duration: self.duration,
+            rate: self.rate.max(0.0),
+            concurrency: self.concurrency.max(1),
+        }
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 0.001)
+    } else if let Some(s) = text.strip_suffix('s') {
+        (s, 1.0)
+    } else if let Some(m) = text.strip_suffix('m') {
+        (m, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration such as 60s, 500ms or 2m"))?;
+    if !(value.is_finite() && value >= 0.0) {
+        return Err(format!("'{text}' must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+/// Refuses anything but loopback: this harness never loads a machine it does not own.
+fn ensure_loopback(what: &str, url: &str) -> anyhow::Result<()> {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    match host {
+        "127.0.0.1" | "localhost" | "::1" => Ok(()),
+        _ => bail!("{what} {url} is not on loopback; otpd-loadtest only runs against this machine"),
+    }
+}
+
+/// The system under test and where its messages are seen.
+struct Sut {
+    address: String,
+    api_key: String,
+    namespace: String,
+    provider: Option<String>,
+    arrivals: Option<mpsc::Receiver<Arrival>>,
+    spawned: Option<Spawned>,
+    /// A fake provider of our own for --target --fake-port.
+    _fake: Option<otpd::testing::FakeProviderServer>,
+}
+
+impl Sut {
+    async fn start(common: &Common) -> anyhow::Result<Sut> {
+        ensure_loopback("--amqp-url", &common.amqp_url)?;
+        if common.spawn {
+            let spawned = Spawned::start(&SpawnOptions {
+                otpd_bin: common.otpd_bin.as_deref(),
+                amqp_url: &common.amqp_url,
+                provider: common.provider,
+                queue_type: &common.queue_type,
+            })
+            .await?;
+            let arrivals = match spawned.provider {
+                ProviderMode::Sandbox => arrivals::from_outbox(spawned.outbox()),
+                _ => arrivals::from_fake(spawned.fake.control().subscribe(65_536)),
+            };
+            return Ok(Sut {
+                address: spawned.address.clone(),
+                api_key: spawned.api_key.clone(),
+                namespace: spawned.namespace.clone(),
+                provider: Some(format!("{:?}", spawned.provider).to_lowercase()),
+                arrivals: Some(arrivals),
+                spawned: Some(spawned),
+                _fake: None,
+            });
+        }
+        let Some(target) = &common.target else {
+            bail!("say --spawn (start an otpd of our own) or --target http://127.0.0.1:PORT");
+        };
+        ensure_loopback("--target", target)?;
+        let api_key = common
+            .api_key
+            .clone()
+            .context("--target needs --api-key (or OTPD_API_KEY)")?;
+        let (arrivals, fake, provider) = match (&common.outbox, common.fake_port) {
+            (Some(path), _) => (arrivals::from_outbox(path.clone()), None, "sandbox"),
+            (None, Some(port)) => {
+                let fake =
+                    otpd::testing::FakeProviderServer::start_on(([127, 0, 0, 1], port).into())
+                        .await
+                        .with_context(|| {
+                            format!("listen on 127.0.0.1:{port} for the fake provider")
+                        })?;
+                fake.control().set_record_cap(0);
+                let arrivals = arrivals::from_fake(fake.control().subscribe(65_536));
+                (arrivals, Some(fake), "http")
+            }
+            (None, None) => {
+                bail!("--target needs --outbox FILE or --fake-port PORT to see messages arrive")
+            }
+        };
+        Ok(Sut {
+            address: target.trim_end_matches('/').to_owned(),
+            api_key,
+            namespace: common.namespace.clone(),
+            provider: Some(provider.into()),
+            arrivals: Some(arrivals),
+            spawned: None,
+            _fake: fake,
+        })
+    }
+
+    /// otpd's own view of where time went: the mean of each of its latency histograms
+    /// (Prometheus `_sum` / `_count`, over all label sets), from `/metrics`.
+    async fn time_spent(&self) -> Vec<String> {
+        let Ok(response) = reqwest::get(format!("{}/metrics", self.address)).await else {
+            return Vec::new();
+        };
+        let Ok(text) = response.text().await else {
+            return Vec::new();
+        };
+        metric_means(&text)
+    }
+
+    fn rss(&self) -> Option<u64> {
+        self.spawned.as_ref().and_then(Spawned::rss_bytes)
+    }
+
+    async fn stop(self, amqp_url: &str) -> anyhow::Result<()> {
+        match self.spawned {
+            Some(spawned) => spawned.stop(amqp_url).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// "name: mean X ms over N" for every `*_seconds` histogram in a Prometheus text page.
+fn metric_means(text: &str) -> Vec<String> {
+    let mut sums: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+    for line in text.lines().filter(|line| !line.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let name = series.split('{').next().unwrap_or_default();
+        if let Some(base) = name.strip_suffix("_seconds_sum") {
+            sums.entry(base.to_owned()).or_default().0 += value;
+        } else if let Some(base) = name.strip_suffix("_seconds_count") {
+            sums.entry(base.to_owned()).or_default().1 += value;
+        }
+    }
+    sums.into_iter()
+        .filter(|(_, (_, count))| *count > 0.0)
+        .map(|(name, (sum, count))| {
+            format!(
+                "otpd {name}: mean {:.2} ms over {count}",
+                1000.0 * sum / count
+            )
+        })
+        .collect()
+}
+
+fn base_report(mode: &str, common: &Common) -> Report {
+    Report {
+        mode: mode.into(),
+        target: String::new(),
+        namespace: None,
+        provider: None,
+        rate: common.rate,
+        concurrency: common.concurrency,
+        send_seconds: 0.0,
+        seconds: 0.0,
+        per_second: 0.0,
+        latency: Percentiles::default(),
+        series: Vec::new(),
+        counts: tracker::Counts::default(),
+        errors: 0,
+        ceiling: None,
+        ratio_to_ceiling: None,
+        otpd_rss_bytes: None,
+        notes: Vec::new(),
+    }
+}
+
+fn queue_type(common: &Common) -> anyhow::Result<&'static str> {
+    match common.queue_type.as_str() {
+        "quorum" => Ok("quorum"),
+        "classic" => Ok("classic"),
+        other => bail!("--queue-type {other}: say quorum or classic"),
+    }
+}
+
+async fn ceiling_report(common: &Common, plan: &Plan) -> anyhow::Result<report::Ceiling> {
+    let payload =
+        amqp::request_body("lt000000000000", &common.tenant, &common.payload_locale, 0).len();
+    amqp::ceiling(&common.amqp_url, queue_type(common)?, payload, plan).await
+}
+
+async fn run(command: Command) -> anyhow::Result<Report> {
+    match command {
+        Command::Ceiling { common } => {
+            ensure_loopback("--amqp-url", &common.amqp_url)?;
+            let plan = common.plan();
+            let ceiling = ceiling_report(&common, &plan).await?;
+            let mut report = base_report("ceiling", &common);
+            report.target = "broker".into();
+            report.counts.published = ceiling.messages;
+            report.counts.delivered = ceiling.messages;
+            report.seconds = ceiling.seconds;
+            report.send_seconds = ceiling.seconds;
+            report.per_second = ceiling.messages_per_second;
+            report.ceiling = Some(ceiling);
+            if common.plot.is_some() {
+                report
+                    .notes
+                    .push("ceiling measures throughput only: no latency plot".into());
+            }
+            Ok(report)
+        }
+        Command::Amqp {
+            common,
+            with_ceiling,
+            ceiling_duration,
+            window,
+        } => {
+            ensure_loopback("--amqp-url", &common.amqp_url)?;
+            let plan = common.plan();
+            let ceiling = if with_ceiling {
+                let short = Plan {
+                    duration: ceiling_duration.min(common.duration),
+                    rate: 0.0,
+                    ..plan
+                };
+                Some(ceiling_report(&common, &short).await?)
+            } else {
+                None
+            };
+            let mut sut = Sut::start(&common).await?;
+            let arrivals = sut.arrivals.take().context("arrivals are watched")?;
+            let run = amqp::end_to_end(
+                &common.amqp_url,
+                &sut.namespace,
+                &common.tenant,
+                &common.payload_locale,
+                &plan,
+                window,
+                arrivals,
+                common.drain_timeout,
+            )
+            .await;
+            let rss = sut.rss();
+            let spent = sut.time_spent().await;
+            let mut report = base_report("amqp", &common);
+            report.notes.extend(spent);
+            report.target = sut.address.clone();
+            report.namespace = Some(sut.namespace.clone());
+            report.provider = sut.provider.clone();
+            let stopped = sut.stop(&common.amqp_url).await;
+            let run = run?;
+            stopped?;
+            let tracker = run.tracker.lock().unwrap_or_else(PoisonError::into_inner);
+            report.counts = tracker.counts();
+            report.latency = Percentiles::of(tracker.latency());
+            report.errors = run.errors;
+            report.send_seconds = run.last_send.duration_since(run.first_send).as_secs_f64();
+            report.seconds = run
+                .last_arrival
+                .duration_since(run.first_send)
+                .as_secs_f64()
+                .max(1e-6);
+            report.per_second = report.counts.delivered as f64 / report.seconds;
+            report.otpd_rss_bytes = rss;
+            if let Some(ceiling) = ceiling {
+                report.ratio_to_ceiling =
+                    Some(report.per_second / ceiling.messages_per_second.max(1e-9));
+                report.ceiling = Some(ceiling);
+            }
+            report.notes.push("latency: from the intended publish time (open loop) or the publish call (closed loop) to the message's arrival at the provider".into());
+            if report.provider.as_deref() == Some("sandbox") {
+                report
+                    .notes
+                    .push("arrivals read from the sandbox outbox file (polled every 2 ms)".into());
+            }
+            if let Some(path) = &common.plot {
+                report::plot(
+                    path,
+                    "otpd AMQP end to end: publish → provider",
+                    &[("end to end", tracker.latency())],
+                )?;
+            }
+            Ok(report)
+        }
+        Command::Http { common } => {
+            let plan = common.plan();
+            let mut sut = Sut::start(&common).await?;
+            let bar = driver::progress(plan.requests, "flows");
+            let mailroom = http::Mailroom::start(
+                sut.arrivals.take().context("arrivals are watched")?,
+                bar.clone(),
+            );
+            let api = http::Api::new(
+                &sut.address,
+                &sut.api_key,
+                &common.payload_locale,
+                plan.concurrency,
+            )?;
+            let run = http::flows(&api, &mailroom, &plan, common.drain_timeout).await;
+            bar.finish_and_clear();
+            let mut report = base_report("http", &common);
+            report.notes.extend(sut.time_spent().await);
+            report.target = sut.address.clone();
+            report.namespace = Some(sut.namespace.clone());
+            report.provider = sut.provider.clone();
+            report.otpd_rss_bytes = sut.rss();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            sut.stop(&common.amqp_url).await?;
+            let tracker = mailroom
+                .tracker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            report.counts = tracker.counts();
+            report.errors = run.errors;
+            report.send_seconds = run
+                .driven
+                .last
+                .duration_since(run.driven.first)
+                .as_secs_f64();
+            report.seconds = run
+                .end
+                .duration_since(run.driven.first)
+                .as_secs_f64()
+                .max(1e-6);
+            report.per_second = run.completed as f64 / report.seconds;
+            let latencies = &run.latencies;
+            let mut plotted = Vec::new();
+            for (name, histogram) in [
+                ("flow", &latencies.flow),
+                ("create", &latencies.create),
+                ("check", &latencies.check),
+            ] {
+                if let Some(histogram) = histogram {
+                    report.series.push(Series {
+                        name: name.into(),
+                        latency: Percentiles::of(histogram),
+                    });
+                    plotted.push((name, histogram));
+                }
+            }
+            report.series.push(Series {
+                name: "create→provider".into(),
+                latency: Percentiles::of(tracker.latency()),
+            });
+            if let Some(flow) = &latencies.flow {
+                report.latency = Percentiles::of(flow);
+            }
+            report.notes.push("per_second counts whole flows: create, code at the provider, right check answered valid".into());
+            if let Some(path) = &common.plot {
+                report::plot(path, "otpd HTTP create → check flows", &plotted)?;
+            }
+            Ok(report)
+        }
+        Command::Verify { common, check_mode } => {
+            let plan = common.plan();
+            let mut sut = Sut::start(&common).await?;
+            let issue_plan = Plan {
+                rate: 0.0,
+                duration: Duration::from_secs(3600),
+                ..plan
+            };
+            let bar = driver::progress(plan.requests, "verifications issued");
+            let mailroom = http::Mailroom::start(
+                sut.arrivals.take().context("arrivals are watched")?,
+                bar.clone(),
+            );
+            let api = http::Api::new(
+                &sut.address,
+                &sut.api_key,
+                &common.payload_locale,
+                plan.concurrency,
+            )?;
+            let issuing = Instant::now();
+            let issued = http::issue_all(&api, &mailroom, &issue_plan, common.drain_timeout).await;
+            bar.finish_and_clear();
+            let issue_seconds = issuing.elapsed().as_secs_f64();
+            let run = http::checks(&api, &issued.verifications, check_mode, &plan).await;
+            let mut report = base_report("verify", &common);
+            report.notes.extend(sut.time_spent().await);
+            report.target = sut.address.clone();
+            report.namespace = Some(sut.namespace.clone());
+            report.provider = sut.provider.clone();
+            report.otpd_rss_bytes = sut.rss();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            sut.stop(&common.amqp_url).await?;
+            let tracker = mailroom
+                .tracker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            report.counts = tracker.counts();
+            report.errors = issued.errors + run.errors;
+            report.send_seconds = run
+                .driven
+                .last
+                .duration_since(run.driven.first)
+                .as_secs_f64();
+            report.seconds = run
+                .end
+                .duration_since(run.driven.first)
+                .as_secs_f64()
+                .max(1e-6);
+            report.per_second = run.checks as f64 / report.seconds;
+            report.latency = Percentiles::of(&run.latency);
+            report.series.push(Series {
+                name: "issue→provider".into(),
+                latency: Percentiles::of(tracker.latency()),
+            });
+            report.notes.push(format!(
+                "{} verifications issued in {issue_seconds:.2} s beforehand; per_second counts checks ({:?}), {} in all",
+                issued.verifications.len(), check_mode, run.checks
+            ));
+            if let Some(path) = &common.plot {
+                report::plot(path, "otpd verification checks", &[("check", &run.latency)])?;
+            }
+            Ok(report)
+        }
+    }
+}
+
+fn out_path(command: &Command) -> Option<PathBuf> {
+    match command {
+        Command::Amqp { common, .. }
+        | Command::Http { common }
+        | Command::Verify { common, .. }
+        | Command::Ceiling { common } => common.out.clone(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = out_path(&cli.command);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("otpd-loadtest: could not start the runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        // Ctrl-C drops the run: a spawned otpd is killed with it (its queues stay).
+        let report = tokio::select! {
+            report = run(cli.command) => report?,
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; the run was abandoned"),
+        };
+        report.print();
+        if let Some(path) = &out {
+            report.write_json(path)?;
+        }
+        anyhow::Ok(report)
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(report) if report.counts.is_clean() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("otpd-loadtest: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn only_loopback_is_a_target() {
+        assert!(ensure_loopback("t", "http://127.0.0.1:8080").is_ok());
+        assert!(ensure_loopback("t", "amqp://guest:guest@127.0.0.1:5672/%2f").is_ok());
+        assert!(ensure_loopback("t", "http://localhost:1/x").is_ok());
+        assert!(ensure_loopback("t", "http://[::1]:80").is_ok());
+        assert!(ensure_loopback("t", "http://10.0.0.1:8080").is_err());
+        assert!(ensure_loopback("t", "amqp://guest:guest@broker.example:5672/%2f").is_err());
+    }
+
+    #[test]
+    fn means_of_prometheus_histograms() {
+        let page = "# HELP x\notpd_time_to_send_seconds_sum{provider=\"a\"} 1.5\notpd_time_to_send_seconds_count{provider=\"a\"} 3\notpd_time_to_send_seconds_sum{provider=\"b\"} 0.5\notpd_time_to_send_seconds_count{provider=\"b\"} 1\notpd_checks_total 4\n";
+        assert_eq!(
+            metric_means(page),
+            vec!["otpd otpd_time_to_send: mean 500.00 ms over 4".to_string()]
+        );
+    }
+
+    #[test]
+    fn the_cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,233 @@
+//! The run's report: plain text for people, JSON (`--out`) for tools, and a percentile
+//! distribution plot (`--plot`, SVG).
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use plotters::prelude::*;
+use serde::Serialize;
+use std::path::Path;
+
+use crate::tracker::{Counts, Percentiles};
+
+/// The broker's own single hop, measured in the same run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Ceiling {
+    pub messages: u64,
+    pub seconds: f64,
+    pub messages_per_second: f64,
+    pub payload_bytes: usize,
+    pub queue_type: &'static str,
+}
+
+/// One named latency series (e.g. `end_to_end`, `create`, `check`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Series {
+    pub name: String,
+    pub latency: Percentiles,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `amqp`, `http`, `verify` or `ceiling`.
+    pub mode: String,
+    pub target: String,
+    pub namespace: Option<String>,
+    /// How messages were seen arriving: `http` (fake provider) or `sandbox` (outbox file).
+    pub provider: Option<String>,
+    /// Asked rate in operations per second; 0 means as fast as possible.
+    pub rate: f64,
+    pub concurrency: usize,
+    /// Seconds from the first send to the last send.
+    pub send_seconds: f64,
+    /// Seconds from the first send to the last arrival (or answer).
+    pub seconds: f64,
+    /// Operations completed per second over `seconds` (OTPs delivered, flows, checks).
+    pub per_second: f64,
+    pub latency: Percentiles,
+    pub series: Vec<Series>,
+    pub counts: Counts,
+    /// Operations that failed outright (HTTP errors, wrong answers); not losses.
+    pub errors: u64,
+    pub ceiling: Option<Ceiling>,
+    /// `per_second` / ceiling messages per second.
+    pub ratio_to_ceiling: Option<f64>,
+    /// RSS of the spawned otpd at the end of the run, bytes.
+    pub otpd_rss_bytes: Option<u64>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn print(&self) {
+        println!();
+        println!("== otpd-loadtest {} against {} ==", self.mode, self.target);
+        if let Some(ns) = &self.namespace {
+            println!("namespace          {ns}");
+        }
+        if let Some(provider) = &self.provider {
+            println!("provider           {provider}");
+        }
+        let rate = if self.rate > 0.0 {
+            format!("{:.0}/s (open loop)", self.rate)
+        } else {
+            "max (closed loop)".into()
+        };
+        println!(
+            "asked rate         {rate}, concurrency {}",
+            self.concurrency
+        );
+        println!(
+            "sustained          {:.1}/s over {:.2} s (sending took {:.2} s)",
+            self.per_second, self.seconds, self.send_seconds
+        );
+        if self.latency.count > 0 {
+            print_latency("latency", &self.latency);
+        }
+        for series in &self.series {
+            print_latency(&series.name, &series.latency);
+        }
+        let c = self.counts;
+        println!(
+            "counts             published {}  delivered {}  lost {}  duplicated {}  unexpected {}  refused {}  errors {}",
+            c.published, c.delivered, c.lost, c.duplicated, c.unexpected, c.refused, self.errors
+        );
+        if let Some(ceiling) = self.ceiling {
+            println!(
+                "broker ceiling     {:.1} msgs/s ({} msgs of {} bytes, {} queue, publish+confirm→consume→ack)",
+                ceiling.messages_per_second,
+                ceiling.messages,
+                ceiling.payload_bytes,
+                ceiling.queue_type
+            );
+        }
+        if let Some(ratio) = self.ratio_to_ceiling {
+            println!("end-to-end/ceiling {ratio:.3}");
+        }
+        if let Some(rss) = self.otpd_rss_bytes {
+            println!("otpd RSS           {:.1} MiB", rss as f64 / 1_048_576.0);
+        }
+        for note in &self.notes {
+            println!("note               {note}");
+        }
+        if !c.is_clean() {
+            eprintln!();
+            eprintln!(
+                "!!!!! LOST {} / DUPLICATED {} MESSAGES: otpd broke its delivery guarantee in this run !!!!!",
+                c.lost, c.duplicated
+            );
+        }
+    }
+
+    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+    }
+}
+
+fn print_latency(name: &str, p: &Percentiles) {
+    println!(
+        "{:<18} p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms  (n={})",
+        name, p.p50_ms, p.p90_ms, p.p99_ms, p.p999_ms, p.max_ms, p.count
+    );
+}
+
+/// Plots latency against percentile, the percentile axis in "nines" (90 %, 99 %, 99.9 %, …).
+pub fn plot(path: &Path, title: &str, series: &[(&str, &Histogram<u64>)]) -> anyhow::Result<()> {
+    let curves: Vec<(&str, Vec<(f64, f64)>)> = series
+        .iter()
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(name, h)| (*name, distribution(h)))
+        .collect();
+    let max_x = 5.0_f64;
+    let max_y = curves
+        .iter()
+        .flat_map(|(_, points)| points.iter().map(|(_, y)| *y))
+        .fold(1.0_f64, f64::max)
+        * 1.1;
+    let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_error)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..max_x, 0.0..max_y)
+        .map_err(draw_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("latency (ms)")
+        .x_labels(6)
+        .x_label_formatter(&|nines| nines_label(*nines))
+        .draw()
+        .map_err(draw_error)?;
+    let palette = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    for (index, (name, points)) in curves.into_iter().enumerate() {
+        let color = palette[index % palette.len()];
+        chart
+            .draw_series(LineSeries::new(
+                points.into_iter().filter(|(x, _)| *x <= max_x),
+                color.stroke_width(2),
+            ))
+            .map_err(draw_error)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()
+        .map_err(draw_error)?;
+    root.present().map_err(draw_error)?;
+    Ok(())
+}
+
+fn draw_error<E: std::fmt::Display>(error: E) -> anyhow::Error {
+    anyhow::anyhow!("could not draw the plot: {error}")
+}
+
+fn nines_label(nines: f64) -> String {
+    let percent = 100.0 * (1.0 - 10f64.powf(-nines));
+    let digits = (nines.round() as usize).saturating_sub(2);
+    format!("{percent:.digits$}%")
+}
+
+/// (nines, latency in ms) points of the distribution: nines = -log10(1 - quantile).
+fn distribution(histogram: &Histogram<u64>) -> Vec<(f64, f64)> {
+    let mut points = Vec::new();
+    for step in 0..=500 {
+        let nines = step as f64 / 100.0;
+        let quantile = 1.0 - 10f64.powf(-nines);
+        let micros = histogram.value_at_quantile(quantile.min(1.0));
+        points.push((nines, micros as f64 / 1000.0));
+    }
+    points
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_the_nines() {
+        assert_eq!(nines_label(0.0), "0%");
+        assert_eq!(nines_label(1.0), "90%");
+        assert_eq!(nines_label(2.0), "99%");
+        assert_eq!(nines_label(3.0), "99.9%");
+        assert_eq!(nines_label(4.0), "99.99%");
+    }
+
+    #[test]
+    fn draws_an_svg() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plot.svg");
+        let mut h = crate::tracker::histogram();
+        for micros in 1..10_000 {
+            h.record(micros).unwrap();
+        }
+        plot(&path, "test", &[("e2e", &h)]).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..40.min(svg.len())]);
+        assert!(svg.contains("e2e"));
+    }
+}

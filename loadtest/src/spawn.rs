@@ -1,0 +1,393 @@
+//! Runs the system under test: an `otpd serve` subprocess in broker mode on a namespace of
+//! its own, a fake provider it delivers to, and the clean-up of its broker topology.
+
+use anyhow::{bail, Context};
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::{Connection, ConnectionProperties};
+use rand::RngCore;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use otpd::testing::FakeProviderServer;
+
+/// How long otpd may take to listen and become ready.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+/// Lines of otpd's output kept for error messages.
+const KEPT_LINES: usize = 200;
+
+/// How the spawned otpd reaches the fake provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderMode {
+    /// A generic HTTP provider (`[providers.load] kind = "http"`) pointing at the fake server.
+    Http,
+    /// The sandbox provider; arrivals are read by tailing its outbox file.
+    Sandbox,
+    /// `http`, falling back to `sandbox` when this otpd does not know provider settings yet.
+    Auto,
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buffer);
+    hex::encode(buffer)
+}
+
+/// The otpd binary: `explicit`, or `otpd` beside this executable (or one folder up, for a
+/// test binary in `target/<profile>/deps`).
+pub fn otpd_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    let me = std::env::current_exe().context("where is this executable?")?;
+    let mut dir = me.parent();
+    for _ in 0..2 {
+        let Some(here) = dir else { break };
+        let candidate = here.join("otpd");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        dir = here.parent();
+    }
+    bail!(
+        "no otpd binary next to {} (build it with `cargo build --release --bin otpd`, or pass --otpd-bin PATH)",
+        me.display()
+    )
+}
+
+/// The settings file that sends every message through the generic HTTP provider.
+pub fn http_provider_settings(url: &str) -> String {
+    format!(
+        r#"[sandbox]
+enabled = false
+
+[providers.load]
+kind = "http"
+url = "{url}"
+body_template = '{{"to": "{{to}}", "text": "{{body}}", "ref": "{{verification_id}}"}}'
+
+[routing.default]
+sms = ["load"]
+email = ["load"]
+"#
+    )
+}
+
+/// A running otpd with its store, namespace and fake provider.
+pub struct Spawned {
+    child: Child,
+    pub address: String,
+    pub api_key: String,
+    pub namespace: String,
+    pub provider: ProviderMode,
+    pub fake: FakeProviderServer,
+    pub store: tempfile::TempDir,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+pub struct SpawnOptions<'a> {
+    pub otpd_bin: Option<&'a Path>,
+    pub amqp_url: &'a str,
+    pub provider: ProviderMode,
+    pub queue_type: &'a str,
+}
+
+impl Spawned {
+    pub async fn start(options: &SpawnOptions<'_>) -> anyhow::Result<Spawned> {
+        let binary = otpd_binary(options.otpd_bin)?;
+        let fake = FakeProviderServer::start()
+            .await
+            .context("start the fake provider")?;
+        fake.control().set_record_cap(0);
+        let first = match options.provider {
+            ProviderMode::Sandbox => ProviderMode::Sandbox,
+            ProviderMode::Http | ProviderMode::Auto => ProviderMode::Http,
+        };
+        match Self::start_with(&binary, options, first, fake).await {
+            Ok(spawned) => Ok(spawned),
+            Err((error, fake)) if options.provider == ProviderMode::Auto => {
+                eprintln!(
+                    "otpd did not start with an HTTP provider ({}); falling back to the sandbox provider.",
+                    first_line(&error.to_string())
+                );
+                Self::start_with(&binary, options, ProviderMode::Sandbox, fake)
+                    .await
+                    .map_err(|(error, _)| error)
+            }
+            Err((error, _)) => Err(error),
+        }
+    }
+
+    async fn start_with(
+        binary: &Path,
+        options: &SpawnOptions<'_>,
+        provider: ProviderMode,
+        fake: FakeProviderServer,
+    ) -> Result<Spawned, (anyhow::Error, FakeProviderServer)> {
+        let store = match tempfile::Builder::new().prefix("otpd-loadtest-").tempdir() {
+            Ok(store) => store,
+            Err(error) => return Err((error.into(), fake)),
+        };
+        let namespace = format!("lt{}", random_hex(6));
+        let mut command = Command::new(binary);
+        command.arg("serve");
+        if provider == ProviderMode::Http {
+            let path = store.path().join("loadtest.toml");
+            if let Err(error) = std::fs::write(&path, http_provider_settings(&fake.generic_url())) {
+                return Err((error.into(), fake));
+            }
+            command.arg("--config").arg(path);
+        }
+        let tenant_rate = "1000000";
+        command
+            .env("OTPD__STORE__DIR", store.path().join("data"))
+            .env("OTPD__HTTP__LISTEN", "127.0.0.1:0")
+            .env("OTPD__AMQP__URL", options.amqp_url)
+            .env("OTPD__AMQP__NAMESPACE", &namespace)
+            .env("OTPD__AMQP__REQUESTS_QUEUE_TYPE", options.queue_type)
+            .env("OTPD__SECRETS__PEPPER", random_hex(32))
+            .env("OTPD__SECRETS__SEALING_KEY", random_hex(32))
+            .env("OTPD__RATE_LIMITS__TENANT_PER_SECOND", tenant_rate)
+            .env("OTPD__RATE_LIMITS__TENANT_BURST", tenant_rate)
+            .env("OTPD__RATE_LIMITS__CLIENT_IP_PER_SECOND", tenant_rate)
+            .env("OTPD__RATE_LIMITS__CLIENT_IP_BURST", tenant_rate)
+            .env(
+                "RUST_LOG",
+                std::env::var("OTPD_LOG").unwrap_or_else(|_| "warn,otpd=info".into()),
+            )
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                return Err((
+                    anyhow::anyhow!("could not run {}: {error}", binary.display()),
+                    fake,
+                ))
+            }
+        };
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (port_tx, mut port_rx) = tokio::sync::mpsc::channel::<u16>(2);
+        if let Some(stdout) = child.stdout.take() {
+            pump(stdout, Arc::clone(&output), port_tx.clone());
+        }
+        if let Some(stderr) = child.stderr.take() {
+            pump(stderr, Arc::clone(&output), port_tx);
+        }
+        let deadline = Instant::now() + START_DEADLINE;
+        let port = loop {
+            if let Ok(Some(port)) =
+                tokio::time::timeout(Duration::from_millis(50), port_rx.recv()).await
+            {
+                break port;
+            }
+            let exited = matches!(child.try_wait(), Ok(Some(_)));
+            if exited || Instant::now() > deadline {
+                let _ = child.kill().await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let said = lines(&output);
+                let why = if exited {
+                    "exited"
+                } else {
+                    "did not listen in time"
+                };
+                return Err((anyhow::anyhow!("otpd {why}:\n{said}"), fake));
+            }
+        };
+        let address = format!("http://127.0.0.1:{port}");
+        let key_file = store.path().join("data").join("dev-api-key");
+        let api_key = loop {
+            if let Ok(text) = std::fs::read_to_string(&key_file) {
+                if !text.trim().is_empty() {
+                    break text.trim().to_owned();
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill().await;
+                return Err((
+                    anyhow::anyhow!("{} never appeared", key_file.display()),
+                    fake,
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let spawned = Spawned {
+            child,
+            address,
+            api_key,
+            namespace,
+            provider,
+            fake,
+            store,
+            output,
+        };
+        if let Err(error) = spawned.wait_ready(deadline).await {
+            let fake = spawned.into_fake().await;
+            return Err((error, fake));
+        }
+        Ok(spawned)
+    }
+
+    async fn wait_ready(&self, deadline: Instant) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        loop {
+            let ready = client
+                .get(format!("{}/readyz", self.address))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("otpd never became ready:\n{}", lines(&self.output));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn into_fake(mut self) -> FakeProviderServer {
+        let _ = self.child.kill().await;
+        self.fake
+    }
+
+    /// The sandbox outbox file of this otpd.
+    pub fn outbox(&self) -> PathBuf {
+        self.store
+            .path()
+            .join("data")
+            .join("sandbox")
+            .join("outbox.jsonl")
+    }
+
+    /// otpd's resident set size now, in bytes (Linux).
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// Stops otpd (SIGKILL: the run is over) and deletes its queues and exchanges.
+    pub async fn stop(mut self, amqp_url: &str) -> anyhow::Result<()> {
+        let _ = self.child.kill().await;
+        delete_namespace(amqp_url, &self.namespace).await
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines()
+        .rev()
+        .find(|line| line.contains("problem") || line.contains("unknown field"))
+        .or_else(|| text.lines().next())
+        .unwrap_or(text)
+}
+
+fn lines(output: &Arc<Mutex<Vec<String>>>) -> String {
+    output
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .join("\n")
+}
+
+fn pump(
+    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    output: Arc<Mutex<Vec<String>>>,
+    port_tx: tokio::sync::mpsc::Sender<u16>,
+) {
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            if let Some(port) = announced_port(&line) {
+                let _ = port_tx.try_send(port);
+            }
+            let mut kept = output.lock().unwrap_or_else(PoisonError::into_inner);
+            if kept.len() >= KEPT_LINES {
+                kept.remove(0);
+            }
+            kept.push(line);
+        }
+    });
+}
+
+/// The port in a log line containing `address=http://127.0.0.1:PORT` (quoted or not).
+fn announced_port(line: &str) -> Option<u16> {
+    let rest = &line[line.find("address=")?..];
+    let host = "http://127.0.0.1:";
+    let at = rest.find(host)?;
+    let digits: String = rest[at + host.len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok().filter(|port| *port != 0)
+}
+
+/// Deletes every queue and exchange otpd declares under `namespace`.
+pub async fn delete_namespace(amqp_url: &str, namespace: &str) -> anyhow::Result<()> {
+    let connection = Connection::connect(amqp_url, ConnectionProperties::default())
+        .await
+        .context("connect to the broker to clean up")?;
+    let channel = connection.create_channel().await?;
+    let queues = [
+        "requests",
+        "dead",
+        "region.eu",
+        "region.americas",
+        "region.apac",
+        "region.world",
+        "region.email",
+    ];
+    for queue in queues {
+        let name = format!("{namespace}.{queue}");
+        channel
+            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .with_context(|| format!("delete queue {name}"))?;
+    }
+    for exchange in ["ingress", "route", "events", "dead"] {
+        let name = format!("{namespace}.{exchange}");
+        channel
+            .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+            .await
+            .with_context(|| format!("delete exchange {name}"))?;
+    }
+    let _ = connection.close(200, "clean-up done".into()).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_announced_port() {
+        assert_eq!(
+            announced_port(
+                r#"2026-01-01T00:00:00Z  INFO otpd::app: Listening. address="http://127.0.0.1:41234""#
+            ),
+            Some(41234)
+        );
+        assert_eq!(announced_port("address=http://127.0.0.1:8080"), Some(8080));
+        assert_eq!(announced_port("nothing here"), None);
+    }
+
+    #[test]
+    fn the_http_settings_have_the_agreed_shape() {
+        let text = http_provider_settings("http://127.0.0.1:9/generic");
+        assert!(
+            text.contains(
+                r#"body_template = '{"to": "{to}", "text": "{body}", "ref": "{verification_id}"}'"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("[routing.default]\nsms = [\"load\"]"));
+    }
+}

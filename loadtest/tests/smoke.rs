@@ -1,0 +1,164 @@
+//! Each subcommand, tiny, with --spawn against the real RabbitMQ on 127.0.0.1:5672: nothing
+//! lost, nothing duplicated, a JSON report that parses.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn harness() -> &'static str {
+    env!("CARGO_BIN_EXE_otpd-loadtest")
+}
+
+/// The otpd binary of this build, built first if this test run did not build it.
+fn otpd() -> &'static PathBuf {
+    static OTPD: OnceLock<PathBuf> = OnceLock::new();
+    OTPD.get_or_init(|| {
+        let dir = PathBuf::from(harness())
+            .parent()
+            .expect("the harness is in a directory")
+            .to_path_buf();
+        let otpd = dir.join("otpd");
+        if !otpd.is_file() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut command = Command::new(cargo);
+            command.args(["build", "-p", "otpd", "--bin", "otpd"]);
+            if dir.ends_with("release") {
+                command.arg("--release");
+            }
+            let status = command.status().expect("run cargo build");
+            assert!(status.success(), "cargo build --bin otpd failed");
+        }
+        otpd
+    })
+}
+
+/// The broker: RabbitMQ on 127.0.0.1:5672, or `LOADTEST_AMQP_URL` (a loopback URL).
+fn amqp_url() -> String {
+    std::env::var("LOADTEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+fn run(subcommand: &str, extra: &[&str]) -> Value {
+    let out = tempfile::NamedTempFile::new().expect("temp file");
+    let plot = tempfile::Builder::new()
+        .suffix(".svg")
+        .tempfile()
+        .expect("temp file");
+    let started = Instant::now();
+    let output = Command::new(harness())
+        .arg(subcommand)
+        .args([
+            "--spawn",
+            "--duration",
+            "5s",
+            "--drain-timeout",
+            "15s",
+            "--concurrency",
+            "32",
+        ])
+        .arg("--amqp-url")
+        .arg(amqp_url())
+        .arg("--otpd-bin")
+        .arg(otpd())
+        .arg("--out")
+        .arg(out.path())
+        .arg("--plot")
+        .arg(plot.path())
+        .args(extra)
+        .output()
+        .expect("run otpd-loadtest");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "otpd-loadtest {subcommand} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "too slow: {:?}",
+        started.elapsed()
+    );
+    let text = std::fs::read_to_string(out.path()).expect("the JSON report");
+    let report: Value = serde_json::from_str(&text).expect("the report is JSON");
+    if subcommand != "ceiling" {
+        let svg = std::fs::read_to_string(plot.path()).expect("the plot");
+        assert!(svg.starts_with("<svg"), "the plot is an SVG");
+    }
+    assert!(
+        stdout.contains("sustained"),
+        "a plain-text report: {stdout}"
+    );
+    report
+}
+
+fn counts(report: &Value) -> (u64, u64, u64, u64, u64) {
+    let c = &report["counts"];
+    let get = |name: &str| {
+        c[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("counts.{name} in {report}"))
+    };
+    (
+        get("published"),
+        get("delivered"),
+        get("lost"),
+        get("duplicated"),
+        get("unexpected"),
+    )
+}
+
+#[test]
+fn amqp_delivers_every_request_once() {
+    let report = run("amqp", &["--requests", "200", "--ceiling-duration", "1s"]);
+    assert_eq!(counts(&report), (200, 200, 0, 0, 0), "{report}");
+    assert_eq!(report["errors"], 0);
+    assert!(report["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+    assert!(report["ceiling"]["messages_per_second"].as_f64().unwrap() > 0.0);
+    assert!(report["ratio_to_ceiling"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn amqp_open_loop_keeps_count() {
+    let report = run(
+        "amqp",
+        &[
+            "--requests",
+            "200",
+            "--rate",
+            "100",
+            "--with-ceiling",
+            "false",
+        ],
+    );
+    assert_eq!(counts(&report), (200, 200, 0, 0, 0), "{report}");
+    assert!(report["ceiling"].is_null());
+}
+
+#[test]
+fn http_flows_create_and_check() {
+    let report = run("http", &["--requests", "100"]);
+    assert_eq!(counts(&report), (100, 100, 0, 0, 0), "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(report["per_second"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn verify_checks_wrong_then_right() {
+    let report = run("verify", &["--requests", "100"]);
+    assert_eq!(counts(&report), (100, 100, 0, 0, 0), "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(
+        report["latency"]["count"], 200,
+        "two checks per verification"
+    );
+}
+
+#[test]
+fn ceiling_measures_the_broker_alone() {
+    let report = run("ceiling", &["--requests", "200"]);
+    assert_eq!(report["ceiling"]["messages"], 200, "{report}");
+    assert!(report["per_second"].as_f64().unwrap() > 0.0);
+}
