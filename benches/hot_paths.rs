@@ -52,6 +52,7 @@ fn verification(id: VerificationId, hash: otpd::domain::CodeHash, n: u64) -> Ver
         delivery: DeliveryState::Queued,
         provider: None,
         sent_at: None,
+        delivered_at: None,
     }
 }
 

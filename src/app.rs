@@ -64,6 +64,7 @@ pub struct Application {
     server: actix_web::dev::Server,
     port: u16,
     store: Arc<dyn Store>,
+    broker: Option<Arc<AmqpBus>>,
 }
 
 impl Application {
@@ -164,6 +165,7 @@ impl Application {
             server,
             port: address.port(),
             store,
+            broker,
         })
     }
 
@@ -171,9 +173,18 @@ impl Application {
         self.port
     }
 
-    /// Serves until the server is stopped (SIGINT/SIGTERM), then makes the store durable.
+    /// Stops the HTTP server, and with it `run`.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server is stopped (SIGINT/SIGTERM or `handle().stop()`), then closes
+    /// the broker connection and makes the store durable.
     pub async fn run(self) -> std::io::Result<()> {
         let served = self.server.await;
+        if let Some(broker) = &self.broker {
+            broker.stop();
+        }
         if let Err(error) = self.store.flush().await {
             tracing::error!(%error, "Final store flush failed.");
         }

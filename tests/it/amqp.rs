@@ -34,8 +34,10 @@ pub struct Broker {
 
 impl Broker {
     pub async fn connect() -> Broker {
-        let connection = Connection::connect(BROKER_URL, ConnectionProperties::default())
+        let connect = Connection::connect(BROKER_URL, ConnectionProperties::default());
+        let connection = tokio::time::timeout(WAIT, connect)
             .await
+            .expect("RabbitMQ on 127.0.0.1:5672 did not answer within 15 s")
             .expect("RabbitMQ must run on 127.0.0.1:5672 for the broker tests (.ci/run starts it)");
         let channel = connection.create_channel().await.expect("open a channel");
         channel
@@ -55,6 +57,8 @@ impl Broker {
     pub fn configure(&self, settings: &mut Settings) {
         settings.amqp.url = Some(BROKER_URL.to_string());
         settings.amqp.namespace = self.namespace.clone();
+        // Classic queues keep a test's footprint on the broker small; one test uses quorum.
+        settings.amqp.requests_queue_type = "classic".into();
         settings.amqp.timeout_ms = 3000;
         settings.amqp.reconnect_delay_ms = 200;
         settings.secrets.pepper = Some(self.pepper.clone().into());
@@ -99,7 +103,11 @@ impl Broker {
         self.channel
             .queue_declare(
                 queue.as_str().into(),
-                QueueDeclareOptions::default(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
                 FieldTable::default(),
             )
             .await
@@ -146,35 +154,64 @@ impl Broker {
         seen
     }
 
-    /// Deletes this test's queues and exchanges.
+    /// Deletes this test's queues and exchanges (also done when the `Broker` is dropped,
+    /// so a failed test leaves nothing behind either).
     pub async fn clean_up(&self) {
-        let queues = [
-            "requests".to_string(),
-            "dead".to_string(),
-            "region.eu".to_string(),
-            "region.americas".to_string(),
-            "region.apac".to_string(),
-            "region.world".to_string(),
-            "region.email".to_string(),
-        ];
-        for queue in queues {
-            let _ = self
-                .channel
-                .queue_delete(
-                    self.name(&queue).as_str().into(),
-                    QueueDeleteOptions::default(),
-                )
-                .await;
-        }
-        for exchange in ["ingress", "route", "events", "dead"] {
-            let _ = self
-                .channel
-                .exchange_delete(
-                    self.name(exchange).as_str().into(),
-                    ExchangeDeleteOptions::default(),
-                )
-                .await;
-        }
+        delete_namespace(&self.channel, &self.namespace).await;
+    }
+}
+
+const NAMESPACE_QUEUES: [&str; 7] = [
+    "requests",
+    "dead",
+    "region.eu",
+    "region.americas",
+    "region.apac",
+    "region.world",
+    "region.email",
+];
+
+async fn delete_namespace(channel: &Channel, namespace: &str) {
+    for queue in NAMESPACE_QUEUES {
+        let _ = channel
+            .queue_delete(
+                format!("{namespace}.{queue}").as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await;
+    }
+    for exchange in ["ingress", "route", "events", "dead"] {
+        let _ = channel
+            .exchange_delete(
+                format!("{namespace}.{exchange}").as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let namespace = self.namespace.clone();
+        let cleaner = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                let connect = Connection::connect(BROKER_URL, ConnectionProperties::default());
+                if let Ok(Ok(connection)) = tokio::time::timeout(WAIT, connect).await {
+                    if let Ok(channel) = connection.create_channel().await {
+                        let _ = tokio::time::timeout(WAIT, delete_namespace(&channel, &namespace))
+                            .await;
+                    }
+                    let _ = connection.close(200, "test done".into()).await;
+                }
+            });
+        });
+        let _ = cleaner.join();
     }
 }
 
@@ -270,7 +307,14 @@ async fn wait_for_message_to(app: &TestApp, to: &str) -> Value {
 
 #[tokio::test]
 async fn a_published_request_delivers_a_code_that_verifies() {
-    let (app, broker) = broker_app().await;
+    // The production default: quorum queues.
+    let broker = Broker::connect().await;
+    let app = spawn_app_with(|settings| {
+        broker.configure(settings);
+        settings.amqp.requests_queue_type = "quorum".into();
+    })
+    .await;
+    wait_until_ready(&app).await;
     let events = broker.listen("events", "#").await;
     broker.publish(&request("r-1", DE_MOBILE)).await;
 
@@ -297,6 +341,7 @@ async fn a_published_request_delivers_a_code_that_verifies() {
         );
     }
     events.delete().await;
+    drop(app);
     broker.clean_up().await;
 }
 
@@ -324,6 +369,7 @@ async fn the_same_request_id_issues_one_code() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(messages_to(&app, &to).len(), 1, "one code sent");
     events.delete().await;
+    drop(app);
     broker.clean_up().await;
 }
 
@@ -409,6 +455,7 @@ async fn each_invalid_message_is_dead_lettered_once_with_its_reason() {
         "nothing was sent for invalid messages"
     );
     events.delete().await;
+    drop(app);
     broker.clean_up().await;
 }
 
@@ -430,6 +477,7 @@ async fn the_outcome_goes_to_reply_to_with_the_correlation_id() {
     );
     wait_for_message_to(&app, &de_mobile(42)).await;
     replies.delete().await;
+    drop(app);
     broker.clean_up().await;
 }
 
@@ -441,6 +489,7 @@ async fn http_create_in_broker_mode_is_delivered_through_the_broker() {
     let code = app.code_for(id).await;
     app.check_code(id, &code).await.expect_status(200);
     assert_eq!(app.get(id).await.str("delivery"), "sent");
+    drop(app);
     broker.clean_up().await;
 }
 
@@ -489,6 +538,7 @@ async fn jobs_in_the_broker_hold_no_code_in_clear() {
     for dead in broker.peek(&broker.name("dead")).await {
         assert!(dead.delivery.data.len() < 64 * 1024);
     }
+    drop(app);
     broker.clean_up().await;
 }
 
@@ -521,5 +571,6 @@ async fn without_the_broker_creates_fail_fast_and_nothing_is_issued() {
         .create(&json!({"to": DE_MOBILE, "channel": "sms"}))
         .await;
     again.expect_error(503, "unavailable");
+    drop(app);
     broker.clean_up().await;
 }

@@ -193,6 +193,28 @@ pub struct TestApp {
     pub api_key: String,
     pub http: reqwest::Client,
     pub store: TempDir,
+    /// Stops the app's server (and so its broker connection) when the TestApp is dropped.
+    server: actix_web::dev::ServerHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for TestApp {
+    /// Stops the app and waits for its thread, so nothing of it outlives the test.
+    fn drop(&mut self) {
+        let server = self.server.clone();
+        let stopper = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(server.stop(false));
+            }
+        });
+        let _ = stopper.join();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn init_test_tracing() {
@@ -237,14 +259,14 @@ pub fn start_app(store: TempDir, configure: impl FnOnce(&mut Settings)) -> TestA
     settings.rate_limits.client_ip_burst = 100_000;
     configure(&mut settings);
 
-    let (port_tx, port_rx) = mpsc::channel::<Result<u16, String>>();
-    std::thread::Builder::new()
+    let (port_tx, port_rx) = mpsc::channel::<Result<(u16, actix_web::dev::ServerHandle), String>>();
+    let thread = std::thread::Builder::new()
         .name("otpd-test-app".to_string())
         .spawn(move || {
             actix_rt::System::new().block_on(async move {
                 match Application::build(settings).await {
                     Ok(app) => {
-                        let _ = port_tx.send(Ok(app.port()));
+                        let _ = port_tx.send(Ok((app.port(), app.handle())));
                         if let Err(error) = app.run().await {
                             eprintln!("test app stopped with an error: {error}");
                         }
@@ -256,8 +278,8 @@ pub fn start_app(store: TempDir, configure: impl FnOnce(&mut Settings)) -> TestA
             })
         })
         .expect("spawn the app thread");
-    let port = match port_rx.recv_timeout(START_DEADLINE) {
-        Ok(Ok(port)) => port,
+    let (port, server) = match port_rx.recv_timeout(START_DEADLINE) {
+        Ok(Ok(started)) => started,
         Ok(Err(error)) => panic!("Application::build failed: {error}"),
         Err(error) => panic!("the app did not report its port: {error}"),
     };
@@ -266,6 +288,8 @@ pub fn start_app(store: TempDir, configure: impl FnOnce(&mut Settings)) -> TestA
         api_key: String::new(),
         http: http_client(),
         store,
+        server,
+        thread: Some(thread),
     }
 }
 

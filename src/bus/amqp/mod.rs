@@ -46,6 +46,8 @@ pub struct AmqpBus {
     /// The confirm-mode publishing channel while connected.
     publisher: RwLock<Option<Channel>>,
     timeout: Duration,
+    /// Set once by `stop`: the supervisor closes the connection and does not reconnect.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl AmqpBus {
@@ -55,6 +57,7 @@ impl AmqpBus {
             publisher: RwLock::new(None),
             timeout: Duration::from_millis(settings.timeout_ms),
             settings: settings.clone(),
+            stopping: tokio::sync::watch::channel(false).0,
         })
     }
 
@@ -68,14 +71,22 @@ impl AmqpBus {
         let consumers = Arc::new(consumers);
         actix_rt::spawn(async move {
             let delay = Duration::from_millis(bus.settings.reconnect_delay_ms);
-            loop {
+            let mut stopping = bus.stopping.subscribe();
+            while !*stopping.borrow() {
                 if let Err(error) = bus.session(&consumers).await {
                     tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "Broker connection lost; reconnecting.");
                 }
                 bus.set_publisher(None);
-                tokio::time::sleep(delay).await;
+                let _ = tokio::time::timeout(delay, stopping.wait_for(|stop| *stop)).await;
             }
+            tracing::info!("Disconnected from the broker.");
         });
+    }
+
+    /// Closes the connection (consumers stop; unacked messages return to their queues) and
+    /// stops reconnecting.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
     }
 
     fn set_publisher(&self, channel: Option<Channel>) {
@@ -159,7 +170,9 @@ impl AmqpBus {
         }
         tracing::info!(namespace = %self.settings.namespace, "Connected to the broker; consuming.");
 
+        let mut stopping = self.stopping.subscribe();
         let reason = tokio::select! {
+            _ = stopping.wait_for(|stop| *stop) => "otpd is stopping".to_string(),
             ended = any_ended.recv() => ended.unwrap_or_else(|| "consumers stopped".into()),
             error = async {
                 while let Some(event) = connection_events.next().await {
