@@ -466,7 +466,14 @@ async fn jobs_in_the_broker_hold_no_code_in_clear() {
             .map(|j| j.delivery.routing_key.to_string())
             .collect::<Vec<_>>()
     );
-    assert_eq!(jobs.len(), 5, "the five SMS jobs wait in the eu queue: {:?}", jobs.iter().map(|j| j.delivery.redelivered).collect::<Vec<_>>());
+    assert_eq!(
+        jobs.len(),
+        5,
+        "the five SMS jobs wait in the eu queue: {:?}",
+        jobs.iter()
+            .map(|j| j.delivery.redelivered)
+            .collect::<Vec<_>>()
+    );
     for job in &jobs {
         let decoded =
             otpd::bus::amqp::message::decode_job(&job.delivery.data).expect("a job otpd can read");

@@ -15,4 +15,5 @@ mod idempotency;
 mod lifecycle;
 mod limits;
 mod ops;
+mod providers;
 mod tenants;
