@@ -444,6 +444,18 @@ async fn a_429_fails_over_at_once_instead_of_holding_the_message_for_retry_after
 
 #[tokio::test]
 async fn a_quota_alerts_at_80_95_100_fails_over_when_spent_and_survives_a_restart() {
+    quota_flow(false).await;
+}
+
+#[tokio::test]
+#[ignore = "engine bug: QuotaActor saves usage without flushing the store; a kill -9 right after a send loses the last count(s) (used 9 of 10 after restart, 3 runs in 5)"]
+async fn quota_usage_survives_kill_9() {
+    quota_flow(true).await;
+}
+
+/// Spends provider qa's daily cap of 10, checks the alerts and the failover to qb, then
+/// restarts otpd (SIGTERM, or SIGKILL when `crash`) and checks the usage is still 10.
+async fn quota_flow(crash: bool) {
     let first = FakeProviderServer::start().await.unwrap();
     let second = FakeProviderServer::start().await.unwrap();
     let store = tempfile::tempdir().unwrap();
@@ -490,7 +502,7 @@ daily = 10
         ("OTPD__RATE_LIMITS__CLIENT_IP_BURST", "10000"),
     ];
     let http = http_client();
-    let mut process = OtpdProcess::start_with_args(store.path(), &args, &env);
+    let process = OtpdProcess::start_with_args(store.path(), &args, &env);
     let key = wait_for_dev_key(store.path()).await;
 
     let create = |process: &OtpdProcess, to: String| {
@@ -525,6 +537,36 @@ daily = 10
         assert!(Instant::now() < deadline, "usage never reached 10: {qa}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let mut process = process;
+    if crash {
+        // Right after the 10th count, before anything else could flush the store.
+        process.stop();
+    } else {
+        check_quota_alerts_and_failover(&http, &process, &create, &first, &second).await;
+        let (clean, output) = process.terminate(Duration::from_secs(10));
+        assert!(clean, "otpd did not stop on SIGTERM:\n{output}");
+    }
+    let process = OtpdProcess::start_with_args(store.path(), &args, &env);
+    let reply = providers(&process).await;
+    let qa = reply.body["providers"]
+        .as_array()
+        .and_then(|list| list.iter().find(|p| p["id"] == "qa").cloned())
+        .unwrap();
+    assert_eq!(qa["quota"]["day"]["used"], 10, "usage after restart: {qa}");
+    // Still spent after the restart: the next message goes to qb.
+    let reply = send(create(&process, number(7, 11))).await;
+    reply.expect_status(201);
+    wait_sent(&second, reply.str("id")).await;
+    assert_eq!(first.control().request_count(), 10);
+}
+
+async fn check_quota_alerts_and_failover(
+    http: &reqwest::Client,
+    process: &OtpdProcess,
+    create: &impl Fn(&OtpdProcess, String) -> reqwest::RequestBuilder,
+    first: &FakeProviderServer,
+    second: &FakeProviderServer,
+) {
     let metrics = send(http.get(process.url("/metrics"))).await.text;
     for percent in ["80", "95", "100"] {
         let line = format!(
@@ -548,25 +590,10 @@ daily = 10
     );
 
     // The 11th goes to the next provider.
-    let reply = send(create(&process, number(7, 10))).await;
+    let reply = send(create(process, number(7, 10))).await;
     reply.expect_status(201);
-    wait_sent(&second, reply.str("id")).await;
+    wait_sent(second, reply.str("id")).await;
     assert_eq!(first.control().request_count(), 10, "nothing past the cap");
-
-    let (clean, output) = process.terminate(Duration::from_secs(10));
-    assert!(clean, "otpd did not stop on SIGTERM:\n{output}");
-    let process = OtpdProcess::start_with_args(store.path(), &args, &env);
-    let reply = providers(&process).await;
-    let qa = reply.body["providers"]
-        .as_array()
-        .and_then(|list| list.iter().find(|p| p["id"] == "qa").cloned())
-        .unwrap();
-    assert_eq!(qa["quota"]["day"]["used"], 10, "usage after restart: {qa}");
-    // Still spent after the restart: the next message goes to qb.
-    let reply = send(create(&process, number(7, 11))).await;
-    reply.expect_status(201);
-    wait_sent(&second, reply.str("id")).await;
-    assert_eq!(first.control().request_count(), 10);
 }
 
 #[tokio::test]
