@@ -267,6 +267,12 @@ async fn deliver(
             Err(error) => error,
         };
         attempt += 1;
+        if error.retry_after().is_some() {
+            // The provider asked for a pause (the board has recorded it): another provider
+            // takes the job now rather than holding it for the pause.
+            report_failure(id, job, &error.to_string(), false);
+            return Ok(Ending::Failover);
+        }
         let jitter = rand::thread_rng().gen::<f64>();
         let retry = (attempt < context.attempts_per_provider)
             .then(|| {

@@ -62,10 +62,25 @@ impl Handler<CountSend> for QuotaActor {
         let usage = self.usage.entry(message.provider.clone()).or_default();
         let alerts = usage.record(&limits, 1, now);
         let usage = *usage;
-        self.board.set_quota(&message.provider, usage);
         if let Err(error) = self.store.save_quota(&message.provider, &usage) {
             tracing::error!(provider = %message.provider, %error, "Could not save quota usage.");
         }
+        // The board (and so routing and GET /v1/providers) shows the count once it is durable:
+        // a crash cannot undo a count anybody has seen.
+        let provider = message.provider.clone();
+        ctx.spawn(
+            self.store
+                .flush()
+                .into_actor(self)
+                .map(move |flushed, actor, _| {
+                    if let Err(error) = flushed {
+                        tracing::error!(%provider, %error, "Could not flush quota usage.");
+                    }
+                    if let Some(latest) = actor.usage.get(&provider) {
+                        actor.board.set_quota(&provider, *latest);
+                    }
+                }),
+        );
         for alert in alerts {
             QuotaThresholdCrossed {
                 provider: &message.provider,

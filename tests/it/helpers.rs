@@ -535,9 +535,15 @@ pub struct OtpdProcess {
 impl OtpdProcess {
     /// Starts `otpd serve` on `store` with port 0, `RUST_LOG=info` and the extra `env`.
     pub fn start(store: &Path, env: &[(&str, &str)]) -> OtpdProcess {
+        Self::start_with_args(store, &[], env)
+    }
+
+    /// Like `start`, with extra arguments after `serve` (e.g. `--config FILE`).
+    pub fn start_with_args(store: &Path, args: &[&str], env: &[(&str, &str)]) -> OtpdProcess {
         let mut command = Command::new(otpd_binary());
         command
             .arg("serve")
+            .args(args)
             .env("OTPD__STORE__DIR", store)
             .env("OTPD__HTTP__LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "info")
@@ -597,6 +603,24 @@ impl OtpdProcess {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for a clean exit (then SIGKILL); returns
+    /// whether it exited by itself, and everything it printed.
+    pub fn terminate(&mut self, grace: Duration) -> (bool, String) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + grace;
+        let mut clean = false;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                clean = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (clean, self.stop())
     }
 
     /// Sends SIGKILL, reaps the process and returns everything it printed.

@@ -15,5 +15,6 @@ mod idempotency;
 mod lifecycle;
 mod limits;
 mod ops;
+mod providers;
 mod receipts;
 mod tenants;

@@ -1,0 +1,495 @@
+//! Broker faults under load, against the real RabbitMQ on 127.0.0.1:5672 (node
+//! rabbit@localhost): the broker stopped and started mid-run, and otpd killed -9 and restarted
+//! ten times. otpd runs as a subprocess in broker mode with the sandbox provider; what was
+//! delivered is read from its outbox. A binary of its own, so no other broker test runs
+//! beside it; its tests run one at a time.
+
+#![forbid(unsafe_code)]
+
+#[allow(dead_code)]
+#[path = "it/helpers.rs"]
+mod helpers;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
+};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use rand::{Rng, RngCore};
+use serde_json::{json, Value};
+
+use helpers::{http_client, outbox_path, OtpdProcess};
+
+const BROKER_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const NODE: &str = "rabbit@localhost";
+
+/// One test at a time: they stop the broker and load the machine.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buffer);
+    hex::encode(buffer)
+}
+
+fn destination(n: u64) -> String {
+    format!("+4915{:09}", 100_000_000 + n)
+}
+
+/// Runs `rabbitmqctl -n rabbit@localhost <command>`, for at most a minute.
+fn rabbitmqctl(command: &str) -> Result<(), String> {
+    let mut child = Command::new("rabbitmqctl")
+        .args(["-n", NODE, command])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("rabbitmqctl {command}: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => return Err(format!("rabbitmqctl {command}: {status}")),
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("rabbitmqctl {command} took over a minute"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(format!("rabbitmqctl {command}: {e}")),
+        }
+    }
+}
+
+/// Starts the broker's app again when dropped, if the test stopped it.
+struct BrokerGuard {
+    stopped: Arc<AtomicBool>,
+}
+
+impl Drop for BrokerGuard {
+    fn drop(&mut self) {
+        if self.stopped.load(Ordering::SeqCst) {
+            if let Err(error) = rabbitmqctl("start_app") {
+                eprintln!("could not start the broker again: {error}");
+            }
+        }
+    }
+}
+
+/// Publishes with confirms, reconnecting after the broker went away.
+struct Publisher {
+    queue: String,
+    link: Option<(Connection, Channel)>,
+    /// Publishes not confirmed (and so tried again).
+    failed: u64,
+}
+
+impl Publisher {
+    fn new(namespace: &str) -> Self {
+        Publisher {
+            queue: format!("{namespace}.requests"),
+            link: None,
+            failed: 0,
+        }
+    }
+
+    async fn channel(&mut self) -> Option<Channel> {
+        if let Some((_, channel)) = &self.link {
+            if channel.status().connected() {
+                return Some(channel.clone());
+            }
+        }
+        self.link = None;
+        let connect = async {
+            let connection =
+                Connection::connect(BROKER_URL, ConnectionProperties::default()).await?;
+            let channel = connection.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            Ok::<_, lapin::Error>((connection, channel))
+        };
+        match tokio::time::timeout(Duration::from_secs(5), connect).await {
+            Ok(Ok((connection, channel))) => {
+                self.link = Some((connection, channel.clone()));
+                Some(channel)
+            }
+            _ => None,
+        }
+    }
+
+    /// Publishes once, persistent; true only when the broker confirmed it.
+    async fn try_publish(&mut self, body: &[u8]) -> bool {
+        let Some(channel) = self.channel().await else {
+            return false;
+        };
+        let publish = async {
+            channel
+                .basic_publish(
+                    "".into(),
+                    self.queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_content_type("application/json".into()),
+                )
+                .await?
+                .await
+        };
+        match tokio::time::timeout(Duration::from_secs(5), publish).await {
+            Ok(Ok(confirm)) if confirm.is_ack() => true,
+            _ => {
+                self.link = None;
+                false
+            }
+        }
+    }
+
+    /// Publishes until confirmed (a retried request keeps its request_id, so otpd issues one
+    /// code however many copies arrive), for at most `patience`.
+    async fn publish(&mut self, body: &[u8], patience: Duration) -> bool {
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if self.try_publish(body).await {
+                return true;
+            }
+            self.failed += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
+async fn clean_up(namespace: &str) {
+    let Ok(connection) = Connection::connect(BROKER_URL, ConnectionProperties::default()).await
+    else {
+        eprintln!("could not connect to clean up {namespace}");
+        return;
+    };
+    let Ok(channel) = connection.create_channel().await else {
+        return;
+    };
+    for queue in [
+        "requests",
+        "dead",
+        "region.eu",
+        "region.americas",
+        "region.apac",
+        "region.world",
+        "region.email",
+    ] {
+        let _ = channel
+            .queue_delete(
+                format!("{namespace}.{queue}").as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await;
+    }
+    for exchange in ["ingress", "route", "events", "dead"] {
+        let _ = channel
+            .exchange_delete(
+                format!("{namespace}.{exchange}").as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
+    }
+    let _ = connection.close(200, "bye".into()).await;
+}
+
+/// A test's otpd in broker mode: its namespace, secrets and store.
+struct Node {
+    namespace: String,
+    pepper: String,
+    sealing_key: String,
+    store: tempfile::TempDir,
+}
+
+impl Node {
+    fn new() -> Self {
+        Node {
+            namespace: format!("f{}", random_hex(6)),
+            pepper: random_hex(32),
+            sealing_key: random_hex(32),
+            store: tempfile::tempdir().expect("a temp store"),
+        }
+    }
+
+    /// Starts otpd and waits until it is ready; returns it and how long that took.
+    async fn start(&self, extra: &[(&str, &str)]) -> (OtpdProcess, Duration) {
+        let started = Instant::now();
+        let mut env = vec![
+            ("OTPD__AMQP__URL", BROKER_URL),
+            ("OTPD__AMQP__NAMESPACE", self.namespace.as_str()),
+            ("OTPD__AMQP__RECONNECT_DELAY_MS", "200"),
+            ("OTPD__SECRETS__PEPPER", self.pepper.as_str()),
+            ("OTPD__SECRETS__SEALING_KEY", self.sealing_key.as_str()),
+            ("OTPD__RATE_LIMITS__TENANT_PER_SECOND", "100000"),
+            ("OTPD__RATE_LIMITS__TENANT_BURST", "100000"),
+        ];
+        env.extend_from_slice(extra);
+        let process = OtpdProcess::start(self.store.path(), &env);
+        let http = http_client();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(reply) = http.get(process.url("/readyz")).send().await {
+                if reply.status() == 200 {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "otpd never became ready:\n{}",
+                process.output()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (process, started.elapsed())
+    }
+}
+
+/// Messages in the outbox by destination. A line cut short by kill -9 and then continued by
+/// the next write is read from its last complete JSON object.
+fn delivered(store: &Path) -> HashMap<String, u64> {
+    let text = std::fs::read_to_string(outbox_path(store)).unwrap_or_default();
+    let mut counts = HashMap::new();
+    for line in text.lines() {
+        let message = serde_json::from_str::<Value>(line).ok().or_else(|| {
+            line.match_indices('{')
+                .filter_map(|(at, _)| serde_json::from_str::<Value>(&line[at..]).ok())
+                .next()
+        });
+        if let Some(to) = message.as_ref().and_then(|m| m["to"].as_str()) {
+            *counts.entry(to.to_string()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+fn lines(store: &Path) -> usize {
+    std::fs::read_to_string(outbox_path(store))
+        .map(|text| text.lines().count())
+        .unwrap_or(0)
+}
+
+/// Publishes `total` requests at `per_second`, each retried until confirmed; counts them.
+fn spawn_load(
+    namespace: &str,
+    total: u64,
+    per_second: u64,
+    published: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<(Vec<u64>, u64)> {
+    let mut publisher = Publisher::new(namespace);
+    let namespace = namespace.to_string();
+    tokio::spawn(async move {
+        let mut confirmed = Vec::new();
+        let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / per_second));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for n in 0..total {
+            ticks.tick().await;
+            let body = serde_json::to_vec(&json!({
+                "request_id": format!("{namespace}-{n}"),
+                "tenant": "dev",
+                "to": destination(n),
+                "channel": "sms",
+            }))
+            .expect("JSON");
+            if publisher.publish(&body, Duration::from_secs(30)).await {
+                confirmed.push(n);
+                published.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        (confirmed, publisher.failed)
+    })
+}
+
+/// Waits until every confirmed request is in the outbox, or it stopped growing for `quiet`.
+async fn settle(store: &Path, confirmed: &[u64], quiet: Duration, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut last = (lines(store), Instant::now());
+    loop {
+        let counts = delivered(store);
+        if confirmed
+            .iter()
+            .all(|n| counts.contains_key(&destination(*n)))
+        {
+            // Give late duplicates a moment to show.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return;
+        }
+        let now = lines(store);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > quiet || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+struct Tally {
+    published: usize,
+    delivered: usize,
+    lost: Vec<u64>,
+    duplicated: u64,
+}
+
+fn tally(store: &Path, confirmed: &[u64]) -> Tally {
+    let counts = delivered(store);
+    let lost: Vec<u64> = confirmed
+        .iter()
+        .copied()
+        .filter(|n| !counts.contains_key(&destination(*n)))
+        .collect();
+    Tally {
+        published: confirmed.len(),
+        delivered: confirmed.len() - lost.len(),
+        lost,
+        duplicated: counts.values().map(|count| count - 1).sum(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_stopped_and_started_under_load_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let node = Node::new();
+    let stopped = Arc::new(AtomicBool::new(false));
+    let _guard = BrokerGuard {
+        stopped: Arc::clone(&stopped),
+    };
+    let (mut process, _) = node.start(&[]).await;
+    let published = Arc::new(AtomicU64::new(0));
+    let load = spawn_load(&node.namespace, 2_000, 150, Arc::clone(&published));
+
+    while published.load(Ordering::SeqCst) < 1_000 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stopped.store(true, Ordering::SeqCst);
+    tokio::task::spawn_blocking(|| rabbitmqctl("stop_app"))
+        .await
+        .unwrap()
+        .expect("stop the broker");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::task::spawn_blocking(|| rabbitmqctl("start_app"))
+        .await
+        .unwrap()
+        .expect("start the broker");
+    stopped.store(false, Ordering::SeqCst);
+    let restarted = Instant::now();
+    let before = lines(node.store.path());
+    let resume = loop {
+        if lines(node.store.path()) > before {
+            break restarted.elapsed();
+        }
+        if restarted.elapsed() > Duration::from_secs(30) {
+            break restarted.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+
+    let (confirmed, failed_publishes) = load.await.expect("the load task");
+    settle(
+        node.store.path(),
+        &confirmed,
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+    )
+    .await;
+    let tally = tally(node.store.path(), &confirmed);
+    println!(
+        "faults: published={} delivered={} lost={} duplicated={} resume_ms={}",
+        tally.published,
+        tally.delivered,
+        tally.lost.len(),
+        tally.duplicated,
+        resume.as_millis()
+    );
+    println!("faults: failed_publishes={failed_publishes} (retried while the broker was down)");
+    assert!(
+        failed_publishes > 0,
+        "no publish failed: was the broker stopped?"
+    );
+    let output = process.stop();
+    clean_up(&node.namespace).await;
+    assert!(
+        tally.lost.is_empty(),
+        "lost {} confirmed requests, e.g. {:?}\n{}",
+        tally.lost.len(),
+        &tally.lost[..tally.lost.len().min(10)],
+        tail(&output)
+    );
+    assert!(
+        resume < Duration::from_secs(10),
+        "the first delivery after start_app took {resume:?}"
+    );
+    assert!(
+        tally.published >= 1_990,
+        "only {} of 2000 publishes confirmed",
+        tally.published
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_kill_9_restarts_under_load_lose_nothing() {
+    let _serial = SERIAL.lock().await;
+    let node = Node::new();
+    // A slow stand-in phone keeps sends in flight when the kill comes.
+    let slow = [("OTPD__SANDBOX__DELAY_MS", "50")];
+    let (mut process, _) = node.start(&slow).await;
+    let published = Arc::new(AtomicU64::new(0));
+    let load = spawn_load(&node.namespace, 3_000, 100, Arc::clone(&published));
+
+    let mut restarts = Vec::new();
+    for _ in 0..10 {
+        let pause = rand::thread_rng().gen_range(1_000..2_500);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        process.stop();
+        let (next, took) = node.start(&slow).await;
+        process = next;
+        restarts.push(took.as_millis());
+    }
+    let (confirmed, failed_publishes) = load.await.expect("the load task");
+    settle(
+        node.store.path(),
+        &confirmed,
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+    )
+    .await;
+    let tally = tally(node.store.path(), &confirmed);
+    println!(
+        "faults: published={} delivered={} lost={} duplicated={} resume_ms={}",
+        tally.published,
+        tally.delivered,
+        tally.lost.len(),
+        tally.duplicated,
+        restarts.iter().max().copied().unwrap_or(0)
+    );
+    println!("faults: restart_to_ready_ms={restarts:?} failed_publishes={failed_publishes}");
+    let output = process.stop();
+    clean_up(&node.namespace).await;
+    assert!(
+        tally.lost.is_empty(),
+        "lost {} confirmed requests, e.g. {:?}\n{}",
+        tally.lost.len(),
+        &tally.lost[..tally.lost.len().min(10)],
+        tail(&output)
+    );
+    assert!(
+        tally.duplicated <= 10,
+        "{} duplicate sends over 10 kills",
+        tally.duplicated
+    );
+    assert_eq!(tally.published, 3_000, "every publish was confirmed");
+}
+
+fn tail(output: &str) -> String {
+    let lines: Vec<&str> = output.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
