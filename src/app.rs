@@ -65,6 +65,7 @@ pub struct Application {
     port: u16,
     store: Arc<dyn Store>,
     broker: Option<Arc<AmqpBus>>,
+    arbiters: Arbiters,
 }
 
 impl Application {
@@ -103,25 +104,34 @@ impl Application {
             Some(broker) => broker.clone(),
             None => Arc::new(NoEvents),
         };
-        let Delivery { router, board } = start_delivery(&settings, &store, &secrets, events)?;
+        let arbiters = Arbiters::start();
+        let Delivery { router, board } = start_delivery(
+            &settings,
+            &store,
+            &secrets,
+            events,
+            &arbiters.delivery.handle(),
+        )?;
         let bus: Arc<dyn Bus> = match &broker {
             Some(broker) => broker.clone(),
             None => Arc::new(EmbeddedBus::new(router.clone())),
         };
-        let issuer = IssuanceActor::new(
+        let issuance = IssuanceActor::new(
             &settings,
             Arc::clone(&store),
             secrets.clone(),
             Arc::clone(&bus),
-        )
-        .start();
+        );
+        let issuer = IssuanceActor::start_in_arbiter(&arbiters.issuance.handle(), |_| issuance);
         if let Some(broker) = &broker {
-            broker.start(Consumers {
+            let consumers = Consumers {
                 issuer: issuer.clone(),
                 router,
                 keys: Arc::clone(&keys),
                 defaults,
-            });
+            };
+            let broker = Arc::clone(broker);
+            arbiters.broker.spawn_fn(move || broker.start(consumers));
         }
         spawn_outbox_recovery(Arc::clone(&store), Arc::clone(&bus));
         spawn_sweeper(
@@ -166,6 +176,7 @@ impl Application {
             port: address.port(),
             store,
             broker,
+            arbiters,
         })
     }
 
@@ -185,10 +196,35 @@ impl Application {
         if let Some(broker) = &self.broker {
             broker.stop();
         }
+        self.arbiters.stop();
         if let Err(error) = self.store.flush().await {
             tracing::error!(%error, "Final store flush failed.");
         }
         served
+    }
+}
+
+/// The threads the actors run on, so issuance, delivery and the broker connection each have
+/// a core's worth of room (HTTP has its own workers).
+struct Arbiters {
+    issuance: actix::Arbiter,
+    delivery: actix::Arbiter,
+    broker: actix::Arbiter,
+}
+
+impl Arbiters {
+    fn start() -> Self {
+        Arbiters {
+            issuance: actix::Arbiter::new(),
+            delivery: actix::Arbiter::new(),
+            broker: actix::Arbiter::new(),
+        }
+    }
+
+    fn stop(&self) {
+        self.broker.stop();
+        self.delivery.stop();
+        self.issuance.stop();
     }
 }
 
@@ -205,6 +241,7 @@ fn start_delivery(
     store: &Arc<dyn Store>,
     secrets: &Secrets,
     events: Arc<dyn EventSink>,
+    arbiter: &actix::ArbiterHandle,
 ) -> Result<Delivery, StartError> {
     let mut providers: Vec<(String, &'static str, Arc<dyn Provider>)> = Vec::new();
     for (id, config) in &settings.providers {
@@ -222,10 +259,19 @@ fn start_delivery(
         .iter()
         .map(|(id, kind, _)| (id.clone(), *kind))
         .collect();
-    let board = Arc::new(HealthBoard::new(&kinds, settings.breaker, &settings.quotas));
-    let quota = QuotaActor::load(Arc::clone(store), Arc::clone(&board), Arc::clone(&events))?
-        .start()
-        .recipient();
+    let rates = settings
+        .provider_limits
+        .iter()
+        .filter_map(|(id, limits)| Some((id.clone(), limits.messages_per_second?)))
+        .collect();
+    let board = Arc::new(HealthBoard::new(
+        &kinds,
+        settings.breaker,
+        &settings.quotas,
+        &rates,
+    ));
+    let quota = QuotaActor::load(Arc::clone(store), Arc::clone(&board), Arc::clone(&events))?;
+    let quota = QuotaActor::start_in_arbiter(arbiter, |_| quota).recipient();
     let context = Arc::new(SendContext {
         store: Arc::clone(store),
         sealer: secrets.sealer.clone(),
@@ -235,11 +281,13 @@ fn start_delivery(
         board: Arc::clone(&board),
         in_flight: Mutex::default(),
         attempts_per_provider: settings.delivery.attempts_per_provider,
+        countries: settings.countries.clone(),
     });
-    let delivery = &settings.delivery;
+    let limits = settings.provider_limits.clone();
+    let delivery = settings.delivery.clone();
     let table = RouteTable::from_settings(settings);
     let router_board = Arc::clone(&board);
-    let router = RouterActor::create(move |ctx| {
+    let router = RouterActor::start_in_arbiter(arbiter, move |ctx| {
         let to_router = ctx.address().recipient();
         let senders = providers
             .into_iter()
@@ -249,7 +297,10 @@ fn start_delivery(
                     Arc::clone(&context),
                     to_router.clone(),
                     quota.clone(),
-                    delivery.concurrency,
+                    limits
+                        .get(&id)
+                        .and_then(|l| l.concurrency)
+                        .unwrap_or(delivery.concurrency),
                     delivery.mailbox_capacity,
                 )
                 .start();

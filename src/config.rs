@@ -67,11 +67,42 @@ pub struct Settings {
     /// Provider id → daily and monthly message caps. Default: no caps.
     #[serde(default)]
     pub quotas: BTreeMap<String, QuotaLimits>,
+    /// ISO 3166 country code → sender ID and template that country requires (e.g. registered
+    /// sender IDs and templates). Default none.
+    #[serde(default)]
+    pub countries: BTreeMap<String, CountryOverrides>,
+    /// Provider id → its own limits (messages per second, messages in flight). Default none.
+    #[serde(default)]
+    pub provider_limits: BTreeMap<String, ProviderLimits>,
     /// Provider id → the shared secret its delivery receipts carry (`?secret=` or the
     /// `X-Otpd-Receipt-Secret` header), for providers without signatures (vonage, http).
     /// Give them by environment: `OTPD__RECEIPT_SECRETS__<ID>`. Default none.
     #[serde(default)]
     pub receipt_secrets: BTreeMap<String, SecretString>,
+}
+
+/// What one country requires of messages sent to it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountryOverrides {
+    /// Sender ID used for this country instead of the provider's `from`. Default unset.
+    #[serde(default)]
+    pub sender_id: Option<String>,
+    /// Template used for this country instead of the request's. Default unset.
+    #[serde(default)]
+    pub template: Option<String>,
+}
+
+/// Limits of one provider.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderLimits {
+    /// Messages per second the provider may be sent. Default unlimited.
+    #[serde(default)]
+    pub messages_per_second: Option<f64>,
+    /// Messages in flight to this provider. Default `delivery.concurrency`.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }
 
 /// The providers of one region, per channel, in order of preference.
@@ -214,7 +245,7 @@ pub struct RateLimitSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliverySettings {
-    /// Messages in flight per provider. Default 64.
+    /// Messages in flight per provider. Default 256.
     pub concurrency: usize,
     /// Mailbox capacity of each actor. Default 1024.
     pub mailbox_capacity: usize,
@@ -339,6 +370,38 @@ impl Settings {
                 problems.push(format!("quotas.{id}: there is no provider '{id}'"));
             }
             problems.extend(limits.validate(&format!("quotas.{id}")));
+        }
+        for (country, overrides) in &self.countries {
+            if country.parse::<phonenumber::country::Id>().is_err() {
+                problems.push(format!(
+                    "countries.{country}: not an ISO 3166 country code such as DE"
+                ));
+            }
+            if let Some(template) = &overrides.template {
+                if !self.templates.contains_key(template) {
+                    problems.push(format!(
+                        "countries.{country}.template names '{template}', which is not under [templates]"
+                    ));
+                }
+            }
+        }
+        for (id, limits) in &self.provider_limits {
+            if !ids.contains(id) {
+                problems.push(format!("provider_limits.{id}: there is no provider '{id}'"));
+            }
+            if limits
+                .messages_per_second
+                .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+            {
+                problems.push(format!(
+                    "provider_limits.{id}.messages_per_second must be a positive number"
+                ));
+            }
+            if limits.concurrency == Some(0) {
+                problems.push(format!(
+                    "provider_limits.{id}.concurrency must be at least 1"
+                ));
+            }
         }
         if self.delivery.attempts_per_provider == 0 {
             problems.push("delivery.attempts_per_provider must be at least 1".into());

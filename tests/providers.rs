@@ -27,6 +27,7 @@ fn message(channel: Channel, to: &str) -> OutboundMessage {
         channel,
         to: to.into(),
         body: CODE_TEXT.into(),
+        sender_id: None,
     }
 }
 

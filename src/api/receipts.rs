@@ -22,6 +22,10 @@ use crate::providers::receipts::{
 use crate::providers::ProviderSettings;
 use crate::telemetry::metrics::metrics;
 
+/// How long a receipt waits for its send to be recorded: lookups and the pause between them.
+const OWNER_LOOKUPS: u32 = 20;
+const OWNER_LOOKUP_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// How each provider's receipts are read and authenticated.
 #[derive(Clone)]
 pub enum ReceiptFormat {
@@ -196,10 +200,18 @@ fn is_json(request: &HttpRequest) -> bool {
 async fn record(state: &AppState, provider: &str, receipt: &Receipt) -> Result<bool, ApiError> {
     let store = &state.store;
     let unavailable = |error| ApiError::unavailable(error);
-    let Some(owner) = store
-        .message_owner(provider, &receipt.provider_message_id)
-        .map_err(unavailable)?
-    else {
+    // A provider may report before its send is recorded here: look again for a moment.
+    let mut owner = None;
+    for _ in 0..OWNER_LOOKUPS {
+        owner = store
+            .message_owner(provider, &receipt.provider_message_id)
+            .map_err(unavailable)?;
+        if owner.is_some() {
+            break;
+        }
+        tokio::time::sleep(OWNER_LOOKUP_PAUSE).await;
+    }
+    let Some(owner) = owner else {
         return Ok(false);
     };
     let now = Timestamp::now();

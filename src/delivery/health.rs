@@ -9,12 +9,15 @@ use std::time::Duration;
 
 use super::breaker::{Breaker, BreakerConfig, BreakerState, Outcome, Permit, Transition};
 use crate::domain::Timestamp;
+use crate::issuance::rate_limit::TokenBucket;
 use crate::providers::{ProviderError, SendReceipt};
 use crate::quota::{Period, QuotaLimits, QuotaUsage};
 use crate::telemetry::events::BreakerChanged;
 
 struct ProviderHealth {
     kind: &'static str,
+    /// The provider's messages-per-second limit, if it has one.
+    pace: Option<(f64, TokenBucket)>,
     breaker: Breaker,
     limits: QuotaLimits,
     quota: QuotaUsage,
@@ -68,12 +71,16 @@ impl HealthBoard {
         providers: &[(String, &'static str)],
         breaker: BreakerConfig,
         quotas: &BTreeMap<String, QuotaLimits>,
+        rates: &BTreeMap<String, f64>,
     ) -> Self {
         let providers = providers
             .iter()
             .map(|(id, kind)| {
                 let health = ProviderHealth {
                     kind,
+                    pace: rates
+                        .get(id)
+                        .map(|rate| (*rate, TokenBucket::full(pace_burst(*rate), Timestamp(0)))),
                     breaker: Breaker::new(breaker),
                     limits: quotas.get(id).copied().unwrap_or_default(),
                     quota: QuotaUsage::new(),
@@ -100,6 +107,11 @@ impl HealthBoard {
         self.with(id, |health| {
             if let Some(until) = health.quota.exhausted_until(&health.limits, now) {
                 return Err(Some(until));
+            }
+            if let Some((rate, bucket)) = &mut health.pace {
+                bucket
+                    .try_take(*rate, pace_burst(*rate), now)
+                    .map_err(|wait| Some(now.plus(wait)))?;
             }
             let transition = health.breaker.poll(now);
             announce(id, transition);
@@ -187,6 +199,11 @@ impl HealthBoard {
     }
 }
 
+/// A paced provider may take up to a second's worth of messages at once.
+fn pace_burst(rate: f64) -> u32 {
+    rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32
+}
+
 fn breaker_name(state: BreakerState) -> &'static str {
     match state {
         BreakerState::Closed => "closed",
@@ -216,7 +233,26 @@ mod tests {
             &[("a".to_string(), "http")],
             BreakerConfig::default(),
             &BTreeMap::from([("a".to_string(), limits)]),
+            &BTreeMap::new(),
         )
+    }
+
+    #[test]
+    fn a_paced_provider_refuses_past_its_rate_until_a_token_is_back() {
+        let board = HealthBoard::new(
+            &[("p".to_string(), "http")],
+            BreakerConfig::default(),
+            &BTreeMap::new(),
+            &BTreeMap::from([("p".to_string(), 2.0)]),
+        );
+        for _ in 0..2 {
+            let permit = board.acquire("p", NOW).unwrap();
+            board.give_back("p", permit, NOW);
+        }
+        assert_eq!(
+            board.acquire("p", NOW),
+            Err(Some(NOW.plus(Duration::from_millis(500))))
+        );
     }
 
     #[test]

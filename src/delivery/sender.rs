@@ -4,7 +4,7 @@
 
 use actix::prelude::*;
 use rand::Rng;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -16,6 +16,7 @@ use super::retry::{next_retry, Backoff};
 use super::templates::Templates;
 use crate::bus::events::{at, Event};
 use crate::bus::EventSink;
+use crate::config::CountryOverrides;
 use crate::domain::{DeliveryJob, DeliveryState, JobId, Timestamp, Verification};
 use crate::providers::{OutboundMessage, Provider};
 use crate::quota::actor::CountSend;
@@ -42,6 +43,8 @@ pub struct SendContext {
     pub in_flight: Mutex<HashSet<JobId>>,
     /// Tries on one provider before failing over.
     pub attempts_per_provider: u32,
+    /// Sender ID and template each country requires.
+    pub countries: BTreeMap<String, CountryOverrides>,
 }
 
 pub struct SenderActor {
@@ -347,10 +350,17 @@ fn compose(
         .until(job.expires_at)
         .max(now.until(job.expires_at));
     let minutes = lifetime.as_secs().div_ceil(60).max(1);
+    let overrides = job
+        .country
+        .as_ref()
+        .and_then(|country| context.countries.get(country));
+    let template = overrides
+        .and_then(|o| o.template.as_deref())
+        .unwrap_or(&job.template);
     let body = context
         .templates
-        .render(&job.template, job.locale.as_deref(), &code, minutes)
-        .ok_or_else(|| format!("template '{}' is no longer configured", job.template))?;
+        .render(template, job.locale.as_deref(), &code, minutes)
+        .ok_or_else(|| format!("template '{template}' is no longer configured"))?;
     Ok(OutboundMessage {
         job_id: job.job_id.clone(),
         verification_id: job.verification_id.clone(),
@@ -358,6 +368,7 @@ fn compose(
         channel: job.channel,
         to: job.to.clone(),
         body,
+        sender_id: overrides.and_then(|o| o.sender_id.clone()),
     })
 }
 

@@ -245,6 +245,7 @@ mod tests {
             channel: Channel::Sms,
             to: "+4915112345678".into(),
             body: body.into(),
+            sender_id: None,
         }
     }
 

@@ -32,6 +32,8 @@ pub struct OutboundMessage {
     pub channel: Channel,
     pub to: String,
     pub body: String,
+    /// The sender ID the destination's country requires, over the provider's own `from`.
+    pub sender_id: Option<String>,
 }
 
 impl std::fmt::Debug for OutboundMessage {

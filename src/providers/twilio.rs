@@ -128,7 +128,9 @@ impl TwilioProvider {
 
     fn form<'a>(&'a self, message: &'a OutboundMessage) -> Vec<(&'static str, &'a str)> {
         let mut form = vec![("To", message.to.as_str())];
-        if let Some(service) = &self.config.messaging_service_sid {
+        if let Some(sender) = &message.sender_id {
+            form.push(("From", sender));
+        } else if let Some(service) = &self.config.messaging_service_sid {
             form.push(("MessagingServiceSid", service));
         } else if let Some(from) = &self.config.from {
             form.push(("From", from));

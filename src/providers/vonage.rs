@@ -151,7 +151,10 @@ impl Provider for VonageProvider {
         let mut form = vec![
             ("api_key", self.config.api_key.as_str()),
             ("api_secret", self.config.api_secret.expose_secret()),
-            ("from", self.config.from.as_str()),
+            (
+                "from",
+                message.sender_id.as_deref().unwrap_or(&self.config.from),
+            ),
             ("to", to),
             ("text", message.body.as_str()),
         ];

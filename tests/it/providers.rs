@@ -730,3 +730,83 @@ async fn a_twilio_provider_delivers_end_to_end() {
     assert_eq!(record.str("provider"), "tw", "{}", record.text);
     assert_eq!(record.str("delivery"), "sent", "{}", record.text);
 }
+
+#[tokio::test]
+async fn a_country_override_sets_the_sender_id_and_the_template() {
+    let fake = FakeProviderServer::start().await.unwrap();
+    let app = spawn_app_with(|s| {
+        configure(
+            s,
+            vec![(
+                "tw",
+                ProviderSettings::Twilio(TwilioConfig {
+                    base_url: fake.base_url(),
+                    account_sid: "AC0123456789abcdef0123456789abcdef".into(),
+                    auth_token: "token".to_string().into(),
+                    from: Some("+15005550006".into()),
+                    messaging_service_sid: None,
+                    status_callback: None,
+                    timeout_ms: 2_000,
+                }),
+            )],
+            &["tw"],
+        );
+        s.countries.insert(
+            "DE".into(),
+            otpd::config::CountryOverrides {
+                sender_id: Some("ACME".into()),
+                template: Some("login".into()),
+            },
+        );
+    })
+    .await;
+    let german = create_id(&app, &number(11, 0)).await;
+    let american = create_id(&app, US_NUMBER).await;
+    let deadline = Instant::now() + SEND_DEADLINE;
+    while fake.control().messages().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "both messages should reach the fake"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let messages = fake.control().messages();
+    let to_germany = messages.iter().find(|m| m.to == number(11, 0)).unwrap();
+    let to_us = messages.iter().find(|m| m.to == US_NUMBER).unwrap();
+    assert_eq!(to_germany.field("From"), Some("ACME"));
+    assert!(to_germany.field("Body").unwrap().contains("login code"));
+    assert_eq!(to_us.field("From"), Some("+15005550006"));
+    assert!(to_us.field("Body").unwrap().contains("verification code"));
+    let _ = (german, american);
+}
+
+#[tokio::test]
+async fn a_provider_rate_limit_paces_its_messages() {
+    let fake = FakeProviderServer::start().await.unwrap();
+    let app = spawn_app_with(|s| {
+        configure(s, vec![("paced", http_provider(&fake))], &["paced"]);
+        s.provider_limits.insert(
+            "paced".into(),
+            otpd::config::ProviderLimits {
+                messages_per_second: Some(5.0),
+                concurrency: None,
+            },
+        );
+    })
+    .await;
+    let started = Instant::now();
+    for n in 0..15 {
+        create_id(&app, &number(12, n)).await;
+    }
+    let deadline = Instant::now() + SEND_DEADLINE;
+    while fake.control().messages().len() < 15 {
+        assert!(Instant::now() < deadline, "all 15 should arrive");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A burst of 5, then 5 per second: the last of 15 cannot arrive before 2 s have passed.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1_800),
+        "15 messages at 5/s took only {took:?}"
+    );
+}

@@ -20,6 +20,7 @@ async fn a_sandbox_receipt_marks_the_verification_delivered() {
         .unwrap()
         .to_string();
     app.code_for(&id).await;
+    // A receipt that arrives a moment before the send is recorded still finds its send.
     let message_id = format!("{id}.1");
     let reply = send(
         app.request(Method::POST, "/v1/providers/sandbox/receipts")
