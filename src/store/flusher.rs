@@ -98,7 +98,12 @@ where
             *wanted = false;
         }
         let target = shared.requested.load(Ordering::SeqCst);
+        let started = std::time::Instant::now();
         let result = flush();
+        crate::telemetry::events::StoreFlushed {
+            took: started.elapsed(),
+        }
+        .emit();
         if let Err(error) = &result {
             tracing::error!(%error, "Store flush failed.");
         }

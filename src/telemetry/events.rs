@@ -151,6 +151,19 @@ impl OutboxRecovered {
     }
 }
 
+pub struct StoreFlushed {
+    pub took: Duration,
+}
+
+impl StoreFlushed {
+    pub fn emit(&self) {
+        metrics()
+            .store_flush
+            .with_label_values(&["sled"])
+            .observe(self.took.as_secs_f64());
+    }
+}
+
 pub struct StoreSwept {
     pub removed: usize,
 }

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub outbox_recovered: IntGauge,
     pub breaker_state: IntGaugeVec,
     pub time_to_delivered: HistogramVec,
+    pub store_flush: HistogramVec,
     pub quota_alerts: IntCounterVec,
     pub quota_used: IntGaugeVec,
 }
@@ -135,7 +136,13 @@ impl Metrics {
             "From the provider accepting a message to its delivery receipt, by provider.",
             &["provider"],
         );
+        let store_flush = histogram(
+            "otpd_store_flush_seconds",
+            "How long one group flush (fsync) of the store took.",
+            &["store"],
+        );
         Metrics {
+            store_flush,
             breaker_state,
             time_to_delivered,
             quota_alerts,
