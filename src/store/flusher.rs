@@ -1,31 +1,40 @@
 //! Group commit: every caller waits for an fsync that started after its writes, and one
 //! fsync serves every caller that was waiting when it started.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use tokio::sync::watch;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use tokio::sync::oneshot;
 
 use super::StoreError;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Progress {
-    /// Every ticket up to this one is covered by a finished flush.
-    completed: u64,
-    /// Whether that flush succeeded.
-    ok: bool,
+/// A caller waiting for the flush that covers its ticket; told whether it succeeded.
+type Waiter = (u64, oneshot::Sender<bool>);
+
+#[derive(Default)]
+struct State {
+    /// The last ticket handed out.
+    requested: u64,
+    /// A flush is wanted (a ticket was handed out since the last one started).
+    wanted: bool,
+    stopping: bool,
+    waiters: Vec<Waiter>,
 }
 
+#[derive(Default)]
 struct Shared {
-    requested: AtomicU64,
-    wanted: Mutex<bool>,
+    state: Mutex<State>,
     wake: Condvar,
-    stopping: AtomicBool,
 }
 
-/// Runs flushes on a thread of its own so async callers never block on fsync.
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs flushes on a thread of its own so async callers never block on fsync. Each caller
+/// is woken once, by the flush that covers it (no broadcast to every waiter).
 pub struct GroupFlusher {
     shared: Arc<Shared>,
-    progress: watch::Receiver<Progress>,
 }
 
 impl GroupFlusher {
@@ -34,42 +43,30 @@ impl GroupFlusher {
     where
         F: Fn() -> Result<(), String> + Send + 'static,
     {
-        let shared = Arc::new(Shared {
-            requested: AtomicU64::new(0),
-            wanted: Mutex::new(false),
-            wake: Condvar::new(),
-            stopping: AtomicBool::new(false),
-        });
-        let (sender, progress) = watch::channel(Progress {
-            completed: 0,
-            ok: true,
-        });
+        let shared = Arc::new(Shared::default());
         let thread_shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("otpd-flusher".into())
-            .spawn(move || run(&thread_shared, &sender, flush))?;
-        Ok(GroupFlusher { shared, progress })
+            .spawn(move || run(&thread_shared, flush))?;
+        Ok(GroupFlusher { shared })
     }
 
     /// A future that resolves once a flush that began after this call has finished.
     pub fn flush(&self) -> impl std::future::Future<Output = Result<(), StoreError>> + 'static {
-        let ticket = self.shared.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let (done, outcome) = oneshot::channel();
         {
-            let mut wanted = self.shared.wanted.lock().unwrap_or_else(|p| p.into_inner());
-            *wanted = true;
+            let mut state = self.shared.lock();
+            state.requested += 1;
+            let ticket = state.requested;
+            state.waiters.push((ticket, done));
+            state.wanted = true;
         }
         self.shared.wake.notify_one();
-        let mut progress = self.progress.clone();
         async move {
-            let reached = progress
-                .wait_for(|p| p.completed >= ticket)
-                .await
-                .map(|p| *p)
-                .map_err(|_| StoreError::Flush("the flusher stopped".into()))?;
-            if reached.ok {
-                Ok(())
-            } else {
-                Err(StoreError::Flush("fsync failed; see the log".into()))
+            match outcome.await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(StoreError::Flush("fsync failed; see the log".into())),
+                Err(_) => Err(StoreError::Flush("the flusher stopped".into())),
             }
         }
     }
@@ -77,27 +74,24 @@ impl GroupFlusher {
 
 impl Drop for GroupFlusher {
     fn drop(&mut self) {
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        let mut wanted = self.shared.wanted.lock().unwrap_or_else(|p| p.into_inner());
-        *wanted = true;
-        drop(wanted);
+        self.shared.lock().stopping = true;
         self.shared.wake.notify_one();
     }
 }
 
-fn run<F>(shared: &Shared, progress: &watch::Sender<Progress>, flush: F)
+fn run<F>(shared: &Shared, flush: F)
 where
     F: Fn() -> Result<(), String>,
 {
     loop {
-        {
-            let mut wanted = shared.wanted.lock().unwrap_or_else(|p| p.into_inner());
-            while !*wanted {
-                wanted = shared.wake.wait(wanted).unwrap_or_else(|p| p.into_inner());
+        let (target, stopping) = {
+            let mut state = shared.lock();
+            while !state.wanted && !state.stopping {
+                state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
             }
-            *wanted = false;
-        }
-        let target = shared.requested.load(Ordering::SeqCst);
+            state.wanted = false;
+            (state.requested, state.stopping)
+        };
         let started = std::time::Instant::now();
         let result = flush();
         crate::telemetry::events::StoreFlushed {
@@ -107,11 +101,18 @@ where
         if let Err(error) = &result {
             tracing::error!(%error, "Store flush failed.");
         }
-        progress.send_replace(Progress {
-            completed: target,
-            ok: result.is_ok(),
-        });
-        if shared.stopping.load(Ordering::SeqCst) {
+        let covered: Vec<Waiter> = {
+            let mut state = shared.lock();
+            let (covered, rest) = std::mem::take(&mut state.waiters)
+                .into_iter()
+                .partition(|(ticket, _)| *ticket <= target);
+            state.waiters = rest;
+            covered
+        };
+        for (_, done) in covered {
+            let _ = done.send(result.is_ok());
+        }
+        if stopping {
             return;
         }
     }
@@ -120,7 +121,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     #[tokio::test]
