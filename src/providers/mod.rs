@@ -79,6 +79,25 @@ impl ProviderError {
     }
 }
 
+/// Settings checks every adapter shares, each naming the setting under `prefix`.
+pub(crate) mod checks {
+    /// An optional callback URL must be http(s).
+    pub fn callback_url(problems: &mut Vec<String>, setting: &str, url: Option<&str>) {
+        if let Some(url) = url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                problems.push(format!("{setting} must be an http(s) URL, got '{url}'"));
+            }
+        }
+    }
+
+    /// A send timeout of zero would fail every send.
+    pub fn timeout(problems: &mut Vec<String>, prefix: &str, timeout_ms: u64) {
+        if timeout_ms == 0 {
+            problems.push(format!("{prefix}.timeout_ms must be at least 1"));
+        }
+    }
+}
+
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
     /// The provider's name in settings, metrics and records.

@@ -103,9 +103,7 @@ impl SmtpConfig {
                 self.host
             ));
         }
-        if self.timeout_ms == 0 {
-            problems.push(format!("{prefix}.timeout_ms must be at least 1"));
-        }
+        super::checks::timeout(&mut problems, prefix, self.timeout_ms);
         problems
     }
 }

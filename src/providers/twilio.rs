@@ -70,16 +70,12 @@ impl TwilioConfig {
             )),
             _ => {}
         }
-        if let Some(callback) = &self.status_callback {
-            if !(callback.starts_with("https://") || callback.starts_with("http://")) {
-                problems.push(format!(
-                    "{prefix}.status_callback must be an http(s) URL, got '{callback}'"
-                ));
-            }
-        }
-        if self.timeout_ms == 0 {
-            problems.push(format!("{prefix}.timeout_ms must be at least 1"));
-        }
+        super::checks::callback_url(
+            &mut problems,
+            &format!("{prefix}.status_callback"),
+            self.status_callback.as_deref(),
+        );
+        super::checks::timeout(&mut problems, prefix, self.timeout_ms);
         problems
     }
 }

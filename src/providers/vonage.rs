@@ -60,16 +60,12 @@ impl VonageConfig {
                 "{prefix}.from is empty; set a sender number or alphanumeric id"
             ));
         }
-        if let Some(callback) = &self.callback {
-            if !(callback.starts_with("https://") || callback.starts_with("http://")) {
-                problems.push(format!(
-                    "{prefix}.callback must be an http(s) URL, got '{callback}'"
-                ));
-            }
-        }
-        if self.timeout_ms == 0 {
-            problems.push(format!("{prefix}.timeout_ms must be at least 1"));
-        }
+        super::checks::callback_url(
+            &mut problems,
+            &format!("{prefix}.callback"),
+            self.callback.as_deref(),
+        );
+        super::checks::timeout(&mut problems, prefix, self.timeout_ms);
         problems
     }
 }
