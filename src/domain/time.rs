@@ -41,6 +41,16 @@ impl Timestamp {
         humantime::format_rfc3339_seconds(time).to_string()
     }
 
+    /// The last whole second at or before this instant.
+    pub fn floor_secs(self) -> Self {
+        Timestamp(self.0 - self.0 % 1000)
+    }
+
+    /// The first whole second at or after this instant.
+    pub fn ceil_secs(self) -> Self {
+        Timestamp(self.0.div_ceil(1000).saturating_mul(1000))
+    }
+
     pub fn to_be_bytes(self) -> [u8; 8] {
         self.0.to_be_bytes()
     }
@@ -62,6 +72,13 @@ mod tests {
             Timestamp::from_secs(1_795_780_800).to_rfc3339(),
             "2026-11-27T12:00:00Z"
         );
+    }
+
+    #[test]
+    fn rounds_to_whole_seconds() {
+        assert_eq!(Timestamp(12_345).floor_secs(), Timestamp(12_000));
+        assert_eq!(Timestamp(12_345).ceil_secs(), Timestamp(13_000));
+        assert_eq!(Timestamp(12_000).ceil_secs(), Timestamp(12_000));
     }
 
     #[test]

@@ -124,7 +124,8 @@ pub fn new_verification(
         attempts_used: 0,
         max_attempts: limits.max_attempts,
         created_at: now,
-        expires_at: now.plus(request.ttl),
+        // Whole seconds, so the expiry the API shows is the one that applies.
+        expires_at: now.plus(request.ttl).floor_secs(),
         last_sent_at: now,
         updated_at: now,
         delivery: DeliveryState::Queued,
@@ -146,7 +147,7 @@ pub fn resend(
         code_hash,
         code_length: request.code_length,
         send_seq: existing.send_seq + 1,
-        expires_at: now.plus(request.ttl),
+        expires_at: now.plus(request.ttl).floor_secs(),
         last_sent_at: now,
         updated_at: now,
         locale: request.locale.clone(),
@@ -171,7 +172,8 @@ pub fn receipt(verification: &Verification, created: bool, limits: &SendLimits) 
         channel: verification.channel,
         to_masked: crate::domain::destination::mask(&verification.to),
         expires_at: verification.expires_at,
-        resend_available_at: verification.last_sent_at.plus(limits.cooldown),
+        // Rounded up: a resend at the time shown is never refused by the cooldown.
+        resend_available_at: verification.last_sent_at.plus(limits.cooldown).ceil_secs(),
         attempts_remaining: verification.attempts_remaining(),
     }
 }
