@@ -26,6 +26,7 @@ use crate::issuance::IssuanceActor;
 use crate::providers::settings::{build as build_provider, BuildError};
 use crate::providers::{Provider, SandboxProvider};
 use crate::quota::actor::QuotaActor;
+use crate::routing::actor::DelayQueue;
 use crate::routing::table::RouteTable;
 use crate::routing::RouterActor;
 use crate::secrets::{SecretError, Secrets};
@@ -104,12 +105,15 @@ impl Application {
             Some(broker) => broker.clone(),
             None => Arc::new(NoEvents),
         };
+        // Jobs created from here on are handed over by their own create, not by recovery.
+        let started = Timestamp::now();
         let arbiters = Arbiters::start();
         let Delivery { router, board } = start_delivery(
             &settings,
             &store,
             &secrets,
             events,
+            broker.clone().map(|b| b as Arc<dyn DelayQueue>),
             &arbiters.delivery.handle(),
         )?;
         let bus: Arc<dyn Bus> = match &broker {
@@ -133,7 +137,7 @@ impl Application {
             let broker = Arc::clone(broker);
             arbiters.broker.spawn_fn(move || broker.start(consumers));
         }
-        spawn_outbox_recovery(Arc::clone(&store), Arc::clone(&bus));
+        spawn_outbox_recovery(Arc::clone(&store), Arc::clone(&bus), started);
         spawn_sweeper(
             Arc::clone(&store),
             Duration::from_secs(settings.store.sweep_interval_seconds),
@@ -241,6 +245,7 @@ fn start_delivery(
     store: &Arc<dyn Store>,
     secrets: &Secrets,
     events: Arc<dyn EventSink>,
+    delay_queue: Option<Arc<dyn DelayQueue>>,
     arbiter: &actix::ArbiterHandle,
 ) -> Result<Delivery, StartError> {
     let mut providers: Vec<(String, &'static str, Arc<dyn Provider>)> = Vec::new();
@@ -312,15 +317,16 @@ fn start_delivery(
             senders,
             router_board,
             context,
+            delay_queue,
             delivery.mailbox_capacity,
         )
     });
     Ok(Delivery { router, board })
 }
 
-fn spawn_outbox_recovery(store: Arc<dyn Store>, bus: Arc<dyn Bus>) {
+fn spawn_outbox_recovery(store: Arc<dyn Store>, bus: Arc<dyn Bus>, started: Timestamp) {
     actix_rt::spawn(async move {
-        if let Err(error) = resume_outbox(store, bus).await {
+        if let Err(error) = resume_outbox(store, bus, started).await {
             tracing::error!(%error, "Could not read the outbox; unfinished deliveries resume at the next start.");
         }
     });

@@ -17,9 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
-};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use rand::{Rng, RngCore};
 use serde_json::{json, Value};
@@ -176,29 +174,11 @@ async fn clean_up(namespace: &str) {
     let Ok(channel) = connection.create_channel().await else {
         return;
     };
-    for queue in [
-        "requests",
-        "dead",
-        "region.eu",
-        "region.americas",
-        "region.apac",
-        "region.world",
-        "region.email",
-    ] {
-        let _ = channel
-            .queue_delete(
-                format!("{namespace}.{queue}").as_str().into(),
-                QueueDeleteOptions::default(),
-            )
-            .await;
-    }
-    for exchange in ["ingress", "route", "events", "dead"] {
-        let _ = channel
-            .exchange_delete(
-                format!("{namespace}.{exchange}").as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await;
+    let mut settings = otpd::config::Settings::load(None).expect("default settings");
+    settings.amqp.namespace = namespace.to_string();
+    let topology = otpd::bus::amqp::topology::Topology::from_settings(&settings.amqp);
+    if let Err(error) = otpd::bus::amqp::declare::delete(&channel, &topology).await {
+        eprintln!("could not clean up {namespace}: {error}");
     }
     let _ = connection.close(200, "bye".into()).await;
 }
@@ -338,6 +318,8 @@ struct Tally {
     delivered: usize,
     lost: Vec<u64>,
     duplicated: u64,
+    /// The most messages any one destination received.
+    most_sends: u64,
 }
 
 fn tally(store: &Path, confirmed: &[u64]) -> Tally {
@@ -352,6 +334,7 @@ fn tally(store: &Path, confirmed: &[u64]) -> Tally {
         delivered: confirmed.len() - lost.len(),
         lost,
         duplicated: counts.values().map(|count| count - 1).sum(),
+        most_sends: counts.values().copied().max().unwrap_or(0),
     }
 }
 
@@ -481,8 +464,17 @@ async fn ten_kill_9_restarts_under_load_lose_nothing() {
         &tally.lost[..tally.lost.len().min(10)],
         tail(&output)
     );
+    // A send in flight at a kill may go out once more after the restart (its outcome was
+    // not recorded yet); a recorded one never does. So no code goes out more than twice
+    // (three times only if the same send was in flight at two kills), and duplicates are
+    // bounded by what was in flight: at most the senders' concurrency per kill.
     assert!(
-        tally.duplicated <= 10,
+        tally.most_sends <= 2,
+        "a destination received {} messages",
+        tally.most_sends
+    );
+    assert!(
+        tally.duplicated <= 10 * 256,
         "{} duplicate sends over 10 kills",
         tally.duplicated
     );

@@ -2,7 +2,6 @@
 //! its own, a fake provider it delivers to, and the clean-up of its broker topology.
 
 use anyhow::{bail, Context};
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};
 use rand::RngCore;
 use std::path::{Path, PathBuf};
@@ -336,29 +335,12 @@ pub async fn delete_namespace(amqp_url: &str, namespace: &str) -> anyhow::Result
         .await
         .context("connect to the broker to clean up")?;
     let channel = connection.create_channel().await?;
-    let queues = [
-        "requests",
-        "dead",
-        "region.eu",
-        "region.americas",
-        "region.apac",
-        "region.world",
-        "region.email",
-    ];
-    for queue in queues {
-        let name = format!("{namespace}.{queue}");
-        channel
-            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .with_context(|| format!("delete queue {name}"))?;
-    }
-    for exchange in ["ingress", "route", "events", "dead"] {
-        let name = format!("{namespace}.{exchange}");
-        channel
-            .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
-            .await
-            .with_context(|| format!("delete exchange {name}"))?;
-    }
+    let mut settings = otpd::config::Settings::load(None).context("otpd's default settings")?;
+    settings.amqp.namespace = namespace.to_string();
+    let topology = otpd::bus::amqp::topology::Topology::from_settings(&settings.amqp);
+    otpd::bus::amqp::declare::delete(&channel, &topology)
+        .await
+        .with_context(|| format!("delete the queues and exchanges of {namespace}"))?;
     let _ = connection.close(200, "clean-up done".into()).await;
     Ok(())
 }

@@ -5,14 +5,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::bus::Bus;
+use crate::domain::Timestamp;
 use crate::store::{Store, StoreError};
 use crate::telemetry::events::OutboxRecovered;
 
 const PAGE: usize = 256;
 
-/// Re-dispatches every outbox job, a page at a time, waiting on each hand-over so memory
-/// stays bounded however long the outbox is. Returns how many jobs were resumed.
-pub async fn resume_outbox(store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Result<usize, StoreError> {
+/// Re-dispatches every outbox job created before `started` (later ones were handed over by
+/// the create that made them), a page at a time, waiting on each hand-over so memory stays
+/// bounded however long the outbox is. Returns how many jobs were resumed.
+pub async fn resume_outbox(
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    started: Timestamp,
+) -> Result<usize, StoreError> {
     while !bus.is_ready() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -22,7 +28,7 @@ pub async fn resume_outbox(store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Result<u
         let page = store.outbox_page(after.as_ref(), PAGE)?;
         let Some(last) = page.last() else { break };
         after = Some(last.job_id.clone());
-        for job in page {
+        for job in page.into_iter().filter(|job| job.created_at < started) {
             match bus.publish_job(&job).await {
                 Ok(()) => resumed += 1,
                 Err(error) => {

@@ -68,6 +68,13 @@ pub enum DeliveryOutcome {
     NotRecorded(String),
 }
 
+/// Where a job can wait outside the process (broker mode): the broker routes it again
+/// after `wait`, so a long wait holds no memory and survives a restart.
+#[async_trait::async_trait]
+pub trait DelayQueue: Send + Sync + 'static {
+    async fn delay(&self, job: &DeliveryJob, wait: Duration) -> Result<(), crate::bus::BusError>;
+}
+
 /// No provider serves the job's channel at all; it stays in the outbox.
 #[derive(Debug, thiserror::Error)]
 #[error("no provider is configured for channel {0}")]
@@ -78,6 +85,7 @@ pub struct RouterActor {
     senders: HashMap<String, Recipient<Deliver>>,
     board: Arc<HealthBoard>,
     context: Arc<SendContext>,
+    delay_queue: Option<Arc<dyn DelayQueue>>,
     mailbox_capacity: usize,
 }
 
@@ -87,6 +95,7 @@ impl RouterActor {
         senders: HashMap<String, Recipient<Deliver>>,
         board: Arc<HealthBoard>,
         context: Arc<SendContext>,
+        delay_queue: Option<Arc<dyn DelayQueue>>,
         mailbox_capacity: usize,
     ) -> Self {
         RouterActor {
@@ -94,6 +103,7 @@ impl RouterActor {
             senders,
             board,
             context,
+            delay_queue,
             mailbox_capacity,
         }
     }
@@ -139,7 +149,28 @@ impl Handler<Deliver> for RouterActor {
                 if start_over {
                     message.tried.clear();
                 }
-                ctx.run_later(now.until(until), move |_, ctx| ctx.notify(message));
+                let wait = now.until(until);
+                match (&self.delay_queue, message.done.is_some()) {
+                    // A job a broker consumer waits on is parked in the delay queue; the
+                    // consumer then acks it, and the broker routes the parked copy again.
+                    (Some(queue), true) => {
+                        let queue = Arc::clone(queue);
+                        let router = ctx.address();
+                        actix_rt::spawn(async move {
+                            match queue.delay(&message.job, wait).await {
+                                Ok(()) => Deliver::finish(message.done, DeliveryOutcome::Recorded),
+                                Err(error) => {
+                                    tracing::warn!(%error, "Could not park a job; it waits here.");
+                                    tokio::time::sleep(wait).await;
+                                    router.do_send(message);
+                                }
+                            }
+                        });
+                    }
+                    _ => {
+                        ctx.run_later(wait, move |_, ctx| ctx.notify(message));
+                    }
+                }
                 None
             }
             Choice::GiveUp => {

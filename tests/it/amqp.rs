@@ -161,31 +161,19 @@ impl Broker {
     }
 }
 
-const NAMESPACE_QUEUES: [&str; 7] = [
-    "requests",
-    "dead",
-    "region.eu",
-    "region.americas",
-    "region.apac",
-    "region.world",
-    "region.email",
-];
-
-async fn delete_namespace(channel: &Channel, namespace: &str) {
-    for queue in NAMESPACE_QUEUES {
+/// Deletes a namespace's queues and exchanges, as otpd's own topology names them.
+pub async fn delete_namespace(channel: &Channel, namespace: &str) {
+    let mut settings = Settings::load(None).expect("default settings");
+    settings.amqp.namespace = namespace.to_string();
+    let topology = otpd::bus::amqp::topology::Topology::from_settings(&settings.amqp);
+    for queue in topology.queue_names() {
         let _ = channel
-            .queue_delete(
-                format!("{namespace}.{queue}").as_str().into(),
-                QueueDeleteOptions::default(),
-            )
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
             .await;
     }
-    for exchange in ["ingress", "route", "events", "dead"] {
+    for exchange in topology.exchange_names() {
         let _ = channel
-            .exchange_delete(
-                format!("{namespace}.{exchange}").as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
+            .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
             .await;
     }
 }
@@ -571,6 +559,65 @@ async fn without_the_broker_creates_fail_fast_and_nothing_is_issued() {
         .create(&json!({"to": DE_MOBILE, "channel": "sms"}))
         .await;
     again.expect_error(503, "unavailable");
+    drop(app);
+    broker.clean_up().await;
+}
+
+#[tokio::test]
+async fn with_every_provider_down_a_job_waits_in_the_delay_queue_then_is_delivered() {
+    let fake = otpd::testing::fakes::FakeProviderServer::start()
+        .await
+        .expect("start the fake provider");
+    fake.control().fail_share(1.0);
+    let broker = Broker::connect().await;
+    let url = fake.generic_url();
+    let app = spawn_app_with(|settings| {
+        broker.configure(settings);
+        let provider: otpd::providers::ProviderSettings = serde_json::from_value(json!({
+            "kind": "http",
+            "url": url,
+            "body_template": "{\"to\": \"{to}\", \"text\": \"{body}\"}",
+        }))
+        .expect("http provider settings");
+        settings.providers.insert("only".into(), provider);
+        settings.routing.get_mut("default").unwrap().sms = vec!["only".into()];
+        settings.sandbox.enabled = false;
+        settings.delivery.attempts_per_provider = 1;
+    })
+    .await;
+    wait_until_ready(&app).await;
+    let id = app.create_sms(&de_mobile(77)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The job fails on the only provider and is parked in the delay queue, not held in memory.
+    let delay_queue = broker.name("delay");
+    let deadline = Instant::now() + WAIT;
+    while broker.peek(&delay_queue).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no job was parked in {delay_queue}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.get(&id).await.str("delivery"), "queued");
+
+    // The provider recovers: the parked job comes back through the route exchange and goes out.
+    fake.control().fail_share(0.0);
+    let deadline = Instant::now() + WAIT;
+    let message = loop {
+        if let Some(message) = fake.control().messages().into_iter().last() {
+            break message;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the parked job was never delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let code = extract_code(&message.body, 6);
+    app.check_code(&id, &code).await.expect_status(200);
     drop(app);
     broker.clean_up().await;
 }

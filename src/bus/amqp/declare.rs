@@ -1,6 +1,9 @@
 //! Declares the topology on the broker, idempotently: safe at every (re)connect.
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 
@@ -118,6 +121,36 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> lapin::Result<()
         }
     }
 
+    let mut delay_arguments = FieldTable::default();
+    delay_arguments.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(topology.route_exchange.as_str().into()),
+    );
+    channel
+        .queue_declare(
+            topology.delay_queue.as_str().into(),
+            durable_queue(),
+            delay_arguments,
+        )
+        .await?;
+    channel
+        .exchange_declare(
+            topology.delay_exchange.as_str().into(),
+            ExchangeKind::Fanout,
+            durable_exchange(),
+            none(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            topology.delay_queue.as_str().into(),
+            topology.delay_exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            none(),
+        )
+        .await?;
+
     channel
         .exchange_declare(
             topology.events_exchange.as_str().into(),
@@ -126,5 +159,21 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> lapin::Result<()
             none(),
         )
         .await?;
+    Ok(())
+}
+
+/// Deletes everything `declare` made (for tests and the load harness, which use a namespace
+/// of their own). Messages in the queues go with them.
+pub async fn delete(channel: &Channel, topology: &Topology) -> lapin::Result<()> {
+    for queue in topology.queue_names() {
+        channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await?;
+    }
+    for exchange in topology.exchange_names() {
+        channel
+            .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+            .await?;
+    }
     Ok(())
 }

@@ -281,6 +281,23 @@ impl Publisher {
         .await
     }
 
+    /// Parks a job in the delay queue for `wait`; the broker then routes it again.
+    pub async fn delay(&self, job: &DeliveryJob, wait: Duration) -> Result<(), BusError> {
+        let key = routing_key(job.channel, &job.region, job.country.as_deref());
+        let properties = BasicProperties::default()
+            .with_content_type("application/x-otpd-job".into())
+            .with_message_id(job.job_id.as_str().into())
+            .with_expiration(wait.as_millis().max(1).to_string().into());
+        self.publish(
+            &self.topology.delay_exchange,
+            &key,
+            &message::encode_job(job),
+            properties,
+            true,
+        )
+        .await
+    }
+
     pub async fn event(&self, event: &Event) -> Result<(), BusError> {
         let properties = BasicProperties::default().with_content_type("application/json".into());
         self.publish(
@@ -352,6 +369,13 @@ fn spawn_consumer<F, Fut>(
         };
         let _ = ended.send(reason).await;
     });
+}
+
+#[async_trait]
+impl crate::routing::actor::DelayQueue for AmqpBus {
+    async fn delay(&self, job: &DeliveryJob, wait: Duration) -> Result<(), BusError> {
+        self.handle().delay(job, wait).await
+    }
 }
 
 #[async_trait]

@@ -38,6 +38,11 @@ pub struct Topology {
     /// Fanout exchange and queue for messages otpd will not process.
     pub dead_exchange: String,
     pub dead_queue: String,
+    /// Where delivery jobs wait when no provider can take them yet: published to this
+    /// fanout exchange under their routing key, each expires after its wait and is
+    /// dead-lettered from the queue of the same name back to the route exchange, key intact.
+    pub delay_exchange: String,
+    pub delay_queue: String,
     /// Deliveries of one message before the broker dead-letters it (quorum queues).
     pub delivery_limit: u32,
 }
@@ -67,8 +72,32 @@ impl Topology {
             events_exchange: format!("{ns}.events"),
             dead_exchange: format!("{ns}.dead"),
             dead_queue: format!("{ns}.dead"),
+            delay_exchange: format!("{ns}.delay"),
+            delay_queue: format!("{ns}.delay"),
             delivery_limit: settings.delivery_limit,
         }
+    }
+
+    /// Every queue otpd declares.
+    pub fn queue_names(&self) -> Vec<&str> {
+        let mut names = vec![
+            self.requests_queue.as_str(),
+            self.dead_queue.as_str(),
+            self.delay_queue.as_str(),
+        ];
+        names.extend(self.region_queues.iter().map(|q| q.queue.as_str()));
+        names
+    }
+
+    /// Every exchange otpd declares.
+    pub fn exchange_names(&self) -> Vec<&str> {
+        vec![
+            self.ingress_exchange.as_str(),
+            self.route_exchange.as_str(),
+            self.events_exchange.as_str(),
+            self.dead_exchange.as_str(),
+            self.delay_exchange.as_str(),
+        ]
     }
 
     /// The region queues a node consumes: those named, or all when none are.
