@@ -621,3 +621,66 @@ async fn with_every_provider_down_a_job_waits_in_the_delay_queue_then_is_deliver
     drop(app);
     broker.clean_up().await;
 }
+
+/// One scenario of the HTTP contract, run against the embedded transport and the broker
+/// alike: create, wrong code, resend after the cooldown (the old code dies), right code,
+/// single use, cancel of another verification.
+async fn the_contract_flow(app: &TestApp, to: &str, other: &str) {
+    let id = app.create_sms(to).await["id"].as_str().unwrap().to_string();
+    let first = app.code_for(&id).await;
+    let wrong = if first == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let reply = app.check_code(&id, wrong).await;
+    reply.expect_status(200);
+    assert_eq!(reply.body["valid"], false);
+
+    let resent = app.create(&json!({"to": to, "channel": "sms"})).await;
+    resent.expect_status(200);
+    assert_eq!(resent.str("id"), id);
+    let messages = app.messages_for(&id, 2).await;
+    let second = message_code(messages.last().unwrap(), 6);
+    if second != first {
+        let stale = app.check_code(&id, &first).await;
+        assert_eq!(
+            stale.body["valid"], false,
+            "the old code must die on resend"
+        );
+    }
+    let approved = app.check_code(&id, &second).await;
+    approved.expect_status(200);
+    assert_eq!(approved.body["valid"], true);
+    app.check_code(&id, &second)
+        .await
+        .expect_error(409, "already_approved");
+
+    let other_id = app.create_sms(other).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let canceled = app.cancel(&other_id).await;
+    canceled.expect_status(200);
+    assert_eq!(canceled.str("status"), "canceled");
+}
+
+#[tokio::test]
+async fn the_contract_flow_holds_in_embedded_mode() {
+    let app = spawn_app_with(|settings| settings.verification.resend_cooldown_seconds = 0).await;
+    the_contract_flow(&app, &de_mobile(60), &de_mobile(61)).await;
+}
+
+#[tokio::test]
+async fn the_contract_flow_holds_in_broker_mode() {
+    let broker = Broker::connect().await;
+    let app = spawn_app_with(|settings| {
+        broker.configure(settings);
+        settings.verification.resend_cooldown_seconds = 0;
+    })
+    .await;
+    wait_until_ready(&app).await;
+    the_contract_flow(&app, &de_mobile(62), &de_mobile(63)).await;
+    drop(app);
+    broker.clean_up().await;
+}
