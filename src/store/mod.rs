@@ -35,7 +35,7 @@ pub struct MessageOwner {
     pub purge_at: Timestamp,
 }
 
-/// Everything one issue (or resend) writes, applied atomically.
+/// Everything one issue (or resend) writes.
 #[derive(Debug, Clone)]
 pub struct IssueWrite {
     pub verification: Verification,
@@ -63,7 +63,7 @@ pub trait Store: Send + Sync + 'static {
     fn idempotency(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError>;
 
     /// Writes a verification, its destination's state, its idempotency record and its
-    /// delivery job in one atomic batch.
+    /// delivery job, in an order where a crash part-way leaves nothing that acts.
     fn commit_issue(&self, write: &IssueWrite) -> Result<(), StoreError>;
 
     /// Up to `limit` outbox jobs in id order, starting after `after`.
@@ -73,7 +73,7 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<DeliveryJob>, StoreError>;
 
-    /// Removes a job from the outbox and records its outcome on the verification, atomically.
+    /// Records a job's outcome on its verification, then removes the job from the outbox.
     fn finish_job(
         &self,
         job: &DeliveryJob,

@@ -5,7 +5,6 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::path::Path;
 use std::time::Duration;
 
@@ -152,34 +151,47 @@ impl Store for SledStore {
     }
 
     fn commit_issue(&self, write: &IssueWrite) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        // Written one by one, in an order where every prefix is harmless, rather than as a
+        // sled batch: a batch takes sled's global write lock and waits out every flush in
+        // progress, which stalled the IssuanceActor. sled recovers a prefix of its writes, so:
+        // - the expiry index entries go first (an entry for a missing record is skipped);
+        // - the outbox job next (without its verification, recovery drops it as gone);
+        // - then the verification, the destination state, the idempotency record.
+        // A crash before the flush answers nothing to the caller, so a retry decides afresh.
         let verification_key = keys::verification(&write.verification.id);
-        batch.insert(verification_key.as_slice(), encode(&write.verification)?);
-        batch.insert(
+        let destination_key = keys::destination(&write.destination_key);
+        let outbox_key = keys::outbox(&write.job.job_id);
+        let idempotency = write
+            .idempotency
+            .as_ref()
+            .map(|(key, record)| (keys::idempotency(key), record));
+        let mut expiry_entries = vec![
             keys::expiry(
                 self.verification_purge_at(&write.verification),
                 &verification_key,
             ),
-            &[],
-        );
-        let destination_key = keys::destination(&write.destination_key);
-        batch.insert(destination_key.as_slice(), encode(&write.destination)?);
-        batch.insert(
             keys::expiry(write.destination.purge_at, &destination_key),
-            &[],
-        );
-        if let Some((key, record)) = &write.idempotency {
-            let idempotency_key = keys::idempotency(key);
-            batch.insert(idempotency_key.as_slice(), encode(record)?);
-            batch.insert(keys::expiry(record.expires_at, &idempotency_key), &[]);
-        }
-        let outbox_key = keys::outbox(&write.job.job_id);
-        batch.insert(outbox_key.as_slice(), encode(&write.job)?);
-        batch.insert(
             keys::expiry(write.job.expires_at.plus(self.retention), &outbox_key),
-            &[],
-        );
-        self.tree.apply_batch(batch).map_err(io)
+        ];
+        if let Some((key, record)) = &idempotency {
+            expiry_entries.push(keys::expiry(record.expires_at, key));
+        }
+        for entry in expiry_entries {
+            self.tree.insert(entry, &[]).map_err(io)?;
+        }
+        self.tree
+            .insert(outbox_key, encode(&write.job)?)
+            .map_err(io)?;
+        self.tree
+            .insert(verification_key, encode(&write.verification)?)
+            .map_err(io)?;
+        self.tree
+            .insert(destination_key, encode(&write.destination)?)
+            .map_err(io)?;
+        if let Some((key, record)) = idempotency {
+            self.tree.insert(key, encode(record)?).map_err(io)?;
+        }
+        Ok(())
     }
 
     fn outbox_page(
@@ -215,23 +227,17 @@ impl Store for SledStore {
         job: &DeliveryJob,
         record_outcome: &dyn Fn(&mut Verification),
     ) -> Result<(), StoreError> {
-        let outbox_key = keys::outbox(&job.job_id);
-        let verification_key = keys::verification(&job.verification_id);
-        let result = self.tree.transaction(|tx| {
-            tx.remove(outbox_key.as_slice())?;
-            if let Some(bytes) = tx.get(&verification_key)? {
-                let mut record: Verification =
-                    decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
-                record_outcome(&mut record);
-                let encoded = encode(&record).map_err(ConflictableTransactionError::Abort)?;
-                tx.insert(verification_key.as_slice(), encoded)?;
-            }
-            Ok(())
-        });
-        result.map_err(|error| match error {
-            TransactionError::Abort(error) => error,
-            TransactionError::Storage(error) => io(error),
-        })
+        // The outcome first, then the outbox entry: a crash in between leaves a job whose
+        // outcome is recorded, which recovery drops rather than sends again. (A compare-and-
+        // swap and a removal instead of a sled transaction, which would stall every writer.)
+        self.update_verification(&job.verification_id, &mut |record| {
+            record_outcome(record);
+            true
+        })?;
+        self.tree
+            .remove(keys::outbox(&job.job_id))
+            .map(|_| ())
+            .map_err(io)
     }
 
     fn abandon_issue(
@@ -252,10 +258,13 @@ impl Store for SledStore {
 
     fn index_message(&self, provider: &str, owner: &MessageOwner) -> Result<(), StoreError> {
         let key = keys::message(provider, &owner.provider_message_id);
-        let mut batch = sled::Batch::default();
-        batch.insert(key.as_slice(), encode(owner)?);
-        batch.insert(keys::expiry(owner.purge_at, &key), &[]);
-        self.tree.apply_batch(batch).map_err(io)
+        self.tree
+            .insert(keys::expiry(owner.purge_at, &key), &[])
+            .map_err(io)?;
+        self.tree
+            .insert(key, encode(owner)?)
+            .map(|_| ())
+            .map_err(io)
     }
 
     fn message_owner(
