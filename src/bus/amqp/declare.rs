@@ -45,78 +45,34 @@ fn work_queue_arguments(topology: &Topology) -> FieldTable {
 }
 
 pub async fn declare(channel: &Channel, topology: &Topology) -> lapin::Result<()> {
-    let none = FieldTable::default;
-    channel
-        .exchange_declare(
-            topology.dead_exchange.as_str().into(),
-            ExchangeKind::Fanout,
-            durable_exchange(),
-            none(),
-        )
+    let declarer = Declarer(channel);
+    let t = topology;
+    declarer
+        .exchange(&t.dead_exchange, ExchangeKind::Fanout)
         .await?;
-    channel
-        .queue_declare(topology.dead_queue.as_str().into(), durable_queue(), none())
+    declarer.queue(&t.dead_queue, FieldTable::default()).await?;
+    declarer.bind(&t.dead_queue, &t.dead_exchange, "").await?;
+
+    declarer
+        .queue(&t.requests_queue, work_queue_arguments(t))
         .await?;
-    channel
-        .queue_bind(
-            topology.dead_queue.as_str().into(),
-            topology.dead_exchange.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            none(),
-        )
+    declarer
+        .exchange(&t.ingress_exchange, ExchangeKind::Fanout)
+        .await?;
+    declarer
+        .bind(&t.requests_queue, &t.ingress_exchange, "")
         .await?;
 
-    channel
-        .queue_declare(
-            topology.requests_queue.as_str().into(),
-            durable_queue(),
-            work_queue_arguments(topology),
-        )
+    declarer
+        .exchange(&t.route_exchange, ExchangeKind::Topic)
         .await?;
-    channel
-        .exchange_declare(
-            topology.ingress_exchange.as_str().into(),
-            ExchangeKind::Fanout,
-            durable_exchange(),
-            none(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            topology.requests_queue.as_str().into(),
-            topology.ingress_exchange.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            none(),
-        )
-        .await?;
-
-    channel
-        .exchange_declare(
-            topology.route_exchange.as_str().into(),
-            ExchangeKind::Topic,
-            durable_exchange(),
-            none(),
-        )
-        .await?;
-    for region in &topology.region_queues {
-        channel
-            .queue_declare(
-                region.queue.as_str().into(),
-                durable_queue(),
-                work_queue_arguments(topology),
-            )
+    for region in &t.region_queues {
+        declarer
+            .queue(&region.queue, work_queue_arguments(t))
             .await?;
         for pattern in &region.patterns {
-            channel
-                .queue_bind(
-                    region.queue.as_str().into(),
-                    topology.route_exchange.as_str().into(),
-                    pattern.as_str().into(),
-                    QueueBindOptions::default(),
-                    none(),
-                )
+            declarer
+                .bind(&region.queue, &t.route_exchange, pattern)
                 .await?;
         }
     }
@@ -124,42 +80,47 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> lapin::Result<()
     let mut delay_arguments = FieldTable::default();
     delay_arguments.insert(
         "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(topology.route_exchange.as_str().into()),
+        AMQPValue::LongString(t.route_exchange.as_str().into()),
     );
-    channel
-        .queue_declare(
-            topology.delay_queue.as_str().into(),
-            durable_queue(),
-            delay_arguments,
-        )
+    declarer.queue(&t.delay_queue, delay_arguments).await?;
+    declarer
+        .exchange(&t.delay_exchange, ExchangeKind::Fanout)
         .await?;
-    channel
-        .exchange_declare(
-            topology.delay_exchange.as_str().into(),
-            ExchangeKind::Fanout,
-            durable_exchange(),
-            none(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            topology.delay_queue.as_str().into(),
-            topology.delay_exchange.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            none(),
-        )
-        .await?;
+    declarer.bind(&t.delay_queue, &t.delay_exchange, "").await?;
 
-    channel
-        .exchange_declare(
-            topology.events_exchange.as_str().into(),
-            ExchangeKind::Topic,
-            durable_exchange(),
-            none(),
-        )
-        .await?;
-    Ok(())
+    declarer
+        .exchange(&t.events_exchange, ExchangeKind::Topic)
+        .await
+}
+
+/// Durable declarations on one channel.
+struct Declarer<'a>(&'a Channel);
+
+impl Declarer<'_> {
+    async fn exchange(&self, name: &str, kind: ExchangeKind) -> lapin::Result<()> {
+        self.0
+            .exchange_declare(name.into(), kind, durable_exchange(), FieldTable::default())
+            .await
+    }
+
+    async fn queue(&self, name: &str, arguments: FieldTable) -> lapin::Result<()> {
+        self.0
+            .queue_declare(name.into(), durable_queue(), arguments)
+            .await
+            .map(|_| ())
+    }
+
+    async fn bind(&self, queue: &str, exchange: &str, key: &str) -> lapin::Result<()> {
+        self.0
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+    }
 }
 
 /// Deletes everything `declare` made (for tests and the load harness, which use a namespace
