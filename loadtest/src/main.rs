@@ -307,6 +307,26 @@ fn metric_means(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// A report for `mode` with what the spawned otpd tells of itself (where its time went, its
+/// RSS); then stops it and cleans up its namespace.
+async fn finish_sut(sut: Sut, mode: &str, common: &Common) -> anyhow::Result<Report> {
+    let mut report = base_report(mode, common);
+    report.notes.extend(sut.time_spent().await);
+    report.target = sut.address.clone();
+    report.namespace = Some(sut.namespace.clone());
+    report.provider = sut.provider.clone();
+    report.otpd_rss_bytes = sut.rss();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sut.stop(&common.amqp_url).await?;
+    Ok(report)
+}
+
+/// Sending time (first to last request) and run time (first request to `end`).
+fn time_run(report: &mut Report, driven: &driver::Driven, end: Instant) {
+    report.send_seconds = driven.last.duration_since(driven.first).as_secs_f64();
+    report.seconds = end.duration_since(driven.first).as_secs_f64().max(1e-6);
+}
+
 fn base_report(mode: &str, common: &Common) -> Report {
     Report {
         mode: mode.into(),
@@ -453,30 +473,14 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             )?;
             let run = http::flows(&api, &mailroom, &plan, common.drain_timeout).await;
             bar.finish_and_clear();
-            let mut report = base_report("http", &common);
-            report.notes.extend(sut.time_spent().await);
-            report.target = sut.address.clone();
-            report.namespace = Some(sut.namespace.clone());
-            report.provider = sut.provider.clone();
-            report.otpd_rss_bytes = sut.rss();
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            sut.stop(&common.amqp_url).await?;
+            let mut report = finish_sut(sut, "http", &common).await?;
             let tracker = mailroom
                 .tracker
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             report.counts = tracker.counts();
             report.errors = run.errors;
-            report.send_seconds = run
-                .driven
-                .last
-                .duration_since(run.driven.first)
-                .as_secs_f64();
-            report.seconds = run
-                .end
-                .duration_since(run.driven.first)
-                .as_secs_f64()
-                .max(1e-6);
+            time_run(&mut report, &run.driven, run.end);
             report.per_second = run.completed as f64 / report.seconds;
             let latencies = &run.latencies;
             let mut plotted = Vec::new();
@@ -530,30 +534,14 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             bar.finish_and_clear();
             let issue_seconds = issuing.elapsed().as_secs_f64();
             let run = http::checks(&api, &issued.verifications, check_mode, &plan).await;
-            let mut report = base_report("verify", &common);
-            report.notes.extend(sut.time_spent().await);
-            report.target = sut.address.clone();
-            report.namespace = Some(sut.namespace.clone());
-            report.provider = sut.provider.clone();
-            report.otpd_rss_bytes = sut.rss();
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            sut.stop(&common.amqp_url).await?;
+            let mut report = finish_sut(sut, "verify", &common).await?;
             let tracker = mailroom
                 .tracker
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             report.counts = tracker.counts();
             report.errors = issued.errors + run.errors;
-            report.send_seconds = run
-                .driven
-                .last
-                .duration_since(run.driven.first)
-                .as_secs_f64();
-            report.seconds = run
-                .end
-                .duration_since(run.driven.first)
-                .as_secs_f64()
-                .max(1e-6);
+            time_run(&mut report, &run.driven, run.end);
             report.per_second = run.checks as f64 / report.seconds;
             report.latency = Percentiles::of(&run.latency);
             report.series.push(Series {

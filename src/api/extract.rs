@@ -117,7 +117,8 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<JsonBody<T>, ApiError> {
     })
 }
 
-fn is_json(request: &HttpRequest) -> bool {
+/// Whether the request says its body is JSON (`application/json`, any parameters).
+pub fn is_json(request: &HttpRequest) -> bool {
     request
         .headers()
         .get(header::CONTENT_TYPE)

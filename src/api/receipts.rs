@@ -8,12 +8,11 @@ use serde_json::json;
 use std::collections::HashMap;
 
 use super::error::ApiError;
-use super::extract::{read_limited, Tenant};
+use super::extract::{is_json, read_limited, Tenant};
 use super::AppState;
-use crate::bus::events::{at, Event};
 use crate::config::{Settings, SANDBOX};
-use crate::delivery::receipt::apply_receipt;
-use crate::domain::{DeliveryState, Timestamp};
+use crate::delivery::receipt::{apply_receipt, receipt_event};
+use crate::domain::Timestamp;
 use crate::providers::receipts::{
     params_from_json, parse_form, parse_generic, parse_twilio, parse_vonage, verify_shared_secret,
     verify_twilio_signature, Receipt, ReceiptError, SECRET_HEADER, SECRET_QUERY_PARAM,
@@ -188,14 +187,6 @@ fn query_param(request: &HttpRequest, name: &str) -> Option<String> {
         .map(|(_, value)| value)
 }
 
-fn is_json(request: &HttpRequest) -> bool {
-    request
-        .headers()
-        .get(actix_web::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"))
-}
-
 /// Applies the receipt to its verification; false when it matched nothing or changed nothing.
 async fn record(state: &AppState, provider: &str, receipt: &Receipt) -> Result<bool, ApiError> {
     let store = &state.store;
@@ -232,26 +223,13 @@ async fn record(state: &AppState, provider: &str, receipt: &Receipt) -> Result<b
             .with_label_values(&[provider])
             .observe(sent_at.until(now).as_secs_f64());
     }
-    let event = match state_now {
-        DeliveryState::Delivered => Event::DeliveryDelivered {
-            id: record.id.to_string(),
-            tenant: record.tenant.clone(),
-            channel: record.channel,
-            provider: provider.to_owned(),
-            at: at(now),
-        },
-        _ => Event::DeliveryFailed {
-            id: record.id.to_string(),
-            tenant: record.tenant.clone(),
-            channel: record.channel,
-            provider: provider.to_owned(),
-            reason: format!(
-                "the provider reported the message undelivered (error {})",
-                receipt.error_code.as_deref().unwrap_or("unknown")
-            ),
-            at: at(now),
-        },
-    };
+    let event = receipt_event(
+        &record,
+        provider,
+        state_now,
+        receipt.error_code.as_deref(),
+        now,
+    );
     if let Err(error) = state.bus.publish_event(&event).await {
         tracing::warn!(key = %event.routing_key(), %error, "Could not publish a receipt event.");
     }

@@ -1,5 +1,6 @@
 //! What a delivery receipt does to a verification, as a pure function.
 
+use crate::bus::events::{at, Event};
 use crate::domain::{DeliveryState, Timestamp, Verification};
 use crate::providers::receipts::ReceiptStatus;
 
@@ -24,6 +25,37 @@ pub fn apply_receipt(
     record.delivered_at = Some(now);
     record.updated_at = now;
     Some(state)
+}
+
+/// The event that tells the platform what a receipt recorded.
+pub fn receipt_event(
+    record: &Verification,
+    provider: &str,
+    state: DeliveryState,
+    error_code: Option<&str>,
+    now: Timestamp,
+) -> Event {
+    if state == DeliveryState::Delivered {
+        Event::DeliveryDelivered {
+            id: record.id.to_string(),
+            tenant: record.tenant.clone(),
+            channel: record.channel,
+            provider: provider.to_owned(),
+            at: at(now),
+        }
+    } else {
+        Event::DeliveryFailed {
+            id: record.id.to_string(),
+            tenant: record.tenant.clone(),
+            channel: record.channel,
+            provider: provider.to_owned(),
+            reason: format!(
+                "the provider reported the message undelivered (error {})",
+                error_code.unwrap_or("unknown")
+            ),
+            at: at(now),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -54,6 +86,18 @@ mod tests {
             None
         );
         assert_eq!(record.delivery, DeliveryState::Delivered);
+    }
+
+    #[test]
+    fn a_failed_receipt_tells_the_platform_the_provider_error() {
+        let record = pending(None);
+        let event = receipt_event(&record, "vonage", DeliveryState::Failed, Some("6"), START);
+        assert_eq!(event.routing_key(), "delivery.failed.acme");
+        assert!(String::from_utf8(event.to_json())
+            .unwrap()
+            .contains("error 6"));
+        let delivered = receipt_event(&record, "vonage", DeliveryState::Delivered, None, START);
+        assert_eq!(delivered.routing_key(), "delivery.delivered.acme");
     }
 
     #[test]

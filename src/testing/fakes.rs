@@ -281,26 +281,14 @@ impl FakeProviderServer {
         let addr = listener.local_addr()?;
         let control = FakeControl::default();
         let served = control.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let stream = match listener.accept().await {
-                    Ok((stream, _)) => stream,
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let control = served.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        let control = control.clone();
-                        async move { Ok::<_, Infallible>(handle_http(&control, request).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let task = accept_each(listener, served, |control, stream| async move {
+            let service = hyper::service::service_fn(move |request| {
+                let control = control.clone();
+                async move { Ok::<_, Infallible>(handle_http(&control, request).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
         Ok(FakeProviderServer {
             addr,
@@ -543,6 +531,29 @@ pub struct FakeSmtpServer {
     task: JoinHandle<()>,
 }
 
+/// Accepts connections on `listener` until the task is aborted, serving each one in a task
+/// of its own.
+fn accept_each<F, Fut>(
+    listener: TcpListener,
+    control: FakeControl,
+    serve: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(FakeControl, TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve(control.clone(), stream));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+}
+
 impl FakeSmtpServer {
     /// Listens on 127.0.0.1 at a free port.
     pub async fn start() -> std::io::Result<Self> {
@@ -550,20 +561,8 @@ impl FakeSmtpServer {
         let addr = listener.local_addr()?;
         let control = FakeControl::default();
         let served = control.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let stream = match listener.accept().await {
-                    Ok((stream, _)) => stream,
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let control = served.clone();
-                tokio::spawn(async move {
-                    let _ = smtp_session(&control, stream).await;
-                });
-            }
+        let task = accept_each(listener, served, |control, stream| async move {
+            let _ = smtp_session(&control, stream).await;
         });
         Ok(FakeSmtpServer {
             addr,

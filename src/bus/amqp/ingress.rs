@@ -3,25 +3,14 @@
 //! to the dead-letter queue once; nothing is requeued forever (the queue's delivery limit).
 
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
-use std::time::Duration;
 
 use super::message::{decode_request, Refusal};
+use super::settle::{requeue, settle_delivery, Settle};
 use super::{Consumers, Publisher};
 use crate::api::error::ApiError;
 use crate::bus::events::{ErrorObject, Event};
 use crate::domain::IssueReceipt;
 use crate::issuance::{IdempotencyInput, IssueError, IssueOtp, RequestSource};
-
-/// Pause before a message that met a passing fault is handed back to the broker.
-const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
-
-/// What to tell the broker about a delivery.
-pub enum Settle {
-    Ack,
-    /// A passing fault: deliver it again (the queue's delivery limit bounds how often).
-    Requeue,
-}
 
 pub async fn handle(publisher: &Publisher, consumers: &Consumers, delivery: Delivery) {
     let settle = process(publisher, consumers, &delivery).await;
@@ -107,11 +96,6 @@ async fn process(publisher: &Publisher, consumers: &Consumers, delivery: &Delive
     Settle::Ack
 }
 
-async fn requeue() -> Settle {
-    tokio::time::sleep(REQUEUE_PAUSE).await;
-    Settle::Requeue
-}
-
 fn created_event(receipt: &IssueReceipt, request_id: &str, tenant: &str) -> Event {
     Event::VerificationCreated {
         id: receipt.id.to_string(),
@@ -164,34 +148,6 @@ async fn tell_platform(
     for (what, result) in [("event", published), ("reply", replied)] {
         if let Err(error) = result {
             tracing::warn!(key = %event.routing_key(), what, %error, "Could not tell the platform.");
-        }
-    }
-}
-
-/// Acks or requeues, checking lapin's answer: `Ok(false)` means the channel died and the
-/// broker will deliver the message again.
-pub async fn settle_delivery(delivery: &Delivery, settle: Settle, what: &str) {
-    let result = match settle {
-        Settle::Ack => delivery.ack(BasicAckOptions::default()).await,
-        Settle::Requeue => {
-            delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await
-        }
-    };
-    match result {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!(
-                what,
-                "Channel closed before the ack; the broker will deliver it again."
-            )
-        }
-        Err(error) => {
-            tracing::warn!(what, %error, "Ack failed; the broker will deliver it again.")
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod declare;
 pub mod ingress;
 pub mod message;
+pub mod settle;
 pub mod topology;
 pub mod worker;
 

@@ -3,14 +3,11 @@
 
 use actix::Addr;
 use lapin::message::Delivery;
-use std::time::Duration;
 
-use super::ingress::{settle_delivery, Settle};
 use super::message::decode_job;
+use super::settle::{requeue, settle_delivery, Settle};
 use super::Publisher;
 use crate::routing::{Deliver, DeliveryOutcome, RouterActor};
-
-const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
 
 pub async fn handle(publisher: &Publisher, router: &Addr<RouterActor>, delivery: Delivery) {
     let settle = process(publisher, router, &delivery).await;
@@ -48,9 +45,6 @@ async fn process(publisher: &Publisher, router: &Addr<RouterActor>, delivery: &D
     };
     match recorded {
         Some(DeliveryOutcome::Recorded) | Some(DeliveryOutcome::AlreadyInFlight) => Settle::Ack,
-        Some(DeliveryOutcome::NotRecorded(_)) | None => {
-            tokio::time::sleep(REQUEUE_PAUSE).await;
-            Settle::Requeue
-        }
+        Some(DeliveryOutcome::NotRecorded(_)) | None => requeue().await,
     }
 }
