@@ -684,3 +684,19 @@ async fn the_contract_flow_holds_in_broker_mode() {
     drop(app);
     broker.clean_up().await;
 }
+
+impl Listener {
+    /// Every message waiting in the queue now, bodies as received; the queue is left empty.
+    pub async fn drain_raw(&self) -> Vec<Vec<u8>> {
+        let mut bodies = Vec::new();
+        while let Some(message) = self
+            .channel
+            .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+        {
+            bodies.push(message.delivery.data.clone());
+        }
+        bodies
+    }
+}
