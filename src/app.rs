@@ -120,11 +120,13 @@ impl Application {
             Some(broker) => broker.clone(),
             None => Arc::new(EmbeddedBus::new(router.clone())),
         };
+        let access = crate::access::Gate::load(&settings, Arc::clone(&store))?;
         let issuance = IssuanceActor::new(
             &settings,
             Arc::clone(&store),
             secrets.clone(),
             Arc::clone(&bus),
+            access,
         );
         let issuer = IssuanceActor::start_in_arbiter(&arbiters.issuance.handle(), |_| issuance);
         if let Some(broker) = &broker {

@@ -49,8 +49,8 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub sandbox: SandboxSettings,
     pub regions: RegionSettings,
-    /// Tenants and the SHA-256 hashes of their API keys. Default: none (then the first start
-    /// creates tenant `dev`).
+    /// Tenants: the SHA-256 hashes of their API keys and what each may send. Default: none
+    /// (then the first start creates tenant `dev`).
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantSettings>,
     /// Message texts: template name → locale → text with `{code}` and `{minutes}`.
@@ -79,6 +79,10 @@ pub struct Settings {
     /// Give them by environment: `OTPD__RECEIPT_SECRETS__<ID>`. Default none.
     #[serde(default)]
     pub receipt_secrets: BTreeMap<String, SecretString>,
+    /// Cost of one message, in cost units, for the tenants' spend caps. Defaults: see
+    /// `PricingSettings` (1 per SMS, 0 per email).
+    #[serde(default)]
+    pub pricing: crate::access::PricingSettings,
 }
 
 /// What one country requires of messages sent to it.
@@ -271,13 +275,8 @@ pub struct RegionSettings {
     pub countries: BTreeMap<String, Vec<String>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantSettings {
-    /// Hex SHA-256 hashes of the tenant's API keys. Default none.
-    #[serde(default)]
-    pub api_key_sha256: Vec<String>,
-}
+/// A tenant's keys and access settings; see `crate::access::settings`.
+pub use crate::access::TenantSettings;
 
 impl Settings {
     /// Loads and validates the settings; `extra_file` is `otpd serve --config FILE`.
@@ -322,6 +321,7 @@ impl Settings {
         self.validate_regions(&mut problems);
         self.validate_templates(&mut problems);
         self.validate_tenants(&mut problems);
+        problems.extend(crate::access::validate(self));
         if self.delivery.concurrency == 0 {
             problems.push("delivery.concurrency must be at least 1".into());
         }

@@ -1,6 +1,7 @@
 //! otpd: issue one-time passcodes, deliver them through providers, verify them.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod bus;

@@ -1,4 +1,5 @@
-//! The otpd command: `otpd serve` runs the engine; `otpd tenant add` creates API keys.
+//! The otpd command: `otpd serve` runs the engine; `otpd tenant add|list|rotate|revoke`
+//! manages tenants' API keys.
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
@@ -43,25 +44,115 @@ enum TenantAction {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// List the tenants, their key ids and settings (never a key or a hash).
+    List {
+        /// A settings file applied over config/default.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Add a new key to tenant NAME, printed once; its other keys stay valid until revoked.
+    Rotate {
+        name: String,
+        /// A settings file applied over config/default.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Revoke key KEY_ID of tenant NAME (or all its keys); a running otpd refuses it at once.
+    Revoke {
+        name: String,
+        /// The key's id, as `otpd tenant list` shows it (key_…).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        key_id: Option<String>,
+        /// Revoke every key of the tenant.
+        #[arg(long)]
+        all: bool,
+        /// Revoke the tenant's last valid key too (which cuts the tenant off).
+        #[arg(long)]
+        force: bool,
+        /// A settings file applied over config/default.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     otpd::telemetry::init_logging();
     match Cli::parse().command {
         Command::Serve { config } => serve(config),
-        Command::Tenant {
-            action: TenantAction::Add { name, config },
+        Command::Tenant { action } => tenant(action),
+    }
+}
+
+fn tenant(action: TenantAction) -> anyhow::Result<()> {
+    use otpd::tenants::{self, Revoke};
+    match action {
+        TenantAction::Add { name, config } => {
+            let settings = Settings::load(config.as_deref())?;
+            let issued = tenants::add_key(&settings.store.dir, &name)?;
+            eprintln!(
+                "Created API key {} for tenant '{name}'. It is shown only this once; otpd keeps only its hash in {}.",
+                issued.id,
+                tenants::keys_file(&settings.store.dir).display()
+            );
+            println!("{}", issued.key);
+        }
+        TenantAction::List { config } => {
+            let settings = Settings::load(config.as_deref())?;
+            let listing = tenants::list_tenants(&settings.store.dir, &settings)?;
+            print!("{}", tenants::render_listing(&listing));
+        }
+        TenantAction::Rotate { name, config } => {
+            let settings = Settings::load(config.as_deref())?;
+            let rotation = tenants::rotate_key(&settings.store.dir, &settings, &name)?;
+            eprintln!(
+                "Created API key {} for tenant '{name}'. It is shown only this once.",
+                rotation.issued.id
+            );
+            if rotation.previous.is_empty() {
+                eprintln!("The tenant had no other valid key.");
+            } else {
+                eprintln!(
+                    "Its older keys stay valid until you revoke them: {}. Once its clients use the new key, run:",
+                    rotation.previous.join(", ")
+                );
+                for id in &rotation.previous {
+                    eprintln!("  otpd tenant revoke {name} {id}");
+                }
+            }
+            println!("{}", rotation.issued.key);
+        }
+        TenantAction::Revoke {
+            name,
+            key_id,
+            all,
+            force,
+            config,
         } => {
             let settings = Settings::load(config.as_deref())?;
-            let key = otpd::tenants::add_key(&settings.store.dir, &name)?;
-            eprintln!(
-                "Created an API key for tenant '{name}'. It is shown only this once; otpd keeps only its hash in {}.",
-                otpd::tenants::keys_file(&settings.store.dir).display()
-            );
-            println!("{key}");
-            Ok(())
+            let which = match key_id {
+                Some(id) if !all => Revoke::Key(id),
+                _ => Revoke::All,
+            };
+            let revocation =
+                tenants::revoke_keys(&settings.store.dir, &settings, &name, &which, force)?;
+            if revocation.revoked.is_empty() {
+                println!("Tenant '{name}' had no valid key in the keys file to revoke.");
+            } else {
+                println!(
+                    "Revoked {} of tenant '{name}'; a running otpd refuses it from its next request.",
+                    revocation.revoked.join(", ")
+                );
+            }
+            if revocation.remaining.is_empty() {
+                eprintln!(
+                    "Warning: tenant '{name}' has no valid key left; its requests are refused until `otpd tenant rotate {name}`."
+                );
+            } else {
+                println!("Still valid: {}.", revocation.remaining.join(", "));
+            }
         }
     }
+    Ok(())
 }
 
 fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {

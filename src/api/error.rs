@@ -128,6 +128,7 @@ impl From<IssueError> for ApiError {
             IssueError::UnknownTemplate(name) => ApiError::invalid_request(format!(
                 "'template' is '{name}', which is not configured; omit it or use one of the configured templates"
             )),
+            IssueError::Access(denied) => denied.into(),
             IssueError::Store(error) => ApiError::unavailable(error),
             IssueError::Unavailable(detail) => ApiError::unavailable(detail),
         }

@@ -1,5 +1,6 @@
 //! The HTTP API (actix-web): routes, extractors, the error shape, request metrics.
 
+pub mod admin;
 pub mod error;
 pub mod extract;
 pub mod ops;
@@ -57,7 +58,13 @@ pub fn configure(config: &mut web::ServiceConfig) {
         )
         .service(
             resource("/v1/verifications/{id}/cancel").route(web::post().to(verifications::cancel)),
-        );
+        )
+        .service(
+            resource("/v1/admin/blocklist")
+                .route(web::get().to(admin::list))
+                .route(web::post().to(admin::add)),
+        )
+        .service(resource("/v1/admin/blocklist/{entry}").route(web::delete().to(admin::remove)));
 }
 
 /// A resource whose wrong methods get the JSON 405.

@@ -59,6 +59,8 @@ pub enum IssueError {
     #[error("unknown template '{0}'")]
     UnknownTemplate(String),
     #[error(transparent)]
+    Access(#[from] crate::access::AccessDenied),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("delivery is unavailable: {0}")]
     Unavailable(String),
@@ -72,6 +74,7 @@ impl IssueError {
             IssueError::TooManySends { .. } => "too_many_sends",
             IssueError::IdempotencyKeyReused => "idempotency_key_reused",
             IssueError::UnknownTemplate(_) => "unknown_template",
+            IssueError::Access(denied) => denied.reason(),
             IssueError::Store(_) | IssueError::Unavailable(_) => "unavailable",
         }
     }
@@ -88,6 +91,8 @@ pub struct IssuanceActor {
     tenant_limiter: KeyedLimiter<String>,
     client_limiter: KeyedLimiter<IpAddr>,
     mailbox_capacity: usize,
+    /// Tenant permissions, caps and the blocklist (see `crate::access`).
+    pub(crate) access: crate::access::Gate,
 }
 
 impl IssuanceActor {
@@ -96,6 +101,7 @@ impl IssuanceActor {
         store: Arc<dyn Store>,
         secrets: Secrets,
         bus: Arc<dyn Bus>,
+        access: crate::access::Gate,
     ) -> Self {
         let v = &settings.verification;
         let r = &settings.rate_limits;
@@ -115,6 +121,7 @@ impl IssuanceActor {
             tenant_limiter: KeyedLimiter::new(r.tenant_per_second, r.tenant_burst),
             client_limiter: KeyedLimiter::new(r.client_ip_per_second, r.client_ip_burst),
             mailbox_capacity: settings.delivery.mailbox_capacity,
+            access,
         }
     }
 
@@ -175,6 +182,8 @@ impl IssuanceActor {
                     }
                 }
             })?;
+        self.access
+            .admit(&message.tenant, request.channel, &request.destination, now)?;
 
         let code = OtpCode::generate(request.code_length);
         let verification = match (&plan, pending) {

@@ -8,6 +8,10 @@ pub const IDEMPOTENCY: &[u8] = b"i/";
 pub const OUTBOX: &[u8] = b"o/";
 pub const QUOTA: &[u8] = b"q/";
 pub const MESSAGE: &[u8] = b"m/";
+/// `u/<tenant>`: a tenant's usage against its send and spend caps.
+pub const TENANT_USAGE: &[u8] = b"u/";
+/// `b/<entry>`: an entry of the operator's blocklist.
+pub const BLOCKLIST: &[u8] = b"b/";
 /// `x/<purge time, 8 bytes big-endian><primary key>`: what to look at when sweeping.
 pub const EXPIRY: &[u8] = b"x/";
 
@@ -47,6 +51,14 @@ pub fn message(provider: &str, provider_message_id: &str) -> Vec<u8> {
 
 pub fn quota(provider: &str) -> Vec<u8> {
     [QUOTA, provider.as_bytes()].concat()
+}
+
+pub fn tenant_usage(tenant: &str) -> Vec<u8> {
+    [TENANT_USAGE, tenant.as_bytes()].concat()
+}
+
+pub fn block_entry(entry: &str) -> Vec<u8> {
+    [BLOCKLIST, entry.as_bytes()].concat()
 }
 
 pub fn expiry(purge_at: Timestamp, primary: &[u8]) -> Vec<u8> {

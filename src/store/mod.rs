@@ -7,6 +7,7 @@ mod sled_store;
 
 use futures_util::future::BoxFuture;
 
+use crate::access::{BlockEntry, TenantUsage};
 use crate::domain::{
     DeliveryJob, DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord, JobId,
     Timestamp, Verification, VerificationId,
@@ -104,6 +105,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Saves a provider's quota usage (durable with the next flush).
     fn save_quota(&self, provider: &str, usage: &QuotaUsage) -> Result<(), StoreError>;
+
+    /// A tenant's usage against its caps, as last saved.
+    fn tenant_usage(&self, tenant: &str) -> Result<Option<TenantUsage>, StoreError>;
+
+    /// Saves a tenant's usage (durable with the next flush).
+    fn save_tenant_usage(&self, tenant: &str, usage: &TenantUsage) -> Result<(), StoreError>;
+
+    /// Every blocklist entry.
+    fn blocklist(&self) -> Result<Vec<BlockEntry>, StoreError>;
+
+    /// Adds or replaces a blocklist entry (durable with the next flush).
+    fn save_block_entry(&self, entry: &BlockEntry) -> Result<(), StoreError>;
+
+    /// Removes a blocklist entry (durable with the next flush).
+    fn remove_block_entry(&self, entry: &str) -> Result<(), StoreError>;
 
     /// Deletes up to `limit` records whose time has passed; returns how many went.
     fn sweep(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError>;

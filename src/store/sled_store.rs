@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::flusher::GroupFlusher;
 use super::{keys, IssueWrite, MessageOwner, Store, StoreError};
+use crate::access::{BlockEntry, TenantUsage};
 use crate::domain::{
     DeliveryJob, DeliveryState, DestinationKey, DestinationState, IdempotencyKey,
     IdempotencyRecord, JobId, Status, Timestamp, Verification, VerificationId,
@@ -282,6 +283,39 @@ impl Store for SledStore {
     fn save_quota(&self, provider: &str, usage: &QuotaUsage) -> Result<(), StoreError> {
         self.tree
             .insert(keys::quota(provider), encode(usage)?)
+            .map(|_| ())
+            .map_err(io)
+    }
+
+    fn tenant_usage(&self, tenant: &str) -> Result<Option<TenantUsage>, StoreError> {
+        self.read(&keys::tenant_usage(tenant))
+    }
+
+    fn save_tenant_usage(&self, tenant: &str, usage: &TenantUsage) -> Result<(), StoreError> {
+        self.tree
+            .insert(keys::tenant_usage(tenant), encode(usage)?)
+            .map(|_| ())
+            .map_err(io)
+    }
+
+    fn blocklist(&self) -> Result<Vec<BlockEntry>, StoreError> {
+        self.tree
+            .scan_prefix(keys::BLOCKLIST)
+            .values()
+            .map(|bytes| decode(&bytes.map_err(io)?))
+            .collect()
+    }
+
+    fn save_block_entry(&self, entry: &BlockEntry) -> Result<(), StoreError> {
+        self.tree
+            .insert(keys::block_entry(&entry.entry), encode(entry)?)
+            .map(|_| ())
+            .map_err(io)
+    }
+
+    fn remove_block_entry(&self, entry: &str) -> Result<(), StoreError> {
+        self.tree
+            .remove(keys::block_entry(entry))
             .map(|_| ())
             .map_err(io)
     }

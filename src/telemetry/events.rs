@@ -250,3 +250,16 @@ impl QuotaThresholdCrossed<'_> {
             .set(self.alert.used as i64);
     }
 }
+
+/// An admin tenant changed the blocklist (the entry itself is not logged: it may be a number).
+pub struct BlocklistEdited<'a> {
+    pub by: &'a str,
+    /// added, removed
+    pub action: &'static str,
+}
+
+impl BlocklistEdited<'_> {
+    pub fn emit(&self) {
+        info!(tenant = self.by, action = self.action, "Blocklist edited.");
+    }
+}

@@ -5,6 +5,7 @@
 mod amqp;
 mod helpers;
 
+mod access;
 mod check;
 mod concurrency;
 mod create;

@@ -1,4 +1,4 @@
-//! Tenants: the dev tenant on first start, `otpd tenant add`, keys stored only hashed.
+//! Tenants: the dev tenant on first start, keys stored only hashed, `otpd tenant add|list|rotate|revoke`, and a revoked key refused at once.
 
 use std::path::Path;
 
@@ -102,4 +102,162 @@ async fn tenant_keys_are_stored_only_hashed() {
             );
         }
     }
+}
+
+/// A request that only authenticates: 404 for a valid key, 401 for a refused one.
+async fn probe(app: &TestApp, key: &str) -> Reply {
+    send(app.request_as(key, Method::GET, "/v1/verifications/ver_none")).await
+}
+
+#[tokio::test]
+async fn a_rotated_key_works_beside_the_old_one_until_the_old_one_is_revoked() {
+    let app = spawn_app().await;
+    let old = app.add_tenant("acme");
+    let settings = otpd::config::Settings::load(None).unwrap();
+
+    let rotation = otpd::tenants::rotate_key(app.store_dir(), &settings, "acme").unwrap();
+    probe(&app, &old).await.expect_error(404, "not_found");
+    probe(&app, &rotation.issued.key)
+        .await
+        .expect_error(404, "not_found");
+    assert_eq!(rotation.previous.len(), 1, "{:?}", rotation.previous);
+
+    let revoked = otpd::tenants::revoke_keys(
+        app.store_dir(),
+        &settings,
+        "acme",
+        &otpd::tenants::Revoke::Key(rotation.previous[0].clone()),
+        false,
+    )
+    .unwrap();
+
+    assert_eq!(revoked.remaining, vec![rotation.issued.id.clone()]);
+    probe(&app, &old).await.expect_error(401, "unauthorized");
+    app.create_as(&old, &json!({"to": DE_MOBILE, "channel": "sms"}))
+        .await
+        .expect_error(401, "unauthorized");
+    probe(&app, &rotation.issued.key)
+        .await
+        .expect_error(404, "not_found");
+    app.create_as(
+        &rotation.issued.key,
+        &json!({"to": DE_MOBILE, "channel": "sms"}),
+    )
+    .await
+    .expect_status(201);
+}
+
+/// Runs `otpd tenant ARGS` on `store`; returns (success, stdout, stderr).
+fn tenant_cli(store: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(otpd_binary())
+        .arg("tenant")
+        .args(args)
+        .env("OTPD__STORE__DIR", store)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run otpd tenant");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The key ids listed for `tenant`, with their status text.
+fn listed_keys(listing: &str, tenant: &str) -> Vec<(String, String)> {
+    let mut keys = Vec::new();
+    let mut inside = false;
+    for line in listing.lines() {
+        if let Some(name) = line.strip_prefix("tenant ") {
+            inside = name.trim() == tenant;
+        } else if inside {
+            let line = line.trim();
+            if line.starts_with("key_") {
+                let id = line.split_whitespace().next().unwrap().to_string();
+                keys.push((id, line.to_string()));
+            }
+        }
+    }
+    keys
+}
+
+#[test]
+fn the_cli_adds_lists_rotates_and_revokes_keys_without_showing_them() {
+    let store = tempfile::tempdir().unwrap();
+    let first = add_tenant(store.path(), "acme");
+
+    let (ok, listing, _) = tenant_cli(store.path(), &["list"]);
+    assert!(ok);
+    let keys = listed_keys(&listing, "acme");
+    assert_eq!(keys.len(), 1, "{listing}");
+    assert!(
+        listing.contains("settings: channels=sms,email countries=all"),
+        "{listing}"
+    );
+    let first_id = keys[0].0.clone();
+
+    let (ok, rotated, hints) = tenant_cli(store.path(), &["rotate", "acme"]);
+    assert!(ok, "{hints}");
+    let second = rotated.trim().to_string();
+    assert!(second.starts_with("otpd_") && second != first, "{rotated}");
+    assert!(
+        hints.contains(&format!("otpd tenant revoke acme {first_id}")),
+        "rotate does not say how to revoke the old key: {hints}"
+    );
+
+    let (ok, out, err) = tenant_cli(store.path(), &["revoke", "acme", &first_id]);
+    assert!(ok, "{out}{err}");
+    let (_, listing, _) = tenant_cli(store.path(), &["list"]);
+    let keys = listed_keys(&listing, "acme");
+    assert_eq!(keys.len(), 2, "{listing}");
+    assert!(keys[0].1.contains("revoked"), "{listing}");
+    assert!(keys[1].1.contains("active"), "{listing}");
+    for secret in [&first, &second] {
+        let hash = hex::encode(otpd::tenants::hash_key(secret));
+        assert!(!listing.contains(secret.as_str()), "list shows a key");
+        assert!(!listing.contains(&hash), "list shows a key hash");
+    }
+
+    let (ok, _, err) = tenant_cli(store.path(), &["revoke", "acme", &keys[1].0]);
+    assert!(!ok, "the last key was revoked without --force");
+    assert!(err.contains("--force"), "{err}");
+    let (ok, _, err) = tenant_cli(store.path(), &["revoke", "ghost", "key_00000000"]);
+    assert!(!ok && err.contains("no tenant 'ghost'"), "{err}");
+    let (ok, _, err) = tenant_cli(store.path(), &["revoke", "acme", "key_00000000"]);
+    assert!(!ok && err.contains("has no key key_00000000"), "{err}");
+    let (ok, _, err) = tenant_cli(store.path(), &["rotate", "ghost"]);
+    assert!(!ok && err.contains("no tenant 'ghost'"), "{err}");
+
+    let (ok, out, err) = tenant_cli(store.path(), &["revoke", "acme", "--all"]);
+    assert!(ok, "{out}{err}");
+    assert!(err.contains("no valid key left"), "{err}");
+    let (_, listing, _) = tenant_cli(store.path(), &["list"]);
+    assert!(
+        listed_keys(&listing, "acme")
+            .iter()
+            .all(|(_, line)| line.contains("revoked")),
+        "{listing}"
+    );
+}
+
+#[tokio::test]
+async fn a_keys_file_from_before_key_ids_still_works() {
+    let store = tempfile::tempdir().unwrap();
+    let key = otpd::tenants::generate_key();
+    let hash = hex::encode(otpd::tenants::hash_key(&key));
+    std::fs::write(
+        otpd::tenants::keys_file(store.path()),
+        format!("acme {hash}\n"),
+    )
+    .unwrap();
+    let app = start_app(store, |_| {});
+
+    probe(&app, &key).await.expect_error(404, "not_found");
+    let (ok, listing, _) = tenant_cli(app.store_dir(), &["list"]);
+    assert!(ok);
+    let keys = listed_keys(&listing, "acme");
+    assert_eq!(keys.len(), 1, "{listing}");
+    assert_eq!(keys[0].0, format!("key_{}", &hash[..8]));
+    assert!(!listing.contains(&hash), "list shows the hash");
 }

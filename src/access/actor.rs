@@ -1,0 +1,56 @@
+//! The IssuanceActor's side of access control: the `EditBlocklist` message, so blocklist
+//! edits are ordered with creates and flushed before they are answered.
+
+use actix::prelude::*;
+
+use super::gate::{AdminError, AdmitError, BlocklistAction, BlocklistAnswer};
+use crate::domain::Timestamp;
+use crate::issuance::{IssuanceActor, IssueError};
+use crate::telemetry::events::BlocklistEdited;
+
+/// List, add or remove blocklist entries on behalf of tenant `by`.
+#[derive(Message)]
+#[rtype(result = "Result<BlocklistAnswer, AdminError>")]
+pub struct EditBlocklist {
+    pub by: String,
+    pub action: BlocklistAction,
+}
+
+impl Handler<EditBlocklist> for IssuanceActor {
+    type Result = ResponseFuture<Result<BlocklistAnswer, AdminError>>;
+
+    fn handle(&mut self, message: EditBlocklist, _: &mut Self::Context) -> Self::Result {
+        let answer = self
+            .access
+            .blocklist(&message.by, message.action, Timestamp::now());
+        if let Ok(answer) = &answer {
+            let action = match answer {
+                BlocklistAnswer::Entries(_) => None,
+                BlocklistAnswer::Added { .. } => Some("added"),
+                BlocklistAnswer::Removed(_) => Some("removed"),
+            };
+            if let Some(action) = action {
+                BlocklistEdited {
+                    by: &message.by,
+                    action,
+                }
+                .emit();
+            }
+        }
+        let flushed = self.access.flush();
+        Box::pin(async move {
+            let answer = answer?;
+            flushed.await?;
+            Ok(answer)
+        })
+    }
+}
+
+impl From<AdmitError> for IssueError {
+    fn from(error: AdmitError) -> Self {
+        match error {
+            AdmitError::Denied(denied) => IssueError::Access(denied),
+            AdmitError::Store(error) => IssueError::Store(error),
+        }
+    }
+}

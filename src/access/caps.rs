@@ -1,0 +1,220 @@
+//! A tenant's send and spend caps over UTC clock hours and days, pure and taking `now`:
+//! whether one more send fits, and the usage after it.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+use super::settings::TenantSettings;
+use crate::domain::Timestamp;
+
+const HOUR_MS: u64 = 3_600_000;
+const DAY_MS: u64 = 86_400_000;
+
+/// A tenant's caps; `None` is no cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caps {
+    pub sends_per_hour: Option<u64>,
+    pub sends_per_day: Option<u64>,
+    pub spend_per_hour: Option<u64>,
+    pub spend_per_day: Option<u64>,
+}
+
+impl Caps {
+    pub fn from_settings(settings: &TenantSettings) -> Self {
+        Caps {
+            sends_per_hour: settings.sends_per_hour,
+            sends_per_day: settings.sends_per_day,
+            spend_per_hour: settings.spend_per_hour,
+            spend_per_day: settings.spend_per_day,
+        }
+    }
+
+    /// Whether any cap is set (without one, usage is not even counted).
+    pub fn any(&self) -> bool {
+        self.sends_per_hour.is_some()
+            || self.sends_per_day.is_some()
+            || self.spend_per_hour.is_some()
+            || self.spend_per_day.is_some()
+    }
+}
+
+/// Sends and spend within one window that starts at `start`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub start: Timestamp,
+    pub sends: u64,
+    pub spend: u64,
+}
+
+impl Window {
+    /// This window as it stands at `now`: empty if `now` is in a later window.
+    fn at(self, length_ms: u64, now: Timestamp) -> Window {
+        let start = Timestamp(now.0 - now.0 % length_ms);
+        if self.start == start {
+            self
+        } else {
+            Window {
+                start,
+                sends: 0,
+                spend: 0,
+            }
+        }
+    }
+}
+
+/// A tenant's usage in the current hour and day, as stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantUsage {
+    pub hour: Window,
+    pub day: Window,
+}
+
+/// The cap one more send would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapReached {
+    /// The setting's field name under `tenants.<name>`, e.g. `sends_per_hour`.
+    pub setting: &'static str,
+    pub limit: u64,
+    /// Until the window of that cap ends.
+    pub retry_after: Duration,
+}
+
+impl CapReached {
+    /// A message for the caller, naming the setting of `tenant` to raise.
+    pub fn message(&self, tenant: &str) -> String {
+        let (what, per) = match self.setting {
+            "sends_per_hour" => ("sends", "hour"),
+            "sends_per_day" => ("sends", "day"),
+            "spend_per_hour" => ("cost units of spend", "hour"),
+            _ => ("cost units of spend", "day"),
+        };
+        format!(
+            "Tenant {tenant} has used its {limit} {what} for this {per} (tenants.{tenant}.{setting}); retry when the {per} ends, or raise that setting.",
+            limit = self.limit,
+            setting = self.setting,
+        )
+    }
+}
+
+/// Admits one send costing `cost` at `now`, returning the usage after it, or the cap it
+/// would pass. Of several caps passed, the one whose window ends last is reported, since
+/// waiting for it frees them all.
+pub fn admit(
+    usage: &TenantUsage,
+    caps: &Caps,
+    cost: u64,
+    now: Timestamp,
+) -> Result<TenantUsage, CapReached> {
+    let hour = usage.hour.at(HOUR_MS, now);
+    let day = usage.day.at(DAY_MS, now);
+    let hour_ends = Timestamp(hour.start.0 + HOUR_MS);
+    let day_ends = Timestamp(day.start.0 + DAY_MS);
+    let checks = [
+        ("sends_per_day", caps.sends_per_day, day.sends + 1, day_ends),
+        (
+            "spend_per_day",
+            caps.spend_per_day,
+            day.spend + cost,
+            day_ends,
+        ),
+        (
+            "sends_per_hour",
+            caps.sends_per_hour,
+            hour.sends + 1,
+            hour_ends,
+        ),
+        (
+            "spend_per_hour",
+            caps.spend_per_hour,
+            hour.spend + cost,
+            hour_ends,
+        ),
+    ];
+    for (setting, cap, after, ends) in checks {
+        if let Some(limit) = cap {
+            if after > limit {
+                return Err(CapReached {
+                    setting,
+                    limit,
+                    retry_after: now.until(ends),
+                });
+            }
+        }
+    }
+    Ok(TenantUsage {
+        hour: Window {
+            sends: hour.sends + 1,
+            spend: hour.spend + cost,
+            ..hour
+        },
+        day: Window {
+            sends: day.sends + 1,
+            spend: day.spend + cost,
+            ..day
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2027-01-15T06:00:00Z, the start of an hour.
+    const HOUR_START: Timestamp = Timestamp(1_799_992_800_000);
+
+    fn caps(sends_per_hour: u64) -> Caps {
+        Caps {
+            sends_per_hour: Some(sends_per_hour),
+            ..Caps::default()
+        }
+    }
+
+    #[test]
+    fn the_hour_start_is_aligned() {
+        assert_eq!(HOUR_START.0 % HOUR_MS, 0);
+    }
+
+    #[test]
+    fn refuses_past_the_hourly_cap_until_the_hour_ends() {
+        let mut usage = TenantUsage::default();
+        let now = HOUR_START.plus_secs(600);
+        for _ in 0..3 {
+            usage = admit(&usage, &caps(3), 1, now).unwrap();
+        }
+        let refused = admit(&usage, &caps(3), 1, now).unwrap_err();
+        assert_eq!(refused.setting, "sends_per_hour");
+        assert_eq!(refused.retry_after, Duration::from_secs(3000));
+        assert!(refused
+            .message("acme")
+            .contains("tenants.acme.sends_per_hour"));
+        // The next hour starts afresh.
+        let next_hour = HOUR_START.plus_secs(3600);
+        let after = admit(&usage, &caps(3), 1, next_hour).unwrap();
+        assert_eq!(after.hour.sends, 1);
+        assert_eq!(after.day.sends, 4);
+    }
+
+    #[test]
+    fn spend_counts_the_cost_and_the_day_cap_outlasts_the_hour() {
+        let caps = Caps {
+            spend_per_hour: Some(10),
+            spend_per_day: Some(12),
+            ..Caps::default()
+        };
+        let now = HOUR_START;
+        let usage = admit(&TenantUsage::default(), &caps, 7, now).unwrap();
+        let refused = admit(&usage, &caps, 7, now).unwrap_err();
+        // Both caps are passed; the day's is the one to wait for.
+        assert_eq!(refused.setting, "spend_per_day");
+        let day_end = Timestamp(now.0 - now.0 % DAY_MS + DAY_MS);
+        assert_eq!(refused.retry_after, now.until(day_end));
+        assert_eq!(admit(&usage, &caps, 3, now).unwrap().day.spend, 10);
+    }
+
+    #[test]
+    fn no_caps_admit_everything() {
+        let usage = TenantUsage::default();
+        assert!(!Caps::default().any());
+        assert!(admit(&usage, &Caps::default(), 1_000, HOUR_START).is_ok());
+    }
+}

@@ -1,0 +1,245 @@
+//! The Gate the IssuanceActor asks before each send: tenant permissions, the blocklist and
+//! the send/spend caps, whose usage it persists; and the blocklist edits of admin tenants.
+
+use futures_util::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::blocklist::{self, BlockEntry, Blocklist, InvalidEntry};
+use super::caps::{self, CapReached, Caps, TenantUsage};
+use super::permissions::{self, NotPermitted, Permissions};
+use super::settings::{PricingSettings, TenantSettings};
+use crate::config::Settings;
+use crate::domain::{Channel, Destination, Timestamp};
+use crate::store::{Store, StoreError};
+
+/// What one tenant may do, resolved from its settings.
+#[derive(Debug, Clone, Default)]
+struct TenantAccess {
+    permissions: Permissions,
+    caps: Caps,
+    admin: bool,
+}
+
+impl TenantAccess {
+    fn from_settings(settings: &TenantSettings) -> Self {
+        TenantAccess {
+            permissions: Permissions::from_settings(settings),
+            caps: Caps::from_settings(settings),
+            admin: settings.admin,
+        }
+    }
+}
+
+/// Why a send was refused (API: 403 `destination_blocked` or 429 `rate_limited`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessDenied {
+    #[error("{}", .refusal.message(.tenant))]
+    NotPermitted {
+        tenant: String,
+        refusal: NotPermitted,
+    },
+    #[error("This number is on the operator's blocklist, so otpd does not send to it. If you think it should not be, contact the operator of this otpd.")]
+    Blocklisted,
+    #[error("{}", .cap.message(.tenant))]
+    CapReached { tenant: String, cap: CapReached },
+}
+
+impl AccessDenied {
+    /// The API error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AccessDenied::NotPermitted { .. } | AccessDenied::Blocklisted => "destination_blocked",
+            AccessDenied::CapReached { .. } => "rate_limited",
+        }
+    }
+
+    /// A short label for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AccessDenied::NotPermitted { .. } => "not_permitted",
+            AccessDenied::Blocklisted => "blocklisted",
+            AccessDenied::CapReached { .. } => "tenant_cap",
+        }
+    }
+
+    /// How long to wait before a retry can succeed, where waiting helps.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AccessDenied::CapReached { cap, .. } => Some(cap.retry_after),
+            _ => None,
+        }
+    }
+}
+
+/// Why an admin request was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AdminError {
+    #[error("Tenant {0} may not use the admin routes; set tenants.{0}.admin = true to allow its keys to.")]
+    Forbidden(String),
+    #[error(transparent)]
+    Invalid(#[from] InvalidEntry),
+    #[error("There is no blocklist entry '{0}'; GET /v1/admin/blocklist lists the entries.")]
+    NotFound(String),
+    #[error("The blocklist holds the most entries allowed ({}); remove some, or block a shorter prefix that covers several.", blocklist::MAX_ENTRIES)]
+    Full,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An edit of (or a look at) the blocklist.
+#[derive(Debug, Clone)]
+pub enum BlocklistAction {
+    List,
+    Add { entry: String, note: Option<String> },
+    Remove { entry: String },
+}
+
+/// What a blocklist action answers.
+#[derive(Debug, Clone)]
+pub enum BlocklistAnswer {
+    Entries(Vec<BlockEntry>),
+    Added { entry: BlockEntry, created: bool },
+    Removed(BlockEntry),
+}
+
+/// Tenant permissions, caps and the blocklist, as the IssuanceActor (their single writer)
+/// applies them.
+pub struct Gate {
+    store: Arc<dyn Store>,
+    tenants: HashMap<String, TenantAccess>,
+    /// For tenants with no settings (keys only in the keys file): everything allowed.
+    unconfigured: TenantAccess,
+    pricing: PricingSettings,
+    blocklist: Blocklist,
+    /// Usage of the tenants with caps, as last saved; one entry per configured tenant at most.
+    usage: HashMap<String, TenantUsage>,
+}
+
+impl Gate {
+    /// Reads the settings and the stored blocklist.
+    pub fn load(settings: &Settings, store: Arc<dyn Store>) -> Result<Self, StoreError> {
+        let blocklist = Blocklist::new(store.blocklist()?);
+        Ok(Gate {
+            tenants: settings
+                .tenants
+                .iter()
+                .map(|(name, tenant)| (name.clone(), TenantAccess::from_settings(tenant)))
+                .collect(),
+            unconfigured: TenantAccess::default(),
+            pricing: settings.pricing.clone(),
+            blocklist,
+            usage: HashMap::new(),
+            store,
+        })
+    }
+
+    fn tenant(&self, name: &str) -> &TenantAccess {
+        self.tenants.get(name).unwrap_or(&self.unconfigured)
+    }
+
+    /// Whether `tenant` may send on `channel` to `destination` now. When it may and it has
+    /// caps, the send is counted (stored; durable with the actor's flush).
+    pub fn admit(
+        &mut self,
+        tenant: &str,
+        channel: Channel,
+        destination: &Destination,
+        now: Timestamp,
+    ) -> Result<(), AdmitError> {
+        let access = self.tenant(tenant);
+        permissions::check(
+            &access.permissions,
+            channel,
+            destination,
+            permissions::number_type,
+        )
+        .map_err(|refusal| AccessDenied::NotPermitted {
+            tenant: tenant.to_owned(),
+            refusal,
+        })?;
+        if channel == Channel::Sms && self.blocklist.blocks(destination.as_str()) {
+            return Err(AccessDenied::Blocklisted.into());
+        }
+        let caps = access.caps;
+        if !caps.any() {
+            return Ok(());
+        }
+        let cost = self.pricing.cost(channel, destination.country());
+        let usage = match self.usage.get(tenant) {
+            Some(usage) => *usage,
+            None => self.store.tenant_usage(tenant)?.unwrap_or_default(),
+        };
+        let after =
+            caps::admit(&usage, &caps, cost, now).map_err(|cap| AccessDenied::CapReached {
+                tenant: tenant.to_owned(),
+                cap,
+            })?;
+        self.store.save_tenant_usage(tenant, &after)?;
+        self.usage.insert(tenant.to_owned(), after);
+        Ok(())
+    }
+
+    /// Applies a blocklist action of tenant `by` (which must be an admin).
+    pub fn blocklist(
+        &mut self,
+        by: &str,
+        action: BlocklistAction,
+        now: Timestamp,
+    ) -> Result<BlocklistAnswer, AdminError> {
+        if !self.tenant(by).admin {
+            return Err(AdminError::Forbidden(by.to_owned()));
+        }
+        match action {
+            BlocklistAction::List => Ok(BlocklistAnswer::Entries(
+                self.blocklist.entries().cloned().collect(),
+            )),
+            BlocklistAction::Add { entry, note } => {
+                let entry = blocklist::validate_entry(&entry)?;
+                blocklist::validate_note(note.as_deref())?;
+                let created = !self.blocklist.contains(&entry);
+                if created && self.blocklist.len() >= blocklist::MAX_ENTRIES {
+                    return Err(AdminError::Full);
+                }
+                let record = BlockEntry {
+                    entry,
+                    note,
+                    added_at: now,
+                    added_by: by.to_owned(),
+                };
+                self.store.save_block_entry(&record)?;
+                self.blocklist.insert(record.clone());
+                Ok(BlocklistAnswer::Added {
+                    entry: record,
+                    created,
+                })
+            }
+            BlocklistAction::Remove { entry } => {
+                if !self.blocklist.contains(&entry) {
+                    return Err(AdminError::NotFound(entry));
+                }
+                self.store.remove_block_entry(&entry)?;
+                let removed = self
+                    .blocklist
+                    .remove(&entry)
+                    .ok_or(AdminError::NotFound(entry))?;
+                Ok(BlocklistAnswer::Removed(removed))
+            }
+        }
+    }
+
+    /// Resolves once everything the Gate wrote is on disk.
+    pub fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.store.flush()
+    }
+}
+
+/// Why `Gate::admit` said no: a refusal, or the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    #[error(transparent)]
+    Denied(#[from] AccessDenied),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

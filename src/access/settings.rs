@@ -1,0 +1,230 @@
+//! The access settings: what each tenant may send (`tenants.<name>`) and the price table
+//! spend caps count in (`pricing`), with their validation.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use crate::config::Settings;
+use crate::domain::Channel;
+
+/// One tenant: its API key hashes and what it may send. Every field may be left out; the
+/// defaults allow everything, with no caps (otpd's behaviour before these settings existed).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettings {
+    /// Hex SHA-256 hashes of the tenant's API keys (keys may also, or instead, be in
+    /// `<store dir>/api-keys`, written by `otpd tenant add`). Default none.
+    #[serde(default)]
+    pub api_key_sha256: Vec<String>,
+    /// Channels the tenant may send through. Default both: `["sms", "email"]`.
+    #[serde(default = "all_channels")]
+    pub channels: Vec<Channel>,
+    /// ISO 3166 codes of the countries the tenant may send SMS to. Default empty: every
+    /// country.
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// Number types the tenant may send SMS to, as libphonenumber names them (`mobile`,
+    /// `fixed_line`, `fixed_line_or_mobile`, `voip`, `toll_free`, …). Default empty: any type.
+    #[serde(default)]
+    pub number_types: Vec<phonenumber::Type>,
+    /// Sends (new codes and resends, both channels) per clock hour (UTC). Default unset: no cap.
+    #[serde(default)]
+    pub sends_per_hour: Option<u64>,
+    /// Sends per UTC day. Default unset: no cap.
+    #[serde(default)]
+    pub sends_per_day: Option<u64>,
+    /// Spend, in the cost units of `[pricing]`, per clock hour (UTC). Default unset: no cap.
+    #[serde(default)]
+    pub spend_per_hour: Option<u64>,
+    /// Spend, in the cost units of `[pricing]`, per UTC day. Default unset: no cap.
+    #[serde(default)]
+    pub spend_per_day: Option<u64>,
+    /// Whether the tenant's keys may use the admin routes (`/v1/admin/…`). Default false.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+impl Default for TenantSettings {
+    fn default() -> Self {
+        TenantSettings {
+            api_key_sha256: Vec::new(),
+            channels: all_channels(),
+            countries: Vec::new(),
+            number_types: Vec::new(),
+            sends_per_hour: None,
+            sends_per_day: None,
+            spend_per_hour: None,
+            spend_per_day: None,
+            admin: false,
+        }
+    }
+}
+
+fn all_channels() -> Vec<Channel> {
+    vec![Channel::Sms, Channel::Email]
+}
+
+/// What one message costs, in cost units of the operator's choosing (e.g. tenths of a cent),
+/// for the tenants' `spend_per_hour` / `spend_per_day` caps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricingSettings {
+    /// Cost of one SMS to a country without its own price. Default 1.
+    pub sms_default: u64,
+    /// ISO 3166 code → cost of one SMS to that country. Default none.
+    pub sms: BTreeMap<String, u64>,
+    /// Cost of one email. Default 0.
+    pub email: u64,
+}
+
+impl Default for PricingSettings {
+    fn default() -> Self {
+        PricingSettings {
+            sms_default: 1,
+            sms: BTreeMap::new(),
+            email: 0,
+        }
+    }
+}
+
+impl PricingSettings {
+    /// The cost of one message on `channel` to `country` (`None` for email).
+    pub fn cost(&self, channel: Channel, country: Option<&str>) -> u64 {
+        match channel {
+            Channel::Email => self.email,
+            Channel::Sms => country
+                .and_then(|country| {
+                    self.sms
+                        .iter()
+                        .find(|(code, _)| code.eq_ignore_ascii_case(country))
+                        .map(|(_, price)| *price)
+                })
+                .unwrap_or(self.sms_default),
+        }
+    }
+}
+
+fn is_country(code: &str) -> bool {
+    code.to_ascii_uppercase()
+        .parse::<phonenumber::country::Id>()
+        .is_ok()
+}
+
+/// Every problem with the tenants' access settings and the price table.
+pub fn validate(settings: &Settings) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, tenant) in &settings.tenants {
+        if tenant.channels.is_empty() {
+            problems.push(format!(
+                "tenants.{name}.channels is empty; list \"sms\" and/or \"email\" (leave it out to allow both)"
+            ));
+        }
+        for country in &tenant.countries {
+            if !is_country(country) {
+                problems.push(format!(
+                    "tenants.{name}.countries: '{country}' is not an ISO 3166 country code such as DE"
+                ));
+            }
+        }
+        for (field, cap) in [
+            ("sends_per_hour", tenant.sends_per_hour),
+            ("sends_per_day", tenant.sends_per_day),
+            ("spend_per_hour", tenant.spend_per_hour),
+            ("spend_per_day", tenant.spend_per_day),
+        ] {
+            if cap == Some(0) {
+                problems.push(format!(
+                    "tenants.{name}.{field} must be at least 1, or left out for no cap"
+                ));
+            }
+        }
+        for (hour, day, what) in [
+            (tenant.sends_per_hour, tenant.sends_per_day, "sends"),
+            (tenant.spend_per_hour, tenant.spend_per_day, "spend"),
+        ] {
+            if let (Some(hour), Some(day)) = (hour, day) {
+                if hour > day {
+                    problems.push(format!(
+                        "tenants.{name}.{what}_per_hour ({hour}) is above tenants.{name}.{what}_per_day ({day})"
+                    ));
+                }
+            }
+        }
+    }
+    for country in settings.pricing.sms.keys() {
+        if !is_country(country) {
+            problems.push(format!(
+                "pricing.sms.{country}: not an ISO 3166 country code such as DE"
+            ));
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_allow_everything_without_caps() {
+        let tenant: TenantSettings = serde_json::from_str("{}").unwrap();
+        assert_eq!(tenant.channels, vec![Channel::Sms, Channel::Email]);
+        assert!(tenant.countries.is_empty() && tenant.number_types.is_empty());
+        assert!(tenant.sends_per_hour.is_none() && tenant.spend_per_day.is_none());
+        assert!(!tenant.admin);
+    }
+
+    #[test]
+    fn number_types_use_libphonenumber_names() {
+        let tenant: TenantSettings =
+            serde_json::from_str(r#"{"number_types": ["mobile", "fixed_line_or_mobile"]}"#)
+                .unwrap();
+        assert_eq!(
+            tenant.number_types,
+            vec![
+                phonenumber::Type::Mobile,
+                phonenumber::Type::FixedLineOrMobile
+            ]
+        );
+        assert!(serde_json::from_str::<TenantSettings>(r#"{"number_types": ["cell"]}"#).is_err());
+    }
+
+    #[test]
+    fn prices_by_channel_and_country() {
+        let pricing = PricingSettings {
+            sms_default: 5,
+            sms: BTreeMap::from([("DE".to_owned(), 7)]),
+            email: 1,
+        };
+        assert_eq!(pricing.cost(Channel::Sms, Some("DE")), 7);
+        assert_eq!(pricing.cost(Channel::Sms, Some("FR")), 5);
+        assert_eq!(pricing.cost(Channel::Email, None), 1);
+    }
+
+    #[test]
+    fn reports_bad_access_settings() {
+        let mut settings = Settings::load(None).unwrap();
+        settings.tenants.insert(
+            "acme".into(),
+            TenantSettings {
+                channels: Vec::new(),
+                countries: vec!["XX".into()],
+                sends_per_hour: Some(10),
+                sends_per_day: Some(5),
+                spend_per_day: Some(0),
+                ..TenantSettings::default()
+            },
+        );
+        settings.pricing.sms.insert("ZZ".into(), 3);
+        let text = validate(&settings).join("\n");
+        for expected in [
+            "tenants.acme.channels is empty",
+            "'XX' is not an ISO 3166",
+            "tenants.acme.sends_per_hour (10) is above",
+            "tenants.acme.spend_per_day must be at least 1",
+            "pricing.sms.ZZ",
+        ] {
+            assert!(text.contains(expected), "missing '{expected}' in:\n{text}");
+        }
+    }
+}
