@@ -79,6 +79,9 @@ pub struct Settings {
     /// Give them by environment: `OTPD__RECEIPT_SECRETS__<ID>`. Default none.
     #[serde(default)]
     pub receipt_secrets: BTreeMap<String, SecretString>,
+    /// The SMS-pumping guard. Defaults: see `FraudSettings`.
+    #[serde(default)]
+    pub fraud: crate::fraud::FraudSettings,
 }
 
 /// What one country requires of messages sent to it.
@@ -333,6 +336,7 @@ impl Settings {
         }
         self.validate_amqp(&mut problems);
         self.validate_providers(&mut problems);
+        problems.extend(self.fraud.validate("fraud"));
         if problems.is_empty() {
             Ok(())
         } else {

@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod fraud;
 pub mod ops;
 pub mod receipts;
 pub mod verifications;
@@ -34,6 +35,7 @@ pub struct AppState {
     pub board: Arc<HealthBoard>,
     pub receipts: receipts::ReceiptBook,
     pub defaults: RequestDefaults,
+    pub fraud: crate::fraud::FraudGate,
 }
 
 /// Registers every route.
@@ -57,7 +59,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
         )
         .service(
             resource("/v1/verifications/{id}/cancel").route(web::post().to(verifications::cancel)),
-        );
+        )
+        .service(resource("/v1/fraud/blocks").route(web::get().to(fraud::blocks)));
 }
 
 /// A resource whose wrong methods get the JSON 405.

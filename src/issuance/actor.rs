@@ -62,6 +62,8 @@ pub enum IssueError {
     Store(#[from] StoreError),
     #[error("delivery is unavailable: {0}")]
     Unavailable(String),
+    #[error("the number's prefix is blocked as suspected SMS pumping")]
+    FraudSuspected(crate::fraud::FraudRefusal),
 }
 
 impl IssueError {
@@ -73,6 +75,7 @@ impl IssueError {
             IssueError::IdempotencyKeyReused => "idempotency_key_reused",
             IssueError::UnknownTemplate(_) => "unknown_template",
             IssueError::Store(_) | IssueError::Unavailable(_) => "unavailable",
+            IssueError::FraudSuspected(_) => "fraud_suspected",
         }
     }
 }
@@ -88,6 +91,7 @@ pub struct IssuanceActor {
     tenant_limiter: KeyedLimiter<String>,
     client_limiter: KeyedLimiter<IpAddr>,
     mailbox_capacity: usize,
+    fraud: crate::fraud::FraudGate,
 }
 
 impl IssuanceActor {
@@ -115,7 +119,14 @@ impl IssuanceActor {
             tenant_limiter: KeyedLimiter::new(r.tenant_per_second, r.tenant_burst),
             client_limiter: KeyedLimiter::new(r.client_ip_per_second, r.client_ip_burst),
             mailbox_capacity: settings.delivery.mailbox_capacity,
+            fraud: crate::fraud::FraudGate::off(),
         }
+    }
+
+    /// Screens creates with the SMS-pumping guard (shared with the checker).
+    pub fn with_fraud_gate(mut self, fraud: crate::fraud::FraudGate) -> Self {
+        self.fraud = fraud;
+        self
     }
 
     /// The decision and the write; everything here runs inside the actor, one request at a time.
@@ -137,6 +148,9 @@ impl IssuanceActor {
         if !self.known_templates.contains(&request.template) {
             return Err(IssueError::UnknownTemplate(request.template.clone()));
         }
+        self.fraud
+            .screen(&request.destination, now)
+            .map_err(IssueError::FraudSuspected)?;
         if let RequestSource::Http { client_ip } = message.source {
             self.tenant_limiter
                 .check(message.tenant.clone(), now)
@@ -211,6 +225,7 @@ impl IssuanceActor {
             job: job.clone(),
         };
         self.store.commit_issue(&write)?;
+        self.fraud.record_send(&request.destination, now);
         OtpIssued {
             tenant: &message.tenant,
             channel: request.channel,

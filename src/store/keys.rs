@@ -1,6 +1,7 @@
 //! The layout of the one sled tree: a prefix per record kind, and an expiry index.
 
 use crate::domain::{DestinationKey, IdempotencyKey, JobId, Timestamp, VerificationId};
+use crate::fraud::Prefix;
 
 pub const VERIFICATION: &[u8] = b"v/";
 pub const DESTINATION: &[u8] = b"d/";
@@ -8,6 +9,8 @@ pub const IDEMPOTENCY: &[u8] = b"i/";
 pub const OUTBOX: &[u8] = b"o/";
 pub const QUOTA: &[u8] = b"q/";
 pub const MESSAGE: &[u8] = b"m/";
+/// `f/<prefix>`: a fraud block of a number prefix, until it ends.
+pub const FRAUD_BLOCK: &[u8] = b"f/";
 /// `x/<purge time, 8 bytes big-endian><primary key>`: what to look at when sweeping.
 pub const EXPIRY: &[u8] = b"x/";
 
@@ -47,6 +50,10 @@ pub fn message(provider: &str, provider_message_id: &str) -> Vec<u8> {
 
 pub fn quota(provider: &str) -> Vec<u8> {
     [QUOTA, provider.as_bytes()].concat()
+}
+
+pub fn fraud_block(prefix: &Prefix) -> Vec<u8> {
+    [FRAUD_BLOCK, prefix.as_str().as_bytes()].concat()
 }
 
 pub fn expiry(purge_at: Timestamp, primary: &[u8]) -> Vec<u8> {

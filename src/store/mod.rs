@@ -11,6 +11,7 @@ use crate::domain::{
     DeliveryJob, DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord, JobId,
     Timestamp, Verification, VerificationId,
 };
+use crate::fraud::Block;
 use crate::quota::QuotaUsage;
 
 pub use sled_store::SledStore;
@@ -104,6 +105,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Saves a provider's quota usage (durable with the next flush).
     fn save_quota(&self, provider: &str, usage: &QuotaUsage) -> Result<(), StoreError>;
+
+    /// Saves a fraud block (durable with the next flush); it is swept once it has ended.
+    fn save_fraud_block(&self, block: &Block) -> Result<(), StoreError>;
+
+    /// Every saved fraud block, ended ones included until they are swept.
+    fn fraud_blocks(&self) -> Result<Vec<Block>, StoreError>;
 
     /// Deletes up to `limit` records whose time has passed; returns how many went.
     fn sweep(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError>;

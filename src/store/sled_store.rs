@@ -14,6 +14,7 @@ use crate::domain::{
     DeliveryJob, DeliveryState, DestinationKey, DestinationState, IdempotencyKey,
     IdempotencyRecord, JobId, Status, Timestamp, Verification, VerificationId,
 };
+use crate::fraud::Block;
 use crate::quota::QuotaUsage;
 
 /// First byte of every stored record, so a future format can be told apart.
@@ -80,6 +81,8 @@ impl SledStore {
             Some(decode::<IdempotencyRecord>(bytes)?.expires_at)
         } else if key.starts_with(keys::MESSAGE) {
             Some(decode::<MessageOwner>(bytes)?.purge_at)
+        } else if key.starts_with(keys::FRAUD_BLOCK) {
+            Some(decode::<Block>(bytes)?.until)
         } else if key.starts_with(keys::OUTBOX) {
             Some(
                 decode::<DeliveryJob>(bytes)?
@@ -284,6 +287,27 @@ impl Store for SledStore {
             .insert(keys::quota(provider), encode(usage)?)
             .map(|_| ())
             .map_err(io)
+    }
+
+    fn save_fraud_block(&self, block: &Block) -> Result<(), StoreError> {
+        let key = keys::fraud_block(&block.prefix);
+        self.tree
+            .insert(keys::expiry(block.until, &key), &[])
+            .map_err(io)?;
+        self.tree
+            .insert(key, encode(block)?)
+            .map(|_| ())
+            .map_err(io)
+    }
+
+    fn fraud_blocks(&self) -> Result<Vec<Block>, StoreError> {
+        self.tree
+            .scan_prefix(keys::FRAUD_BLOCK)
+            .map(|entry| {
+                let (_, bytes) = entry.map_err(io)?;
+                decode(&bytes)
+            })
+            .collect()
     }
 
     fn sweep(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError> {
