@@ -21,6 +21,7 @@ use crate::delivery::retry::Backoff;
 use crate::delivery::sender::SendContext;
 use crate::delivery::{SenderActor, Templates};
 use crate::domain::Timestamp;
+use crate::fraud::FraudGate;
 use crate::issuance::request::RequestDefaults;
 use crate::issuance::IssuanceActor;
 use crate::providers::settings::{build as build_provider, BuildError};
@@ -121,13 +122,26 @@ impl Application {
             None => Arc::new(EmbeddedBus::new(router.clone())),
         };
         let access = crate::access::Gate::load(&settings, Arc::clone(&store))?;
+        // The SMS-pumping guard, shared by issuance (screens, counts sends) and checking
+        // (counts conversions); its blocks survive restarts in the store.
+        let fraud_events: Arc<dyn EventSink> = match &broker {
+            Some(broker) => broker.clone(),
+            None => Arc::new(NoEvents),
+        };
+        let fraud = FraudGate::load(
+            &settings.fraud,
+            Arc::clone(&store),
+            fraud_events,
+            Timestamp::now(),
+        )?;
         let issuance = IssuanceActor::new(
             &settings,
             Arc::clone(&store),
             secrets.clone(),
             Arc::clone(&bus),
             access,
-        );
+        )
+        .with_fraud_gate(fraud.clone());
         let issuer = IssuanceActor::start_in_arbiter(&arbiters.issuance.handle(), |_| issuance);
         if let Some(broker) = &broker {
             let consumers = Consumers {
@@ -147,13 +161,15 @@ impl Application {
 
         let state = web::Data::new(AppState {
             issuer,
-            checker: Checker::new(Arc::clone(&store), secrets.hasher.clone()),
+            checker: Checker::new(Arc::clone(&store), secrets.hasher.clone())
+                .with_fraud_gate(fraud.clone()),
             keys,
             store: Arc::clone(&store),
             bus,
             board,
             receipts: ReceiptBook::from_settings(&settings),
             defaults,
+            fraud,
         });
         let listen_error = |source| StartError::Listen {
             address: settings.http.listen.clone(),

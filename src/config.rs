@@ -83,6 +83,9 @@ pub struct Settings {
     /// `PricingSettings` (1 per SMS, 0 per email).
     #[serde(default)]
     pub pricing: crate::access::PricingSettings,
+    /// The SMS-pumping guard. Defaults: see `FraudSettings`.
+    #[serde(default)]
+    pub fraud: crate::fraud::FraudSettings,
 }
 
 /// What one country requires of messages sent to it.
@@ -333,6 +336,7 @@ impl Settings {
         }
         self.validate_amqp(&mut problems);
         self.validate_providers(&mut problems);
+        problems.extend(self.fraud.validate("fraud"));
         if problems.is_empty() {
             Ok(())
         } else {

@@ -8,6 +8,7 @@ pub mod bus;
 pub mod config;
 pub mod delivery;
 pub mod domain;
+pub mod fraud;
 pub mod issuance;
 pub mod providers;
 pub mod quota;

@@ -210,6 +210,8 @@ impl Node {
             ("OTPD__AMQP__RECONNECT_DELAY_MS", "200"),
             ("OTPD__SECRETS__PEPPER", self.pepper.as_str()),
             ("OTPD__SECRETS__SEALING_KEY", self.sealing_key.as_str()),
+            // Sequential numbers that are never verified are a pump by design here.
+            ("OTPD__FRAUD__MODE", "monitor"),
             ("OTPD__RATE_LIMITS__TENANT_PER_SECOND", "100000"),
             ("OTPD__RATE_LIMITS__TENANT_BURST", "100000"),
         ];

@@ -57,11 +57,13 @@ impl Api {
         Ok((status, body))
     }
 
-    /// Creates an SMS verification for request `n`; its id on 201.
+    /// Creates an SMS verification for request `n`; its id on 201. It lives the longest
+    /// time the API allows, so every verification of a long run is still live at its end.
     async fn create(&self, n: u64) -> Option<String> {
         let body = serde_json::json!({
             "to": tracker::destination(n), "channel": "sms",
             "locale": self.locale.as_str(), "template": "login",
+            "ttl_seconds": otpd::config::MAX_TTL_SECONDS,
         });
         match self.post("/v1/verifications", body).await {
             Ok((201, body)) => body["id"].as_str().map(str::to_owned),

@@ -1,5 +1,5 @@
-//! The one error shape of the API: `{"error": {"code", "message", "retry_after_seconds"?}}`,
-//! with a `Retry-After` header where waiting helps.
+//! The one error shape of the API: `{"error": {"code", "message", "retry_after_seconds"?,
+//! "reason"?}}`, with a `Retry-After` header where waiting helps.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
@@ -17,6 +17,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub retry_after_seconds: Option<u64>,
+    /// Why, where the code alone does not say (e.g. `fraud_suspected` with `rate_limited`).
+    pub reason: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -30,6 +32,8 @@ struct Body<'a> {
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
 }
 
 impl ApiError {
@@ -39,6 +43,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_seconds: None,
+            reason: None,
         }
     }
 
@@ -94,6 +99,7 @@ impl ResponseError for ApiError {
                 code: self.code,
                 message: &self.message,
                 retry_after_seconds: self.retry_after_seconds,
+                reason: self.reason,
             },
         })
     }
@@ -131,6 +137,20 @@ impl From<IssueError> for ApiError {
             IssueError::Access(denied) => denied.into(),
             IssueError::Store(error) => ApiError::unavailable(error),
             IssueError::Unavailable(detail) => ApiError::unavailable(detail),
+            IssueError::FraudSuspected(refusal) => ApiError {
+                reason: Some("fraud_suspected"),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "Codes to numbers starting {} are paused until {}: traffic to them looks like SMS pumping (rule {}). Nothing was sent. If these are real users, retry after the pause and ask the otpd operator to review GET /v1/fraud/blocks.",
+                        refusal.prefix,
+                        refusal.until.to_rfc3339(),
+                        refusal.rule.as_str()
+                    ),
+                )
+            }
+            .retry_after(refusal.retry_after),
         }
     }
 }
@@ -193,11 +213,34 @@ mod tests {
     }
 
     #[actix_web::test]
+    async fn a_fraud_refusal_is_rate_limited_with_its_reason() {
+        let refusal = crate::fraud::FraudRefusal {
+            prefix: crate::fraud::prefix::target("+2348031234567", "NG", 4)
+                .unwrap()
+                .prefix,
+            rule: crate::fraud::Rule::SequentialNumbers,
+            until: crate::domain::Timestamp::from_secs(1_795_784_400),
+            retry_after: Duration::from_secs(3600),
+        };
+        let response = ApiError::from(IssueError::FraudSuspected(refusal)).error_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "3600");
+        let body = to_bytes(response.into_body()).await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["code"], "rate_limited");
+        assert_eq!(json["error"]["reason"], "fraud_suspected");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(message.contains("+2348031"), "{message}");
+        assert!(message.contains("2026-11-27T13:00:00Z"), "{message}");
+    }
+
+    #[actix_web::test]
     async fn other_errors_have_no_retry_after() {
         let response = ApiError::not_found().error_response();
         assert!(response.headers().get(header::RETRY_AFTER).is_none());
         let body = to_bytes(response.into_body()).await.unwrap();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert!(json["error"].get("retry_after_seconds").is_none());
+        assert!(json["error"].get("reason").is_none());
     }
 }

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod error;
 pub mod extract;
+pub mod fraud;
 pub mod ops;
 pub mod receipts;
 pub mod verifications;
@@ -35,6 +36,7 @@ pub struct AppState {
     pub board: Arc<HealthBoard>,
     pub receipts: receipts::ReceiptBook,
     pub defaults: RequestDefaults,
+    pub fraud: crate::fraud::FraudGate,
 }
 
 /// Registers every route.
@@ -64,7 +66,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(web::get().to(admin::list))
                 .route(web::post().to(admin::add)),
         )
-        .service(resource("/v1/admin/blocklist/{entry}").route(web::delete().to(admin::remove)));
+        .service(resource("/v1/admin/blocklist/{entry}").route(web::delete().to(admin::remove)))
+        .service(resource("/v1/fraud/blocks").route(web::get().to(fraud::blocks)));
 }
 
 /// A resource whose wrong methods get the JSON 405.

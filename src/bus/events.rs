@@ -1,9 +1,11 @@
-//! Events for platforms: `verification.created|rejected.<tenant>` and
-//! `delivery.sent|delivered|failed.<tenant>`. No event ever carries a code or a full destination.
+//! Events for platforms: `verification.created|rejected.<tenant>`,
+//! `delivery.sent|delivered|failed.<tenant>`, and the global `fraud.blocked.<country>`.
+//! No event ever carries a code or a full destination.
 
 use serde::Serialize;
 
 use crate::domain::{Channel, Timestamp};
+use crate::fraud::BlockView;
 
 /// The error object of the API, as events carry it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -12,6 +14,9 @@ pub struct ErrorObject {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_seconds: Option<u64>,
+    /// Why, where the code alone does not say (`fraud_suspected`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -69,6 +74,12 @@ pub enum Event {
         reason: String,
         at: String,
     },
+    /// The SMS-pumping guard blocked a number prefix (for every tenant: blocks are global).
+    #[serde(rename = "fraud.blocked")]
+    FraudBlocked {
+        #[serde(flatten)]
+        block: BlockView,
+    },
 }
 
 impl Event {
@@ -81,6 +92,9 @@ impl Event {
             Event::DeliveryFailed { tenant, .. } => ("delivery.failed", tenant),
             Event::DeliveryDelivered { tenant, .. } => ("delivery.delivered", tenant),
             Event::ProviderQuota { provider, .. } => ("provider.quota", provider),
+            Event::FraudBlocked { block } => {
+                return format!("fraud.blocked.{}", block.country.to_ascii_lowercase());
+            }
         };
         format!("{kind}.{tenant}")
     }
@@ -108,6 +122,7 @@ mod tests {
                 code: "invalid_destination".into(),
                 message: "…".into(),
                 retry_after_seconds: None,
+                reason: None,
             },
         };
         assert_eq!(event.routing_key(), "verification.rejected.acme");
@@ -115,5 +130,28 @@ mod tests {
         assert_eq!(json["type"], "verification.rejected");
         assert_eq!(json["error"]["code"], "invalid_destination");
         assert!(json["error"].get("retry_after_seconds").is_none());
+        assert!(json["error"].get("reason").is_none());
+    }
+
+    #[test]
+    fn fraud_blocks_are_keyed_by_country_and_carry_their_figures() {
+        let event = Event::FraudBlocked {
+            block: BlockView {
+                prefix: "+2348031".into(),
+                country: "NG".into(),
+                rule: "sequential_numbers".into(),
+                mode: "enforce".into(),
+                figures: serde_json::json!({"sends": 412, "conversion": 0.0}),
+                explanation: "…".into(),
+                started_at: "2026-11-27T12:00:00Z".into(),
+                until: "2026-11-27T13:00:00Z".into(),
+            },
+        };
+        assert_eq!(event.routing_key(), "fraud.blocked.ng");
+        let json: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
+        assert_eq!(json["type"], "fraud.blocked");
+        assert_eq!(json["prefix"], "+2348031");
+        assert_eq!(json["rule"], "sequential_numbers");
+        assert_eq!(json["figures"]["sends"], 412);
     }
 }

@@ -64,6 +64,8 @@ pub enum IssueError {
     Store(#[from] StoreError),
     #[error("delivery is unavailable: {0}")]
     Unavailable(String),
+    #[error("the number's prefix is blocked as suspected SMS pumping")]
+    FraudSuspected(crate::fraud::FraudRefusal),
 }
 
 impl IssueError {
@@ -76,6 +78,7 @@ impl IssueError {
             IssueError::UnknownTemplate(_) => "unknown_template",
             IssueError::Access(denied) => denied.reason(),
             IssueError::Store(_) | IssueError::Unavailable(_) => "unavailable",
+            IssueError::FraudSuspected(_) => "fraud_suspected",
         }
     }
 }
@@ -93,6 +96,7 @@ pub struct IssuanceActor {
     mailbox_capacity: usize,
     /// Tenant permissions, caps and the blocklist (see `crate::access`).
     pub(crate) access: crate::access::Gate,
+    fraud: crate::fraud::FraudGate,
 }
 
 impl IssuanceActor {
@@ -122,7 +126,14 @@ impl IssuanceActor {
             client_limiter: KeyedLimiter::new(r.client_ip_per_second, r.client_ip_burst),
             mailbox_capacity: settings.delivery.mailbox_capacity,
             access,
+            fraud: crate::fraud::FraudGate::off(),
         }
+    }
+
+    /// Screens creates with the SMS-pumping guard (shared with the checker).
+    pub fn with_fraud_gate(mut self, fraud: crate::fraud::FraudGate) -> Self {
+        self.fraud = fraud;
+        self
     }
 
     /// The decision and the write; everything here runs inside the actor, one request at a time.
@@ -144,6 +155,9 @@ impl IssuanceActor {
         if !self.known_templates.contains(&request.template) {
             return Err(IssueError::UnknownTemplate(request.template.clone()));
         }
+        self.fraud
+            .screen(&request.destination, now)
+            .map_err(IssueError::FraudSuspected)?;
         if let RequestSource::Http { client_ip } = message.source {
             self.tenant_limiter
                 .check(message.tenant.clone(), now)
@@ -220,6 +234,7 @@ impl IssuanceActor {
             job: job.clone(),
         };
         self.store.commit_issue(&write)?;
+        self.fraud.record_send(&request.destination, now);
         OtpIssued {
             tenant: &message.tenant,
             channel: request.channel,

@@ -1,6 +1,7 @@
 //! The layout of the one sled tree: a prefix per record kind, and an expiry index.
 
 use crate::domain::{DestinationKey, IdempotencyKey, JobId, Timestamp, VerificationId};
+use crate::fraud::Prefix;
 
 pub const VERIFICATION: &[u8] = b"v/";
 pub const DESTINATION: &[u8] = b"d/";
@@ -12,6 +13,8 @@ pub const MESSAGE: &[u8] = b"m/";
 pub const TENANT_USAGE: &[u8] = b"u/";
 /// `b/<entry>`: an entry of the operator's blocklist.
 pub const BLOCKLIST: &[u8] = b"b/";
+/// `f/<prefix>`: a fraud block of a number prefix, until it ends.
+pub const FRAUD_BLOCK: &[u8] = b"f/";
 /// `x/<purge time, 8 bytes big-endian><primary key>`: what to look at when sweeping.
 pub const EXPIRY: &[u8] = b"x/";
 
@@ -59,6 +62,10 @@ pub fn tenant_usage(tenant: &str) -> Vec<u8> {
 
 pub fn block_entry(entry: &str) -> Vec<u8> {
     [BLOCKLIST, entry.as_bytes()].concat()
+}
+
+pub fn fraud_block(prefix: &Prefix) -> Vec<u8> {
+    [FRAUD_BLOCK, prefix.as_str().as_bytes()].concat()
 }
 
 pub fn expiry(purge_at: Timestamp, primary: &[u8]) -> Vec<u8> {

@@ -12,6 +12,7 @@ use crate::domain::{
     DeliveryJob, DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord, JobId,
     Timestamp, Verification, VerificationId,
 };
+use crate::fraud::Block;
 use crate::quota::QuotaUsage;
 
 pub use sled_store::SledStore;
@@ -120,6 +121,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes a blocklist entry (durable with the next flush).
     fn remove_block_entry(&self, entry: &str) -> Result<(), StoreError>;
+
+    /// Saves a fraud block (durable with the next flush); it is swept once it has ended.
+    fn save_fraud_block(&self, block: &Block) -> Result<(), StoreError>;
+
+    /// Every saved fraud block, ended ones included until they are swept.
+    fn fraud_blocks(&self) -> Result<Vec<Block>, StoreError>;
 
     /// Deletes up to `limit` records whose time has passed; returns how many went.
     fn sweep(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError>;

@@ -15,6 +15,7 @@ use crate::domain::{
     DeliveryJob, DeliveryState, DestinationKey, DestinationState, IdempotencyKey,
     IdempotencyRecord, JobId, Status, Timestamp, Verification, VerificationId,
 };
+use crate::fraud::Block;
 use crate::quota::QuotaUsage;
 
 /// First byte of every stored record, so a future format can be told apart.
@@ -81,6 +82,8 @@ impl SledStore {
             Some(decode::<IdempotencyRecord>(bytes)?.expires_at)
         } else if key.starts_with(keys::MESSAGE) {
             Some(decode::<MessageOwner>(bytes)?.purge_at)
+        } else if key.starts_with(keys::FRAUD_BLOCK) {
+            Some(decode::<Block>(bytes)?.until)
         } else if key.starts_with(keys::OUTBOX) {
             Some(
                 decode::<DeliveryJob>(bytes)?
@@ -298,6 +301,17 @@ impl Store for SledStore {
             .map_err(io)
     }
 
+    fn save_fraud_block(&self, block: &Block) -> Result<(), StoreError> {
+        let key = keys::fraud_block(&block.prefix);
+        self.tree
+            .insert(keys::expiry(block.until, &key), &[])
+            .map_err(io)?;
+        self.tree
+            .insert(key, encode(block)?)
+            .map(|_| ())
+            .map_err(io)
+    }
+
     fn blocklist(&self) -> Result<Vec<BlockEntry>, StoreError> {
         self.tree
             .scan_prefix(keys::BLOCKLIST)
@@ -318,6 +332,16 @@ impl Store for SledStore {
             .remove(keys::block_entry(entry))
             .map(|_| ())
             .map_err(io)
+    }
+
+    fn fraud_blocks(&self) -> Result<Vec<Block>, StoreError> {
+        self.tree
+            .scan_prefix(keys::FRAUD_BLOCK)
+            .map(|entry| {
+                let (_, bytes) = entry.map_err(io)?;
+                decode(&bytes)
+            })
+            .collect()
     }
 
     fn sweep(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError> {

@@ -263,3 +263,27 @@ impl BlocklistEdited<'_> {
         info!(tenant = self.by, action = self.action, "Blocklist edited.");
     }
 }
+
+pub struct FraudBlocked<'a> {
+    pub block: &'a crate::fraud::Block,
+}
+
+impl FraudBlocked<'_> {
+    /// A prefix, never a full number, goes into the log line.
+    pub fn emit(&self) {
+        let block = self.block;
+        warn!(
+            prefix = %block.prefix,
+            country = %block.country,
+            rule = block.rule.as_str(),
+            mode = block.mode.as_str(),
+            until = %block.until.to_rfc3339(),
+            explanation = %block.explanation,
+            "SMS pumping suspected: prefix blocked."
+        );
+        metrics()
+            .fraud_blocks
+            .with_label_values(&[block.rule.as_str(), block.mode.as_str()])
+            .inc();
+    }
+}

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub store_flush: HistogramVec,
     pub quota_alerts: IntCounterVec,
     pub quota_used: IntGaugeVec,
+    pub fraud_blocks: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -141,7 +142,13 @@ impl Metrics {
             "How long one group flush (fsync) of the store took.",
             &["store"],
         );
+        let fraud_blocks = counter(
+            "otpd_fraud_blocks_total",
+            "Number prefixes blocked as suspected SMS pumping, by rule and mode.",
+            &["rule", "mode"],
+        );
         Metrics {
+            fraud_blocks,
             store_flush,
             breaker_state,
             time_to_delivered,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::rules::{apply_cancel, apply_check, CheckOutcome, CheckRefusal};
 use crate::domain::{CodeHasher, DestinationKey, OtpCode, Timestamp, Verification, VerificationId};
+use crate::fraud::FraudGate;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,11 +23,22 @@ pub enum CheckError {
 pub struct Checker {
     store: Arc<dyn Store>,
     hasher: CodeHasher,
+    fraud: FraudGate,
 }
 
 impl Checker {
     pub fn new(store: Arc<dyn Store>, hasher: CodeHasher) -> Self {
-        Checker { store, hasher }
+        Checker {
+            store,
+            hasher,
+            fraud: FraudGate::off(),
+        }
+    }
+
+    /// Tells the SMS-pumping guard (shared with issuance) about each approval.
+    pub fn with_fraud_gate(mut self, fraud: FraudGate) -> Self {
+        self.fraud = fraud;
+        self
     }
 
     /// Checks `code` against verification `id` of `tenant`.
@@ -50,7 +62,11 @@ impl Checker {
         })?;
         let outcome = result?;
         self.store.flush().await?;
-        Ok((record.ok_or(CheckError::NotFound)?, outcome))
+        let record = record.ok_or(CheckError::NotFound)?;
+        if outcome.valid {
+            self.fraud.record_conversion(&record, now);
+        }
+        Ok((record, outcome))
     }
 
     /// The pending verification of a destination, for a check by destination.

@@ -178,6 +178,9 @@ async fn no_code_reaches_logs_store_queues_events_metrics_or_responses() {
         ("OTPD__SECRETS__PEPPER", broker.pepper.as_str()),
         ("OTPD__SECRETS__SEALING_KEY", broker.sealing_key.as_str()),
         ("OTPD__VERIFICATION__CODE_LENGTH", "10"),
+        // The guard sees a pump here (sequential numbers, few verified): it records, and
+        // its block and event are searched like everything else.
+        ("OTPD__FRAUD__MODE", "monitor"),
         ("OTPD__RATE_LIMITS__CLIENT_IP_PER_SECOND", "100000"),
         ("OTPD__RATE_LIMITS__CLIENT_IP_BURST", "100000"),
         ("OTPD__RATE_LIMITS__TENANT_PER_SECOND", "100000"),

@@ -11,6 +11,7 @@ mod concurrency;
 mod create;
 mod durability;
 mod errors;
+mod fraud;
 mod hygiene;
 mod idempotency;
 mod leaks;

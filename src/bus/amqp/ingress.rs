@@ -117,6 +117,7 @@ fn rejected_event(refusal: &Refusal) -> Option<Event> {
             code: refusal.reason.to_owned(),
             message: refusal.message.clone(),
             retry_after_seconds: None,
+            reason: None,
         },
     })
 }
@@ -126,6 +127,7 @@ fn error_object(error: ApiError) -> ErrorObject {
         code: error.code.to_owned(),
         message: error.message,
         retry_after_seconds: error.retry_after_seconds,
+        reason: error.reason.map(str::to_owned),
     }
 }
 

@@ -1,0 +1,167 @@
+//! The FraudGate: the guard shared by issuance and checking behind one short-held lock, with
+//! the I/O around it: refusing creates (enforce mode), persisting blocks, logging and
+//! publishing `fraud.blocked`.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use super::guard::{Block, PumpingGuard};
+use super::prefix::{target, Prefix, Target};
+use super::rules::Rule;
+use super::settings::{FraudMode, FraudSettings};
+use super::BlockView;
+use crate::bus::{Event, EventSink};
+use crate::domain::{Channel, Destination, Timestamp, Verification};
+use crate::store::{Store, StoreError};
+use crate::telemetry::events::FraudBlocked;
+
+/// A create refused because its number's prefix is blocked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FraudRefusal {
+    pub prefix: Prefix,
+    pub rule: Rule,
+    pub until: Timestamp,
+    pub retry_after: Duration,
+}
+
+/// A cheap handle on the shared guard; `off` does nothing at all.
+#[derive(Clone)]
+pub struct FraudGate {
+    shared: Option<Arc<Shared>>,
+}
+
+struct Shared {
+    guard: Mutex<PumpingGuard>,
+    mode: FraudMode,
+    prefix_digits: u8,
+    store: Arc<dyn Store>,
+    events: Arc<dyn EventSink>,
+}
+
+impl FraudGate {
+    /// A gate that lets everything through and records nothing.
+    pub fn off() -> Self {
+        FraudGate { shared: None }
+    }
+
+    /// The gate for `settings`, with the blocks saved before a restart that have not ended.
+    pub fn load(
+        settings: &FraudSettings,
+        store: Arc<dyn Store>,
+        events: Arc<dyn EventSink>,
+        now: Timestamp,
+    ) -> Result<Self, StoreError> {
+        if settings.mode == FraudMode::Off {
+            return Ok(Self::off());
+        }
+        let mut guard = PumpingGuard::new(settings);
+        for block in store.fraud_blocks()? {
+            guard.restore(block, now);
+        }
+        Ok(FraudGate {
+            shared: Some(Arc::new(Shared {
+                guard: Mutex::new(guard),
+                mode: settings.mode,
+                prefix_digits: settings.prefix_digits,
+                store,
+                events,
+            })),
+        })
+    }
+
+    /// Before anything is written: in enforce mode, refuses a create to a blocked prefix.
+    pub fn screen(&self, destination: &Destination, now: Timestamp) -> Result<(), FraudRefusal> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        if shared.mode != FraudMode::Enforce {
+            return Ok(());
+        }
+        let Some(target) = shared.target_of(destination) else {
+            return Ok(());
+        };
+        match shared.lock().block_for(&target, now) {
+            Some(block) => Err(FraudRefusal {
+                prefix: block.prefix.clone(),
+                rule: block.rule,
+                until: block.until,
+                retry_after: now.until(block.until),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// After a create was committed: counts the send, and reports a block it caused.
+    pub fn record_send(&self, destination: &Destination, now: Timestamp) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let Some(target) = shared.target_of(destination) else {
+            return;
+        };
+        let fired = shared.lock().record_send(&target, now);
+        if let Some(block) = fired {
+            shared.report(&block);
+        }
+    }
+
+    /// After a check approved `verification`: counts the conversion of its latest send.
+    pub fn record_conversion(&self, verification: &Verification, now: Timestamp) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        if verification.channel != Channel::Sms {
+            return;
+        }
+        let Some(country) = &verification.country else {
+            return;
+        };
+        let Some(target) = target(&verification.to, country, shared.prefix_digits) else {
+            return;
+        };
+        shared
+            .lock()
+            .record_conversion(&target, verification.last_sent_at, now);
+    }
+
+    /// The blocks in force at `now`, oldest first.
+    pub fn active_blocks(&self, now: Timestamp) -> Vec<Block> {
+        match &self.shared {
+            Some(shared) => shared.lock().active_blocks(now),
+            None => Vec::new(),
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, PumpingGuard> {
+        self.guard.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn target_of(&self, destination: &Destination) -> Option<Target> {
+        match destination {
+            Destination::Phone { e164, country } => target(e164, country, self.prefix_digits),
+            Destination::Email { .. } => None,
+        }
+    }
+
+    /// Logs and counts the block, saves it (durable with the caller's next flush) so it
+    /// outlives a restart, and publishes `fraud.blocked` without waiting for the broker.
+    fn report(&self, block: &Block) {
+        FraudBlocked { block }.emit();
+        if let Err(error) = self.store.save_fraud_block(block) {
+            tracing::error!(prefix = %block.prefix, %error, "Could not save a fraud block; it ends at a restart.");
+        }
+        let event = Event::FraudBlocked {
+            block: BlockView::of(block),
+        };
+        let events = Arc::clone(&self.events);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = events.publish_event(&event).await {
+                    tracing::warn!(%error, "Could not publish a fraud.blocked event.");
+                }
+            });
+        }
+    }
+}
