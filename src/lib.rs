@@ -16,4 +16,5 @@ pub mod store;
 pub mod telemetry;
 pub mod tenants;
 pub mod testing;
+pub mod tls;
 pub mod verify;

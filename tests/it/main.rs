@@ -18,3 +18,4 @@ mod ops;
 mod providers;
 mod receipts;
 mod tenants;
+mod tls;
