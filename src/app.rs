@@ -54,6 +54,8 @@ pub enum StartError {
     Tenants(#[from] TenantError),
     #[error(transparent)]
     Provider(#[from] BuildError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("could not listen on {address}: {source} (set OTPD__HTTP__LISTEN to a free address)")]
     Listen {
         address: String,
@@ -72,6 +74,9 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        // TLS files are read before anything starts, so a bad one stops the start.
+        let https = crate::tls::server_config(&settings.http.tls)?;
+        let amqp_tls = crate::tls::amqp_tls(&settings.amqp.tls)?;
         let dir = settings.store.dir.clone();
         std::fs::create_dir_all(&dir).map_err(|source| StartError::StoreDir {
             path: dir.clone(),
@@ -101,7 +106,7 @@ impl Application {
             .amqp
             .url
             .as_ref()
-            .map(|_| AmqpBus::new(&settings.amqp));
+            .map(|_| AmqpBus::new(&settings.amqp, amqp_tls));
         let events: Arc<dyn EventSink> = match &broker {
             Some(broker) => broker.clone(),
             None => Arc::new(NoEvents),
@@ -188,11 +193,15 @@ impl Application {
                 .configure(api::configure)
                 .default_service(web::to(api::unknown_route))
         })
-        .workers(workers)
-        .listen(listener)
+        .workers(workers);
+        let scheme = if https.is_some() { "https" } else { "http" };
+        let server = match https {
+            Some(config) => server.listen_rustls_0_23(listener, config),
+            None => server.listen(listener),
+        }
         .map_err(listen_error)?
         .run();
-        tracing::info!(address = %format!("http://{address}"), "Listening.");
+        tracing::info!(address = %format!("{scheme}://{address}"), "Listening.");
         Ok(Application {
             server,
             port: address.port(),

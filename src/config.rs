@@ -149,6 +149,9 @@ pub struct HttpSettings {
     /// Twilio's receipt signatures behind a proxy. Default unset: taken from the request.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// `[http.tls]`: certificate and key for HTTPS. Default unset: plain HTTP.
+    #[serde(default)]
+    pub tls: crate::tls::HttpTlsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -186,6 +189,9 @@ pub struct AmqpSettings {
     /// Region queue name → routing-key patterns bound to it on the route exchange.
     /// Default: eu, americas, apac, world for SMS, and email.
     pub region_queues: BTreeMap<String, Vec<String>>,
+    /// `[amqp.tls]`: the CA trusted for an `amqps://` broker and an optional client
+    /// certificate. Default: the system's roots, no client certificate.
+    pub tls: crate::tls::AmqpTlsSettings,
 }
 
 impl Default for AmqpSettings {
@@ -200,6 +206,7 @@ impl Default for AmqpSettings {
             delivery_limit: 20,
             consume_regions: Vec::new(),
             region_queues: BTreeMap::new(),
+            tls: crate::tls::AmqpTlsSettings::default(),
         }
     }
 }
@@ -337,6 +344,7 @@ impl Settings {
         self.validate_amqp(&mut problems);
         self.validate_providers(&mut problems);
         problems.extend(self.fraud.validate("fraud"));
+        crate::tls::validate(self, &mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

@@ -18,4 +18,5 @@ pub mod store;
 pub mod telemetry;
 pub mod tenants;
 pub mod testing;
+pub mod tls;
 pub mod verify;

@@ -359,6 +359,7 @@ fn smtp(server: &FakeSmtpServer) -> SmtpProvider {
             from: "Acme <no-reply@acme.example>".into(),
             subject: "Your Acme code".into(),
             timeout_ms: TIMEOUT_MS,
+            ca_file: None,
         },
     )
     .unwrap()
@@ -554,6 +555,7 @@ async fn smtp_authenticates_when_credentials_are_set() {
             from: "no-reply@acme.example".into(),
             subject: "Code".into(),
             timeout_ms: TIMEOUT_MS,
+            ca_file: None,
         },
     )
     .unwrap();

@@ -1,13 +1,14 @@
-//! Email through an SMTP relay with lettre: STARTTLS, implicit TLS, or plain (loopback tests).
+//! Email through an SMTP relay with lettre over rustls: STARTTLS, implicit TLS, or plain (loopback).
 
 use async_trait::async_trait;
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::classify;
@@ -71,6 +72,10 @@ pub struct SmtpConfig {
     /// Milliseconds a send may take, connecting included. Default 5000.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// PEM bundle of CA certificates trusted for the relay's certificate besides the system's
+    /// (for a relay with a private CA); not with `tls = "none"`. Default unset.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl SmtpConfig {
@@ -102,6 +107,16 @@ impl SmtpConfig {
                 "{prefix}.tls is none but {} is not a loopback host; use starttls or implicit",
                 self.host
             ));
+        }
+        if let Some(path) = &self.ca_file {
+            if self.tls == SmtpTls::None {
+                problems.push(format!(
+                    "{prefix}.ca_file is set but {prefix}.tls is none; use starttls or implicit, or remove ca_file"
+                ));
+            }
+            if let Err(error) = crate::tls::read_ca_bundle(&format!("{prefix}.ca_file"), path) {
+                problems.push(error.to_string());
+            }
         }
         super::checks::timeout(&mut problems, prefix, self.timeout_ms);
         problems
@@ -137,8 +152,24 @@ impl SmtpProvider {
             .parse()
             .map_err(|error| invalid(format!("{id}.from: {error}")))?;
         let timeout = Duration::from_millis(config.timeout_ms);
+        let ca = match &config.ca_file {
+            Some(path) => {
+                let pem = crate::tls::read_ca_bundle(&format!("{id}.ca_file"), path)
+                    .map_err(|error| invalid(error.to_string()))?;
+                Some(
+                    Certificate::from_pem(pem.as_bytes())
+                        .map_err(|error| invalid(format!("{id}.ca_file: {error}")))?,
+                )
+            }
+            None => None,
+        };
         let tls = |host: &str| {
-            TlsParameters::new(host.to_owned())
+            let mut parameters = TlsParameters::builder(host.to_owned());
+            if let Some(ca) = &ca {
+                parameters = parameters.add_root_certificate(ca.clone());
+            }
+            parameters
+                .build_rustls()
                 .map_err(|error| BuildError::Client(format!("{id}: TLS setup failed: {error}")))
         };
         let mut builder =

@@ -523,8 +523,9 @@ pub async fn send_vonage_receipt(
     Ok(response.status().as_u16())
 }
 
-/// A minimal SMTP sink (no TLS: loopback only) that speaks enough for lettre: EHLO/HELO,
-/// AUTH PLAIN, MAIL FROM, RCPT TO, DATA, RSET, NOOP, QUIT. Stops when dropped.
+/// A minimal SMTP sink on loopback that speaks enough for lettre: EHLO/HELO, AUTH PLAIN,
+/// MAIL FROM, RCPT TO, DATA, RSET, NOOP, QUIT; plain, or implicit TLS with `start_tls`.
+/// Stops when dropped.
 pub struct FakeSmtpServer {
     addr: SocketAddr,
     control: FakeControl,
@@ -571,6 +572,28 @@ impl FakeSmtpServer {
         })
     }
 
+    /// Like `start`, but every connection is TLS from the first byte (SMTPS) with `config`.
+    pub async fn start_tls(config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let control = FakeControl::default();
+        let served = control.clone();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let task = accept_each(listener, served, move |control, stream| {
+            let acceptor = acceptor.clone();
+            async move {
+                if let Ok(stream) = acceptor.accept(stream).await {
+                    let _ = smtp_session(&control, stream).await;
+                }
+            }
+        });
+        Ok(FakeSmtpServer {
+            addr,
+            control,
+            task,
+        })
+    }
+
     pub fn host(&self) -> String {
         self.addr.ip().to_string()
     }
@@ -599,12 +622,15 @@ fn angle_address(argument: &str) -> String {
     argument[start..end].trim().to_owned()
 }
 
-async fn smtp_session(control: &FakeControl, stream: TcpStream) -> std::io::Result<()> {
+async fn smtp_session<S>(control: &FakeControl, stream: S) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     if control.lock().hang {
         tokio::time::sleep(HANG).await;
         return Ok(());
     }
-    let (read, mut write) = stream.into_split();
+    let (read, mut write) = tokio::io::split(stream);
     let mut reader = BufReader::new(read);
     write.write_all(b"220 fake.smtp ESMTP ready\r\n").await?;
     let mut from = String::new();

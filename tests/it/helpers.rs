@@ -667,11 +667,12 @@ fn pump(
     })
 }
 
-/// The port in a log line containing `address=http://127.0.0.1:PORT` (quoted or not).
+/// The port in a log line containing `address=http://127.0.0.1:PORT` or `https://…` (quoted
+/// or not).
 fn announced_port(line: &str) -> Option<u16> {
     let start = line.find("address=")?;
     let rest = &line[start..];
-    let host = "http://127.0.0.1:";
+    let host = "://127.0.0.1:";
     let at = rest.find(host)?;
     let digits: String = rest[at + host.len()..]
         .chars()

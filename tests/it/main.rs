@@ -22,3 +22,4 @@ mod oracle;
 mod providers;
 mod receipts;
 mod tenants;
+mod tls;

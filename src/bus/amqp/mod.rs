@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
 };
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use std::future::Future;
@@ -29,6 +30,7 @@ use crate::issuance::IssuanceActor;
 use crate::routing::region::routing_key;
 use crate::routing::RouterActor;
 use crate::tenants::ApiKeys;
+use crate::tls::AmqpTls;
 use topology::Topology;
 
 const PERSISTENT: u8 = 2;
@@ -43,6 +45,8 @@ pub struct Consumers {
 
 pub struct AmqpBus {
     settings: AmqpSettings,
+    /// What an `amqps://` connection trusts and the client certificate it shows.
+    tls: AmqpTls,
     topology: Arc<Topology>,
     /// The confirm-mode publishing channel while connected.
     publisher: RwLock<Option<Channel>>,
@@ -52,8 +56,10 @@ pub struct AmqpBus {
 }
 
 impl AmqpBus {
-    pub fn new(settings: &AmqpSettings) -> Arc<Self> {
+    /// `tls` is `[amqp.tls]` as `crate::tls::amqp_tls` read it.
+    pub fn new(settings: &AmqpSettings, tls: AmqpTls) -> Arc<Self> {
         Arc::new(AmqpBus {
+            tls,
             topology: Arc::new(Topology::from_settings(settings)),
             publisher: RwLock::new(None),
             timeout: Duration::from_millis(settings.timeout_ms),
@@ -117,8 +123,24 @@ impl AmqpBus {
     /// One connection's life: connect, declare, consume until something breaks.
     async fn session(&self, consumers: &Arc<Consumers>) -> Result<(), BusError> {
         let url = self.settings.url.clone().unwrap_or_default();
+        // Every (re)connection gets the same TLS trust; it only applies to amqps:// URLs.
+        let tls = OwnedTLSConfig {
+            identity: self.tls.client.as_ref().map(|client| OwnedIdentity::PKCS8 {
+                pem: client.cert_pem.clone(),
+                key: client.key_pem.clone(),
+            }),
+            cert_chain: self.tls.ca_pem.clone(),
+        };
         let connection = self
-            .bounded(Connection::connect(&url, ConnectionProperties::default()))
+            .bounded(async {
+                Connection::connect_with_config(
+                    &url,
+                    ConnectionProperties::default(),
+                    tls,
+                    lapin::runtime::default_runtime()?,
+                )
+                .await
+            })
             .await?;
         let mut connection_events = connection.events_listener();
         let setup = self.bounded(connection.create_channel()).await?;
