@@ -79,6 +79,27 @@ fn add_files(places: &mut Places, dir: &Path) -> usize {
     files
 }
 
+/// Adds every message waiting in the namespace's queues (left in place), body and properties;
+/// returns how many were jobs or requests and how many dead letters.
+async fn add_queues(places: &mut Places, broker: &Broker, topology: &Topology) -> (usize, usize) {
+    let (mut queued, mut dead) = (0, 0);
+    for queue in topology.queue_names() {
+        for message in broker.peek(queue).await {
+            places.add("queues", &message.delivery.data);
+            places.add(
+                "queues",
+                format!("{:?}", message.delivery.properties).as_bytes(),
+            );
+            if queue == topology.dead_queue {
+                dead += 1;
+            } else {
+                queued += 1;
+            }
+        }
+    }
+    (queued, dead)
+}
+
 /// How many of the events are `verification.created`.
 fn count_created(events: &[Vec<u8>]) -> usize {
     events
@@ -273,19 +294,7 @@ async fn no_code_reaches_logs_store_queues_events_metrics_or_responses() {
     );
     places.add("logs", server.stop().as_bytes());
 
-    let mut queued_jobs = 0;
-    for queue in topology.queue_names() {
-        for message in broker.peek(queue).await {
-            places.add("queues", &message.delivery.data);
-            places.add(
-                "queues",
-                format!("{:?}", message.delivery.properties).as_bytes(),
-            );
-            if queue != topology.dead_queue {
-                queued_jobs += 1;
-            }
-        }
-    }
+    let (queued_jobs, _) = add_queues(&mut places, &broker, &topology).await;
     assert!(
         queued_jobs >= 500,
         "only {queued_jobs} jobs were waiting in the queues when the process was killed"
@@ -325,33 +334,15 @@ async fn no_code_reaches_logs_store_queues_events_metrics_or_responses() {
         );
         let check = format!("/v1/verifications/{id}/check");
         let session = format!("s-{n}");
-        let reply = client
-            .call(
-                &server,
-                Method::POST,
-                &check,
-                json!({"code": wrong, "session_id": session}),
-            )
-            .await;
-        assert_eq!(reply.body["valid"], false, "{}", reply.text);
-        let reply = client
-            .call(
-                &server,
-                Method::POST,
-                &check,
-                json!({"code": code, "session_id": "s-other"}),
-            )
-            .await;
-        assert_eq!(reply.body["valid"], false, "{}", reply.text);
-        let reply = client
-            .call(
-                &server,
-                Method::POST,
-                &check,
-                json!({"code": code, "session_id": session}),
-            )
-            .await;
-        assert_eq!(reply.body["valid"], true, "{}", reply.text);
+        for (guess, session, valid) in [
+            (&wrong, session.as_str(), false),
+            (code, "s-other", false),
+            (code, session.as_str(), true),
+        ] {
+            let body = json!({"code": guess, "session_id": session});
+            let reply = client.call(&server, Method::POST, &check, body).await;
+            assert_eq!(reply.body["valid"], valid, "{}", reply.text);
+        }
         client
             .call(
                 &server,
@@ -398,17 +389,7 @@ async fn no_code_reaches_logs_store_queues_events_metrics_or_responses() {
     for body in &event_bodies {
         places.add("events", body);
     }
-    let mut dead_letters = 0;
-    for queue in topology.queue_names() {
-        for message in broker.peek(queue).await {
-            places.add("queues", &message.delivery.data);
-            places.add(
-                "queues",
-                format!("{:?}", message.delivery.properties).as_bytes(),
-            );
-            dead_letters += usize::from(queue == topology.dead_queue);
-        }
-    }
+    let (_, dead_letters) = add_queues(&mut places, &broker, &topology).await;
     assert_eq!(
         dead_letters, 3,
         "the three malformed messages are dead letters"
