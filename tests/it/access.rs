@@ -363,3 +363,51 @@ async fn only_admin_keys_may_use_the_blocklist_routes() {
     let listed = send(app.request_as(&ops, Method::GET, "/v1/admin/blocklist")).await;
     assert_eq!(listed.body["entries"], json!([]), "{}", listed.text);
 }
+
+#[tokio::test]
+async fn the_hourly_spend_cap_counts_each_country_at_its_price() {
+    not_near_the_end_of_an_hour(Duration::from_secs(60)).await;
+    let store = tempfile::tempdir().unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = settings_file(
+        config_dir.path(),
+        "[pricing.sms]\nFR = 3\n\n[tenants.acme]\nspend_per_hour = 5\n",
+    );
+    let acme = add_tenant(store.path(), "acme");
+    let server = OtpdProcess::start_with_args(store.path(), &["--config", &config], &[]);
+    let client = http_client();
+    let email = |to: &str| {
+        authed(
+            &client,
+            Method::POST,
+            server.url("/v1/verifications"),
+            &acme,
+        )
+        .json(&json!({"to": to, "channel": "email"}))
+    };
+
+    // 1 (DE, the default price) + 3 (FR) = 4 of 5.
+    create_on(&server, &acme, &de_mobile(1))
+        .await
+        .expect_status(201);
+    create_on(&server, &acme, FR_MOBILE)
+        .await
+        .expect_status(201);
+    // Another 3 would make 7.
+    let over = create_on(&server, &acme, "+33612345679").await;
+    over.expect_error(429, "rate_limited");
+    assert!(
+        over.text.contains("tenants.acme.spend_per_hour"),
+        "{}",
+        over.text
+    );
+    assert!((1..=3600).contains(&over.retry_after()));
+    // 1 more makes exactly 5, which the cap allows; email costs 0.
+    create_on(&server, &acme, &de_mobile(2))
+        .await
+        .expect_status(201);
+    send(email(EMAIL)).await.expect_status(201);
+    create_on(&server, &acme, &de_mobile(3))
+        .await
+        .expect_error(429, "rate_limited");
+}
