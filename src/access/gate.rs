@@ -82,6 +82,8 @@ pub enum AdminError {
     Invalid(#[from] InvalidEntry),
     #[error("There is no blocklist entry '{0}'; GET /v1/admin/blocklist lists the entries.")]
     NotFound(String),
+    #[error("No fraud block of prefix '{0}' is in force; GET /v1/fraud/blocks lists them.")]
+    NoFraudBlock(String),
     #[error("The blocklist holds the most entries allowed ({}); remove some, or block a shorter prefix that covers several.", blocklist::MAX_ENTRIES)]
     Full,
     #[error(transparent)]
@@ -181,6 +183,15 @@ impl Gate {
         Ok(())
     }
 
+    /// Refuses tenants that may not use the admin routes.
+    pub fn require_admin(&self, by: &str) -> Result<(), AdminError> {
+        if self.tenant(by).admin {
+            Ok(())
+        } else {
+            Err(AdminError::Forbidden(by.to_owned()))
+        }
+    }
+
     /// Applies a blocklist action of tenant `by` (which must be an admin).
     pub fn blocklist(
         &mut self,
@@ -188,9 +199,7 @@ impl Gate {
         action: BlocklistAction,
         now: Timestamp,
     ) -> Result<BlocklistAnswer, AdminError> {
-        if !self.tenant(by).admin {
-            return Err(AdminError::Forbidden(by.to_owned()));
-        }
+        self.require_admin(by)?;
         match action {
             BlocklistAction::List => Ok(BlocklistAnswer::Entries(
                 self.blocklist.entries().cloned().collect(),

@@ -103,7 +103,7 @@ pub async fn remove(
 }
 
 /// The entry in a path segment: `%2B2348`, `%2b2348` or `+2348` all mean `+2348`.
-fn decode_entry(raw: &str) -> String {
+pub(super) fn decode_entry(raw: &str) -> String {
     match raw.get(..3) {
         Some(head) if head.eq_ignore_ascii_case("%2B") => format!("+{}", &raw[3..]),
         _ => raw.to_owned(),
@@ -131,7 +131,7 @@ impl From<AdminError> for ApiError {
                 ApiError::new(StatusCode::FORBIDDEN, "forbidden", error.to_string())
             }
             AdminError::Invalid(invalid) => ApiError::invalid_request(format!("{invalid}.")),
-            AdminError::NotFound(_) => {
+            AdminError::NotFound(_) | AdminError::NoFraudBlock(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", error.to_string())
             }
             AdminError::Full => {

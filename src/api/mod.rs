@@ -67,7 +67,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(web::post().to(admin::add)),
         )
         .service(resource("/v1/admin/blocklist/{entry}").route(web::delete().to(admin::remove)))
-        .service(resource("/v1/fraud/blocks").route(web::get().to(fraud::blocks)));
+        .service(resource("/v1/fraud/blocks").route(web::get().to(fraud::blocks)))
+        .service(resource("/v1/admin/fraud/blocks/{prefix}").route(web::delete().to(fraud::lift)));
 }
 
 /// A resource whose wrong methods get the JSON 405.

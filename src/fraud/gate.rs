@@ -13,7 +13,7 @@ use super::BlockView;
 use crate::bus::{Event, EventSink};
 use crate::domain::{Channel, Destination, Timestamp, Verification};
 use crate::store::{Store, StoreError};
-use crate::telemetry::events::FraudBlocked;
+use crate::telemetry::events::{FraudBlockLifted, FraudBlocked};
 
 /// A create refused because its number's prefix is blocked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +124,25 @@ impl FraudGate {
             .record_conversion(&target, verification.last_sent_at, now);
     }
 
+    /// Lifts the block of `prefix` now (an operator's decision) and deletes it from the store
+    /// (durable with the caller's next flush). `None` when no block of that prefix is in force.
+    pub fn lift(
+        &self,
+        prefix: &str,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<Option<Block>, StoreError> {
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        let Some(block) = shared.lock().lift(prefix, now) else {
+            return Ok(None);
+        };
+        shared.store.remove_fraud_block(&block.prefix)?;
+        FraudBlockLifted { block: &block, by }.emit();
+        Ok(Some(block))
+    }
+
     /// The blocks in force at `now`, oldest first.
     pub fn active_blocks(&self, now: Timestamp) -> Vec<Block> {
         match &self.shared {
@@ -163,5 +182,42 @@ impl Shared {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::embedded::NoEvents;
+    use crate::domain::Channel;
+    use crate::store::SledStore;
+
+    #[test]
+    fn a_lifted_block_is_gone_from_the_store_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open(dir.path(), 1 << 20, Duration::from_secs(3600)).unwrap());
+        let settings = FraudSettings {
+            conversion_grace_seconds: 0,
+            ..FraudSettings::default()
+        };
+        let start = Timestamp(1_800_000_000_000);
+        let gate =
+            FraudGate::load(&settings, Arc::clone(&store), Arc::new(NoEvents), start).unwrap();
+        let mut now = start;
+        for n in 0..1000u64 {
+            now = Timestamp(start.0 + n * 200);
+            let to = format!("+234803{:07}", 1_000_000 + n);
+            gate.record_send(&Destination::parse(Channel::Sms, &to).unwrap(), now);
+        }
+        let saved = store.fraud_blocks().unwrap();
+        assert_eq!(saved.len(), 1, "the pump was blocked and saved");
+
+        let lifted = gate.lift(saved[0].prefix.as_str(), "ops", now).unwrap();
+
+        assert_eq!(lifted.as_ref(), Some(&saved[0]));
+        assert!(store.fraud_blocks().unwrap().is_empty());
+        let restarted = FraudGate::load(&settings, store, Arc::new(NoEvents), now).unwrap();
+        assert!(restarted.active_blocks(now).is_empty());
     }
 }

@@ -133,6 +133,18 @@ impl PumpingGuard {
         }
     }
 
+    /// Lifts the active block of the prefix written `prefix` (an operator's decision) and
+    /// forgets what was counted for it, so the next sends are judged afresh.
+    pub fn lift(&mut self, prefix: &str, now: Timestamp) -> Option<Block> {
+        let key = self
+            .blocks
+            .iter()
+            .find(|(key, block)| key.as_str() == prefix && block.is_active(now))
+            .map(|(key, _)| key.clone())?;
+        self.prefixes.remove(&key);
+        self.blocks.remove(&key)
+    }
+
     /// Every active block, oldest first.
     pub fn active_blocks(&self, now: Timestamp) -> Vec<Block> {
         let mut blocks: Vec<Block> = self
@@ -338,6 +350,24 @@ mod tests {
             }
         }
         assert!(guard.active_blocks(at_ms(7_200_000)).is_empty());
+    }
+
+    #[test]
+    fn a_lifted_block_ends_now_and_the_prefix_is_judged_afresh() {
+        let mut guard = PumpingGuard::new(&FraudSettings::default());
+        let (n, block) = (0..2000u64)
+            .find_map(|n| Some((n, guard.record_send(&ng(1_000_000 + n), at_ms(n * 200))?)))
+            .expect("the pump was never blocked");
+        let now = at_ms(n * 200 + 1000);
+
+        assert_eq!(guard.lift("+2348032", now), None, "another prefix");
+        assert_eq!(guard.lift(block.prefix.as_str(), now), Some(block.clone()));
+
+        assert_eq!(guard.block_for(&ng(1_000_000 + n + 1), now), None);
+        assert!(guard.active_blocks(now).is_empty());
+        assert_eq!(guard.lift(block.prefix.as_str(), now), None, "lifted twice");
+        // What was counted is gone: the next send is not judged on the old run.
+        assert_eq!(guard.record_send(&ng(1_000_000 + n + 1), now), None);
     }
 
     #[test]

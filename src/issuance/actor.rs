@@ -96,7 +96,8 @@ pub struct IssuanceActor {
     mailbox_capacity: usize,
     /// Tenant permissions, caps and the blocklist (see `crate::access`).
     pub(crate) access: crate::access::Gate,
-    fraud: crate::fraud::FraudGate,
+    /// The SMS-pumping guard, shared with the checker (see `crate::fraud`).
+    pub(crate) fraud: crate::fraud::FraudGate,
 }
 
 impl IssuanceActor {

@@ -12,7 +12,7 @@ use crate::domain::{
     DeliveryJob, DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord, JobId,
     Timestamp, Verification, VerificationId,
 };
-use crate::fraud::Block;
+use crate::fraud::{Block, Prefix};
 use crate::quota::QuotaUsage;
 
 pub use sled_store::SledStore;
@@ -124,6 +124,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Saves a fraud block (durable with the next flush); it is swept once it has ended.
     fn save_fraud_block(&self, block: &Block) -> Result<(), StoreError>;
+
+    /// Deletes a saved fraud block (durable with the next flush).
+    fn remove_fraud_block(&self, prefix: &Prefix) -> Result<(), StoreError>;
 
     /// Every saved fraud block, ended ones included until they are swept.
     fn fraud_blocks(&self) -> Result<Vec<Block>, StoreError>;

@@ -15,7 +15,7 @@ use crate::domain::{
     DeliveryJob, DeliveryState, DestinationKey, DestinationState, IdempotencyKey,
     IdempotencyRecord, JobId, Status, Timestamp, Verification, VerificationId,
 };
-use crate::fraud::Block;
+use crate::fraud::{Block, Prefix};
 use crate::quota::QuotaUsage;
 
 /// First byte of every stored record, so a future format can be told apart.
@@ -330,6 +330,13 @@ impl Store for SledStore {
     fn remove_block_entry(&self, entry: &str) -> Result<(), StoreError> {
         self.tree
             .remove(keys::block_entry(entry))
+            .map(|_| ())
+            .map_err(io)
+    }
+
+    fn remove_fraud_block(&self, prefix: &Prefix) -> Result<(), StoreError> {
+        self.tree
+            .remove(keys::fraud_block(prefix))
             .map(|_| ())
             .map_err(io)
     }

@@ -287,3 +287,20 @@ impl FraudBlocked<'_> {
             .inc();
     }
 }
+
+/// An admin tenant lifted a fraud block by hand.
+pub struct FraudBlockLifted<'a> {
+    pub block: &'a crate::fraud::Block,
+    pub by: &'a str,
+}
+
+impl FraudBlockLifted<'_> {
+    pub fn emit(&self) {
+        warn!(
+            prefix = %self.block.prefix,
+            rule = self.block.rule.as_str(),
+            tenant = self.by,
+            "Fraud block lifted by an operator."
+        );
+    }
+}

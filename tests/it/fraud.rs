@@ -329,3 +329,57 @@ async fn in_broker_mode_a_block_is_published_and_pumped_requests_are_rejected() 
     drop(app);
     broker.clean_up().await;
 }
+
+async fn create_pumped(app: &TestApp, key: &str, n: u32) -> Reply {
+    app.create_as(key, &json!({"to": pumped(n), "channel": "sms"}))
+        .await
+}
+
+#[tokio::test]
+async fn an_admin_lifts_a_block_and_the_prefix_is_judged_afresh() {
+    let store = tempfile::tempdir().unwrap();
+    let acme = add_tenant(store.path(), "acme");
+    let ops = add_tenant(store.path(), "ops");
+    let app = start_app(store, |settings| {
+        quick_guard(settings, FraudMode::Enforce);
+        settings.tenants.insert(
+            "ops".into(),
+            otpd::access::TenantSettings {
+                admin: true,
+                ..Default::default()
+            },
+        );
+    });
+    let mut n = 0;
+    loop {
+        let reply = create_pumped(&app, &acme, n).await;
+        n += 1;
+        if reply.status.as_u16() == 429 {
+            break;
+        }
+        reply.expect_status(201);
+        assert!(n < 1000, "the pump was never blocked");
+    }
+    let path = format!("/v1/admin/fraud/blocks/%2B{}", &PUMPED_PREFIX[1..]);
+    let listed = |key: &str| send(app.request_as(key, Method::GET, "/v1/fraud/blocks"));
+
+    send(app.request_as(&acme, Method::DELETE, &path))
+        .await
+        .expect_error(403, "forbidden");
+    create_pumped(&app, &acme, n)
+        .await
+        .expect_error(429, "rate_limited");
+    let lifted = send(app.request_as(&ops, Method::DELETE, &path)).await;
+
+    lifted.expect_status(200);
+    assert_eq!(
+        lifted.body["lifted"]["prefix"], PUMPED_PREFIX,
+        "{}",
+        lifted.text
+    );
+    assert_eq!(listed(&acme).await.body["blocks"], json!([]));
+    create_pumped(&app, &acme, n + 1).await.expect_status(201);
+    send(app.request_as(&ops, Method::DELETE, &path))
+        .await
+        .expect_error(404, "not_found");
+}
