@@ -118,7 +118,7 @@ impl Application {
             &settings,
             &store,
             &secrets,
-            events,
+            Arc::clone(&events),
             broker.clone().map(|b| b as Arc<dyn DelayQueue>),
             &arbiters.delivery.handle(),
         )?;
@@ -129,14 +129,10 @@ impl Application {
         let access = crate::access::Gate::load(&settings, Arc::clone(&store))?;
         // The SMS-pumping guard, shared by issuance (screens, counts sends) and checking
         // (counts conversions); its blocks survive restarts in the store.
-        let fraud_events: Arc<dyn EventSink> = match &broker {
-            Some(broker) => broker.clone(),
-            None => Arc::new(NoEvents),
-        };
         let fraud = FraudGate::load(
             &settings.fraud,
             Arc::clone(&store),
-            fraud_events,
+            events,
             Timestamp::now(),
         )?;
         let issuance = IssuanceActor::new(

@@ -177,13 +177,25 @@ fn render_keys_file(records: &[KeyRecord]) -> String {
 
 /// Reads the keys file (none yet: no records).
 pub fn read_keys(store_dir: &Path) -> Result<Vec<KeyRecord>, TenantError> {
-    let path = keys_file(store_dir);
-    let text = match std::fs::read_to_string(&path) {
+    read_keys_at(&keys_file(store_dir))
+}
+
+/// The keys in the keys file at `path`; none when there is no such file.
+fn read_keys_at(path: &Path) -> Result<Vec<KeyRecord>, TenantError> {
+    let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(source) => return Err(TenantError::Io { path, source }),
+        Err(source) => {
+            return Err(TenantError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
     };
-    parse_keys_file(&text).map_err(|line| TenantError::Malformed { path, line })
+    parse_keys_file(&text).map_err(|line| TenantError::Malformed {
+        path: path.to_path_buf(),
+        line,
+    })
 }
 
 /// Changes the keys file under an exclusive temp file (`api-keys.tmp`, mode 0600), then
@@ -633,21 +645,7 @@ impl ApiKeys {
         if stamp == self.read_file_keys().stamp {
             return Ok(());
         }
-        let text = match std::fs::read_to_string(&self.file) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => {
-                return Err(TenantError::Io {
-                    path: self.file.clone(),
-                    source,
-                })
-            }
-        };
-        let records = parse_keys_file(&text).map_err(|line| TenantError::Malformed {
-            path: self.file.clone(),
-            line,
-        })?;
-        let keys = records
+        let keys = read_keys_at(&self.file)?
             .into_iter()
             .filter(|record| record.revoked.is_none())
             .map(|record| (record.hash, record.tenant))

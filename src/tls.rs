@@ -154,7 +154,15 @@ fn certificates_in(
 
 fn read_private_key(setting: &str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(setting, path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|error| match error {
+    private_key_in(setting, path, &pem)
+}
+
+fn private_key_in(
+    setting: &str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|error| match error {
         rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoPem {
             setting: setting.to_owned(),
             path: path.to_owned(),
@@ -210,8 +218,10 @@ pub fn amqp_tls(tls: &AmqpTlsSettings) -> Result<AmqpTls, TlsError> {
     let client = match (&tls.cert_file, &tls.key_file) {
         (None, None) => None,
         (Some(cert_file), Some(key_file)) => {
-            let certificates = read_certificates("amqp.tls.cert_file", cert_file)?;
-            let key = read_private_key("amqp.tls.key_file", key_file)?;
+            let cert_pem = read("amqp.tls.cert_file", cert_file)?;
+            let key_pem = read("amqp.tls.key_file", key_file)?;
+            let certificates = certificates_in("amqp.tls.cert_file", cert_file, &cert_pem)?;
+            let key = private_key_in("amqp.tls.key_file", key_file, &key_pem)?;
             rustls::ClientConfig::builder_with_provider(provider())
                 .with_safe_default_protocol_versions()
                 .map_err(|error| TlsError::Settings(format!("amqp.tls: {error}")))?
@@ -224,10 +234,7 @@ pub fn amqp_tls(tls: &AmqpTlsSettings) -> Result<AmqpTls, TlsError> {
                         "rustls refused it with the certificate of amqp.tls.cert_file ({error}); give the private key of that certificate"
                     ),
                 })?;
-            Some(ClientIdentity {
-                cert_pem: read("amqp.tls.cert_file", cert_file)?,
-                key_pem: read("amqp.tls.key_file", key_file)?,
-            })
+            Some(ClientIdentity { cert_pem, key_pem })
         }
         _ => {
             return Err(TlsError::Settings(

@@ -309,6 +309,30 @@ fn metric_means(text: &str) -> Vec<String> {
 
 /// A report for `mode` with what the spawned otpd tells of itself (where its time went, its
 /// RSS); then stops it and cleans up its namespace.
+impl Sut {
+    /// What the HTTP subcommands drive with: a progress bar counting `what`, the mailroom
+    /// that follows each code to the provider, and the API client.
+    fn http_driving(
+        &mut self,
+        common: &Common,
+        plan: &Plan,
+        what: &str,
+    ) -> anyhow::Result<(indicatif::ProgressBar, http::Mailroom, http::Api)> {
+        let bar = driver::progress(plan.requests, what);
+        let mailroom = http::Mailroom::start(
+            self.arrivals.take().context("arrivals are watched")?,
+            bar.clone(),
+        );
+        let api = http::Api::new(
+            &self.address,
+            &self.api_key,
+            &common.payload_locale,
+            plan.concurrency,
+        )?;
+        Ok((bar, mailroom, api))
+    }
+}
+
 async fn finish_sut(sut: Sut, mode: &str, common: &Common) -> anyhow::Result<Report> {
     let mut report = base_report(mode, common);
     report.notes.extend(sut.time_spent().await);
@@ -460,17 +484,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
         Command::Http { common } => {
             let plan = common.plan();
             let mut sut = Sut::start(&common).await?;
-            let bar = driver::progress(plan.requests, "flows");
-            let mailroom = http::Mailroom::start(
-                sut.arrivals.take().context("arrivals are watched")?,
-                bar.clone(),
-            );
-            let api = http::Api::new(
-                &sut.address,
-                &sut.api_key,
-                &common.payload_locale,
-                plan.concurrency,
-            )?;
+            let (bar, mailroom, api) = sut.http_driving(&common, &plan, "flows")?;
             let run = http::flows(&api, &mailroom, &plan, common.drain_timeout).await;
             bar.finish_and_clear();
             let mut report = finish_sut(sut, "http", &common).await?;
@@ -518,17 +532,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
                 duration: Duration::from_secs(3600),
                 ..plan
             };
-            let bar = driver::progress(plan.requests, "verifications issued");
-            let mailroom = http::Mailroom::start(
-                sut.arrivals.take().context("arrivals are watched")?,
-                bar.clone(),
-            );
-            let api = http::Api::new(
-                &sut.address,
-                &sut.api_key,
-                &common.payload_locale,
-                plan.concurrency,
-            )?;
+            let (bar, mailroom, api) = sut.http_driving(&common, &plan, "verifications issued")?;
             let issuing = Instant::now();
             let issued = http::issue_all(&api, &mailroom, &issue_plan, common.drain_timeout).await;
             bar.finish_and_clear();

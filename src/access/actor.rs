@@ -6,6 +6,7 @@ use actix::prelude::*;
 use super::gate::{AdminError, AdmitError, BlocklistAction, BlocklistAnswer};
 use crate::domain::Timestamp;
 use crate::issuance::{IssuanceActor, IssueError};
+use crate::store::when_durable;
 use crate::telemetry::events::BlocklistEdited;
 
 /// List, add or remove blocklist entries on behalf of tenant `by`.
@@ -37,12 +38,7 @@ impl Handler<EditBlocklist> for IssuanceActor {
                 .emit();
             }
         }
-        let flushed = self.access.flush();
-        Box::pin(async move {
-            let answer = answer?;
-            flushed.await?;
-            Ok(answer)
-        })
+        when_durable(answer, self.store.flush())
     }
 }
 

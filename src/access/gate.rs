@@ -1,7 +1,6 @@
 //! The Gate the IssuanceActor asks before each send: tenant permissions, the blocklist and
 //! the send/spend caps, whose usage it persists; and the blocklist edits of admin tenants.
 
-use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -236,11 +235,6 @@ impl Gate {
                 Ok(BlocklistAnswer::Removed(removed))
             }
         }
-    }
-
-    /// Resolves once everything the Gate wrote is on disk.
-    pub fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
-        self.store.flush()
     }
 }
 

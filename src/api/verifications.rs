@@ -179,23 +179,9 @@ pub async fn check(
 ) -> Result<HttpResponse, ApiError> {
     let code = parse_code(&body.value.code)?;
     validate_session_id(body.value.session_id.as_deref()).map_err(invalid)?;
-    let id = VerificationId::parse(&id).ok_or_else(ApiError::not_found);
-    let result = match id {
-        Ok(id) => {
-            state
-                .checker
-                .check(
-                    &tenant.0,
-                    &id,
-                    &code,
-                    body.value.session_id.as_deref(),
-                    Timestamp::now(),
-                )
-                .await
-        }
-        Err(_) => Err(CheckError::NotFound),
-    };
-    check_response(&tenant.0, result)
+    let id = VerificationId::parse(&id).ok_or(CheckError::NotFound);
+    let session_id = body.value.session_id.as_deref();
+    check_and_answer(&state, &tenant.0, id, &code, session_id).await
 }
 
 /// POST /v1/verifications/check
@@ -214,22 +200,28 @@ pub async fn check_by_destination(
         channel,
         to: destination.as_str().to_owned(),
     };
-    let result = match state.checker.pending_for(&key) {
+    let id = state.checker.pending_for(&key);
+    check_and_answer(&state, &tenant.0, id, &code, body.session_id.as_deref()).await
+}
+
+/// Checks `code` against verification `id` (when one was found) and answers.
+async fn check_and_answer(
+    state: &AppState,
+    tenant: &str,
+    id: Result<VerificationId, CheckError>,
+    code: &OtpCode,
+    session_id: Option<&str>,
+) -> Result<HttpResponse, ApiError> {
+    let result = match id {
         Ok(id) => {
             state
                 .checker
-                .check(
-                    &tenant.0,
-                    &id,
-                    &code,
-                    body.session_id.as_deref(),
-                    Timestamp::now(),
-                )
+                .check(tenant, &id, code, session_id, Timestamp::now())
                 .await
         }
         Err(error) => Err(error),
     };
-    check_response(&tenant.0, result)
+    check_response(tenant, result)
 }
 
 fn check_response(

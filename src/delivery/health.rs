@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::breaker::{Breaker, BreakerConfig, BreakerState, Outcome, Permit, Transition};
+use super::breaker::{Breaker, BreakerConfig, Outcome, Permit, Transition};
 use crate::domain::Timestamp;
 use crate::issuance::rate_limit::TokenBucket;
 use crate::providers::{ProviderError, SendReceipt};
@@ -181,7 +181,7 @@ impl HealthBoard {
                 ProviderView {
                     id: id.clone(),
                     kind: health.kind,
-                    breaker: breaker_name(health.breaker.state()),
+                    breaker: health.breaker.state().as_str(),
                     paused_until: health.breaker.paused_until(now).map(Timestamp::to_rfc3339),
                     quota: QuotaView {
                         day: period(Period::Day, health.limits.daily),
@@ -202,14 +202,6 @@ impl HealthBoard {
 /// A paced provider may take up to a second's worth of messages at once.
 fn pace_burst(rate: f64) -> u32 {
     rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32
-}
-
-fn breaker_name(state: BreakerState) -> &'static str {
-    match state {
-        BreakerState::Closed => "closed",
-        BreakerState::Open { .. } => "open",
-        BreakerState::HalfOpen { .. } => "half_open",
-    }
 }
 
 fn announce(provider: &str, transition: Option<Transition>) {

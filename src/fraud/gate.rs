@@ -70,36 +70,39 @@ impl FraudGate {
     }
 
     /// Before anything is written: in enforce mode, refuses a create to a blocked prefix.
-    pub fn screen(&self, destination: &Destination, now: Timestamp) -> Result<(), FraudRefusal> {
+    /// Otherwise returns where the number belongs for the guard (`None` when the guard is off
+    /// or it is no phone number), to hand to `record_send` once the create is committed.
+    pub fn screen(
+        &self,
+        destination: &Destination,
+        now: Timestamp,
+    ) -> Result<Option<Target>, FraudRefusal> {
         let Some(shared) = &self.shared else {
-            return Ok(());
+            return Ok(None);
         };
-        if shared.mode != FraudMode::Enforce {
-            return Ok(());
-        }
         let Some(target) = shared.target_of(destination) else {
-            return Ok(());
+            return Ok(None);
         };
-        match shared.lock().block_for(&target, now) {
-            Some(block) => Err(FraudRefusal {
-                prefix: block.prefix.clone(),
-                rule: block.rule,
-                until: block.until,
-                retry_after: now.until(block.until),
-            }),
-            None => Ok(()),
+        if shared.mode == FraudMode::Enforce {
+            if let Some(block) = shared.lock().block_for(&target, now) {
+                return Err(FraudRefusal {
+                    prefix: block.prefix.clone(),
+                    rule: block.rule,
+                    until: block.until,
+                    retry_after: now.until(block.until),
+                });
+            }
         }
+        Ok(Some(target))
     }
 
-    /// After a create was committed: counts the send, and reports a block it caused.
-    pub fn record_send(&self, destination: &Destination, now: Timestamp) {
+    /// After a create was committed: counts the send to `target` (from `screen`), and
+    /// reports a block it caused.
+    pub fn record_send(&self, target: &Target, now: Timestamp) {
         let Some(shared) = &self.shared else {
             return;
         };
-        let Some(target) = shared.target_of(destination) else {
-            return;
-        };
-        let fired = shared.lock().record_send(&target, now);
+        let fired = shared.lock().record_send(target, now);
         if let Some(block) = fired {
             shared.report(&block);
         }
@@ -208,7 +211,11 @@ mod tests {
         for n in 0..1000u64 {
             now = Timestamp(start.0 + n * 200);
             let to = format!("+234803{:07}", 1_000_000 + n);
-            gate.record_send(&Destination::parse(Channel::Sms, &to).unwrap(), now);
+            let destination = Destination::parse(Channel::Sms, &to).unwrap();
+            let Ok(Some(target)) = gate.screen(&destination, now) else {
+                break; // blocked
+            };
+            gate.record_send(&target, now);
         }
         let saved = store.fraud_blocks().unwrap();
         assert_eq!(saved.len(), 1, "the pump was blocked and saved");

@@ -136,13 +136,11 @@ impl PumpingGuard {
     /// Lifts the active block of the prefix written `prefix` (an operator's decision) and
     /// forgets what was counted for it, so the next sends are judged afresh.
     pub fn lift(&mut self, prefix: &str, now: Timestamp) -> Option<Block> {
-        let key = self
-            .blocks
-            .iter()
-            .find(|(key, block)| key.as_str() == prefix && block.is_active(now))
-            .map(|(key, _)| key.clone())?;
-        self.prefixes.remove(&key);
-        self.blocks.remove(&key)
+        if !self.blocks.get(prefix)?.is_active(now) {
+            return None;
+        }
+        self.prefixes.remove(prefix);
+        self.blocks.remove(prefix)
     }
 
     /// Every active block, oldest first.

@@ -7,6 +7,7 @@ use super::guard::Block;
 use crate::access::AdminError;
 use crate::domain::Timestamp;
 use crate::issuance::IssuanceActor;
+use crate::store::when_durable;
 
 /// Lift the block of `prefix` on behalf of tenant `by` (an admin).
 #[derive(Message)]
@@ -25,11 +26,6 @@ impl Handler<LiftFraudBlock> for IssuanceActor {
                 .lift(&message.prefix, &message.by, Timestamp::now())?
                 .ok_or(AdminError::NoFraudBlock(message.prefix))
         });
-        let flushed = self.access.flush();
-        Box::pin(async move {
-            let block = lifted?;
-            flushed.await?;
-            Ok(block)
-        })
+        when_durable(lifted, self.store.flush())
     }
 }

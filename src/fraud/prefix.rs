@@ -15,6 +15,13 @@ impl Prefix {
     }
 }
 
+/// Lets maps keyed by `Prefix` be looked up by its text (same hash and equality as `String`).
+impl std::borrow::Borrow<str> for Prefix {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for Prefix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

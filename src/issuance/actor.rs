@@ -68,6 +68,15 @@ pub enum IssueError {
     FraudSuspected(crate::fraud::FraudRefusal),
 }
 
+impl From<SendRefusal> for IssueError {
+    fn from(refusal: SendRefusal) -> Self {
+        match refusal {
+            SendRefusal::Cooldown { retry_after } => IssueError::Cooldown { retry_after },
+            SendRefusal::TooManySends { retry_after } => IssueError::TooManySends { retry_after },
+        }
+    }
+}
+
 impl IssueError {
     fn reason(&self) -> &'static str {
         match self {
@@ -84,7 +93,7 @@ impl IssueError {
 }
 
 pub struct IssuanceActor {
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     secrets: Secrets,
     regions: RegionTable,
     bus: Arc<dyn Bus>,
@@ -156,7 +165,8 @@ impl IssuanceActor {
         if !self.known_templates.contains(&request.template) {
             return Err(IssueError::UnknownTemplate(request.template.clone()));
         }
-        self.fraud
+        let fraud_target = self
+            .fraud
             .screen(&request.destination, now)
             .map_err(IssueError::FraudSuspected)?;
         if let RequestSource::Http { client_ip } = message.source {
@@ -188,15 +198,7 @@ impl IssuanceActor {
             Some(id) => self.store.verification(id)?,
             None => None,
         };
-        let plan =
-            policy::plan_send(&state, pending.as_ref(), &self.limits, now).map_err(|refusal| {
-                match refusal {
-                    SendRefusal::Cooldown { retry_after } => IssueError::Cooldown { retry_after },
-                    SendRefusal::TooManySends { retry_after } => {
-                        IssueError::TooManySends { retry_after }
-                    }
-                }
-            })?;
+        let plan = policy::plan_send(&state, pending.as_ref(), &self.limits, now)?;
         self.access
             .admit(&message.tenant, request.channel, &request.destination, now)?;
 
@@ -235,7 +237,9 @@ impl IssuanceActor {
             job: job.clone(),
         };
         self.store.commit_issue(&write)?;
-        self.fraud.record_send(&request.destination, now);
+        if let Some(target) = &fraud_target {
+            self.fraud.record_send(target, now);
+        }
         OtpIssued {
             tenant: &message.tenant,
             channel: request.channel,

@@ -141,3 +141,20 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store answers reads.
     fn check_health(&self) -> Result<(), StoreError>;
 }
+
+/// `decided` as an answer once `flushed` resolves: what an actor that decides and writes
+/// inside itself answers, so nothing is confirmed before it is on disk.
+pub fn when_durable<T, E>(
+    decided: Result<T, E>,
+    flushed: BoxFuture<'static, Result<(), StoreError>>,
+) -> BoxFuture<'static, Result<T, E>>
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    Box::pin(async move {
+        let answer = decided?;
+        flushed.await?;
+        Ok(answer)
+    })
+}

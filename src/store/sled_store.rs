@@ -68,6 +68,31 @@ impl SledStore {
         }
     }
 
+    fn write<T: Serialize>(&self, key: Vec<u8>, value: &T) -> Result<(), StoreError> {
+        self.tree
+            .insert(key, encode(value)?)
+            .map(|_| ())
+            .map_err(io)
+    }
+
+    /// Writes a record that the sweeper deletes after `purge_at`: its expiry-index entry
+    /// first, so no record is ever left without one.
+    fn write_expiring<T: Serialize>(
+        &self,
+        key: Vec<u8>,
+        purge_at: Timestamp,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        self.tree
+            .insert(keys::expiry(purge_at, &key), &[])
+            .map_err(io)?;
+        self.write(key, value)
+    }
+
+    fn remove(&self, key: Vec<u8>) -> Result<(), StoreError> {
+        self.tree.remove(key).map(|_| ()).map_err(io)
+    }
+
     fn verification_purge_at(&self, verification: &Verification) -> Timestamp {
         verification.expires_at.plus(self.retention)
     }
@@ -262,13 +287,7 @@ impl Store for SledStore {
 
     fn index_message(&self, provider: &str, owner: &MessageOwner) -> Result<(), StoreError> {
         let key = keys::message(provider, &owner.provider_message_id);
-        self.tree
-            .insert(keys::expiry(owner.purge_at, &key), &[])
-            .map_err(io)?;
-        self.tree
-            .insert(key, encode(owner)?)
-            .map(|_| ())
-            .map_err(io)
+        self.write_expiring(key, owner.purge_at, owner)
     }
 
     fn message_owner(
@@ -284,10 +303,7 @@ impl Store for SledStore {
     }
 
     fn save_quota(&self, provider: &str, usage: &QuotaUsage) -> Result<(), StoreError> {
-        self.tree
-            .insert(keys::quota(provider), encode(usage)?)
-            .map(|_| ())
-            .map_err(io)
+        self.write(keys::quota(provider), usage)
     }
 
     fn tenant_usage(&self, tenant: &str) -> Result<Option<TenantUsage>, StoreError> {
@@ -295,21 +311,11 @@ impl Store for SledStore {
     }
 
     fn save_tenant_usage(&self, tenant: &str, usage: &TenantUsage) -> Result<(), StoreError> {
-        self.tree
-            .insert(keys::tenant_usage(tenant), encode(usage)?)
-            .map(|_| ())
-            .map_err(io)
+        self.write(keys::tenant_usage(tenant), usage)
     }
 
     fn save_fraud_block(&self, block: &Block) -> Result<(), StoreError> {
-        let key = keys::fraud_block(&block.prefix);
-        self.tree
-            .insert(keys::expiry(block.until, &key), &[])
-            .map_err(io)?;
-        self.tree
-            .insert(key, encode(block)?)
-            .map(|_| ())
-            .map_err(io)
+        self.write_expiring(keys::fraud_block(&block.prefix), block.until, block)
     }
 
     fn blocklist(&self) -> Result<Vec<BlockEntry>, StoreError> {
@@ -321,24 +327,15 @@ impl Store for SledStore {
     }
 
     fn save_block_entry(&self, entry: &BlockEntry) -> Result<(), StoreError> {
-        self.tree
-            .insert(keys::block_entry(&entry.entry), encode(entry)?)
-            .map(|_| ())
-            .map_err(io)
+        self.write(keys::block_entry(&entry.entry), entry)
     }
 
     fn remove_block_entry(&self, entry: &str) -> Result<(), StoreError> {
-        self.tree
-            .remove(keys::block_entry(entry))
-            .map(|_| ())
-            .map_err(io)
+        self.remove(keys::block_entry(entry))
     }
 
     fn remove_fraud_block(&self, prefix: &Prefix) -> Result<(), StoreError> {
-        self.tree
-            .remove(keys::fraud_block(prefix))
-            .map(|_| ())
-            .map_err(io)
+        self.remove(keys::fraud_block(prefix))
     }
 
     fn fraud_blocks(&self) -> Result<Vec<Block>, StoreError> {
