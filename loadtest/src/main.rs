@@ -255,8 +255,8 @@ impl Sut {
         })
     }
 
-    /// otpd's own view of where time went: the mean of each of its latency histograms
-    /// (Prometheus `_sum` / `_count`, over all label sets), from `/metrics`.
+    /// otpd's own view of where time went (the mean of each of its latency histograms,
+    /// Prometheus `_sum` / `_count` over all label sets) and of its memory, from `/metrics`.
     async fn time_spent(&self) -> Vec<String> {
         let Ok(response) = reqwest::get(format!("{}/metrics", self.address)).await else {
             return Vec::new();
@@ -264,7 +264,9 @@ impl Sut {
         let Ok(text) = response.text().await else {
             return Vec::new();
         };
-        metric_means(&text)
+        let mut notes = metric_means(&text);
+        notes.extend(allocator_note(&text));
+        notes
     }
 
     fn rss(&self) -> Option<u64> {
@@ -305,6 +307,21 @@ fn metric_means(text: &str) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// "allocator: allocated X MiB, active Y MiB, resident Z MiB" from `otpd_allocator_bytes`,
+/// when otpd reports it: how much of the resident set is live data.
+fn allocator_note(text: &str) -> Option<String> {
+    let figures: Vec<String> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("otpd_allocator_bytes{kind=\""))
+        .filter_map(|rest| {
+            let (kind, value) = rest.split_once("\"} ")?;
+            let bytes: f64 = value.trim().parse().ok()?;
+            Some(format!("{kind} {:.1} MiB", bytes / 1_048_576.0))
+        })
+        .collect();
+    (!figures.is_empty()).then(|| format!("otpd allocator: {}", figures.join(", ")))
 }
 
 /// A report for `mode` with what the spawned otpd tells of itself (where its time went, its
@@ -630,6 +647,16 @@ mod tests {
         assert!(ensure_loopback("t", "http://[::1]:80").is_ok());
         assert!(ensure_loopback("t", "http://10.0.0.1:8080").is_err());
         assert!(ensure_loopback("t", "amqp://guest:guest@broker.example:5672/%2f").is_err());
+    }
+
+    #[test]
+    fn allocator_figures_in_mebibytes() {
+        let page = "otpd_allocator_bytes{kind=\"active\"} 2097152\notpd_allocator_bytes{kind=\"allocated\"} 1048576\notpd_checks_total 4\n";
+        assert_eq!(
+            allocator_note(page).as_deref(),
+            Some("otpd allocator: active 2.0 MiB, allocated 1.0 MiB")
+        );
+        assert_eq!(allocator_note("otpd_checks_total 4\n"), None);
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub quota_alerts: IntCounterVec,
     pub quota_used: IntGaugeVec,
     pub fraud_blocks: IntCounterVec,
+    allocator: IntGaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -40,6 +41,12 @@ pub fn metrics() -> &'static Metrics {
 impl Metrics {
     fn new() -> Self {
         let registry = Registry::new();
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("metric names are unique");
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let metric = IntCounterVec::new(Opts::new(name, help), labels)
                 .expect("metric definitions are valid");
@@ -147,7 +154,13 @@ impl Metrics {
             "Number prefixes blocked as suspected SMS pumping, by rule and mode.",
             &["rule", "mode"],
         );
+        let allocator = gauge(
+            "otpd_allocator_bytes",
+            "The allocator's figures: allocated (live data), active (its pages), resident.",
+            &["kind"],
+        );
         Metrics {
+            allocator,
             fraud_blocks,
             store_flush,
             breaker_state,
@@ -170,6 +183,17 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        if let Some(figures) = super::memory::read() {
+            for (kind, bytes) in [
+                ("allocated", figures.allocated),
+                ("active", figures.active),
+                ("resident", figures.resident),
+            ] {
+                self.allocator
+                    .with_label_values(&[kind])
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+        }
         let mut buffer = Vec::new();
         let encoder = TextEncoder::new();
         if let Err(error) = encoder.encode(&self.registry.gather(), &mut buffer) {

@@ -2,6 +2,7 @@
 //! No event carries a code, a destination or a verification id in a metric label.
 
 pub mod events;
+pub mod memory;
 pub mod metrics;
 
 /// Installs the log subscriber: `RUST_LOG` filters (default `info`), output on stderr.
