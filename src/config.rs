@@ -163,7 +163,7 @@ pub struct StoreSettings {
     pub sweep_interval_seconds: u64,
     /// Seconds a finished verification stays readable. Default 86400.
     pub retention_seconds: u64,
-    /// Bytes of page cache sled may use. Default 64 MiB.
+    /// Bytes of page cache sled may use, as sled counts them. Default 16 MiB.
     pub cache_capacity_bytes: u64,
 }
 
