@@ -36,7 +36,7 @@ mod tests {
         // Set by .cargo/config.toml; without them the resident set grows by a third.
         let conf = tikv_jemalloc_ctl::config::malloc_conf::read().expect("jemalloc answers");
         assert!(
-            conf.contains("narenas:2") && conf.contains("background_thread:true"),
+            conf.contains("narenas:1") && conf.contains("background_thread:true"),
             "jemalloc was built with '{conf}'"
         );
     }
