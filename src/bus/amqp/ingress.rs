@@ -40,7 +40,7 @@ async fn process(publisher: &Publisher, consumers: &Consumers, delivery: &Delive
                 .await
             {
                 tracing::warn!(%error, "Could not dead-letter a request; it will be delivered again.");
-                return Settle::Requeue;
+                return requeue().await;
             }
             tracing::info!(reason = refusal.reason, "Request dead-lettered.");
             rejected_event(&refusal)

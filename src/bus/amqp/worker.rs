@@ -27,7 +27,10 @@ async fn process(publisher: &Publisher, router: &Addr<RouterActor>, delivery: &D
             .await
         {
             Ok(()) => Settle::Ack,
-            Err(_) => Settle::Requeue,
+            Err(error) => {
+                tracing::warn!(%error, "Could not dead-letter a job; it will be delivered again.");
+                requeue().await
+            }
         };
     };
     let (message, outcome) = Deliver::awaited(job);
