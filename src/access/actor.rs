@@ -24,8 +24,11 @@ impl Handler<EditBlocklist> for IssuanceActor {
         let answer = self
             .access
             .blocklist(&message.by, message.action, Timestamp::now());
-        if let Ok(answer) = &answer {
-            let action = match answer {
+        let durable = when_durable(answer, self.store.flush());
+        Box::pin(async move {
+            let answer = durable.await?;
+            // Told only once the edit is on disk, like the answer.
+            let action = match &answer {
                 BlocklistAnswer::Entries(_) => None,
                 BlocklistAnswer::Added { .. } => Some("added"),
                 BlocklistAnswer::Removed(_) => Some("removed"),
@@ -37,8 +40,8 @@ impl Handler<EditBlocklist> for IssuanceActor {
                 }
                 .emit();
             }
-        }
-        when_durable(answer, self.store.flush())
+            Ok(answer)
+        })
     }
 }
 
