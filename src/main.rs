@@ -10,35 +10,43 @@ use otpd::app::Application;
 use otpd::config::Settings;
 
 /// jemalloc instead of the system allocator: fewer CPU cycles per OTP and a resident set
-/// that does not grow with glibc's per-thread arenas (figures in BENCHMARKS.md).
+/// that does not grow with glibc's per-thread arenas (figures in BENCHMARKS.md). Its
+/// settings are built in by .cargo/config.toml.
 #[cfg(not(target_env = "msvc"))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc's own figures, for `otpd_allocator_bytes` in /metrics.
-#[cfg(not(target_env = "msvc"))]
-fn jemalloc_figures() -> Option<otpd::telemetry::memory::AllocatorFigures> {
+mod allocator {
+    use otpd::telemetry::memory::{install_allocator_reader, AllocatorFigures};
     use tikv_jemalloc_ctl::{epoch, stats};
-    // The figures are cached until the epoch moves on.
-    epoch::advance().ok()?;
-    let bytes = |read: tikv_jemalloc_ctl::Result<usize>| read.ok().map(|n| n as u64);
-    Some(otpd::telemetry::memory::AllocatorFigures {
-        allocated: bytes(stats::allocated::read())?,
-        active: bytes(stats::active::read())?,
-        resident: bytes(stats::resident::read())?,
-    })
-}
 
-#[cfg(all(test, not(target_env = "msvc")))]
-mod tests {
-    #[test]
-    fn jemalloc_is_built_with_otpds_settings() {
-        // Set by .cargo/config.toml; without them the resident set grows by a third.
-        let conf = tikv_jemalloc_ctl::config::malloc_conf::read().expect("jemalloc answers");
-        assert!(
-            conf.contains("narenas:1") && conf.contains("background_thread:true"),
-            "jemalloc was built with '{conf}'"
-        );
+    #[global_allocator]
+    static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+    /// Makes /metrics report jemalloc's figures as `otpd_allocator_bytes`.
+    pub fn report_in_metrics() {
+        install_allocator_reader(figures);
+    }
+
+    fn figures() -> Option<AllocatorFigures> {
+        // The figures are cached until the epoch moves on.
+        epoch::advance().ok()?;
+        let bytes = |read: tikv_jemalloc_ctl::Result<usize>| read.ok().map(|n| n as u64);
+        Some(AllocatorFigures {
+            allocated: bytes(stats::allocated::read())?,
+            active: bytes(stats::active::read())?,
+            resident: bytes(stats::resident::read())?,
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn jemalloc_is_built_with_otpds_settings() {
+            // Set by .cargo/config.toml; without them the resident set grows by a third.
+            let conf = tikv_jemalloc_ctl::config::malloc_conf::read().expect("jemalloc answers");
+            assert!(
+                conf.contains("narenas:1") && conf.contains("background_thread:true"),
+                "jemalloc was built with '{conf}'"
+            );
+        }
     }
 }
 
@@ -111,7 +119,7 @@ enum TenantAction {
 fn main() -> anyhow::Result<()> {
     otpd::telemetry::init_logging();
     #[cfg(not(target_env = "msvc"))]
-    otpd::telemetry::memory::install_allocator_reader(jemalloc_figures);
+    allocator::report_in_metrics();
     match Cli::parse().command {
         Command::Serve { config } => serve(config),
         Command::Tenant { action } => tenant(action),

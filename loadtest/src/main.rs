@@ -257,7 +257,7 @@ impl Sut {
 
     /// otpd's own view of where time went (the mean of each of its latency histograms,
     /// Prometheus `_sum` / `_count` over all label sets) and of its memory, from `/metrics`.
-    async fn time_spent(&self) -> Vec<String> {
+    async fn self_report(&self) -> Vec<String> {
         let Ok(response) = reqwest::get(format!("{}/metrics", self.address)).await else {
             return Vec::new();
         };
@@ -284,13 +284,7 @@ impl Sut {
 /// "name: mean X ms over N" for every `*_seconds` histogram in a Prometheus text page.
 fn metric_means(text: &str) -> Vec<String> {
     let mut sums: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
-    for line in text.lines().filter(|line| !line.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Ok(value) = value.trim().parse::<f64>() else {
-            continue;
-        };
+    for (series, value) in samples(text) {
         let name = series.split('{').next().unwrap_or_default();
         if let Some(base) = name.strip_suffix("_seconds_sum") {
             sums.entry(base.to_owned()).or_default().0 += value;
@@ -312,16 +306,26 @@ fn metric_means(text: &str) -> Vec<String> {
 /// "allocator: allocated X MiB, active Y MiB, resident Z MiB" from `otpd_allocator_bytes`,
 /// when otpd reports it: how much of the resident set is live data.
 fn allocator_note(text: &str) -> Option<String> {
-    let figures: Vec<String> = text
-        .lines()
-        .filter_map(|line| line.strip_prefix("otpd_allocator_bytes{kind=\""))
-        .filter_map(|rest| {
-            let (kind, value) = rest.split_once("\"} ")?;
-            let bytes: f64 = value.trim().parse().ok()?;
+    let figures: Vec<String> = samples(text)
+        .filter_map(|(series, bytes)| {
+            let kind = series
+                .strip_prefix("otpd_allocator_bytes{kind=\"")?
+                .strip_suffix("\"}")?;
             Some(format!("{kind} {:.1} MiB", bytes / 1_048_576.0))
         })
         .collect();
     (!figures.is_empty()).then(|| format!("otpd allocator: {}", figures.join(", ")))
+}
+
+/// Each sample of a Prometheus text page as (series, value); comments and unparsable lines
+/// are skipped.
+fn samples(text: &str) -> impl Iterator<Item = (&str, f64)> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series, value.trim().parse().ok()?))
+        })
 }
 
 /// A report for `mode` with what the spawned otpd tells of itself (where its time went, its
@@ -352,7 +356,7 @@ impl Sut {
 
 async fn finish_sut(sut: Sut, mode: &str, common: &Common) -> anyhow::Result<Report> {
     let mut report = base_report(mode, common);
-    report.notes.extend(sut.time_spent().await);
+    report.notes.extend(sut.self_report().await);
     report.target = sut.address.clone();
     report.namespace = Some(sut.namespace.clone());
     report.provider = sut.provider.clone();
@@ -457,7 +461,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             )
             .await;
             let rss = sut.rss();
-            let spent = sut.time_spent().await;
+            let spent = sut.self_report().await;
             let mut report = base_report("amqp", &common);
             report.notes.extend(spent);
             report.target = sut.address.clone();

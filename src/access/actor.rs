@@ -28,12 +28,7 @@ impl Handler<EditBlocklist> for IssuanceActor {
         Box::pin(async move {
             let answer = durable.await?;
             // Told only once the edit is on disk, like the answer.
-            let action = match &answer {
-                BlocklistAnswer::Entries(_) => None,
-                BlocklistAnswer::Added { .. } => Some("added"),
-                BlocklistAnswer::Removed(_) => Some("removed"),
-            };
-            if let Some(action) = action {
+            if let Some(action) = answer.edit() {
                 BlocklistEdited {
                     by: &message.by,
                     action,

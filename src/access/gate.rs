@@ -105,6 +105,17 @@ pub enum BlocklistAnswer {
     Removed(BlockEntry),
 }
 
+impl BlocklistAnswer {
+    /// The edit this answer reports ("added", "removed"), or `None` for a listing.
+    pub fn edit(&self) -> Option<&'static str> {
+        match self {
+            BlocklistAnswer::Entries(_) => None,
+            BlocklistAnswer::Added { .. } => Some("added"),
+            BlocklistAnswer::Removed(_) => Some("removed"),
+        }
+    }
+}
+
 /// Tenant permissions, caps and the blocklist, as the IssuanceActor (their single writer)
 /// applies them.
 pub struct Gate {
@@ -245,4 +256,29 @@ pub enum AdmitError {
     Denied(#[from] AccessDenied),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_additions_and_removals_are_edits() {
+        let entry = BlockEntry {
+            entry: "+4915".into(),
+            note: None,
+            added_at: Timestamp(0),
+            added_by: "ops".into(),
+        };
+        let added = BlocklistAnswer::Added {
+            entry: entry.clone(),
+            created: true,
+        };
+        assert_eq!(added.edit(), Some("added"));
+        assert_eq!(
+            BlocklistAnswer::Removed(entry.clone()).edit(),
+            Some("removed")
+        );
+        assert_eq!(BlocklistAnswer::Entries(vec![entry]).edit(), None);
+    }
 }

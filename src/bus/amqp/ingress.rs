@@ -5,7 +5,7 @@
 use lapin::message::Delivery;
 
 use super::message::{decode_request, Refusal};
-use super::settle::{requeue, settle_delivery, Settle};
+use super::settle::{dead_lettered, requeue, settle_delivery, Settle};
 use super::{Consumers, Publisher};
 use crate::api::error::ApiError;
 use crate::bus::events::{ErrorObject, Event};
@@ -35,12 +35,11 @@ async fn process(publisher: &Publisher, consumers: &Consumers, delivery: &Delive
     ) {
         Err(refusal) => {
             let queue = &publisher.topology.requests_queue;
-            if let Err(error) = publisher
+            let result = publisher
                 .dead_letter(&delivery.data, refusal.reason, &refusal.message, queue)
-                .await
-            {
-                tracing::warn!(%error, "Could not dead-letter a request; it will be delivered again.");
-                return requeue().await;
+                .await;
+            if let Err(settle) = dead_lettered(result, "request").await {
+                return settle;
             }
             tracing::info!(reason = refusal.reason, "Request dead-lettered.");
             rejected_event(&refusal)

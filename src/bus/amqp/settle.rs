@@ -5,6 +5,8 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use std::time::Duration;
 
+use crate::bus::BusError;
+
 /// Pause before a message that met a passing fault is handed back to the broker.
 const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
 
@@ -18,6 +20,18 @@ pub enum Settle {
 pub async fn requeue() -> Settle {
     tokio::time::sleep(REQUEUE_PAUSE).await;
     Settle::Requeue
+}
+
+/// What dead-lettering a `what` (request, job) came to: `Ok` once it is in the dead-letter
+/// queue; otherwise the settlement that hands it back (after the pause) so it is not lost.
+pub async fn dead_lettered(result: Result<(), BusError>, what: &str) -> Result<(), Settle> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            tracing::warn!(what, %error, "Could not dead-letter it; it will be delivered again.");
+            Err(requeue().await)
+        }
+    }
 }
 
 /// Acks or requeues, checking lapin's answer: `Ok(false)` means the channel died and the

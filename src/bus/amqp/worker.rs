@@ -5,7 +5,7 @@ use actix::Addr;
 use lapin::message::Delivery;
 
 use super::message::decode_job;
-use super::settle::{requeue, settle_delivery, Settle};
+use super::settle::{dead_lettered, requeue, settle_delivery, Settle};
 use super::Publisher;
 use crate::routing::{Deliver, DeliveryOutcome, RouterActor};
 
@@ -17,20 +17,17 @@ pub async fn handle(publisher: &Publisher, router: &Addr<RouterActor>, delivery:
 async fn process(publisher: &Publisher, router: &Addr<RouterActor>, delivery: &Delivery) -> Settle {
     let Some(job) = decode_job(&delivery.data) else {
         let queue = delivery.routing_key.as_str();
-        return match publisher
+        let result = publisher
             .dead_letter(
                 &delivery.data,
                 "undecodable_job",
                 "not a delivery job of this otpd version",
                 queue,
             )
-            .await
-        {
+            .await;
+        return match dead_lettered(result, "job").await {
             Ok(()) => Settle::Ack,
-            Err(error) => {
-                tracing::warn!(%error, "Could not dead-letter a job; it will be delivered again.");
-                requeue().await
-            }
+            Err(settle) => settle,
         };
     };
     let (message, outcome) = Deliver::awaited(job);
