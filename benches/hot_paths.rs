@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use otpd::bus::amqp::topology::{topic_matches, Topology};
 use otpd::config::Settings;
 use otpd::delivery::breaker::{Breaker, BreakerConfig, Outcome};
+use otpd::delivery::region::routing_key;
+use otpd::delivery::RegionTable;
 use otpd::domain::{
     Channel, CodeHasher, DeliveryJob, DeliveryState, Destination, DestinationKey, DestinationState,
     JobId, OtpCode, Status, Timestamp, Verification, VerificationId,
 };
-use otpd::routing::region::routing_key;
-use otpd::routing::RegionTable;
 use otpd::secrets::Sealer;
 use otpd::store::{IssueWrite, SledStore, Store};
 use otpd::verify::rules::apply_check;

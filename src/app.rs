@@ -11,28 +11,25 @@ use std::time::Duration;
 use crate::api::receipts::ReceiptBook;
 use crate::api::{self, AppState};
 use crate::bus::amqp::{AmqpBus, Consumers};
-use crate::bus::embedded::{EmbeddedBus, NoEvents};
-use crate::bus::{Bus, EventSink};
-use crate::config::Settings;
-use crate::config::SANDBOX;
+use crate::bus::embedded::EmbeddedBus;
+use crate::config::{ConfigError, Settings};
 use crate::delivery::health::HealthBoard;
+use crate::delivery::recorder::Recorder;
 use crate::delivery::recovery::resume_outbox;
 use crate::delivery::retry::Backoff;
+use crate::delivery::routes::RouteTable;
 use crate::delivery::sender::SendContext;
-use crate::delivery::{SenderActor, Templates};
+use crate::delivery::{DelayQueue, JobQueue, RouterActor, SenderActor, Templates};
 use crate::domain::Timestamp;
 use crate::fraud::FraudGate;
 use crate::issuance::request::RequestDefaults;
 use crate::issuance::IssuanceActor;
-use crate::providers::settings::{build as build_provider, BuildError};
-use crate::providers::{Provider, SandboxProvider};
+use crate::providers::BuiltProvider;
 use crate::quota::actor::QuotaActor;
-use crate::routing::actor::DelayQueue;
-use crate::routing::table::RouteTable;
-use crate::routing::RouterActor;
 use crate::secrets::{SecretError, Secrets};
 use crate::store::{SledStore, Store, StoreError};
 use crate::telemetry::events::StoreSwept;
+use crate::telemetry::platform::{EventSink, NoEvents};
 use crate::tenants::{bootstrap_dev_tenant, ApiKeys, TenantError};
 use crate::verify::Checker;
 
@@ -53,9 +50,7 @@ pub enum StartError {
     #[error(transparent)]
     Tenants(#[from] TenantError),
     #[error(transparent)]
-    Provider(#[from] BuildError),
-    #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Settings(#[from] ConfigError),
     #[error("could not listen on {address}: {source} (set OTPD__HTTP__LISTEN to a free address)")]
     Listen {
         address: String,
@@ -74,9 +69,10 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        // TLS files are read before anything starts, so a bad one stops the start.
-        let https = crate::tls::server_config(&settings.http.tls)?;
-        let amqp_tls = crate::tls::amqp_tls(&settings.amqp.tls)?;
+        // Every file the settings name is read here, once, before anything starts; a bad
+        // one stops the start with every problem listed.
+        let prepared = settings.validate()?;
+        let https = prepared.https;
         let dir = settings.store.dir.clone();
         std::fs::create_dir_all(&dir).map_err(|source| StartError::StoreDir {
             path: dir.clone(),
@@ -106,7 +102,7 @@ impl Application {
             .amqp
             .url
             .as_ref()
-            .map(|_| AmqpBus::new(&settings.amqp, amqp_tls));
+            .map(|_| AmqpBus::new(&settings.amqp, prepared.amqp_tls));
         let events: Arc<dyn EventSink> = match &broker {
             Some(broker) => broker.clone(),
             None => Arc::new(NoEvents),
@@ -114,19 +110,24 @@ impl Application {
         // Jobs created from here on are handed over by their own create, not by recovery.
         let started = Timestamp::now();
         let arbiters = Arbiters::start();
+        let receipts = ReceiptBook::new(&prepared.providers, settings.http.public_url.clone());
+        let recorder = Recorder::new(Arc::clone(&store), Arc::clone(&events));
         let Delivery { router, board } = start_delivery(
             &settings,
+            prepared.providers,
+            &recorder,
             &store,
             &secrets,
             Arc::clone(&events),
             broker.clone().map(|b| b as Arc<dyn DelayQueue>),
             &arbiters.delivery.handle(),
         )?;
-        let bus: Arc<dyn Bus> = match &broker {
+        let bus: Arc<dyn JobQueue> = match &broker {
             Some(broker) => broker.clone(),
             None => Arc::new(EmbeddedBus::new(router.clone())),
         };
-        let access = crate::access::Gate::load(&settings, Arc::clone(&store))?;
+        let access =
+            crate::access::Gate::load(&settings.tenants, &settings.pricing, Arc::clone(&store))?;
         // The SMS-pumping guard, shared by issuance (screens, counts sends) and checking
         // (counts conversions); its blocks survive restarts in the store.
         let fraud = FraudGate::load(
@@ -168,7 +169,8 @@ impl Application {
             store: Arc::clone(&store),
             bus,
             board,
-            receipts: ReceiptBook::from_settings(&settings),
+            receipts,
+            recorder,
             defaults,
             fraud,
         });
@@ -178,10 +180,7 @@ impl Application {
         };
         let listener = TcpListener::bind(&settings.http.listen).map_err(listen_error)?;
         let address = listener.local_addr().map_err(listen_error)?;
-        let workers = match settings.http.workers {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-            n => n,
-        };
+        let workers = settings.http.worker_count();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -261,31 +260,22 @@ struct Delivery {
     board: Arc<HealthBoard>,
 }
 
-/// Builds the providers, their health board, the QuotaActor, one SenderActor per provider
-/// and the RouterActor that chooses between them.
+/// Starts delivery over the built providers: their health board, the QuotaActor, one
+/// SenderActor per provider and the RouterActor that chooses between them.
+#[allow(clippy::too_many_arguments)]
 fn start_delivery(
     settings: &Settings,
+    providers: Vec<BuiltProvider>,
+    recorder: &Recorder,
     store: &Arc<dyn Store>,
     secrets: &Secrets,
     events: Arc<dyn EventSink>,
     delay_queue: Option<Arc<dyn DelayQueue>>,
     arbiter: &actix::ArbiterHandle,
 ) -> Result<Delivery, StartError> {
-    let mut providers: Vec<(String, &'static str, Arc<dyn Provider>)> = Vec::new();
-    for (id, config) in &settings.providers {
-        let provider = build_provider(id, config, &settings.store.dir)?;
-        providers.push((id.clone(), config.kind(), provider));
-    }
-    if settings.sandbox.enabled {
-        let sandbox: Arc<dyn Provider> = Arc::new(SandboxProvider::new(
-            &settings.store.dir,
-            Duration::from_millis(settings.sandbox.delay_ms),
-        ));
-        providers.push((SANDBOX.to_owned(), "sandbox", sandbox));
-    }
     let kinds: Vec<(String, &'static str)> = providers
         .iter()
-        .map(|(id, kind, _)| (id.clone(), *kind))
+        .map(|provider| (provider.id.clone(), provider.kind))
         .collect();
     let rates = settings
         .provider_limits
@@ -301,11 +291,10 @@ fn start_delivery(
     let quota = QuotaActor::load(Arc::clone(store), Arc::clone(&board), Arc::clone(&events))?;
     let quota = QuotaActor::start_in_arbiter(arbiter, |_| quota).recipient();
     let context = Arc::new(SendContext {
-        store: Arc::clone(store),
+        recorder: recorder.clone(),
         sealer: secrets.sealer.clone(),
         templates: Templates::from_settings(&settings.templates),
         backoff: Backoff::default(),
-        events,
         board: Arc::clone(&board),
         in_flight: Mutex::default(),
         attempts_per_provider: settings.delivery.attempts_per_provider,
@@ -313,15 +302,15 @@ fn start_delivery(
     });
     let limits = settings.provider_limits.clone();
     let delivery = settings.delivery.clone();
-    let table = RouteTable::from_settings(settings);
+    let table = RouteTable::from_settings(&settings.routing);
     let router_board = Arc::clone(&board);
     let router = RouterActor::start_in_arbiter(arbiter, move |ctx| {
         let to_router = ctx.address().recipient();
         let senders = providers
             .into_iter()
-            .map(|(id, _, provider)| {
+            .map(|BuiltProvider { id, adapter, .. }| {
                 let sender = SenderActor::new(
-                    provider,
+                    adapter,
                     Arc::clone(&context),
                     to_router.clone(),
                     quota.clone(),
@@ -347,7 +336,7 @@ fn start_delivery(
     Ok(Delivery { router, board })
 }
 
-fn spawn_outbox_recovery(store: Arc<dyn Store>, bus: Arc<dyn Bus>, started: Timestamp) {
+fn spawn_outbox_recovery(store: Arc<dyn Store>, bus: Arc<dyn JobQueue>, started: Timestamp) {
     actix_rt::spawn(async move {
         if let Err(error) = resume_outbox(store, bus, started).await {
             tracing::error!(%error, "Could not read the outbox; unfinished deliveries resume at the next start.");

@@ -10,10 +10,23 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::config::SecretSettings;
 use crate::domain::{CodeHasher, JobId, OtpCode};
 
 const KEY_BYTES: usize = 32;
+
+/// `[secrets]`: where the pepper and the sealing key come from.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSettings {
+    /// HMAC pepper, hex. Default unset.
+    pub pepper: Option<SecretString>,
+    /// File holding the HMAC pepper in hex. Default unset.
+    pub pepper_file: Option<PathBuf>,
+    /// Key that seals codes in delivery jobs, 32 bytes in hex. Default unset.
+    pub sealing_key: Option<SecretString>,
+    /// File holding the sealing key in hex. Default unset.
+    pub sealing_key_file: Option<PathBuf>,
+}
 const NONCE_BYTES: usize = 12;
 
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,8 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use crate::access::TenantSettings;
-use crate::config::{is_name, Settings};
+use crate::config::Settings;
+use crate::domain::is_name;
 use crate::domain::Timestamp;
 
 /// The tenant created on a first start with no tenant configured.

@@ -8,10 +8,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use otpd::domain::{Channel, JobId, VerificationId};
-use otpd::providers::receipts::{self, ReceiptStatus, TWILIO_SIGNATURE_HEADER};
+use otpd::providers::receipts::{self, ReceiptStatus};
+use otpd::providers::twilio::receipts::{parse_twilio, verify_twilio_signature};
+use otpd::providers::twilio::TWILIO_SIGNATURE_HEADER;
+use otpd::providers::vonage::receipts::parse_vonage;
 use otpd::providers::{
-    build, HttpConfig, HttpProvider, OutboundMessage, Provider, ProviderError, ProviderSettings,
-    SmtpConfig, SmtpProvider, SmtpTls, TwilioConfig, TwilioProvider, VonageConfig, VonageProvider,
+    BuildContext, HttpConfig, HttpProvider, OutboundMessage, Provider, ProviderError,
+    ProviderSettings, SmtpConfig, SmtpProvider, SmtpTls, TwilioConfig, TwilioProvider,
+    VonageConfig, VonageProvider,
 };
 use otpd::testing::fakes::{self, FakeProviderServer, FakeSmtpServer, WireFormat};
 
@@ -449,7 +453,11 @@ async fn settings_build_a_working_provider() {
         .try_deserialize()
         .unwrap();
     assert!(settings.validate("vonage-eu").is_empty());
-    let provider = build("vonage-eu", &settings, Path::new("/nonexistent")).unwrap();
+    let context = BuildContext {
+        store_dir: Path::new("/nonexistent").to_owned(),
+        receipt_secret: None,
+    };
+    let provider = settings.build("vonage-eu", &context).unwrap().adapter;
     assert_eq!(provider.id(), "vonage-eu");
     provider.send(&sms("+4915112345678")).await.unwrap();
     assert_eq!(server.control().request_count(), 1);
@@ -501,14 +509,14 @@ async fn fake_receipts_carry_a_valid_twilio_signature() {
     );
     let posted = &receiver.control().messages()[0];
     let received = receipts::parse_form(posted.raw_body.as_bytes()).unwrap();
-    receipts::verify_twilio_signature(
+    verify_twilio_signature(
         &token,
         &url,
         &received,
         posted.header(TWILIO_SIGNATURE_HEADER),
     )
     .unwrap();
-    let receipt = receipts::parse_twilio(&received).unwrap();
+    let receipt = parse_twilio(&received).unwrap();
     assert_eq!(receipt.status, ReceiptStatus::Failed);
     assert_eq!(receipt.error_code.as_deref(), Some("30003"));
 
@@ -536,8 +544,7 @@ async fn fake_receipts_carry_a_valid_twilio_signature() {
         .find(|(k, _)| k == receipts::SECRET_QUERY_PARAM)
         .map(|(_, v)| v.as_str());
     receipts::verify_shared_secret(&SecretString::from("s3"), secret).unwrap();
-    let receipt =
-        receipts::parse_vonage(&receipts::parse_form(posted.raw_body.as_bytes()).unwrap()).unwrap();
+    let receipt = parse_vonage(&receipts::parse_form(posted.raw_body.as_bytes()).unwrap()).unwrap();
     assert_eq!(receipt.status, ReceiptStatus::Delivered);
 }
 

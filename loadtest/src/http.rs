@@ -63,7 +63,7 @@ impl Api {
         let body = serde_json::json!({
             "to": tracker::destination(n), "channel": "sms",
             "locale": self.locale.as_str(), "template": "login",
-            "ttl_seconds": otpd::config::MAX_TTL_SECONDS,
+            "ttl_seconds": otpd::issuance::settings::MAX_TTL_SECONDS,
         });
         match self.post("/v1/verifications", body).await {
             Ok((201, body)) => body["id"].as_str().map(str::to_owned),

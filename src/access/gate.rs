@@ -1,7 +1,7 @@
 //! The Gate the IssuanceActor asks before each send: tenant permissions, the blocklist and
 //! the send/spend caps, whose usage it persists; and the blocklist edits of admin tenants.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +9,6 @@ use super::blocklist::{self, BlockEntry, Blocklist, InvalidEntry};
 use super::caps::{self, CapReached, Caps, TenantUsage};
 use super::permissions::{self, NotPermitted, Permissions};
 use super::settings::{PricingSettings, TenantSettings};
-use crate::config::Settings;
 use crate::domain::{Channel, Destination, Timestamp};
 use crate::store::{Store, StoreError};
 
@@ -130,17 +129,20 @@ pub struct Gate {
 }
 
 impl Gate {
-    /// Reads the settings and the stored blocklist.
-    pub fn load(settings: &Settings, store: Arc<dyn Store>) -> Result<Self, StoreError> {
+    /// Reads the tenants' settings, the price table and the stored blocklist.
+    pub fn load(
+        tenants: &BTreeMap<String, TenantSettings>,
+        pricing: &PricingSettings,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, StoreError> {
         let blocklist = Blocklist::new(store.blocklist()?);
         Ok(Gate {
-            tenants: settings
-                .tenants
+            tenants: tenants
                 .iter()
                 .map(|(name, tenant)| (name.clone(), TenantAccess::from_settings(tenant)))
                 .collect(),
             unconfigured: TenantAccess::default(),
-            pricing: settings.pricing.clone(),
+            pricing: pricing.clone(),
             blocklist,
             usage: HashMap::new(),
             store,

@@ -13,4 +13,4 @@ pub use actor::EditBlocklist;
 pub use blocklist::BlockEntry;
 pub use caps::TenantUsage;
 pub use gate::{AccessDenied, AdminError, BlocklistAction, BlocklistAnswer, Gate};
-pub use settings::{validate, PricingSettings, TenantSettings};
+pub use settings::{validate_tenants, PricingSettings, TenantSettings};

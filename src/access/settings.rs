@@ -4,8 +4,8 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-use crate::config::Settings;
-use crate::domain::Channel;
+use crate::domain::{is_name, Channel};
+use crate::lists::array_or_commas;
 
 /// One tenant: its API key hashes and what it may send. Every field may be left out; the
 /// defaults allow everything, with no caps (otpd's behaviour before these settings existed).
@@ -14,18 +14,18 @@ use crate::domain::Channel;
 pub struct TenantSettings {
     /// Hex SHA-256 hashes of the tenant's API keys (keys may also, or instead, be in
     /// `<store dir>/api-keys`, written by `otpd tenant add`). Default none.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "array_or_commas")]
     pub api_key_sha256: Vec<String>,
     /// Channels the tenant may send through. Default both: `["sms", "email"]`.
-    #[serde(default = "all_channels")]
+    #[serde(default = "all_channels", deserialize_with = "array_or_commas")]
     pub channels: Vec<Channel>,
     /// ISO 3166 codes of the countries the tenant may send SMS to. Default empty: every
     /// country.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "array_or_commas")]
     pub countries: Vec<String>,
     /// Number types the tenant may send SMS to, as libphonenumber names them (`mobile`,
     /// `fixed_line`, `fixed_line_or_mobile`, `voip`, `toll_free`, …). Default empty: any type.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "array_or_commas")]
     pub number_types: Vec<phonenumber::Type>,
     /// Sends (new codes and resends, both channels) per clock hour (UTC). Default unset: no cap.
     #[serde(default)]
@@ -61,7 +61,7 @@ impl Default for TenantSettings {
 }
 
 fn all_channels() -> Vec<Channel> {
-    vec![Channel::Sms, Channel::Email]
+    Channel::all().collect()
 }
 
 /// What one message costs, in cost units of the operator's choosing (e.g. tenths of a cent),
@@ -110,13 +110,26 @@ fn is_country(code: &str) -> bool {
         .is_ok()
 }
 
-/// Every problem with the tenants' access settings and the price table.
-pub fn validate(settings: &Settings) -> Vec<String> {
+/// Every problem with the tenants' settings (`tenants.<name>`).
+pub fn validate_tenants(tenants: &BTreeMap<String, TenantSettings>) -> Vec<String> {
     let mut problems = Vec::new();
-    for (name, tenant) in &settings.tenants {
+    for (name, tenant) in tenants {
+        if !is_name(name) {
+            problems.push(format!(
+                "tenants.{name}: a tenant name is lower-case letters, digits and '-'"
+            ));
+        }
+        for hash in &tenant.api_key_sha256 {
+            if hash.len() != 64 || hex::decode(hash).is_err() {
+                problems.push(format!(
+                    "tenants.{name}.api_key_sha256: each entry must be 64 hex digits (the SHA-256 of a key, as `otpd tenant add` stores it)"
+                ));
+            }
+        }
         if tenant.channels.is_empty() {
             problems.push(format!(
-                "tenants.{name}.channels is empty; list \"sms\" and/or \"email\" (leave it out to allow both)"
+                "tenants.{name}.channels is empty; list {} (leave it out to allow every channel)",
+                Channel::names()
             ));
         }
         for country in &tenant.countries {
@@ -151,14 +164,22 @@ pub fn validate(settings: &Settings) -> Vec<String> {
             }
         }
     }
-    for country in settings.pricing.sms.keys() {
-        if !is_country(country) {
-            problems.push(format!(
-                "pricing.sms.{country}: not an ISO 3166 country code such as DE"
-            ));
-        }
-    }
     problems
+}
+
+impl PricingSettings {
+    /// Every problem with `[pricing]`.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for country in self.sms.keys() {
+            if !is_country(country) {
+                problems.push(format!(
+                    "pricing.sms.{country}: not an ISO 3166 country code such as DE"
+                ));
+            }
+        }
+        problems
+    }
 }
 
 #[cfg(test)]
@@ -203,8 +224,8 @@ mod tests {
 
     #[test]
     fn reports_bad_access_settings() {
-        let mut settings = Settings::load(None).unwrap();
-        settings.tenants.insert(
+        let mut tenants = BTreeMap::new();
+        tenants.insert(
             "acme".into(),
             TenantSettings {
                 channels: Vec::new(),
@@ -215,8 +236,11 @@ mod tests {
                 ..TenantSettings::default()
             },
         );
-        settings.pricing.sms.insert("ZZ".into(), 3);
-        let text = validate(&settings).join("\n");
+        let mut pricing = PricingSettings::default();
+        pricing.sms.insert("ZZ".into(), 3);
+        let mut problems = validate_tenants(&tenants);
+        problems.extend(pricing.validate());
+        let text = problems.join("\n");
         for expected in [
             "tenants.acme.channels is empty",
             "'XX' is not an ISO 3166",

@@ -6,6 +6,7 @@ pub mod extract;
 pub mod fraud;
 pub mod ops;
 pub mod receipts;
+pub mod settings;
 pub mod verifications;
 
 use actix_web::body::MessageBody;
@@ -16,8 +17,8 @@ use actix_web::{web, HttpResponse, Resource};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::bus::Bus;
 use crate::delivery::health::HealthBoard;
+use crate::delivery::JobQueue;
 use crate::issuance::request::RequestDefaults;
 use crate::issuance::IssuanceActor;
 use crate::store::Store;
@@ -32,9 +33,10 @@ pub struct AppState {
     pub checker: Checker,
     pub keys: Arc<ApiKeys>,
     pub store: Arc<dyn Store>,
-    pub bus: Arc<dyn Bus>,
+    pub bus: Arc<dyn JobQueue>,
     pub board: Arc<HealthBoard>,
     pub receipts: receipts::ReceiptBook,
+    pub recorder: crate::delivery::recorder::Recorder,
     pub defaults: RequestDefaults,
     pub fraud: crate::fraud::FraudGate,
 }

@@ -4,9 +4,9 @@
 use actix::Addr;
 use async_trait::async_trait;
 
-use super::{Bus, BusError, Event, EventSink};
+use crate::delivery::{Deliver, JobQueue, RouterActor};
 use crate::domain::DeliveryJob;
-use crate::routing::{Deliver, RouterActor};
+use crate::telemetry::platform::{Event, EventSink, NoEvents, PublishError};
 
 pub struct EmbeddedBus {
     router: Addr<RouterActor>,
@@ -18,27 +18,16 @@ impl EmbeddedBus {
     }
 }
 
-/// Events have nowhere to go without a broker.
-pub struct NoEvents;
-
-#[async_trait]
-impl EventSink for NoEvents {
-    async fn publish_event(&self, event: &Event) -> Result<(), BusError> {
-        tracing::trace!(key = %event.routing_key(), "Event (embedded mode: not published).");
-        Ok(())
-    }
-}
-
 #[async_trait]
 impl EventSink for EmbeddedBus {
-    async fn publish_event(&self, event: &Event) -> Result<(), BusError> {
+    async fn publish_event(&self, event: &Event) -> Result<(), PublishError> {
         NoEvents.publish_event(event).await
     }
 }
 
 #[async_trait]
-impl Bus for EmbeddedBus {
-    async fn publish_job(&self, job: &DeliveryJob) -> Result<(), BusError> {
+impl JobQueue for EmbeddedBus {
+    async fn publish_job(&self, job: &DeliveryJob) -> Result<(), PublishError> {
         match self.router.send(Deliver::new(job.clone())).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
@@ -46,7 +35,7 @@ impl Bus for EmbeddedBus {
                 tracing::warn!(job = %job.job_id, %error, "Job kept in the outbox.");
                 Ok(())
             }
-            Err(error) => Err(BusError::Stopped(error.to_string())),
+            Err(error) => Err(PublishError::Stopped(error.to_string())),
         }
     }
 

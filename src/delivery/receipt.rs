@@ -1,8 +1,8 @@
 //! What a delivery receipt does to a verification, as a pure function.
 
-use crate::bus::events::{at, Event};
 use crate::domain::{DeliveryState, Timestamp, Verification};
 use crate::providers::receipts::ReceiptStatus;
+use crate::telemetry::platform::{at, Event};
 
 /// Records a final receipt for send `send_seq` on `record`. Returns the new delivery state,
 /// or `None` when the receipt changes nothing (not final, for an older send, or already final).

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bus::Bus;
+use crate::delivery::JobQueue;
 use crate::domain::Timestamp;
 use crate::store::{Store, StoreError};
 use crate::telemetry::events::OutboxRecovered;
@@ -16,7 +16,7 @@ const PAGE: usize = 256;
 /// bounded however long the outbox is. Returns how many jobs were resumed.
 pub async fn resume_outbox(
     store: Arc<dyn Store>,
-    bus: Arc<dyn Bus>,
+    bus: Arc<dyn JobQueue>,
     started: Timestamp,
 ) -> Result<usize, StoreError> {
     while !bus.is_ready() {

@@ -12,32 +12,27 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::breaker::Permit;
 use super::health::HealthBoard;
 use super::plan::{disposition, Disposition};
+use super::protocol::{Deliver, DeliveryOutcome, DeliveryUnavailable};
+use super::recorder::Recorder;
 use super::retry::{next_retry, Backoff};
 use super::templates::Templates;
-use crate::bus::events::{at, Event};
-use crate::bus::EventSink;
-use crate::config::CountryOverrides;
-use crate::domain::{DeliveryJob, DeliveryState, JobId, Timestamp, Verification};
+use crate::delivery::settings::CountryOverrides;
+use crate::domain::{DeliveryJob, JobId, Timestamp};
 use crate::providers::{OutboundMessage, Provider};
 use crate::quota::actor::CountSend;
-use crate::routing::actor::{Deliver, DeliveryOutcome, DeliveryUnavailable};
 use crate::secrets::Sealer;
-use crate::store::{MessageOwner, Store, StoreError};
+use crate::store::{MessageOwner, StoreError};
 use crate::telemetry::events::{JobDropped, MessageSent, SendFailed};
 
 /// How long after a code's expiry a delivery receipt for it is still matched.
 const RECEIPT_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
-/// How long publishing a delivery event may hold up a job.
-const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// What every send needs besides the provider.
 pub struct SendContext {
-    pub store: Arc<dyn Store>,
+    pub recorder: Recorder,
     pub sealer: Sealer,
     pub templates: Templates,
     pub backoff: Backoff,
-    pub events: Arc<dyn EventSink>,
     pub board: Arc<HealthBoard>,
     /// Jobs being sent right now, by any sender: a redelivered copy is not sent twice.
     pub in_flight: Mutex<HashSet<JobId>>,
@@ -194,7 +189,10 @@ async fn deliver(
     let mut attempt = 0;
     loop {
         let now = Timestamp::now();
-        let verification = context.store.verification(&job.verification_id)?;
+        let verification = context
+            .recorder
+            .store()
+            .verification(&job.verification_id)?;
         let plan = disposition(job, verification.as_ref(), now);
         if plan != Disposition::Send {
             board.give_back(id, permit, now);
@@ -205,16 +203,13 @@ async fn deliver(
             }
             .emit();
             if plan == Disposition::Expired {
-                fail(
-                    context,
-                    Some(id),
-                    job,
-                    "the code expired before it could be sent",
-                )
-                .await?;
+                context
+                    .recorder
+                    .failed(job, Some(id), "the code expired before it could be sent")
+                    .await?;
                 return Ok(Ending::Done);
             }
-            record(context, job, None, None, now).await?;
+            context.recorder.outcome(job, None, None, now).await?;
             return Ok(Ending::Done);
         }
         let message = match compose(context, job, now) {
@@ -222,7 +217,7 @@ async fn deliver(
             Err(reason) => {
                 board.give_back(id, permit, now);
                 report_failure(id, job, &reason, false);
-                fail(context, Some(id), job, &reason).await?;
+                context.recorder.failed(job, Some(id), &reason).await?;
                 return Ok(Ending::Done);
             }
         };
@@ -233,7 +228,7 @@ async fn deliver(
         let error = match result {
             Ok(receipt) => {
                 if let Some(message_id) = receipt.provider_message_id {
-                    context.store.index_message(
+                    context.recorder.store().index_message(
                         id,
                         &MessageOwner {
                             provider_message_id: message_id,
@@ -253,18 +248,7 @@ async fn deliver(
                 quota.do_send(CountSend {
                     provider: id.to_owned(),
                 });
-                record(context, job, Some(id), Some(DeliveryState::Sent), finished).await?;
-                publish(
-                    context,
-                    Event::DeliverySent {
-                        id: job.verification_id.to_string(),
-                        tenant: job.tenant.clone(),
-                        channel: job.channel,
-                        provider: id.to_owned(),
-                        at: at(finished),
-                    },
-                )
-                .await;
+                context.recorder.sent(job, id, finished).await?;
                 return Ok(Ending::Done);
             }
             Err(error) => error,
@@ -298,40 +282,6 @@ async fn deliver(
             Ok(permit) => permit,
             Err(_) => return Ok(Ending::Failover),
         };
-    }
-}
-
-/// Records a failed delivery and tells the platform.
-pub(crate) async fn fail(
-    context: &SendContext,
-    provider: Option<&str>,
-    job: &DeliveryJob,
-    reason: &str,
-) -> Result<(), StoreError> {
-    let now = Timestamp::now();
-    record(context, job, provider, Some(DeliveryState::Failed), now).await?;
-    publish(
-        context,
-        Event::DeliveryFailed {
-            id: job.verification_id.to_string(),
-            tenant: job.tenant.clone(),
-            channel: job.channel,
-            provider: provider.unwrap_or("none").to_owned(),
-            reason: reason.to_owned(),
-            at: at(now),
-        },
-    )
-    .await;
-    Ok(())
-}
-
-async fn publish(context: &SendContext, event: Event) {
-    match tokio::time::timeout(EVENT_TIMEOUT, context.events.publish_event(&event)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            tracing::warn!(key = %event.routing_key(), %error, "Could not publish an event.")
-        }
-        Err(_) => tracing::warn!(key = %event.routing_key(), "Publishing an event timed out."),
     }
 }
 
@@ -380,28 +330,4 @@ fn report_failure(provider: &str, job: &DeliveryJob, reason: &str, will_retry: b
         will_retry,
     }
     .emit();
-}
-
-/// Takes the job out of the outbox and, if it is still the verification's current send,
-/// records its delivery state; then waits until that is durable.
-async fn record(
-    context: &SendContext,
-    job: &DeliveryJob,
-    provider: Option<&str>,
-    state: Option<DeliveryState>,
-    at: Timestamp,
-) -> Result<(), StoreError> {
-    context
-        .store
-        .finish_job(job, &|verification: &mut Verification| {
-            if let (Some(state), true) = (state, verification.send_seq == job.send_seq) {
-                verification.delivery = state;
-                verification.provider = provider.map(str::to_owned);
-                if state == DeliveryState::Sent {
-                    verification.sent_at = Some(at);
-                }
-                verification.updated_at = at;
-            }
-        })?;
-    context.store.flush().await
 }

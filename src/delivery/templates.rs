@@ -1,8 +1,13 @@
 //! Message texts per template and locale, from the settings.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use crate::config::FALLBACK_LOCALE;
+use super::settings::TemplateSettings;
+
+/// The template used when a request names none.
+pub const DEFAULT_TEMPLATE: &str = "default";
+/// The locale every template has, used when a request's locale is missing.
+pub const FALLBACK_LOCALE: &str = "en";
 use crate::domain::OtpCode;
 
 #[derive(Debug, Clone)]
@@ -11,7 +16,7 @@ pub struct Templates {
 }
 
 impl Templates {
-    pub fn from_settings(settings: &BTreeMap<String, BTreeMap<String, String>>) -> Self {
+    pub fn from_settings(settings: &TemplateSettings) -> Self {
         let texts = settings
             .iter()
             .map(|(name, locales)| {
@@ -62,6 +67,7 @@ impl Templates {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn templates() -> Templates {
         Templates::from_settings(&BTreeMap::from([(

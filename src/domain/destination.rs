@@ -1,45 +1,10 @@
 //! Where a code goes: an E.164 phone number for SMS or an address for email, validated.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::str::FromStr;
 
-/// How a code reaches a person.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Channel {
-    Sms,
-    Email,
-}
-
-impl Channel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Sms => "sms",
-            Channel::Email => "email",
-        }
-    }
-}
-
-impl fmt::Display for Channel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Channel {
-    type Err = String;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value {
-            "sms" => Ok(Channel::Sms),
-            "email" => Ok(Channel::Email),
-            other => Err(format!(
-                "channel '{other}' is not supported; use \"sms\" or \"email\""
-            )),
-        }
-    }
-}
+use super::channel::AddressKind;
+pub use super::channel::Channel;
 
 /// A validated destination in its canonical form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -66,9 +31,9 @@ const MAX_EMAIL_LENGTH: usize = 254;
 impl Destination {
     /// Parses `raw` as a destination for `channel`.
     pub fn parse(channel: Channel, raw: &str) -> Result<Self, DestinationError> {
-        match channel {
-            Channel::Sms => parse_phone(raw),
-            Channel::Email => parse_email(raw),
+        match channel.address_kind() {
+            AddressKind::Phone => parse_phone(raw),
+            AddressKind::Email => parse_email(raw),
         }
     }
 

@@ -10,10 +10,10 @@ use super::prefix::{target, Prefix, Target};
 use super::rules::Rule;
 use super::settings::{FraudMode, FraudSettings};
 use super::BlockView;
-use crate::bus::{Event, EventSink};
 use crate::domain::{Channel, Destination, Timestamp, Verification};
 use crate::store::{Store, StoreError};
 use crate::telemetry::events::{FraudBlockLifted, FraudBlocked};
+use crate::telemetry::platform::{Event, EventSink};
 
 /// A create refused because its number's prefix is blocked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,9 +191,9 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::embedded::NoEvents;
     use crate::domain::Channel;
     use crate::store::SledStore;
+    use crate::telemetry::platform::NoEvents;
 
     #[test]
     fn a_lifted_block_is_gone_from_the_store_too() {

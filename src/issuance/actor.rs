@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use super::policy::{self, IssueRequest, SendLimits, SendPlan, SendRefusal};
 use super::rate_limit::KeyedLimiter;
-use crate::bus::Bus;
 use crate::config::Settings;
+use crate::delivery::JobQueue;
+use crate::delivery::RegionTable;
 use crate::domain::{
     DeliveryJob, DestinationKey, IdempotencyKey, IdempotencyRecord, IssueReceipt, JobId, OtpCode,
     Timestamp, Verification, VerificationId,
 };
-use crate::routing::RegionTable;
 use crate::secrets::Secrets;
 use crate::store::{IssueWrite, Store, StoreError};
 use crate::telemetry::events::{IssueRefused, OtpIssued};
@@ -96,7 +96,7 @@ pub struct IssuanceActor {
     pub(crate) store: Arc<dyn Store>,
     secrets: Secrets,
     regions: RegionTable,
-    bus: Arc<dyn Bus>,
+    bus: Arc<dyn JobQueue>,
     limits: SendLimits,
     idempotency_ttl: Duration,
     known_templates: Vec<String>,
@@ -114,7 +114,7 @@ impl IssuanceActor {
         settings: &Settings,
         store: Arc<dyn Store>,
         secrets: Secrets,
-        bus: Arc<dyn Bus>,
+        bus: Arc<dyn JobQueue>,
         access: crate::access::Gate,
     ) -> Self {
         let v = &settings.verification;

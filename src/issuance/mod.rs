@@ -4,6 +4,7 @@ pub mod actor;
 pub mod policy;
 pub mod rate_limit;
 pub mod request;
+pub mod settings;
 
 pub use actor::{IdempotencyInput, IssuanceActor, IssueError, IssueOtp, RequestSource};
 pub use policy::{IssueRequest, SendLimits};

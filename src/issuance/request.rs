@@ -5,7 +5,8 @@ use serde::Deserialize;
 use std::time::Duration;
 
 use super::policy::IssueRequest;
-use crate::config::{DEFAULT_TEMPLATE, MAX_TTL_SECONDS, MIN_TTL_SECONDS};
+use super::settings::{MAX_TTL_SECONDS, MIN_TTL_SECONDS};
+use crate::delivery::templates::DEFAULT_TEMPLATE;
 use crate::domain::code::{MAX_CODE_LENGTH, MIN_CODE_LENGTH};
 use crate::domain::{Channel, Destination};
 

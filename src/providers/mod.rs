@@ -1,12 +1,16 @@
-//! Providers deliver rendered messages. One trait with one `send`; one file per vendor.
+//! Providers deliver rendered messages: one `Provider` trait with one `send`, a registry of
+//! kinds (`registry`), and one folder per vendor with its settings, adapter, receipt reader
+//! and the channels it serves.
 
 pub mod classify;
 pub mod http;
+pub mod kind;
 pub mod receipts;
+pub mod registry;
 pub mod sandbox;
-pub mod settings;
 pub mod smtp;
 pub mod stub;
+pub mod support;
 pub mod twilio;
 pub mod vonage;
 
@@ -16,8 +20,10 @@ use std::time::Duration;
 use crate::domain::{Channel, JobId, VerificationId};
 
 pub use http::{HttpConfig, HttpProvider};
+pub use kind::{BuildContext, BuildError, ProviderKind};
+pub use registry::{BuiltProvider, ProviderSettings, SandboxSettings, SANDBOX};
+pub use sandbox::SandboxConfig;
 pub use sandbox::SandboxProvider;
-pub use settings::{build, BuildError, ProviderSettings, SandboxConfig};
 pub use smtp::{SmtpConfig, SmtpProvider, SmtpTls};
 pub use stub::StubProvider;
 pub use twilio::{TwilioConfig, TwilioProvider};
@@ -75,25 +81,6 @@ impl ProviderError {
         match self {
             ProviderError::Transient { retry_after, .. } => *retry_after,
             ProviderError::Permanent { .. } => None,
-        }
-    }
-}
-
-/// Settings checks every adapter shares, each naming the setting under `prefix`.
-pub(crate) mod checks {
-    /// An optional callback URL must be http(s).
-    pub fn callback_url(problems: &mut Vec<String>, setting: &str, url: Option<&str>) {
-        if let Some(url) = url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                problems.push(format!("{setting} must be an http(s) URL, got '{url}'"));
-            }
-        }
-    }
-
-    /// A send timeout of zero would fail every send.
-    pub fn timeout(problems: &mut Vec<String>, prefix: &str, timeout_ms: u64) {
-        if timeout_ms == 0 {
-            problems.push(format!("{prefix}.timeout_ms must be at least 1"));
         }
     }
 }

@@ -1,21 +1,17 @@
-//! Delivery receipts: parses Twilio status callbacks and Vonage DLRs into a vendor-neutral
-//! `Receipt`, and authenticates them (Twilio's `X-Twilio-Signature`; a shared secret for
-//! Vonage).
+//! Delivery receipts, vendor-neutral: the `Receipt` every vendor's parser makes, the
+//! `ReceiptCall` a transport hands it (body, URL, headers, query), the `ReceiptReader` each
+//! provider kind implements, and what several vendors share (form and JSON pairs, a shared
+//! secret).
 //!
-//! Vonage DLRs are authenticated by a shared secret that otpd puts in the callback URL it
-//! gives Vonage, e.g. `https://otpd.example/v1/providers/vonage/receipts?secret=…`; the route
-//! passes the `secret` query parameter (or, for a proxy that moves it, the
-//! `X-Otpd-Receipt-Secret` header) to [`verify_shared_secret`].
+//! Providers without signatures are authenticated by a shared secret that otpd puts in the
+//! callback URL it gives them, e.g. `https://otpd.example/v1/providers/vonage/receipts?secret=…`;
+//! the `secret` query parameter (or, for a proxy that moves it, the `X-Otpd-Receipt-Secret`
+//! header) is checked by [`verify_shared_secret`].
 
-use base64::Engine;
-use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use sha1::Sha1;
 use subtle::ConstantTimeEq;
 
-/// The header Twilio signs its callbacks with.
-pub const TWILIO_SIGNATURE_HEADER: &str = "X-Twilio-Signature";
 /// The query parameter that carries the shared receipt secret.
 pub const SECRET_QUERY_PARAM: &str = "secret";
 /// The header that may carry the shared receipt secret instead.
@@ -59,72 +55,12 @@ pub fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, ReceiptError> {
     serde_urlencoded::from_bytes(body).map_err(|error| ReceiptError::Unreadable(error.to_string()))
 }
 
-fn field<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.as_str())
         .filter(|value| !value.is_empty())
-}
-
-/// Twilio's signature of a request: base64 of HMAC-SHA1, keyed by the Auth Token, over the
-/// full URL Twilio called (scheme through query string) followed by each POST parameter's
-/// name and value, no separators, parameters sorted by name (byte order, case-sensitive).
-pub fn twilio_signature(
-    auth_token: &SecretString,
-    url: &str,
-    params: &[(String, String)],
-) -> String {
-    let mut sorted: Vec<&(String, String)> = params.iter().collect();
-    sorted.sort();
-    let mut mac = Hmac::<Sha1>::new_from_slice(auth_token.expose_secret().as_bytes())
-        .expect("HMAC takes keys of any length");
-    mac.update(url.as_bytes());
-    for (name, value) in sorted {
-        mac.update(name.as_bytes());
-        mac.update(value.as_bytes());
-    }
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-}
-
-/// Checks `X-Twilio-Signature` (`signature`) in constant time.
-pub fn verify_twilio_signature(
-    auth_token: &SecretString,
-    url: &str,
-    params: &[(String, String)],
-    signature: Option<&str>,
-) -> Result<(), ReceiptError> {
-    let given = signature.ok_or(ReceiptError::Unauthenticated)?.trim();
-    let expected = twilio_signature(auth_token, url, params);
-    if bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
-        Ok(())
-    } else {
-        Err(ReceiptError::Unauthenticated)
-    }
-}
-
-/// Reads a Twilio status callback: `MessageSid`, `MessageStatus` (queued, sending, sent,
-/// delivered, undelivered, failed, …), `ErrorCode`.
-pub fn parse_twilio(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
-    let sid = field(params, "MessageSid")
-        .or_else(|| field(params, "SmsSid"))
-        .ok_or(ReceiptError::MissingField("MessageSid"))?;
-    let state = field(params, "MessageStatus")
-        .or_else(|| field(params, "SmsStatus"))
-        .ok_or(ReceiptError::MissingField("MessageStatus"))?;
-    let status = match state {
-        "delivered" | "read" => ReceiptStatus::Delivered,
-        "undelivered" | "failed" | "canceled" => ReceiptStatus::Failed,
-        "accepted" | "scheduled" | "queued" | "sending" | "sent" => ReceiptStatus::Pending,
-        other => return Err(ReceiptError::UnknownStatus(other.to_owned())),
-    };
-    Ok(Receipt {
-        provider_message_id: sid.to_owned(),
-        status,
-        error_code: field(params, "ErrorCode")
-            .filter(|code| *code != "0")
-            .map(str::to_owned),
-    })
 }
 
 /// Checks a shared receipt secret in constant time.
@@ -141,46 +77,7 @@ pub fn verify_shared_secret(
     }
 }
 
-/// Reads a Vonage SMS delivery receipt (query string, form or JSON turned into pairs):
-/// `messageId`, `status` (delivered, expired, failed, rejected, accepted, buffered,
-/// unknown), `err-code`.
-pub fn parse_vonage(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
-    let id = field(params, "messageId").ok_or(ReceiptError::MissingField("messageId"))?;
-    let state = field(params, "status").ok_or(ReceiptError::MissingField("status"))?;
-    let status = match state {
-        "delivered" => ReceiptStatus::Delivered,
-        "expired" | "failed" | "rejected" => ReceiptStatus::Failed,
-        "accepted" | "buffered" | "unknown" => ReceiptStatus::Pending,
-        other => return Err(ReceiptError::UnknownStatus(other.to_owned())),
-    };
-    Ok(Receipt {
-        provider_message_id: id.to_owned(),
-        status,
-        error_code: field(params, "err-code")
-            .filter(|code| *code != "0")
-            .map(str::to_owned),
-    })
-}
-
-/// Reads otpd's own receipt format, for the generic HTTP provider and the sandbox:
-/// `message_id`, `status` (delivered, failed or pending), optional `error_code`.
-pub fn parse_generic(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
-    let id = field(params, "message_id").ok_or(ReceiptError::MissingField("message_id"))?;
-    let state = field(params, "status").ok_or(ReceiptError::MissingField("status"))?;
-    let status = match state {
-        "delivered" => ReceiptStatus::Delivered,
-        "failed" => ReceiptStatus::Failed,
-        "pending" => ReceiptStatus::Pending,
-        other => return Err(ReceiptError::UnknownStatus(other.to_owned())),
-    };
-    Ok(Receipt {
-        provider_message_id: id.to_owned(),
-        status,
-        error_code: field(params, "error_code").map(str::to_owned),
-    })
-}
-
-/// Turns a JSON DLR body (Vonage can POST JSON) into the pairs `parse_vonage` reads.
+/// Turns a JSON receipt body (Vonage can POST JSON) into pairs.
 pub fn params_from_json(body: &[u8]) -> Result<Vec<(String, String)>, ReceiptError> {
     let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
         .map_err(|error| ReceiptError::Unreadable(error.to_string()))?;
@@ -195,143 +92,68 @@ pub fn params_from_json(body: &[u8]) -> Result<Vec<(String, String)>, ReceiptErr
         .collect())
 }
 
+/// A delivery receipt as it reached otpd, whatever transport carried it.
+pub struct ReceiptCall<'a> {
+    pub body: &'a [u8],
+    /// Whether the body is JSON (by its content type).
+    pub is_json: bool,
+    /// The URL the provider called, as it signed it (scheme through query string).
+    pub url: &'a str,
+    /// A request header by name.
+    pub header: &'a dyn Fn(&str) -> Option<String>,
+    /// The query string's pairs.
+    pub query: &'a [(String, String)],
+}
+
+impl ReceiptCall<'_> {
+    /// The shared receipt secret the call carries, by header or query parameter.
+    pub fn shared_secret(&self) -> Option<String> {
+        (self.header)(SECRET_HEADER).or_else(|| {
+            self.query
+                .iter()
+                .find(|(key, _)| key == SECRET_QUERY_PARAM)
+                .map(|(_, value)| value.clone())
+        })
+    }
+
+    /// The body's pairs: JSON fields or form fields, by the content type.
+    pub fn pairs(&self) -> Result<Vec<(String, String)>, ReceiptError> {
+        if self.is_json {
+            params_from_json(self.body)
+        } else {
+            parse_form(self.body)
+        }
+    }
+}
+
+/// Reads and authenticates one provider's delivery receipts.
+pub trait ReceiptReader: Send + Sync {
+    fn read(&self, call: &ReceiptCall<'_>) -> Result<Receipt, ReceiptError>;
+
+    /// Whether the caller must show a tenant API key instead of a provider's credentials
+    /// (the sandbox's receipts, for development).
+    fn needs_tenant_key(&self) -> bool {
+        false
+    }
+}
+
+/// Checks the call's shared secret against `expected`; no configured secret refuses all.
+pub fn check_shared_secret(
+    expected: Option<&SecretString>,
+    call: &ReceiptCall<'_>,
+) -> Result<(), ReceiptError> {
+    match expected {
+        Some(secret) => verify_shared_secret(secret, call.shared_secret().as_deref()),
+        None => Err(ReceiptError::Unauthenticated),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-        items
-            .iter()
-            .map(|(key, value)| (key.to_string(), value.to_string()))
-            .collect()
-    }
-
-    const URL: &str = "https://otpd.example.com/v1/providers/twilio/receipts?tenant=acme";
-
-    fn callback() -> Vec<(String, String)> {
-        pairs(&[
-            ("MessageStatus", "delivered"),
-            ("To", "+4915112345678"),
-            ("MessageSid", "SM0123456789abcdef0123456789abcdef"),
-            ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
-            ("ErrorCode", "0"),
-        ])
-    }
-
-    /// The documented algorithm spelled out by hand: URL, then sorted name+value pairs.
-    fn reference_signature(token: &str) -> String {
-        let data = format!(
-            "{URL}AccountSidAC0123456789abcdef0123456789abcdef\
-             ErrorCode0\
-             MessageSidSM0123456789abcdef0123456789abcdef\
-             MessageStatusdelivered\
-             To+4915112345678"
-        );
-        let mut mac = Hmac::<Sha1>::new_from_slice(token.as_bytes()).unwrap();
-        mac.update(data.as_bytes());
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    }
-
     #[test]
-    fn twilio_signature_follows_the_documented_algorithm() {
-        let token = SecretString::from("12345");
-        let expected = reference_signature("12345");
-        assert_eq!(twilio_signature(&token, URL, &callback()), expected);
-        assert_eq!(expected.len(), 28, "base64 of 20 bytes");
-        assert!(verify_twilio_signature(&token, URL, &callback(), Some(&expected)).is_ok());
-    }
-
-    #[test]
-    fn twilio_signature_matches_a_known_vector() {
-        // Twilio's documented example: URL with query, five POST params, token 12345.
-        let token = SecretString::from("12345");
-        let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
-        let params = pairs(&[
-            ("CallSid", "CA1234567890ABCDE"),
-            ("Caller", "+12349013030"),
-            ("Digits", "1234"),
-            ("From", "+12349013030"),
-            ("To", "+18005551212"),
-        ]);
-        assert_eq!(
-            twilio_signature(&token, url, &params),
-            "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
-        );
-    }
-
-    #[test]
-    fn tampered_twilio_callbacks_fail() {
-        let token = SecretString::from("12345");
-        let good = reference_signature("12345");
-        let mut tampered = callback();
-        tampered[0].1 = "failed".into();
-        assert_eq!(
-            verify_twilio_signature(&token, URL, &tampered, Some(&good)),
-            Err(ReceiptError::Unauthenticated)
-        );
-        let other_url = "https://otpd.example.com/v1/providers/twilio/receipts";
-        assert!(verify_twilio_signature(&token, other_url, &callback(), Some(&good)).is_err());
-        let wrong_token = SecretString::from("54321");
-        assert!(verify_twilio_signature(&wrong_token, URL, &callback(), Some(&good)).is_err());
-        assert!(verify_twilio_signature(&token, URL, &callback(), None).is_err());
-    }
-
-    #[test]
-    fn twilio_statuses_map_to_receipts() {
-        let receipt = parse_twilio(&callback()).unwrap();
-        assert_eq!(
-            receipt.provider_message_id,
-            "SM0123456789abcdef0123456789abcdef"
-        );
-        assert_eq!(receipt.status, ReceiptStatus::Delivered);
-        assert_eq!(receipt.error_code, None);
-        for (state, status) in [
-            ("queued", ReceiptStatus::Pending),
-            ("sent", ReceiptStatus::Pending),
-            ("undelivered", ReceiptStatus::Failed),
-            ("failed", ReceiptStatus::Failed),
-        ] {
-            let params = pairs(&[
-                ("MessageSid", "SM1"),
-                ("MessageStatus", state),
-                ("ErrorCode", "30003"),
-            ]);
-            let receipt = parse_twilio(&params).unwrap();
-            assert_eq!(receipt.status, status);
-            assert_eq!(receipt.error_code.as_deref(), Some("30003"));
-        }
-        assert_eq!(
-            parse_twilio(&pairs(&[("MessageStatus", "sent")])),
-            Err(ReceiptError::MissingField("MessageSid"))
-        );
-        assert!(matches!(
-            parse_twilio(&pairs(&[("MessageSid", "SM1"), ("MessageStatus", "lost")])),
-            Err(ReceiptError::UnknownStatus(_))
-        ));
-    }
-
-    #[test]
-    fn vonage_receipts_map_and_need_the_secret() {
-        let body = b"msisdn=4915112345678&to=Acme&messageId=0C000000217B7F02&status=rejected&err-code=6&scts=2001011400";
-        let params = parse_form(body).unwrap();
-        let receipt = parse_vonage(&params).unwrap();
-        assert_eq!(receipt.provider_message_id, "0C000000217B7F02");
-        assert_eq!(receipt.status, ReceiptStatus::Failed);
-        assert_eq!(receipt.error_code.as_deref(), Some("6"));
-
-        let json =
-            br#"{"messageId":"0C01","status":"delivered","err-code":"0","msisdn":"4915112345678"}"#;
-        let receipt = parse_vonage(&params_from_json(json).unwrap()).unwrap();
-        assert_eq!(receipt.status, ReceiptStatus::Delivered);
-        assert_eq!(receipt.error_code, None);
-        for (state, status) in [
-            ("buffered", ReceiptStatus::Pending),
-            ("expired", ReceiptStatus::Failed),
-        ] {
-            let params = pairs(&[("messageId", "1"), ("status", state)]);
-            assert_eq!(parse_vonage(&params).unwrap().status, status);
-        }
-
+    fn shared_secrets_are_checked_in_constant_time_and_never_empty() {
         let secret = SecretString::from("s3cret");
         assert!(verify_shared_secret(&secret, Some("s3cret")).is_ok());
         assert!(verify_shared_secret(&secret, Some("s3cre")).is_err());

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::QuotaUsage;
-use crate::bus::events::{at, Event};
-use crate::bus::EventSink;
 use crate::delivery::health::HealthBoard;
 use crate::domain::Timestamp;
 use crate::store::Store;
 use crate::telemetry::events::QuotaThresholdCrossed;
+use crate::telemetry::platform::EventSink;
+use crate::telemetry::platform::{at, Event};
 
 /// One message was accepted by `provider`.
 #[derive(Message)]

@@ -3,6 +3,7 @@
 
 mod flusher;
 mod keys;
+pub mod settings;
 mod sled_store;
 
 use futures_util::future::BoxFuture;
@@ -15,6 +16,7 @@ use crate::domain::{
 use crate::fraud::{Block, Prefix};
 use crate::quota::QuotaUsage;
 
+pub use settings::StoreSettings;
 pub use sled_store::SledStore;
 
 #[derive(Debug, Clone, thiserror::Error)]

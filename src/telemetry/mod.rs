@@ -1,9 +1,11 @@
-//! Logs and metrics. Each observable event is a struct whose `emit()` writes both.
+//! Logs and metrics (each observable event is a struct whose `emit()` writes both), and the
+//! events platforms are told of (`platform`).
 //! No event carries a code, a destination or a verification id in a metric label.
 
 pub mod events;
 pub mod memory;
 pub mod metrics;
+pub mod platform;
 
 /// Installs the log subscriber: `RUST_LOG` filters (default `info`), output on stderr.
 pub fn init_logging() {

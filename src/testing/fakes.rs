@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::providers::receipts::{twilio_signature, TWILIO_SIGNATURE_HEADER};
+use crate::providers::twilio::{twilio_signature, TWILIO_SIGNATURE_HEADER};
 
 /// Messages kept by default before the oldest are dropped.
 pub const DEFAULT_RECORD_CAP: usize = 10_000;

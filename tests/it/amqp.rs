@@ -585,7 +585,12 @@ async fn with_every_provider_down_a_job_waits_in_the_delay_queue_then_is_deliver
         }))
         .expect("http provider settings");
         settings.providers.insert("only".into(), provider);
-        settings.routing.get_mut("default").unwrap().sms = vec!["only".into()];
+        settings
+            .routing
+            .regions
+            .get_mut("default")
+            .unwrap()
+            .insert(otpd::domain::Channel::Sms, vec!["only".into()]);
         settings.sandbox.enabled = false;
         settings.delivery.attempts_per_provider = 1;
     })

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use futures_util::future::join_all;
-use otpd::config::{ChannelRoutes, Settings};
+use otpd::config::Settings;
 use otpd::delivery::breaker::BreakerConfig;
+use otpd::delivery::settings::ChannelRoutes;
+use otpd::domain::Channel;
 use otpd::providers::{HttpConfig, ProviderSettings, TwilioConfig};
 use otpd::testing::fakes::{FakeProviderServer, RecordedMessage, WireFormat};
 use reqwest::Method;
@@ -47,12 +49,9 @@ fn configure(settings: &mut Settings, providers: Vec<(&str, ProviderSettings)>, 
         .map(|(id, provider)| (id.to_string(), provider))
         .collect();
     let route: Vec<String> = route.iter().map(|id| id.to_string()).collect();
-    settings.routing = BTreeMap::from([(
+    settings.routing.regions = BTreeMap::from([(
         "default".to_string(),
-        ChannelRoutes {
-            sms: route.clone(),
-            email: route,
-        },
+        ChannelRoutes::from([(Channel::Sms, route.clone()), (Channel::Email, route)]),
     )]);
     settings.breaker = BreakerConfig {
         window_seconds: 5,
@@ -753,7 +752,7 @@ async fn a_country_override_sets_the_sender_id_and_the_template() {
         );
         s.countries.insert(
             "DE".into(),
-            otpd::config::CountryOverrides {
+            otpd::delivery::settings::CountryOverrides {
                 sender_id: Some("ACME".into()),
                 template: Some("login".into()),
             },
@@ -787,7 +786,7 @@ async fn a_provider_rate_limit_paces_its_messages() {
         configure(s, vec![("paced", http_provider(&fake))], &["paced"]);
         s.provider_limits.insert(
             "paced".into(),
-            otpd::config::ProviderLimits {
+            otpd::delivery::settings::ProviderLimits {
                 messages_per_second: Some(5.0),
                 concurrency: None,
             },

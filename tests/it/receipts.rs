@@ -6,7 +6,7 @@ use secrecy::SecretString;
 use serde_json::json;
 
 use crate::helpers::*;
-use otpd::providers::receipts::twilio_signature;
+use otpd::providers::twilio::twilio_signature;
 use otpd::providers::ProviderSettings;
 use otpd::testing::fakes::FakeProviderServer;
 
@@ -64,7 +64,12 @@ async fn twilio_app(fake: &FakeProviderServer) -> TestApp {
         }))
         .expect("twilio settings");
         settings.providers.insert("twilio".into(), config);
-        settings.routing.get_mut("default").unwrap().sms = vec!["twilio".into()];
+        settings
+            .routing
+            .regions
+            .get_mut("default")
+            .unwrap()
+            .insert(otpd::domain::Channel::Sms, vec!["twilio".into()]);
         settings.sandbox.enabled = false;
     })
     .await

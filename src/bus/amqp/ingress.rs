@@ -8,9 +8,9 @@ use super::message::{decode_request, Refusal};
 use super::settle::{dead_lettered, requeue, settle_delivery, Settle};
 use super::{Consumers, Publisher};
 use crate::api::error::ApiError;
-use crate::bus::events::{ErrorObject, Event};
 use crate::domain::IssueReceipt;
 use crate::issuance::{IdempotencyInput, IssueError, IssueOtp, RequestSource};
+use crate::telemetry::platform::{ErrorObject, Event};
 
 pub async fn handle(publisher: &Publisher, consumers: &Consumers, delivery: Delivery) {
     let settle = process(publisher, consumers, &delivery).await;

@@ -50,7 +50,7 @@ pub fn decode_request(
             message,
             request_id: request_id.map(str::to_owned),
             tenant: tenant
-                .filter(|t| crate::config::is_name(t))
+                .filter(|t| crate::domain::is_name(t))
                 .map(str::to_owned),
         };
     if bytes.len() > MAX_MESSAGE_BYTES {

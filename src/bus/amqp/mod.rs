@@ -5,6 +5,7 @@
 pub mod declare;
 pub mod ingress;
 pub mod message;
+pub mod settings;
 pub mod settle;
 pub mod topology;
 pub mod worker;
@@ -22,15 +23,15 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use super::{Bus, BusError, Event, EventSink};
-use crate::config::AmqpSettings;
+use crate::delivery::region::routing_key;
+use crate::delivery::{JobQueue, RouterActor};
 use crate::domain::DeliveryJob;
 use crate::issuance::request::RequestDefaults;
 use crate::issuance::IssuanceActor;
-use crate::routing::region::routing_key;
-use crate::routing::RouterActor;
+use crate::telemetry::platform::{Event, EventSink, PublishError};
 use crate::tenants::ApiKeys;
 use crate::tls::AmqpTls;
+use settings::AmqpSettings;
 use topology::Topology;
 
 const PERSISTENT: u8 = 2;
@@ -100,28 +101,28 @@ impl AmqpBus {
         *self.publisher.write().unwrap_or_else(|p| p.into_inner()) = channel;
     }
 
-    fn publisher(&self) -> Result<Channel, BusError> {
+    fn publisher(&self) -> Result<Channel, PublishError> {
         self.publisher
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .filter(|channel| channel.status().connected())
-            .ok_or(BusError::Disconnected)
+            .ok_or(PublishError::Disconnected)
     }
 
     async fn bounded<T>(
         &self,
         operation: impl Future<Output = lapin::Result<T>>,
-    ) -> Result<T, BusError> {
+    ) -> Result<T, PublishError> {
         match tokio::time::timeout(self.timeout, operation).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(BusError::Broker(error.to_string())),
-            Err(_) => Err(BusError::Timeout(self.timeout.as_millis() as u64)),
+            Ok(Err(error)) => Err(PublishError::Broker(error.to_string())),
+            Err(_) => Err(PublishError::Timeout(self.timeout.as_millis() as u64)),
         }
     }
 
     /// One connection's life: connect, declare, consume until something breaks.
-    async fn session(&self, consumers: &Arc<Consumers>) -> Result<(), BusError> {
+    async fn session(&self, consumers: &Arc<Consumers>) -> Result<(), PublishError> {
         let url = self.settings.url.clone().unwrap_or_default();
         // Every (re)connection gets the same TLS trust; it only applies to amqps:// URLs.
         let tls = OwnedTLSConfig {
@@ -212,10 +213,10 @@ impl AmqpBus {
             connection.close(200, "otpd reconnects".into()),
         )
         .await;
-        Err(BusError::Broker(reason))
+        Err(PublishError::Broker(reason))
     }
 
-    async fn consumer_channel(&self, connection: &Connection) -> Result<Channel, BusError> {
+    async fn consumer_channel(&self, connection: &Connection) -> Result<Channel, PublishError> {
         let channel = self.bounded(connection.create_channel()).await?;
         self.bounded(channel.basic_qos(self.settings.prefetch, BasicQosOptions::default()))
             .await?;
@@ -231,7 +232,7 @@ impl AmqpBus {
         })
     }
 
-    async fn publish_event_inner(&self, event: &Event) -> Result<(), BusError> {
+    async fn publish_event_inner(&self, event: &Event) -> Result<(), PublishError> {
         self.handle().event(event).await
     }
 }
@@ -254,8 +255,8 @@ impl Publisher {
         payload: &[u8],
         properties: BasicProperties,
         mandatory: bool,
-    ) -> Result<(), BusError> {
-        let channel = self.channel.as_ref().ok_or(BusError::Disconnected)?;
+    ) -> Result<(), PublishError> {
+        let channel = self.channel.as_ref().ok_or(PublishError::Disconnected)?;
         let options = BasicPublishOptions {
             mandatory,
             ..BasicPublishOptions::default()
@@ -274,14 +275,16 @@ impl Publisher {
         };
         let confirmation = match tokio::time::timeout(self.timeout, confirmed).await {
             Ok(Ok(confirmation)) => confirmation,
-            Ok(Err(error)) => return Err(BusError::Broker(error.to_string())),
-            Err(_) => return Err(BusError::Timeout(self.timeout.as_millis() as u64)),
+            Ok(Err(error)) => return Err(PublishError::Broker(error.to_string())),
+            Err(_) => return Err(PublishError::Timeout(self.timeout.as_millis() as u64)),
         };
         if confirmation.is_nack() {
-            return Err(BusError::Refused("the broker nacked the message".into()));
+            return Err(PublishError::Refused(
+                "the broker nacked the message".into(),
+            ));
         }
         if let Some(returned) = confirmation.take_message() {
-            return Err(BusError::Refused(format!(
+            return Err(PublishError::Refused(format!(
                 "no queue is bound for routing key '{key}' ({})",
                 returned.reply_text
             )));
@@ -289,7 +292,7 @@ impl Publisher {
         Ok(())
     }
 
-    pub async fn job(&self, job: &DeliveryJob) -> Result<(), BusError> {
+    pub async fn job(&self, job: &DeliveryJob) -> Result<(), PublishError> {
         let key = routing_key(job.channel, &job.region, job.country.as_deref());
         let properties = BasicProperties::default()
             .with_content_type("application/x-otpd-job".into())
@@ -305,7 +308,7 @@ impl Publisher {
     }
 
     /// Parks a job in the delay queue for `wait`; the broker then routes it again.
-    pub async fn delay(&self, job: &DeliveryJob, wait: Duration) -> Result<(), BusError> {
+    pub async fn delay(&self, job: &DeliveryJob, wait: Duration) -> Result<(), PublishError> {
         let key = routing_key(job.channel, &job.region, job.country.as_deref());
         let properties = BasicProperties::default()
             .with_content_type("application/x-otpd-job".into())
@@ -321,7 +324,7 @@ impl Publisher {
         .await
     }
 
-    pub async fn event(&self, event: &Event) -> Result<(), BusError> {
+    pub async fn event(&self, event: &Event) -> Result<(), PublishError> {
         let properties = BasicProperties::default().with_content_type("application/json".into());
         self.publish(
             &self.topology.events_exchange,
@@ -339,7 +342,7 @@ impl Publisher {
         reply_to: &str,
         correlation_id: Option<&str>,
         event: &Event,
-    ) -> Result<(), BusError> {
+    ) -> Result<(), PublishError> {
         let mut properties =
             BasicProperties::default().with_content_type("application/json".into());
         if let Some(id) = correlation_id {
@@ -356,7 +359,7 @@ impl Publisher {
         reason: &str,
         detail: &str,
         source_queue: &str,
-    ) -> Result<(), BusError> {
+    ) -> Result<(), PublishError> {
         let mut headers = FieldTable::default();
         headers.insert("x-otpd-reason".into(), AMQPValue::LongString(reason.into()));
         headers.insert("x-otpd-detail".into(), AMQPValue::LongString(detail.into()));
@@ -395,22 +398,22 @@ fn spawn_consumer<F, Fut>(
 }
 
 #[async_trait]
-impl crate::routing::actor::DelayQueue for AmqpBus {
-    async fn delay(&self, job: &DeliveryJob, wait: Duration) -> Result<(), BusError> {
+impl crate::delivery::DelayQueue for AmqpBus {
+    async fn delay(&self, job: &DeliveryJob, wait: Duration) -> Result<(), PublishError> {
         self.handle().delay(job, wait).await
     }
 }
 
 #[async_trait]
 impl EventSink for AmqpBus {
-    async fn publish_event(&self, event: &Event) -> Result<(), BusError> {
+    async fn publish_event(&self, event: &Event) -> Result<(), PublishError> {
         self.publish_event_inner(event).await
     }
 }
 
 #[async_trait]
-impl Bus for AmqpBus {
-    async fn publish_job(&self, job: &DeliveryJob) -> Result<(), BusError> {
+impl JobQueue for AmqpBus {
+    async fn publish_job(&self, job: &DeliveryJob) -> Result<(), PublishError> {
         self.handle().job(job).await
     }
 

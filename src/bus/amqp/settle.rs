@@ -5,7 +5,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use std::time::Duration;
 
-use crate::bus::BusError;
+use crate::telemetry::platform::PublishError;
 
 /// Pause before a message that met a passing fault is handed back to the broker.
 const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
@@ -24,7 +24,7 @@ pub async fn requeue() -> Settle {
 
 /// What dead-lettering a `what` (request, job) came to: `Ok` once it is in the dead-letter
 /// queue; otherwise the settlement that hands it back (after the pause) so it is not lost.
-pub async fn dead_lettered(result: Result<(), BusError>, what: &str) -> Result<(), Settle> {
+pub async fn dead_lettered(result: Result<(), PublishError>, what: &str) -> Result<(), Settle> {
     match result {
         Ok(()) => Ok(()),
         Err(error) => {

@@ -2,11 +2,7 @@
 //! settings, checked (every routing key reaches exactly one region queue), then declared
 //! idempotently.
 
-use std::collections::BTreeMap;
-
-use crate::config::{AmqpSettings, RegionSettings};
-use crate::domain::Channel;
-use crate::routing::region::routing_key;
+use super::settings::AmqpSettings;
 
 /// How the requests queue is stored by the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,11 +113,12 @@ impl Topology {
             .collect()
     }
 
-    /// Problems with the bindings: every key otpd can produce must reach exactly one queue.
-    pub fn check_routing(&self, regions: &RegionSettings) -> Vec<String> {
+    /// Problems with the bindings: every key otpd can produce (`keys`) must reach exactly
+    /// one queue.
+    pub fn check_routing(&self, keys: &[String]) -> Vec<String> {
         let mut problems = Vec::new();
-        for key in every_routing_key(regions) {
-            match self.queues_for(&key).as_slice() {
+        for key in keys {
+            match self.queues_for(key).as_slice() {
                 [_] => {}
                 [] => problems.push(format!(
                     "amqp.region_queues: routing key '{key}' reaches no region queue; add a pattern that matches it"
@@ -135,29 +132,6 @@ impl Topology {
         }
         problems
     }
-}
-
-/// Every routing key the settings can produce: SMS to each listed country and to an unlisted
-/// one in the default region, and email (always the default region, no country).
-fn every_routing_key(regions: &RegionSettings) -> Vec<String> {
-    let mut by_region: BTreeMap<&str, Vec<Option<&str>>> = BTreeMap::new();
-    for (region, countries) in &regions.countries {
-        by_region
-            .entry(region)
-            .or_default()
-            .extend(countries.iter().map(|c| Some(c.as_str())));
-    }
-    by_region.entry(&regions.default).or_default().push(None);
-    let mut keys: Vec<String> = by_region
-        .iter()
-        .flat_map(|(region, countries)| {
-            countries
-                .iter()
-                .map(|country| routing_key(Channel::Sms, region, *country))
-        })
-        .collect();
-    keys.push(routing_key(Channel::Email, &regions.default, None));
-    keys
 }
 
 /// AMQP topic matching: words split by '.', `*` matches one word, `#` zero or more.
@@ -184,15 +158,18 @@ fn matches_words(pattern: &[&str], key: &[&str]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::region::every_routing_key;
+    use crate::delivery::settings::RegionSettings;
+    use std::collections::BTreeMap;
 
-    fn regions() -> RegionSettings {
-        RegionSettings {
+    fn keys() -> Vec<String> {
+        every_routing_key(&RegionSettings {
             default: "world".into(),
             countries: BTreeMap::from([
                 ("eu".into(), vec!["DE".into(), "FR".into()]),
                 ("apac".into(), vec!["AU".into()]),
             ]),
-        }
+        })
     }
 
     fn topology(queues: &[(&str, &[&str])]) -> Topology {
@@ -239,7 +216,7 @@ mod tests {
             ("world", &["sms.world.*"]),
             ("email", &["email.#"]),
         ]);
-        assert_eq!(topology.check_routing(&regions()), Vec::<String>::new());
+        assert_eq!(topology.check_routing(&keys()), Vec::<String>::new());
     }
 
     #[test]
@@ -249,13 +226,13 @@ mod tests {
             ("everything", &["sms.#"]),
             ("email", &["email.#"]),
         ]);
-        let problems = topology.check_routing(&regions()).join("\n");
+        let problems = topology.check_routing(&keys()).join("\n");
         assert!(
             problems.contains("'sms.eu.de' reaches 2 queues"),
             "{problems}"
         );
         let lonely = self::topology(&[("eu", &["sms.eu.*"])]);
-        let problems = lonely.check_routing(&regions()).join("\n");
+        let problems = lonely.check_routing(&keys()).join("\n");
         assert!(
             problems.contains("'sms.apac.au' reaches no region queue"),
             "{problems}"

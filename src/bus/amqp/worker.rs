@@ -7,7 +7,7 @@ use lapin::message::Delivery;
 use super::message::decode_job;
 use super::settle::{dead_lettered, requeue, settle_delivery, Settle};
 use super::Publisher;
-use crate::routing::{Deliver, DeliveryOutcome, RouterActor};
+use crate::delivery::{Deliver, DeliveryOutcome, RouterActor};
 
 pub async fn handle(publisher: &Publisher, router: &Addr<RouterActor>, delivery: Delivery) {
     let settle = process(publisher, router, &delivery).await;

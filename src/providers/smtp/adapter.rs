@@ -11,10 +11,10 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::classify;
-use super::settings::BuildError;
-use super::twilio::default_timeout_ms;
-use super::{OutboundMessage, Provider, ProviderError, SendReceipt};
+use crate::providers::classify;
+use crate::providers::kind::BuildError;
+use crate::providers::support::{check_timeout, default_timeout_ms};
+use crate::providers::{OutboundMessage, Provider, ProviderError, SendReceipt};
 
 /// How the connection to the relay is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -79,8 +79,20 @@ pub struct SmtpConfig {
 }
 
 impl SmtpConfig {
-    /// Every problem with these settings, each naming the setting under `prefix`.
+    /// Every problem with these settings, each naming the setting under `prefix`, the CA
+    /// file read and checked.
     pub fn validate(&self, prefix: &str) -> Vec<String> {
+        let mut problems = self.check(prefix);
+        if let Some(path) = &self.ca_file {
+            if let Err(error) = crate::tls::read_ca_bundle(&format!("{prefix}.ca_file"), path) {
+                problems.push(error.to_string());
+            }
+        }
+        problems
+    }
+
+    /// Every problem that needs no file; building the provider reads the CA file, once.
+    pub fn check(&self, prefix: &str) -> Vec<String> {
         let mut problems = Vec::new();
         if self.host.trim().is_empty() {
             problems.push(format!("{prefix}.host is empty; set the relay's host name"));
@@ -108,17 +120,12 @@ impl SmtpConfig {
                 self.host
             ));
         }
-        if let Some(path) = &self.ca_file {
-            if self.tls == SmtpTls::None {
-                problems.push(format!(
-                    "{prefix}.ca_file is set but {prefix}.tls is none; use starttls or implicit, or remove ca_file"
-                ));
-            }
-            if let Err(error) = crate::tls::read_ca_bundle(&format!("{prefix}.ca_file"), path) {
-                problems.push(error.to_string());
-            }
+        if self.ca_file.is_some() && self.tls == SmtpTls::None {
+            problems.push(format!(
+                "{prefix}.ca_file is set but {prefix}.tls is none; use starttls or implicit, or remove ca_file"
+            ));
         }
-        super::checks::timeout(&mut problems, prefix, self.timeout_ms);
+        check_timeout(&mut problems, prefix, self.timeout_ms);
         problems
     }
 }
@@ -142,7 +149,7 @@ pub struct SmtpProvider {
 
 impl SmtpProvider {
     pub fn new(id: &str, config: SmtpConfig) -> Result<Self, BuildError> {
-        let problems = config.validate(id);
+        let problems = config.check(id);
         if !problems.is_empty() {
             return Err(BuildError::Invalid(problems));
         }

@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 
-use crate::config::RegionSettings;
+use super::settings::RegionSettings;
+use crate::domain::channel::AddressKind;
 use crate::domain::{Channel, Destination};
 
 #[derive(Debug, Clone)]
@@ -41,6 +42,30 @@ impl RegionTable {
 pub fn routing_key(channel: Channel, region: &str, country: Option<&str>) -> String {
     let country = country.unwrap_or("xx").to_ascii_lowercase();
     format!("{channel}.{region}.{country}")
+}
+
+/// Every routing key the settings can produce: for channels to phones, each listed country
+/// and an unlisted one in the default region; for the others, the default region alone.
+pub fn every_routing_key(regions: &RegionSettings) -> Vec<String> {
+    let mut countries: Vec<(&str, Option<&str>)> = regions
+        .countries
+        .iter()
+        .flat_map(|(region, listed)| {
+            listed
+                .iter()
+                .map(move |c| (region.as_str(), Some(c.as_str())))
+        })
+        .collect();
+    countries.push((regions.default.as_str(), None));
+    Channel::all()
+        .flat_map(|channel| match channel.address_kind() {
+            AddressKind::Phone => countries
+                .iter()
+                .map(|(region, country)| routing_key(channel, region, *country))
+                .collect::<Vec<_>>(),
+            AddressKind::Email => vec![routing_key(channel, &regions.default, None)],
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::config::{Settings, DEFAULT_ROUTE};
+use super::settings::{RoutingSettings, DEFAULT_ROUTE};
 use crate::domain::Channel;
 
 #[derive(Debug, Clone, Default)]
@@ -11,16 +11,17 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    pub fn from_settings(settings: &Settings) -> Self {
-        let mut routes = HashMap::new();
-        for (region, channels) in &settings.routing {
-            for channel in [Channel::Sms, Channel::Email] {
-                let list = channels.for_channel(channel);
-                if !list.is_empty() {
-                    routes.insert((region.clone(), channel), list.to_vec());
-                }
-            }
-        }
+    pub fn from_settings(routing: &RoutingSettings) -> Self {
+        let routes = routing
+            .regions
+            .iter()
+            .flat_map(|(region, channels)| {
+                channels
+                    .iter()
+                    .filter(|(_, list)| !list.is_empty())
+                    .map(|(channel, list)| ((region.clone(), *channel), list.clone()))
+            })
+            .collect();
         RouteTable { routes }
     }
 

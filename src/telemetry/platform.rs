@@ -2,10 +2,43 @@
 //! `delivery.sent|delivered|failed.<tenant>`, and the global `fraud.blocked.<country>`.
 //! No event ever carries a code or a full destination.
 
+use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::domain::{Channel, Timestamp};
 use crate::fraud::BlockView;
+
+/// Why a message could not be handed to the transport.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PublishError {
+    #[error("the broker is not connected")]
+    Disconnected,
+    #[error("the broker did not answer within {0} ms")]
+    Timeout(u64),
+    #[error("the broker refused the message: {0}")]
+    Refused(String),
+    #[error("the broker failed: {0}")]
+    Broker(String),
+    #[error("delivery is not running: {0}")]
+    Stopped(String),
+}
+
+/// Where events go: the broker's events exchange, or nowhere in embedded mode.
+#[async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    async fn publish_event(&self, event: &Event) -> Result<(), PublishError>;
+}
+
+/// Events have nowhere to go without a broker.
+pub struct NoEvents;
+
+#[async_trait]
+impl EventSink for NoEvents {
+    async fn publish_event(&self, event: &Event) -> Result<(), PublishError> {
+        tracing::trace!(key = %event.routing_key(), "Event (embedded mode: not published).");
+        Ok(())
+    }
+}
 
 /// The error object of the API, as events carry it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -8,9 +8,10 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
-use super::{OutboundMessage, Provider, ProviderError, SendReceipt};
+use crate::providers::{OutboundMessage, Provider, ProviderError, SendReceipt};
 
 pub struct SandboxProvider {
+    id: String,
     path: PathBuf,
     file: Mutex<Option<tokio::fs::File>>,
     delay: Duration,
@@ -25,9 +26,11 @@ struct OutboxLine<'a> {
 }
 
 impl SandboxProvider {
-    /// Writes to `<store_dir>/sandbox/outbox.jsonl`, after waiting `delay` per message.
-    pub fn new(store_dir: &Path, delay: Duration) -> Self {
+    /// Provider `id`, writing to `<store_dir>/sandbox/outbox.jsonl` after waiting `delay`
+    /// per message.
+    pub fn new(id: &str, store_dir: &Path, delay: Duration) -> Self {
         SandboxProvider {
+            id: id.to_owned(),
             path: store_dir.join("sandbox").join("outbox.jsonl"),
             file: Mutex::new(None),
             delay,
@@ -53,7 +56,7 @@ impl SandboxProvider {
 #[async_trait]
 impl Provider for SandboxProvider {
     fn id(&self) -> &str {
-        "sandbox"
+        &self.id
     }
 
     async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, ProviderError> {

@@ -6,79 +6,16 @@ use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 use super::choose::{choose, Choice};
-use super::table::RouteTable;
-use crate::delivery::breaker::Permit;
-use crate::delivery::health::HealthBoard;
-use crate::delivery::sender::{fail, SendContext};
-use crate::domain::{Channel, DeliveryJob, Timestamp};
+use super::health::HealthBoard;
+use super::protocol::{DelayQueue, Deliver, DeliveryOutcome, DeliveryUnavailable};
+use super::routes::RouteTable;
+use super::sender::SendContext;
+use crate::domain::Timestamp;
 
 /// Pause before trying again once every provider has failed a job.
 const ROUND_PAUSE: Duration = Duration::from_secs(1);
-
-/// Deliver this job. Answers once the job sits in a sender's mailbox (or waits for a
-/// provider); `done`, when given, hears once the outcome is recorded in the store.
-#[derive(Message)]
-#[rtype(result = "Result<(), DeliveryUnavailable>")]
-pub struct Deliver {
-    pub job: DeliveryJob,
-    pub done: Option<oneshot::Sender<DeliveryOutcome>>,
-    /// Providers that failed this job in the current round.
-    pub tried: Vec<String>,
-    /// Leave to call the chosen provider, set by the router.
-    pub permit: Option<Permit>,
-}
-
-impl Deliver {
-    pub fn new(job: DeliveryJob) -> Self {
-        Deliver {
-            job,
-            done: None,
-            tried: Vec::new(),
-            permit: None,
-        }
-    }
-
-    /// A job whose caller waits for its outcome (a broker consumer that acks after it).
-    pub fn awaited(job: DeliveryJob) -> (Self, oneshot::Receiver<DeliveryOutcome>) {
-        let (done, outcome) = oneshot::channel();
-        let mut message = Deliver::new(job);
-        message.done = Some(done);
-        (message, outcome)
-    }
-
-    /// Tells the waiting caller, if any, how the job ended.
-    pub fn finish(done: Option<oneshot::Sender<DeliveryOutcome>>, outcome: DeliveryOutcome) {
-        if let Some(done) = done {
-            let _ = done.send(outcome);
-        }
-    }
-}
-
-/// How a job ended, for a caller that acks only after it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeliveryOutcome {
-    /// Its outcome (sent, failed, dropped) is durable in the store.
-    Recorded,
-    /// The same job is being sent already; the other copy records the outcome.
-    AlreadyInFlight,
-    /// The outcome could not be recorded; deliver the job again later.
-    NotRecorded(String),
-}
-
-/// Where a job can wait outside the process (broker mode): the broker routes it again
-/// after `wait`, so a long wait holds no memory and survives a restart.
-#[async_trait::async_trait]
-pub trait DelayQueue: Send + Sync + 'static {
-    async fn delay(&self, job: &DeliveryJob, wait: Duration) -> Result<(), crate::bus::BusError>;
-}
-
-/// No provider serves the job's channel at all; it stays in the outbox.
-#[derive(Debug, thiserror::Error)]
-#[error("no provider is configured for channel {0}")]
-pub struct DeliveryUnavailable(pub Channel);
 
 pub struct RouterActor {
     table: RouteTable,
@@ -176,13 +113,14 @@ impl Handler<Deliver> for RouterActor {
             Choice::GiveUp => {
                 let context = Arc::clone(&self.context);
                 actix_rt::spawn(async move {
-                    let outcome = match fail(
-                        &context,
-                        None,
-                        &message.job,
-                        "no provider could deliver before the code expired",
-                    )
-                    .await
+                    let outcome = match context
+                        .recorder
+                        .failed(
+                            &message.job,
+                            None,
+                            "no provider could deliver before the code expired",
+                        )
+                        .await
                     {
                         Ok(()) => DeliveryOutcome::Recorded,
                         Err(error) => DeliveryOutcome::NotRecorded(error.to_string()),

@@ -10,10 +10,12 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::classify;
-use super::settings::{http_client, validate_base_url, BuildError};
-use super::twilio::default_timeout_ms;
-use super::{OutboundMessage, Provider, ProviderError, SendReceipt};
+use crate::providers::classify;
+use crate::providers::kind::BuildError;
+use crate::providers::support::{
+    check_timeout, default_timeout_ms, http_client, validate_base_url,
+};
+use crate::providers::{OutboundMessage, Provider, ProviderError, SendReceipt};
 
 /// The placeholders a body template may use, inside its JSON strings.
 pub const PLACEHOLDERS: [&str; 4] = ["{to}", "{body}", "{channel}", "{verification_id}"];
@@ -89,7 +91,7 @@ impl HttpConfig {
                 ));
             }
         }
-        super::checks::timeout(&mut problems, prefix, self.timeout_ms);
+        check_timeout(&mut problems, prefix, self.timeout_ms);
         problems
     }
 }

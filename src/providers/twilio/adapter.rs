@@ -6,19 +6,18 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::time::Duration;
 
-use super::classify;
-use super::settings::{http_client, validate_base_url, BuildError};
-use super::{OutboundMessage, Provider, ProviderError, SendReceipt};
+use crate::providers::classify;
+use crate::providers::kind::BuildError;
+use crate::providers::support::{
+    check_callback_url, check_timeout, default_timeout_ms, http_client, validate_base_url,
+};
+use crate::providers::{OutboundMessage, Provider, ProviderError, SendReceipt};
 
 /// Twilio's API host.
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
 
 fn default_base_url() -> String {
     DEFAULT_BASE_URL.to_owned()
-}
-
-pub(crate) fn default_timeout_ms() -> u64 {
-    5_000
 }
 
 /// Settings of one Twilio account. Exactly one of `from` and `messaging_service_sid` is set.
@@ -70,12 +69,12 @@ impl TwilioConfig {
             )),
             _ => {}
         }
-        super::checks::callback_url(
+        check_callback_url(
             &mut problems,
             &format!("{prefix}.status_callback"),
             self.status_callback.as_deref(),
         );
-        super::checks::timeout(&mut problems, prefix, self.timeout_ms);
+        check_timeout(&mut problems, prefix, self.timeout_ms);
         problems
     }
 }

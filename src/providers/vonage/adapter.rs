@@ -5,10 +5,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::time::Duration;
 
-use super::classify;
-use super::settings::{http_client, validate_base_url, BuildError};
-use super::twilio::default_timeout_ms;
-use super::{OutboundMessage, Provider, ProviderError, SendReceipt};
+use crate::providers::classify;
+use crate::providers::kind::BuildError;
+use crate::providers::support::{
+    check_callback_url, check_timeout, default_timeout_ms, http_client, validate_base_url,
+};
+use crate::providers::{OutboundMessage, Provider, ProviderError, SendReceipt};
 
 /// Vonage's SMS API host.
 pub const DEFAULT_BASE_URL: &str = "https://rest.nexmo.com";
@@ -60,12 +62,12 @@ impl VonageConfig {
                 "{prefix}.from is empty; set a sender number or alphanumeric id"
             ));
         }
-        super::checks::callback_url(
+        check_callback_url(
             &mut problems,
             &format!("{prefix}.callback"),
             self.callback.as_deref(),
         );
-        super::checks::timeout(&mut problems, prefix, self.timeout_ms);
+        check_timeout(&mut problems, prefix, self.timeout_ms);
         problems
     }
 }

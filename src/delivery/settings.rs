@@ -1,0 +1,255 @@
+//! Delivery's settings: `[delivery]`, `[regions]`, `[routing]`, `[templates]`, `[countries]`
+//! and `[provider_limits]`, each with its own checks. How they fit the configured providers is
+//! checked where the settings are composed (`crate::config`).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use super::templates::{DEFAULT_TEMPLATE, FALLBACK_LOCALE};
+use crate::domain::{is_name, Channel};
+use crate::lists::map_of_lists;
+
+/// The routing entry used for regions without one of their own.
+pub const DEFAULT_ROUTE: &str = "default";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Messages in flight per provider. Default 256.
+    pub concurrency: usize,
+    /// Mailbox capacity of each actor. Default 1024.
+    pub mailbox_capacity: usize,
+    /// Tries on one provider (first send and retries) before failing over. Default 3.
+    pub attempts_per_provider: u32,
+}
+
+impl DeliverySettings {
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.concurrency == 0 {
+            problems.push("delivery.concurrency must be at least 1".into());
+        }
+        if self.mailbox_capacity == 0 {
+            problems.push("delivery.mailbox_capacity must be at least 1".into());
+        }
+        if self.attempts_per_provider == 0 {
+            problems.push("delivery.attempts_per_provider must be at least 1".into());
+        }
+        problems
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionSettings {
+    /// Region of email and of countries not listed. Default `world`.
+    pub default: String,
+    /// Region → ISO 3166 country codes. Default: eu, americas, apac.
+    #[serde(deserialize_with = "map_of_lists")]
+    pub countries: BTreeMap<String, Vec<String>>,
+}
+
+impl RegionSettings {
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !is_name(&self.default) {
+            problems.push(format!(
+                "regions.default is '{}'; a region name is lower-case letters, digits and '-'",
+                self.default
+            ));
+        }
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        for (region, countries) in &self.countries {
+            if !is_name(region) {
+                problems.push(format!(
+                    "regions.countries.{region}: a region name is lower-case letters, digits and '-'"
+                ));
+            }
+            for country in countries {
+                if !is_country(country) {
+                    problems.push(format!(
+                        "regions.countries.{region}: '{country}' is not an ISO 3166 country code such as DE"
+                    ));
+                }
+                if let Some(other) = seen.insert(country, region) {
+                    problems.push(format!(
+                        "regions.countries: {country} is listed in both '{other}' and '{region}'; a country belongs to one region"
+                    ));
+                }
+            }
+        }
+        problems
+    }
+
+    /// Whether `region` names a region (or the routing fallback).
+    pub fn knows(&self, region: &str) -> bool {
+        region == DEFAULT_ROUTE || region == self.default || self.countries.contains_key(region)
+    }
+}
+
+/// The providers of one region, per channel, in order of preference.
+pub type ChannelRoutes = BTreeMap<Channel, Vec<String>>;
+
+/// Region (or `default`) → channel → provider ids in order of preference.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct RoutingSettings {
+    #[serde(deserialize_with = "routes")]
+    pub regions: BTreeMap<String, ChannelRoutes>,
+}
+
+fn routes<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, ChannelRoutes>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(transparent)]
+    struct Region(#[serde(deserialize_with = "map_of_lists")] ChannelRoutes);
+    let regions = BTreeMap::<String, Region>::deserialize(deserializer)?;
+    Ok(regions
+        .into_iter()
+        .map(|(name, region)| (name, region.0))
+        .collect())
+}
+
+impl RoutingSettings {
+    /// The providers listed for `channel` in `region`, not falling back.
+    pub fn listed(&self, region: &str, channel: Channel) -> &[String] {
+        self.regions
+            .get(region)
+            .and_then(|routes| routes.get(&channel))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Every (region, channel, provider id) named, for checks against the providers.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, Channel, &str)> {
+        self.regions.iter().flat_map(|(region, routes)| {
+            routes.iter().flat_map(move |(channel, ids)| {
+                ids.iter()
+                    .map(move |id| (region.as_str(), *channel, id.as_str()))
+            })
+        })
+    }
+
+    /// Every problem that needs only the routing and region settings.
+    pub fn validate(&self, regions: &RegionSettings) -> Vec<String> {
+        let mut problems = Vec::new();
+        for region in self.regions.keys() {
+            if !regions.knows(region) {
+                problems.push(format!(
+                    "routing.{region}: no such region; use '{DEFAULT_ROUTE}' or a region of regions.countries"
+                ));
+            }
+        }
+        for channel in Channel::all() {
+            if self.listed(DEFAULT_ROUTE, channel).is_empty() {
+                problems.push(format!(
+                    "routing.{DEFAULT_ROUTE}.{channel} is empty; every channel needs at least one provider"
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// Message texts: template name → locale → text with `{code}` and `{minutes}`.
+pub type TemplateSettings = BTreeMap<String, BTreeMap<String, String>>;
+
+/// Every problem with the templates.
+pub fn validate_templates(templates: &TemplateSettings) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !templates.contains_key(DEFAULT_TEMPLATE) {
+        problems.push(format!(
+            "templates.{DEFAULT_TEMPLATE} is missing; it is used when a request names no template"
+        ));
+    }
+    for (name, texts) in templates {
+        if !texts.contains_key(FALLBACK_LOCALE) {
+            problems.push(format!(
+                "templates.{name} has no '{FALLBACK_LOCALE}' text; it is the fallback for other locales"
+            ));
+        }
+        for (locale, text) in texts {
+            if !text.contains("{code}") {
+                problems.push(format!(
+                    "templates.{name}.{locale} does not contain {{code}}; the message would not carry the code"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// What one country requires of messages sent to it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountryOverrides {
+    /// Sender ID used for this country instead of the provider's `from`. Default unset.
+    #[serde(default)]
+    pub sender_id: Option<String>,
+    /// Template used for this country instead of the request's. Default unset.
+    #[serde(default)]
+    pub template: Option<String>,
+}
+
+/// ISO 3166 country code → what that country requires.
+pub type CountrySettings = BTreeMap<String, CountryOverrides>;
+
+/// Every problem with `[countries]`, given the templates that exist.
+pub fn validate_countries(
+    countries: &CountrySettings,
+    templates: &TemplateSettings,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (country, overrides) in countries {
+        if !is_country(country) {
+            problems.push(format!(
+                "countries.{country}: not an ISO 3166 country code such as DE"
+            ));
+        }
+        if let Some(template) = &overrides.template {
+            if !templates.contains_key(template) {
+                problems.push(format!(
+                    "countries.{country}.template names '{template}', which is not under [templates]"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Limits of one provider.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderLimits {
+    /// Messages per second the provider may be sent. Default unlimited.
+    #[serde(default)]
+    pub messages_per_second: Option<f64>,
+    /// Messages in flight to this provider. Default `delivery.concurrency`.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+}
+
+impl ProviderLimits {
+    /// Every problem with the limits of provider `id`.
+    pub fn validate(&self, id: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self
+            .messages_per_second
+            .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+        {
+            problems.push(format!(
+                "provider_limits.{id}.messages_per_second must be a positive number"
+            ));
+        }
+        if self.concurrency == Some(0) {
+            problems.push(format!(
+                "provider_limits.{id}.concurrency must be at least 1"
+            ));
+        }
+        problems
+    }
+}
+
+fn is_country(code: &str) -> bool {
+    code.parse::<phonenumber::country::Id>().is_ok()
+}

@@ -1,0 +1,120 @@
+//! The channels a code can travel by, as data: each channel's name and the kind of address it
+//! sends to. Adding a channel is a variant here, its row in `CHANNELS`, and its templates.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// How a code reaches a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Sms,
+    Email,
+}
+
+/// The kind of address a channel delivers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressKind {
+    /// An E.164 phone number.
+    Phone,
+    /// An email address.
+    Email,
+}
+
+/// One channel's facts.
+struct ChannelSpec {
+    channel: Channel,
+    name: &'static str,
+    address: AddressKind,
+}
+
+/// Every channel, in the order they are listed to people.
+const CHANNELS: &[ChannelSpec] = &[
+    ChannelSpec {
+        channel: Channel::Sms,
+        name: "sms",
+        address: AddressKind::Phone,
+    },
+    ChannelSpec {
+        channel: Channel::Email,
+        name: "email",
+        address: AddressKind::Email,
+    },
+];
+
+impl Channel {
+    /// Every channel otpd knows.
+    pub fn all() -> impl Iterator<Item = Channel> {
+        CHANNELS.iter().map(|spec| spec.channel)
+    }
+
+    fn spec(self) -> &'static ChannelSpec {
+        CHANNELS
+            .iter()
+            .find(|spec| spec.channel == self)
+            .expect("every channel has its row in CHANNELS")
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// The kind of address this channel sends to.
+    pub fn address_kind(self) -> AddressKind {
+        self.spec().address
+    }
+
+    /// The channel names as a person would type them: `"sms" or "email"`.
+    pub fn names() -> String {
+        let quoted: Vec<String> = CHANNELS
+            .iter()
+            .map(|spec| format!("\"{}\"", spec.name))
+            .collect();
+        match quoted.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Channel {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        CHANNELS
+            .iter()
+            .find(|spec| spec.name == value)
+            .map(|spec| spec.channel)
+            .ok_or_else(|| {
+                format!(
+                    "channel '{value}' is not supported; use {}",
+                    Channel::names()
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_channel_has_one_row_and_round_trips_by_name() {
+        for channel in Channel::all() {
+            assert_eq!(channel.as_str().parse::<Channel>(), Ok(channel));
+            let json = serde_json::to_string(&channel).unwrap();
+            assert_eq!(json, format!("\"{channel}\""));
+        }
+        assert_eq!(Channel::all().count(), CHANNELS.len());
+        let error = "fax".parse::<Channel>().unwrap_err();
+        assert!(error.contains("use \"sms\" or \"email\""), "{error}");
+    }
+}

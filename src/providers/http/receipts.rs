@@ -1,0 +1,53 @@
+//! otpd's own receipt format (`message_id`, `status`, optional `error_code`, as JSON), which a
+//! generic HTTP gateway posts with a shared secret, and the sandbox with a tenant API key.
+
+use secrecy::SecretString;
+
+use crate::providers::receipts::{
+    check_shared_secret, field, params_from_json, Receipt, ReceiptCall, ReceiptError,
+    ReceiptReader, ReceiptStatus,
+};
+
+/// How a caller of otpd's receipt format proves itself.
+pub enum GenericAuth {
+    /// `receipt_secrets.<id>`, in the URL or a header.
+    SharedSecret(Option<SecretString>),
+    /// A tenant API key (the sandbox, for development).
+    TenantKey,
+}
+
+/// Reads otpd's own receipt format.
+pub struct GenericReceipts {
+    pub auth: GenericAuth,
+}
+
+impl ReceiptReader for GenericReceipts {
+    fn read(&self, call: &ReceiptCall<'_>) -> Result<Receipt, ReceiptError> {
+        if let GenericAuth::SharedSecret(secret) = &self.auth {
+            check_shared_secret(secret.as_ref(), call)?;
+        }
+        parse_generic(&params_from_json(call.body)?)
+    }
+
+    fn needs_tenant_key(&self) -> bool {
+        matches!(self.auth, GenericAuth::TenantKey)
+    }
+}
+
+/// Reads otpd's own receipt format, for the generic HTTP provider and the sandbox:
+/// `message_id`, `status` (delivered, failed or pending), optional `error_code`.
+pub fn parse_generic(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
+    let id = field(params, "message_id").ok_or(ReceiptError::MissingField("message_id"))?;
+    let state = field(params, "status").ok_or(ReceiptError::MissingField("status"))?;
+    let status = match state {
+        "delivered" => ReceiptStatus::Delivered,
+        "failed" => ReceiptStatus::Failed,
+        "pending" => ReceiptStatus::Pending,
+        other => return Err(ReceiptError::UnknownStatus(other.to_owned())),
+    };
+    Ok(Receipt {
+        provider_message_id: id.to_owned(),
+        status,
+        error_code: field(params, "error_code").map(str::to_owned),
+    })
+}

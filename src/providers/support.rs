@@ -1,0 +1,54 @@
+//! What the HTTP vendors share: the HTTP client every adapter uses, and the checks of the
+//! settings they have in common (base URLs, callback URLs, timeouts).
+
+use std::time::Duration;
+
+use super::kind::BuildError;
+
+/// The send timeout when a provider's settings give none, milliseconds.
+pub fn default_timeout_ms() -> u64 {
+    5_000
+}
+
+/// The HTTP client every HTTP adapter uses: rustls, `timeout` for the whole request and for
+/// connecting, no redirects (a provider API never needs one), no retries.
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, BuildError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("otpd/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|error| BuildError::Client(error.to_string()))
+}
+
+/// Checks that `url` (setting `name`) is an absolute http(s) URL.
+pub fn validate_base_url(name: &str, url: &str, problems: &mut Vec<String>) {
+    let name = if name.ends_with(".url") {
+        name.to_owned()
+    } else {
+        format!("{name}.base_url")
+    };
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {}
+        _ => problems.push(format!(
+            "{name} is '{url}'; it must be an absolute http(s) URL such as https://api.example.com"
+        )),
+    }
+}
+
+/// An optional callback URL must be http(s).
+pub fn check_callback_url(problems: &mut Vec<String>, setting: &str, url: Option<&str>) {
+    if let Some(url) = url {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            problems.push(format!("{setting} must be an http(s) URL, got '{url}'"));
+        }
+    }
+}
+
+/// A send timeout of zero would fail every send.
+pub fn check_timeout(problems: &mut Vec<String>, prefix: &str, timeout_ms: u64) {
+    if timeout_ms == 0 {
+        problems.push(format!("{prefix}.timeout_ms must be at least 1"));
+    }
+}

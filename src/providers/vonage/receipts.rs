@@ -1,0 +1,83 @@
+//! Vonage SMS delivery receipts (DLRs): form, query or JSON fields, authenticated by the shared
+//! secret otpd puts in the callback URL it gives Vonage.
+
+use secrecy::SecretString;
+
+use crate::providers::receipts::{
+    check_shared_secret, field, Receipt, ReceiptCall, ReceiptError, ReceiptReader, ReceiptStatus,
+};
+
+/// Reads one Vonage account's DLRs; `secret` is `receipt_secrets.<id>`.
+pub struct VonageReceipts {
+    pub secret: Option<SecretString>,
+}
+
+impl ReceiptReader for VonageReceipts {
+    fn read(&self, call: &ReceiptCall<'_>) -> Result<Receipt, ReceiptError> {
+        check_shared_secret(self.secret.as_ref(), call)?;
+        parse_vonage(&call.pairs()?)
+    }
+}
+
+/// Reads a Vonage SMS delivery receipt (query string, form or JSON turned into pairs):
+/// `messageId`, `status` (delivered, expired, failed, rejected, accepted, buffered,
+/// unknown), `err-code`.
+pub fn parse_vonage(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
+    let id = field(params, "messageId").ok_or(ReceiptError::MissingField("messageId"))?;
+    let state = field(params, "status").ok_or(ReceiptError::MissingField("status"))?;
+    let status = match state {
+        "delivered" => ReceiptStatus::Delivered,
+        "expired" | "failed" | "rejected" => ReceiptStatus::Failed,
+        "accepted" | "buffered" | "unknown" => ReceiptStatus::Pending,
+        other => return Err(ReceiptError::UnknownStatus(other.to_owned())),
+    };
+    Ok(Receipt {
+        provider_message_id: id.to_owned(),
+        status,
+        error_code: field(params, "err-code")
+            .filter(|code| *code != "0")
+            .map(str::to_owned),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::receipts::{params_from_json, parse_form, verify_shared_secret};
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn vonage_receipts_map_and_need_the_secret() {
+        let body = b"msisdn=4915112345678&to=Acme&messageId=0C000000217B7F02&status=rejected&err-code=6&scts=2001011400";
+        let params = parse_form(body).unwrap();
+        let receipt = parse_vonage(&params).unwrap();
+        assert_eq!(receipt.provider_message_id, "0C000000217B7F02");
+        assert_eq!(receipt.status, ReceiptStatus::Failed);
+        assert_eq!(receipt.error_code.as_deref(), Some("6"));
+
+        let json =
+            br#"{"messageId":"0C01","status":"delivered","err-code":"0","msisdn":"4915112345678"}"#;
+        let receipt = parse_vonage(&params_from_json(json).unwrap()).unwrap();
+        assert_eq!(receipt.status, ReceiptStatus::Delivered);
+        assert_eq!(receipt.error_code, None);
+        for (state, status) in [
+            ("buffered", ReceiptStatus::Pending),
+            ("expired", ReceiptStatus::Failed),
+        ] {
+            let params = pairs(&[("messageId", "1"), ("status", state)]);
+            assert_eq!(parse_vonage(&params).unwrap().status, status);
+        }
+
+        let secret = SecretString::from("s3cret");
+        assert!(verify_shared_secret(&secret, Some("s3cret")).is_ok());
+        assert!(verify_shared_secret(&secret, Some("s3cre")).is_err());
+        assert!(verify_shared_secret(&secret, None).is_err());
+        assert!(verify_shared_secret(&SecretString::from(""), Some("")).is_err());
+    }
+}
