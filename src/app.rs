@@ -23,7 +23,7 @@ use crate::delivery::{DelayQueue, JobQueue, RouterActor, SenderActor, Templates}
 use crate::domain::Timestamp;
 use crate::fraud::FraudGate;
 use crate::issuance::request::RequestDefaults;
-use crate::issuance::IssuanceActor;
+use crate::issuance::{IssuanceActor, Issuer, IssuerSettings};
 use crate::providers::BuiltProvider;
 use crate::quota::actor::QuotaActor;
 use crate::secrets::{SecretError, Secrets};
@@ -136,14 +136,20 @@ impl Application {
             events,
             Timestamp::now(),
         )?;
-        let issuance = IssuanceActor::new(
-            &settings,
+        let issuer = Issuer::new(
+            IssuerSettings {
+                verification: &settings.verification,
+                rate_limits: &settings.rate_limits,
+                regions: &settings.regions,
+                templates: &settings.templates,
+            },
             Arc::clone(&store),
             secrets.clone(),
             Arc::clone(&bus),
             access,
         )
         .with_fraud_gate(fraud.clone());
+        let issuance = IssuanceActor::new(issuer, settings.delivery.mailbox_capacity);
         let issuer = IssuanceActor::start_in_arbiter(&arbiters.issuance.handle(), |_| issuance);
         if let Some(broker) = &broker {
             let consumers = Consumers {

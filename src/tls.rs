@@ -8,8 +8,6 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::Settings;
-
 /// The protocol versions the HTTPS listener accepts: TLS 1.3 and 1.2, nothing older.
 pub const HTTP_TLS_VERSIONS: &[&SupportedProtocolVersion] = &[&TLS13, &TLS12];
 
@@ -244,32 +242,6 @@ pub fn amqp_tls(tls: &AmqpTlsSettings) -> Result<AmqpTls, TlsError> {
         }
     };
     Ok(AmqpTls { ca_pem, client })
-}
-
-/// Every TLS problem of `settings`, files read and parsed, for `Settings::validate`.
-pub fn validate(settings: &Settings, problems: &mut Vec<String>) {
-    if let Err(error) = server_config(&settings.http.tls) {
-        problems.push(error.to_string());
-    }
-    let amqp = &settings.amqp;
-    let amqps = amqp
-        .url
-        .as_deref()
-        .is_some_and(|url| url.starts_with("amqps://"));
-    for (name, file) in [
-        ("ca_file", &amqp.tls.ca_file),
-        ("cert_file", &amqp.tls.cert_file),
-        ("key_file", &amqp.tls.key_file),
-    ] {
-        if file.is_some() && !amqps {
-            problems.push(format!(
-                "amqp.tls.{name} is set but amqp.url is not an amqps:// URL; use amqps:// to connect over TLS, or remove amqp.tls.{name}"
-            ));
-        }
-    }
-    if let Err(error) = amqp_tls(&amqp.tls) {
-        problems.push(error.to_string());
-    }
 }
 
 #[cfg(test)]

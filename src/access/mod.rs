@@ -2,14 +2,12 @@
 //! and spend caps, and the operator's blocklist; decided by pure functions, applied by the
 //! `Gate` inside the IssuanceActor.
 
-pub mod actor;
 pub mod blocklist;
 pub mod caps;
 pub mod gate;
 pub mod permissions;
 pub mod settings;
 
-pub use actor::EditBlocklist;
 pub use blocklist::BlockEntry;
 pub use caps::TenantUsage;
 pub use gate::{AccessDenied, AdminError, BlocklistAction, BlocklistAnswer, Gate};

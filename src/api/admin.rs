@@ -7,9 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::extract::{JsonBody, Tenant};
 use super::AppState;
-use crate::access::{
-    AccessDenied, AdminError, BlockEntry, BlocklistAction, BlocklistAnswer, EditBlocklist,
-};
+use crate::access::{AccessDenied, AdminError, BlockEntry, BlocklistAction, BlocklistAnswer};
+use crate::issuance::{EditBlocklist, Refusal};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,15 +111,7 @@ pub(super) fn decode_entry(raw: &str) -> String {
 
 impl From<AccessDenied> for ApiError {
     fn from(denied: AccessDenied) -> Self {
-        let status = match denied {
-            AccessDenied::CapReached { .. } => StatusCode::TOO_MANY_REQUESTS,
-            _ => StatusCode::FORBIDDEN,
-        };
-        let error = ApiError::new(status, denied.code(), denied.to_string());
-        match denied.retry_after() {
-            Some(wait) => error.retry_after(wait),
-            None => error,
-        }
+        Refusal::from(&denied).into()
     }
 }
 

@@ -8,7 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::domain::time::retry_after_seconds;
-use crate::issuance::IssueError;
+use crate::issuance::{IssueError, Refusal, RefusalKind};
 use crate::verify::{CheckError, CheckRefusal};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,12 +69,7 @@ impl ApiError {
     }
 
     pub fn unavailable(detail: impl fmt::Display) -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            format!("otpd cannot take this request right now ({detail}); nothing was changed. Retry shortly."),
-        )
-        .retry_after(Duration::from_secs(1))
+        Refusal::unavailable(detail).into()
     }
 }
 
@@ -105,53 +100,29 @@ impl ResponseError for ApiError {
     }
 }
 
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        let status = match refusal.kind {
+            RefusalKind::InvalidRequest => StatusCode::BAD_REQUEST,
+            RefusalKind::Forbidden => StatusCode::FORBIDDEN,
+            RefusalKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            RefusalKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let error = ApiError {
+            reason: refusal.reason,
+            ..ApiError::new(status, refusal.code, refusal.message)
+        };
+        match refusal.retry_after {
+            Some(wait) => error.retry_after(wait),
+            None => error,
+        }
+    }
+}
+
 impl From<IssueError> for ApiError {
     fn from(error: IssueError) -> Self {
-        match error {
-            IssueError::RateLimited { retry_after } => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "Too many create requests from this tenant or client; wait and retry.",
-            )
-            .retry_after(retry_after),
-            IssueError::Cooldown { retry_after } => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "resend_cooldown",
-                "A code was sent to this destination moments ago; a new one can be sent after the cooldown.",
-            )
-            .retry_after(retry_after),
-            IssueError::TooManySends { retry_after } => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_sends",
-                "This destination has had the most codes allowed in the send window; wait before sending another.",
-            )
-            .retry_after(retry_after),
-            IssueError::IdempotencyKeyReused => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                "This Idempotency-Key was used with a different body; use a new key for a new request.",
-            ),
-            IssueError::UnknownTemplate(name) => ApiError::invalid_request(format!(
-                "'template' is '{name}', which is not configured; omit it or use one of the configured templates"
-            )),
-            IssueError::Access(denied) => denied.into(),
-            IssueError::Store(error) => ApiError::unavailable(error),
-            IssueError::Unavailable(detail) => ApiError::unavailable(detail),
-            IssueError::FraudSuspected(refusal) => ApiError {
-                reason: Some("fraud_suspected"),
-                ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!(
-                        "Codes to numbers starting {} are paused until {}: traffic to them looks like SMS pumping (rule {}). Nothing was sent. If these are real users, retry after the pause and ask the otpd operator to review GET /v1/fraud/blocks.",
-                        refusal.prefix,
-                        refusal.until.to_rfc3339(),
-                        refusal.rule.as_str()
-                    ),
-                )
-            }
-            .retry_after(refusal.retry_after),
-        }
+        error.refusal().into()
     }
 }
 

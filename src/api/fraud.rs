@@ -9,7 +9,8 @@ use super::error::ApiError;
 use super::extract::Tenant;
 use super::AppState;
 use crate::domain::Timestamp;
-use crate::fraud::{BlockView, LiftFraudBlock};
+use crate::fraud::BlockView;
+use crate::issuance::LiftFraudBlock;
 
 /// GET /v1/fraud/blocks: every prefix blocked now (blocks are global, so any tenant sees them).
 pub async fn blocks(state: web::Data<AppState>, _tenant: Tenant) -> HttpResponse {

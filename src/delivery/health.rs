@@ -206,9 +206,15 @@ fn pace_burst(rate: f64) -> u32 {
 
 fn announce(provider: &str, transition: Option<Transition>) {
     if let Some(transition) = transition {
+        let (state, open_until) = match transition {
+            Transition::Opened { until } => ("open", Some(until)),
+            Transition::HalfOpened => ("half_open", None),
+            Transition::Closed => ("closed", None),
+        };
         BreakerChanged {
             provider,
-            transition,
+            state,
+            open_until,
         }
         .emit();
     }

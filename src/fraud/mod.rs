@@ -3,7 +3,6 @@
 
 pub mod gate;
 pub mod guard;
-pub mod lift;
 pub mod prefix;
 pub mod rules;
 pub mod settings;
@@ -13,7 +12,6 @@ use serde::Serialize;
 
 pub use gate::{FraudGate, FraudRefusal};
 pub use guard::{Block, PumpingGuard};
-pub use lift::LiftFraudBlock;
 pub use prefix::{Prefix, Target};
 pub use rules::{Figures, Rule};
 pub use settings::{FraudMode, FraudSettings};

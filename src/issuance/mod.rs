@@ -1,10 +1,16 @@
 //! Issuing codes: the policy (`policy`, `rate_limit`) and the IssuanceActor that applies it.
 
 pub mod actor;
+pub mod error;
+pub mod issuer;
 pub mod policy;
 pub mod rate_limit;
 pub mod request;
 pub mod settings;
 
-pub use actor::{IdempotencyInput, IssuanceActor, IssueError, IssueOtp, RequestSource};
+pub use actor::{
+    EditBlocklist, IdempotencyInput, IssuanceActor, IssueOtp, LiftFraudBlock, RequestSource,
+};
+pub use error::{IssueError, Refusal, RefusalKind};
+pub use issuer::{Issuer, IssuerSettings};
 pub use policy::{IssueRequest, SendLimits};

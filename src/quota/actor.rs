@@ -84,7 +84,10 @@ impl Handler<CountSend> for QuotaActor {
         for alert in alerts {
             QuotaThresholdCrossed {
                 provider: &message.provider,
-                alert,
+                period: alert.period.as_str(),
+                percent: alert.percent,
+                used: alert.used,
+                limit: alert.limit,
             }
             .emit();
             let event = Event::ProviderQuota {

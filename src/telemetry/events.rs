@@ -200,22 +200,27 @@ impl HttpRequestServed<'_> {
 
 pub struct BreakerChanged<'a> {
     pub provider: &'a str,
-    pub transition: crate::delivery::breaker::Transition,
+    /// `open` (until when), `half_open` or `closed`.
+    pub state: &'static str,
+    pub open_until: Option<crate::domain::Timestamp>,
 }
 
 impl BreakerChanged<'_> {
     pub fn emit(&self) {
-        use crate::delivery::breaker::Transition;
-        let (state, level) = match self.transition {
-            Transition::Opened { .. } => ("open", 2),
-            Transition::HalfOpened => ("half_open", 1),
-            Transition::Closed => ("closed", 0),
+        let level = match self.state {
+            "open" => 2,
+            "half_open" => 1,
+            _ => 0,
         };
-        match self.transition {
-            Transition::Opened { until } => {
+        match self.open_until {
+            Some(until) => {
                 warn!(provider = self.provider, until = %until.to_rfc3339(), "Breaker opened.")
             }
-            _ => info!(provider = self.provider, state, "Breaker changed state."),
+            None => info!(
+                provider = self.provider,
+                state = self.state,
+                "Breaker changed state."
+            ),
         }
         metrics()
             .breaker_state
@@ -226,28 +231,32 @@ impl BreakerChanged<'_> {
 
 pub struct QuotaThresholdCrossed<'a> {
     pub provider: &'a str,
-    pub alert: crate::quota::QuotaAlert,
+    /// `day` or `month`.
+    pub period: &'static str,
+    pub percent: u8,
+    pub used: u64,
+    pub limit: u64,
 }
 
 impl QuotaThresholdCrossed<'_> {
     pub fn emit(&self) {
-        let period = self.alert.period.as_str();
+        let period = self.period;
         warn!(
             provider = self.provider,
             period,
-            percent = self.alert.percent,
-            used = self.alert.used,
-            limit = self.alert.limit,
+            percent = self.percent,
+            used = self.used,
+            limit = self.limit,
             "Provider quota threshold crossed."
         );
         metrics()
             .quota_alerts
-            .with_label_values(&[self.provider, period, &self.alert.percent.to_string()])
+            .with_label_values(&[self.provider, period, &self.percent.to_string()])
             .inc();
         metrics()
             .quota_used
             .with_label_values(&[self.provider, period])
-            .set(self.alert.used as i64);
+            .set(self.used as i64);
     }
 }
 

@@ -590,7 +590,7 @@ async fn with_every_provider_down_a_job_waits_in_the_delay_queue_then_is_deliver
             .regions
             .get_mut("default")
             .unwrap()
-            .insert(otpd::domain::Channel::Sms, vec!["only".into()]);
+            .extend(otpd::domain::Channel::all().map(|channel| (channel, vec!["only".into()])));
         settings.sandbox.enabled = false;
         settings.delivery.attempts_per_provider = 1;
     })

@@ -40,19 +40,30 @@ fn http_provider(fake: &FakeProviderServer) -> ProviderSettings {
     })
 }
 
-/// Only `providers` (sandbox off), routed in the order of `route`, a small breaker, one try
-/// per provider.
+/// Only `providers` (sandbox off), routed in the order of `route` for every channel they
+/// serve (the sandbox takes a channel none of them serves), a small breaker, one try per
+/// provider.
 fn configure(settings: &mut Settings, providers: Vec<(&str, ProviderSettings)>, route: &[&str]) {
     settings.sandbox.enabled = false;
     settings.providers = providers
         .into_iter()
         .map(|(id, provider)| (id.to_string(), provider))
         .collect();
-    let route: Vec<String> = route.iter().map(|id| id.to_string()).collect();
-    settings.routing.regions = BTreeMap::from([(
-        "default".to_string(),
-        ChannelRoutes::from([(Channel::Sms, route.clone()), (Channel::Email, route)]),
-    )]);
+    let mut routes = ChannelRoutes::new();
+    for channel in Channel::all() {
+        let serving: Vec<String> = route
+            .iter()
+            .filter(|id| settings.providers[**id].channels().contains(&channel))
+            .map(|id| id.to_string())
+            .collect();
+        if serving.is_empty() {
+            settings.sandbox.enabled = true;
+            routes.insert(channel, vec![otpd::providers::SANDBOX.to_string()]);
+        } else {
+            routes.insert(channel, serving);
+        }
+    }
+    settings.routing.regions = BTreeMap::from([("default".to_string(), routes)]);
     settings.breaker = BreakerConfig {
         window_seconds: 5,
         min_calls: 4,

@@ -70,7 +70,6 @@ async fn twilio_app(fake: &FakeProviderServer) -> TestApp {
             .get_mut("default")
             .unwrap()
             .insert(otpd::domain::Channel::Sms, vec!["twilio".into()]);
-        settings.sandbox.enabled = false;
     })
     .await
 }

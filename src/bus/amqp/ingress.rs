@@ -7,9 +7,9 @@ use lapin::message::Delivery;
 use super::message::{decode_request, Refusal};
 use super::settle::{dead_lettered, requeue, settle_delivery, Settle};
 use super::{Consumers, Publisher};
-use crate::api::error::ApiError;
+use crate::domain::time::retry_after_seconds;
 use crate::domain::IssueReceipt;
-use crate::issuance::{IdempotencyInput, IssueError, IssueOtp, RequestSource};
+use crate::issuance::{self, IdempotencyInput, IssueError, IssueOtp, RequestSource};
 use crate::telemetry::platform::{ErrorObject, Event};
 
 pub async fn handle(publisher: &Publisher, consumers: &Consumers, delivery: Delivery) {
@@ -74,7 +74,7 @@ async fn process(publisher: &Publisher, consumers: &Consumers, delivery: &Delive
                 Ok(Err(error)) => Some(Event::VerificationRejected {
                     request_id: Some(request.request_id),
                     tenant: request.tenant,
-                    error: error_object(ApiError::from(error)),
+                    error: error_object(error.refusal()),
                 }),
                 Err(error) => {
                     tracing::warn!(%error, "Issuer unavailable; the request will be delivered again.");
@@ -121,12 +121,12 @@ fn rejected_event(refusal: &Refusal) -> Option<Event> {
     })
 }
 
-fn error_object(error: ApiError) -> ErrorObject {
+fn error_object(refusal: issuance::Refusal) -> ErrorObject {
     ErrorObject {
-        code: error.code.to_owned(),
-        message: error.message,
-        retry_after_seconds: error.retry_after_seconds,
-        reason: error.reason.map(str::to_owned),
+        code: refusal.code.to_owned(),
+        message: refusal.message,
+        retry_after_seconds: refusal.retry_after.map(retry_after_seconds),
+        reason: refusal.reason.map(str::to_owned),
     }
 }
 

@@ -1,0 +1,271 @@
+//! The Issuer: the decision and the write of an issue (idempotency, templates, the fraud
+//! guard, rate limits, the send policy, access, the code and its job), and the admin edits
+//! that must be ordered with issues (the blocklist, lifting a fraud block). Plain methods,
+//! called one at a time by the IssuanceActor.
+
+use futures_util::future::BoxFuture;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::error::IssueError;
+use super::policy::{self, IssueRequest, SendLimits, SendPlan};
+use super::rate_limit::KeyedLimiter;
+use super::settings::{RateLimitSettings, VerificationSettings};
+use super::{IssueOtp, RequestSource};
+use crate::access::{AdminError, BlocklistAction, BlocklistAnswer, Gate};
+use crate::delivery::settings::{RegionSettings, TemplateSettings};
+use crate::delivery::{JobQueue, RegionTable};
+use crate::domain::{
+    DeliveryJob, DestinationKey, IdempotencyKey, IdempotencyRecord, IssueReceipt, JobId, OtpCode,
+    Timestamp, Verification, VerificationId,
+};
+use crate::fraud::{Block, FraudGate};
+use crate::secrets::Secrets;
+use crate::store::{IssueWrite, Store, StoreError};
+use crate::telemetry::events::OtpIssued;
+
+/// The sections of the settings the issuer reads.
+#[derive(Clone, Copy)]
+pub struct IssuerSettings<'a> {
+    pub verification: &'a VerificationSettings,
+    pub rate_limits: &'a RateLimitSettings,
+    pub regions: &'a RegionSettings,
+    pub templates: &'a TemplateSettings,
+}
+
+pub struct Issuer {
+    store: Arc<dyn Store>,
+    secrets: Secrets,
+    regions: RegionTable,
+    bus: Arc<dyn JobQueue>,
+    limits: SendLimits,
+    idempotency_ttl: Duration,
+    known_templates: Vec<String>,
+    tenant_limiter: KeyedLimiter<String>,
+    client_limiter: KeyedLimiter<IpAddr>,
+    /// Tenant permissions, caps and the blocklist (see `crate::access`).
+    access: Gate,
+    /// The SMS-pumping guard, shared with the checker (see `crate::fraud`).
+    fraud: FraudGate,
+}
+
+impl Issuer {
+    pub fn new(
+        settings: IssuerSettings<'_>,
+        store: Arc<dyn Store>,
+        secrets: Secrets,
+        bus: Arc<dyn JobQueue>,
+        access: Gate,
+    ) -> Self {
+        let v = settings.verification;
+        let r = settings.rate_limits;
+        Issuer {
+            store,
+            secrets,
+            regions: RegionTable::from_settings(settings.regions),
+            bus,
+            limits: SendLimits {
+                cooldown: Duration::from_secs(v.resend_cooldown_seconds),
+                sends_per_window: v.sends_per_destination,
+                window: Duration::from_secs(v.send_window_seconds),
+                max_attempts: v.max_attempts,
+            },
+            idempotency_ttl: Duration::from_secs(v.idempotency_ttl_seconds),
+            known_templates: settings.templates.keys().cloned().collect(),
+            tenant_limiter: KeyedLimiter::new(r.tenant_per_second, r.tenant_burst),
+            client_limiter: KeyedLimiter::new(r.client_ip_per_second, r.client_ip_burst),
+            access,
+            fraud: FraudGate::off(),
+        }
+    }
+
+    /// Screens creates with the SMS-pumping guard (shared with the checker).
+    pub fn with_fraud_gate(mut self, fraud: FraudGate) -> Self {
+        self.fraud = fraud;
+        self
+    }
+
+    /// Decides an issue and writes it (durable with the next [`Issuer::flush`]). The caller
+    /// runs one at a time, so two requests for one destination never race.
+    pub fn issue(&mut self, message: &IssueOtp, now: Timestamp) -> Result<Decided, IssueError> {
+        if let Some(input) = &message.idempotency {
+            let key = IdempotencyKey {
+                tenant: message.tenant.clone(),
+                key: input.key.clone(),
+            };
+            if let Some(remembered) = self.store.idempotency(&key)? {
+                return if remembered.body_hash == input.body_hash {
+                    Ok(Decided::Replay(remembered.receipt))
+                } else {
+                    Err(IssueError::IdempotencyKeyReused)
+                };
+            }
+        }
+        let request = &message.request;
+        if !self.known_templates.contains(&request.template) {
+            return Err(IssueError::UnknownTemplate(request.template.clone()));
+        }
+        let fraud_target = self
+            .fraud
+            .screen(&request.destination, now)
+            .map_err(IssueError::FraudSuspected)?;
+        if let RequestSource::Http { client_ip } = message.source {
+            self.tenant_limiter
+                .check(message.tenant.clone(), now)
+                .map_err(|retry_after| IssueError::RateLimited { retry_after })?;
+            if let Some(ip) = client_ip {
+                self.client_limiter
+                    .check(ip, now)
+                    .map_err(|retry_after| IssueError::RateLimited { retry_after })?;
+            }
+        }
+        if !self.bus.is_ready() {
+            return Err(IssueError::Unavailable(
+                "the broker is not connected".into(),
+            ));
+        }
+
+        let destination_key = DestinationKey {
+            tenant: message.tenant.clone(),
+            channel: request.channel,
+            to: request.destination.as_str().to_owned(),
+        };
+        let state = self
+            .store
+            .destination(&destination_key)?
+            .unwrap_or_default();
+        let pending = match &state.pending {
+            Some(id) => self.store.verification(id)?,
+            None => None,
+        };
+        let plan = policy::plan_send(&state, pending.as_ref(), &self.limits, now)?;
+        self.access
+            .admit(&message.tenant, request.channel, &request.destination, now)?;
+
+        let code = OtpCode::generate(request.code_length);
+        let verification = match (&plan, pending) {
+            (SendPlan::Resend(_), Some(existing)) => {
+                let hash = self.secrets.hasher.hash(existing.id.as_str(), &code);
+                policy::resend(&existing, request, hash, now)
+            }
+            _ => {
+                let id = VerificationId::generate();
+                let hash = self.secrets.hasher.hash(id.as_str(), &code);
+                policy::new_verification(id, &message.tenant, request, hash, &self.limits, now)
+            }
+        };
+        let created = matches!(plan, SendPlan::New);
+        let receipt = policy::receipt(&verification, created, &self.limits);
+        let job = self.job_for(&verification, request, &code, now);
+        let idempotency = message.idempotency.as_ref().map(|input| {
+            let key = IdempotencyKey {
+                tenant: message.tenant.clone(),
+                key: input.key.clone(),
+            };
+            let record = IdempotencyRecord {
+                body_hash: input.body_hash,
+                receipt: receipt.clone(),
+                expires_at: now.plus(self.idempotency_ttl),
+            };
+            (key, record)
+        });
+        let write = IssueWrite {
+            destination: policy::record_send(&state, &verification, &self.limits, now),
+            destination_key,
+            verification,
+            idempotency,
+            job: job.clone(),
+        };
+        self.store.commit_issue(&write)?;
+        if let Some(target) = &fraud_target {
+            self.fraud.record_send(target, now);
+        }
+        OtpIssued {
+            tenant: &message.tenant,
+            channel: request.channel,
+            resend: !created,
+        }
+        .emit();
+        Ok(Decided::Issued {
+            receipt,
+            job: Box::new(job),
+            idempotency: write.idempotency.map(|(key, _)| key),
+        })
+    }
+
+    /// Lists, adds or removes blocklist entries on behalf of tenant `by` (durable with the
+    /// next flush).
+    pub fn edit_blocklist(
+        &mut self,
+        by: &str,
+        action: BlocklistAction,
+        now: Timestamp,
+    ) -> Result<BlocklistAnswer, AdminError> {
+        self.access.blocklist(by, action, now)
+    }
+
+    /// Lifts the fraud block of `prefix` on behalf of admin tenant `by` (durable with the next
+    /// flush).
+    pub fn lift_fraud_block(
+        &mut self,
+        by: &str,
+        prefix: &str,
+        now: Timestamp,
+    ) -> Result<Block, AdminError> {
+        self.access.require_admin(by)?;
+        self.fraud
+            .lift(prefix, by, now)?
+            .ok_or_else(|| AdminError::NoFraudBlock(prefix.to_owned()))
+    }
+
+    /// Resolves once every write made so far is on disk.
+    pub fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.store.flush()
+    }
+
+    /// Takes a job that could not be handed on back out (see `Store::abandon_issue`).
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+
+    /// Where jobs are handed on.
+    pub fn jobs(&self) -> Arc<dyn JobQueue> {
+        Arc::clone(&self.bus)
+    }
+
+    fn job_for(
+        &self,
+        verification: &Verification,
+        request: &IssueRequest,
+        code: &OtpCode,
+        now: Timestamp,
+    ) -> DeliveryJob {
+        let job_id = JobId::new(&verification.id, verification.send_seq);
+        DeliveryJob {
+            sealed_code: self.secrets.sealer.seal(&job_id, code),
+            job_id,
+            verification_id: verification.id.clone(),
+            send_seq: verification.send_seq,
+            tenant: verification.tenant.clone(),
+            channel: verification.channel,
+            to: verification.to.clone(),
+            country: verification.country.clone(),
+            region: self.regions.region_for(&request.destination).to_owned(),
+            locale: verification.locale.clone(),
+            template: verification.template.clone(),
+            expires_at: verification.expires_at,
+            created_at: now,
+        }
+    }
+}
+
+/// What the actor decided, before the flush.
+pub enum Decided {
+    Replay(IssueReceipt),
+    Issued {
+        receipt: IssueReceipt,
+        job: Box<DeliveryJob>,
+        idempotency: Option<IdempotencyKey>,
+    },
+}
