@@ -1,6 +1,6 @@
 //! Delivery's settings: `[delivery]`, `[regions]`, `[routing]`, `[templates]`, `[countries]`
 //! and `[provider_limits]`, each with its own checks. How they fit the configured providers is
-//! checked where the settings are composed (`crate::config`).
+//! checked where the settings are composed.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;

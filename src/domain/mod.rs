@@ -5,6 +5,7 @@ pub mod code;
 pub mod destination;
 pub mod job;
 pub mod name;
+pub mod rate_limit;
 pub mod records;
 pub mod time;
 pub mod verification;

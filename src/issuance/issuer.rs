@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use super::error::IssueError;
 use super::policy::{self, IssueRequest, SendLimits, SendPlan};
-use super::rate_limit::KeyedLimiter;
 use super::settings::{RateLimitSettings, VerificationSettings};
 use super::{IssueOtp, RequestSource};
 use crate::access::{AdminError, BlocklistAction, BlocklistAnswer, Gate};
 use crate::delivery::settings::{RegionSettings, TemplateSettings};
 use crate::delivery::{JobQueue, RegionTable};
+use crate::domain::rate_limit::KeyedLimiter;
 use crate::domain::{
     DeliveryJob, DestinationKey, IdempotencyKey, IdempotencyRecord, IssueReceipt, JobId, OtpCode,
     Timestamp, Verification, VerificationId,

@@ -4,7 +4,6 @@ pub mod actor;
 pub mod error;
 pub mod issuer;
 pub mod policy;
-pub mod rate_limit;
 pub mod request;
 pub mod settings;
 

@@ -1,10 +1,10 @@
-//! Token buckets, one per key (tenant, client IP), that refill at a steady rate.
+//! Token buckets, one per key (tenant, client IP, provider), that refill at a steady rate.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::Duration;
 
-use crate::domain::Timestamp;
+use super::Timestamp;
 
 /// A bucket of `burst` tokens refilled at `per_second`; each request takes one.
 #[derive(Debug, Clone, Copy, PartialEq)]
