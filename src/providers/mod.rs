@@ -6,7 +6,6 @@ pub mod receipts;
 pub mod sandbox;
 pub mod settings;
 pub mod smtp;
-pub mod stub;
 pub mod twilio;
 pub mod vonage;
 
@@ -19,7 +18,6 @@ pub use http::{HttpConfig, HttpProvider};
 pub use sandbox::SandboxProvider;
 pub use settings::{build, BuildError, ProviderSettings, SandboxConfig};
 pub use smtp::{SmtpConfig, SmtpProvider, SmtpTls};
-pub use stub::StubProvider;
 pub use twilio::{TwilioConfig, TwilioProvider};
 pub use vonage::{VonageConfig, VonageProvider};
 
