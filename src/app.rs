@@ -85,14 +85,14 @@ impl Application {
             settings.store.cache_capacity_bytes,
             Duration::from_secs(settings.store.retention_seconds),
         )?);
-        if let Some(path) = bootstrap_dev_tenant(&settings, &dir)? {
+        if let Some(path) = bootstrap_dev_tenant(&settings.tenants, &dir)? {
             tracing::info!(
                 tenant = crate::tenants::DEV_TENANT,
                 path = %path.display(),
                 "No tenant was configured: created tenant dev; its API key is in the file at path."
             );
         }
-        let keys = Arc::new(ApiKeys::load(&settings, &dir)?);
+        let keys = Arc::new(ApiKeys::load(&settings.tenants, &dir)?);
 
         let defaults = RequestDefaults {
             code_length: settings.verification.code_length,

@@ -17,6 +17,7 @@ pub mod secrets;
 pub mod store;
 pub mod telemetry;
 pub mod tenants;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
 pub mod verify;

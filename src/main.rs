@@ -141,12 +141,12 @@ fn tenant(action: TenantAction) -> anyhow::Result<()> {
         }
         TenantAction::List { config } => {
             let settings = Settings::load(config.as_deref())?;
-            let listing = tenants::list_tenants(&settings.store.dir, &settings)?;
+            let listing = tenants::list_tenants(&settings.store.dir, &settings.tenants)?;
             print!("{}", tenants::render_listing(&listing));
         }
         TenantAction::Rotate { name, config } => {
             let settings = Settings::load(config.as_deref())?;
-            let rotation = tenants::rotate_key(&settings.store.dir, &settings, &name)?;
+            let rotation = tenants::rotate_key(&settings.store.dir, &settings.tenants, &name)?;
             eprintln!(
                 "Created API key {} for tenant '{name}'. It is shown only this once.",
                 rotation.issued.id
@@ -177,7 +177,7 @@ fn tenant(action: TenantAction) -> anyhow::Result<()> {
                 _ => Revoke::All,
             };
             let revocation =
-                tenants::revoke_keys(&settings.store.dir, &settings, &name, &which, force)?;
+                tenants::revoke_keys(&settings.store.dir, &settings.tenants, &name, &which, force)?;
             if revocation.revoked.is_empty() {
                 println!("Tenant '{name}' had no valid key in the keys file to revoke.");
             } else {

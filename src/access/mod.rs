@@ -11,4 +11,4 @@ pub mod settings;
 pub use blocklist::BlockEntry;
 pub use caps::TenantUsage;
 pub use gate::{AccessDenied, AdminError, BlocklistAction, BlocklistAnswer, Gate};
-pub use settings::{validate_tenants, PricingSettings, TenantSettings};
+pub use settings::{validate_tenants, PricingSettings, TenantSettings, Tenants};

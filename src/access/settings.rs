@@ -110,8 +110,11 @@ fn is_country(code: &str) -> bool {
         .is_ok()
 }
 
+/// The configured tenants by name.
+pub type Tenants = BTreeMap<String, TenantSettings>;
+
 /// Every problem with the tenants' settings (`tenants.<name>`).
-pub fn validate_tenants(tenants: &BTreeMap<String, TenantSettings>) -> Vec<String> {
+pub fn validate_tenants(tenants: &Tenants) -> Vec<String> {
     let mut problems = Vec::new();
     for (name, tenant) in tenants {
         if !is_name(name) {

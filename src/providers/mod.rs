@@ -9,7 +9,6 @@ pub mod receipts;
 pub mod registry;
 pub mod sandbox;
 pub mod smtp;
-pub mod stub;
 pub mod support;
 pub mod twilio;
 pub mod vonage;
@@ -25,7 +24,6 @@ pub use registry::{BuiltProvider, ProviderSettings, SandboxSettings, SANDBOX};
 pub use sandbox::SandboxConfig;
 pub use sandbox::SandboxProvider;
 pub use smtp::{SmtpConfig, SmtpProvider, SmtpTls};
-pub use stub::StubProvider;
 pub use twilio::{TwilioConfig, TwilioProvider};
 pub use vonage::{VonageConfig, VonageProvider};
 

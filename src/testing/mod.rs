@@ -1,4 +1,4 @@
-//! Test support shared by the integration tests and the load harness: fake provider servers.
+//! Fake provider servers for the integration tests and the load harness (feature `testing`).
 
 pub mod fakes;
 

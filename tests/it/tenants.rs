@@ -115,7 +115,7 @@ async fn a_rotated_key_works_beside_the_old_one_until_the_old_one_is_revoked() {
     let old = app.add_tenant("acme");
     let settings = otpd::config::Settings::load(None).unwrap();
 
-    let rotation = otpd::tenants::rotate_key(app.store_dir(), &settings, "acme").unwrap();
+    let rotation = otpd::tenants::rotate_key(app.store_dir(), &settings.tenants, "acme").unwrap();
     probe(&app, &old).await.expect_error(404, "not_found");
     probe(&app, &rotation.issued.key)
         .await
@@ -124,7 +124,7 @@ async fn a_rotated_key_works_beside_the_old_one_until_the_old_one_is_revoked() {
 
     let revoked = otpd::tenants::revoke_keys(
         app.store_dir(),
-        &settings,
+        &settings.tenants,
         "acme",
         &otpd::tenants::Revoke::Key(rotation.previous[0].clone()),
         false,
