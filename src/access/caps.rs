@@ -1,10 +1,10 @@
 //! A tenant's send and spend caps over UTC clock hours and days, pure and taking `now`:
 //! whether one more send fits, and the usage after it.
 
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use super::settings::TenantSettings;
+pub use crate::domain::records::{TenantUsage, Window};
 use crate::domain::Timestamp;
 
 const HOUR_MS: u64 = 3_600_000;
@@ -38,14 +38,6 @@ impl Caps {
     }
 }
 
-/// Sends and spend within one window that starts at `start`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Window {
-    pub start: Timestamp,
-    pub sends: u64,
-    pub spend: u64,
-}
-
 impl Window {
     /// This window as it stands at `now`: empty if `now` is in a later window.
     fn at(self, length_ms: u64, now: Timestamp) -> Window {
@@ -60,13 +52,6 @@ impl Window {
             }
         }
     }
-}
-
-/// A tenant's usage in the current hour and day, as stored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TenantUsage {
-    pub hour: Window,
-    pub day: Window,
 }
 
 /// The cap one more send would pass.

@@ -1,7 +1,9 @@
-//! The vocabulary of otpd: destinations, channels, codes, verifications and delivery jobs.
+//! The vocabulary of otpd: destinations, channels, codes, verifications, delivery jobs, and
+//! the records the store keeps for access control, the pumping guard and provider quotas.
 
 pub mod code;
 pub mod destination;
+pub mod fraud;
 pub mod job;
 pub mod records;
 pub mod time;
@@ -11,7 +13,8 @@ pub use code::{CodeHash, CodeHasher, OtpCode};
 pub use destination::{Channel, Destination, DestinationError};
 pub use job::{DeliveryJob, JobId};
 pub use records::{
-    DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord, IssueReceipt,
+    BlockEntry, DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord, IssueReceipt,
+    QuotaUsage, TenantUsage,
 };
 pub use time::Timestamp;
 pub use verification::{DeliveryState, Status, Verification, VerificationId};

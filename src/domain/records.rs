@@ -1,5 +1,6 @@
-//! Records the issuance policy keeps besides verifications: per-destination history and
-//! remembered idempotent requests.
+//! Records otpd keeps besides verifications: per-destination history, remembered idempotent
+//! requests, blocklist entries, and tenants' and providers' usage. Plain data: the logic that
+//! reads and counts them lives with the component that owns it (`access`, `quota`).
 
 use super::{Channel, Timestamp, VerificationId};
 use serde::{Deserialize, Serialize};
@@ -48,4 +49,47 @@ pub struct IdempotencyRecord {
     pub body_hash: [u8; 32],
     pub receipt: IssueReceipt,
     pub expires_at: Timestamp,
+}
+
+/// One blocked number or prefix of the operator's blocklist, with who added it and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockEntry {
+    /// `+` and 2 to 15 digits: a whole number or a prefix of numbers.
+    pub entry: String,
+    pub note: Option<String>,
+    pub added_at: Timestamp,
+    /// The tenant whose admin key added it.
+    pub added_by: String,
+}
+
+/// Sends and spend within one window that starts at `start`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub start: Timestamp,
+    pub sends: u64,
+    pub spend: u64,
+}
+
+/// A tenant's usage in the current hour and day, as stored; `access::caps` counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantUsage {
+    pub hour: Window,
+    pub day: Window,
+}
+
+/// Usage of one cap within its current period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeriodUsage {
+    /// Day or month index since the epoch.
+    pub index: u64,
+    pub used: u64,
+    /// Bit `i` set: `THRESHOLDS[i]` already fired in this period.
+    pub fired: u8,
+}
+
+/// Usage of one provider against its quota, as stored; `quota` counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaUsage {
+    pub day: PeriodUsage,
+    pub month: PeriodUsage,
 }

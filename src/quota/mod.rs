@@ -6,6 +6,7 @@ pub mod actor;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::domain::records::{PeriodUsage, QuotaUsage};
 use crate::domain::Timestamp;
 
 const MILLIS_PER_DAY: u64 = 86_400_000;
@@ -136,16 +137,6 @@ pub fn period_end(period: Period, now: Timestamp) -> Timestamp {
     }
 }
 
-/// Usage of one cap within its current period.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeriodUsage {
-    /// Day or month index since the epoch.
-    pub index: u64,
-    pub used: u64,
-    /// Bit `i` set: `THRESHOLDS[i]` already fired in this period.
-    pub fired: u8,
-}
-
 impl PeriodUsage {
     fn at(&self, index: u64) -> PeriodUsage {
         if self.index == index {
@@ -158,13 +149,6 @@ impl PeriodUsage {
             }
         }
     }
-}
-
-/// Usage of one provider, persisted by the QuotaActor (serde).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QuotaUsage {
-    pub day: PeriodUsage,
-    pub month: PeriodUsage,
 }
 
 impl QuotaUsage {

@@ -7,13 +7,11 @@ mod sled_store;
 
 use futures_util::future::BoxFuture;
 
-use crate::access::{BlockEntry, TenantUsage};
+use crate::domain::fraud::{Block, Prefix};
 use crate::domain::{
-    DeliveryJob, DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord, JobId,
-    Timestamp, Verification, VerificationId,
+    BlockEntry, DeliveryJob, DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord,
+    JobId, QuotaUsage, TenantUsage, Timestamp, Verification, VerificationId,
 };
-use crate::fraud::{Block, Prefix};
-use crate::quota::QuotaUsage;
 
 pub use sled_store::SledStore;
 

@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use super::flusher::GroupFlusher;
 use super::{keys, IssueWrite, MessageOwner, Store, StoreError};
-use crate::access::{BlockEntry, TenantUsage};
+use crate::domain::fraud::{Block, Prefix};
 use crate::domain::{
-    DeliveryJob, DeliveryState, DestinationKey, DestinationState, IdempotencyKey,
-    IdempotencyRecord, JobId, Status, Timestamp, Verification, VerificationId,
+    BlockEntry, DeliveryJob, DeliveryState, DestinationKey, DestinationState, IdempotencyKey,
+    IdempotencyRecord, JobId, QuotaUsage, Status, TenantUsage, Timestamp, Verification,
+    VerificationId,
 };
-use crate::fraud::{Block, Prefix};
-use crate::quota::QuotaUsage;
 
 /// First byte of every stored record, so a future format can be told apart.
 const FORMAT_VERSION: u8 = 1;
