@@ -5,6 +5,7 @@ pub mod code;
 pub mod destination;
 pub mod fraud;
 pub mod job;
+pub mod period;
 pub mod records;
 pub mod time;
 pub mod verification;
@@ -12,9 +13,10 @@ pub mod verification;
 pub use code::{CodeHash, CodeHasher, OtpCode};
 pub use destination::{Channel, Destination, DestinationError};
 pub use job::{DeliveryJob, JobId};
+pub use period::{PeriodCounter, PeriodKind};
 pub use records::{
     BlockEntry, DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord, IssueReceipt,
-    QuotaUsage, TenantUsage,
+    QuotaCount, QuotaUsage, SendsAndSpend, TenantUsage,
 };
 pub use time::Timestamp;
 pub use verification::{DeliveryState, Status, Verification, VerificationId};

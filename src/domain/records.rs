@@ -2,6 +2,7 @@
 //! requests, blocklist entries, and tenants' and providers' usage. Plain data: the logic that
 //! reads and counts them lives with the component that owns it (`access`, `quota`).
 
+use super::period::PeriodCounter;
 use super::{Channel, Timestamp, VerificationId};
 use serde::{Deserialize, Serialize};
 
@@ -62,34 +63,42 @@ pub struct BlockEntry {
     pub added_by: String,
 }
 
-/// Sends and spend within one window that starts at `start`.
+/// A tenant's sends and the cost units they spent, within one period.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Window {
-    pub start: Timestamp,
+pub struct SendsAndSpend {
     pub sends: u64,
     pub spend: u64,
 }
 
-/// A tenant's usage in the current hour and day, as stored; `access::caps` counts it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TenantUsage {
-    pub hour: Window,
-    pub day: Window,
+impl SendsAndSpend {
+    /// These counts with one more send costing `cost`.
+    pub fn plus_send(self, cost: u64) -> Self {
+        SendsAndSpend {
+            sends: self.sends.saturating_add(1),
+            spend: self.spend.saturating_add(cost),
+        }
+    }
 }
 
-/// Usage of one cap within its current period.
+/// A tenant's usage in the current UTC clock hour and day, as stored; `access::caps` counts
+/// it. Stored as each period's start, sends, spend: the layout of the windows before it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeriodUsage {
-    /// Day or month index since the epoch.
-    pub index: u64,
+pub struct TenantUsage {
+    pub hour: PeriodCounter<SendsAndSpend>,
+    pub day: PeriodCounter<SendsAndSpend>,
+}
+
+/// A provider's messages within one period of its quota, and the alerts fired in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaCount {
     pub used: u64,
-    /// Bit `i` set: `THRESHOLDS[i]` already fired in this period.
+    /// Bit `i` set: `quota::THRESHOLDS[i]` already fired in this period.
     pub fired: u8,
 }
 
-/// Usage of one provider against its quota, as stored; `quota` counts it.
+/// A provider's usage in the current UTC day and month, as stored; `quota` counts it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuotaUsage {
-    pub day: PeriodUsage,
-    pub month: PeriodUsage,
+    pub day: PeriodCounter<QuotaCount>,
+    pub month: PeriodCounter<QuotaCount>,
 }
