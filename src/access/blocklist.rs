@@ -1,10 +1,7 @@
 //! The operator's blocklist of phone numbers and E.164 prefixes: entry validation and
 //! matching, pure. Persisted by the store, edited through the admin routes.
 
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-use crate::domain::Timestamp;
 
 /// The most entries the blocklist holds, so memory stays bounded.
 pub const MAX_ENTRIES: usize = 10_000;
@@ -13,16 +10,7 @@ pub const MAX_NOTE_CHARS: usize = 200;
 const MIN_DIGITS: usize = 2;
 const MAX_DIGITS: usize = 15;
 
-/// One blocked number or prefix, with who added it and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlockEntry {
-    /// `+` and 2 to 15 digits: a whole number or a prefix of numbers.
-    pub entry: String,
-    pub note: Option<String>,
-    pub added_at: Timestamp,
-    /// The tenant whose admin key added it.
-    pub added_by: String,
-}
+pub use crate::domain::records::BlockEntry;
 
 /// Why an entry was refused; the text says what to send instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,6 +93,7 @@ impl Blocklist {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Timestamp;
 
     fn entry(text: &str) -> BlockEntry {
         BlockEntry {

@@ -1,14 +1,15 @@
 //! A tenant's send and spend caps over UTC clock hours and days, pure and taking `now`:
 //! whether one more send fits, and the usage after it.
 
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use super::settings::TenantSettings;
-use crate::domain::Timestamp;
+pub use crate::domain::records::TenantUsage;
+use crate::domain::{PeriodCounter, PeriodKind, Timestamp};
 
-const HOUR_MS: u64 = 3_600_000;
-const DAY_MS: u64 = 86_400_000;
+/// The periods the `…_per_hour` and `…_per_day` caps count in.
+const HOUR: PeriodKind = PeriodKind::CLOCK_HOUR;
+const DAY: PeriodKind = PeriodKind::UtcDay;
 
 /// A tenant's caps; `None` is no cap.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,37 +37,6 @@ impl Caps {
             || self.spend_per_hour.is_some()
             || self.spend_per_day.is_some()
     }
-}
-
-/// Sends and spend within one window that starts at `start`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Window {
-    pub start: Timestamp,
-    pub sends: u64,
-    pub spend: u64,
-}
-
-impl Window {
-    /// This window as it stands at `now`: empty if `now` is in a later window.
-    fn at(self, length_ms: u64, now: Timestamp) -> Window {
-        let start = Timestamp(now.0 - now.0 % length_ms);
-        if self.start == start {
-            self
-        } else {
-            Window {
-                start,
-                sends: 0,
-                spend: 0,
-            }
-        }
-    }
-}
-
-/// A tenant's usage in the current hour and day, as stored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TenantUsage {
-    pub hour: Window,
-    pub day: Window,
 }
 
 /// The cap one more send would pass.
@@ -105,28 +75,34 @@ pub fn admit(
     cost: u64,
     now: Timestamp,
 ) -> Result<TenantUsage, CapReached> {
-    let hour = usage.hour.at(HOUR_MS, now);
-    let day = usage.day.at(DAY_MS, now);
-    let hour_ends = Timestamp(hour.start.0 + HOUR_MS);
-    let day_ends = Timestamp(day.start.0 + DAY_MS);
+    let hour = usage.hour.at(HOUR, now);
+    let day = usage.day.at(DAY, now);
+    let hour_ends = hour.ends(HOUR);
+    let day_ends = day.ends(DAY);
+    let (hour_after, day_after) = (hour.counts.plus_send(cost), day.counts.plus_send(cost));
     let checks = [
-        ("sends_per_day", caps.sends_per_day, day.sends + 1, day_ends),
+        (
+            "sends_per_day",
+            caps.sends_per_day,
+            day_after.sends,
+            day_ends,
+        ),
         (
             "spend_per_day",
             caps.spend_per_day,
-            day.spend + cost,
+            day_after.spend,
             day_ends,
         ),
         (
             "sends_per_hour",
             caps.sends_per_hour,
-            hour.sends + 1,
+            hour_after.sends,
             hour_ends,
         ),
         (
             "spend_per_hour",
             caps.spend_per_hour,
-            hour.spend + cost,
+            hour_after.spend,
             hour_ends,
         ),
     ];
@@ -142,14 +118,12 @@ pub fn admit(
         }
     }
     Ok(TenantUsage {
-        hour: Window {
-            sends: hour.sends + 1,
-            spend: hour.spend + cost,
+        hour: PeriodCounter {
+            counts: hour_after,
             ..hour
         },
-        day: Window {
-            sends: day.sends + 1,
-            spend: day.spend + cost,
+        day: PeriodCounter {
+            counts: day_after,
             ..day
         },
     })
@@ -158,6 +132,9 @@ pub fn admit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HOUR_MS: u64 = 3_600_000;
+    const DAY_MS: u64 = 86_400_000;
 
     /// 2027-01-15T06:00:00Z, the start of an hour.
     const HOUR_START: Timestamp = Timestamp(1_799_992_800_000);
@@ -190,8 +167,8 @@ mod tests {
         // The next hour starts afresh.
         let next_hour = HOUR_START.plus_secs(3600);
         let after = admit(&usage, &caps(3), 1, next_hour).unwrap();
-        assert_eq!(after.hour.sends, 1);
-        assert_eq!(after.day.sends, 4);
+        assert_eq!(after.hour.counts.sends, 1);
+        assert_eq!(after.day.counts.sends, 4);
     }
 
     #[test]
@@ -208,7 +185,7 @@ mod tests {
         assert_eq!(refused.setting, "spend_per_day");
         let day_end = Timestamp(now.0 - now.0 % DAY_MS + DAY_MS);
         assert_eq!(refused.retry_after, now.until(day_end));
-        assert_eq!(admit(&usage, &caps, 3, now).unwrap().day.spend, 10);
+        assert_eq!(admit(&usage, &caps, 3, now).unwrap().day.counts.spend, 10);
     }
 
     #[test]

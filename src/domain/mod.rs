@@ -1,10 +1,13 @@
-//! The vocabulary of otpd: destinations, channels, codes, verifications and delivery jobs.
+//! The vocabulary of otpd: destinations, channels, codes, verifications, delivery jobs, and
+//! the records the store keeps for access control, the pumping guard and provider quotas.
 
 pub mod channel;
 pub mod code;
 pub mod destination;
+pub mod fraud;
 pub mod job;
 pub mod name;
+pub mod period;
 pub mod rate_limit;
 pub mod records;
 pub mod time;
@@ -15,8 +18,10 @@ pub use code::{CodeHash, CodeHasher, OtpCode};
 pub use destination::{Destination, DestinationError};
 pub use job::{DeliveryJob, JobId};
 pub use name::is_name;
+pub use period::{PeriodCounter, PeriodKind};
 pub use records::{
-    DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord, IssueReceipt,
+    BlockEntry, DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord, IssueReceipt,
+    QuotaCount, QuotaUsage, SendsAndSpend, TenantUsage,
 };
 pub use time::Timestamp;
 pub use verification::{DeliveryState, Status, Verification, VerificationId};

@@ -1,6 +1,8 @@
-//! Records the issuance policy keeps besides verifications: per-destination history and
-//! remembered idempotent requests.
+//! Records otpd keeps besides verifications: per-destination history, remembered idempotent
+//! requests, blocklist entries, and tenants' and providers' usage. Plain data: the logic that
+//! reads and counts them lives with the component that owns it (`access`, `quota`).
 
+use super::period::PeriodCounter;
 use super::{Channel, Timestamp, VerificationId};
 use serde::{Deserialize, Serialize};
 
@@ -48,4 +50,55 @@ pub struct IdempotencyRecord {
     pub body_hash: [u8; 32],
     pub receipt: IssueReceipt,
     pub expires_at: Timestamp,
+}
+
+/// One blocked number or prefix of the operator's blocklist, with who added it and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockEntry {
+    /// `+` and 2 to 15 digits: a whole number or a prefix of numbers.
+    pub entry: String,
+    pub note: Option<String>,
+    pub added_at: Timestamp,
+    /// The tenant whose admin key added it.
+    pub added_by: String,
+}
+
+/// A tenant's sends and the cost units they spent, within one period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendsAndSpend {
+    pub sends: u64,
+    pub spend: u64,
+}
+
+impl SendsAndSpend {
+    /// These counts with one more send costing `cost`.
+    pub fn plus_send(self, cost: u64) -> Self {
+        SendsAndSpend {
+            sends: self.sends.saturating_add(1),
+            spend: self.spend.saturating_add(cost),
+        }
+    }
+}
+
+/// A tenant's usage in the current UTC clock hour and day, as stored; `access::caps` counts
+/// it. Stored as each period's start, sends, spend: the layout of the windows before it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantUsage {
+    pub hour: PeriodCounter<SendsAndSpend>,
+    pub day: PeriodCounter<SendsAndSpend>,
+}
+
+/// A provider's messages within one period of its quota, and the alerts fired in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaCount {
+    pub used: u64,
+    /// Bit `i` set: `quota::THRESHOLDS[i]` already fired in this period.
+    pub fired: u8,
+}
+
+/// A provider's usage in the current UTC day and month, as stored; `quota` counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaUsage {
+    pub day: PeriodCounter<QuotaCount>,
+    pub month: PeriodCounter<QuotaCount>,
 }

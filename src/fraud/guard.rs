@@ -6,36 +6,15 @@
 //! and at most `numbers_per_prefix` recent numbers; one window per country (the countries of
 //! the phone-number metadata, about 250); at most `max_prefixes` blocks.
 
-use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 
 use super::prefix::{Prefix, Target};
-use super::rules::{self, Figures, Rule, Thresholds};
-use super::settings::{FraudMode, FraudSettings};
+use super::rules::{self, Figures, Thresholds};
+use super::settings::FraudSettings;
 use super::window::{Shape, WindowCounts};
 use crate::domain::Timestamp;
 
-/// A prefix the guard suspects of SMS pumping, until `until`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Block {
-    pub prefix: Prefix,
-    /// ISO 3166 country of the prefix.
-    pub country: String,
-    pub rule: Rule,
-    /// The mode the block is applied in: `enforce` refuses, `monitor` only records.
-    pub mode: FraudMode,
-    pub figures: Figures,
-    /// One sentence: which rule fired on which figures.
-    pub explanation: String,
-    pub started_at: Timestamp,
-    pub until: Timestamp,
-}
-
-impl Block {
-    pub fn is_active(&self, now: Timestamp) -> bool {
-        now < self.until
-    }
-}
+pub use crate::domain::fraud::Block;
 
 struct PrefixState {
     counts: WindowCounts,
@@ -255,6 +234,7 @@ fn round(value: f64, scale: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::fraud::{FraudMode, Rule};
     use crate::fraud::prefix::target;
 
     const START: Timestamp = Timestamp(1_800_000_000_000);

@@ -1,32 +1,7 @@
 //! Where a number belongs for the guard: its country, its prefix (calling code and the first
 //! national digits) and its national number as an integer, so neighbours can be told apart.
 
-use serde::{Deserialize, Serialize};
-use std::fmt;
-
-/// `+`, the country calling code and the first `prefix_digits` national digits: `+2348031`.
-/// Never a full number: it names a range of at least 10^(national length − prefix_digits).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Prefix(String);
-
-impl Prefix {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// Lets maps keyed by `Prefix` be looked up by its text (same hash and equality as `String`).
-impl std::borrow::Borrow<str> for Prefix {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Prefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::domain::fraud::Prefix;
 
 /// One phone number as the guard sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +29,7 @@ pub fn target(e164: &str, country: &str, prefix_digits: u8) -> Option<Target> {
     }
     Some(Target {
         country: country.to_owned(),
-        prefix: Prefix(format!("+{calling_code}{}", &national[..digits])),
+        prefix: Prefix::new(format!("+{calling_code}{}", &national[..digits])),
         national: national.parse().ok()?,
     })
 }

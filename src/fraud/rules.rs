@@ -1,54 +1,10 @@
 //! The pumping rules as pure functions of a prefix's figures: a surge with low conversion, and
 //! a run of sequential numbers with low conversion. Each finding carries its own explanation.
 
-use serde::{Deserialize, Serialize};
-
 use super::settings::FraudSettings;
 use super::window::Tally;
 
-/// Which rule fired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Rule {
-    /// Sends surged far above the prefix's usual volume while almost none were verified.
-    SurgeLowConversion,
-    /// Many near-consecutive numbers of one range were sent codes that almost none verified.
-    SequentialNumbers,
-}
-
-impl Rule {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rule::SurgeLowConversion => "surge_low_conversion",
-            Rule::SequentialNumbers => "sequential_numbers",
-        }
-    }
-}
-
-/// The figures a decision was made on; what `GET /v1/fraud/blocks` and `fraud.blocked` show.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Figures {
-    /// The window everything is counted in, seconds.
-    pub window_seconds: u64,
-    /// Sends to the prefix in the window.
-    pub sends: u64,
-    /// Sends old enough to be judged for conversion (past the grace period).
-    pub judged_sends: u64,
-    /// Of the judged sends, those verified.
-    pub verified: u64,
-    /// `verified / judged_sends`.
-    pub conversion: f64,
-    /// The prefix's usual sends per window (moving average of converting traffic).
-    pub baseline_sends: f64,
-    /// Distinct numbers among the prefix's recent sends.
-    pub distinct_numbers: u32,
-    /// The longest run of near-consecutive numbers among them.
-    pub longest_run: u32,
-    /// Sends to the prefix's whole country in the window, for context.
-    pub country_sends: u64,
-    /// The country's conversion, for context (`None` with too few judged sends).
-    pub country_conversion: Option<f64>,
-}
+pub use crate::domain::fraud::{Figures, Rule};
 
 /// The thresholds the rules compare against, from the settings.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,29 +1,9 @@
 //! Settings of the SMS-pumping guard, each default with the reasoning behind it.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::time::Duration;
 
-/// What the guard does when a rule fires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FraudMode {
-    /// Creates to a blocked prefix are refused (429 `rate_limited`, reason `fraud_suspected`).
-    Enforce,
-    /// Blocks are recorded, logged and published, but nothing is refused.
-    Monitor,
-    /// Nothing is tracked.
-    Off,
-}
-
-impl FraudMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FraudMode::Enforce => "enforce",
-            FraudMode::Monitor => "monitor",
-            FraudMode::Off => "off",
-        }
-    }
-}
+pub use crate::domain::fraud::FraudMode;
 
 /// Slices of one window: counts are kept per slice, so the window slides in steps of
 /// `window_seconds / WINDOW_SLICES` and a prefix costs a fixed 20 × 16 bytes of counters.

@@ -36,7 +36,10 @@ impl QuotaActor {
     ) -> Result<Self, crate::store::StoreError> {
         let mut usage = HashMap::new();
         for provider in board.provider_ids() {
-            let saved = store.quota(&provider)?.unwrap_or_default();
+            let saved = store
+                .quota(&provider)?
+                .map(super::from_saved)
+                .unwrap_or_default();
             board.set_quota(&provider, saved);
             usage.insert(provider, saved);
         }

@@ -6,7 +6,9 @@ pub mod actor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::Timestamp;
+use crate::domain::period::utc_midnight;
+pub use crate::domain::records::{QuotaCount, QuotaUsage};
+use crate::domain::{PeriodCounter, PeriodKind, Timestamp};
 
 const MILLIS_PER_DAY: u64 = 86_400_000;
 
@@ -77,94 +79,52 @@ pub struct QuotaAlert {
     pub limit: u64,
 }
 
-/// A UTC calendar date.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct CivilDate {
-    pub year: i64,
-    pub month: u32,
-    pub day: u32,
-}
-
-/// The UTC date of `now` (Howard Hinnant's `civil_from_days`).
-pub fn civil_date(now: Timestamp) -> CivilDate {
-    let days = (now.0 / MILLIS_PER_DAY) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    CivilDate { year, month, day }
-}
-
-/// Days since the epoch of a UTC date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year.rem_euclid(400);
-    let month = i64::from(month);
-    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn day_index(now: Timestamp) -> u64 {
-    now.0 / MILLIS_PER_DAY
-}
-
-fn month_index(now: Timestamp) -> u64 {
-    let date = civil_date(now);
-    (date.year.max(0) as u64) * 12 + u64::from(date.month - 1)
+impl Period {
+    /// How this cap's periods are cut: UTC calendar days or months.
+    pub fn kind(self) -> PeriodKind {
+        match self {
+            Period::Day => PeriodKind::UtcDay,
+            Period::Month => PeriodKind::UtcMonth,
+        }
+    }
 }
 
 /// When the period holding `now` ends: the next UTC midnight or first of the month.
 pub fn period_end(period: Period, now: Timestamp) -> Timestamp {
-    match period {
-        Period::Day => Timestamp((day_index(now) + 1) * MILLIS_PER_DAY),
-        Period::Month => {
-            let date = civil_date(now);
-            let (year, month) = if date.month == 12 {
-                (date.year + 1, 1)
-            } else {
-                (date.year, date.month + 1)
-            };
-            Timestamp(days_from_civil(year, month, 1).max(0) as u64 * MILLIS_PER_DAY)
-        }
-    }
+    period.kind().end(now)
 }
 
-/// Usage of one cap within its current period.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeriodUsage {
-    /// Day or month index since the epoch.
-    pub index: u64,
-    pub used: u64,
-    /// Bit `i` set: `THRESHOLDS[i]` already fired in this period.
-    pub fired: u8,
-}
-
-impl PeriodUsage {
-    fn at(&self, index: u64) -> PeriodUsage {
-        if self.index == index {
-            *self
-        } else {
-            PeriodUsage {
-                index,
-                used: 0,
-                fired: 0,
+/// Usage as saved, read right also when an earlier otpd saved it. Earlier counters held the
+/// day's or month's number since the epoch where they now hold the period's start, in the
+/// same bytes; no period after the epoch's first day starts that early, so a start below one
+/// day is such a number and is read as the period it named.
+pub fn from_saved(saved: QuotaUsage) -> QuotaUsage {
+    fn day_start(counter: PeriodCounter<QuotaCount>) -> PeriodCounter<QuotaCount> {
+        if counter.start.0 < MILLIS_PER_DAY {
+            PeriodCounter {
+                start: Timestamp(counter.start.0.saturating_mul(MILLIS_PER_DAY)),
+                ..counter
             }
+        } else {
+            counter
         }
     }
-}
-
-/// Usage of one provider, persisted by the QuotaActor (serde).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QuotaUsage {
-    pub day: PeriodUsage,
-    pub month: PeriodUsage,
+    fn month_start(counter: PeriodCounter<QuotaCount>) -> PeriodCounter<QuotaCount> {
+        if counter.start.0 < MILLIS_PER_DAY {
+            let index = counter.start.0;
+            let (year, month) = ((index / 12) as i64, (index % 12) as u32 + 1);
+            PeriodCounter {
+                start: utc_midnight(year, month, 1),
+                ..counter
+            }
+        } else {
+            counter
+        }
+    }
+    QuotaUsage {
+        day: day_start(saved.day),
+        month: month_start(saved.month),
+    }
 }
 
 impl QuotaUsage {
@@ -172,28 +132,33 @@ impl QuotaUsage {
         Self::default()
     }
 
-    fn current(&self, now: Timestamp) -> (PeriodUsage, PeriodUsage) {
-        (self.day.at(day_index(now)), self.month.at(month_index(now)))
+    fn counter(&self, period: Period) -> PeriodCounter<QuotaCount> {
+        match period {
+            Period::Day => self.day,
+            Period::Month => self.month,
+        }
+    }
+
+    fn counts(&self, period: Period, now: Timestamp) -> QuotaCount {
+        self.counter(period).counts_at(period.kind(), now)
     }
 
     /// Messages used in the period of `now`.
     pub fn used(&self, period: Period, now: Timestamp) -> u64 {
-        let (day, month) = self.current(now);
-        match period {
-            Period::Day => day.used,
-            Period::Month => month.used,
-        }
+        self.counts(period, now).used
     }
 
     /// Counts `count` messages sent at `now`; returns the alerts that fired, each at most
     /// once per period (several at once when one count crosses several thresholds).
     pub fn record(&mut self, limits: &QuotaLimits, count: u64, now: Timestamp) -> Vec<QuotaAlert> {
-        let (mut day, mut month) = self.current(now);
+        let mut day = self.day.at(Period::Day.kind(), now);
+        let mut month = self.month.at(Period::Month.kind(), now);
         let mut alerts = Vec::new();
-        for (period, usage, limit) in [
+        for (period, counter, limit) in [
             (Period::Day, &mut day, limits.daily),
             (Period::Month, &mut month, limits.monthly),
         ] {
+            let usage = &mut counter.counts;
             usage.used = usage.used.saturating_add(count);
             let Some(limit) = limit else { continue };
             for (bit, percent) in THRESHOLDS.iter().enumerate() {
@@ -224,23 +189,22 @@ impl QuotaUsage {
     /// When sending may resume, if a cap is reached at `now`: the end of the latest period
     /// whose cap is reached.
     pub fn exhausted_until(&self, limits: &QuotaLimits, now: Timestamp) -> Option<Timestamp> {
-        let (day, month) = self.current(now);
-        let day_end = limits
-            .daily
-            .filter(|limit| day.used >= *limit)
-            .map(|_| period_end(Period::Day, now));
-        let month_end = limits
-            .monthly
-            .filter(|limit| month.used >= *limit)
-            .map(|_| period_end(Period::Month, now));
-        day_end.max(month_end)
+        let reached = |period: Period, limit: Option<u64>| {
+            limit
+                .filter(|limit| self.used(period, now) >= *limit)
+                .map(|_| period_end(period, now))
+        };
+        reached(Period::Day, limits.daily).max(reached(Period::Month, limits.monthly))
     }
 
     /// Messages left before the tighter cap, `None` without caps.
     pub fn remaining(&self, limits: &QuotaLimits, now: Timestamp) -> Option<u64> {
-        let (day, month) = self.current(now);
-        let day_left = limits.daily.map(|limit| limit.saturating_sub(day.used));
-        let month_left = limits.monthly.map(|limit| limit.saturating_sub(month.used));
+        let day_left = limits
+            .daily
+            .map(|limit| limit.saturating_sub(self.used(Period::Day, now)));
+        let month_left = limits
+            .monthly
+            .map(|limit| limit.saturating_sub(self.used(Period::Month, now)));
         match (day_left, month_left) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -251,41 +215,17 @@ impl QuotaUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::period::civil_date;
 
     /// 2026-11-27T12:00:00Z.
     const NOV_27_NOON: Timestamp = Timestamp(1_795_780_800_000);
 
     fn at(year: i64, month: u32, day: u32, hour: u64) -> Timestamp {
-        Timestamp(days_from_civil(year, month, day) as u64 * MILLIS_PER_DAY + hour * 3_600_000)
+        utc_midnight(year, month, day).plus_secs(hour * 3600)
     }
 
     #[test]
-    fn calendar_arithmetic_is_right() {
-        assert_eq!(
-            civil_date(NOV_27_NOON),
-            CivilDate {
-                year: 2026,
-                month: 11,
-                day: 27
-            }
-        );
-        assert_eq!(at(2026, 11, 27, 12), NOV_27_NOON);
-        assert_eq!(
-            civil_date(at(2024, 2, 29, 23)),
-            CivilDate {
-                year: 2024,
-                month: 2,
-                day: 29
-            }
-        );
-        assert_eq!(
-            civil_date(Timestamp(0)),
-            CivilDate {
-                year: 1970,
-                month: 1,
-                day: 1
-            }
-        );
+    fn periods_end_at_utc_midnight_and_the_first_of_the_month() {
         assert_eq!(period_end(Period::Day, NOV_27_NOON), at(2026, 11, 28, 0));
         assert_eq!(period_end(Period::Month, NOV_27_NOON), at(2026, 12, 1, 0));
         assert_eq!(
@@ -413,6 +353,45 @@ mod tests {
             2,
             "day and month 80 %"
         );
+    }
+
+    #[test]
+    fn usage_saved_with_period_numbers_is_read_as_those_periods() {
+        let limits = QuotaLimits {
+            daily: Some(100),
+            monthly: Some(1_000),
+        };
+        // As an earlier otpd saved it on 2026-11-27: day number 20_784 since the epoch,
+        // month number 2026 × 12 + 10 (November), with the 80 % alert of the day fired.
+        let saved = QuotaUsage {
+            day: PeriodCounter {
+                start: Timestamp(20_784),
+                counts: QuotaCount { used: 85, fired: 1 },
+            },
+            month: PeriodCounter {
+                start: Timestamp(2026 * 12 + 10),
+                counts: QuotaCount {
+                    used: 400,
+                    fired: 0,
+                },
+            },
+        };
+        assert_eq!(civil_date(Timestamp(20_784 * MILLIS_PER_DAY)).day, 27);
+        let mut usage = from_saved(saved);
+        assert_eq!(usage.day.start, at(2026, 11, 27, 0));
+        assert_eq!(usage.month.start, at(2026, 11, 1, 0));
+        assert_eq!(usage.used(Period::Day, NOV_27_NOON), 85);
+        assert_eq!(usage.used(Period::Month, NOV_27_NOON), 400);
+        assert_eq!(usage.remaining(&limits, NOV_27_NOON), Some(15));
+        // The day's 80 % does not fire again; its 95 % does.
+        let alerts = usage.record(&limits, 10, NOV_27_NOON);
+        assert_eq!(
+            alerts.iter().map(|a| a.percent).collect::<Vec<_>>(),
+            vec![95]
+        );
+        // Usage saved with period starts is left as it is.
+        assert_eq!(from_saved(usage), usage);
+        assert_eq!(from_saved(QuotaUsage::new()), QuotaUsage::new());
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! The layout of the one sled tree: a prefix per record kind, and an expiry index.
+//! The key layout of the records: a prefix per record kind, and an expiry index.
 
+use crate::domain::fraud::Prefix;
 use crate::domain::{DestinationKey, IdempotencyKey, JobId, Timestamp, VerificationId};
-use crate::fraud::Prefix;
 
 pub const VERIFICATION: &[u8] = b"v/";
 pub const DESTINATION: &[u8] = b"d/";

@@ -1,23 +1,31 @@
 //! Durable state behind one `Store` trait: verifications, destination history, idempotency
-//! records and the delivery outbox. The sled implementation lives in `sled_store`.
+//! records, the delivery outbox, and the usage, blocklist and blocks of access, quota and
+//! fraud. Records (`records`) over a small key-value seam (`kv`), with sled (`sled_engine`)
+//! and an in-memory map (`memory`) as engines, and one conformance suite both pass.
 
+#[cfg(test)]
+mod conformance;
 mod flusher;
 mod keys;
+pub mod kv;
+pub mod memory;
+pub mod records;
 pub mod settings;
-mod sled_store;
+pub mod sled_engine;
 
 use futures_util::future::BoxFuture;
 
-use crate::access::{BlockEntry, TenantUsage};
+use crate::domain::fraud::{Block, Prefix};
 use crate::domain::{
-    DeliveryJob, DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord, JobId,
-    Timestamp, Verification, VerificationId,
+    BlockEntry, DeliveryJob, DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord,
+    JobId, QuotaUsage, TenantUsage, Timestamp, Verification, VerificationId,
 };
-use crate::fraud::{Block, Prefix};
-use crate::quota::QuotaUsage;
 
+pub use kv::{KeyRange, KvEngine};
+pub use memory::{MemoryEngine, MemoryStore};
+pub use records::RecordStore;
 pub use settings::StoreSettings;
-pub use sled_store::SledStore;
+pub use sled_engine::{SledEngine, SledStore};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {

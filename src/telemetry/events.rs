@@ -274,7 +274,7 @@ impl BlocklistEdited<'_> {
 }
 
 pub struct FraudBlocked<'a> {
-    pub block: &'a crate::fraud::Block,
+    pub block: &'a crate::domain::fraud::Block,
 }
 
 impl FraudBlocked<'_> {
@@ -299,7 +299,7 @@ impl FraudBlocked<'_> {
 
 /// An admin tenant lifted a fraud block by hand.
 pub struct FraudBlockLifted<'a> {
-    pub block: &'a crate::fraud::Block,
+    pub block: &'a crate::domain::fraud::Block,
     pub by: &'a str,
 }
 

@@ -1,96 +1,72 @@
-//! The `Store` on sled 0.34: one tree, postcard-encoded records with a format byte,
-//! CAS loops for atomic updates, group-committed flushes.
+//! The `Store` over any key-value engine: record kinds under their key prefixes
+//! (`keys`), postcard encoding with a format byte, atomic updates by compare-and-swap, the
+//! expiry index and the sweep that purges what it points at.
 
 use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::path::Path;
 use std::time::Duration;
 
-use super::flusher::GroupFlusher;
+use super::kv::{KeyRange, KvEngine};
 use super::{keys, IssueWrite, MessageOwner, Store, StoreError};
-use crate::access::{BlockEntry, TenantUsage};
+use crate::domain::fraud::{Block, Prefix};
 use crate::domain::{
-    DeliveryJob, DeliveryState, DestinationKey, DestinationState, IdempotencyKey,
-    IdempotencyRecord, JobId, Status, Timestamp, Verification, VerificationId,
+    BlockEntry, DeliveryJob, DeliveryState, DestinationKey, DestinationState, IdempotencyKey,
+    IdempotencyRecord, JobId, QuotaUsage, Status, TenantUsage, Timestamp, Verification,
+    VerificationId,
 };
-use crate::fraud::{Block, Prefix};
-use crate::quota::QuotaUsage;
 
 /// First byte of every stored record, so a future format can be told apart.
 const FORMAT_VERSION: u8 = 1;
 
-pub struct SledStore {
-    tree: sled::Db,
-    flusher: GroupFlusher,
+/// The records otpd keeps, on the engine `E`. Generic rather than over a `dyn` engine, so
+/// the hot path (reads, compare-and-swap updates) calls the engine directly.
+pub struct RecordStore<E> {
+    engine: E,
     /// How long finished verifications stay after expiry before they are swept.
     retention: Duration,
 }
 
-impl SledStore {
-    /// Opens (or creates) the store in `dir`.
-    pub fn open(
-        dir: &Path,
-        cache_capacity_bytes: u64,
-        retention: Duration,
-    ) -> Result<Self, StoreError> {
-        let tree = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_capacity_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|error| {
-                StoreError::Io(format!(
-                    "could not open the store in {}: {error} (is another otpd using this directory?)",
-                    dir.display()
-                ))
-            })?;
-        let flushed = tree.clone();
-        let flusher = GroupFlusher::start(move || {
-            flushed
-                .flush()
-                .map(|_| ())
-                .map_err(|error| error.to_string())
-        })
-        .map_err(|error| StoreError::Io(format!("could not start the flusher thread: {error}")))?;
-        Ok(SledStore {
-            tree,
-            flusher,
-            retention,
-        })
+impl<E: KvEngine> RecordStore<E> {
+    pub fn new(engine: E, retention: Duration) -> Self {
+        RecordStore { engine, retention }
+    }
+
+    /// The engine underneath, for what works on keys rather than records.
+    pub fn engine(&self) -> &E {
+        &self.engine
     }
 
     fn read<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        match self.tree.get(key).map_err(io)? {
-            Some(bytes) => decode(&bytes).map(Some),
+        match self.engine.get(key)? {
+            Some(bytes) => decode(bytes.as_ref()).map(Some),
             None => Ok(None),
         }
     }
 
-    fn write<T: Serialize>(&self, key: Vec<u8>, value: &T) -> Result<(), StoreError> {
-        self.tree
-            .insert(key, encode(value)?)
-            .map(|_| ())
-            .map_err(io)
+    fn write<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StoreError> {
+        self.engine.insert(key, &encode(value)?)
     }
 
     /// Writes a record that the sweeper deletes after `purge_at`: its expiry-index entry
     /// first, so no record is ever left without one.
     fn write_expiring<T: Serialize>(
         &self,
-        key: Vec<u8>,
+        key: &[u8],
         purge_at: Timestamp,
         value: &T,
     ) -> Result<(), StoreError> {
-        self.tree
-            .insert(keys::expiry(purge_at, &key), &[])
-            .map_err(io)?;
+        self.engine.insert(&keys::expiry(purge_at, key), &[])?;
         self.write(key, value)
     }
 
-    fn remove(&self, key: Vec<u8>) -> Result<(), StoreError> {
-        self.tree.remove(key).map(|_| ()).map_err(io)
+    /// Every record under `prefix`, in key order.
+    fn read_all<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
+        self.engine
+            .scan(KeyRange::prefix(prefix), usize::MAX)?
+            .iter()
+            .map(|(_, bytes)| decode(bytes.as_ref()))
+            .collect()
     }
 
     fn verification_purge_at(&self, verification: &Verification) -> Timestamp {
@@ -122,27 +98,24 @@ impl SledStore {
 
     fn sweep_entry(&self, index_key: &[u8], now: Timestamp) -> Result<bool, StoreError> {
         let Some(primary) = keys::expiry_target(index_key) else {
-            self.tree.remove(index_key).map_err(io)?;
+            self.engine.remove(index_key)?;
             return Ok(false);
         };
         let mut removed = false;
-        if let Some(bytes) = self.tree.get(primary).map_err(io)? {
-            let due = self.purge_at(primary, &bytes)?.is_none_or(|at| at <= now);
+        if let Some(bytes) = self.engine.get(primary)? {
+            let bytes = bytes.as_ref();
+            let due = self.purge_at(primary, bytes)?.is_none_or(|at| at <= now);
             if due {
                 // Only if nobody changed it meanwhile; a changed record has a newer index entry.
-                removed = self
-                    .tree
-                    .compare_and_swap(primary, Some(bytes), None as Option<&[u8]>)
-                    .map_err(io)?
-                    .is_ok();
+                removed = self.engine.compare_and_swap(primary, Some(bytes), None)?;
             }
         }
-        self.tree.remove(index_key).map_err(io)?;
+        self.engine.remove(index_key)?;
         Ok(removed)
     }
 }
 
-impl Store for SledStore {
+impl<E: KvEngine> Store for RecordStore<E> {
     fn verification(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError> {
         self.read(&keys::verification(id))
     }
@@ -154,18 +127,18 @@ impl Store for SledStore {
     ) -> Result<Option<Verification>, StoreError> {
         let key = keys::verification(id);
         loop {
-            let Some(current) = self.tree.get(&key).map_err(io)? else {
+            let Some(current) = self.engine.get(&key)? else {
                 return Ok(None);
             };
-            let mut record: Verification = decode(&current)?;
+            let current = current.as_ref();
+            let mut record: Verification = decode(current)?;
             if !change(&mut record) {
                 return Ok(Some(record));
             }
-            let swapped = self
-                .tree
-                .compare_and_swap(&key, Some(current), Some(encode(&record)?))
-                .map_err(io)?;
-            if swapped.is_ok() {
+            if self
+                .engine
+                .compare_and_swap(&key, Some(current), Some(&encode(&record)?))?
+            {
                 return Ok(Some(record));
             }
         }
@@ -180,9 +153,10 @@ impl Store for SledStore {
     }
 
     fn commit_issue(&self, write: &IssueWrite) -> Result<(), StoreError> {
-        // Written one by one, in an order where every prefix is harmless, rather than as a
-        // sled batch: a batch takes sled's global write lock and waits out every flush in
-        // progress, which stalled the IssuanceActor. sled recovers a prefix of its writes, so:
+        // Written one by one, in an order where every prefix is harmless, rather than as one
+        // batch (on sled a batch takes the global write lock and waits out every flush in
+        // progress, which stalled the IssuanceActor). An engine recovers a prefix of its
+        // writes, so:
         // - the expiry index entries go first (an entry for a missing record is skipped);
         // - the outbox job next (without its verification, recovery drops it as gone);
         // - then the verification, the destination state, the idempotency record.
@@ -206,19 +180,13 @@ impl Store for SledStore {
             expiry_entries.push(keys::expiry(record.expires_at, key));
         }
         for entry in expiry_entries {
-            self.tree.insert(entry, &[]).map_err(io)?;
+            self.engine.insert(&entry, &[])?;
         }
-        self.tree
-            .insert(outbox_key, encode(&write.job)?)
-            .map_err(io)?;
-        self.tree
-            .insert(verification_key, encode(&write.verification)?)
-            .map_err(io)?;
-        self.tree
-            .insert(destination_key, encode(&write.destination)?)
-            .map_err(io)?;
+        self.write(&outbox_key, &write.job)?;
+        self.write(&verification_key, &write.verification)?;
+        self.write(&destination_key, &write.destination)?;
         if let Some((key, record)) = idempotency {
-            self.tree.insert(key, encode(record)?).map_err(io)?;
+            self.write(&key, record)?;
         }
         Ok(())
     }
@@ -228,26 +196,15 @@ impl Store for SledStore {
         after: Option<&JobId>,
         limit: usize,
     ) -> Result<Vec<DeliveryJob>, StoreError> {
-        let start = match after {
-            Some(job) => {
-                let mut key = keys::outbox(job);
-                key.push(0);
-                key
-            }
-            None => keys::OUTBOX.to_vec(),
-        };
-        self.tree
-            .range(start..)
-            .take_while(|entry| {
-                entry
-                    .as_ref()
-                    .map_or(true, |(key, _)| key.starts_with(keys::OUTBOX))
-            })
-            .take(limit)
-            .map(|entry| {
-                let (_, bytes) = entry.map_err(io)?;
-                decode(&bytes)
-            })
+        let after = after.map(keys::outbox);
+        let mut range = KeyRange::prefix(keys::OUTBOX);
+        if let Some(after) = &after {
+            range = range.after(after);
+        }
+        self.engine
+            .scan(range, limit)?
+            .iter()
+            .map(|(_, bytes)| decode(bytes.as_ref()))
             .collect()
     }
 
@@ -258,15 +215,12 @@ impl Store for SledStore {
     ) -> Result<(), StoreError> {
         // The outcome first, then the outbox entry: a crash in between leaves a job whose
         // outcome is recorded, which recovery drops rather than sends again. (A compare-and-
-        // swap and a removal instead of a sled transaction, which would stall every writer.)
+        // swap and a removal instead of a transaction, which would stall every writer.)
         self.update_verification(&job.verification_id, &mut |record| {
             record_outcome(record);
             true
         })?;
-        self.tree
-            .remove(keys::outbox(&job.job_id))
-            .map(|_| ())
-            .map_err(io)
+        self.engine.remove(&keys::outbox(&job.job_id))
     }
 
     fn abandon_issue(
@@ -275,7 +229,7 @@ impl Store for SledStore {
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<(), StoreError> {
         if let Some(key) = idempotency {
-            self.tree.remove(keys::idempotency(key)).map_err(io)?;
+            self.engine.remove(&keys::idempotency(key))?;
         }
         self.finish_job(job, &|verification| {
             if verification.send_seq == job.send_seq {
@@ -287,7 +241,7 @@ impl Store for SledStore {
 
     fn index_message(&self, provider: &str, owner: &MessageOwner) -> Result<(), StoreError> {
         let key = keys::message(provider, &owner.provider_message_id);
-        self.write_expiring(key, owner.purge_at, owner)
+        self.write_expiring(&key, owner.purge_at, owner)
     }
 
     fn message_owner(
@@ -303,7 +257,7 @@ impl Store for SledStore {
     }
 
     fn save_quota(&self, provider: &str, usage: &QuotaUsage) -> Result<(), StoreError> {
-        self.write(keys::quota(provider), usage)
+        self.write(&keys::quota(provider), usage)
     }
 
     fn tenant_usage(&self, tenant: &str) -> Result<Option<TenantUsage>, StoreError> {
@@ -311,54 +265,41 @@ impl Store for SledStore {
     }
 
     fn save_tenant_usage(&self, tenant: &str, usage: &TenantUsage) -> Result<(), StoreError> {
-        self.write(keys::tenant_usage(tenant), usage)
-    }
-
-    fn save_fraud_block(&self, block: &Block) -> Result<(), StoreError> {
-        self.write_expiring(keys::fraud_block(&block.prefix), block.until, block)
+        self.write(&keys::tenant_usage(tenant), usage)
     }
 
     fn blocklist(&self) -> Result<Vec<BlockEntry>, StoreError> {
-        self.tree
-            .scan_prefix(keys::BLOCKLIST)
-            .values()
-            .map(|bytes| decode(&bytes.map_err(io)?))
-            .collect()
+        self.read_all(keys::BLOCKLIST)
     }
 
     fn save_block_entry(&self, entry: &BlockEntry) -> Result<(), StoreError> {
-        self.write(keys::block_entry(&entry.entry), entry)
+        self.write(&keys::block_entry(&entry.entry), entry)
     }
 
     fn remove_block_entry(&self, entry: &str) -> Result<(), StoreError> {
-        self.remove(keys::block_entry(entry))
+        self.engine.remove(&keys::block_entry(entry))
+    }
+
+    fn save_fraud_block(&self, block: &Block) -> Result<(), StoreError> {
+        self.write_expiring(&keys::fraud_block(&block.prefix), block.until, block)
     }
 
     fn remove_fraud_block(&self, prefix: &Prefix) -> Result<(), StoreError> {
-        self.remove(keys::fraud_block(prefix))
+        self.engine.remove(&keys::fraud_block(prefix))
     }
 
     fn fraud_blocks(&self) -> Result<Vec<Block>, StoreError> {
-        self.tree
-            .scan_prefix(keys::FRAUD_BLOCK)
-            .map(|entry| {
-                let (_, bytes) = entry.map_err(io)?;
-                decode(&bytes)
-            })
-            .collect()
+        self.read_all(keys::FRAUD_BLOCK)
     }
 
     fn sweep(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError> {
-        let due: Vec<sled::IVec> = self
-            .tree
-            .range(keys::EXPIRY.to_vec()..keys::expiry_end(now))
-            .keys()
-            .take(limit)
-            .collect::<Result<_, _>>()
-            .map_err(io)?;
+        let end = keys::expiry_end(now);
+        let due = self
+            .engine
+            .scan(KeyRange::prefix(keys::EXPIRY).before(&end), limit)?;
         let mut removed = 0;
-        for index_key in due {
-            if self.sweep_entry(&index_key, now)? {
+        for (index_key, _) in due {
+            if self.sweep_entry(index_key.as_ref(), now)? {
                 removed += 1;
             }
         }
@@ -366,16 +307,12 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
-        self.flusher.flush().boxed()
+        self.engine.flush()
     }
 
     fn check_health(&self) -> Result<(), StoreError> {
-        self.tree.get(b"health").map(|_| ()).map_err(io)
+        self.engine.check_health()
     }
-}
-
-fn io(error: sled::Error) -> StoreError {
-    StoreError::Io(error.to_string())
 }
 
 fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
@@ -391,5 +328,104 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
             "record format {version} is not known to this otpd"
         ))),
         None => Err(StoreError::Corrupt("empty record".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{PeriodCounter, QuotaCount, SendsAndSpend};
+    use crate::store::MemoryStore;
+
+    /// A tenant's hour or day as otpd stored it before the period counter.
+    #[derive(Serialize)]
+    struct EarlierWindow {
+        start: Timestamp,
+        sends: u64,
+        spend: u64,
+    }
+
+    #[derive(Serialize)]
+    struct EarlierTenantUsage {
+        hour: EarlierWindow,
+        day: EarlierWindow,
+    }
+
+    /// A provider's day or month as otpd stored it before the period counter.
+    #[derive(Serialize)]
+    struct EarlierPeriodUsage {
+        index: u64,
+        used: u64,
+        fired: u8,
+    }
+
+    #[derive(Serialize)]
+    struct EarlierQuotaUsage {
+        day: EarlierPeriodUsage,
+        month: EarlierPeriodUsage,
+    }
+
+    #[test]
+    fn usage_saved_by_earlier_versions_reads_back() {
+        let store = MemoryStore::in_memory(Duration::from_secs(3600));
+        let hour = Timestamp(1_799_996_400_000);
+        let day = Timestamp(1_799_971_200_000);
+        let earlier = EarlierTenantUsage {
+            hour: EarlierWindow {
+                start: hour,
+                sends: 3,
+                spend: 7,
+            },
+            day: EarlierWindow {
+                start: day,
+                sends: 30,
+                spend: 70,
+            },
+        };
+        let usage = TenantUsage {
+            hour: PeriodCounter {
+                start: hour,
+                counts: SendsAndSpend { sends: 3, spend: 7 },
+            },
+            day: PeriodCounter {
+                start: day,
+                counts: SendsAndSpend {
+                    sends: 30,
+                    spend: 70,
+                },
+            },
+        };
+        assert_eq!(encode(&usage).unwrap(), encode(&earlier).unwrap());
+        let key = keys::tenant_usage("acme");
+        store
+            .engine()
+            .insert(&key, &encode(&earlier).unwrap())
+            .unwrap();
+        assert_eq!(store.tenant_usage("acme").unwrap(), Some(usage));
+
+        // Quota usage decodes too, its period numbers where starts now are (quota::from_saved
+        // reads them as the periods they named).
+        let earlier = EarlierQuotaUsage {
+            day: EarlierPeriodUsage {
+                index: 20_833,
+                used: 42,
+                fired: 1,
+            },
+            month: EarlierPeriodUsage {
+                index: 2027 * 12,
+                used: 420,
+                fired: 0,
+            },
+        };
+        let key = keys::quota("twilio");
+        store
+            .engine()
+            .insert(&key, &encode(&earlier).unwrap())
+            .unwrap();
+        let read = store.quota("twilio").unwrap().unwrap();
+        assert_eq!(read.day.start, Timestamp(20_833));
+        assert_eq!(read.day.counts, QuotaCount { used: 42, fired: 1 });
+        assert_eq!(read.month.start, Timestamp(2027 * 12));
+        assert_eq!(read.month.counts.used, 420);
     }
 }

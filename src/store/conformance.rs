@@ -1,0 +1,697 @@
+//! The suite every engine passes: the seam's own promises, then the records over it. Each
+//! case is written once as a generic function of a fresh engine; `engine_suite!` runs every
+//! case for one engine.
+
+use std::time::Duration;
+
+use super::kv::{KeyRange, KvEngine};
+use super::memory::MemoryEngine;
+use super::records::RecordStore;
+use super::sled_engine::SledEngine;
+use super::{keys, IssueWrite, MessageOwner, Store, StoreError};
+use crate::domain::fraud::{Block, Figures, FraudMode, Prefix, Rule};
+use crate::domain::{
+    BlockEntry, Channel, CodeHash, DeliveryJob, DeliveryState, DestinationKey, DestinationState,
+    IdempotencyKey, IdempotencyRecord, IssueReceipt, JobId, PeriodCounter, QuotaCount, QuotaUsage,
+    SendsAndSpend, Status, TenantUsage, Timestamp, Verification, VerificationId,
+};
+
+/// Runs every case of the suite as a test of its own, each on an engine from `$open`, an
+/// expression giving the engine and whatever must outlive it (a temporary directory).
+macro_rules! engine_suite {
+    ($engine:ident, $open:expr) => {
+        mod $engine {
+            engine_suite!(@cases $open;
+                kv_reads_what_was_written,
+                kv_compare_and_swap_changes_only_the_expected_value,
+                kv_scans_keys_in_order_within_the_range,
+                kv_concurrent_swaps_lose_no_update,
+                kv_flush_resolves_and_health_answers,
+                an_issue_reads_back_whole,
+                what_was_never_written_reads_as_none,
+                updates_apply_atomically_and_may_decline,
+                the_outbox_pages_in_job_order_and_holds_only_jobs,
+                finishing_a_job_records_its_outcome_then_leaves_the_outbox,
+                abandoning_an_issue_cancels_only_the_current_send,
+                message_owners_are_found_per_provider,
+                usage_blocklist_and_fraud_blocks_round_trip,
+                the_sweep_purges_each_record_when_it_is_due,
+                a_record_written_again_is_swept_at_its_newest_time,
+                the_sweep_visits_at_most_limit_entries,
+                an_unreadable_record_is_an_error,
+            );
+        }
+    };
+    (@cases $open:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let (engine, _outlives_the_engine) = $open;
+                super::$case(engine);
+            }
+        )*
+    };
+}
+
+engine_suite!(on_memory, (super::MemoryEngine::new(), ()));
+engine_suite!(on_sled, {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let engine = super::SledEngine::open(dir.path(), 1 << 20).expect("sled opens");
+    (engine, dir)
+});
+
+const RETENTION: Duration = Duration::from_secs(3600);
+/// 2027-01-15T08:00:00Z.
+const NOW: Timestamp = Timestamp(1_800_000_000_000);
+const TTL_SECS: u64 = 600;
+
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime")
+        .block_on(future)
+}
+
+fn value<E: KvEngine>(engine: &E, key: &[u8]) -> Option<Vec<u8>> {
+    engine
+        .get(key)
+        .expect("the engine reads")
+        .map(|value| value.as_ref().to_vec())
+}
+
+fn scanned<E: KvEngine>(engine: &E, range: KeyRange<'_>, limit: usize) -> Vec<String> {
+    engine
+        .scan(range, limit)
+        .expect("the engine scans")
+        .iter()
+        .map(|(key, _)| String::from_utf8_lossy(key.as_ref()).into_owned())
+        .collect()
+}
+
+// The seam.
+
+fn kv_reads_what_was_written<E: KvEngine>(engine: E) {
+    assert_eq!(value(&engine, b"k"), None);
+    engine.insert(b"k", b"one").unwrap();
+    assert_eq!(value(&engine, b"k").as_deref(), Some(&b"one"[..]));
+    engine.insert(b"k", b"two").unwrap();
+    assert_eq!(value(&engine, b"k").as_deref(), Some(&b"two"[..]));
+    engine.insert(b"empty", b"").unwrap();
+    assert_eq!(value(&engine, b"empty").as_deref(), Some(&b""[..]));
+    engine.remove(b"k").unwrap();
+    assert_eq!(value(&engine, b"k"), None);
+    engine.remove(b"k").unwrap();
+    assert_eq!(value(&engine, b"empty").as_deref(), Some(&b""[..]));
+}
+
+fn kv_compare_and_swap_changes_only_the_expected_value<E: KvEngine>(engine: E) {
+    let swap = |expected: Option<&[u8]>, new: Option<&[u8]>| {
+        engine.compare_and_swap(b"k", expected, new).unwrap()
+    };
+    assert!(!swap(Some(b"a"), Some(b"b")), "absent is not a value");
+    assert_eq!(value(&engine, b"k"), None);
+    assert!(swap(None, Some(b"a")), "absent as expected");
+    assert_eq!(value(&engine, b"k").as_deref(), Some(&b"a"[..]));
+    assert!(!swap(None, Some(b"b")), "present, not absent");
+    assert!(!swap(Some(b"b"), Some(b"c")), "another value");
+    assert_eq!(value(&engine, b"k").as_deref(), Some(&b"a"[..]));
+    assert!(swap(Some(b"a"), Some(b"b")));
+    assert_eq!(value(&engine, b"k").as_deref(), Some(&b"b"[..]));
+    assert!(swap(Some(b"b"), None), "a swap to nothing removes");
+    assert_eq!(value(&engine, b"k"), None);
+    assert!(!swap(Some(b"b"), None));
+}
+
+fn kv_scans_keys_in_order_within_the_range<E: KvEngine>(engine: E) {
+    for key in ["a/1", "o/3", "o/10", "o/1", "o/2", "p/1", "o"] {
+        engine.insert(key.as_bytes(), key.as_bytes()).unwrap();
+    }
+    let outbox = KeyRange::prefix(b"o/");
+    assert_eq!(scanned(&engine, outbox, 10), ["o/1", "o/10", "o/2", "o/3"]);
+    let entries = engine.scan(outbox, 1).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].1.as_ref(), b"o/1", "values come with their keys");
+    assert_eq!(scanned(&engine, outbox, 2), ["o/1", "o/10"]);
+    assert!(scanned(&engine, outbox, 0).is_empty());
+    assert_eq!(scanned(&engine, outbox.after(b"o/10"), 10), ["o/2", "o/3"]);
+    assert_eq!(scanned(&engine, outbox.after(b"o/15"), 10), ["o/2", "o/3"]);
+    assert_eq!(scanned(&engine, outbox.after(b"a"), 10).len(), 4);
+    assert!(scanned(&engine, outbox.after(b"o/3"), 10).is_empty());
+    assert!(scanned(&engine, outbox.after(b"p/0"), 10).is_empty());
+    assert_eq!(
+        scanned(&engine, outbox.before(b"o/3"), 10),
+        ["o/1", "o/10", "o/2"]
+    );
+    assert_eq!(
+        scanned(&engine, outbox.after(b"o/1").before(b"o/3"), 10),
+        ["o/10", "o/2"]
+    );
+    assert!(scanned(&engine, outbox.after(b"o/2").before(b"o/2"), 10).is_empty());
+    assert!(scanned(&engine, outbox.after(b"o/3").before(b"o/1"), 10).is_empty());
+    assert!(scanned(&engine, outbox.before(b"a"), 10).is_empty());
+    assert_eq!(scanned(&engine, KeyRange::prefix(b""), 10).len(), 7);
+}
+
+fn kv_concurrent_swaps_lose_no_update<E: KvEngine>(engine: E) {
+    const THREADS: u64 = 4;
+    const EACH: u64 = 100;
+    engine.insert(b"n", &0u64.to_be_bytes()).unwrap();
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            scope.spawn(|| {
+                for _ in 0..EACH {
+                    loop {
+                        let current = value(&engine, b"n").unwrap();
+                        let n = u64::from_be_bytes(current.as_slice().try_into().unwrap());
+                        let next = (n + 1).to_be_bytes();
+                        if engine
+                            .compare_and_swap(b"n", Some(&current), Some(&next))
+                            .unwrap()
+                        {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let total = value(&engine, b"n").unwrap();
+    assert_eq!(total, (THREADS * EACH).to_be_bytes());
+}
+
+fn kv_flush_resolves_and_health_answers<E: KvEngine>(engine: E) {
+    engine.insert(b"k", b"v").unwrap();
+    block_on(engine.flush()).unwrap();
+    let both = futures_util::future::join(engine.flush(), engine.flush());
+    let (a, b) = block_on(both);
+    a.unwrap();
+    b.unwrap();
+    engine.check_health().unwrap();
+    assert_eq!(value(&engine, b"k").as_deref(), Some(&b"v"[..]));
+}
+
+// The records.
+
+fn store<E: KvEngine>(engine: E) -> RecordStore<E> {
+    RecordStore::new(engine, RETENTION)
+}
+
+/// A first send to `+23480312000<n>`, its idempotency record kept for a day.
+fn issue(n: u8) -> IssueWrite {
+    let id = VerificationId::generate();
+    let to = format!("+23480312000{n:02}");
+    let expires_at = NOW.plus_secs(TTL_SECS);
+    let verification = Verification {
+        id: id.clone(),
+        tenant: "acme".into(),
+        channel: Channel::Sms,
+        to: to.clone(),
+        country: Some("NG".into()),
+        locale: None,
+        template: "default".into(),
+        session_id: None,
+        code_hash: CodeHash([n; 32]),
+        code_length: 6,
+        send_seq: 1,
+        status: Status::Pending,
+        attempts_used: 0,
+        max_attempts: 5,
+        created_at: NOW,
+        expires_at,
+        last_sent_at: NOW,
+        updated_at: NOW,
+        delivery: DeliveryState::Queued,
+        provider: None,
+        sent_at: None,
+        delivered_at: None,
+    };
+    let job = DeliveryJob {
+        job_id: JobId::new(&id, 1),
+        verification_id: id.clone(),
+        send_seq: 1,
+        tenant: "acme".into(),
+        channel: Channel::Sms,
+        to: to.clone(),
+        country: Some("NG".into()),
+        region: "eu".into(),
+        locale: None,
+        template: "default".into(),
+        expires_at,
+        created_at: NOW,
+        sealed_code: vec![n, 1, 2, 3],
+    };
+    let receipt = IssueReceipt {
+        created: true,
+        id: id.clone(),
+        channel: Channel::Sms,
+        to_masked: "+234*****0000".into(),
+        expires_at,
+        resend_available_at: NOW.plus_secs(30),
+        attempts_remaining: 5,
+    };
+    IssueWrite {
+        destination_key: DestinationKey {
+            tenant: "acme".into(),
+            channel: Channel::Sms,
+            to,
+        },
+        destination: DestinationState {
+            pending: Some(id),
+            recent_sends: vec![NOW],
+            purge_at: NOW.plus_secs(TTL_SECS + 60),
+        },
+        idempotency: Some((
+            IdempotencyKey {
+                tenant: "acme".into(),
+                key: format!("request-{n}"),
+            },
+            IdempotencyRecord {
+                body_hash: [n; 32],
+                receipt,
+                expires_at: NOW.plus_secs(86_400),
+            },
+        )),
+        job,
+        verification,
+    }
+}
+
+fn idempotency_key(write: &IssueWrite) -> &IdempotencyKey {
+    &write.idempotency.as_ref().expect("an idempotent issue").0
+}
+
+fn outbox_ids<E: KvEngine>(store: &RecordStore<E>) -> Vec<JobId> {
+    store
+        .outbox_page(None, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|job| job.job_id)
+        .collect()
+}
+
+fn an_issue_reads_back_whole<E: KvEngine>(engine: E) {
+    let store = store(engine);
+    let write = issue(1);
+    store.commit_issue(&write).unwrap();
+    let stored = store.verification(&write.verification.id).unwrap().unwrap();
+    assert_eq!(stored.to, write.verification.to);
+    assert_eq!(stored.code_hash.0, write.verification.code_hash.0);
+    assert_eq!(stored.status, Status::Pending);
+    assert_eq!(stored.expires_at, write.verification.expires_at);
+    assert_eq!(
+        store.destination(&write.destination_key).unwrap().as_ref(),
+        Some(&write.destination)
+    );
+    let (key, record) = write.idempotency.as_ref().unwrap();
+    assert_eq!(store.idempotency(key).unwrap().as_ref(), Some(record));
+    let jobs = store.outbox_page(None, 10).unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].job_id, write.job.job_id);
+    assert_eq!(jobs[0].sealed_code, write.job.sealed_code);
+}
+
+fn what_was_never_written_reads_as_none<E: KvEngine>(engine: E) {
+    let store = store(engine);
+    let write = issue(1);
+    let id = &write.verification.id;
+    assert!(store.verification(id).unwrap().is_none());
+    assert!(store.destination(&write.destination_key).unwrap().is_none());
+    assert!(store
+        .idempotency(idempotency_key(&write))
+        .unwrap()
+        .is_none());
+    assert!(store.message_owner("twilio", "SM1").unwrap().is_none());
+    assert!(store.quota("twilio").unwrap().is_none());
+    assert!(store.tenant_usage("acme").unwrap().is_none());
+    assert!(store.blocklist().unwrap().is_empty());
+    assert!(store.fraud_blocks().unwrap().is_empty());
+    assert!(store.outbox_page(None, 10).unwrap().is_empty());
+    let mut called = false;
+    let updated = store
+        .update_verification(id, &mut |_| {
+            called = true;
+            true
+        })
+        .unwrap();
+    assert!(updated.is_none() && !called);
+    assert!(
+        store.verification(id).unwrap().is_none(),
+        "an update creates nothing"
+    );
+}
+
+fn updates_apply_atomically_and_may_decline<E: KvEngine>(engine: E) {
+    let store = store(engine);
+    let write = issue(1);
+    let id = &write.verification.id;
+    store.commit_issue(&write).unwrap();
+
+    let declined = store
+        .update_verification(id, &mut |record| {
+            record.attempts_used = 99;
+            false
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(declined.attempts_used, 99, "the caller sees its own copy");
+    assert_eq!(store.verification(id).unwrap().unwrap().attempts_used, 0);
+
+    const THREADS: u32 = 4;
+    const EACH: u32 = 50;
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            scope.spawn(|| {
+                for _ in 0..EACH {
+                    store
+                        .update_verification(id, &mut |record| {
+                            record.attempts_used += 1;
+                            true
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let after = store.verification(id).unwrap().unwrap();
+    assert_eq!(after.attempts_used, THREADS * EACH, "no update was lost");
+}
+
+fn the_outbox_pages_in_job_order_and_holds_only_jobs<E: KvEngine>(engine: E) {
+    let store = store(engine);
+    let writes: Vec<IssueWrite> = (0..5).map(issue).collect();
+    for write in &writes {
+        store.commit_issue(write).unwrap();
+    }
+    // Records whose keys sort right after the outbox's ("q/", "u/", "v/", "x/").
+    store.save_quota("twilio", &QuotaUsage::default()).unwrap();
+    store
+        .save_tenant_usage("acme", &TenantUsage::default())
+        .unwrap();
+
+    let mut paged = Vec::new();
+    let mut after: Option<JobId> = None;
+    loop {
+        let page = store.outbox_page(after.as_ref(), 2).unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.job_id.clone());
+        paged.extend(page.into_iter().map(|job| job.job_id));
+    }
+    let mut expected: Vec<JobId> = writes.iter().map(|w| w.job.job_id.clone()).collect();
+    expected.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(paged, expected);
+}
+
+fn finishing_a_job_records_its_outcome_then_leaves_the_outbox<E: KvEngine>(engine: E) {
+    let store = store(engine);
+    let (first, second) = (issue(1), issue(2));
+    store.commit_issue(&first).unwrap();
+    store.commit_issue(&second).unwrap();
+    store
+        .finish_job(&first.job, &|record| {
+            record.delivery = DeliveryState::Sent;
+            record.provider = Some("twilio".into());
+        })
+        .unwrap();
+    let record = store.verification(&first.verification.id).unwrap().unwrap();
+    assert_eq!(record.delivery, DeliveryState::Sent);
+    assert_eq!(record.provider.as_deref(), Some("twilio"));
+    assert_eq!(outbox_ids(&store), vec![second.job.job_id.clone()]);
+    let untouched = store
+        .verification(&second.verification.id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(untouched.delivery, DeliveryState::Queued);
+}
+
+fn abandoning_an_issue_cancels_only_the_current_send<E: KvEngine>(engine: E) {
+    let store = store(engine);
+    let write = issue(1);
+    store.commit_issue(&write).unwrap();
+    store
+        .abandon_issue(&write.job, Some(idempotency_key(&write)))
+        .unwrap();
+    let record = store.verification(&write.verification.id).unwrap().unwrap();
+    assert_eq!(record.status, Status::Canceled);
+    assert_eq!(record.delivery, DeliveryState::Failed);
+    assert!(store
+        .idempotency(idempotency_key(&write))
+        .unwrap()
+        .is_none());
+    assert!(outbox_ids(&store).is_empty());
+
+    // A resend made the first job stale: abandoning it leaves the new send alone.
+    let resent = issue(2);
+    store.commit_issue(&resent).unwrap();
+    store
+        .update_verification(&resent.verification.id, &mut |record| {
+            record.send_seq = 2;
+            true
+        })
+        .unwrap();
+    store.abandon_issue(&resent.job, None).unwrap();
+    let record = store
+        .verification(&resent.verification.id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, Status::Pending);
+    assert_eq!(record.delivery, DeliveryState::Queued);
+    assert!(
+        store
+            .idempotency(idempotency_key(&resent))
+            .unwrap()
+            .is_some(),
+        "kept when not named"
+    );
+    assert!(outbox_ids(&store).is_empty());
+}
+
+fn owner(message_id: &str, purge_at: Timestamp) -> MessageOwner {
+    MessageOwner {
+        provider_message_id: message_id.into(),
+        verification_id: VerificationId::generate(),
+        send_seq: 1,
+        purge_at,
+    }
+}
+
+fn message_owners_are_found_per_provider<E: KvEngine>(engine: E) {
+    let store = store(engine);
+    let twilio = owner("SM1", NOW.plus_secs(86_400));
+    let vonage = owner("SM1", NOW.plus_secs(86_400));
+    store.index_message("twilio", &twilio).unwrap();
+    store.index_message("vonage", &vonage).unwrap();
+    assert_eq!(store.message_owner("twilio", "SM1").unwrap(), Some(twilio));
+    assert_eq!(store.message_owner("vonage", "SM1").unwrap(), Some(vonage));
+    assert_eq!(store.message_owner("twilio", "SM2").unwrap(), None);
+    assert_eq!(store.message_owner("twilio\0SM", "1").unwrap(), None);
+}
+
+fn block(prefix: &str, until: Timestamp) -> Block {
+    Block {
+        prefix: Prefix::new(prefix.into()),
+        country: "NG".into(),
+        rule: Rule::SequentialNumbers,
+        mode: FraudMode::Enforce,
+        figures: Figures {
+            window_seconds: 600,
+            sends: 80,
+            judged_sends: 60,
+            verified: 0,
+            conversion: 0.0,
+            baseline_sends: 2.5,
+            distinct_numbers: 80,
+            longest_run: 40,
+            country_sends: 900,
+            country_conversion: Some(0.7),
+        },
+        explanation: "A run of 40 numbers.".into(),
+        started_at: NOW,
+        until,
+    }
+}
+
+fn entry(text: &str, note: Option<&str>) -> BlockEntry {
+    BlockEntry {
+        entry: text.into(),
+        note: note.map(Into::into),
+        added_at: NOW,
+        added_by: "ops".into(),
+    }
+}
+
+fn usage_blocklist_and_fraud_blocks_round_trip<E: KvEngine>(engine: E) {
+    let store = store(engine);
+    let quota = QuotaUsage {
+        day: PeriodCounter {
+            start: Timestamp(1_799_971_200_000),
+            counts: QuotaCount { used: 42, fired: 1 },
+        },
+        month: PeriodCounter {
+            start: Timestamp(1_798_761_600_000),
+            counts: QuotaCount {
+                used: 420,
+                fired: 0,
+            },
+        },
+    };
+    store.save_quota("twilio", &quota).unwrap();
+    assert_eq!(store.quota("twilio").unwrap(), Some(quota));
+    assert_eq!(store.quota("vonage").unwrap(), None);
+    let usage = TenantUsage {
+        hour: PeriodCounter {
+            start: Timestamp(1_799_996_400_000),
+            counts: SendsAndSpend { sends: 3, spend: 7 },
+        },
+        day: PeriodCounter {
+            start: Timestamp(1_799_971_200_000),
+            counts: SendsAndSpend {
+                sends: 30,
+                spend: 70,
+            },
+        },
+    };
+    store.save_tenant_usage("acme", &usage).unwrap();
+    assert_eq!(store.tenant_usage("acme").unwrap(), Some(usage));
+
+    store.save_block_entry(&entry("+2348", None)).unwrap();
+    store.save_block_entry(&entry("+2347", None)).unwrap();
+    store
+        .save_block_entry(&entry("+2348", Some("pumped")))
+        .unwrap();
+    assert_eq!(
+        store.blocklist().unwrap(),
+        [entry("+2347", None), entry("+2348", Some("pumped"))]
+    );
+    store.remove_block_entry("+2347").unwrap();
+    store.remove_block_entry("+2340").unwrap();
+    assert_eq!(store.blocklist().unwrap(), [entry("+2348", Some("pumped"))]);
+
+    let (a, b) = (
+        block("+2348031", NOW.plus_secs(3600)),
+        block("+2348032", NOW.plus_secs(3600)),
+    );
+    store.save_fraud_block(&a).unwrap();
+    store.save_fraud_block(&b).unwrap();
+    assert_eq!(store.fraud_blocks().unwrap(), [a.clone(), b.clone()]);
+    store.remove_fraud_block(&a.prefix).unwrap();
+    assert_eq!(store.fraud_blocks().unwrap(), [b]);
+    assert_eq!(store.blocklist().unwrap().len(), 1, "the lists do not mix");
+}
+
+fn the_sweep_purges_each_record_when_it_is_due<E: KvEngine>(engine: E) {
+    let store = store(engine);
+    let write = issue(1);
+    store.commit_issue(&write).unwrap();
+    let message = owner("SM1", NOW.plus_secs(7200));
+    store.index_message("twilio", &message).unwrap();
+    let fraud = block("+2348031", NOW.plus_secs(1800));
+    store.save_fraud_block(&fraud).unwrap();
+    store.save_block_entry(&entry("+2348", None)).unwrap();
+    store.save_quota("twilio", &QuotaUsage::default()).unwrap();
+
+    let destination_due = write.destination.purge_at;
+    let verification_due = write.verification.expires_at.plus(RETENTION);
+    let idempotency_due = write.idempotency.as_ref().unwrap().1.expires_at;
+    let id = &write.verification.id;
+
+    assert_eq!(store.sweep(NOW, 100).unwrap(), 0);
+    assert_eq!(
+        store.sweep(Timestamp(destination_due.0 - 1), 100).unwrap(),
+        0
+    );
+    assert!(store.destination(&write.destination_key).unwrap().is_some());
+    assert_eq!(store.sweep(destination_due, 100).unwrap(), 1);
+    assert!(store.destination(&write.destination_key).unwrap().is_none());
+    assert!(store.verification(id).unwrap().is_some());
+
+    // The fraud block at its end.
+    assert_eq!(store.sweep(fraud.until, 100).unwrap(), 1);
+    assert!(store.fraud_blocks().unwrap().is_empty());
+
+    // The verification and its job, kept for the retention after expiry.
+    assert_eq!(store.sweep(verification_due, 100).unwrap(), 2);
+    assert!(store.verification(id).unwrap().is_none());
+    assert!(outbox_ids(&store).is_empty());
+    assert!(store.message_owner("twilio", "SM1").unwrap().is_some());
+
+    assert_eq!(store.sweep(message.purge_at, 100).unwrap(), 1);
+    assert!(store.message_owner("twilio", "SM1").unwrap().is_none());
+    assert!(store
+        .idempotency(idempotency_key(&write))
+        .unwrap()
+        .is_some());
+    assert_eq!(store.sweep(idempotency_due, 100).unwrap(), 1);
+    assert!(store
+        .idempotency(idempotency_key(&write))
+        .unwrap()
+        .is_none());
+
+    // Nothing left to sweep, and what never expires is still there.
+    assert_eq!(store.sweep(Timestamp(u64::MAX - 1), 100).unwrap(), 0);
+    assert!(store
+        .engine()
+        .scan(KeyRange::prefix(keys::EXPIRY), 10)
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.blocklist().unwrap().len(), 1);
+    assert!(store.quota("twilio").unwrap().is_some());
+}
+
+fn a_record_written_again_is_swept_at_its_newest_time<E: KvEngine>(engine: E) {
+    let store = store(engine);
+    let early = NOW.plus_secs(60);
+    let late = NOW.plus_secs(600);
+    store.index_message("twilio", &owner("SM1", early)).unwrap();
+    let kept = owner("SM1", late);
+    store.index_message("twilio", &kept).unwrap();
+    assert_eq!(store.sweep(early, 100).unwrap(), 0);
+    assert_eq!(
+        store.message_owner("twilio", "SM1").unwrap().as_ref(),
+        Some(&kept)
+    );
+    assert_eq!(store.sweep(late, 100).unwrap(), 1);
+    assert!(store.message_owner("twilio", "SM1").unwrap().is_none());
+}
+
+fn the_sweep_visits_at_most_limit_entries<E: KvEngine>(engine: E) {
+    let store = store(engine);
+    for n in 0..3 {
+        let purge_at = NOW.plus_secs(n);
+        store
+            .index_message("twilio", &owner(&format!("SM{n}"), purge_at))
+            .unwrap();
+    }
+    let later = NOW.plus_secs(60);
+    let present = |n: u64| {
+        store
+            .message_owner("twilio", &format!("SM{n}"))
+            .unwrap()
+            .is_some()
+    };
+    assert_eq!(store.sweep(later, 2).unwrap(), 2);
+    assert_eq!(
+        (present(0), present(1), present(2)),
+        (false, false, true),
+        "the earliest due go first"
+    );
+    assert_eq!(store.sweep(later, 2).unwrap(), 1);
+    assert_eq!(store.sweep(later, 2).unwrap(), 0);
+}
+
+fn an_unreadable_record_is_an_error<E: KvEngine>(engine: E) {
+    let store = store(engine);
+    let id = VerificationId::generate();
+    let key = keys::verification(&id);
+    for bytes in [&[][..], &[2, 0, 0][..], &[1, 0xff, 0xff][..]] {
+        store.engine().insert(&key, bytes).unwrap();
+        assert!(
+            matches!(store.verification(&id), Err(StoreError::Corrupt(_))),
+            "{bytes:?}"
+        );
+        assert!(matches!(
+            store.update_verification(&id, &mut |_| true),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+}

@@ -1,0 +1,162 @@
+//! The key-value seam under the records: ordered byte keys, single-key writes, a
+//! compare-and-swap, bounded scans, and a group-committed flush. Nothing more: the record
+//! layer orders its writes so that no batch or transaction is needed.
+
+use futures_util::future::BoxFuture;
+use std::ops::Bound;
+
+use super::StoreError;
+
+/// A key and its value, as a scan hands them out.
+pub type Entry<V> = (V, V);
+
+/// The lower and upper bound of a walk over an ordered map of byte keys.
+pub type Bounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
+/// An ordered map of byte keys to byte values that can be made durable.
+///
+/// Every write is visible to every reader at once, and durable once a later [`flush`]
+/// resolves. Single-key operations are atomic; nothing spans several keys.
+///
+/// [`flush`]: KvEngine::flush
+pub trait KvEngine: Send + Sync + 'static {
+    /// A value as the engine hands it out, so an engine that shares its buffers need not copy.
+    type Value: AsRef<[u8]>;
+
+    fn get(&self, key: &[u8]) -> Result<Option<Self::Value>, StoreError>;
+
+    /// Sets `key` to `value`, replacing what it held.
+    fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+
+    /// Removes `key`; removing an absent key is no error.
+    fn remove(&self, key: &[u8]) -> Result<(), StoreError>;
+
+    /// Sets `key` to `new` (`None`: removes it) if it holds `expected` (`None`: is absent),
+    /// atomically. Returns whether it did.
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StoreError>;
+
+    /// Up to `limit` entries of `range`, keys and values, in key order.
+    fn scan(
+        &self,
+        range: KeyRange<'_>,
+        limit: usize,
+    ) -> Result<Vec<Entry<Self::Value>>, StoreError>;
+
+    /// Resolves once every write made before the call is durable. Concurrent calls may
+    /// share one fsync.
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    /// Whether the engine answers reads.
+    fn check_health(&self) -> Result<(), StoreError>;
+}
+
+/// The keys a scan visits: those that start with `prefix`, and are after `after` and before
+/// `before` when those are given (both exclusive), in byte order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRange<'a> {
+    prefix: &'a [u8],
+    after: Option<&'a [u8]>,
+    before: Option<&'a [u8]>,
+}
+
+impl<'a> KeyRange<'a> {
+    /// Every key that starts with `prefix` (the empty prefix: every key).
+    pub fn prefix(prefix: &'a [u8]) -> Self {
+        KeyRange {
+            prefix,
+            after: None,
+            before: None,
+        }
+    }
+
+    /// Only the keys after `key`.
+    pub fn after(self, key: &'a [u8]) -> Self {
+        KeyRange {
+            after: Some(key),
+            ..self
+        }
+    }
+
+    /// Only the keys before `key`.
+    pub fn before(self, key: &'a [u8]) -> Self {
+        KeyRange {
+            before: Some(key),
+            ..self
+        }
+    }
+
+    /// Whether `key` is in the range.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key.starts_with(self.prefix)
+            && self.after.is_none_or(|after| key > after)
+            && self.before.is_none_or(|before| key < before)
+    }
+
+    /// The bounds an ordered map is walked between while [`KeyRange::contains`] holds
+    /// (keys sharing a prefix are contiguous, so the walk may stop at the first it refuses).
+    /// `None` when no key can be in range: an engine never asks its map for a range that
+    /// ends before it starts.
+    pub fn bounds(&self) -> Option<Bounds<'a>> {
+        let (lower, start) = match self.after {
+            Some(after) if after >= self.prefix => (Bound::Excluded(after), after),
+            _ => (Bound::Included(self.prefix), self.prefix),
+        };
+        let upper = match self.before {
+            Some(before) if before <= start => return None,
+            Some(before) => Bound::Excluded(before),
+            None => Bound::Unbounded,
+        };
+        Some((lower, upper))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_start_at_the_prefix_or_after_the_given_key() {
+        let range = KeyRange::prefix(b"o/");
+        assert_eq!(
+            range.bounds(),
+            Some((Bound::Included(&b"o/"[..]), Bound::Unbounded))
+        );
+        assert_eq!(
+            range.after(b"o/5").bounds(),
+            Some((Bound::Excluded(&b"o/5"[..]), Bound::Unbounded))
+        );
+        // A key before the prefix does not widen the range.
+        assert_eq!(
+            range.after(b"a").bounds(),
+            Some((Bound::Included(&b"o/"[..]), Bound::Unbounded))
+        );
+        assert_eq!(
+            range.before(b"o/9").bounds(),
+            Some((Bound::Included(&b"o/"[..]), Bound::Excluded(&b"o/9"[..])))
+        );
+    }
+
+    #[test]
+    fn a_range_that_ends_before_it_starts_is_empty() {
+        let range = KeyRange::prefix(b"o/");
+        assert_eq!(range.after(b"o/5").before(b"o/5").bounds(), None);
+        assert_eq!(range.after(b"o/6").before(b"o/5").bounds(), None);
+        assert_eq!(range.before(b"o/").bounds(), None);
+        assert_eq!(range.before(b"a").bounds(), None);
+    }
+
+    #[test]
+    fn contains_what_the_bounds_and_prefix_admit() {
+        let range = KeyRange::prefix(b"o/").after(b"o/2").before(b"o/8");
+        assert!(range.contains(b"o/3"));
+        assert!(!range.contains(b"o/2"));
+        assert!(!range.contains(b"o/8"));
+        assert!(!range.contains(b"p/3"));
+        assert!(KeyRange::prefix(b"").contains(b"anything"));
+    }
+}

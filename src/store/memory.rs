@@ -1,0 +1,103 @@
+//! An in-memory engine: a sorted map behind a lock, gone with the process. For tests, and
+//! for state that another log makes durable.
+
+use futures_util::future::{self, BoxFuture};
+use std::collections::BTreeMap;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use super::kv::{Entry, KeyRange, KvEngine};
+use super::records::RecordStore;
+use super::StoreError;
+
+/// Keys and values in a `BTreeMap`; a flush resolves at once, there being no disk.
+#[derive(Debug, Default)]
+pub struct MemoryEngine {
+    map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl MemoryEngine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    // A writer that panicked left the map whole (every change is one map call), so a
+    // poisoned lock is used as it is.
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+        self.map
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+        self.map
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl KvEngine for MemoryEngine {
+    type Value = Vec<u8>;
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.read().get(key).cloned())
+    }
+
+    fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.write().insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.write().remove(key);
+        Ok(())
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        let mut map = self.write();
+        if map.get(key).map(Vec::as_slice) != expected {
+            return Ok(false);
+        }
+        match new {
+            Some(value) => map.insert(key.to_vec(), value.to_vec()),
+            None => map.remove(key),
+        };
+        Ok(true)
+    }
+
+    fn scan(&self, range: KeyRange<'_>, limit: usize) -> Result<Vec<Entry<Vec<u8>>>, StoreError> {
+        let Some(bounds) = range.bounds() else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .read()
+            .range::<[u8], _>(bounds)
+            .take_while(|(key, _)| range.contains(key))
+            .take(limit)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect())
+    }
+
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        Box::pin(future::ready(Ok(())))
+    }
+
+    fn check_health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The store's records kept in memory only.
+pub type MemoryStore = RecordStore<MemoryEngine>;
+
+impl RecordStore<MemoryEngine> {
+    /// An empty store in memory; finished verifications are swept `retention` after expiry.
+    pub fn in_memory(retention: Duration) -> Self {
+        RecordStore::new(MemoryEngine::new(), retention)
+    }
+}
