@@ -12,6 +12,7 @@ use crate::api::settings::HttpSettings;
 use crate::bus::amqp::settings::AmqpSettings;
 use crate::bus::amqp::topology::Topology;
 use crate::delivery::breaker::BreakerConfig;
+use crate::delivery::quota::QuotaLimits;
 use crate::delivery::region::every_routing_key;
 use crate::delivery::settings::{
     validate_countries, validate_templates, CountrySettings, DeliverySettings, ProviderLimits,
@@ -23,7 +24,6 @@ use crate::issuance::settings::{RateLimitSettings, VerificationSettings};
 use crate::providers::{
     BuildContext, BuildError, BuiltProvider, ProviderSettings, SandboxSettings,
 };
-use crate::quota::QuotaLimits;
 use crate::secrets::SecretSettings;
 use crate::store::StoreSettings;
 use crate::tls::{AmqpTls, TlsError};

@@ -12,7 +12,6 @@ pub mod fraud;
 pub mod issuance;
 pub mod lists;
 pub mod providers;
-pub mod quota;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;

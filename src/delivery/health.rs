@@ -8,10 +8,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::breaker::{Breaker, BreakerConfig, Outcome, Permit, Transition};
+use crate::delivery::quota::{Period, QuotaLimits, QuotaUsage};
 use crate::domain::rate_limit::TokenBucket;
 use crate::domain::Timestamp;
 use crate::providers::{ProviderError, SendReceipt};
-use crate::quota::{Period, QuotaLimits, QuotaUsage};
 use crate::telemetry::events::BreakerChanged;
 
 struct ProviderHealth {

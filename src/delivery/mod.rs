@@ -7,6 +7,7 @@ pub mod choose;
 pub mod health;
 pub mod plan;
 pub mod protocol;
+pub mod quota;
 pub mod receipt;
 pub mod recorder;
 pub mod recovery;

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-use super::templates::{DEFAULT_TEMPLATE, FALLBACK_LOCALE};
+pub use super::templates::{validate_templates, TemplateSettings};
 use crate::domain::{is_name, Channel};
 use crate::lists::map_of_lists;
 
@@ -149,34 +149,6 @@ impl RoutingSettings {
         }
         problems
     }
-}
-
-/// Message texts: template name → locale → text with `{code}` and `{minutes}`.
-pub type TemplateSettings = BTreeMap<String, BTreeMap<String, String>>;
-
-/// Every problem with the templates.
-pub fn validate_templates(templates: &TemplateSettings) -> Vec<String> {
-    let mut problems = Vec::new();
-    if !templates.contains_key(DEFAULT_TEMPLATE) {
-        problems.push(format!(
-            "templates.{DEFAULT_TEMPLATE} is missing; it is used when a request names no template"
-        ));
-    }
-    for (name, texts) in templates {
-        if !texts.contains_key(FALLBACK_LOCALE) {
-            problems.push(format!(
-                "templates.{name} has no '{FALLBACK_LOCALE}' text; it is the fallback for other locales"
-            ));
-        }
-        for (locale, text) in texts {
-            if !text.contains("{code}") {
-                problems.push(format!(
-                    "templates.{name}.{locale} does not contain {{code}}; the message would not carry the code"
-                ));
-            }
-        }
-    }
-    problems
 }
 
 /// What one country requires of messages sent to it.

@@ -1,14 +1,40 @@
 //! Message texts per template and locale, from the settings.
 
-use std::collections::HashMap;
-
-use super::settings::TemplateSettings;
+use std::collections::{BTreeMap, HashMap};
 
 /// The template used when a request names none.
 pub const DEFAULT_TEMPLATE: &str = "default";
 /// The locale every template has, used when a request's locale is missing.
 pub const FALLBACK_LOCALE: &str = "en";
 use crate::domain::OtpCode;
+
+/// Message texts: template name → locale → text with `{code}` and `{minutes}`.
+pub type TemplateSettings = BTreeMap<String, BTreeMap<String, String>>;
+
+/// Every problem with the templates.
+pub fn validate_templates(templates: &TemplateSettings) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !templates.contains_key(DEFAULT_TEMPLATE) {
+        problems.push(format!(
+            "templates.{DEFAULT_TEMPLATE} is missing; it is used when a request names no template"
+        ));
+    }
+    for (name, texts) in templates {
+        if !texts.contains_key(FALLBACK_LOCALE) {
+            problems.push(format!(
+                "templates.{name} has no '{FALLBACK_LOCALE}' text; it is the fallback for other locales"
+            ));
+        }
+        for (locale, text) in texts {
+            if !text.contains("{code}") {
+                problems.push(format!(
+                    "templates.{name}.{locale} does not contain {{code}}; the message would not carry the code"
+                ));
+            }
+        }
+    }
+    problems
+}
 
 #[derive(Debug, Clone)]
 pub struct Templates {

@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 use serde::Serialize;
 
+use crate::domain::fraud::BlockView;
 use crate::domain::{Channel, Timestamp};
-use crate::fraud::BlockView;
 
 /// Why a message could not be handed to the transport.
 #[derive(Debug, Clone, thiserror::Error)]
