@@ -111,11 +111,13 @@ impl Application {
         let started = Timestamp::now();
         let arbiters = Arbiters::start();
         let receipts = ReceiptBook::new(&prepared.providers, settings.http.public_url.clone());
-        let recorder = Recorder::new(Arc::clone(&store), Arc::clone(&events));
-        let Delivery { router, board } = start_delivery(
+        let Delivery {
+            router,
+            board,
+            recorder,
+        } = start_delivery(
             &settings,
             prepared.providers,
-            &recorder,
             &store,
             &secrets,
             Arc::clone(&events),
@@ -260,19 +262,19 @@ impl Arbiters {
     }
 }
 
-/// The running delivery side: the router and the board of provider health.
+/// The running delivery side: the router, the board of provider health, and the recorder
+/// that delivery receipts arriving over HTTP go to.
 struct Delivery {
     router: actix::Addr<RouterActor>,
     board: Arc<HealthBoard>,
+    recorder: Recorder,
 }
 
 /// Starts delivery over the built providers: their health board, the QuotaActor, one
 /// SenderActor per provider and the RouterActor that chooses between them.
-#[allow(clippy::too_many_arguments)]
 fn start_delivery(
     settings: &Settings,
     providers: Vec<BuiltProvider>,
-    recorder: &Recorder,
     store: &Arc<dyn Store>,
     secrets: &Secrets,
     events: Arc<dyn EventSink>,
@@ -296,7 +298,9 @@ fn start_delivery(
     ));
     let quota = QuotaActor::load(Arc::clone(store), Arc::clone(&board), Arc::clone(&events))?;
     let quota = QuotaActor::start_in_arbiter(arbiter, |_| quota).recipient();
+    let recorder = Recorder::new(Arc::clone(store), Arc::clone(&events));
     let context = Arc::new(SendContext {
+        store: Arc::clone(store),
         recorder: recorder.clone(),
         sealer: secrets.sealer.clone(),
         templates: Templates::from_settings(&settings.templates),
@@ -339,7 +343,11 @@ fn start_delivery(
             delivery.mailbox_capacity,
         )
     });
-    Ok(Delivery { router, board })
+    Ok(Delivery {
+        router,
+        board,
+        recorder,
+    })
 }
 
 fn spawn_outbox_recovery(store: Arc<dyn Store>, bus: Arc<dyn JobQueue>, started: Timestamp) {

@@ -234,14 +234,6 @@ impl Settings {
         all
     }
 
-    /// The provider ids that exist: the configured ones, and the sandbox when enabled.
-    pub fn provider_ids(&self) -> Vec<String> {
-        self.provider_settings()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect()
-    }
-
     /// How the providers fit the rest: ids, the channels routed to them, their limits.
     fn check_providers(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -259,7 +251,7 @@ impl Settings {
             }
         }
         let all = self.provider_settings();
-        let ids = self.provider_ids();
+        let ids: Vec<String> = all.iter().map(|(id, _)| id.clone()).collect();
         let find = |id: &str| all.iter().find(|(known, _)| known == id).map(|(_, s)| s);
         for (region, channel, id) in self.routing.entries() {
             match find(id) {

@@ -206,14 +206,15 @@ fn pace_burst(rate: f64) -> u32 {
 
 fn announce(provider: &str, transition: Option<Transition>) {
     if let Some(transition) = transition {
-        let (state, open_until) = match transition {
-            Transition::Opened { until } => ("open", Some(until)),
-            Transition::HalfOpened => ("half_open", None),
-            Transition::Closed => ("closed", None),
+        let (state, level, open_until) = match transition {
+            Transition::Opened { until } => ("open", 2, Some(until)),
+            Transition::HalfOpened => ("half_open", 1, None),
+            Transition::Closed => ("closed", 0, None),
         };
         BreakerChanged {
             provider,
             state,
+            level,
             open_until,
         }
         .emit();

@@ -58,25 +58,10 @@ pub fn disposition(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::JobId;
     use crate::verify::rules::tests::{pending, START};
 
     fn job_for(verification: &Verification) -> DeliveryJob {
-        DeliveryJob {
-            job_id: JobId::new(&verification.id, verification.send_seq),
-            verification_id: verification.id.clone(),
-            send_seq: verification.send_seq,
-            tenant: verification.tenant.clone(),
-            channel: verification.channel,
-            to: verification.to.clone(),
-            country: verification.country.clone(),
-            region: "eu".into(),
-            locale: None,
-            template: "default".into(),
-            expires_at: verification.expires_at,
-            created_at: verification.created_at,
-            sealed_code: vec![],
-        }
+        DeliveryJob::for_send(verification, "eu", |_| Vec::new(), verification.created_at)
     }
 
     #[test]

@@ -30,10 +30,6 @@ impl Recorder {
         Recorder { store, events }
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
     /// Takes the job out of the outbox and, if it is still the verification's current send,
     /// records its delivery state; then waits until that is durable.
     pub async fn outcome(
@@ -62,16 +58,16 @@ impl Recorder {
         &self,
         job: &DeliveryJob,
         provider: &str,
-        at: Timestamp,
+        sent_at: Timestamp,
     ) -> Result<(), StoreError> {
-        self.outcome(job, Some(provider), Some(DeliveryState::Sent), at)
+        self.outcome(job, Some(provider), Some(DeliveryState::Sent), sent_at)
             .await?;
         self.publish(Event::DeliverySent {
             id: job.verification_id.to_string(),
             tenant: job.tenant.clone(),
             channel: job.channel,
             provider: provider.to_owned(),
-            at: crate::telemetry::platform::at(at),
+            at: at(sent_at),
         })
         .await;
         Ok(())

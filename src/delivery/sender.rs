@@ -21,7 +21,7 @@ use crate::delivery::settings::CountryOverrides;
 use crate::domain::{DeliveryJob, JobId, Timestamp};
 use crate::providers::{OutboundMessage, Provider};
 use crate::secrets::Sealer;
-use crate::store::{MessageOwner, StoreError};
+use crate::store::{MessageOwner, Store, StoreError};
 use crate::telemetry::events::{JobDropped, MessageSent, SendFailed};
 
 /// How long after a code's expiry a delivery receipt for it is still matched.
@@ -29,6 +29,7 @@ const RECEIPT_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// What every send needs besides the provider.
 pub struct SendContext {
+    pub store: Arc<dyn Store>,
     pub recorder: Recorder,
     pub sealer: Sealer,
     pub templates: Templates,
@@ -189,10 +190,7 @@ async fn deliver(
     let mut attempt = 0;
     loop {
         let now = Timestamp::now();
-        let verification = context
-            .recorder
-            .store()
-            .verification(&job.verification_id)?;
+        let verification = context.store.verification(&job.verification_id)?;
         let plan = disposition(job, verification.as_ref(), now);
         if plan != Disposition::Send {
             board.give_back(id, permit, now);
@@ -228,7 +226,7 @@ async fn deliver(
         let error = match result {
             Ok(receipt) => {
                 if let Some(message_id) = receipt.provider_message_id {
-                    context.recorder.store().index_message(
+                    context.store.index_message(
                         id,
                         &MessageOwner {
                             provider_message_id: message_id,

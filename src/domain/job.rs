@@ -1,6 +1,6 @@
 //! A delivery job: what a sender needs to deliver one code, with the code sealed.
 
-use super::{Channel, Timestamp, VerificationId};
+use super::{Channel, Timestamp, Verification, VerificationId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -41,4 +41,32 @@ pub struct DeliveryJob {
     pub expires_at: Timestamp,
     pub created_at: Timestamp,
     pub sealed_code: Vec<u8>,
+}
+
+impl DeliveryJob {
+    /// The job of `verification`'s current send: to its destination in `region`, with the
+    /// code sealed for this job (`seal` is given the job id), created at `now`.
+    pub fn for_send(
+        verification: &Verification,
+        region: &str,
+        seal: impl FnOnce(&JobId) -> Vec<u8>,
+        now: Timestamp,
+    ) -> Self {
+        let job_id = JobId::new(&verification.id, verification.send_seq);
+        DeliveryJob {
+            sealed_code: seal(&job_id),
+            job_id,
+            verification_id: verification.id.clone(),
+            send_seq: verification.send_seq,
+            tenant: verification.tenant.clone(),
+            channel: verification.channel,
+            to: verification.to.clone(),
+            country: verification.country.clone(),
+            region: region.to_owned(),
+            locale: verification.locale.clone(),
+            template: verification.template.clone(),
+            expires_at: verification.expires_at,
+            created_at: now,
+        }
+    }
 }

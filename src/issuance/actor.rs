@@ -6,7 +6,7 @@ use actix::prelude::*;
 use std::net::IpAddr;
 
 use super::error::IssueError;
-use super::issuer::{Decided, Issuer};
+use super::issuer::Issuer;
 use super::policy::IssueRequest;
 use crate::access::{AdminError, BlocklistAction, BlocklistAnswer};
 use crate::domain::{IssueReceipt, Timestamp};
@@ -89,29 +89,7 @@ impl Handler<IssueOtp> for IssuanceActor {
             }
             .emit();
         }
-        let flushed = self.issuer.flush();
-        let jobs = self.issuer.jobs();
-        let store = self.issuer.store();
-        Box::pin(async move {
-            let decided = decided?;
-            flushed.await?;
-            match decided {
-                Decided::Replay(receipt) => Ok(receipt),
-                Decided::Issued {
-                    receipt,
-                    job,
-                    idempotency,
-                } => match jobs.publish_job(&job).await {
-                    Ok(()) => Ok(receipt),
-                    Err(error) => {
-                        // Nothing may go out for a request that is answered "unavailable".
-                        store.abandon_issue(&job, idempotency.as_ref())?;
-                        store.flush().await?;
-                        Err(IssueError::Unavailable(error.to_string()))
-                    }
-                },
-            }
-        })
+        self.issuer.complete(decided)
     }
 }
 

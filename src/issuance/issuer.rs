@@ -17,7 +17,7 @@ use crate::delivery::settings::{RegionSettings, TemplateSettings};
 use crate::delivery::{JobQueue, RegionTable};
 use crate::domain::rate_limit::KeyedLimiter;
 use crate::domain::{
-    DeliveryJob, DestinationKey, IdempotencyKey, IdempotencyRecord, IssueReceipt, JobId, OtpCode,
+    DeliveryJob, DestinationKey, IdempotencyKey, IdempotencyRecord, IssueReceipt, OtpCode,
     Timestamp, Verification, VerificationId,
 };
 use crate::fraud::{Block, FraudGate};
@@ -224,14 +224,35 @@ impl Issuer {
         self.store.flush()
     }
 
-    /// Takes a job that could not be handed on back out (see `Store::abandon_issue`).
-    pub fn store(&self) -> Arc<dyn Store> {
-        Arc::clone(&self.store)
-    }
-
-    /// Where jobs are handed on.
-    pub fn jobs(&self) -> Arc<dyn JobQueue> {
-        Arc::clone(&self.bus)
+    /// The answer to a decided issue, once it is durable and its job handed on. A job that
+    /// cannot be handed on is taken back out, so nothing goes out for a request answered
+    /// "unavailable". Runs outside the one-at-a-time order, so the next issue need not wait.
+    pub fn complete(
+        &self,
+        decided: Result<Decided, IssueError>,
+    ) -> BoxFuture<'static, Result<IssueReceipt, IssueError>> {
+        let flushed = self.store.flush();
+        let jobs = Arc::clone(&self.bus);
+        let store = Arc::clone(&self.store);
+        Box::pin(async move {
+            let decided = decided?;
+            flushed.await?;
+            match decided {
+                Decided::Replay(receipt) => Ok(receipt),
+                Decided::Issued {
+                    receipt,
+                    job,
+                    idempotency,
+                } => match jobs.publish_job(&job).await {
+                    Ok(()) => Ok(receipt),
+                    Err(error) => {
+                        store.abandon_issue(&job, idempotency.as_ref())?;
+                        store.flush().await?;
+                        Err(IssueError::Unavailable(error.to_string()))
+                    }
+                },
+            }
+        })
     }
 
     fn job_for(
@@ -241,22 +262,13 @@ impl Issuer {
         code: &OtpCode,
         now: Timestamp,
     ) -> DeliveryJob {
-        let job_id = JobId::new(&verification.id, verification.send_seq);
-        DeliveryJob {
-            sealed_code: self.secrets.sealer.seal(&job_id, code),
-            job_id,
-            verification_id: verification.id.clone(),
-            send_seq: verification.send_seq,
-            tenant: verification.tenant.clone(),
-            channel: verification.channel,
-            to: verification.to.clone(),
-            country: verification.country.clone(),
-            region: self.regions.region_for(&request.destination).to_owned(),
-            locale: verification.locale.clone(),
-            template: verification.template.clone(),
-            expires_at: verification.expires_at,
-            created_at: now,
-        }
+        let region = self.regions.region_for(&request.destination);
+        DeliveryJob::for_send(
+            verification,
+            region,
+            |job_id| self.secrets.sealer.seal(job_id, code),
+            now,
+        )
     }
 }
 

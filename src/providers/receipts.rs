@@ -63,6 +63,22 @@ pub(crate) fn field<'a>(params: &'a [(String, String)], name: &str) -> Option<&'
         .filter(|value| !value.is_empty())
 }
 
+/// The provider's error code in field `name`, unless it is absent or "0" (no error).
+pub(crate) fn error_code(params: &[(String, String)], name: &str) -> Option<String> {
+    field(params, name)
+        .filter(|code| *code != "0")
+        .map(str::to_owned)
+}
+
+/// Owned pairs from literals, for tests of the receipt parsers.
+#[cfg(test)]
+pub(crate) fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
+}
+
 /// Checks a shared receipt secret in constant time.
 pub fn verify_shared_secret(
     expected: &SecretString,

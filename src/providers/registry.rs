@@ -60,7 +60,6 @@ registry! {
 pub struct BuiltProvider {
     pub id: String,
     pub kind: &'static str,
-    pub channels: Vec<Channel>,
     pub adapter: Arc<dyn Provider>,
     /// How its delivery receipts are read, when it posts them to otpd.
     pub receipts: Option<Arc<dyn ReceiptReader>>,
@@ -103,7 +102,6 @@ impl ProviderSettings {
         Ok(BuiltProvider {
             id: id.to_owned(),
             kind: self.kind(),
-            channels: self.channels(),
             adapter,
             receipts: self.spec().receipts(context),
         })

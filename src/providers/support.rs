@@ -1,9 +1,46 @@
 //! What the HTTP vendors share: the HTTP client every adapter uses, and the checks of the
 //! settings they have in common (base URLs, callback URLs, timeouts).
 
+use reqwest::header::HeaderMap;
+use reqwest::StatusCode;
 use std::time::Duration;
 
 use super::kind::BuildError;
+use super::{classify, ProviderError};
+
+/// A provider's answer, read whole.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Answer {
+    /// The classified error of an answer that is not a success; `detail` is what the
+    /// vendor's error body says (never anything that may echo the message).
+    pub fn refused(&self, detail: &str) -> ProviderError {
+        classify::from_status(self.status, &self.headers, detail)
+    }
+}
+
+/// Sends `request` and reads the whole answer; a transport failure comes back classified.
+pub async fn exchange(request: reqwest::RequestBuilder) -> Result<Answer, ProviderError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|error| classify::from_transport(&error))?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|error| classify::from_transport(&error))?;
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
 
 /// The send timeout when a provider's settings give none, milliseconds.
 pub fn default_timeout_ms() -> u64 {

@@ -202,16 +202,13 @@ pub struct BreakerChanged<'a> {
     pub provider: &'a str,
     /// `open` (until when), `half_open` or `closed`.
     pub state: &'static str,
+    /// The gauge's value: 2 open, 1 half open, 0 closed.
+    pub level: i64,
     pub open_until: Option<crate::domain::Timestamp>,
 }
 
 impl BreakerChanged<'_> {
     pub fn emit(&self) {
-        let level = match self.state {
-            "open" => 2,
-            "half_open" => 1,
-            _ => 0,
-        };
         match self.open_until {
             Some(until) => {
                 warn!(provider = self.provider, until = %until.to_rfc3339(), "Breaker opened.")
@@ -225,7 +222,7 @@ impl BreakerChanged<'_> {
         metrics()
             .breaker_state
             .with_label_values(&[self.provider])
-            .set(level);
+            .set(self.level);
     }
 }
 

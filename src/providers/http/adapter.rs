@@ -10,10 +10,9 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::providers::classify;
 use crate::providers::kind::BuildError;
 use crate::providers::support::{
-    check_timeout, default_timeout_ms, http_client, validate_base_url,
+    check_timeout, default_timeout_ms, exchange, http_client, validate_base_url,
 };
 use crate::providers::{OutboundMessage, Provider, ProviderError, SendReceipt};
 
@@ -199,26 +198,18 @@ impl Provider for HttpProvider {
                 reason: format!("could not encode the request body: {error}"),
             }
         })?;
-        let response = self
+        let request = self
             .client
             .request(self.method.clone(), &self.url)
             .headers(self.headers.clone())
-            .body(body)
-            .send()
-            .await
-            .map_err(|error| classify::from_transport(&error))?;
-        let status = response.status();
-        let headers = response.headers().clone();
+            .body(body);
+        let answer = exchange(request).await?;
         // The answer may echo the request, code included: it never goes into a reason.
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|error| classify::from_transport(&error))?;
-        if !status.is_success() {
-            return Err(classify::from_status(status, &headers, ""));
+        if !answer.status.is_success() {
+            return Err(answer.refused(""));
         }
         let provider_message_id = self.message_id_pointer.as_ref().and_then(|pointer| {
-            let answer: Value = serde_json::from_slice(&bytes).ok()?;
+            let answer: Value = serde_json::from_slice(&answer.body).ok()?;
             match answer.pointer(pointer)? {
                 Value::String(id) => Some(id.clone()),
                 Value::Number(id) => Some(id.to_string()),

@@ -6,10 +6,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::time::Duration;
 
-use crate::providers::classify;
 use crate::providers::kind::BuildError;
 use crate::providers::support::{
-    check_callback_url, check_timeout, default_timeout_ms, http_client, validate_base_url,
+    check_callback_url, check_timeout, default_timeout_ms, exchange, http_client, validate_base_url,
 };
 use crate::providers::{OutboundMessage, Provider, ProviderError, SendReceipt};
 
@@ -145,26 +144,19 @@ impl Provider for TwilioProvider {
     }
 
     async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, ProviderError> {
-        let response = self
+        let request = self
             .client
             .post(&self.messages_url)
             .basic_auth(
                 &self.config.account_sid,
                 Some(self.config.auth_token.expose_secret()),
             )
-            .form(&self.form(message))
-            .send()
-            .await
-            .map_err(|error| classify::from_transport(&error))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|error| classify::from_transport(&error))?;
-        if status.is_success() {
+            .form(&self.form(message));
+        let answer = exchange(request).await?;
+        let bytes = &answer.body;
+        if answer.status.is_success() {
             // The message was accepted: an unreadable answer must not cause a second send.
-            let resource: Option<MessageResource> = serde_json::from_slice(&bytes).ok();
+            let resource: Option<MessageResource> = serde_json::from_slice(bytes).ok();
             if let Some(MessageResource {
                 status: Some(state),
                 ..
@@ -180,7 +172,7 @@ impl Provider for TwilioProvider {
                 provider_message_id: resource.and_then(|resource| resource.sid),
             });
         }
-        let detail = match serde_json::from_slice::<ErrorBody>(&bytes) {
+        let detail = match serde_json::from_slice::<ErrorBody>(bytes) {
             Ok(ErrorBody { code, message }) => {
                 let code = code.map(|code| code.to_string()).unwrap_or_default();
                 format!(
@@ -190,6 +182,6 @@ impl Provider for TwilioProvider {
             }
             Err(_) => String::new(),
         };
-        Err(classify::from_status(status, &headers, &detail))
+        Err(answer.refused(&detail))
     }
 }

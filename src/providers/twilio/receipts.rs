@@ -8,7 +8,7 @@ use sha1::Sha1;
 use subtle::ConstantTimeEq;
 
 use crate::providers::receipts::{
-    field, parse_form, Receipt, ReceiptCall, ReceiptError, ReceiptReader, ReceiptStatus,
+    error_code, field, parse_form, Receipt, ReceiptCall, ReceiptError, ReceiptReader, ReceiptStatus,
 };
 
 /// The header Twilio signs its callbacks with.
@@ -82,22 +82,14 @@ pub fn parse_twilio(params: &[(String, String)]) -> Result<Receipt, ReceiptError
     Ok(Receipt {
         provider_message_id: sid.to_owned(),
         status,
-        error_code: field(params, "ErrorCode")
-            .filter(|code| *code != "0")
-            .map(str::to_owned),
+        error_code: error_code(params, "ErrorCode"),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-        items
-            .iter()
-            .map(|(key, value)| (key.to_string(), value.to_string()))
-            .collect()
-    }
+    use crate::providers::receipts::pairs;
 
     const URL: &str = "https://otpd.example.com/v1/providers/twilio/receipts?tenant=acme";
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::providers::classify;
 use crate::providers::kind::BuildError;
 use crate::providers::support::{
-    check_callback_url, check_timeout, default_timeout_ms, http_client, validate_base_url,
+    check_callback_url, check_timeout, default_timeout_ms, exchange, http_client, validate_base_url,
 };
 use crate::providers::{OutboundMessage, Provider, ProviderError, SendReceipt};
 
@@ -162,25 +162,16 @@ impl Provider for VonageProvider {
         if let Some(callback) = &self.config.callback {
             form.push(("callback", callback));
         }
-        let response = self
-            .client
-            .post(&self.url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|error| classify::from_transport(&error))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|error| classify::from_transport(&error))?;
-        if !status.is_success() {
-            return Err(classify::from_status(status, &headers, ""));
+        let reply = exchange(self.client.post(&self.url).form(&form)).await?;
+        if !reply.status.is_success() {
+            return Err(reply.refused(""));
         }
         let answer: SmsResponse =
-            serde_json::from_slice(&bytes).map_err(|error| ProviderError::Transient {
-                reason: format!("Vonage answered {status} with an unreadable body: {error}"),
+            serde_json::from_slice(&reply.body).map_err(|error| ProviderError::Transient {
+                reason: format!(
+                    "Vonage answered {} with an unreadable body: {error}",
+                    reply.status
+                ),
                 retry_after: None,
             })?;
         if answer.messages.is_empty() {

@@ -4,7 +4,8 @@
 use secrecy::SecretString;
 
 use crate::providers::receipts::{
-    check_shared_secret, field, Receipt, ReceiptCall, ReceiptError, ReceiptReader, ReceiptStatus,
+    check_shared_secret, error_code, field, Receipt, ReceiptCall, ReceiptError, ReceiptReader,
+    ReceiptStatus,
 };
 
 /// Reads one Vonage account's DLRs; `secret` is `receipt_secrets.<id>`.
@@ -34,23 +35,15 @@ pub fn parse_vonage(params: &[(String, String)]) -> Result<Receipt, ReceiptError
     Ok(Receipt {
         provider_message_id: id.to_owned(),
         status,
-        error_code: field(params, "err-code")
-            .filter(|code| *code != "0")
-            .map(str::to_owned),
+        error_code: error_code(params, "err-code"),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::receipts::pairs;
     use crate::providers::receipts::{params_from_json, parse_form, verify_shared_secret};
-
-    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-        items
-            .iter()
-            .map(|(key, value)| (key.to_string(), value.to_string()))
-            .collect()
-    }
 
     #[test]
     fn vonage_receipts_map_and_need_the_secret() {
