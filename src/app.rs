@@ -14,6 +14,7 @@ use crate::bus::amqp::{AmqpBus, Consumers};
 use crate::bus::embedded::EmbeddedBus;
 use crate::config::{ConfigError, Settings};
 use crate::delivery::health::HealthBoard;
+use crate::delivery::lane::Lane;
 use crate::delivery::quota::actor::QuotaActor;
 use crate::delivery::recorder::Recorder;
 use crate::delivery::recovery::resume_outbox;
@@ -270,8 +271,8 @@ struct Delivery {
     recorder: Recorder,
 }
 
-/// Starts delivery over the built providers: their health board, the QuotaActor, one
-/// SenderActor per provider and the RouterActor that chooses between them.
+/// Starts delivery over the built providers: their health board, the QuotaActor, a lane and
+/// a SenderActor per provider, and the RouterActor that chooses between them.
 fn start_delivery(
     settings: &Settings,
     providers: Vec<BuiltProvider>,
@@ -305,30 +306,36 @@ fn start_delivery(
         sealer: secrets.sealer.clone(),
         templates: Templates::from_settings(&settings.templates),
         backoff: Backoff::default(),
-        board: Arc::clone(&board),
         in_flight: Mutex::default(),
         attempts_per_provider: settings.delivery.attempts_per_provider,
         countries: settings.countries.clone(),
     });
-    let limits = settings.provider_limits.clone();
-    let delivery = settings.delivery.clone();
+    let lanes: Vec<(String, Lane)> = providers
+        .into_iter()
+        .map(|BuiltProvider { id, adapter, .. }| {
+            let concurrency = settings
+                .provider_limits
+                .get(&id)
+                .and_then(|l| l.concurrency)
+                .unwrap_or(settings.delivery.concurrency);
+            let lane = Lane::new(adapter, Arc::clone(&board), concurrency);
+            (id, lane)
+        })
+        .collect();
+    let mailbox_capacity = settings.delivery.mailbox_capacity;
     let table = RouteTable::from_settings(&settings.routing);
     let router_board = Arc::clone(&board);
     let router = RouterActor::start_in_arbiter(arbiter, move |ctx| {
         let to_router = ctx.address().recipient();
-        let senders = providers
+        let senders = lanes
             .into_iter()
-            .map(|BuiltProvider { id, adapter, .. }| {
+            .map(|(id, lane)| {
                 let sender = SenderActor::new(
-                    adapter,
+                    lane,
                     Arc::clone(&context),
                     to_router.clone(),
                     quota.clone(),
-                    limits
-                        .get(&id)
-                        .and_then(|l| l.concurrency)
-                        .unwrap_or(delivery.concurrency),
-                    delivery.mailbox_capacity,
+                    mailbox_capacity,
                 )
                 .start();
                 (id, sender.recipient())
@@ -340,7 +347,7 @@ fn start_delivery(
             router_board,
             context,
             delay_queue,
-            delivery.mailbox_capacity,
+            mailbox_capacity,
         )
     });
     Ok(Delivery {

@@ -1,5 +1,6 @@
-//! The health board: per provider, its circuit breaker, its quota standing, its counts and
-//! its send latency. Routers ask it for leave to send; senders report each call to it.
+//! The health board: per provider lane, its admission layers (quota standing, pacing, circuit
+//! breaker), its counts and its send latency. Routers ask it for leave to send; lanes report
+//! each call to it.
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -17,7 +18,7 @@ use crate::telemetry::events::BreakerChanged;
 struct ProviderHealth {
     kind: &'static str,
     /// The provider's messages-per-second limit, if it has one.
-    pace: Option<(f64, TokenBucket)>,
+    pace: Option<Pacing>,
     breaker: Breaker,
     limits: QuotaLimits,
     quota: QuotaUsage,
@@ -78,9 +79,7 @@ impl HealthBoard {
             .map(|(id, kind)| {
                 let health = ProviderHealth {
                     kind,
-                    pace: rates
-                        .get(id)
-                        .map(|rate| (*rate, TokenBucket::full(pace_burst(*rate), Timestamp(0)))),
+                    pace: rates.get(id).map(|rate| Pacing::new(*rate)),
                     breaker: Breaker::new(breaker),
                     limits: quotas.get(id).copied().unwrap_or_default(),
                     quota: QuotaUsage::new(),
@@ -101,17 +100,16 @@ impl HealthBoard {
         Some(f(&mut health))
     }
 
-    /// Leave to make one call to `id` at `now`: refused while its quota is exhausted, its
-    /// breaker is open, or it asked to pause.
+    /// Leave to make one call to `id` at `now`, from its admission layers in order: refused
+    /// while its quota is exhausted, while its pace allows no call, or while its breaker is
+    /// open or it asked to pause.
     pub fn acquire(&self, id: &str, now: Timestamp) -> Result<Permit, NotNow> {
         self.with(id, |health| {
             if let Some(until) = health.quota.exhausted_until(&health.limits, now) {
                 return Err(Some(until));
             }
-            if let Some((rate, bucket)) = &mut health.pace {
-                bucket
-                    .try_take(*rate, pace_burst(*rate), now)
-                    .map_err(|wait| Some(now.plus(wait)))?;
+            if let Some(pace) = &mut health.pace {
+                pace.admit(now).map_err(Some)?;
             }
             let transition = health.breaker.poll(now);
             announce(id, transition);
@@ -199,9 +197,31 @@ impl HealthBoard {
     }
 }
 
-/// A paced provider may take up to a second's worth of messages at once.
-fn pace_burst(rate: f64) -> u32 {
-    rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32
+/// A provider's messages-per-second limit: a token bucket that holds a second's worth.
+struct Pacing {
+    rate: f64,
+    bucket: TokenBucket,
+}
+
+impl Pacing {
+    fn new(rate: f64) -> Self {
+        Pacing {
+            rate,
+            bucket: TokenBucket::full(Self::burst(rate), Timestamp(0)),
+        }
+    }
+
+    /// A paced provider may take up to a second's worth of messages at once.
+    fn burst(rate: f64) -> u32 {
+        rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32
+    }
+
+    /// Takes a token for a call at `now`, or says when the next one is due.
+    fn admit(&mut self, now: Timestamp) -> Result<(), Timestamp> {
+        self.bucket
+            .try_take(self.rate, Self::burst(self.rate), now)
+            .map_err(|wait| now.plus(wait))
+    }
 }
 
 fn announce(provider: &str, transition: Option<Transition>) {

@@ -5,6 +5,7 @@
 pub mod breaker;
 pub mod choose;
 pub mod health;
+pub mod lane;
 pub mod plan;
 pub mod protocol;
 pub mod quota;

@@ -1,16 +1,17 @@
-//! SenderActor: one per provider. Takes jobs from its mailbox, runs up to `concurrency`
-//! sends at once (a full house stops the mailbox, so back-pressure reaches the router),
-//! retries transient failures until the code expires, and records each outcome durably.
+//! SenderActor: one per provider lane. Takes jobs from its mailbox, runs as many sends at
+//! once as its lane has slots (a full house stops the mailbox, so back-pressure reaches the
+//! router), retries transient failures until the code expires, and records each outcome
+//! durably.
 
 use actix::prelude::*;
 use rand::Rng;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::breaker::Permit;
-use super::health::HealthBoard;
+use super::lane::{Called, Lane};
 use super::plan::{disposition, Disposition};
 use super::protocol::{Deliver, DeliveryOutcome, DeliveryUnavailable};
 use super::recorder::Recorder;
@@ -19,7 +20,7 @@ use super::templates::Templates;
 use crate::delivery::quota::actor::CountSend;
 use crate::delivery::settings::CountryOverrides;
 use crate::domain::{DeliveryJob, JobId, Timestamp};
-use crate::providers::{OutboundMessage, Provider};
+use crate::providers::OutboundMessage;
 use crate::secrets::Sealer;
 use crate::store::{MessageOwner, Store, StoreError};
 use crate::telemetry::events::{JobDropped, MessageSent, SendFailed};
@@ -27,14 +28,13 @@ use crate::telemetry::events::{JobDropped, MessageSent, SendFailed};
 /// How long after a code's expiry a delivery receipt for it is still matched.
 const RECEIPT_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
-/// What every send needs besides the provider.
+/// What every send needs besides its lane.
 pub struct SendContext {
     pub store: Arc<dyn Store>,
     pub recorder: Recorder,
     pub sealer: Sealer,
     pub templates: Templates,
     pub backoff: Backoff,
-    pub board: Arc<HealthBoard>,
     /// Jobs being sent right now, by any sender: a redelivered copy is not sent twice.
     pub in_flight: Mutex<HashSet<JobId>>,
     /// Tries on one provider before failing over.
@@ -44,11 +44,10 @@ pub struct SendContext {
 }
 
 pub struct SenderActor {
-    provider: Arc<dyn Provider>,
+    lane: Arc<Lane>,
     context: Arc<SendContext>,
     router: Recipient<Deliver>,
     quota: Recipient<CountSend>,
-    permits: Arc<Semaphore>,
     mailbox_capacity: usize,
 }
 
@@ -62,19 +61,17 @@ enum Ending {
 
 impl SenderActor {
     pub fn new(
-        provider: Arc<dyn Provider>,
+        lane: Lane,
         context: Arc<SendContext>,
         router: Recipient<Deliver>,
         quota: Recipient<CountSend>,
-        concurrency: usize,
         mailbox_capacity: usize,
     ) -> Self {
         SenderActor {
-            provider,
+            lane: Arc::new(lane),
             context,
             router,
             quota,
-            permits: Arc::new(Semaphore::new(concurrency)),
             mailbox_capacity,
         }
     }
@@ -89,25 +86,23 @@ impl SenderActor {
         let fresh = lock(&self.context.in_flight).insert(job.job_id.clone());
         if !fresh {
             if let Some(permit) = permit {
-                self.context
-                    .board
-                    .give_back(self.provider.id(), permit, Timestamp::now());
+                self.lane.give_back(permit, Timestamp::now());
             }
             Deliver::finish(done, DeliveryOutcome::AlreadyInFlight);
             return;
         }
-        let provider = Arc::clone(&self.provider);
+        let lane = Arc::clone(&self.lane);
         let context = Arc::clone(&self.context);
         let router = self.router.clone();
         let quota = self.quota.clone();
         actix_rt::spawn(async move {
-            let ending = deliver(&context, provider.as_ref(), &quota, &job, permit).await;
+            let ending = deliver(&context, &lane, &quota, &job, permit).await;
             lock(&context.in_flight).remove(&job.job_id);
             drop(slot);
             match ending {
                 Ok(Ending::Done) => Deliver::finish(done, DeliveryOutcome::Recorded),
                 Ok(Ending::Failover) => {
-                    tried.push(provider.id().to_owned());
+                    tried.push(lane.id().to_owned());
                     let again = Deliver {
                         job,
                         done,
@@ -120,7 +115,7 @@ impl SenderActor {
                 }
                 Err(error) => {
                     tracing::error!(
-                        provider = provider.id(),
+                        provider = lane.id(),
                         job = %job.job_id,
                         %error,
                         "Could not record a delivery; the job will be delivered again."
@@ -148,19 +143,20 @@ impl Handler<Deliver> for SenderActor {
     type Result = Result<(), DeliveryUnavailable>;
 
     fn handle(&mut self, message: Deliver, ctx: &mut Self::Context) -> Self::Result {
-        match Arc::clone(&self.permits).try_acquire_owned() {
-            Ok(slot) => self.start_send(message, slot),
-            Err(_) => {
-                let permits = Arc::clone(&self.permits);
-                let wait_for_slot = async move { permits.acquire_owned().await }
-                    .into_actor(self)
-                    .map(move |slot, actor, _| match slot {
-                        Ok(slot) => actor.start_send(message, slot),
-                        Err(_) => Deliver::finish(
-                            message.done,
-                            DeliveryOutcome::NotRecorded("the sender stopped".into()),
-                        ),
-                    });
+        match self.lane.try_slot() {
+            Some(slot) => self.start_send(message, slot),
+            None => {
+                let lane = Arc::clone(&self.lane);
+                let wait_for_slot =
+                    async move { lane.slot().await }
+                        .into_actor(self)
+                        .map(move |slot, actor, _| match slot {
+                            Some(slot) => actor.start_send(message, slot),
+                            None => Deliver::finish(
+                                message.done,
+                                DeliveryOutcome::NotRecorded("the sender stopped".into()),
+                            ),
+                        });
                 ctx.wait(wait_for_slot);
             }
         }
@@ -168,21 +164,20 @@ impl Handler<Deliver> for SenderActor {
     }
 }
 
-/// Sends one job through `provider` — retrying transient failures while that can still
+/// Sends one job through `lane` — retrying transient failures while that can still
 /// beat the code's expiry, up to `attempts_per_provider` tries — and records the outcome,
 /// or hands it back for another provider. An error means the outcome could not be recorded.
 async fn deliver(
     context: &SendContext,
-    provider: &dyn Provider,
+    lane: &Lane,
     quota: &Recipient<CountSend>,
     job: &DeliveryJob,
     permit: Option<Permit>,
 ) -> Result<Ending, StoreError> {
-    let id = provider.id();
-    let board = &context.board;
+    let id = lane.id();
     let mut permit = match permit {
         Some(permit) => permit,
-        None => match board.acquire(id, Timestamp::now()) {
+        None => match lane.enter(Timestamp::now()) {
             Ok(permit) => permit,
             Err(_) => return Ok(Ending::Failover),
         },
@@ -193,7 +188,7 @@ async fn deliver(
         let verification = context.store.verification(&job.verification_id)?;
         let plan = disposition(job, verification.as_ref(), now);
         if plan != Disposition::Send {
-            board.give_back(id, permit, now);
+            lane.give_back(permit, now);
             JobDropped {
                 provider: id,
                 channel: job.channel,
@@ -213,16 +208,17 @@ async fn deliver(
         let message = match compose(context, job, now) {
             Ok(message) => message,
             Err(reason) => {
-                board.give_back(id, permit, now);
+                lane.give_back(permit, now);
                 report_failure(id, job, &reason, false);
                 context.recorder.failed(job, Some(id), &reason).await?;
                 return Ok(Ending::Done);
             }
         };
-        let started = Instant::now();
-        let result = provider.send(&message).await;
-        let finished = Timestamp::now();
-        board.record(id, permit, &result, started.elapsed(), finished);
+        let Called {
+            result,
+            took,
+            finished,
+        } = lane.call(permit, &message).await;
         let error = match result {
             Ok(receipt) => {
                 if let Some(message_id) = receipt.provider_message_id {
@@ -239,7 +235,7 @@ async fn deliver(
                 MessageSent {
                     provider: id,
                     channel: job.channel,
-                    call_took: started.elapsed(),
+                    call_took: took,
                     since_issue: job.created_at.until(finished),
                 }
                 .emit();
@@ -253,7 +249,7 @@ async fn deliver(
         };
         attempt += 1;
         if error.retry_after().is_some() {
-            // The provider asked for a pause (the board has recorded it): another provider
+            // The provider asked for a pause (its lane has recorded it): another provider
             // takes the job now rather than holding it for the pause.
             report_failure(id, job, &error.to_string(), false);
             return Ok(Ending::Failover);
@@ -276,7 +272,7 @@ async fn deliver(
             return Ok(Ending::Failover);
         };
         tokio::time::sleep(wait).await;
-        permit = match board.acquire(id, Timestamp::now()) {
+        permit = match lane.enter(Timestamp::now()) {
             Ok(permit) => permit,
             Err(_) => return Ok(Ending::Failover),
         };
