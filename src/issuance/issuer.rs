@@ -20,7 +20,7 @@ use crate::domain::{
     DeliveryJob, DestinationKey, IdempotencyKey, IdempotencyRecord, IssueReceipt, OtpCode,
     Timestamp, Verification, VerificationId,
 };
-use crate::fraud::{Block, FraudGate};
+use crate::fraud::{Block, FraudGate, Target};
 use crate::secrets::Secrets;
 use crate::store::{IssueWrite, Store, StoreError};
 use crate::telemetry::events::OtpIssued;
@@ -89,12 +89,12 @@ impl Issuer {
     /// Decides an issue and writes it (durable with the next [`Issuer::flush`]). The caller
     /// runs one at a time, so two requests for one destination never race.
     pub fn issue(&mut self, message: &IssueOtp, now: Timestamp) -> Result<Decided, IssueError> {
-        if let Some(input) = &message.idempotency {
-            let key = IdempotencyKey {
-                tenant: message.tenant.clone(),
-                key: input.key.clone(),
-            };
-            if let Some(remembered) = self.store.idempotency(&key)? {
+        let idempotency_key = message.idempotency.as_ref().map(|input| IdempotencyKey {
+            tenant: message.tenant.clone(),
+            key: input.key.clone(),
+        });
+        if let (Some(key), Some(input)) = (&idempotency_key, &message.idempotency) {
+            if let Some(remembered) = self.store.idempotency(key)? {
                 return if remembered.body_hash == input.body_hash {
                     Ok(Decided::Replay(remembered.receipt))
                 } else {
@@ -102,6 +102,68 @@ impl Issuer {
                 };
             }
         }
+        let fraud_target = self.screen(message, now)?;
+        let request = &message.request;
+        let destination_key = DestinationKey {
+            tenant: message.tenant.clone(),
+            channel: request.channel,
+            to: request.destination.as_str().to_owned(),
+        };
+        let state = self
+            .store
+            .destination(&destination_key)?
+            .unwrap_or_default();
+        let pending = match &state.pending {
+            Some(id) => self.store.verification(id)?,
+            None => None,
+        };
+        let plan = policy::plan_send(&state, pending.as_ref(), &self.limits, now)?;
+        self.access
+            .admit(&message.tenant, request.channel, &request.destination, now)?;
+
+        let code = OtpCode::generate(request.code_length);
+        let verification = self.verification_for(&plan, pending, message, &code, now);
+        let created = matches!(plan, SendPlan::New);
+        let receipt = policy::receipt(&verification, created, &self.limits);
+        let job = self.job_for(&verification, request, &code, now);
+        let idempotency = idempotency_key
+            .zip(message.idempotency.as_ref())
+            .map(|(key, input)| {
+                let record = IdempotencyRecord {
+                    body_hash: input.body_hash,
+                    receipt: receipt.clone(),
+                    expires_at: now.plus(self.idempotency_ttl),
+                };
+                (key, record)
+            });
+        let write = IssueWrite {
+            destination: policy::record_send(&state, &verification, &self.limits, now),
+            destination_key,
+            verification,
+            idempotency,
+            job: job.clone(),
+        };
+        self.store.commit_issue(&write)?;
+        if let Some(target) = &fraud_target {
+            self.fraud.record_send(target, now);
+        }
+        OtpIssued {
+            tenant: &message.tenant,
+            channel: request.channel,
+            resend: !created,
+        }
+        .emit();
+        Ok(Decided::Issued {
+            receipt,
+            job: Box::new(job),
+            idempotency: write.idempotency.map(|(key, _)| key),
+        })
+    }
+
+    /// What may stop a request before its destination's state is read: an unknown template,
+    /// the fraud guard, the rate limits (HTTP only), a disconnected broker. Returns the
+    /// fraud guard's target, to count the send once it is written.
+    fn screen(&mut self, message: &IssueOtp, now: Timestamp) -> Result<Option<Target>, IssueError> {
         let request = &message.request;
         if !self.known_templates.contains(&request.template) {
             return Err(IssueError::UnknownTemplate(request.template.clone()));
@@ -125,73 +187,31 @@ impl Issuer {
                 "the broker is not connected".into(),
             ));
         }
+        Ok(fraud_target)
+    }
 
-        let destination_key = DestinationKey {
-            tenant: message.tenant.clone(),
-            channel: request.channel,
-            to: request.destination.as_str().to_owned(),
-        };
-        let state = self
-            .store
-            .destination(&destination_key)?
-            .unwrap_or_default();
-        let pending = match &state.pending {
-            Some(id) => self.store.verification(id)?,
-            None => None,
-        };
-        let plan = policy::plan_send(&state, pending.as_ref(), &self.limits, now)?;
-        self.access
-            .admit(&message.tenant, request.channel, &request.destination, now)?;
-
-        let code = OtpCode::generate(request.code_length);
-        let verification = match (&plan, pending) {
+    /// The verification a send writes: the pending one with a new code (a resend), or a new
+    /// one; only the code's HMAC is kept.
+    fn verification_for(
+        &self,
+        plan: &SendPlan,
+        pending: Option<Verification>,
+        message: &IssueOtp,
+        code: &OtpCode,
+        now: Timestamp,
+    ) -> Verification {
+        let request = &message.request;
+        match (plan, pending) {
             (SendPlan::Resend(_), Some(existing)) => {
-                let hash = self.secrets.hasher.hash(existing.id.as_str(), &code);
+                let hash = self.secrets.hasher.hash(existing.id.as_str(), code);
                 policy::resend(&existing, request, hash, now)
             }
             _ => {
                 let id = VerificationId::generate();
-                let hash = self.secrets.hasher.hash(id.as_str(), &code);
+                let hash = self.secrets.hasher.hash(id.as_str(), code);
                 policy::new_verification(id, &message.tenant, request, hash, &self.limits, now)
             }
-        };
-        let created = matches!(plan, SendPlan::New);
-        let receipt = policy::receipt(&verification, created, &self.limits);
-        let job = self.job_for(&verification, request, &code, now);
-        let idempotency = message.idempotency.as_ref().map(|input| {
-            let key = IdempotencyKey {
-                tenant: message.tenant.clone(),
-                key: input.key.clone(),
-            };
-            let record = IdempotencyRecord {
-                body_hash: input.body_hash,
-                receipt: receipt.clone(),
-                expires_at: now.plus(self.idempotency_ttl),
-            };
-            (key, record)
-        });
-        let write = IssueWrite {
-            destination: policy::record_send(&state, &verification, &self.limits, now),
-            destination_key,
-            verification,
-            idempotency,
-            job: job.clone(),
-        };
-        self.store.commit_issue(&write)?;
-        if let Some(target) = &fraud_target {
-            self.fraud.record_send(target, now);
         }
-        OtpIssued {
-            tenant: &message.tenant,
-            channel: request.channel,
-            resend: !created,
-        }
-        .emit();
-        Ok(Decided::Issued {
-            receipt,
-            job: Box::new(job),
-            idempotency: write.idempotency.map(|(key, _)| key),
-        })
     }
 
     /// Lists, adds or removes blocklist entries on behalf of tenant `by` (durable with the
