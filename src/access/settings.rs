@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-use crate::domain::{is_name, Channel};
+use crate::domain::{is_country_code, is_name, Channel};
 use crate::lists::array_or_commas;
 
 /// One tenant: its API key hashes and what it may send. Every field may be left out; the
@@ -104,10 +104,9 @@ impl PricingSettings {
     }
 }
 
+/// Tenants and prices may name countries in either case.
 fn is_country(code: &str) -> bool {
-    code.to_ascii_uppercase()
-        .parse::<phonenumber::country::Id>()
-        .is_ok()
+    is_country_code(&code.to_ascii_uppercase())
 }
 
 /// The configured tenants by name.

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 pub use super::templates::{validate_templates, TemplateSettings};
-use crate::domain::{is_name, Channel};
+use crate::domain::{is_country_code, is_name, Channel};
 use crate::lists::map_of_lists;
 
 /// The routing entry used for regions without one of their own.
@@ -66,7 +66,7 @@ impl RegionSettings {
                 ));
             }
             for country in countries {
-                if !is_country(country) {
+                if !is_country_code(country) {
                     problems.push(format!(
                         "regions.countries.{region}: '{country}' is not an ISO 3166 country code such as DE"
                     ));
@@ -173,7 +173,7 @@ pub fn validate_countries(
 ) -> Vec<String> {
     let mut problems = Vec::new();
     for (country, overrides) in countries {
-        if !is_country(country) {
+        if !is_country_code(country) {
             problems.push(format!(
                 "countries.{country}: not an ISO 3166 country code such as DE"
             ));
@@ -220,8 +220,4 @@ impl ProviderLimits {
         }
         problems
     }
-}
-
-fn is_country(code: &str) -> bool {
-    code.parse::<phonenumber::country::Id>().is_ok()
 }

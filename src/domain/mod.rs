@@ -17,7 +17,7 @@ pub use channel::Channel;
 pub use code::{CodeHash, CodeHasher, OtpCode};
 pub use destination::{Destination, DestinationError};
 pub use job::{DeliveryJob, JobId};
-pub use name::is_name;
+pub use name::{is_country_code, is_name};
 pub use period::{PeriodCounter, PeriodKind};
 pub use records::{
     BlockEntry, DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord, IssueReceipt,

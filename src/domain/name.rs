@@ -1,4 +1,4 @@
-//! Names that go into routing keys, metric labels and settings keys.
+//! Names that go into routing keys, metric labels and settings keys, and country codes.
 
 /// Lower-case ASCII letters, digits and '-', 1 to 64 of them: safe in routing keys and labels.
 pub fn is_name(value: &str) -> bool {
@@ -7,6 +7,11 @@ pub fn is_name(value: &str) -> bool {
         && value
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// An ISO 3166 alpha-2 country code as libphonenumber knows it, in upper case (`DE`).
+pub fn is_country_code(code: &str) -> bool {
+    code.parse::<phonenumber::country::Id>().is_ok()
 }
 
 #[cfg(test)]
@@ -19,5 +24,7 @@ mod tests {
         assert!(!is_name("EU"));
         assert!(!is_name("a.b"));
         assert!(!is_name(""));
+        assert!(is_country_code("DE"));
+        assert!(!is_country_code("XX"));
     }
 }
