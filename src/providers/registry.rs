@@ -1,13 +1,13 @@
 //! The registry of provider kinds: the `kind = "…"` of `[providers.<id>]` names one of them.
-//! A new kind is a folder under `providers/` (settings, adapter, receipts, channels) and one
-//! line in `registry!` below.
+//! A new kind is a folder under `providers/` (settings, adapter, receipts, channels), its
+//! `pub mod` line in `providers/mod.rs`, and one line in `registry!` below.
 
 use serde::Deserialize;
 use std::sync::Arc;
 
 use super::kind::{BuildContext, BuildError, ProviderKind};
 use super::receipts::ReceiptReader;
-use super::{http, sandbox, smtp, twilio, vonage, Provider};
+use super::{sandbox, Provider};
 use crate::domain::Channel;
 
 /// The id of the built-in sandbox provider.
@@ -49,11 +49,11 @@ macro_rules! registry {
 }
 
 registry! {
-    "twilio" => Twilio(twilio::TwilioConfig),
-    "vonage" => Vonage(vonage::VonageConfig),
-    "http" => Http(http::HttpConfig),
-    "smtp" => Smtp(smtp::SmtpConfig),
-    "sandbox" => Sandbox(sandbox::SandboxConfig),
+    "twilio" => Twilio(super::twilio::TwilioConfig),
+    "vonage" => Vonage(super::vonage::VonageConfig),
+    "http" => Http(super::http::HttpConfig),
+    "smtp" => Smtp(super::smtp::SmtpConfig),
+    "sandbox" => Sandbox(super::sandbox::SandboxConfig),
 }
 
 /// A provider ready to send, with what the rest of otpd needs to know of it.
