@@ -162,7 +162,7 @@ fn sealing(c: &mut Criterion) {
 fn routing(c: &mut Criterion) {
     let settings = Settings::load(None).expect("default settings");
     let table = RegionTable::from_settings(&settings.regions);
-    let topology = Topology::from_settings(&settings.amqp);
+    let topology = Topology::from_settings(&settings.amqp, settings.cluster.partitions);
     let destinations: Vec<Destination> = [
         "+4915112345678",
         "+14155552671",

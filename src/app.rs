@@ -103,7 +103,7 @@ impl Application {
             .amqp
             .url
             .as_ref()
-            .map(|_| AmqpBus::new(&settings.amqp, prepared.amqp_tls));
+            .map(|_| AmqpBus::new(&settings.amqp, &settings.cluster, prepared.amqp_tls));
         let events: Arc<dyn EventSink> = match &broker {
             Some(broker) => broker.clone(),
             None => Arc::new(NoEvents),
@@ -161,8 +161,8 @@ impl Application {
                 keys: Arc::clone(&keys),
                 defaults,
             };
-            let broker = Arc::clone(broker);
-            arbiters.broker.spawn_fn(move || broker.start(consumers));
+            let starting = Arc::clone(broker);
+            arbiters.broker.spawn_fn(move || starting.start(consumers));
         }
         spawn_outbox_recovery(Arc::clone(&store), Arc::clone(&bus), started);
         spawn_sweeper(
@@ -170,7 +170,11 @@ impl Application {
             Duration::from_secs(settings.store.sweep_interval_seconds),
         );
 
+        let cluster = broker
+            .clone()
+            .map(|broker| broker as Arc<dyn crate::cluster::ClusterStatus>);
         let state = web::Data::new(AppState {
+            cluster,
             issuer,
             checker: Checker::new(Arc::clone(&store), secrets.hasher.clone())
                 .with_fraud_gate(fraud.clone()),
@@ -224,10 +228,23 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until the server is stopped (SIGINT/SIGTERM or `handle().stop()`), then closes
-    /// the broker connection and makes the store durable.
+    /// Serves until the server is stopped (SIGINT/SIGTERM or `handle().stop()`) or the
+    /// cluster refuses this node (an error that says why), then closes the broker connection
+    /// and makes the store durable.
     pub async fn run(self) -> std::io::Result<()> {
-        let served = self.server.await;
+        let server = self.server.handle();
+        let served = match &self.broker {
+            Some(broker) => {
+                tokio::select! {
+                    served = self.server => served,
+                    reason = broker.refused() => {
+                        server.stop(true).await;
+                        Err(std::io::Error::other(reason))
+                    }
+                }
+            }
+            None => self.server.await,
+        };
         if let Some(broker) = &self.broker {
             broker.stop();
         }

@@ -11,6 +11,7 @@ use crate::access::{PricingSettings, TenantSettings};
 use crate::api::settings::HttpSettings;
 use crate::bus::amqp::settings::AmqpSettings;
 use crate::bus::amqp::topology::Topology;
+use crate::cluster::ClusterSettings;
 use crate::delivery::breaker::BreakerConfig;
 use crate::delivery::quota::QuotaLimits;
 use crate::delivery::region::every_routing_key;
@@ -54,6 +55,10 @@ pub struct Settings {
     pub store: StoreSettings,
     #[serde(default)]
     pub amqp: AmqpSettings,
+    /// `[cluster]`: partitions and this node's name, for broker mode. Defaults: see
+    /// `ClusterSettings`.
+    #[serde(default)]
+    pub cluster: ClusterSettings,
     #[serde(default)]
     pub secrets: SecretSettings,
     pub verification: VerificationSettings,
@@ -211,12 +216,13 @@ impl Settings {
         problems.extend(self.pricing.validate());
         problems.extend(self.delivery.validate());
         problems.extend(self.amqp.validate());
+        problems.extend(self.cluster.validate());
         problems.extend(self.fraud.validate("fraud"));
         problems.extend(self.breaker.validate("breaker"));
         problems.extend(validate_countries(&self.countries, &self.templates));
         problems.extend(self.routing.validate(&self.regions));
         problems.extend(self.check_providers());
-        let topology = Topology::from_settings(&self.amqp);
+        let topology = Topology::from_settings(&self.amqp, self.cluster.partitions);
         problems.extend(topology.check_routing(&every_routing_key(&self.regions)));
         problems
     }

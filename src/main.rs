@@ -204,6 +204,6 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         let app = Application::build(settings)
             .await
             .context("otpd could not start")?;
-        app.run().await.context("the HTTP server failed")
+        app.run().await.context("otpd stopped")
     })
 }

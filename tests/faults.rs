@@ -176,7 +176,10 @@ async fn clean_up(namespace: &str) {
     };
     let mut settings = otpd::config::Settings::load(None).expect("default settings");
     settings.amqp.namespace = namespace.to_string();
-    let topology = otpd::bus::amqp::topology::Topology::from_settings(&settings.amqp);
+    let topology = otpd::bus::amqp::topology::Topology::from_settings(
+        &settings.amqp,
+        settings.cluster.partitions,
+    );
     if let Err(error) = otpd::bus::amqp::declare::delete(&channel, &topology).await {
         eprintln!("could not clean up {namespace}: {error}");
     }

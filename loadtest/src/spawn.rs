@@ -340,7 +340,10 @@ pub async fn delete_namespace(amqp_url: &str, namespace: &str) -> anyhow::Result
     let channel = connection.create_channel().await?;
     let mut settings = otpd::config::Settings::load(None).context("otpd's default settings")?;
     settings.amqp.namespace = namespace.to_string();
-    let topology = otpd::bus::amqp::topology::Topology::from_settings(&settings.amqp);
+    let topology = otpd::bus::amqp::topology::Topology::from_settings(
+        &settings.amqp,
+        settings.cluster.partitions,
+    );
     otpd::bus::amqp::declare::delete(&channel, &topology)
         .await
         .with_context(|| format!("delete the queues and exchanges of {namespace}"))?;

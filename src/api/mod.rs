@@ -29,6 +29,8 @@ use error::ApiError;
 
 /// What every handler can reach.
 pub struct AppState {
+    /// The cluster this node belongs to (broker mode).
+    pub cluster: Option<Arc<dyn crate::cluster::ClusterStatus>>,
     pub issuer: actix::Addr<IssuanceActor>,
     pub checker: Checker,
     pub keys: Arc<ApiKeys>,
@@ -48,6 +50,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(resource("/readyz").route(web::get().to(ops::readyz)))
         .service(resource("/metrics").route(web::get().to(ops::prometheus)))
         .service(resource("/v1/providers").route(web::get().to(ops::providers)))
+        .service(resource("/v1/cluster").route(web::get().to(ops::cluster)))
         .service(
             resource("/v1/providers/{provider}/receipts").route(web::post().to(receipts::receive)),
         )

@@ -23,6 +23,13 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     if !state.bus.is_ready() {
         return Err(ApiError::unavailable("the broker is not connected"));
     }
+    if let Some(cluster) = &state.cluster {
+        if !cluster.has_joined() {
+            return Err(ApiError::unavailable(
+                "this node has not joined the cluster yet",
+            ));
+        }
+    }
     Ok(HttpResponse::Ok().json(json!({"status": "ready", "store": "ok", "bus": "ok"})))
 }
 
@@ -36,4 +43,23 @@ pub async fn prometheus() -> HttpResponse {
 /// GET /v1/providers: each provider's breaker, quota, counts and send latency.
 pub async fn providers(state: web::Data<AppState>, _tenant: Tenant) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "providers": state.board.views(Timestamp::now()) }))
+}
+
+/// GET /v1/cluster: every partition and the node that owns it, as the owners answer.
+pub async fn cluster(
+    state: web::Data<AppState>,
+    _tenant: Tenant,
+) -> Result<HttpResponse, ApiError> {
+    let Some(cluster) = &state.cluster else {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "no_cluster",
+            "otpd runs in embedded mode: one node, no partitions. Set OTPD__AMQP__URL to run nodes as a cluster.",
+        ));
+    };
+    let view = cluster
+        .view()
+        .await
+        .map_err(|error| ApiError::unavailable(error.to_string()))?;
+    Ok(HttpResponse::Ok().json(view))
 }

@@ -165,8 +165,11 @@ impl Broker {
 pub async fn delete_namespace(channel: &Channel, namespace: &str) {
     let mut settings = Settings::load(None).expect("default settings");
     settings.amqp.namespace = namespace.to_string();
-    let topology = otpd::bus::amqp::topology::Topology::from_settings(&settings.amqp);
-    for queue in topology.queue_names() {
+    let topology = otpd::bus::amqp::topology::Topology::from_settings(
+        &settings.amqp,
+        settings.cluster.partitions,
+    );
+    for queue in topology.all_queue_names() {
         let _ = channel
             .queue_delete(queue.into(), QueueDeleteOptions::default())
             .await;

@@ -597,6 +597,48 @@ impl OtpdProcess {
         format!("{}{}", self.address, path)
     }
 
+    /// Runs `otpd serve` on `store` with the extra `env` until it exits, for at most
+    /// `within` (then kills it); returns its exit status (`None`: killed) and its output.
+    #[allow(dead_code)] // used by tests/cluster.rs, not by every binary that includes this file
+    pub fn run_to_exit(
+        store: &Path,
+        env: &[(&str, &str)],
+        within: Duration,
+    ) -> (Option<std::process::ExitStatus>, String) {
+        let mut command = Command::new(otpd_binary());
+        command
+            .arg("serve")
+            .env("OTPD__STORE__DIR", store)
+            .env("OTPD__HTTP__LISTEN", "127.0.0.1:0")
+            .env("NO_COLOR", "1")
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn otpd serve");
+        let deadline = Instant::now() + within;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                _ if Instant::now() > deadline => break None,
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        let _ = child.kill();
+        let output = child.wait_with_output().expect("otpd output");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (status, strip_ansi(&text))
+    }
+
     /// Everything printed so far on stdout and stderr (ANSI colours removed).
     pub fn output(&self) -> String {
         self.output

@@ -94,16 +94,20 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> lapin::Result<()
 }
 
 /// Durable declarations on one channel.
-struct Declarer<'a>(&'a Channel);
+pub struct Declarer<'a>(&'a Channel);
 
-impl Declarer<'_> {
+impl<'a> Declarer<'a> {
+    pub fn on(channel: &'a Channel) -> Self {
+        Declarer(channel)
+    }
+
     async fn exchange(&self, name: &str, kind: ExchangeKind) -> lapin::Result<()> {
         self.0
             .exchange_declare(name.into(), kind, durable_exchange(), FieldTable::default())
             .await
     }
 
-    async fn queue(&self, name: &str, arguments: FieldTable) -> lapin::Result<()> {
+    pub async fn queue(&self, name: &str, arguments: FieldTable) -> lapin::Result<()> {
         self.0
             .queue_declare(name.into(), durable_queue(), arguments)
             .await
@@ -126,7 +130,7 @@ impl Declarer<'_> {
 /// Deletes everything `declare` made (for tests and the load harness, which use a namespace
 /// of their own). Messages in the queues go with them.
 pub async fn delete(channel: &Channel, topology: &Topology) -> lapin::Result<()> {
-    for queue in topology.queue_names() {
+    for queue in topology.all_queue_names() {
         channel
             .queue_delete(queue.into(), QueueDeleteOptions::default())
             .await?;

@@ -2,6 +2,7 @@
 //! requests queue and this node's region queues, and reconnects by itself when the broker
 //! goes away. Every broker call is bounded by `amqp.timeout_ms`.
 
+pub mod cluster;
 pub mod declare;
 pub mod ingress;
 pub mod message;
@@ -23,6 +24,7 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::cluster::{ClusterSettings, ClusterStatus, ClusterUnavailable, ClusterView};
 use crate::delivery::region::routing_key;
 use crate::delivery::{JobQueue, RouterActor};
 use crate::domain::DeliveryJob;
@@ -31,6 +33,7 @@ use crate::issuance::IssuanceActor;
 use crate::telemetry::platform::{Event, EventSink, PublishError};
 use crate::tenants::ApiKeys;
 use crate::tls::AmqpTls;
+use cluster::{ClusterLink, JoinError};
 use settings::AmqpSettings;
 use topology::Topology;
 
@@ -54,14 +57,30 @@ pub struct AmqpBus {
     timeout: Duration,
     /// Set once by `stop`: the supervisor closes the connection and does not reconnect.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// This node's membership of the cluster on the namespace.
+    cluster: Arc<ClusterLink>,
+    /// Set when the cluster refused this node (a different partition count): the node
+    /// must stop, and says why.
+    refused: tokio::sync::watch::Sender<Option<String>>,
+}
+
+/// Why a connection's session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Broker(#[from] PublishError),
+    #[error(transparent)]
+    Cluster(#[from] JoinError),
 }
 
 impl AmqpBus {
     /// `tls` is `[amqp.tls]` as `crate::tls::amqp_tls` read it.
-    pub fn new(settings: &AmqpSettings, tls: AmqpTls) -> Arc<Self> {
+    pub fn new(settings: &AmqpSettings, cluster: &ClusterSettings, tls: AmqpTls) -> Arc<Self> {
         Arc::new(AmqpBus {
             tls,
-            topology: Arc::new(Topology::from_settings(settings)),
+            topology: Arc::new(Topology::from_settings(settings, cluster.partitions)),
+            cluster: ClusterLink::new(cluster, &settings.namespace),
+            refused: tokio::sync::watch::channel(None).0,
             publisher: RwLock::new(None),
             timeout: Duration::from_millis(settings.timeout_ms),
             settings: settings.clone(),
@@ -81,10 +100,21 @@ impl AmqpBus {
             let delay = Duration::from_millis(bus.settings.reconnect_delay_ms);
             let mut stopping = bus.stopping.subscribe();
             while !*stopping.borrow() {
-                if let Err(error) = bus.session(&consumers).await {
-                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "Broker connection lost; reconnecting.");
+                match bus.session(&consumers).await {
+                    Ok(()) => {}
+                    Err(SessionError::Cluster(JoinError::Refused(mismatch))) => {
+                        bus.set_publisher(None);
+                        bus.cluster.leave();
+                        tracing::error!(error = %mismatch, "The cluster refused this node; stopping.");
+                        bus.refused.send_replace(Some(mismatch.to_string()));
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "Broker connection lost; reconnecting.");
+                    }
                 }
                 bus.set_publisher(None);
+                bus.cluster.leave();
                 let _ = tokio::time::timeout(delay, stopping.wait_for(|stop| *stop)).await;
             }
             tracing::info!("Disconnected from the broker.");
@@ -121,8 +151,30 @@ impl AmqpBus {
         }
     }
 
-    /// One connection's life: connect, declare, consume until something breaks.
-    async fn session(&self, consumers: &Arc<Consumers>) -> Result<(), PublishError> {
+    /// This node's membership of the cluster.
+    pub fn cluster(&self) -> &Arc<ClusterLink> {
+        &self.cluster
+    }
+
+    /// Resolves with the reason once the cluster has refused this node (it then stops
+    /// reconnecting).
+    pub async fn refused(&self) -> String {
+        let mut refused = self.refused.subscribe();
+        let reason = match refused.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => return std::future::pending().await,
+        };
+        reason
+    }
+
+    /// Why the cluster refused this node, if it has.
+    pub fn refusal(&self) -> Option<String> {
+        self.refused.borrow().clone()
+    }
+
+    /// One connection's life: connect, declare, join the cluster, consume until something
+    /// breaks.
+    async fn session(&self, consumers: &Arc<Consumers>) -> Result<(), SessionError> {
         let url = self.settings.url.clone().unwrap_or_default();
         // Every (re)connection gets the same TLS trust; it only applies to amqps:// URLs.
         let tls = OwnedTLSConfig {
@@ -153,6 +205,16 @@ impl AmqpBus {
         self.set_publisher(Some(publisher));
 
         let (ended, mut any_ended) = tokio::sync::mpsc::channel::<String>(8);
+        let _membership = match tokio::time::timeout(
+            self.timeout * 2,
+            self.cluster
+                .join(&connection, &self.topology, ended.clone()),
+        )
+        .await
+        {
+            Ok(joined) => joined?,
+            Err(_) => return Err(PublishError::Timeout(self.timeout.as_millis() as u64 * 2).into()),
+        };
         let ingress_channel = self.consumer_channel(&connection).await?;
         let ingress = self
             .bounded(ingress_channel.basic_consume(
@@ -213,7 +275,7 @@ impl AmqpBus {
             connection.close(200, "otpd reconnects".into()),
         )
         .await;
-        Err(PublishError::Broker(reason))
+        Err(PublishError::Broker(reason).into())
     }
 
     async fn consumer_channel(&self, connection: &Connection) -> Result<Channel, PublishError> {
@@ -401,6 +463,17 @@ fn spawn_consumer<F, Fut>(
 impl crate::delivery::DelayQueue for AmqpBus {
     async fn delay(&self, job: &DeliveryJob, wait: Duration) -> Result<(), PublishError> {
         self.handle().delay(job, wait).await
+    }
+}
+
+#[async_trait]
+impl ClusterStatus for AmqpBus {
+    async fn view(&self) -> Result<ClusterView, ClusterUnavailable> {
+        self.cluster.view().await
+    }
+
+    fn has_joined(&self) -> bool {
+        self.cluster.has_joined()
     }
 }
 

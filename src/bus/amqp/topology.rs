@@ -41,10 +41,17 @@ pub struct Topology {
     pub delay_queue: String,
     /// Deliveries of one message before the broker dead-letters it (quorum queues).
     pub delivery_limit: u32,
+    /// The stream holding the cluster's record (its partition count), written once by the
+    /// cluster's first node.
+    pub cluster_stream: String,
+    /// One queue per partition, consumed by every node with single active consumer: the
+    /// broker makes the one consumer it delivers to the partition's owner.
+    pub partition_queues: Vec<String>,
 }
 
 impl Topology {
-    pub fn from_settings(settings: &AmqpSettings) -> Self {
+    /// The names under `[amqp]`, for a cluster of `partitions` partitions.
+    pub fn from_settings(settings: &AmqpSettings, partitions: u16) -> Self {
         let ns = &settings.namespace;
         let region_queues = settings
             .region_queues
@@ -71,10 +78,22 @@ impl Topology {
             delay_exchange: format!("{ns}.delay"),
             delay_queue: format!("{ns}.delay"),
             delivery_limit: settings.delivery_limit,
+            cluster_stream: format!("{ns}.cluster"),
+            partition_queues: (0..partitions)
+                .map(|partition| partition_queue(ns, partition))
+                .collect(),
         }
     }
 
-    /// Every queue otpd declares.
+    /// Every queue otpd declares: the work queues, the partition queues and the streams.
+    pub fn all_queue_names(&self) -> Vec<&str> {
+        let mut names = self.queue_names();
+        names.extend(self.partition_queues.iter().map(String::as_str));
+        names.push(self.cluster_stream.as_str());
+        names
+    }
+
+    /// The queues that carry requests, jobs and dead letters.
     pub fn queue_names(&self) -> Vec<&str> {
         let mut names = vec![
             self.requests_queue.as_str(),
@@ -134,6 +153,11 @@ impl Topology {
     }
 }
 
+/// The queue of `partition` (zero-padded, so the queues sort in partition order).
+pub fn partition_queue(namespace: &str, partition: u16) -> String {
+    format!("{namespace}.partition.{partition:04}")
+}
+
 /// AMQP topic matching: words split by '.', `*` matches one word, `#` zero or more.
 pub fn topic_matches(pattern: &str, key: &str) -> bool {
     let pattern: Vec<&str> = pattern.split('.').collect();
@@ -185,7 +209,7 @@ mod tests {
                 .collect(),
             ..AmqpSettings::default()
         };
-        Topology::from_settings(&settings)
+        Topology::from_settings(&settings, 2)
     }
 
     #[test]
@@ -206,6 +230,12 @@ mod tests {
         assert_eq!(topology.route_exchange, "otp.route");
         assert_eq!(topology.region_queues[0].queue, "otp.region.eu");
         assert_eq!(topology.dead_queue, "otp.dead");
+        assert_eq!(
+            topology.partition_queues,
+            vec!["otp.partition.0000", "otp.partition.0001"]
+        );
+        assert_eq!(topology.cluster_stream, "otp.cluster");
+        assert!(topology.all_queue_names().contains(&"otp.partition.0001"));
     }
 
     #[test]

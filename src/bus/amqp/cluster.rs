@@ -1,0 +1,585 @@
+//! The cluster on the broker. At each connection a node checks the partition count recorded
+//! in the cluster stream (recording it if it is the first node), then consumes every
+//! partition queue. The queues have a single active consumer, so the broker makes one node
+//! the owner of each partition; a node learns that it is the owner when a message of the
+//! queue reaches it, which the ticks every node publishes make happen within a tick. When
+//! the connection closes, the broker hands its partitions to the other nodes.
+//!
+//! Ownership is spread: a node that owns more than its share (partitions over consumers of
+//! a partition queue, which is the number of nodes the broker sees) yields the excess by
+//! consuming those queues anew, at the back of the line.
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+use super::declare::Declarer;
+use super::topology::Topology;
+use crate::cluster::{
+    agree, ClusterRecord, ClusterSettings, ClusterUnavailable, ClusterView, OwnerReport, Ownership,
+    PartitionMismatch,
+};
+use crate::domain::Timestamp;
+
+/// The `type` of a tick: it only makes the partition's owner known to itself.
+const TICK: &str = "otpd.tick";
+/// The `type` of a question to a partition's owner: who are you?
+const WHO_OWNS: &str = "otpd.who-owns";
+/// The queue name a direct reply goes to.
+const DIRECT_REPLY: &str = "amq.rabbitmq.reply-to";
+/// How long reading the cluster record from its stream may take.
+const RECORD_WAIT: Duration = Duration::from_millis(3000);
+/// How long `GET /v1/cluster` waits for the owners' answers.
+const ASK_WAIT: Duration = Duration::from_millis(1500);
+/// Ticks between two looks at the share of partitions this node owns.
+const TICKS_PER_BALANCE: u32 = 4;
+
+/// Why a connection's session with the cluster ended.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    Refused(#[from] PartitionMismatch),
+    #[error("the cluster record in stream {stream} is unreadable: {detail}")]
+    Unreadable { stream: String, detail: String },
+    #[error("the broker failed: {0}")]
+    Broker(String),
+}
+
+impl From<lapin::Error> for JoinError {
+    fn from(error: lapin::Error) -> Self {
+        JoinError::Broker(error.to_string())
+    }
+}
+
+/// This node in the cluster: its ownership table, and while connected the channels it
+/// consumes the partition queues and direct replies on.
+pub struct ClusterLink {
+    node: String,
+    namespace: String,
+    partitions: u16,
+    tick: Duration,
+    ownership: Ownership,
+    joined: AtomicBool,
+    /// The channel that consumes direct replies and asks the owners, while connected.
+    asker: RwLock<Option<Channel>>,
+    /// Questions waiting for answers, by correlation id.
+    waiting: Mutex<HashMap<String, mpsc::UnboundedSender<OwnerReport>>>,
+}
+
+/// What a session keeps of its membership; dropping it stops the ticks.
+pub struct Membership {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+}
+
+impl ClusterLink {
+    pub fn new(settings: &ClusterSettings, namespace: &str) -> Arc<Self> {
+        Arc::new(ClusterLink {
+            node: settings.node_id(),
+            namespace: namespace.to_owned(),
+            partitions: settings.partitions,
+            tick: Duration::from_millis(settings.tick_ms),
+            ownership: Ownership::new(settings.partitions),
+            joined: AtomicBool::new(false),
+            asker: RwLock::new(None),
+            waiting: Mutex::default(),
+        })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn ownership(&self) -> &Ownership {
+        &self.ownership
+    }
+
+    pub fn has_joined(&self) -> bool {
+        self.joined.load(Ordering::Acquire)
+    }
+
+    /// Joins the cluster on `connection`: checks (or records) the partition count, then
+    /// consumes every partition queue and starts ticking. A consumer that ends for any
+    /// reason but this node's own yielding says so on `ended`.
+    pub async fn join(
+        self: &Arc<Self>,
+        connection: &Connection,
+        topology: &Topology,
+        ended: mpsc::Sender<String>,
+    ) -> Result<Membership, JoinError> {
+        let setup = connection.create_channel().await?;
+        let declarer = Declarer::on(&setup);
+        let stream = setup
+            .queue_declare(
+                topology.cluster_stream.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                stream_arguments(),
+            )
+            .await?;
+        let record = self
+            .cluster_record(connection, topology, stream.message_count() > 0)
+            .await?;
+        agree(&self.namespace, self.partitions, &record)?;
+        // Only a node that agrees declares the partition queues, so a misconfigured one
+        // leaves no stray queues behind.
+        for queue in &topology.partition_queues {
+            declarer.queue(queue, partition_queue_arguments()).await?;
+        }
+        let _ = setup.close(200, "declared".into()).await;
+
+        let asker = connection.create_channel().await?;
+        let replies = asker
+            .basic_consume(
+                DIRECT_REPLY.into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let mut tasks = vec![self.spawn_reply_router(replies, ended.clone())];
+        *self.asker.write().unwrap_or_else(|p| p.into_inner()) = Some(asker);
+
+        let owner = connection.create_channel().await?;
+        owner.basic_qos(64, BasicQosOptions::default()).await?;
+        let consumers = Arc::new(Consumers {
+            channel: owner.clone(),
+            link: Arc::clone(self),
+            ended,
+            yielding: Mutex::default(),
+        });
+        for partition in 0..self.partitions {
+            consumers.consume(topology, partition).await?;
+        }
+        let ticker = connection.create_channel().await?;
+        tasks.push(self.spawn_ticks(ticker, topology.clone(), Arc::clone(&consumers)));
+        self.joined.store(true, Ordering::Release);
+        tracing::info!(
+            node = %self.node,
+            partitions = self.partitions,
+            "Joined the cluster; the broker assigns the partitions."
+        );
+        Ok(Membership { tasks })
+    }
+
+    /// The connection is gone, and with it every partition this node owned.
+    pub fn leave(&self) {
+        self.joined.store(false, Ordering::Release);
+        *self.asker.write().unwrap_or_else(|p| p.into_inner()) = None;
+        let released = self.ownership.release_all();
+        if released > 0 {
+            tracing::warn!(node = %self.node, released, "Left the cluster; the other nodes take over this node's partitions.");
+        }
+    }
+
+    /// The record in the cluster stream, written first if the stream has none.
+    async fn cluster_record(
+        &self,
+        connection: &Connection,
+        topology: &Topology,
+        recorded: bool,
+    ) -> Result<ClusterRecord, JoinError> {
+        let stream = &topology.cluster_stream;
+        if recorded {
+            return read_first(connection, stream)
+                .await?
+                .ok_or_else(|| JoinError::Broker(format!("stream {stream} gave no record")));
+        }
+        let record = ClusterRecord {
+            partitions: self.partitions,
+            recorded_by: self.node.clone(),
+            recorded_at: Timestamp::now().to_rfc3339(),
+        };
+        let writer = connection.create_channel().await?;
+        writer
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let body = serde_json::to_vec(&record).map_err(|e| JoinError::Broker(e.to_string()))?;
+        writer
+            .basic_publish(
+                "".into(),
+                stream.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default().with_content_type("application/json".into()),
+            )
+            .await?
+            .await?;
+        let _ = writer.close(200, "recorded".into()).await;
+        // Two first nodes may both have written one: the first in the stream counts.
+        read_first(connection, stream)
+            .await?
+            .ok_or_else(|| JoinError::Broker(format!("stream {stream} lost the cluster record")))
+    }
+
+    /// Routes direct replies to the question they answer.
+    fn spawn_reply_router(
+        self: &Arc<Self>,
+        mut replies: lapin::Consumer,
+        ended: mpsc::Sender<String>,
+    ) -> tokio::task::JoinHandle<()> {
+        let link = Arc::clone(self);
+        tokio::spawn(async move {
+            let reason = loop {
+                match replies.next().await {
+                    Some(Ok(delivery)) => {
+                        let Some(id) = delivery.properties.correlation_id() else {
+                            continue;
+                        };
+                        let waiting = link.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                        if let (Some(waiter), Ok(report)) = (
+                            waiting.get(id.as_str()),
+                            serde_json::from_slice::<OwnerReport>(&delivery.data),
+                        ) {
+                            let _ = waiter.send(report);
+                        }
+                    }
+                    Some(Err(error)) => break error.to_string(),
+                    None => break "the reply consumer was canceled".to_string(),
+                }
+            };
+            let _ = ended.send(reason).await;
+        })
+    }
+
+    /// Publishes a tick to every partition queue each tick, and now and then yields the
+    /// partitions this node owns beyond its share.
+    fn spawn_ticks(
+        &self,
+        channel: Channel,
+        topology: Topology,
+        consumers: Arc<Consumers>,
+    ) -> tokio::task::JoinHandle<()> {
+        let every = self.tick;
+        let expiration: ShortString = (every.as_millis() * 4).to_string().into();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            let mut count: u32 = 0;
+            loop {
+                ticks.tick().await;
+                for queue in &topology.partition_queues {
+                    let properties = BasicProperties::default()
+                        .with_type(TICK.into())
+                        .with_expiration(expiration.clone());
+                    let published = channel
+                        .basic_publish(
+                            "".into(),
+                            queue.as_str().into(),
+                            BasicPublishOptions::default(),
+                            b"",
+                            properties,
+                        )
+                        .await;
+                    if published.is_err() {
+                        return;
+                    }
+                }
+                count = count.wrapping_add(1);
+                if count % TICKS_PER_BALANCE == 0 {
+                    consumers.balance(&channel, &topology).await;
+                }
+            }
+        })
+    }
+
+    /// Asks the owner of every partition, through its queue, and waits a moment for the
+    /// answers.
+    pub async fn view(&self) -> Result<ClusterView, ClusterUnavailable> {
+        let asker = self
+            .asker
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|channel| channel.status().connected())
+            .ok_or(ClusterUnavailable::Disconnected)?;
+        let id = format!("{:016x}", rand::random::<u64>());
+        let (waiter, mut answers) = mpsc::unbounded_channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), waiter);
+        let asked = self.ask_every_owner(&asker, &id).await;
+        let mut reports = Vec::new();
+        if asked.is_ok() {
+            let deadline = tokio::time::sleep(ASK_WAIT);
+            tokio::pin!(deadline);
+            while reports.len() < usize::from(self.partitions) {
+                tokio::select! {
+                    _ = &mut deadline => break,
+                    report = answers.recv() => match report {
+                        Some(report) => reports.push(report),
+                        None => break,
+                    },
+                }
+            }
+        }
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        asked?;
+        Ok(ClusterView::assemble(&self.node, self.partitions, reports))
+    }
+
+    async fn ask_every_owner(&self, asker: &Channel, id: &str) -> Result<(), ClusterUnavailable> {
+        let expiration: ShortString = ASK_WAIT.as_millis().to_string().into();
+        for partition in 0..self.partitions {
+            let queue = super::topology::partition_queue(&self.namespace, partition);
+            let properties = BasicProperties::default()
+                .with_type(WHO_OWNS.into())
+                .with_reply_to(DIRECT_REPLY.into())
+                .with_correlation_id(id.into())
+                .with_expiration(expiration.clone());
+            asker
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    b"",
+                    properties,
+                )
+                .await
+                .map_err(|error| ClusterUnavailable::Broker(error.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// A message of `partition`'s queue reached this node: it owns the partition; a
+    /// question gets the answer.
+    async fn on_message(
+        &self,
+        channel: &Channel,
+        partition: u16,
+        delivery: lapin::message::Delivery,
+    ) {
+        let now = Timestamp::now();
+        if self.ownership.claim(partition, now) {
+            tracing::info!(node = %self.node, partition, "Now the owner of a partition.");
+        }
+        let properties = &delivery.properties;
+        let asks = properties.kind().as_ref().map(ShortString::as_str) == Some(WHO_OWNS);
+        let (Some(reply_to), Some(id), true) =
+            (properties.reply_to(), properties.correlation_id(), asks)
+        else {
+            return;
+        };
+        let report = OwnerReport {
+            partition,
+            node: self.node.clone(),
+            owner_since: self
+                .ownership
+                .owned_since(partition)
+                .unwrap_or(now)
+                .to_rfc3339(),
+        };
+        let Ok(body) = serde_json::to_vec(&report) else {
+            return;
+        };
+        let answered = channel
+            .basic_publish(
+                "".into(),
+                reply_to.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default().with_correlation_id(id.clone()),
+            )
+            .await;
+        if let Err(error) = answered {
+            tracing::debug!(%error, partition, "Could not answer who owns a partition.");
+        }
+    }
+}
+
+/// The partition queue consumers of one session.
+struct Consumers {
+    channel: Channel,
+    link: Arc<ClusterLink>,
+    ended: mpsc::Sender<String>,
+    /// Partitions whose consumer this node is canceling to yield them.
+    yielding: Mutex<Vec<u16>>,
+}
+
+impl Consumers {
+    fn tag(&self, partition: u16) -> String {
+        format!("{}.{partition}", self.link.node)
+    }
+
+    async fn consume(
+        self: &Arc<Self>,
+        topology: &Topology,
+        partition: u16,
+    ) -> Result<(), lapin::Error> {
+        let queue = &topology.partition_queues[usize::from(partition)];
+        let mut consumer = self
+            .channel
+            .basic_consume(
+                queue.as_str().into(),
+                self.tag(partition).as_str().into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let consumers = Arc::clone(self);
+        tokio::spawn(async move {
+            let reason = loop {
+                match consumer.next().await {
+                    Some(Ok(delivery)) => {
+                        consumers
+                            .link
+                            .on_message(&consumers.channel, partition, delivery)
+                            .await
+                    }
+                    Some(Err(error)) => break error.to_string(),
+                    None => break "a partition consumer was canceled".to_string(),
+                }
+            };
+            let yielded = {
+                let mut yielding = consumers.yielding.lock().unwrap_or_else(|p| p.into_inner());
+                let before = yielding.len();
+                yielding.retain(|p| *p != partition);
+                yielding.len() < before
+            };
+            if !yielded {
+                let _ = consumers.ended.send(reason).await;
+            }
+        });
+        Ok(())
+    }
+
+    /// Yields the partitions this node owns beyond its share: each is consumed anew, so the
+    /// broker makes the next node in line its owner.
+    async fn balance(self: &Arc<Self>, channel: &Channel, topology: &Topology) {
+        let Some(first) = topology.partition_queues.first() else {
+            return;
+        };
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let Ok(queue) = channel
+            .queue_declare(first.as_str().into(), passive, FieldTable::default())
+            .await
+        else {
+            return;
+        };
+        let nodes = queue.consumer_count().max(1) as usize;
+        let partitions = topology.partition_queues.len();
+        let share = partitions.div_ceil(nodes);
+        let owned: Vec<u16> = (0..partitions as u16)
+            .filter(|p| self.link.ownership.owned_since(*p).is_some())
+            .collect();
+        let excess = owned.len().saturating_sub(share);
+        if excess == 0 {
+            return;
+        }
+        tracing::info!(node = %self.link.node, owned = owned.len(), nodes, share, "Yielding partitions beyond this node's share.");
+        for partition in owned.into_iter().rev().take(excess) {
+            if let Err(error) = self.yield_partition(topology, partition).await {
+                tracing::warn!(%error, partition, "Could not yield a partition.");
+                return;
+            }
+        }
+    }
+
+    async fn yield_partition(
+        self: &Arc<Self>,
+        topology: &Topology,
+        partition: u16,
+    ) -> Result<(), lapin::Error> {
+        self.yielding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(partition);
+        self.channel
+            .basic_cancel(
+                self.tag(partition).as_str().into(),
+                BasicCancelOptions::default(),
+            )
+            .await?;
+        self.link.ownership.release(partition);
+        self.consume(topology, partition).await
+    }
+}
+
+fn stream_arguments() -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("stream".into()),
+    );
+    arguments
+}
+
+/// A partition queue: one active consumer (the owner), and nothing kept longer than its
+/// messages are useful (ticks and questions are answered within seconds).
+fn partition_queue_arguments() -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    arguments.insert(
+        "x-message-ttl".into(),
+        AMQPValue::LongUInt(PARTITION_MESSAGE_TTL_MS),
+    );
+    arguments
+}
+
+/// How long a message waits in a partition queue before the broker drops it.
+const PARTITION_MESSAGE_TTL_MS: u32 = 10_000;
+
+/// The first message of a stream, if one arrives within `RECORD_WAIT`.
+async fn read_first(
+    connection: &Connection,
+    stream: &str,
+) -> Result<Option<ClusterRecord>, JoinError> {
+    let channel = connection.create_channel().await?;
+    channel.basic_qos(1, BasicQosOptions::default()).await?;
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-stream-offset".into(),
+        AMQPValue::LongString("first".into()),
+    );
+    let mut consumer = channel
+        .basic_consume(
+            stream.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            arguments,
+        )
+        .await?;
+    let first = tokio::time::timeout(RECORD_WAIT, consumer.next()).await;
+    let _ = channel.close(200, "read".into()).await;
+    match first {
+        Err(_) => Ok(None),
+        Ok(None) => Err(JoinError::Broker(format!("stream {stream} ended"))),
+        Ok(Some(Err(error))) => Err(error.into()),
+        Ok(Some(Ok(delivery))) => {
+            serde_json::from_slice(&delivery.data)
+                .map(Some)
+                .map_err(|error| JoinError::Unreadable {
+                    stream: stream.to_owned(),
+                    detail: error.to_string(),
+                })
+        }
+    }
+}
