@@ -12,11 +12,14 @@ use crate::api::receipts::ReceiptBook;
 use crate::api::{self, AppState};
 use crate::bus::amqp::{AmqpBus, Consumers};
 use crate::bus::embedded::EmbeddedBus;
+use crate::cluster::changelog::{Changelog, LogShared, LoggedEngine};
+use crate::cluster::scoped::SlottedStore;
+use crate::cluster::{Executor, Forwarder, Gateway, Owner};
 use crate::config::{ConfigError, Settings};
 use crate::delivery::health::HealthBoard;
 use crate::delivery::lane::Lane;
 use crate::delivery::quota::actor::QuotaActor;
-use crate::delivery::recorder::Recorder;
+use crate::delivery::recorder::{Ledger, Recorder, StoreLedger};
 use crate::delivery::recovery::resume_outbox;
 use crate::delivery::retry::Backoff;
 use crate::delivery::routes::RouteTable;
@@ -28,11 +31,14 @@ use crate::issuance::request::RequestDefaults;
 use crate::issuance::{IssuanceActor, Issuer, IssuerSettings};
 use crate::providers::BuiltProvider;
 use crate::secrets::{SecretError, Secrets};
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{RecordStore, SledEngine, Store, StoreError};
 use crate::telemetry::events::StoreSwept;
 use crate::telemetry::platform::{EventSink, NoEvents};
 use crate::tenants::{bootstrap_dev_tenant, ApiKeys, TenantError};
 use crate::verify::Checker;
+
+/// How long a job waits for its verification to reach a cluster node's view.
+const VIEW_WAIT: Duration = Duration::from_secs(2);
 
 /// Records removed per sweep pass; a pass repeats while it fills up.
 const SWEEP_BATCH: usize = 10_000;
@@ -81,11 +87,7 @@ impl Application {
         })?;
         let embedded = settings.amqp.url.is_none();
         let secrets = Secrets::load(&settings.secrets, &dir, embedded)?;
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(
-            &dir.join("state"),
-            settings.store.cache_capacity_bytes,
-            Duration::from_secs(settings.store.retention_seconds),
-        )?);
+        let (store, changelog) = open_store(&settings)?;
         if let Some(path) = bootstrap_dev_tenant(&settings.tenants, &dir)? {
             tracing::info!(
                 tenant = crate::tenants::DEV_TENANT,
@@ -104,10 +106,23 @@ impl Application {
             .url
             .as_ref()
             .map(|_| AmqpBus::new(&settings.amqp, &settings.cluster, prepared.amqp_tls));
+        if let (Some(broker), Some(changelog)) = (&broker, changelog) {
+            changelog.append_to(Arc::clone(broker.cluster()) as Arc<dyn Changelog>);
+            broker.cluster().keep_view(changelog);
+        }
         let events: Arc<dyn EventSink> = match &broker {
             Some(broker) => broker.clone(),
             None => Arc::new(NoEvents),
         };
+        // Commands on a destination's state run here, or on its partition's owner.
+        let forwarder = broker
+            .as_ref()
+            .map(|broker| Arc::clone(broker.cluster()) as Arc<dyn Forwarder>);
+        let gateway = Arc::new(Gateway::new(
+            settings.cluster.partitions,
+            forwarder,
+            secrets.sealer.clone(),
+        ));
         // Jobs created from here on are handed over by their own create, not by recovery.
         let started = Timestamp::now();
         let arbiters = Arbiters::start();
@@ -121,7 +136,11 @@ impl Application {
             prepared.providers,
             &store,
             &secrets,
-            Arc::clone(&events),
+            Recorder::new(
+                Arc::clone(&gateway) as Arc<dyn Ledger>,
+                Arc::clone(&store),
+                Arc::clone(&events),
+            ),
             broker.clone().map(|b| b as Arc<dyn DelayQueue>),
             &arbiters.delivery.handle(),
         )?;
@@ -154,9 +173,18 @@ impl Application {
         .with_fraud_gate(fraud.clone());
         let issuance = IssuanceActor::new(issuer, settings.delivery.mailbox_capacity);
         let issuer = IssuanceActor::start_in_arbiter(&arbiters.issuance.handle(), |_| issuance);
+        let owner: Arc<dyn Executor> = Arc::new(Owner {
+            issuer: issuer.clone(),
+            checker: Checker::new(Arc::clone(&store), secrets.hasher.clone())
+                .with_fraud_gate(fraud.clone()),
+            ledger: Arc::new(StoreLedger::new(Arc::clone(&store))),
+            sealer: secrets.sealer.clone(),
+        });
+        gateway.serve_with(Arc::clone(&owner));
         if let Some(broker) = &broker {
+            broker.cluster().serve_with(owner);
             let consumers = Consumers {
-                issuer: issuer.clone(),
+                gateway: Arc::clone(&gateway),
                 router,
                 keys: Arc::clone(&keys),
                 defaults,
@@ -175,9 +203,8 @@ impl Application {
             .map(|broker| broker as Arc<dyn crate::cluster::ClusterStatus>);
         let state = web::Data::new(AppState {
             cluster,
+            gateway,
             issuer,
-            checker: Checker::new(Arc::clone(&store), secrets.hasher.clone())
-                .with_fraud_gate(fraud.clone()),
             keys,
             store: Arc::clone(&store),
             bus,
@@ -256,6 +283,24 @@ impl Application {
     }
 }
 
+/// The shared state of a store whose partition writes go to the changelogs.
+type Changelogged = Arc<LogShared<SledEngine>>;
+
+/// This node's store. In broker mode its partition writes also go to the partitions'
+/// changelogs (returned, for the broker side to append to and apply from).
+fn open_store(settings: &Settings) -> Result<(Arc<dyn Store>, Option<Changelogged>), StartError> {
+    let path = settings.store.dir.join("state");
+    let retention = Duration::from_secs(settings.store.retention_seconds);
+    let engine = SledEngine::open(&path, settings.store.cache_capacity_bytes)?;
+    if !settings.amqp.is_broker_mode() {
+        return Ok((Arc::new(RecordStore::new(engine, retention)), None));
+    }
+    let logged = LoggedEngine::new(engine, settings.cluster.partitions);
+    let shared = logged.shared();
+    let store = SlottedStore(RecordStore::new(logged, retention));
+    Ok((Arc::new(store), Some(shared)))
+}
+
 /// The threads the actors run on, so issuance, delivery and the broker connection each have
 /// a core's worth of room (HTTP has its own workers).
 struct Arbiters {
@@ -295,7 +340,7 @@ fn start_delivery(
     providers: Vec<BuiltProvider>,
     store: &Arc<dyn Store>,
     secrets: &Secrets,
-    events: Arc<dyn EventSink>,
+    recorder: Recorder,
     delay_queue: Option<Arc<dyn DelayQueue>>,
     arbiter: &actix::ArbiterHandle,
 ) -> Result<Delivery, StartError> {
@@ -314,9 +359,8 @@ fn start_delivery(
         &settings.quotas,
         &rates,
     ));
-    let quota = QuotaActor::load(Arc::clone(store), Arc::clone(&board), Arc::clone(&events))?;
+    let quota = QuotaActor::load(Arc::clone(store), Arc::clone(&board), recorder.events())?;
     let quota = QuotaActor::start_in_arbiter(arbiter, |_| quota).recipient();
-    let recorder = Recorder::new(Arc::clone(store), Arc::clone(&events));
     let context = Arc::new(SendContext {
         store: Arc::clone(store),
         recorder: recorder.clone(),
@@ -326,6 +370,11 @@ fn start_delivery(
         in_flight: Mutex::default(),
         attempts_per_provider: settings.delivery.attempts_per_provider,
         countries: settings.countries.clone(),
+        view_wait: if settings.amqp.is_broker_mode() {
+            VIEW_WAIT
+        } else {
+            Duration::ZERO
+        },
     });
     let lanes: Vec<(String, Lane)> = providers
         .into_iter()

@@ -58,7 +58,7 @@ pub struct Sealer {
 
 /// A sealed code that does not open: wrong key, another job's code, or damaged bytes.
 #[derive(Debug, thiserror::Error)]
-#[error("the sealed code of job {0} does not open with this node's sealing key")]
+#[error("the sealed code of {0} does not open with this node's sealing key")]
 pub struct UnsealError(pub String);
 
 impl Sealer {
@@ -68,12 +68,23 @@ impl Sealer {
         }
     }
 
+    /// Seals a job's code; only the same job's id opens it.
     pub fn seal(&self, job: &JobId, code: &OtpCode) -> Vec<u8> {
+        self.seal_bound(job.as_str(), code)
+    }
+
+    pub fn open(&self, job: &JobId, sealed: &[u8]) -> Result<OtpCode, UnsealError> {
+        self.open_bound(job.as_str(), sealed)
+    }
+
+    /// Seals a code so that it opens only with the same `bound_to` (a job id, or a
+    /// forwarded check's correlation).
+    pub fn seal_bound(&self, bound_to: &str, code: &OtpCode) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_BYTES];
         OsRng.fill_bytes(&mut nonce);
         let payload = Payload {
             msg: code.reveal().as_bytes(),
-            aad: job.as_str().as_bytes(),
+            aad: bound_to.as_bytes(),
         };
         let ciphertext = self
             .cipher
@@ -84,15 +95,15 @@ impl Sealer {
         sealed
     }
 
-    pub fn open(&self, job: &JobId, sealed: &[u8]) -> Result<OtpCode, UnsealError> {
-        let fail = || UnsealError(job.to_string());
+    pub fn open_bound(&self, bound_to: &str, sealed: &[u8]) -> Result<OtpCode, UnsealError> {
+        let fail = || UnsealError(bound_to.to_owned());
         if sealed.len() < NONCE_BYTES {
             return Err(fail());
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_BYTES);
         let payload = Payload {
             msg: ciphertext,
-            aad: job.as_str().as_bytes(),
+            aad: bound_to.as_bytes(),
         };
         let clear = self
             .cipher

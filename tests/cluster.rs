@@ -17,7 +17,10 @@ use lapin::{Connection, ConnectionProperties};
 use rand::RngCore;
 use serde_json::Value;
 
-use helpers::{http_client, wait_for_dev_key, OtpdProcess};
+use helpers::{authed, http_client, message_code, read_outbox, send, OtpdProcess, Reply};
+use reqwest::Method;
+use serde_json::json;
+use sha2::{Digest, Sha256};
 
 const BROKER_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const PARTITIONS: u16 = 8;
@@ -76,19 +79,28 @@ async fn delete_namespace(namespace: &str) {
     let _ = connection.close(200, "test done".into()).await;
 }
 
-/// A cluster's namespace and the secrets every node shares.
+/// A cluster's namespace, the secrets every node shares, its tenant's API key, and the
+/// settings its nodes get besides.
 struct Cluster {
     namespace: Namespace,
     pepper: String,
     sealing_key: String,
+    api_key: String,
+    extra: Vec<(&'static str, String)>,
 }
 
 impl Cluster {
     fn new() -> Self {
+        Self::with(&[])
+    }
+
+    fn with(extra: &[(&'static str, &str)]) -> Self {
         Cluster {
             namespace: Namespace(format!("c{}", random_hex(6))),
             pepper: random_hex(32),
             sealing_key: random_hex(32),
+            api_key: format!("otpk_{}", random_hex(16)),
+            extra: extra.iter().map(|(k, v)| (*k, v.to_string())).collect(),
         }
     }
 
@@ -103,7 +115,17 @@ impl Cluster {
             ("OTPD__CLUSTER__TICK_MS", "200".to_owned()),
             ("OTPD__SECRETS__PEPPER", self.pepper.clone()),
             ("OTPD__SECRETS__SEALING_KEY", self.sealing_key.clone()),
+            (
+                "OTPD__TENANTS__ACME__API_KEY_SHA256",
+                hex::encode(Sha256::digest(self.api_key.as_bytes())),
+            ),
+            ("OTPD__FRAUD__MODE", "monitor".to_owned()),
+            ("OTPD__RATE_LIMITS__TENANT_PER_SECOND", "100000".to_owned()),
+            ("OTPD__RATE_LIMITS__TENANT_BURST", "100000".to_owned()),
         ]
+        .into_iter()
+        .chain(self.extra.iter().cloned())
+        .collect()
     }
 
     async fn start(&self, node: &str) -> Node {
@@ -111,11 +133,10 @@ impl Cluster {
         let env = self.env(node, &PARTITIONS.to_string());
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let process = OtpdProcess::start(store.path(), &env);
-        let key = wait_for_dev_key(store.path()).await;
         let node = Node {
             process,
-            key,
-            _store: store,
+            key: self.api_key.clone(),
+            store,
         };
         node.wait_ready().await;
         node
@@ -125,7 +146,7 @@ impl Cluster {
 struct Node {
     process: OtpdProcess,
     key: String,
-    _store: tempfile::TempDir,
+    store: tempfile::TempDir,
 }
 
 impl Node {
@@ -239,4 +260,297 @@ async fn a_node_with_another_partition_count_refuses_to_start_and_names_both() {
     // The cluster itself is unharmed.
     let (owners, _) = wait_for_owners(&first, &["node-a"], 1, Duration::from_secs(5)).await;
     assert_eq!(owners.len(), usize::from(PARTITIONS));
+}
+
+/// Requests spread over the nodes: each goes to the node after the one before.
+struct Rotation<'a> {
+    nodes: Vec<&'a Node>,
+    next: std::cell::Cell<usize>,
+    http: reqwest::Client,
+}
+
+impl<'a> Rotation<'a> {
+    fn new(nodes: Vec<&'a Node>) -> Self {
+        Rotation {
+            nodes,
+            next: std::cell::Cell::new(0),
+            http: http_client(),
+        }
+    }
+
+    fn node(&self) -> &'a Node {
+        let n = self.next.get();
+        self.next.set(n + 1);
+        self.nodes[n % self.nodes.len()]
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let node = self.node();
+        authed(&self.http, method, node.process.url(path), &node.key)
+    }
+
+    async fn create(&self, body: &Value) -> Reply {
+        send(self.request(Method::POST, "/v1/verifications").json(body)).await
+    }
+
+    async fn create_sms(&self, to: &str) -> String {
+        let reply = self.create(&json!({"channel": "sms", "to": to})).await;
+        reply.expect_status(201);
+        reply.str("id").to_owned()
+    }
+
+    async fn check(&self, id: &str, code: &str) -> Reply {
+        send(
+            self.request(Method::POST, &format!("/v1/verifications/{id}/check"))
+                .json(&json!({ "code": code })),
+        )
+        .await
+    }
+
+    /// The `count`-th message for `id`, whichever node's sandbox sent it.
+    async fn code(&self, id: &str, count: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let messages: Vec<Value> = self
+                .nodes
+                .iter()
+                .flat_map(|node| read_outbox(node.store.path()))
+                .filter(|message| message["verification_id"] == id)
+                .collect();
+            if messages.len() >= count {
+                return message_code(&messages[count - 1], 6);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "message {count} for {id} never arrived (found {})",
+                messages.len()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// A distinct valid German mobile number per `n`.
+fn mobile(n: u32) -> String {
+    format!("+4915113{n:06}")
+}
+
+fn wrong(code: &str) -> &'static str {
+    if code == "000000" {
+        "111111"
+    } else {
+        "000000"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contract_flows_pass_with_every_request_on_another_node() {
+    let cluster = Cluster::with(&[("OTPD__VERIFICATION__RESEND_COOLDOWN_SECONDS", "2")]);
+    let a = cluster.start("node-a").await;
+    let b = cluster.start("node-b").await;
+    let c = cluster.start("node-c").await;
+    wait_for_owners(
+        &a,
+        &["node-a", "node-b", "node-c"],
+        3,
+        Duration::from_secs(15),
+    )
+    .await;
+    let nodes = Rotation::new(vec![&a, &b, &c]);
+
+    // Expiry: a code with the shortest life, checked once it is over.
+    let expiring = nodes
+        .create(&json!({"channel": "sms", "to": mobile(900), "ttl_seconds": 30}))
+        .await;
+    expiring.expect_status(201);
+    let expiring_id = expiring.str("id").to_owned();
+    let expiring_at = Instant::now() + Duration::from_secs(31);
+
+    // Create, wrong code, resend (within the cooldown: refused), the old code dies, the new
+    // one verifies once.
+    let to = mobile(901);
+    let id = nodes.create_sms(&to).await;
+    let first = nodes.code(&id, 1).await;
+    let reply = nodes.check(&id, wrong(&first)).await;
+    reply.expect_status(200);
+    assert_eq!(reply.body["valid"], false);
+    assert_eq!(reply.body["attempts_remaining"], 4);
+    nodes
+        .create(&json!({"channel": "sms", "to": to}))
+        .await
+        .expect_error(429, "resend_cooldown");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let resent = nodes.create(&json!({"channel": "sms", "to": to})).await;
+    resent.expect_status(200);
+    assert_eq!(resent.str("id"), id);
+    let second = nodes.code(&id, 2).await;
+    if second != first {
+        assert_eq!(nodes.check(&id, &first).await.body["valid"], false);
+    }
+    let approved = nodes.check(&id, &second).await;
+    approved.expect_status(200);
+    assert_eq!(approved.body["valid"], true);
+    nodes
+        .check(&id, &second)
+        .await
+        .expect_error(409, "already_approved");
+    let read = send(nodes.request(Method::GET, &format!("/v1/verifications/{id}"))).await;
+    read.expect_status(200);
+    assert_eq!(read.str("status"), "approved");
+
+    // Check by destination.
+    let to = mobile(902);
+    let id = nodes.create_sms(&to).await;
+    let code = nodes.code(&id, 1).await;
+    let by_destination = send(
+        nodes
+            .request(Method::POST, "/v1/verifications/check")
+            .json(&json!({"channel": "sms", "to": to, "code": code})),
+    )
+    .await;
+    by_destination.expect_status(200);
+    assert_eq!(by_destination.body["valid"], true);
+
+    // Cancel: the code then no longer works.
+    let id = nodes.create_sms(&mobile(903)).await;
+    let code = nodes.code(&id, 1).await;
+    let canceled =
+        send(nodes.request(Method::POST, &format!("/v1/verifications/{id}/cancel"))).await;
+    canceled.expect_status(200);
+    assert_eq!(canceled.str("status"), "canceled");
+    nodes.check(&id, &code).await.expect_error(409, "canceled");
+
+    // Attempts: five wrong codes, each through another node, then even the right one is
+    // refused.
+    let id = nodes.create_sms(&mobile(904)).await;
+    let code = nodes.code(&id, 1).await;
+    for left in (0..5).rev() {
+        let reply = nodes.check(&id, wrong(&code)).await;
+        reply.expect_status(200);
+        assert_eq!(reply.body["attempts_remaining"], left);
+    }
+    nodes
+        .check(&id, &code)
+        .await
+        .expect_error(409, "max_attempts_reached");
+
+    // Idempotency: the same key through two nodes is one verification; another body under
+    // it is refused.
+    let key = format!("k-{}", random_hex(8));
+    let body = json!({"channel": "sms", "to": mobile(905)});
+    let once = send(
+        nodes
+            .request(Method::POST, "/v1/verifications")
+            .header("Idempotency-Key", &key)
+            .json(&body),
+    )
+    .await;
+    once.expect_status(201);
+    let again = send(
+        nodes
+            .request(Method::POST, "/v1/verifications")
+            .header("Idempotency-Key", &key)
+            .json(&body),
+    )
+    .await;
+    assert_eq!(again.str("id"), once.str("id"));
+    send(
+        nodes
+            .request(Method::POST, "/v1/verifications")
+            .header("Idempotency-Key", &key)
+            .json(&json!({"channel": "sms", "to": mobile(906)})),
+    )
+    .await
+    .expect_error(422, "idempotency_key_reused");
+
+    // The code that expired meanwhile.
+    let code = nodes.code(&expiring_id, 1).await;
+    tokio::time::sleep(expiring_at.saturating_duration_since(Instant::now())).await;
+    nodes
+        .check(&expiring_id, &code)
+        .await
+        .expect_error(410, "expired");
+}
+
+/// The partition a verification id belongs to (its slot is the 8 hex digits after `ver_`).
+fn partition_of(id: &str) -> usize {
+    let slot = u32::from_str_radix(&id[4..12], 16).expect("an id with a slot");
+    (slot % u32::from(PARTITIONS)) as usize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owner_resets_no_counter_and_loses_no_code() {
+    let cluster = Cluster::new();
+    let mut nodes = vec![
+        cluster.start("node-a").await,
+        cluster.start("node-b").await,
+        cluster.start("node-c").await,
+    ];
+    let names = ["node-a", "node-b", "node-c"];
+    let (owners, _) = wait_for_owners(&nodes[0], &names, 3, Duration::from_secs(15)).await;
+
+    // Verifications answered 201 by the node about to die, one of them guessed wrong four
+    // times (each guess through another node).
+    let victim_index = 0;
+    let victim = Rotation::new(vec![&nodes[victim_index]]);
+    let mut created = Vec::new();
+    for n in 0..20 {
+        created.push(victim.create_sms(&mobile(950 + n)).await);
+    }
+    let everyone = Rotation::new(nodes.iter().collect());
+    // A verification whose partition the victim owns.
+    let guessed = created
+        .iter()
+        .find(|id| owners[partition_of(id)] == names[victim_index])
+        .cloned()
+        .unwrap_or_else(|| created[0].clone());
+    let code = everyone.code(&guessed, 1).await;
+    for _ in 0..4 {
+        everyone
+            .check(&guessed, wrong(&code))
+            .await
+            .expect_status(200);
+    }
+
+    let killed_at = Instant::now();
+    nodes[victim_index].process.stop();
+    let survivors: Vec<&Node> = nodes.iter().skip(1).collect();
+    let others = Rotation::new(survivors.clone());
+
+    // The fifth wrong guess after the kill uses the last attempt: the takeover kept the
+    // count. Checks may fail with 503 while the partition moves, for a few seconds at most.
+    let last_refusal = loop {
+        let reply = others.check(&guessed, wrong(&code)).await;
+        if reply.status == 503 {
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(5),
+                "checks still failed {:?} after the kill",
+                killed_at.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        break reply;
+    };
+    last_refusal.expect_status(200);
+    assert_eq!(last_refusal.body["attempts_remaining"], 0);
+    others
+        .check(&guessed, &code)
+        .await
+        .expect_error(409, "max_attempts_reached");
+    eprintln!(
+        "checks answered again {:?} after the kill",
+        killed_at.elapsed()
+    );
+
+    // Every other verification the dead node answered 201 is delivered and verifies.
+    let all = Rotation::new(nodes.iter().collect());
+    for id in created.iter().filter(|id| **id != guessed) {
+        let code = all.code(id, 1).await;
+        let reply = others.check(id, &code).await;
+        reply.expect_status(200);
+        assert_eq!(reply.body["valid"], true, "{id}");
+    }
+    drop(survivors);
+    nodes.clear();
 }

@@ -4,21 +4,24 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
+use crate::cluster::command::IssueRefused;
 use crate::domain::time::retry_after_seconds;
 use crate::issuance::{IssueError, Refusal, RefusalKind};
+use crate::telemetry::platform::ErrorObject;
 use crate::verify::{CheckError, CheckRefusal};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: Cow<'static, str>,
     pub message: String,
     pub retry_after_seconds: Option<u64>,
     /// Why, where the code alone does not say (e.g. `fraud_suspected` with `rate_limited`).
-    pub reason: Option<&'static str>,
+    pub reason: Option<Cow<'static, str>>,
 }
 
 #[derive(Serialize)]
@@ -40,7 +43,7 @@ impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
-            code,
+            code: Cow::Borrowed(code),
             message: message.into(),
             retry_after_seconds: None,
             reason: None,
@@ -91,27 +94,49 @@ impl ResponseError for ApiError {
         }
         response.json(Envelope {
             error: Body {
-                code: self.code,
+                code: &self.code,
                 message: &self.message,
                 retry_after_seconds: self.retry_after_seconds,
-                reason: self.reason,
+                reason: self.reason.as_deref(),
             },
         })
     }
 }
 
+fn status_of(kind: RefusalKind) -> StatusCode {
+    match kind {
+        RefusalKind::InvalidRequest => StatusCode::BAD_REQUEST,
+        RefusalKind::Forbidden => StatusCode::FORBIDDEN,
+        RefusalKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+        RefusalKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// A refused issue, however far it travelled: the owner's error object as it gave it.
+impl From<IssueRefused> for ApiError {
+    fn from(refused: IssueRefused) -> Self {
+        let ErrorObject {
+            code,
+            message,
+            retry_after_seconds,
+            reason,
+        } = refused.error;
+        ApiError {
+            status: status_of(refused.kind),
+            code: Cow::Owned(code),
+            message,
+            retry_after_seconds,
+            reason: reason.map(Cow::Owned),
+        }
+    }
+}
+
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
-        let status = match refusal.kind {
-            RefusalKind::InvalidRequest => StatusCode::BAD_REQUEST,
-            RefusalKind::Forbidden => StatusCode::FORBIDDEN,
-            RefusalKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
-            RefusalKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        };
         let error = ApiError {
-            reason: refusal.reason,
-            ..ApiError::new(status, refusal.code, refusal.message)
+            reason: refusal.reason.map(Cow::Borrowed),
+            ..ApiError::new(status_of(refusal.kind), refusal.code, refusal.message)
         };
         match refusal.retry_after {
             Some(wait) => error.retry_after(wait),

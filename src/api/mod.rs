@@ -24,15 +24,16 @@ use crate::issuance::IssuanceActor;
 use crate::store::Store;
 use crate::telemetry::events::HttpRequestServed;
 use crate::tenants::ApiKeys;
-use crate::verify::Checker;
 use error::ApiError;
 
 /// What every handler can reach.
 pub struct AppState {
     /// The cluster this node belongs to (broker mode).
     pub cluster: Option<Arc<dyn crate::cluster::ClusterStatus>>,
+    /// Where creates, checks, reads and cancels go: here, or the partition's owner.
+    pub gateway: Arc<crate::cluster::Gateway>,
+    /// Blocklist and fraud-block edits.
     pub issuer: actix::Addr<IssuanceActor>,
-    pub checker: Checker,
     pub keys: Arc<ApiKeys>,
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn JobQueue>,

@@ -24,9 +24,9 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         return Err(ApiError::unavailable("the broker is not connected"));
     }
     if let Some(cluster) = &state.cluster {
-        if !cluster.has_joined() {
+        if !cluster.is_ready() {
             return Err(ApiError::unavailable(
-                "this node has not joined the cluster yet",
+                "this node has not joined the cluster yet, or is catching up on a partition it owns",
             ));
         }
     }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::extract::{JsonBody, Tenant};
 use super::AppState;
+use crate::cluster::command::{CheckTarget, IssueAnswer};
 use crate::domain::code::{MAX_CODE_LENGTH, MIN_CODE_LENGTH};
 use crate::domain::destination::mask;
 use crate::domain::{
@@ -103,12 +104,10 @@ pub async fn create(
         request: validate(body.value, &state.defaults).map_err(invalid)?,
         idempotency,
     };
-    let receipt = state
-        .issuer
-        .send(issue)
-        .await
-        .map_err(ApiError::unavailable)??;
-    Ok(created_response(&receipt))
+    match state.gateway.issue(issue).await {
+        IssueAnswer::Issued(receipt) => Ok(created_response(&receipt)),
+        IssueAnswer::Refused(refused) => Err(refused.into()),
+    }
 }
 
 fn created_response(receipt: &IssueReceipt) -> HttpResponse {
@@ -179,9 +178,11 @@ pub async fn check(
 ) -> Result<HttpResponse, ApiError> {
     let code = parse_code(&body.value.code)?;
     validate_session_id(body.value.session_id.as_deref()).map_err(invalid)?;
-    let id = VerificationId::parse(&id).ok_or(CheckError::NotFound);
+    let Some(id) = VerificationId::parse(&id) else {
+        return check_response(&tenant.0, Err(CheckError::NotFound));
+    };
     let session_id = body.value.session_id.as_deref();
-    check_and_answer(&state, &tenant.0, id, &code, session_id).await
+    check_and_answer(&state, &tenant.0, CheckTarget::Id(id), &code, session_id).await
 }
 
 /// POST /v1/verifications/check
@@ -200,27 +201,22 @@ pub async fn check_by_destination(
         channel,
         to: destination.as_str().to_owned(),
     };
-    let id = state.checker.pending_for(&key);
-    check_and_answer(&state, &tenant.0, id, &code, body.session_id.as_deref()).await
+    let target = CheckTarget::Destination(key);
+    check_and_answer(&state, &tenant.0, target, &code, body.session_id.as_deref()).await
 }
 
-/// Checks `code` against verification `id` (when one was found) and answers.
+/// Checks `code` against the verification `target` names and answers.
 async fn check_and_answer(
     state: &AppState,
     tenant: &str,
-    id: Result<VerificationId, CheckError>,
+    target: CheckTarget,
     code: &OtpCode,
     session_id: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {
-    let result = match id {
-        Ok(id) => {
-            state
-                .checker
-                .check(tenant, &id, code, session_id, Timestamp::now())
-                .await
-        }
-        Err(error) => Err(error),
-    };
+    let result = state
+        .gateway
+        .check(tenant, target, code, session_id, Timestamp::now())
+        .await;
     check_response(tenant, result)
 }
 
@@ -262,7 +258,7 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = VerificationId::parse(&id).ok_or_else(ApiError::not_found)?;
-    let record = state.checker.get(&tenant.0, &id)?;
+    let record = state.gateway.get(&tenant.0, &id).await?;
     Ok(HttpResponse::Ok().json(VerificationView::of(&record, Timestamp::now())))
 }
 
@@ -274,6 +270,6 @@ pub async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     let id = VerificationId::parse(&id).ok_or_else(ApiError::not_found)?;
     let now = Timestamp::now();
-    let record = state.checker.cancel(&tenant.0, &id, now).await?;
+    let record = state.gateway.cancel(&tenant.0, &id, now).await?;
     Ok(HttpResponse::Ok().json(VerificationView::of(&record, now)))
 }

@@ -4,12 +4,19 @@
 //! partition count every node must agree on, this node's table of the partitions it owns,
 //! and the views `GET /v1/cluster` answers with. The broker side is `bus::amqp::cluster`.
 
+pub mod changelog;
+pub mod command;
+pub mod gateway;
+pub mod owner;
 pub mod ownership;
+pub mod scoped;
 pub mod settings;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use gateway::{Forwarder, Gateway};
+pub use owner::{Executor, Owner};
 pub use ownership::Ownership;
 pub use settings::ClusterSettings;
 
@@ -112,6 +119,10 @@ impl ClusterView {
 pub enum ClusterUnavailable {
     #[error("the broker is not connected")]
     Disconnected,
+    #[error("this node is still starting")]
+    Starting,
+    #[error("the partition's owner did not answer within {0} ms")]
+    Timeout(u64),
     #[error("the broker failed: {0}")]
     Broker(String),
 }
@@ -122,8 +133,9 @@ pub trait ClusterStatus: Send + Sync {
     /// Asks every partition's owner, bounded in time.
     async fn view(&self) -> Result<ClusterView, ClusterUnavailable>;
 
-    /// Whether this node has joined: connected, and agreed on the partition count.
-    fn has_joined(&self) -> bool;
+    /// Whether this node has joined (connected, agreed on the partition count) and caught
+    /// up on every partition it owns.
+    fn is_ready(&self) -> bool;
 }
 
 #[cfg(test)]

@@ -32,6 +32,17 @@ impl Disposition {
     }
 }
 
+impl Disposition {
+    /// For a job whose verification this node has not seen: send it unless it expired.
+    pub fn or_send_unseen(self, job: &DeliveryJob, now: Timestamp) -> Disposition {
+        match self {
+            Disposition::Gone if now < job.expires_at => Disposition::Send,
+            Disposition::Gone => Disposition::Expired,
+            other => other,
+        }
+    }
+}
+
 pub fn disposition(
     job: &DeliveryJob,
     verification: Option<&Verification>,

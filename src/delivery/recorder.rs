@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+
 use super::receipt::{apply_receipt, receipt_event};
 use crate::domain::{DeliveryJob, DeliveryState, Timestamp, Verification};
-use crate::providers::receipts::Receipt;
-use crate::store::{Store, StoreError};
+use crate::providers::receipts::{Receipt, ReceiptStatus};
+use crate::store::{MessageOwner, Store, StoreError};
 use crate::telemetry::metrics::metrics;
 use crate::telemetry::platform::{at, Event, EventSink};
 
@@ -19,15 +21,118 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 const OWNER_LOOKUPS: u32 = 20;
 const OWNER_LOOKUP_PAUSE: Duration = Duration::from_millis(50);
 
+/// A send's outcome, as it is made durable on its verification.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SendOutcome {
+    pub job: DeliveryJob,
+    pub provider: Option<String>,
+    /// The delivery state to record, if the job is still the verification's current send;
+    /// `None` only takes the job out of the outbox.
+    pub state: Option<DeliveryState>,
+    pub at: Timestamp,
+    /// The provider's id of the message, kept for its delivery receipt.
+    pub message: Option<MessageOwner>,
+}
+
+/// Where outcomes and receipts become durable: this node's store, or (in a cluster) the
+/// store of the node that owns the verification's partition.
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Takes the job out of the outbox and records its outcome; resolves once durable.
+    async fn record(&self, outcome: SendOutcome) -> Result<(), StoreError>;
+
+    /// Applies a receipt to the send `owner` names; the verification and the state it
+    /// reached, if the receipt changed it. Resolves once durable.
+    async fn apply_receipt(
+        &self,
+        owner: MessageOwner,
+        provider: String,
+        status: ReceiptStatus,
+        at: Timestamp,
+    ) -> Result<Option<(Verification, DeliveryState)>, StoreError>;
+}
+
+/// The ledger on this node's store.
+pub struct StoreLedger {
+    store: Arc<dyn Store>,
+}
+
+impl StoreLedger {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        StoreLedger { store }
+    }
+}
+
+#[async_trait]
+impl Ledger for StoreLedger {
+    async fn record(&self, outcome: SendOutcome) -> Result<(), StoreError> {
+        let SendOutcome {
+            job,
+            provider,
+            state,
+            at,
+            message,
+        } = outcome;
+        if let (Some(message), Some(provider)) = (&message, &provider) {
+            self.store.index_message(provider, message)?;
+        }
+        self.store
+            .finish_job(&job, &|verification: &mut Verification| {
+                if let (Some(state), true) = (state, verification.send_seq == job.send_seq) {
+                    verification.delivery = state;
+                    verification.provider = provider.clone();
+                    if state == DeliveryState::Sent {
+                        verification.sent_at = Some(at);
+                    }
+                    verification.updated_at = at;
+                }
+            })?;
+        self.store.flush().await
+    }
+
+    async fn apply_receipt(
+        &self,
+        owner: MessageOwner,
+        _provider: String,
+        status: ReceiptStatus,
+        at: Timestamp,
+    ) -> Result<Option<(Verification, DeliveryState)>, StoreError> {
+        let mut applied = None;
+        let updated = self
+            .store
+            .update_verification(&owner.verification_id, &mut |record| {
+                applied = apply_receipt(record, owner.send_seq, status, at);
+                applied.is_some()
+            })?;
+        let (Some(state), Some(record)) = (applied, updated) else {
+            return Ok(None);
+        };
+        self.store.flush().await?;
+        Ok(Some((record, state)))
+    }
+}
+
 #[derive(Clone)]
 pub struct Recorder {
+    /// Where outcomes are written.
+    ledger: Arc<dyn Ledger>,
+    /// Where a receipt's send is looked up (in a cluster: this node's view).
     store: Arc<dyn Store>,
     events: Arc<dyn EventSink>,
 }
 
 impl Recorder {
-    pub fn new(store: Arc<dyn Store>, events: Arc<dyn EventSink>) -> Self {
-        Recorder { store, events }
+    pub fn new(ledger: Arc<dyn Ledger>, store: Arc<dyn Store>, events: Arc<dyn EventSink>) -> Self {
+        Recorder {
+            ledger,
+            store,
+            events,
+        }
+    }
+
+    /// Where the platform is told.
+    pub fn events(&self) -> Arc<dyn EventSink> {
+        Arc::clone(&self.events)
     }
 
     /// Takes the job out of the outbox and, if it is still the verification's current send,
@@ -39,28 +144,34 @@ impl Recorder {
         state: Option<DeliveryState>,
         at: Timestamp,
     ) -> Result<(), StoreError> {
-        self.store
-            .finish_job(job, &|verification: &mut Verification| {
-                if let (Some(state), true) = (state, verification.send_seq == job.send_seq) {
-                    verification.delivery = state;
-                    verification.provider = provider.map(str::to_owned);
-                    if state == DeliveryState::Sent {
-                        verification.sent_at = Some(at);
-                    }
-                    verification.updated_at = at;
-                }
-            })?;
-        self.store.flush().await
+        self.ledger
+            .record(SendOutcome {
+                job: job.clone(),
+                provider: provider.map(str::to_owned),
+                state,
+                at,
+                message: None,
+            })
+            .await
     }
 
     /// Records a sent message and tells the platform.
+    /// `message` is the provider's id of the message, kept for its delivery receipt.
     pub async fn sent(
         &self,
         job: &DeliveryJob,
         provider: &str,
         sent_at: Timestamp,
+        message: Option<MessageOwner>,
     ) -> Result<(), StoreError> {
-        self.outcome(job, Some(provider), Some(DeliveryState::Sent), sent_at)
+        self.ledger
+            .record(SendOutcome {
+                job: job.clone(),
+                provider: Some(provider.to_owned()),
+                state: Some(DeliveryState::Sent),
+                at: sent_at,
+                message,
+            })
             .await?;
         self.publish(Event::DeliverySent {
             id: job.verification_id.to_string(),
@@ -113,17 +224,13 @@ impl Recorder {
             return Ok(false);
         };
         let now = Timestamp::now();
-        let mut applied = None;
-        let updated = self
-            .store
-            .update_verification(&owner.verification_id, &mut |record| {
-                applied = apply_receipt(record, owner.send_seq, receipt.status, now);
-                applied.is_some()
-            })?;
-        let (Some(state), Some(record)) = (applied, updated) else {
+        let applied = self
+            .ledger
+            .apply_receipt(owner, provider.to_owned(), receipt.status, now)
+            .await?;
+        let Some((record, state)) = applied else {
             return Ok(false);
         };
-        self.store.flush().await?;
         if let Some(sent_at) = record.sent_at {
             metrics()
                 .time_to_delivered

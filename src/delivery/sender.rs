@@ -41,6 +41,10 @@ pub struct SendContext {
     pub attempts_per_provider: u32,
     /// Sender ID and template each country requires.
     pub countries: BTreeMap<String, CountryOverrides>,
+    /// How long a job waits for its verification to reach this node's store (a cluster
+    /// node's store is a view that may trail the owner by moments); zero: the store is the
+    /// truth, and a verification it lacks is gone.
+    pub view_wait: Duration,
 }
 
 pub struct SenderActor {
@@ -184,9 +188,15 @@ async fn deliver(
     };
     let mut attempt = 0;
     loop {
+        let verification = current_verification(context, job).await?;
         let now = Timestamp::now();
-        let verification = context.store.verification(&job.verification_id)?;
-        let plan = disposition(job, verification.as_ref(), now);
+        let plan = match &verification {
+            None if !context.view_wait.is_zero() => {
+                // Not in this node's view yet: the job carries all it needs.
+                disposition(job, None, now).or_send_unseen(job, now)
+            }
+            found => disposition(job, found.as_ref(), now),
+        };
         if plan != Disposition::Send {
             lane.give_back(permit, now);
             JobDropped {
@@ -221,17 +231,14 @@ async fn deliver(
         } = lane.call(permit, &message).await;
         let error = match result {
             Ok(receipt) => {
-                if let Some(message_id) = receipt.provider_message_id {
-                    context.store.index_message(
-                        id,
-                        &MessageOwner {
-                            provider_message_id: message_id,
-                            verification_id: job.verification_id.clone(),
-                            send_seq: job.send_seq,
-                            purge_at: job.expires_at.plus(RECEIPT_WINDOW),
-                        },
-                    )?;
-                }
+                let message = receipt
+                    .provider_message_id
+                    .map(|provider_message_id| MessageOwner {
+                        provider_message_id,
+                        verification_id: job.verification_id.clone(),
+                        send_seq: job.send_seq,
+                        purge_at: job.expires_at.plus(RECEIPT_WINDOW),
+                    });
                 MessageSent {
                     provider: id,
                     channel: job.channel,
@@ -242,7 +249,7 @@ async fn deliver(
                 quota.do_send(CountSend {
                     provider: id.to_owned(),
                 });
-                context.recorder.sent(job, id, finished).await?;
+                context.recorder.sent(job, id, finished, message).await?;
                 return Ok(Ending::Done);
             }
             Err(error) => error,
@@ -278,6 +285,25 @@ async fn deliver(
         };
     }
 }
+
+/// The job's verification as this node's store has it, waiting up to `view_wait` for it
+/// to arrive there.
+async fn current_verification(
+    context: &SendContext,
+    job: &DeliveryJob,
+) -> Result<Option<crate::domain::Verification>, StoreError> {
+    let deadline = tokio::time::Instant::now() + context.view_wait;
+    loop {
+        let found = context.store.verification(&job.verification_id)?;
+        if found.is_some() || tokio::time::Instant::now() >= deadline {
+            return Ok(found);
+        }
+        tokio::time::sleep(VIEW_POLL).await;
+    }
+}
+
+/// Pause between two looks for a verification not yet in this node's view.
+const VIEW_POLL: Duration = Duration::from_millis(20);
 
 /// Opens the sealed code and renders the message; an error says why it cannot be sent.
 fn compose(

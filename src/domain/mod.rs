@@ -10,6 +10,7 @@ pub mod name;
 pub mod period;
 pub mod rate_limit;
 pub mod records;
+pub mod slot;
 pub mod time;
 pub mod verification;
 

@@ -7,7 +7,7 @@ use super::{Channel, Timestamp, VerificationId};
 use serde::{Deserialize, Serialize};
 
 /// Identifies one destination of one tenant on one channel.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DestinationKey {
     pub tenant: String,
     pub channel: Channel,

@@ -6,15 +6,31 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// `ver_` followed by 32 hex digits of OS randomness: unguessable, safe in URLs.
+/// `ver_` followed by 32 hex digits: 8 of the destination's slot (which partition of a
+/// cluster holds it: `crate::domain::slot`), then 24 of OS randomness — unguessable, safe in
+/// URLs, and a check by id finds its partition without a lookup.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct VerificationId(String);
 
 impl VerificationId {
+    /// A new id in `slot`.
+    pub fn generate_in(slot: u32) -> Self {
+        let mut random = [0u8; 12];
+        OsRng.fill_bytes(&mut random);
+        VerificationId(format!("ver_{slot:08x}{}", hex::encode(random)))
+    }
+
+    /// A new id in a random slot (for tests and examples).
     pub fn generate() -> Self {
-        let mut bytes = [0u8; 16];
-        OsRng.fill_bytes(&mut bytes);
-        VerificationId(format!("ver_{}", hex::encode(bytes)))
+        Self::generate_in(OsRng.next_u32())
+    }
+
+    /// The slot the id was made in.
+    pub fn slot(&self) -> u32 {
+        self.0
+            .get(4..12)
+            .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+            .unwrap_or(0)
     }
 
     /// Accepts a caller's id if it has the form otpd gives ids; anything else cannot exist.
@@ -147,6 +163,14 @@ mod tests {
         let b = VerificationId::generate();
         assert_ne!(a, b);
         assert_eq!(VerificationId::parse(a.as_str()), Some(a));
+    }
+
+    #[test]
+    fn an_id_carries_its_slot() {
+        let id = VerificationId::generate_in(0xdead_beef);
+        assert!(id.as_str().starts_with("ver_deadbeef"));
+        assert_eq!(id.slot(), 0xdead_beef);
+        assert_eq!(VerificationId::parse(id.as_str()), Some(id));
     }
 
     #[test]

@@ -9,13 +9,13 @@ use super::error::IssueError;
 use super::issuer::Issuer;
 use super::policy::IssueRequest;
 use crate::access::{AdminError, BlocklistAction, BlocklistAnswer};
-use crate::domain::{IssueReceipt, Timestamp};
+use crate::domain::{DestinationKey, IssueReceipt, Timestamp};
 use crate::fraud::Block;
 use crate::store::when_durable;
 use crate::telemetry::events::{BlocklistEdited, IssueRefused};
 
 /// Issue (or resend) a code.
-#[derive(Message)]
+#[derive(Debug, Clone, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "Result<IssueReceipt, IssueError>")]
 pub struct IssueOtp {
     pub tenant: String,
@@ -24,16 +24,27 @@ pub struct IssueOtp {
     pub idempotency: Option<IdempotencyInput>,
 }
 
+impl IssueOtp {
+    /// The destination the code goes to, as its state is kept.
+    pub fn destination_key(&self) -> DestinationKey {
+        DestinationKey {
+            tenant: self.tenant.clone(),
+            channel: self.request.channel,
+            to: self.request.destination.as_str().to_owned(),
+        }
+    }
+}
+
 /// Where a request came from: HTTP requests are rate limited per tenant and client IP;
 /// broker requests are paced by the queue's prefetch instead.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub enum RequestSource {
     Http { client_ip: Option<IpAddr> },
     Broker,
 }
 
 /// An idempotency key (namespaced by its source) and the hash of the request body.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct IdempotencyInput {
     pub key: String,
     pub body_hash: [u8; 32],

@@ -7,7 +7,9 @@ use std::time::Duration;
 use super::policy::SendRefusal;
 use crate::access::gate::AdmitError;
 use crate::access::AccessDenied;
+use crate::domain::time::retry_after_seconds;
 use crate::store::StoreError;
+use crate::telemetry::platform::ErrorObject;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
@@ -66,7 +68,7 @@ impl IssueError {
 }
 
 /// The kind of a refusal, which each transport maps to its own terms (an HTTP status).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RefusalKind {
     InvalidRequest,
     Forbidden,
@@ -87,6 +89,16 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// The error object events and API answers carry.
+    pub fn to_error_object(&self) -> ErrorObject {
+        ErrorObject {
+            code: self.code.to_owned(),
+            message: self.message.clone(),
+            retry_after_seconds: self.retry_after.map(retry_after_seconds),
+            reason: self.reason.map(str::to_owned),
+        }
+    }
+
     pub fn new(kind: RefusalKind, code: &'static str, message: impl Into<String>) -> Self {
         Refusal {
             kind,

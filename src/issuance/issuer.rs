@@ -17,8 +17,8 @@ use crate::delivery::settings::{RegionSettings, TemplateSettings};
 use crate::delivery::{JobQueue, RegionTable};
 use crate::domain::rate_limit::KeyedLimiter;
 use crate::domain::{
-    DeliveryJob, DestinationKey, IdempotencyKey, IdempotencyRecord, IssueReceipt, OtpCode,
-    Timestamp, Verification, VerificationId,
+    DeliveryJob, DeliveryState, IdempotencyKey, IdempotencyRecord, IssueReceipt, JobId, OtpCode,
+    Status, Timestamp, Verification, VerificationId,
 };
 use crate::fraud::{Block, FraudGate, Target};
 use crate::secrets::Secrets;
@@ -95,20 +95,19 @@ impl Issuer {
         });
         if let (Some(key), Some(input)) = (&idempotency_key, &message.idempotency) {
             if let Some(remembered) = self.store.idempotency(key)? {
-                return if remembered.body_hash == input.body_hash {
-                    Ok(Decided::Replay(remembered.receipt))
-                } else {
-                    Err(IssueError::IdempotencyKeyReused)
-                };
+                if remembered.body_hash != input.body_hash {
+                    return Err(IssueError::IdempotencyKeyReused);
+                }
+                let undelivered = self.undelivered_job(&remembered.receipt.id)?;
+                return Ok(Decided::Replay {
+                    receipt: remembered.receipt,
+                    undelivered: undelivered.map(Box::new),
+                });
             }
         }
         let fraud_target = self.screen(message, now)?;
         let request = &message.request;
-        let destination_key = DestinationKey {
-            tenant: message.tenant.clone(),
-            channel: request.channel,
-            to: request.destination.as_str().to_owned(),
-        };
+        let destination_key = message.destination_key();
         let state = self
             .store
             .destination(&destination_key)?
@@ -122,7 +121,8 @@ impl Issuer {
             .admit(&message.tenant, request.channel, &request.destination, now)?;
 
         let code = OtpCode::generate(request.code_length);
-        let verification = self.verification_for(&plan, pending, message, &code, now);
+        let slot = destination_key.slot();
+        let verification = self.verification_for(&plan, pending, message, &code, slot, now);
         let created = matches!(plan, SendPlan::New);
         let receipt = policy::receipt(&verification, created, &self.limits);
         let job = self.job_for(&verification, request, &code, now);
@@ -191,13 +191,14 @@ impl Issuer {
     }
 
     /// The verification a send writes: the pending one with a new code (a resend), or a new
-    /// one; only the code's HMAC is kept.
+    /// one in the destination's `slot`; only the code's HMAC is kept.
     fn verification_for(
         &self,
         plan: &SendPlan,
         pending: Option<Verification>,
         message: &IssueOtp,
         code: &OtpCode,
+        slot: u32,
         now: Timestamp,
     ) -> Verification {
         let request = &message.request;
@@ -207,7 +208,7 @@ impl Issuer {
                 policy::resend(&existing, request, hash, now)
             }
             _ => {
-                let id = VerificationId::generate();
+                let id = VerificationId::generate_in(slot);
                 let hash = self.secrets.hasher.hash(id.as_str(), code);
                 policy::new_verification(id, &message.tenant, request, hash, &self.limits, now)
             }
@@ -258,7 +259,20 @@ impl Issuer {
             let decided = decided?;
             flushed.await?;
             match decided {
-                Decided::Replay(receipt) => Ok(receipt),
+                Decided::Replay {
+                    receipt,
+                    undelivered: None,
+                } => Ok(receipt),
+                // The first attempt's job may never have reached the broker (its answer was
+                // lost with the connection): it goes again; a send already made is not
+                // repeated (the sender sees it recorded).
+                Decided::Replay {
+                    receipt,
+                    undelivered: Some(job),
+                } => match jobs.publish_job(&job).await {
+                    Ok(()) => Ok(receipt),
+                    Err(error) => Err(IssueError::Unavailable(error.to_string())),
+                },
                 Decided::Issued {
                     receipt,
                     job,
@@ -273,6 +287,20 @@ impl Issuer {
                 },
             }
         })
+    }
+
+    /// The job of verification `id`'s current send, if it is still pending and unsent.
+    fn undelivered_job(&self, id: &VerificationId) -> Result<Option<DeliveryJob>, IssueError> {
+        let Some(verification) = self.store.verification(id)? else {
+            return Ok(None);
+        };
+        if verification.status != Status::Pending || verification.delivery != DeliveryState::Queued
+        {
+            return Ok(None);
+        }
+        Ok(self
+            .store
+            .outbox_job(&JobId::new(id, verification.send_seq))?)
     }
 
     fn job_for(
@@ -294,7 +322,12 @@ impl Issuer {
 
 /// What the actor decided, before the flush.
 pub enum Decided {
-    Replay(IssueReceipt),
+    /// An idempotent retry: the first answer, and the first attempt's job if its send has
+    /// not happened yet.
+    Replay {
+        receipt: IssueReceipt,
+        undelivered: Option<Box<DeliveryJob>>,
+    },
     Issued {
         receipt: IssueReceipt,
         job: Box<DeliveryJob>,

@@ -18,7 +18,7 @@ pub struct SendLimits {
 }
 
 /// A validated create request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct IssueRequest {
     pub channel: Channel,
     pub destination: Destination,

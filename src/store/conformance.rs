@@ -308,6 +308,8 @@ fn an_issue_reads_back_whole<E: KvEngine>(engine: E) {
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].job_id, write.job.job_id);
     assert_eq!(jobs[0].sealed_code, write.job.sealed_code);
+    let job = store.outbox_job(&write.job.job_id).unwrap().unwrap();
+    assert_eq!(job.sealed_code, write.job.sealed_code);
 }
 
 fn what_was_never_written_reads_as_none<E: KvEngine>(engine: E) {
@@ -326,6 +328,7 @@ fn what_was_never_written_reads_as_none<E: KvEngine>(engine: E) {
     assert!(store.blocklist().unwrap().is_empty());
     assert!(store.fraud_blocks().unwrap().is_empty());
     assert!(store.outbox_page(None, 10).unwrap().is_empty());
+    assert!(store.outbox_job(&write.job.job_id).unwrap().is_none());
     let mut called = false;
     let updated = store
         .update_verification(id, &mut |_| {

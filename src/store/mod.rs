@@ -27,7 +27,7 @@ pub use records::RecordStore;
 pub use settings::StoreSettings;
 pub use sled_engine::{SledEngine, SledStore};
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum StoreError {
     #[error("the store failed: {0}")]
     Io(String),
@@ -77,6 +77,9 @@ pub trait Store: Send + Sync + 'static {
     /// Writes a verification, its destination's state, its idempotency record and its
     /// delivery job, in an order where a crash part-way leaves nothing that acts.
     fn commit_issue(&self, write: &IssueWrite) -> Result<(), StoreError>;
+
+    /// The outbox job `id`, while its delivery has not finished.
+    fn outbox_job(&self, id: &JobId) -> Result<Option<DeliveryJob>, StoreError>;
 
     /// Up to `limit` outbox jobs in id order, starting after `after`.
     fn outbox_page(

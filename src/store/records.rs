@@ -191,6 +191,10 @@ impl<E: KvEngine> Store for RecordStore<E> {
         Ok(())
     }
 
+    fn outbox_job(&self, id: &JobId) -> Result<Option<DeliveryJob>, StoreError> {
+        self.read(&keys::outbox(id))
+    }
+
     fn outbox_page(
         &self,
         after: Option<&JobId>,

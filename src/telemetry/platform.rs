@@ -41,7 +41,7 @@ impl EventSink for NoEvents {
 }
 
 /// The error object of the API, as events carry it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ErrorObject {
     pub code: String,
     pub message: String,

@@ -5,7 +5,7 @@ use subtle::ConstantTimeEq;
 use crate::domain::{CodeHash, Status, Timestamp, Verification};
 
 /// The answer to an evaluated check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CheckOutcome {
     pub valid: bool,
     pub status: Status,
@@ -13,7 +13,7 @@ pub struct CheckOutcome {
 }
 
 /// Why a check or cancel is refused without evaluating anything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CheckRefusal {
     AlreadyApproved,
     MaxAttemptsReached,

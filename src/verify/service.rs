@@ -8,7 +8,7 @@ use crate::domain::{CodeHasher, DestinationKey, OtpCode, Timestamp, Verification
 use crate::fraud::FraudGate;
 use crate::store::{Store, StoreError};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum CheckError {
     #[error("no such verification")]
     NotFound,

@@ -11,22 +11,25 @@
 
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::declare::Declarer;
 use super::topology::Topology;
+use crate::cluster::changelog::{Applied, Changelog, Confirm, LogRecord, View};
+use crate::cluster::command::{Command, Reply};
+use crate::cluster::ownership::Entered;
 use crate::cluster::{
-    agree, ClusterRecord, ClusterSettings, ClusterUnavailable, ClusterView, OwnerReport, Ownership,
-    PartitionMismatch,
+    agree, ClusterRecord, ClusterSettings, ClusterUnavailable, ClusterView, Executor, Forwarder,
+    OwnerReport, Ownership, PartitionMismatch,
 };
 use crate::domain::Timestamp;
 
@@ -34,6 +37,8 @@ use crate::domain::Timestamp;
 const TICK: &str = "otpd.tick";
 /// The `type` of a question to a partition's owner: who are you?
 const WHO_OWNS: &str = "otpd.who-owns";
+/// The `type` of a command for a partition's owner (`crate::cluster::command`, JSON).
+const COMMAND: &str = "otpd.command";
 /// The queue name a direct reply goes to.
 const DIRECT_REPLY: &str = "amq.rabbitmq.reply-to";
 /// How long reading the cluster record from its stream may take.
@@ -67,12 +72,25 @@ pub struct ClusterLink {
     namespace: String,
     partitions: u16,
     tick: Duration,
-    ownership: Ownership,
+    ownership: Arc<Ownership>,
     joined: AtomicBool,
+    /// This node's store, which the partitions' changelogs are applied to.
+    view: OnceLock<Arc<dyn View>>,
+    /// The confirm-mode channel changelog records are appended on, while connected: the
+    /// connection this node owns its partitions through.
+    appender: RwLock<Option<Channel>>,
+    /// The stream of each partition.
+    changelogs: Vec<String>,
+    /// Fences this node appended and waits to apply, by partition: nonce and who waits.
+    fences: Mutex<HashMap<u16, (u64, tokio::sync::oneshot::Sender<()>)>>,
     /// The channel that consumes direct replies and asks the owners, while connected.
     asker: RwLock<Option<Channel>>,
-    /// Questions waiting for answers, by correlation id.
-    waiting: Mutex<HashMap<String, mpsc::UnboundedSender<OwnerReport>>>,
+    /// Questions and commands waiting for answers, by correlation id.
+    waiting: Mutex<HashMap<String, mpsc::UnboundedSender<Vec<u8>>>>,
+    /// What runs the commands of the partitions this node owns.
+    executor: OnceLock<Arc<dyn Executor>>,
+    /// Longest wait for an owner's reply.
+    timeout: Duration,
 }
 
 /// What a session keeps of its membership; dropping it stops the ticks.
@@ -87,7 +105,8 @@ impl Drop for Membership {
 }
 
 impl ClusterLink {
-    pub fn new(settings: &ClusterSettings, namespace: &str) -> Arc<Self> {
+    /// `timeout` bounds the wait for an owner's reply to a forwarded command.
+    pub fn new(settings: &ClusterSettings, namespace: &str, timeout: Duration) -> Arc<Self> {
         Arc::new(ClusterLink {
             node: settings.node_id(),
             namespace: namespace.to_owned(),
@@ -95,9 +114,27 @@ impl ClusterLink {
             tick: Duration::from_millis(settings.tick_ms),
             ownership: Ownership::new(settings.partitions),
             joined: AtomicBool::new(false),
+            view: OnceLock::new(),
+            appender: RwLock::new(None),
+            changelogs: Topology::from_settings(
+                &super::settings::AmqpSettings {
+                    namespace: namespace.to_owned(),
+                    ..super::settings::AmqpSettings::default()
+                },
+                settings.partitions,
+            )
+            .changelogs,
+            fences: Mutex::default(),
             asker: RwLock::new(None),
             waiting: Mutex::default(),
+            executor: OnceLock::new(),
+            timeout,
         })
+    }
+
+    /// Makes `executor` run the commands that reach this node as a partition's owner.
+    pub fn serve_with(&self, executor: Arc<dyn Executor>) {
+        let _ = self.executor.set(executor);
     }
 
     pub fn node(&self) -> &str {
@@ -106,6 +143,23 @@ impl ClusterLink {
 
     pub fn ownership(&self) -> &Ownership {
         &self.ownership
+    }
+
+    /// Applies the partitions' changelogs to `view` (this node's store), which appends its
+    /// partition writes through this link.
+    pub fn keep_view(&self, view: Arc<dyn View>) {
+        let _ = self.view.set(view);
+    }
+
+    fn store_view(&self) -> Result<&Arc<dyn View>, JoinError> {
+        self.view
+            .get()
+            .ok_or_else(|| JoinError::Broker("the store is not open yet".into()))
+    }
+
+    /// Whether every partition this node owns is caught up.
+    pub fn is_ready(&self) -> bool {
+        self.has_joined() && self.ownership.catching_up() == 0
     }
 
     pub fn has_joined(&self) -> bool {
@@ -142,7 +196,23 @@ impl ClusterLink {
         for queue in &topology.partition_queues {
             declarer.queue(queue, partition_queue_arguments()).await?;
         }
+        for stream in &topology.changelogs {
+            declarer.queue(stream, changelog_arguments()).await?;
+        }
         let _ = setup.close(200, "declared".into()).await;
+
+        // This connection's own records are in the store already; the others are applied.
+        let view = Arc::clone(self.store_view()?);
+        view.set_origin(rand::random());
+        let appender = connection.create_channel().await?;
+        appender
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        *self.appender.write().unwrap_or_else(|p| p.into_inner()) = Some(appender);
+        let reader = connection.create_channel().await?;
+        reader
+            .basic_qos(APPLY_PREFETCH, BasicQosOptions::default())
+            .await?;
 
         let asker = connection.create_channel().await?;
         let replies = asker
@@ -157,6 +227,12 @@ impl ClusterLink {
             )
             .await?;
         let mut tasks = vec![self.spawn_reply_router(replies, ended.clone())];
+        for partition in 0..self.partitions {
+            let applier = self
+                .apply_changelog(&reader, partition, ended.clone())
+                .await?;
+            tasks.push(applier);
+        }
         *self.asker.write().unwrap_or_else(|p| p.into_inner()) = Some(asker);
 
         let owner = connection.create_channel().await?;
@@ -185,6 +261,14 @@ impl ClusterLink {
     pub fn leave(&self) {
         self.joined.store(false, Ordering::Release);
         *self.asker.write().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.appender.write().unwrap_or_else(|p| p.into_inner()) = None;
+        self.fences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        if let Some(view) = self.view.get() {
+            view.abandon_pending();
+        }
         let released = self.ownership.release_all();
         if released > 0 {
             tracing::warn!(node = %self.node, released, "Left the cluster; the other nodes take over this node's partitions.");
@@ -246,11 +330,8 @@ impl ClusterLink {
                             continue;
                         };
                         let waiting = link.waiting.lock().unwrap_or_else(|p| p.into_inner());
-                        if let (Some(waiter), Ok(report)) = (
-                            waiting.get(id.as_str()),
-                            serde_json::from_slice::<OwnerReport>(&delivery.data),
-                        ) {
-                            let _ = waiter.send(report);
+                        if let Some(waiter) = waiting.get(id.as_str()) {
+                            let _ = waiter.send(delivery.data);
                         }
                     }
                     Some(Err(error)) => break error.to_string(),
@@ -304,19 +385,8 @@ impl ClusterLink {
     /// Asks the owner of every partition, through its queue, and waits a moment for the
     /// answers.
     pub async fn view(&self) -> Result<ClusterView, ClusterUnavailable> {
-        let asker = self
-            .asker
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .filter(|channel| channel.status().connected())
-            .ok_or(ClusterUnavailable::Disconnected)?;
-        let id = format!("{:016x}", rand::random::<u64>());
-        let (waiter, mut answers) = mpsc::unbounded_channel();
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), waiter);
+        let asker = self.asker()?;
+        let (id, mut answers) = self.await_answers();
         let asked = self.ask_every_owner(&asker, &id).await;
         let mut reports = Vec::new();
         if asked.is_ok() {
@@ -325,19 +395,141 @@ impl ClusterLink {
             while reports.len() < usize::from(self.partitions) {
                 tokio::select! {
                     _ = &mut deadline => break,
-                    report = answers.recv() => match report {
-                        Some(report) => reports.push(report),
+                    answer = answers.recv() => match answer {
+                        Some(bytes) => reports.extend(serde_json::from_slice::<OwnerReport>(&bytes)),
                         None => break,
                     },
                 }
             }
         }
+        self.forget_answers(&id);
+        asked?;
+        Ok(ClusterView::assemble(&self.node, self.partitions, reports))
+    }
+
+    /// The channel that asks, while connected.
+    fn asker(&self) -> Result<Channel, ClusterUnavailable> {
+        self.asker
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|channel| channel.status().connected())
+            .ok_or(ClusterUnavailable::Disconnected)
+    }
+
+    /// A new correlation id and where its answers arrive (until `forget_answers`).
+    fn await_answers(&self) -> (String, mpsc::UnboundedReceiver<Vec<u8>>) {
+        let id = format!("{:016x}", rand::random::<u64>());
+        let (waiter, answers) = mpsc::unbounded_channel();
         self.waiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        asked?;
-        Ok(ClusterView::assemble(&self.node, self.partitions, reports))
+            .insert(id.clone(), waiter);
+        (id, answers)
+    }
+
+    fn forget_answers(&self, id: &str) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// Sends `command` to `partition`'s queue, where its owner takes it, and waits for the
+    /// reply.
+    async fn send_command(
+        &self,
+        partition: u16,
+        command: &Command,
+    ) -> Result<Reply, ClusterUnavailable> {
+        let asker = self.asker()?;
+        let body =
+            serde_json::to_vec(command).map_err(|e| ClusterUnavailable::Broker(e.to_string()))?;
+        let (id, mut answers) = self.await_answers();
+        let queue = super::topology::partition_queue(&self.namespace, partition);
+        let properties = BasicProperties::default()
+            .with_type(COMMAND.into())
+            .with_reply_to(DIRECT_REPLY.into())
+            .with_correlation_id(id.as_str().into())
+            .with_expiration(self.timeout.as_millis().to_string().into());
+        let sent = asker
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                properties,
+            )
+            .await;
+        let answer = match sent {
+            Ok(_) => tokio::time::timeout(self.timeout, answers.recv()).await,
+            Err(error) => {
+                self.forget_answers(&id);
+                return Err(ClusterUnavailable::Broker(error.to_string()));
+            }
+        };
+        self.forget_answers(&id);
+        match answer {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+                .map_err(|e| ClusterUnavailable::Broker(format!("an unreadable reply: {e}"))),
+            Ok(None) => Err(ClusterUnavailable::Disconnected),
+            Err(_) => Err(ClusterUnavailable::Timeout(self.timeout.as_millis() as u64)),
+        }
+    }
+
+    /// Runs a command that reached this node as `partition`'s owner, and replies.
+    async fn run_command(
+        &self,
+        channel: &Channel,
+        partition: u16,
+        delivery: &lapin::message::Delivery,
+    ) {
+        let properties = &delivery.properties;
+        let (Some(reply_to), Some(id)) = (properties.reply_to(), properties.correlation_id())
+        else {
+            return;
+        };
+        let Some(executor) = self.executor.get() else {
+            return;
+        };
+        // A new owner serves once it has caught up; a command waits for that, not longer
+        // than its sender does.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let entered = loop {
+            if let Some(entered) = self.ownership.enter(partition) {
+                break entered;
+            }
+            if tokio::time::Instant::now() > deadline
+                || self.ownership.owned_since(partition).is_none()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let command: Command = match serde_json::from_slice(&delivery.data) {
+            Ok(command) => command,
+            Err(error) => {
+                tracing::warn!(%error, partition, "A command this node cannot read; are all nodes the same otpd version?");
+                return;
+            }
+        };
+        let reply = executor.execute(command).await;
+        drop(entered);
+        let Ok(body) = serde_json::to_vec(&reply) else {
+            return;
+        };
+        let answered = channel
+            .basic_publish(
+                "".into(),
+                reply_to.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default().with_correlation_id(id.clone()),
+            )
+            .await;
+        if let Err(error) = answered {
+            tracing::warn!(%error, partition, "Could not reply to a command; its sender gets a timeout.");
+        }
     }
 
     async fn ask_every_owner(&self, asker: &Channel, id: &str) -> Result<(), ClusterUnavailable> {
@@ -364,19 +556,27 @@ impl ClusterLink {
     }
 
     /// A message of `partition`'s queue reached this node: it owns the partition; a
-    /// question gets the answer.
+    /// command runs, a question gets the answer.
     async fn on_message(
-        &self,
+        self: &Arc<Self>,
         channel: &Channel,
         partition: u16,
         delivery: lapin::message::Delivery,
     ) {
         let now = Timestamp::now();
         if self.ownership.claim(partition, now) {
-            tracing::info!(node = %self.node, partition, "Now the owner of a partition.");
+            let link = Arc::clone(self);
+            tokio::spawn(async move { link.catch_up(partition).await });
         }
         let properties = &delivery.properties;
-        let asks = properties.kind().as_ref().map(ShortString::as_str) == Some(WHO_OWNS);
+        let kind = properties.kind().as_ref().map(ShortString::as_str);
+        if kind == Some(COMMAND) {
+            let link = Arc::clone(self);
+            let channel = channel.clone();
+            tokio::spawn(async move { link.run_command(&channel, partition, &delivery).await });
+            return;
+        }
+        let asks = kind == Some(WHO_OWNS);
         let (Some(reply_to), Some(id), true) =
             (properties.reply_to(), properties.correlation_id(), asks)
         else {
@@ -416,6 +616,165 @@ struct Consumers {
     ended: mpsc::Sender<String>,
     /// Partitions whose consumer this node is canceling to yield them.
     yielding: Mutex<Vec<u16>>,
+}
+
+impl ClusterLink {
+    /// Applies `partition`'s changelog to this node's store from where it left off, as long
+    /// as the connection lives.
+    async fn apply_changelog(
+        self: &Arc<Self>,
+        reader: &Channel,
+        partition: u16,
+        ended: mpsc::Sender<String>,
+    ) -> Result<tokio::task::JoinHandle<()>, JoinError> {
+        let view = Arc::clone(self.store_view()?);
+        let start = match view.applied(partition) {
+            Ok(Some(offset)) => AMQPValue::LongLongInt(offset as i64 + 1),
+            Ok(None) => AMQPValue::LongString("first".into()),
+            Err(error) => return Err(JoinError::Broker(error.to_string())),
+        };
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-stream-offset".into(), start);
+        let mut consumer = reader
+            .basic_consume(
+                self.changelogs[usize::from(partition)].as_str().into(),
+                format!("{}.changelog.{partition}", self.node)
+                    .as_str()
+                    .into(),
+                BasicConsumeOptions::default(),
+                arguments,
+            )
+            .await?;
+        let link = Arc::clone(self);
+        Ok(tokio::spawn(async move {
+            let reason = loop {
+                let delivery = match consumer.next().await {
+                    Some(Ok(delivery)) => delivery,
+                    Some(Err(error)) => break error.to_string(),
+                    None => {
+                        break format!(
+                            "the changelog consumer of partition {partition} was canceled"
+                        )
+                    }
+                };
+                let Some(offset) = stream_offset(&delivery) else {
+                    break format!(
+                        "a changelog record of partition {partition} came without its offset"
+                    );
+                };
+                match view.apply(partition, offset, &delivery.data) {
+                    Ok(Applied::Fence { origin, nonce }) => {
+                        link.fence_applied(partition, origin, nonce)
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        break format!("could not apply partition {partition}'s changelog: {error}")
+                    }
+                }
+                if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
+                    break error.to_string();
+                }
+            };
+            let _ = ended.send(reason).await;
+        }))
+    }
+
+    /// A new owner appends a fence to the partition's changelog and serves once it has
+    /// applied it: everything the owners before it appended is then in its store.
+    async fn catch_up(&self, partition: u16) {
+        let started = std::time::Instant::now();
+        let nonce: u64 = rand::random();
+        let (applied, fence_seen) = tokio::sync::oneshot::channel();
+        self.fences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(partition, (nonce, applied));
+        let Some(view) = self.view.get() else { return };
+        let fence = LogRecord::Fence {
+            origin: view.origin(),
+            nonce,
+        };
+        let appended = match self.append(partition, fence.encode()).await {
+            Ok(confirm) => confirm.await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = appended {
+            tracing::warn!(%error, partition, "Could not mark a partition's changelog; the connection is restarted to try again.");
+            return;
+        }
+        if fence_seen.await.is_ok() {
+            self.ownership.caught_up(partition);
+            tracing::info!(
+                node = %self.node,
+                partition,
+                took_ms = started.elapsed().as_millis() as u64,
+                "Now the owner of a partition, caught up on its changelog."
+            );
+        }
+    }
+
+    fn fence_applied(&self, partition: u16, origin: u64, nonce: u64) {
+        let Some(view) = self.view.get() else { return };
+        if origin != view.origin() {
+            return;
+        }
+        let mut fences = self.fences.lock().unwrap_or_else(|p| p.into_inner());
+        if fences
+            .get(&partition)
+            .is_some_and(|(waiting, _)| *waiting == nonce)
+        {
+            if let Some((_, applied)) = fences.remove(&partition) {
+                let _ = applied.send(());
+            }
+        }
+    }
+}
+
+/// The offset a stream gave a delivered record (the `x-stream-offset` header).
+fn stream_offset(delivery: &lapin::message::Delivery) -> Option<u64> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get("x-stream-offset")? {
+        AMQPValue::LongLongInt(offset) => u64::try_from(*offset).ok(),
+        AMQPValue::LongInt(offset) => u64::try_from(*offset).ok(),
+        AMQPValue::LongUInt(offset) => Some(u64::from(*offset)),
+        _ => None,
+    }
+}
+
+#[async_trait::async_trait]
+impl Changelog for ClusterLink {
+    async fn append(&self, partition: u16, record: Vec<u8>) -> Result<Confirm, String> {
+        if self.ownership.owned_since(partition).is_none() {
+            return Err(format!("this node does not own partition {partition}"));
+        }
+        let appender = self
+            .appender
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|channel| channel.status().connected())
+            .ok_or_else(|| "the broker is not connected".to_owned())?;
+        let stream = &self.changelogs[usize::from(partition)];
+        let confirm = appender
+            .basic_publish(
+                "".into(),
+                stream.as_str().into(),
+                BasicPublishOptions::default(),
+                &record,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .map_err(|error| error.to_string())?;
+        let timeout = self.timeout;
+        Ok(Box::pin(async move {
+            match tokio::time::timeout(timeout, confirm).await {
+                Ok(Ok(confirmation)) if confirmation.is_ack() => Ok(()),
+                Ok(Ok(_)) => Err("the broker refused the record".to_owned()),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!("no confirm within {} ms", timeout.as_millis())),
+            }
+        }))
+    }
 }
 
 impl Consumers {
@@ -487,9 +846,7 @@ impl Consumers {
         let nodes = queue.consumer_count().max(1) as usize;
         let partitions = topology.partition_queues.len();
         let share = partitions.div_ceil(nodes);
-        let owned: Vec<u16> = (0..partitions as u16)
-            .filter(|p| self.link.ownership.owned_since(*p).is_some())
-            .collect();
+        let owned = self.link.ownership.owned();
         let excess = owned.len().saturating_sub(share);
         if excess == 0 {
             return;
@@ -503,7 +860,7 @@ impl Consumers {
         }
     }
 
-    async fn yield_partition(
+    async fn yield_partition_now(
         self: &Arc<Self>,
         topology: &Topology,
         partition: u16,
@@ -520,6 +877,24 @@ impl Consumers {
             .await?;
         self.link.ownership.release(partition);
         self.consume(topology, partition).await
+    }
+
+    /// Gives `partition` up once the commands running on it are done (their changes are in
+    /// its changelog), so the next owner starts after them.
+    async fn yield_partition(
+        self: &Arc<Self>,
+        topology: &Topology,
+        partition: u16,
+    ) -> Result<(), lapin::Error> {
+        if !self.link.ownership.leave(partition) {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.link.timeout;
+        while self.link.ownership.in_flight(partition) > 0 && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.yield_partition_now(topology, partition).await
     }
 }
 
@@ -543,6 +918,28 @@ fn partition_queue_arguments() -> FieldTable {
     );
     arguments
 }
+
+/// A changelog stream: segments of 8 MiB, dropped once older than `CHANGELOG_MAX_AGE`.
+fn changelog_arguments() -> FieldTable {
+    let mut arguments = stream_arguments();
+    arguments.insert(
+        "x-stream-max-segment-size-bytes".into(),
+        AMQPValue::LongUInt(8 * 1024 * 1024),
+    );
+    arguments.insert(
+        "x-max-age".into(),
+        AMQPValue::LongString(CHANGELOG_MAX_AGE.into()),
+    );
+    arguments
+}
+
+/// How long a changelog keeps records: longer than any record lives in a store (a code's
+/// longest life, one day, plus the default retention of a day after expiry), so replaying
+/// what is kept rebuilds every record that still matters.
+const CHANGELOG_MAX_AGE: &str = "3D";
+
+/// Changelog records a node takes from each stream before acking.
+const APPLY_PREFETCH: u16 = 512;
 
 /// How long a message waits in a partition queue before the broker drops it.
 const PARTITION_MESSAGE_TTL_MS: u32 = 10_000;
@@ -581,5 +978,23 @@ async fn read_first(
                     detail: error.to_string(),
                 })
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl Forwarder for ClusterLink {
+    fn enter(&self, partition: u16) -> Option<Entered> {
+        if !self.has_joined() {
+            return None;
+        }
+        self.ownership.enter(partition)
+    }
+
+    async fn forward(
+        &self,
+        partition: u16,
+        command: &Command,
+    ) -> Result<Reply, ClusterUnavailable> {
+        self.send_command(partition, command).await
     }
 }

@@ -1,5 +1,5 @@
 //! The requests consumer: decodes each platform request, issues its code through the
-//! IssuanceActor, tells the platform the outcome (event, reply), then acks. Bad messages go
+//! gateway (here, or on the partition's owner), tells the platform the outcome (event, reply), then acks. Bad messages go
 //! to the dead-letter queue once; nothing is requeued forever (the queue's delivery limit).
 
 use lapin::message::Delivery;
@@ -7,9 +7,9 @@ use lapin::message::Delivery;
 use super::message::{decode_request, Refusal};
 use super::settle::{dead_lettered, requeue, settle_delivery, Settle};
 use super::{Consumers, Publisher};
-use crate::domain::time::retry_after_seconds;
+use crate::cluster::command::IssueAnswer;
 use crate::domain::IssueReceipt;
-use crate::issuance::{self, IdempotencyInput, IssueError, IssueOtp, RequestSource};
+use crate::issuance::{IdempotencyInput, IssueOtp, RequestSource};
 use crate::telemetry::platform::{ErrorObject, Event};
 
 pub async fn handle(publisher: &Publisher, consumers: &Consumers, delivery: Delivery) {
@@ -46,8 +46,8 @@ async fn process(publisher: &Publisher, consumers: &Consumers, delivery: &Delive
         }
         Ok(request) => {
             let issued = consumers
-                .issuer
-                .send(IssueOtp {
+                .gateway
+                .issue(IssueOtp {
                     tenant: request.tenant.clone(),
                     source: RequestSource::Broker,
                     request: request.request,
@@ -58,28 +58,20 @@ async fn process(publisher: &Publisher, consumers: &Consumers, delivery: &Delive
                 })
                 .await;
             match issued {
-                Ok(Ok(receipt)) => Some(created_event(
+                IssueAnswer::Issued(receipt) => Some(created_event(
                     &receipt,
                     &request.request_id,
                     &request.tenant,
                 )),
-                Ok(Err(IssueError::Store(error))) => {
-                    tracing::warn!(%error, "Store unavailable; the request will be delivered again.");
+                IssueAnswer::Refused(refused) if refused.transient => {
+                    tracing::warn!(reason = %refused.error.message, "Could not issue now; the request will be delivered again.");
                     return requeue().await;
                 }
-                Ok(Err(IssueError::Unavailable(reason))) => {
-                    tracing::warn!(%reason, "Delivery unavailable; the request will be delivered again.");
-                    return requeue().await;
-                }
-                Ok(Err(error)) => Some(Event::VerificationRejected {
+                IssueAnswer::Refused(refused) => Some(Event::VerificationRejected {
                     request_id: Some(request.request_id),
                     tenant: request.tenant,
-                    error: error_object(error.refusal()),
+                    error: refused.error,
                 }),
-                Err(error) => {
-                    tracing::warn!(%error, "Issuer unavailable; the request will be delivered again.");
-                    return requeue().await;
-                }
             }
         }
     };
@@ -119,15 +111,6 @@ fn rejected_event(refusal: &Refusal) -> Option<Event> {
             reason: None,
         },
     })
-}
-
-fn error_object(refusal: issuance::Refusal) -> ErrorObject {
-    ErrorObject {
-        code: refusal.code.to_owned(),
-        message: refusal.message,
-        retry_after_seconds: refusal.retry_after.map(retry_after_seconds),
-        reason: refusal.reason.map(str::to_owned),
-    }
 }
 
 /// Publishes the outcome event, and replies when the request asked for it. The outcome is

@@ -29,7 +29,6 @@ use crate::delivery::region::routing_key;
 use crate::delivery::{JobQueue, RouterActor};
 use crate::domain::DeliveryJob;
 use crate::issuance::request::RequestDefaults;
-use crate::issuance::IssuanceActor;
 use crate::telemetry::platform::{Event, EventSink, PublishError};
 use crate::tenants::ApiKeys;
 use crate::tls::AmqpTls;
@@ -41,7 +40,7 @@ const PERSISTENT: u8 = 2;
 
 /// What the consumers hand their messages to.
 pub struct Consumers {
-    pub issuer: Addr<IssuanceActor>,
+    pub gateway: Arc<crate::cluster::Gateway>,
     pub router: Addr<RouterActor>,
     pub keys: Arc<ApiKeys>,
     pub defaults: RequestDefaults,
@@ -79,7 +78,11 @@ impl AmqpBus {
         Arc::new(AmqpBus {
             tls,
             topology: Arc::new(Topology::from_settings(settings, cluster.partitions)),
-            cluster: ClusterLink::new(cluster, &settings.namespace),
+            cluster: ClusterLink::new(
+                cluster,
+                &settings.namespace,
+                Duration::from_millis(settings.timeout_ms),
+            ),
             refused: tokio::sync::watch::channel(None).0,
             publisher: RwLock::new(None),
             timeout: Duration::from_millis(settings.timeout_ms),
@@ -472,8 +475,8 @@ impl ClusterStatus for AmqpBus {
         self.cluster.view().await
     }
 
-    fn has_joined(&self) -> bool {
-        self.cluster.has_joined()
+    fn is_ready(&self) -> bool {
+        self.cluster.is_ready()
     }
 }
 

@@ -47,6 +47,8 @@ pub struct Topology {
     /// One queue per partition, consumed by every node with single active consumer: the
     /// broker makes the one consumer it delivers to the partition's owner.
     pub partition_queues: Vec<String>,
+    /// One stream per partition: its changelog, which every node applies to its store.
+    pub changelogs: Vec<String>,
 }
 
 impl Topology {
@@ -82,6 +84,9 @@ impl Topology {
             partition_queues: (0..partitions)
                 .map(|partition| partition_queue(ns, partition))
                 .collect(),
+            changelogs: (0..partitions)
+                .map(|partition| format!("{ns}.changelog.{partition:04}"))
+                .collect(),
         }
     }
 
@@ -89,6 +94,7 @@ impl Topology {
     pub fn all_queue_names(&self) -> Vec<&str> {
         let mut names = self.queue_names();
         names.extend(self.partition_queues.iter().map(String::as_str));
+        names.extend(self.changelogs.iter().map(String::as_str));
         names.push(self.cluster_stream.as_str());
         names
     }

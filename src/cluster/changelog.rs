@@ -1,0 +1,684 @@
+//! The changelog: every change to a partition's state, as the owner made it, appended to
+//! the partition's stream and confirmed before anything is answered; every node applies the
+//! streams to its store, which is then a view of the whole cluster's state.
+//!
+//! The owner changes its store as a single node would. `LoggedEngine` sits under the
+//! records and remembers each write made while a command runs for a destination (`in_slot`),
+//! with the value it replaced; the next flush hands them, partition by partition, to the
+//! `Changelog` and resolves once the broker has confirmed them. A write the broker did not
+//! confirm is undone, so the owner's store never holds what the changelog does not.
+
+use async_trait::async_trait;
+use futures_util::future::{BoxFuture, Shared};
+use futures_util::FutureExt;
+use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::store::kv::{Entry, KeyRange, KvEngine};
+use crate::store::StoreError;
+
+/// Where the offset a node has applied of each partition's stream is kept (outside every
+/// record prefix, so no scan or sweep sees it).
+const CHECKPOINT: &[u8] = b"~cluster/applied/";
+
+thread_local! {
+    /// The slot of the destination whose command is running on this thread, if any.
+    static SLOT: Cell<Option<u32>> = const { Cell::new(None) };
+    /// The number of the last partition write this thread made and has not flushed yet (0:
+    /// none). A command writes, then asks for a flush, on one thread: the flush waits for
+    /// that write, and answers for it.
+    static LAST_WRITE: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many finished appends are remembered, for flushes that ask about them late.
+const FINISHED_KEPT: usize = 4096;
+
+/// Runs `change` with its writes counted as changes of the destination in `slot`.
+pub fn in_slot<T>(slot: u32, change: impl FnOnce() -> T) -> T {
+    struct Restore(Option<u32>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SLOT.with(|current| current.set(self.0));
+        }
+    }
+    let _restore = Restore(SLOT.with(|current| current.replace(Some(slot))));
+    change()
+}
+
+/// One key's new value (`None`: removed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogWrite {
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// A message of a partition's stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogRecord {
+    /// Writes of one flush, in the order they were made. `origin` names the node's
+    /// connection that made them.
+    Writes { origin: u64, writes: Vec<LogWrite> },
+    /// A node that became the owner marks where it starts: once it has applied this, it has
+    /// applied everything before it.
+    Fence { origin: u64, nonce: u64 },
+}
+
+impl LogRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("a log record always encodes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        postcard::from_bytes(bytes).map_err(|error| {
+            StoreError::Corrupt(format!("an unreadable changelog record: {error}"))
+        })
+    }
+}
+
+/// A confirm the broker will give (or refuse) for an appended record.
+pub type Confirm = BoxFuture<'static, Result<(), String>>;
+
+/// The partitions' streams, as the broker side offers them.
+#[async_trait]
+pub trait Changelog: Send + Sync {
+    /// Appends `record` to `partition`'s stream; the returned confirm resolves once the
+    /// broker has it. Refuses when this node does not own the partition. Records handed over
+    /// one after another are appended in that order.
+    async fn append(&self, partition: u16, record: Vec<u8>) -> Result<Confirm, String>;
+}
+
+/// A write made while a command ran, with what it replaced.
+struct Captured {
+    /// Writes are numbered from 1 in the order they were made.
+    seq: u64,
+    partition: u16,
+    key: Vec<u8>,
+    old: Option<Vec<u8>>,
+    new: Option<Vec<u8>>,
+}
+
+/// What applying a stream message came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Writes(usize),
+    /// This node's own writes: already in its store.
+    Own,
+    Fence {
+        origin: u64,
+        nonce: u64,
+    },
+}
+
+type Generation = Shared<BoxFuture<'static, Result<(), String>>>;
+
+/// Appends by the writes they carry (first and last number): those in flight, and the
+/// outcome of those recently finished.
+#[derive(Default)]
+struct Appends {
+    in_flight: Vec<(u64, u64, Generation)>,
+    finished: std::collections::VecDeque<(u64, u64, Result<(), String>)>,
+}
+
+/// Where the append of a write stands.
+enum Standing {
+    InFlight(Generation),
+    Done(Result<(), String>),
+}
+
+pub struct LogShared<E: KvEngine> {
+    inner: E,
+    partitions: u16,
+    /// Writes not yet handed to the changelog, in the order they were made.
+    pending: Mutex<Vec<Captured>>,
+    /// Held while writes are taken from `pending` and appended, so they reach the streams
+    /// in the order they were made.
+    appending: tokio::sync::Mutex<()>,
+    /// The number the next write gets.
+    next_seq: AtomicU64,
+    /// Appends in flight and recently finished.
+    appends: Mutex<Appends>,
+    changelog: OnceLock<Arc<dyn Changelog>>,
+    /// The connection this node appends through now; its own records are not applied again.
+    origin: AtomicU64,
+    /// Writes outside any partition (quotas, usage, blocklist) since the last flush: those
+    /// are made durable by the engine itself.
+    local_writes: AtomicBool,
+}
+
+/// The engine under the records in broker mode: `E`, with each partition write remembered
+/// for the changelog.
+pub struct LoggedEngine<E: KvEngine>(Arc<LogShared<E>>);
+
+impl<E: KvEngine> LoggedEngine<E> {
+    pub fn new(inner: E, partitions: u16) -> Self {
+        LoggedEngine(Arc::new(LogShared {
+            inner,
+            partitions: partitions.max(1),
+            pending: Mutex::default(),
+            appending: tokio::sync::Mutex::new(()),
+            next_seq: AtomicU64::new(1),
+            appends: Mutex::default(),
+            changelog: OnceLock::new(),
+            origin: AtomicU64::new(0),
+            local_writes: AtomicBool::new(false),
+        }))
+    }
+
+    /// The shared state, for the side that appends and applies.
+    pub fn shared(&self) -> Arc<LogShared<E>> {
+        Arc::clone(&self.0)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<E: KvEngine> LogShared<E> {
+    /// Appends go to `changelog` from now on.
+    pub fn append_to(&self, changelog: Arc<dyn Changelog>) {
+        let _ = self.changelog.set(changelog);
+    }
+
+    /// A new connection: records appended from now on carry `origin`.
+    pub fn set_origin(&self, origin: u64) {
+        self.origin.store(origin, Ordering::Release);
+    }
+
+    pub fn origin(&self) -> u64 {
+        self.origin.load(Ordering::Acquire)
+    }
+
+    fn partition_of(&self, slot: u32) -> u16 {
+        (slot % u32::from(self.partitions)) as u16
+    }
+
+    /// Writes `new` under `key` (`None`: removes it), remembering it for the changelog when
+    /// a command for a destination runs.
+    fn write(&self, key: &[u8], new: Option<&[u8]>) -> Result<(), StoreError> {
+        let Some(slot) = SLOT.with(Cell::get) else {
+            self.local_writes.store(true, Ordering::Release);
+            return self.put(key, new);
+        };
+        let mut pending = lock(&self.pending);
+        let old = self.inner.get(key)?.map(|v| v.as_ref().to_vec());
+        self.put(key, new)?;
+        pending.push(Captured {
+            seq: self.number_write(),
+            partition: self.partition_of(slot),
+            key: key.to_vec(),
+            old,
+            new: new.map(<[u8]>::to_vec),
+        });
+        Ok(())
+    }
+
+    fn put(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+        match value {
+            Some(value) => self.inner.insert(key, value),
+            None => self.inner.remove(key),
+        }
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        let Some(slot) = SLOT.with(Cell::get) else {
+            self.local_writes.store(true, Ordering::Release);
+            return self.inner.compare_and_swap(key, expected, new);
+        };
+        let mut pending = lock(&self.pending);
+        let swapped = self.inner.compare_and_swap(key, expected, new)?;
+        if swapped {
+            pending.push(Captured {
+                seq: self.number_write(),
+                partition: self.partition_of(slot),
+                key: key.to_vec(),
+                old: expected.map(<[u8]>::to_vec),
+                new: new.map(<[u8]>::to_vec),
+            });
+        }
+        Ok(swapped)
+    }
+
+    /// The next write's number, remembered as this thread's last write.
+    fn number_write(&self) -> u64 {
+        let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
+        LAST_WRITE.with(|last| last.set(seq));
+        seq
+    }
+
+    /// Resolves once write `target` (this thread's last, 0: none) is confirmed by the
+    /// changelog, or fails if it was not; and once writes outside partitions are durable in
+    /// the engine.
+    async fn flush(self: Arc<Self>, target: u64) -> Result<(), StoreError> {
+        if target > 0 {
+            let standing = {
+                let _order = self.appending.lock().await;
+                let captured = std::mem::take(&mut *lock(&self.pending));
+                if let (Some(first), Some(last)) = (captured.first(), captured.last()) {
+                    let range = (first.seq, last.seq);
+                    let generation = Arc::clone(&self).append(captured, range).await;
+                    lock(&self.appends)
+                        .in_flight
+                        .push((range.0, range.1, generation.clone()));
+                    // Confirmed and settled even if no flush waits for it.
+                    tokio::spawn(generation);
+                }
+                self.standing(target)
+            };
+            match standing {
+                Some(Standing::InFlight(generation)) => {
+                    generation.await.map_err(StoreError::Flush)?
+                }
+                Some(Standing::Done(result)) => result.map_err(StoreError::Flush)?,
+                None => {}
+            }
+        }
+        if self.local_writes.swap(false, Ordering::AcqRel) {
+            self.inner.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Where write `seq`'s append stands; `None` if it finished too long ago to remember
+    /// (then it was confirmed long before the flush asking about it).
+    fn standing(&self, seq: u64) -> Option<Standing> {
+        let appends = lock(&self.appends);
+        let covers = |lo: u64, hi: u64| (lo..=hi).contains(&seq);
+        if let Some((_, _, generation)) = appends
+            .in_flight
+            .iter()
+            .find(|(lo, hi, _)| covers(*lo, *hi))
+        {
+            return Some(Standing::InFlight(generation.clone()));
+        }
+        appends
+            .finished
+            .iter()
+            .find(|(lo, hi, _)| covers(*lo, *hi))
+            .map(|(_, _, result)| Standing::Done(result.clone()))
+    }
+
+    /// The append of writes `lo..=hi` ended with `result`.
+    fn finished(&self, (lo, hi): (u64, u64), result: Result<(), String>) {
+        let mut appends = lock(&self.appends);
+        appends.in_flight.retain(|(first, _, _)| *first != lo);
+        if appends.finished.len() == FINISHED_KEPT {
+            appends.finished.pop_front();
+        }
+        appends.finished.push_back((lo, hi, result));
+    }
+
+    /// Appends `captured`, partition by partition; the generation resolves once all are
+    /// confirmed, and undoes the writes of every partition whose append failed.
+    async fn append(self: Arc<Self>, captured: Vec<Captured>, range: (u64, u64)) -> Generation {
+        let origin = self.origin();
+        let mut by_partition: BTreeMap<u16, Vec<Captured>> = BTreeMap::new();
+        for write in captured {
+            by_partition.entry(write.partition).or_default().push(write);
+        }
+        let mut confirms = Vec::new();
+        for (partition, writes) in by_partition {
+            let record = LogRecord::Writes {
+                origin,
+                writes: writes
+                    .iter()
+                    .map(|w| LogWrite {
+                        key: w.key.clone(),
+                        value: w.new.clone(),
+                    })
+                    .collect(),
+            };
+            let sent = match self.changelog.get() {
+                Some(changelog) => changelog.append(partition, record.encode()).await,
+                None => Err("the changelog is not open yet".to_owned()),
+            };
+            confirms.push((partition, writes, sent));
+        }
+        let shared = Arc::clone(&self);
+        async move {
+            let mut failure = None;
+            for (partition, writes, sent) in confirms {
+                let confirmed = match sent {
+                    Ok(confirm) => confirm.await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = confirmed {
+                    shared.undo(&writes);
+                    failure = Some(format!(
+                        "the changelog of partition {partition} did not take the change: {error}"
+                    ));
+                }
+            }
+            let result = failure.map_or(Ok(()), Err);
+            shared.finished(range, result.clone());
+            result
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// Puts back what `writes` replaced, latest first, where nothing changed them since.
+    fn undo(&self, writes: &[Captured]) {
+        for write in writes.iter().rev() {
+            let restored =
+                self.inner
+                    .compare_and_swap(&write.key, write.new.as_deref(), write.old.as_deref());
+            if let Err(error) = restored {
+                tracing::error!(%error, "Could not undo a change the changelog refused.");
+            }
+        }
+    }
+
+    /// The connection is gone: writes not yet appended never will be, so they are undone.
+    pub fn abandon_pending(&self) {
+        let captured = std::mem::take(&mut *lock(&self.pending));
+        self.undo(&captured);
+        if let (Some(first), Some(last)) = (captured.first(), captured.last()) {
+            self.finished(
+                (first.seq, last.seq),
+                Err("the broker connection closed before the change reached the changelog".into()),
+            );
+        }
+    }
+
+    /// Applies a message of `partition`'s stream at `offset` to the store, and records the
+    /// offset as applied.
+    pub fn apply(&self, partition: u16, offset: u64, bytes: &[u8]) -> Result<Applied, StoreError> {
+        let applied = match LogRecord::decode(bytes)? {
+            LogRecord::Writes { origin, .. } if origin == self.origin() => Applied::Own,
+            LogRecord::Writes { writes, .. } => {
+                for write in &writes {
+                    self.put(&write.key, write.value.as_deref())?;
+                }
+                Applied::Writes(writes.len())
+            }
+            LogRecord::Fence { origin, nonce } => Applied::Fence { origin, nonce },
+        };
+        self.inner
+            .insert(&checkpoint_key(partition), &offset.to_be_bytes())?;
+        Ok(applied)
+    }
+
+    /// The offset of `partition`'s stream this store has applied up to, if any.
+    pub fn applied(&self, partition: u16) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .inner
+            .get(&checkpoint_key(partition))?
+            .and_then(|bytes| bytes.as_ref().try_into().ok().map(u64::from_be_bytes)))
+    }
+}
+
+/// A node's store as the broker side feeds it: the partitions' streams applied to it, and
+/// the connection its own records come from.
+pub trait View: Send + Sync {
+    fn apply(&self, partition: u16, offset: u64, bytes: &[u8]) -> Result<Applied, StoreError>;
+    fn applied(&self, partition: u16) -> Result<Option<u64>, StoreError>;
+    fn set_origin(&self, origin: u64);
+    fn origin(&self) -> u64;
+    fn abandon_pending(&self);
+}
+
+impl<E: KvEngine> View for LogShared<E> {
+    fn apply(&self, partition: u16, offset: u64, bytes: &[u8]) -> Result<Applied, StoreError> {
+        LogShared::apply(self, partition, offset, bytes)
+    }
+
+    fn applied(&self, partition: u16) -> Result<Option<u64>, StoreError> {
+        LogShared::applied(self, partition)
+    }
+
+    fn set_origin(&self, origin: u64) {
+        LogShared::set_origin(self, origin)
+    }
+
+    fn origin(&self) -> u64 {
+        LogShared::origin(self)
+    }
+
+    fn abandon_pending(&self) {
+        LogShared::abandon_pending(self)
+    }
+}
+
+fn checkpoint_key(partition: u16) -> Vec<u8> {
+    let mut key = CHECKPOINT.to_vec();
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+impl<E: KvEngine> KvEngine for LoggedEngine<E> {
+    type Value = E::Value;
+
+    fn get(&self, key: &[u8]) -> Result<Option<Self::Value>, StoreError> {
+        self.0.inner.get(key)
+    }
+
+    fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.0.write(key, Some(value))
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.0.write(key, None)
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        self.0.compare_and_swap(key, expected, new)
+    }
+
+    fn scan(
+        &self,
+        range: KeyRange<'_>,
+        limit: usize,
+    ) -> Result<Vec<Entry<Self::Value>>, StoreError> {
+        self.0.inner.scan(range, limit)
+    }
+
+    /// Resolves once this thread's partition writes are confirmed by the changelog (the
+    /// writes a command made before asking for the flush), and writes outside partitions
+    /// are durable.
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        let target = LAST_WRITE.with(|last| last.replace(0));
+        Arc::clone(&self.0).flush(target).boxed()
+    }
+
+    fn check_health(&self) -> Result<(), StoreError> {
+        self.0.inner.check_health()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryEngine;
+
+    /// A changelog that keeps what it was given, or refuses everything.
+    #[derive(Default)]
+    struct Recorded {
+        records: Mutex<Vec<(u16, LogRecord)>>,
+        refuse: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Changelog for Recorded {
+        async fn append(&self, partition: u16, record: Vec<u8>) -> Result<Confirm, String> {
+            if self.refuse.load(Ordering::Acquire) {
+                return Ok(async { Err("refused".to_owned()) }.boxed());
+            }
+            let record = LogRecord::decode(&record).unwrap();
+            lock(&self.records).push((partition, record));
+            Ok(async { Ok(()) }.boxed())
+        }
+    }
+
+    fn engine() -> (LoggedEngine<MemoryEngine>, Arc<Recorded>) {
+        let engine = LoggedEngine::new(MemoryEngine::default(), 4);
+        let changelog = Arc::new(Recorded::default());
+        engine.shared().append_to(changelog.clone());
+        engine.shared().set_origin(7);
+        (engine, changelog)
+    }
+
+    fn value(engine: &LoggedEngine<MemoryEngine>, key: &[u8]) -> Option<Vec<u8>> {
+        engine
+            .get(key)
+            .unwrap()
+            .map(|v| AsRef::<[u8]>::as_ref(&v).to_vec())
+    }
+
+    #[tokio::test]
+    async fn writes_in_a_slot_reach_their_partitions_stream_in_order() {
+        let (engine, changelog) = engine();
+        in_slot(5, || {
+            engine.insert(b"a", b"1").unwrap();
+            engine.insert(b"a", b"2").unwrap();
+            assert!(engine.compare_and_swap(b"b", None, Some(b"x")).unwrap());
+            assert!(!engine.compare_and_swap(b"b", None, Some(b"y")).unwrap());
+        });
+        in_slot(6, || engine.remove(b"a").unwrap());
+        engine.insert(b"local", b"kept here").unwrap();
+        engine.flush().await.unwrap();
+        let records = lock(&changelog.records).clone();
+        let write = |key: &[u8], value: Option<&[u8]>| LogWrite {
+            key: key.to_vec(),
+            value: value.map(<[u8]>::to_vec),
+        };
+        assert_eq!(
+            records,
+            vec![
+                (
+                    1,
+                    LogRecord::Writes {
+                        origin: 7,
+                        writes: vec![
+                            write(b"a", Some(b"1")),
+                            write(b"a", Some(b"2")),
+                            write(b"b", Some(b"x")),
+                        ]
+                    }
+                ),
+                (
+                    2,
+                    LogRecord::Writes {
+                        origin: 7,
+                        writes: vec![write(b"a", None)]
+                    }
+                ),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_append_undoes_its_writes_and_fails_the_flush() {
+        let (engine, changelog) = engine();
+        engine.insert(b"k", b"before").unwrap();
+        changelog.refuse.store(true, Ordering::Release);
+        in_slot(1, || {
+            engine.insert(b"k", b"after").unwrap();
+            engine.insert(b"new", b"1").unwrap();
+        });
+        assert!(engine.flush().await.is_err());
+        assert_eq!(value(&engine, b"k"), Some(b"before".to_vec()));
+        assert_eq!(value(&engine, b"new"), None);
+    }
+
+    #[tokio::test]
+    async fn a_flush_waits_for_its_write_when_another_flush_appended_it() {
+        let engine = LoggedEngine::new(MemoryEngine::default(), 1);
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        struct Held(Shared<tokio::sync::oneshot::Receiver<()>>);
+        #[async_trait]
+        impl Changelog for Held {
+            async fn append(&self, _: u16, _: Vec<u8>) -> Result<Confirm, String> {
+                let held = self.0.clone();
+                Ok(async move { held.await.map_err(|e| e.to_string()) }.boxed())
+            }
+        }
+        engine.shared().append_to(Arc::new(Held(released.shared())));
+        in_slot(0, || engine.insert(b"k1", b"v").unwrap());
+        let mut first = engine.flush();
+        in_slot(0, || engine.insert(b"k2", b"v").unwrap());
+        // The second flush appends both writes; the first then finds its write in flight.
+        let second = tokio::spawn(engine.flush());
+        tokio::task::yield_now().await;
+        assert!(futures_util::poll!(&mut first).is_pending());
+        release.send(()).unwrap();
+        first.await.unwrap();
+        second.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_refused_append_fails_its_own_flush_only() {
+        let (engine, changelog) = engine();
+        changelog.refuse.store(true, Ordering::Release);
+        in_slot(1, || engine.insert(b"a", b"1").unwrap());
+        assert!(engine.flush().await.is_err());
+        changelog.refuse.store(false, Ordering::Release);
+        in_slot(1, || engine.insert(b"b", b"1").unwrap());
+        engine.flush().await.unwrap();
+        assert_eq!(value(&engine, b"a"), None);
+        assert_eq!(value(&engine, b"b"), Some(b"1".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn writes_abandoned_with_the_connection_fail_their_flush() {
+        let (engine, _) = engine();
+        in_slot(1, || engine.insert(b"a", b"1").unwrap());
+        let flush = engine.flush();
+        engine.shared().abandon_pending();
+        assert!(flush.await.is_err());
+        assert_eq!(value(&engine, b"a"), None);
+    }
+
+    #[test]
+    fn applying_writes_others_made_and_skipping_its_own() {
+        let (engine, _) = engine();
+        let shared = engine.shared();
+        let theirs = LogRecord::Writes {
+            origin: 3,
+            writes: vec![LogWrite {
+                key: b"k".to_vec(),
+                value: Some(b"v".to_vec()),
+            }],
+        };
+        assert_eq!(
+            shared.apply(2, 10, &theirs.encode()).unwrap(),
+            Applied::Writes(1)
+        );
+        assert_eq!(value(&engine, b"k"), Some(b"v".to_vec()));
+        let own = LogRecord::Writes {
+            origin: 7,
+            writes: vec![LogWrite {
+                key: b"k".to_vec(),
+                value: None,
+            }],
+        };
+        assert_eq!(shared.apply(2, 11, &own.encode()).unwrap(), Applied::Own);
+        assert_eq!(value(&engine, b"k"), Some(b"v".to_vec()));
+        assert_eq!(shared.applied(2).unwrap(), Some(11));
+        assert_eq!(shared.applied(3).unwrap(), None);
+        let fence = LogRecord::Fence {
+            origin: 7,
+            nonce: 9,
+        };
+        assert_eq!(
+            shared.apply(2, 12, &fence.encode()).unwrap(),
+            Applied::Fence {
+                origin: 7,
+                nonce: 9
+            }
+        );
+    }
+}

@@ -1,0 +1,185 @@
+//! Where every request that touches a destination's state enters: it runs here when this
+//! node owns the destination's partition (always, in embedded mode), and goes to the owner
+//! otherwise. The HTTP API, the broker's requests consumer and the senders all call it.
+
+use async_trait::async_trait;
+use std::sync::{Arc, OnceLock};
+
+use super::command::{
+    check_binding, mismatched, CheckTarget, Command, IssueAnswer, IssueRefused, Reply,
+};
+use super::owner::Executor;
+use super::ownership::Entered;
+use super::ClusterUnavailable;
+use crate::delivery::recorder::{Ledger, SendOutcome};
+use crate::domain::{DeliveryState, OtpCode, Timestamp, Verification, VerificationId};
+use crate::issuance::IssueOtp;
+use crate::providers::receipts::ReceiptStatus;
+use crate::secrets::Sealer;
+use crate::store::{MessageOwner, StoreError};
+use crate::verify::{CheckError, CheckOutcome};
+
+/// The way to the other nodes: whether this node serves a partition now, and how a command
+/// reaches the one that does.
+#[async_trait]
+pub trait Forwarder: Send + Sync {
+    /// Lets a command in when this node owns `partition` and has caught up on it; the
+    /// partition stays this node's while the `Entered` lives.
+    fn enter(&self, partition: u16) -> Option<Entered>;
+
+    /// Sends `command` to the owner of `partition` and waits for its reply.
+    async fn forward(&self, partition: u16, command: &Command)
+        -> Result<Reply, ClusterUnavailable>;
+}
+
+pub struct Gateway {
+    partitions: u16,
+    cluster: Option<Arc<dyn Forwarder>>,
+    /// This node's executor, set once the issuer runs.
+    local: OnceLock<Arc<dyn Executor>>,
+    sealer: Sealer,
+}
+
+impl Gateway {
+    /// `cluster` is `None` in embedded mode: every command runs here.
+    pub fn new(partitions: u16, cluster: Option<Arc<dyn Forwarder>>, sealer: Sealer) -> Self {
+        Gateway {
+            partitions: partitions.max(1),
+            cluster,
+            local: OnceLock::new(),
+            sealer,
+        }
+    }
+
+    /// Makes `executor` run the commands of the partitions this node serves.
+    pub fn serve_with(&self, executor: Arc<dyn Executor>) {
+        let _ = self.local.set(executor);
+    }
+
+    /// The partition a slot belongs to.
+    pub fn partition_of(&self, slot: u32) -> u16 {
+        (slot % u32::from(self.partitions)) as u16
+    }
+
+    /// Runs `command` for the destination in `slot`, here or on its owner.
+    pub async fn run(&self, slot: u32, command: Command) -> Result<Reply, ClusterUnavailable> {
+        let partition = self.partition_of(slot);
+        let Some(cluster) = &self.cluster else {
+            return self.execute_here(command).await;
+        };
+        match cluster.enter(partition) {
+            Some(_entered) => self.execute_here(command).await,
+            None => cluster.forward(partition, &command).await,
+        }
+    }
+
+    /// Runs `command` on this node.
+    pub async fn execute_here(&self, command: Command) -> Result<Reply, ClusterUnavailable> {
+        let local = self.local.get().ok_or(ClusterUnavailable::Starting)?;
+        Ok(local.execute(command).await)
+    }
+
+    pub async fn issue(&self, message: IssueOtp) -> IssueAnswer {
+        let slot = message.destination_key().slot();
+        match self.run(slot, Command::Issue(message)).await {
+            Ok(Reply::Issue(answer)) => answer,
+            Ok(_) => IssueAnswer::Refused(IssueRefused::unavailable(mismatched("create"))),
+            Err(error) => IssueAnswer::Refused(IssueRefused::unavailable(error)),
+        }
+    }
+
+    pub async fn check(
+        &self,
+        tenant: &str,
+        target: CheckTarget,
+        code: &OtpCode,
+        session_id: Option<&str>,
+        at: Timestamp,
+    ) -> Result<(Verification, CheckOutcome), CheckError> {
+        let command = Command::Check {
+            tenant: tenant.to_owned(),
+            sealed_code: self.sealer.seal_bound(&check_binding(tenant), code),
+            session_id: session_id.map(str::to_owned),
+            at,
+            target: target.clone(),
+        };
+        match self.run(target.slot(), command).await {
+            Ok(Reply::Check(result)) => result,
+            Ok(_) => Err(mismatched("check").into()),
+            Err(error) => Err(unavailable(error).into()),
+        }
+    }
+
+    pub async fn get(&self, tenant: &str, id: &VerificationId) -> Result<Verification, CheckError> {
+        let command = Command::Get {
+            tenant: tenant.to_owned(),
+            id: id.clone(),
+        };
+        self.verification(id, command, "read").await
+    }
+
+    pub async fn cancel(
+        &self,
+        tenant: &str,
+        id: &VerificationId,
+        at: Timestamp,
+    ) -> Result<Verification, CheckError> {
+        let command = Command::Cancel {
+            tenant: tenant.to_owned(),
+            id: id.clone(),
+            at,
+        };
+        self.verification(id, command, "cancel").await
+    }
+
+    async fn verification(
+        &self,
+        id: &VerificationId,
+        command: Command,
+        what: &str,
+    ) -> Result<Verification, CheckError> {
+        match self.run(id.slot(), command).await {
+            Ok(Reply::Verification(result)) => result,
+            Ok(_) => Err(mismatched(what).into()),
+            Err(error) => Err(unavailable(error).into()),
+        }
+    }
+}
+
+fn unavailable(error: ClusterUnavailable) -> StoreError {
+    StoreError::Io(format!("the partition's owner did not answer: {error}"))
+}
+
+/// Outcomes and receipts go to the owner of their verification's partition.
+#[async_trait]
+impl Ledger for Gateway {
+    async fn record(&self, outcome: SendOutcome) -> Result<(), StoreError> {
+        let slot = outcome.job.verification_id.slot();
+        match self.run(slot, Command::Outcome(outcome)).await {
+            Ok(Reply::Outcome(result)) => result,
+            Ok(_) => Err(mismatched("send outcome")),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn apply_receipt(
+        &self,
+        owner: MessageOwner,
+        provider: String,
+        status: ReceiptStatus,
+        at: Timestamp,
+    ) -> Result<Option<(Verification, DeliveryState)>, StoreError> {
+        let slot = owner.verification_id.slot();
+        let command = Command::Receipt {
+            owner,
+            provider,
+            status,
+            at,
+        };
+        match self.run(slot, command).await {
+            Ok(Reply::Receipt(result)) => result,
+            Ok(_) => Err(mismatched("delivery receipt")),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+}
