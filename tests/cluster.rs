@@ -130,9 +130,7 @@ impl Cluster {
 
     async fn start(&self, node: &str) -> Node {
         let store = tempfile::tempdir().expect("a temp store");
-        let env = self.env(node, &PARTITIONS.to_string());
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let process = OtpdProcess::start(store.path(), &env);
+        let process = self.run(node, &store);
         let node = Node {
             process,
             key: self.api_key.clone(),
@@ -140,6 +138,20 @@ impl Cluster {
         };
         node.wait_ready().await;
         node
+    }
+
+    /// Runs node `node` on `store` (a new one, or the one it had before).
+    fn run(&self, node: &str, store: &tempfile::TempDir) -> OtpdProcess {
+        let env = self.env(node, &PARTITIONS.to_string());
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        OtpdProcess::start(store.path(), &env)
+    }
+
+    /// Stops `node` (SIGTERM, SIGKILL after 10 s) and starts it again on its store.
+    async fn restart(&self, node: &mut Node, name: &str) {
+        node.process.terminate(Duration::from_secs(10));
+        node.process = self.run(name, &node.store);
+        node.wait_ready().await;
     }
 }
 
@@ -553,4 +565,98 @@ async fn a_killed_owner_resets_no_counter_and_loses_no_code() {
     }
     drop(survivors);
     nodes.clear();
+}
+
+/// Creates verifications through the nodes in turn until told to stop, retrying a create
+/// that got no answer or a 503 on the next node; returns the ids answered 201 and how many
+/// creates failed.
+async fn create_under_way(
+    addresses: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    key: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    first: u32,
+) -> (Vec<String>, u32) {
+    let http = http_client();
+    let mut created = Vec::new();
+    let mut failed = 0;
+    let mut n = first;
+    let mut turn = 0usize;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let address = {
+            let addresses = addresses.lock().expect("the addresses");
+            addresses[turn % addresses.len()].clone()
+        };
+        turn += 1;
+        let request = authed(
+            &http,
+            Method::POST,
+            format!("{address}/v1/verifications"),
+            &key,
+        )
+        .json(&json!({"channel": "sms", "to": mobile(n)}))
+        .timeout(Duration::from_secs(10));
+        match request.send().await {
+            Ok(reply) if reply.status() == 201 => {
+                let body: Value = reply.json().await.expect("a JSON answer");
+                created.push(body["id"].as_str().expect("an id").to_owned());
+                n += 1;
+            }
+            _ => {
+                failed += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    (created, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_loses_nothing() {
+    let cluster = Cluster::new();
+    let names = ["node-a", "node-b", "node-c"];
+    let mut nodes = Vec::new();
+    for name in names {
+        nodes.push(cluster.start(name).await);
+    }
+    wait_for_owners(&nodes[0], &names, 3, Duration::from_secs(15)).await;
+    let addresses = std::sync::Arc::new(std::sync::Mutex::new(
+        nodes
+            .iter()
+            .map(|node| node.process.address.clone())
+            .collect::<Vec<_>>(),
+    ));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn(create_under_way(
+        std::sync::Arc::clone(&addresses),
+        cluster.api_key.clone(),
+        std::sync::Arc::clone(&stop),
+        10_000,
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (index, (node, name)) in nodes.iter_mut().zip(names).enumerate() {
+        // A restarted node listens on a new port; the load finds it there once it is ready.
+        cluster.restart(node, name).await;
+        addresses.lock().expect("the addresses")[index] = node.process.address.clone();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (created, failed) = load.await.expect("the load");
+    eprintln!(
+        "rolling restart: {} created, {failed} creates refused or unanswered",
+        created.len()
+    );
+    assert!(
+        created.len() >= 50,
+        "only {} creates succeeded",
+        created.len()
+    );
+
+    // Every verification answered 201 is delivered, and verifies.
+    let all = Rotation::new(nodes.iter().collect());
+    for id in &created {
+        let code = all.code(id, 1).await;
+        let reply = all.check(id, &code).await;
+        reply.expect_status(200);
+        assert_eq!(reply.body["valid"], true, "{id}");
+    }
 }

@@ -195,6 +195,16 @@ struct Node {
 }
 
 impl Node {
+    /// Another node of the same cluster: same namespace and secrets, a store of its own.
+    fn sibling(&self) -> Self {
+        Node {
+            namespace: self.namespace.clone(),
+            pepper: self.pepper.clone(),
+            sealing_key: self.sealing_key.clone(),
+            store: tempfile::tempdir().expect("a temp store"),
+        }
+    }
+
     fn new() -> Self {
         Node {
             namespace: format!("f{}", random_hex(6)),
@@ -239,10 +249,14 @@ impl Node {
     }
 }
 
-/// Messages in the outbox by destination. A line cut short by kill -9 and then continued by
-/// the next write is read from its last complete JSON object.
-fn delivered(store: &Path) -> HashMap<String, u64> {
-    let text = std::fs::read_to_string(outbox_path(store)).unwrap_or_default();
+/// Messages in the outboxes of `stores` by destination. A line cut short by kill -9 and then
+/// continued by the next write is read from its last complete JSON object.
+fn delivered(stores: &[&Path]) -> HashMap<String, u64> {
+    let text: String = stores
+        .iter()
+        .map(|store| std::fs::read_to_string(outbox_path(store)).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
     let mut counts = HashMap::new();
     for line in text.lines() {
         let message = serde_json::from_str::<Value>(line).ok().or_else(|| {
@@ -257,10 +271,15 @@ fn delivered(store: &Path) -> HashMap<String, u64> {
     counts
 }
 
-fn lines(store: &Path) -> usize {
-    std::fs::read_to_string(outbox_path(store))
-        .map(|text| text.lines().count())
-        .unwrap_or(0)
+fn lines(stores: &[&Path]) -> usize {
+    stores
+        .iter()
+        .map(|store| {
+            std::fs::read_to_string(outbox_path(store))
+                .map(|text| text.lines().count())
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 /// Publishes `total` requests at `per_second`, each retried until confirmed; counts them.
@@ -295,11 +314,11 @@ fn spawn_load(
 }
 
 /// Waits until every confirmed request is in the outbox, or it stopped growing for `quiet`.
-async fn settle(store: &Path, confirmed: &[u64], quiet: Duration, limit: Duration) {
+async fn settle(stores: &[&Path], confirmed: &[u64], quiet: Duration, limit: Duration) {
     let deadline = Instant::now() + limit;
-    let mut last = (lines(store), Instant::now());
+    let mut last = (lines(stores), Instant::now());
     loop {
-        let counts = delivered(store);
+        let counts = delivered(stores);
         if confirmed
             .iter()
             .all(|n| counts.contains_key(&destination(*n)))
@@ -308,7 +327,7 @@ async fn settle(store: &Path, confirmed: &[u64], quiet: Duration, limit: Duratio
             tokio::time::sleep(Duration::from_secs(1)).await;
             return;
         }
-        let now = lines(store);
+        let now = lines(stores);
         if now != last.0 {
             last = (now, Instant::now());
         } else if last.1.elapsed() > quiet || Instant::now() > deadline {
@@ -327,8 +346,8 @@ struct Tally {
     most_sends: u64,
 }
 
-fn tally(store: &Path, confirmed: &[u64]) -> Tally {
-    let counts = delivered(store);
+fn tally(stores: &[&Path], confirmed: &[u64]) -> Tally {
+    let counts = delivered(stores);
     let lost: Vec<u64> = confirmed
         .iter()
         .copied()
@@ -370,9 +389,9 @@ async fn the_broker_stopped_and_started_under_load_loses_nothing() {
         .expect("start the broker");
     stopped.store(false, Ordering::SeqCst);
     let restarted = Instant::now();
-    let before = lines(node.store.path());
+    let before = lines(&[node.store.path()]);
     let resume = loop {
-        if lines(node.store.path()) > before {
+        if lines(&[node.store.path()]) > before {
             break restarted.elapsed();
         }
         if restarted.elapsed() > Duration::from_secs(30) {
@@ -383,13 +402,13 @@ async fn the_broker_stopped_and_started_under_load_loses_nothing() {
 
     let (confirmed, failed_publishes) = load.await.expect("the load task");
     settle(
-        node.store.path(),
+        &[node.store.path()],
         &confirmed,
         Duration::from_secs(10),
         Duration::from_secs(60),
     )
     .await;
-    let tally = tally(node.store.path(), &confirmed);
+    let tally = tally(&[node.store.path()], &confirmed);
     println!(
         "faults: published={} delivered={} lost={} duplicated={} resume_ms={}",
         tally.published,
@@ -444,13 +463,13 @@ async fn ten_kill_9_restarts_under_load_lose_nothing() {
     }
     let (confirmed, failed_publishes) = load.await.expect("the load task");
     settle(
-        node.store.path(),
+        &[node.store.path()],
         &confirmed,
         Duration::from_secs(10),
         Duration::from_secs(60),
     )
     .await;
-    let tally = tally(node.store.path(), &confirmed);
+    let tally = tally(&[node.store.path()], &confirmed);
     println!(
         "faults: published={} delivered={} lost={} duplicated={} resume_ms={}",
         tally.published,
@@ -489,4 +508,79 @@ async fn ten_kill_9_restarts_under_load_lose_nothing() {
 fn tail(output: &str) -> String {
     let lines: Vec<&str> = output.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_restarted_under_load_with_three_nodes_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let first = Node::new();
+    let nodes = [first.sibling(), first.sibling(), first];
+    let stopped = Arc::new(AtomicBool::new(false));
+    let _guard = BrokerGuard {
+        stopped: Arc::clone(&stopped),
+    };
+    let mut processes = Vec::new();
+    for node in &nodes {
+        processes.push(node.start(&[]).await.0);
+    }
+    let stores: Vec<&Path> = nodes.iter().map(|node| node.store.path()).collect();
+    let namespace = &nodes[0].namespace;
+    let published = Arc::new(AtomicU64::new(0));
+    let load = spawn_load(namespace, 2_000, 150, Arc::clone(&published));
+    while published.load(Ordering::SeqCst) < 1_000 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stopped.store(true, Ordering::SeqCst);
+    tokio::task::spawn_blocking(|| rabbitmqctl("stop_app"))
+        .await
+        .unwrap()
+        .expect("stop the broker");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::task::spawn_blocking(|| rabbitmqctl("start_app"))
+        .await
+        .unwrap()
+        .expect("start the broker");
+    stopped.store(false, Ordering::SeqCst);
+    let restarted = Instant::now();
+    let before = lines(&stores);
+    while lines(&stores) <= before && restarted.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let resume = restarted.elapsed();
+
+    let (confirmed, failed_publishes) = load.await.expect("the load task");
+    settle(
+        &stores,
+        &confirmed,
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+    )
+    .await;
+    let tally = tally(&stores, &confirmed);
+    println!(
+        "faults, three nodes: published={} delivered={} lost={} duplicated={} resume_ms={} failed_publishes={failed_publishes}",
+        tally.published,
+        tally.delivered,
+        tally.lost.len(),
+        tally.duplicated,
+        resume.as_millis()
+    );
+    let output: Vec<String> = processes.iter_mut().map(OtpdProcess::stop).collect();
+    clean_up(namespace).await;
+    assert!(
+        tally.lost.is_empty(),
+        "lost {} confirmed requests, e.g. {:?}\n{}",
+        tally.lost.len(),
+        &tally.lost[..tally.lost.len().min(10)],
+        tail(&output.join("\n"))
+    );
+    assert!(
+        resume < Duration::from_secs(10),
+        "the first delivery after start_app took {resume:?}"
+    );
+    assert!(
+        tally.published >= 1_990,
+        "only {} of 2000 publishes confirmed",
+        tally.published
+    );
 }

@@ -20,13 +20,20 @@ const CODE_LENGTH: usize = 6;
 #[derive(Clone)]
 pub struct Api {
     client: reqwest::Client,
-    base: Arc<String>,
+    /// Every node's address; each request goes to the next.
+    bases: Arc<Vec<String>>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
     bearer: Arc<String>,
     locale: Arc<String>,
 }
 
 impl Api {
-    pub fn new(base: &str, api_key: &str, locale: &str, concurrency: usize) -> anyhow::Result<Api> {
+    pub fn new(
+        bases: &[String],
+        api_key: &str,
+        locale: &str,
+        concurrency: usize,
+    ) -> anyhow::Result<Api> {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(concurrency.max(1))
             .timeout(Duration::from_secs(30))
@@ -34,7 +41,13 @@ impl Api {
             .context("build the HTTP client")?;
         Ok(Api {
             client,
-            base: Arc::new(base.trim_end_matches('/').to_owned()),
+            bases: Arc::new(
+                bases
+                    .iter()
+                    .map(|base| base.trim_end_matches('/').to_owned())
+                    .collect(),
+            ),
+            next: Arc::default(),
             bearer: Arc::new(format!("Bearer {api_key}")),
             locale: Arc::new(locale.to_owned()),
         })
@@ -45,9 +58,11 @@ impl Api {
         path: &str,
         body: serde_json::Value,
     ) -> Result<(u16, serde_json::Value), reqwest::Error> {
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let base = &self.bases[turn % self.bases.len().max(1)];
         let response = self
             .client
-            .post(format!("{}{path}", self.base))
+            .post(format!("{base}{path}"))
             .header(reqwest::header::AUTHORIZATION, self.bearer.as_str())
             .json(&body)
             .send()

@@ -104,6 +104,10 @@ struct Common {
     /// Start an otpd (and a fake provider) of our own for the run.
     #[arg(long, conflicts_with = "target")]
     spawn: bool,
+    /// With --spawn: otpd processes to start as one cluster (same broker namespace, same
+    /// secrets); HTTP requests go to each in turn.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    nodes: u16,
     /// The otpd binary for --spawn; default: `otpd` beside this executable.
     #[arg(long)]
     otpd_bin: Option<PathBuf>,
@@ -185,6 +189,11 @@ fn ensure_loopback(what: &str, url: &str) -> anyhow::Result<()> {
 /// The system under test and where its messages are seen.
 struct Sut {
     address: String,
+    /// Every node's address (one for --target).
+    addresses: Vec<String>,
+    /// CPU seconds each spawned node, and the broker, had used when the run began.
+    cpu_at_start: Vec<Option<f64>>,
+    broker_cpu_at_start: Option<f64>,
     api_key: String,
     namespace: String,
     provider: Option<String>,
@@ -203,6 +212,7 @@ impl Sut {
                 amqp_url: &common.amqp_url,
                 provider: common.provider,
                 queue_type: &common.queue_type,
+                nodes: usize::from(common.nodes),
             })
             .await?;
             let arrivals = match spawned.provider {
@@ -211,6 +221,13 @@ impl Sut {
             };
             return Ok(Sut {
                 address: spawned.address.clone(),
+                addresses: spawned.addresses(),
+                cpu_at_start: spawned
+                    .nodes()
+                    .iter()
+                    .map(spawn::Node::cpu_seconds)
+                    .collect(),
+                broker_cpu_at_start: spawn::broker_pid().and_then(spawn::process_cpu_seconds),
                 api_key: spawned.api_key.clone(),
                 namespace: spawned.namespace.clone(),
                 provider: Some(format!("{:?}", spawned.provider).to_lowercase()),
@@ -246,6 +263,9 @@ impl Sut {
         };
         Ok(Sut {
             address: target.trim_end_matches('/').to_owned(),
+            addresses: vec![target.trim_end_matches('/').to_owned()],
+            cpu_at_start: Vec::new(),
+            broker_cpu_at_start: None,
             api_key,
             namespace: common.namespace.clone(),
             provider: Some(provider.into()),
@@ -269,6 +289,65 @@ impl Sut {
         notes
     }
 
+    /// With several nodes: each node's share of the verifications issued, and the CPU it
+    /// (and the broker) used per verification since the run began.
+    async fn cluster_report(&self) -> Vec<String> {
+        let Some(spawned) = &self.spawned else {
+            return Vec::new();
+        };
+        let mut issued = Vec::new();
+        let kinds = ["appended", "applied", "forwarded", "served"];
+        let mut cluster_messages = [0.0; 4];
+        for node in spawned.nodes() {
+            let address = &node.address;
+            let count = metric_sum(address, "otpd_verifications_issued_total").await;
+            issued.push(count.unwrap_or(0.0));
+            for (kind, sum) in kinds.iter().zip(cluster_messages.iter_mut()) {
+                let series = format!("otpd_cluster_messages_total{{kind=\"{kind}\"}}");
+                *sum += metric_sum(address, &series).await.unwrap_or(0.0);
+            }
+        }
+        let total: f64 = issued.iter().sum::<f64>().max(1.0);
+        let per_otp = |start: Option<f64>, now: Option<f64>| match (start, now) {
+            (Some(start), Some(now)) => format!(
+                "{:.1} s CPU, {:.3} ms per verification",
+                now - start,
+                1000.0 * (now - start) / total
+            ),
+            _ => "CPU unknown".into(),
+        };
+        let mut notes: Vec<String> = spawned
+            .nodes()
+            .iter()
+            .zip(&issued)
+            .zip(&self.cpu_at_start)
+            .map(|((node, issued), start)| {
+                format!(
+                    "node {}: issued {issued:.0} ({:.0}%), {}, RSS {:.0} MiB",
+                    node.id,
+                    100.0 * issued / total,
+                    per_otp(*start, node.cpu_seconds()),
+                    node.rss_bytes().unwrap_or(0) as f64 / 1_048_576.0
+                )
+            })
+            .collect();
+        notes.push(format!(
+            "cluster messages per verification: {}",
+            kinds
+                .iter()
+                .zip(cluster_messages)
+                .map(|(kind, sum)| format!("{kind} {:.2}", sum / total))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let broker_now = spawn::broker_pid().and_then(spawn::process_cpu_seconds);
+        notes.push(format!(
+            "broker (beam.smp): {}",
+            per_otp(self.broker_cpu_at_start, broker_now)
+        ));
+        notes
+    }
+
     fn rss(&self) -> Option<u64> {
         self.spawned.as_ref().and_then(Spawned::rss_bytes)
     }
@@ -279,6 +358,22 @@ impl Sut {
             None => Ok(()),
         }
     }
+}
+
+/// The sum of every sample of the otpd at `address` whose series starts with `series`.
+async fn metric_sum(address: &str, series: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{address}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(
+        samples(&text)
+            .filter(|(name, _)| name.starts_with(series))
+            .map(|(_, value)| value)
+            .sum(),
+    )
 }
 
 /// "name: mean X ms over N" for every `*_seconds` histogram in a Prometheus text page.
@@ -345,7 +440,7 @@ impl Sut {
             bar.clone(),
         );
         let api = http::Api::new(
-            &self.address,
+            &self.addresses,
             &self.api_key,
             &common.payload_locale,
             plan.concurrency,
@@ -357,6 +452,7 @@ impl Sut {
 async fn finish_sut(sut: Sut, mode: &str, common: &Common) -> anyhow::Result<Report> {
     let mut report = base_report(mode, common);
     report.notes.extend(sut.self_report().await);
+    report.notes.extend(sut.cluster_report().await);
     report.target = sut.address.clone();
     report.namespace = Some(sut.namespace.clone());
     report.provider = sut.provider.clone();

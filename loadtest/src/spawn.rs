@@ -1,5 +1,6 @@
-//! Runs the system under test: an `otpd serve` subprocess in broker mode on a namespace of
-//! its own, a fake provider it delivers to, and the clean-up of its broker topology.
+//! Runs the system under test: `otpd serve` subprocesses (one, or a cluster of several) in
+//! broker mode on a namespace of their own, a fake provider they deliver to, and the
+//! clean-up of their broker topology.
 
 use anyhow::{bail, Context};
 use lapin::{Connection, ConnectionProperties};
@@ -12,6 +13,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use otpd::testing::FakeProviderServer;
+use sha2::{Digest, Sha256};
 
 /// How long otpd may take to listen and become ready.
 const START_DEADLINE: Duration = Duration::from_secs(30);
@@ -76,15 +78,24 @@ email = ["load"]
     )
 }
 
-/// A running otpd with its store, namespace and fake provider.
+/// The running otpd nodes (one cluster on one namespace) with their store, and the fake
+/// provider they deliver to.
 pub struct Spawned {
-    child: Child,
+    nodes: Vec<Node>,
+    /// The first node's HTTP address.
     pub address: String,
     pub api_key: String,
     pub namespace: String,
     pub provider: ProviderMode,
     pub fake: FakeProviderServer,
     pub store: tempfile::TempDir,
+}
+
+/// One `otpd serve` process.
+pub struct Node {
+    child: Child,
+    pub id: String,
+    pub address: String,
     output: Arc<Mutex<Vec<String>>>,
 }
 
@@ -93,6 +104,20 @@ pub struct SpawnOptions<'a> {
     pub amqp_url: &'a str,
     pub provider: ProviderMode,
     pub queue_type: &'a str,
+    /// otpd processes in the cluster.
+    pub nodes: usize,
+}
+
+/// What every node of the cluster shares.
+struct Shared<'a> {
+    binary: &'a Path,
+    options: &'a SpawnOptions<'a>,
+    provider: ProviderMode,
+    namespace: &'a str,
+    settings_file: Option<PathBuf>,
+    pepper: String,
+    sealing_key: String,
+    api_key_sha256: String,
 }
 
 impl Spawned {
@@ -106,9 +131,12 @@ impl Spawned {
             ProviderMode::Sandbox => ProviderMode::Sandbox,
             ProviderMode::Http | ProviderMode::Auto => ProviderMode::Http,
         };
+        if options.nodes > 1 && first == ProviderMode::Sandbox {
+            bail!("--nodes needs --provider http: each node's sandbox writes an outbox of its own");
+        }
         match Self::start_with(&binary, options, first, fake).await {
             Ok(spawned) => Ok(spawned),
-            Err((error, fake)) if options.provider == ProviderMode::Auto => {
+            Err((error, fake)) if options.provider == ProviderMode::Auto && options.nodes == 1 => {
                 eprintln!(
                     "otpd did not start with an HTTP provider ({}); falling back to the sandbox provider.",
                     first_line(&error.to_string())
@@ -132,24 +160,122 @@ impl Spawned {
             Err(error) => return Err((error.into(), fake)),
         };
         let namespace = format!("lt{}", random_hex(6));
-        let mut command = Command::new(binary);
-        command.arg("serve");
-        if provider == ProviderMode::Http {
+        let settings_file = if provider == ProviderMode::Http {
             let path = store.path().join("loadtest.toml");
             if let Err(error) = std::fs::write(&path, http_provider_settings(&fake.generic_url())) {
                 return Err((error.into(), fake));
             }
+            Some(path)
+        } else {
+            None
+        };
+        let api_key = format!("otpk_{}", random_hex(16));
+        let shared = Shared {
+            binary,
+            options,
+            provider,
+            namespace: &namespace,
+            settings_file,
+            pepper: random_hex(32),
+            sealing_key: random_hex(32),
+            api_key_sha256: hex::encode(Sha256::digest(api_key.as_bytes())),
+        };
+        let deadline = Instant::now() + START_DEADLINE;
+        let mut nodes = Vec::new();
+        for index in 0..options.nodes.max(1) {
+            match Node::start(
+                &shared,
+                &store.path().join(format!("data-{index}")),
+                index,
+                deadline,
+            )
+            .await
+            {
+                Ok(node) => nodes.push(node),
+                Err(error) => {
+                    for mut node in nodes {
+                        let _ = node.child.kill().await;
+                    }
+                    return Err((error, fake));
+                }
+            }
+        }
+        for node in &nodes {
+            if let Err(error) = node.wait_ready(deadline).await {
+                for mut node in nodes {
+                    let _ = node.child.kill().await;
+                }
+                return Err((error, fake));
+            }
+        }
+        Ok(Spawned {
+            address: nodes[0].address.clone(),
+            nodes,
+            api_key,
+            namespace,
+            provider,
+            fake,
+            store,
+        })
+    }
+
+    /// Every node, in the order they started.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The HTTP address of every node.
+    pub fn addresses(&self) -> Vec<String> {
+        self.nodes.iter().map(|node| node.address.clone()).collect()
+    }
+
+    /// The sandbox outbox file of the first node.
+    pub fn outbox(&self) -> PathBuf {
+        self.store
+            .path()
+            .join("data-0")
+            .join("sandbox")
+            .join("outbox.jsonl")
+    }
+
+    /// The resident set size of every node together now, in bytes (Linux).
+    pub fn rss_bytes(&self) -> Option<u64> {
+        self.nodes.iter().map(Node::rss_bytes).sum()
+    }
+
+    /// Stops every node (SIGKILL: the run is over) and deletes their queues and exchanges.
+    pub async fn stop(mut self, amqp_url: &str) -> anyhow::Result<()> {
+        for node in &mut self.nodes {
+            let _ = node.child.kill().await;
+        }
+        delete_namespace(amqp_url, &self.namespace).await
+    }
+}
+
+impl Node {
+    async fn start(
+        shared: &Shared<'_>,
+        data: &Path,
+        index: usize,
+        deadline: Instant,
+    ) -> anyhow::Result<Node> {
+        let options = shared.options;
+        let id = format!("n{index}");
+        let mut command = Command::new(shared.binary);
+        command.arg("serve");
+        if let Some(path) = &shared.settings_file {
             command.arg("--config").arg(path);
         }
         let tenant_rate = "1000000";
         command
-            .env("OTPD__STORE__DIR", store.path().join("data"))
+            .env("OTPD__STORE__DIR", data)
             .env("OTPD__HTTP__LISTEN", "127.0.0.1:0")
             .env("OTPD__AMQP__URL", options.amqp_url)
-            .env("OTPD__AMQP__NAMESPACE", &namespace)
+            .env("OTPD__AMQP__NAMESPACE", shared.namespace)
             .env("OTPD__AMQP__REQUESTS_QUEUE_TYPE", options.queue_type)
-            .env("OTPD__SECRETS__PEPPER", random_hex(32))
-            .env("OTPD__SECRETS__SEALING_KEY", random_hex(32))
+            .env("OTPD__SECRETS__PEPPER", &shared.pepper)
+            .env("OTPD__SECRETS__SEALING_KEY", &shared.sealing_key)
+            .env("OTPD__TENANTS__DEV__API_KEY_SHA256", &shared.api_key_sha256)
             .env("OTPD__RATE_LIMITS__TENANT_PER_SECOND", tenant_rate)
             .env("OTPD__RATE_LIMITS__TENANT_BURST", tenant_rate)
             .env("OTPD__RATE_LIMITS__CLIENT_IP_PER_SECOND", tenant_rate)
@@ -166,15 +292,12 @@ impl Spawned {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(error) => {
-                return Err((
-                    anyhow::anyhow!("could not run {}: {error}", binary.display()),
-                    fake,
-                ))
-            }
-        };
+        if options.nodes > 1 {
+            command.env("OTPD__CLUSTER__NODE_ID", &id);
+        }
+        let mut child = command.spawn().map_err(|error| {
+            anyhow::anyhow!("could not run {}: {error}", shared.binary.display())
+        })?;
         let output = Arc::new(Mutex::new(Vec::new()));
         let (port_tx, mut port_rx) = tokio::sync::mpsc::channel::<u16>(2);
         if let Some(stdout) = child.stdout.take() {
@@ -183,7 +306,6 @@ impl Spawned {
         if let Some(stderr) = child.stderr.take() {
             pump(stderr, Arc::clone(&output), port_tx);
         }
-        let deadline = Instant::now() + START_DEADLINE;
         let port = loop {
             if let Ok(Some(port)) =
                 tokio::time::timeout(Duration::from_millis(50), port_rx.recv()).await
@@ -200,41 +322,15 @@ impl Spawned {
                 } else {
                     "did not listen in time"
                 };
-                return Err((anyhow::anyhow!("otpd {why}:\n{said}"), fake));
+                bail!("otpd {id} {why}:\n{said}");
             }
         };
-        let address = format!("http://127.0.0.1:{port}");
-        let key_file = store.path().join("data").join("dev-api-key");
-        let api_key = loop {
-            if let Ok(text) = std::fs::read_to_string(&key_file) {
-                if !text.trim().is_empty() {
-                    break text.trim().to_owned();
-                }
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill().await;
-                return Err((
-                    anyhow::anyhow!("{} never appeared", key_file.display()),
-                    fake,
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let spawned = Spawned {
+        Ok(Node {
             child,
-            address,
-            api_key,
-            namespace,
-            provider,
-            fake,
-            store,
+            id,
+            address: format!("http://127.0.0.1:{port}"),
             output,
-        };
-        if let Err(error) = spawned.wait_ready(deadline).await {
-            let fake = spawned.into_fake().await;
-            return Err((error, fake));
-        }
-        Ok(spawned)
+        })
     }
 
     async fn wait_ready(&self, deadline: Instant) -> anyhow::Result<()> {
@@ -249,27 +345,17 @@ impl Spawned {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("otpd never became ready:\n{}", lines(&self.output));
+                bail!(
+                    "otpd {} never became ready:\n{}",
+                    self.id,
+                    lines(&self.output)
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    async fn into_fake(mut self) -> FakeProviderServer {
-        let _ = self.child.kill().await;
-        self.fake
-    }
-
-    /// The sandbox outbox file of this otpd.
-    pub fn outbox(&self) -> PathBuf {
-        self.store
-            .path()
-            .join("data")
-            .join("sandbox")
-            .join("outbox.jsonl")
-    }
-
-    /// otpd's resident set size now, in bytes (Linux).
+    /// The node's resident set size now, in bytes (Linux).
     pub fn rss_bytes(&self) -> Option<u64> {
         let pid = self.child.id()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -278,11 +364,34 @@ impl Spawned {
         Some(kib * 1024)
     }
 
-    /// Stops otpd (SIGKILL: the run is over) and deletes its queues and exchanges.
-    pub async fn stop(mut self, amqp_url: &str) -> anyhow::Result<()> {
-        let _ = self.child.kill().await;
-        delete_namespace(amqp_url, &self.namespace).await
+    /// CPU time the node has used so far, user and system (Linux).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        process_cpu_seconds(self.child.id()?)
     }
+}
+
+/// CPU time process `pid` has used so far, user and system, from `/proc/<pid>/stat` (Linux,
+/// 100 ticks a second).
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at state, field 3.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// The broker's process (`beam.smp`), read from /proc, to measure its CPU beside otpd's.
+pub fn broker_pid() -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            (comm.trim() == "beam.smp").then_some(pid)
+        })
 }
 
 fn first_line(text: &str) -> &str {
@@ -354,6 +463,15 @@ pub async fn delete_namespace(amqp_url: &str, namespace: &str) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_cpu_time_of_a_process() {
+        let spent: f64 = (0..2_000_000u64).map(|n| (n as f64).sqrt()).sum();
+        assert!(spent > 0.0);
+        let cpu = process_cpu_seconds(std::process::id()).expect("this process's CPU time");
+        assert!((0.0..1_000_000.0).contains(&cpu), "{cpu}");
+        assert_eq!(process_cpu_seconds(u32::MAX), None);
+    }
 
     #[test]
     fn finds_the_announced_port() {

@@ -389,9 +389,16 @@ impl<E: KvEngine> LogShared<E> {
         }
     }
 
-    /// Applies a message of `partition`'s stream at `offset` to the store, and records the
-    /// offset as applied.
-    pub fn apply(&self, partition: u16, offset: u64, bytes: &[u8]) -> Result<Applied, StoreError> {
+    /// Applies a message of `partition`'s stream at `offset` to the store, and with
+    /// `checkpoint` records the offset as applied (a node that restarts before the next
+    /// checkpoint applies the records after the last one again, which changes nothing).
+    pub fn apply(
+        &self,
+        partition: u16,
+        offset: u64,
+        bytes: &[u8],
+        checkpoint: bool,
+    ) -> Result<Applied, StoreError> {
         let applied = match LogRecord::decode(bytes)? {
             LogRecord::Writes { origin, .. } if origin == self.origin() => Applied::Own,
             LogRecord::Writes { writes, .. } => {
@@ -402,8 +409,10 @@ impl<E: KvEngine> LogShared<E> {
             }
             LogRecord::Fence { origin, nonce } => Applied::Fence { origin, nonce },
         };
-        self.inner
-            .insert(&checkpoint_key(partition), &offset.to_be_bytes())?;
+        if checkpoint {
+            self.inner
+                .insert(&checkpoint_key(partition), &offset.to_be_bytes())?;
+        }
         Ok(applied)
     }
 
@@ -419,20 +428,42 @@ impl<E: KvEngine> LogShared<E> {
 /// A node's store as the broker side feeds it: the partitions' streams applied to it, and
 /// the connection its own records come from.
 pub trait View: Send + Sync {
-    fn apply(&self, partition: u16, offset: u64, bytes: &[u8]) -> Result<Applied, StoreError>;
+    fn apply(
+        &self,
+        partition: u16,
+        offset: u64,
+        bytes: &[u8],
+        checkpoint: bool,
+    ) -> Result<Applied, StoreError>;
     fn applied(&self, partition: u16) -> Result<Option<u64>, StoreError>;
+    /// Records `offset` of `partition`'s changelog as applied, unless a later one is.
+    fn save_applied(&self, partition: u16, offset: u64) -> Result<(), StoreError>;
     fn set_origin(&self, origin: u64);
     fn origin(&self) -> u64;
     fn abandon_pending(&self);
 }
 
 impl<E: KvEngine> View for LogShared<E> {
-    fn apply(&self, partition: u16, offset: u64, bytes: &[u8]) -> Result<Applied, StoreError> {
-        LogShared::apply(self, partition, offset, bytes)
+    fn apply(
+        &self,
+        partition: u16,
+        offset: u64,
+        bytes: &[u8],
+        checkpoint: bool,
+    ) -> Result<Applied, StoreError> {
+        LogShared::apply(self, partition, offset, bytes, checkpoint)
     }
 
     fn applied(&self, partition: u16) -> Result<Option<u64>, StoreError> {
         LogShared::applied(self, partition)
+    }
+
+    fn save_applied(&self, partition: u16, offset: u64) -> Result<(), StoreError> {
+        if LogShared::applied(self, partition)?.is_some_and(|applied| applied >= offset) {
+            return Ok(());
+        }
+        self.inner
+            .insert(&checkpoint_key(partition), &offset.to_be_bytes())
     }
 
     fn set_origin(&self, origin: u64) {
@@ -654,7 +685,7 @@ mod tests {
             }],
         };
         assert_eq!(
-            shared.apply(2, 10, &theirs.encode()).unwrap(),
+            shared.apply(2, 10, &theirs.encode(), true).unwrap(),
             Applied::Writes(1)
         );
         assert_eq!(value(&engine, b"k"), Some(b"v".to_vec()));
@@ -665,7 +696,10 @@ mod tests {
                 value: None,
             }],
         };
-        assert_eq!(shared.apply(2, 11, &own.encode()).unwrap(), Applied::Own);
+        assert_eq!(
+            shared.apply(2, 11, &own.encode(), true).unwrap(),
+            Applied::Own
+        );
         assert_eq!(value(&engine, b"k"), Some(b"v".to_vec()));
         assert_eq!(shared.applied(2).unwrap(), Some(11));
         assert_eq!(shared.applied(3).unwrap(), None);
@@ -674,7 +708,7 @@ mod tests {
             nonce: 9,
         };
         assert_eq!(
-            shared.apply(2, 12, &fence.encode()).unwrap(),
+            shared.apply(2, 12, &fence.encode(), false).unwrap(),
             Applied::Fence {
                 origin: 7,
                 nonce: 9

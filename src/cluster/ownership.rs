@@ -77,6 +77,15 @@ impl Ownership {
         });
     }
 
+    /// A yield that could not go on: the partition serves again.
+    pub fn caught_up_again(&self, partition: u16) {
+        self.change(partition, |p| {
+            if p.stage == Stage::Leaving {
+                p.stage = Stage::Serving;
+            }
+        });
+    }
+
     /// Lets a command in, if this node serves `partition`.
     pub fn enter(self: &Arc<Self>, partition: u16) -> Option<Entered> {
         let entered = self.change(partition, |p| {

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub quota_alerts: IntCounterVec,
     pub quota_used: IntGaugeVec,
     pub fraud_blocks: IntCounterVec,
+    /// Cluster traffic through the broker: changelog records and forwarded commands.
+    pub cluster_messages: IntCounterVec,
     allocator: IntGaugeVec,
 }
 
@@ -154,6 +156,11 @@ impl Metrics {
             "Number prefixes blocked as suspected SMS pumping, by rule and mode.",
             &["rule", "mode"],
         );
+        let cluster_messages = counter(
+            "otpd_cluster_messages_total",
+            "Broker messages of the cluster, by kind: changelog records appended and applied, commands forwarded and served.",
+            &["kind"],
+        );
         let allocator = gauge(
             "otpd_allocator_bytes",
             "The allocator's figures: allocated (live data), active (its pages), resident.",
@@ -162,6 +169,7 @@ impl Metrics {
         Metrics {
             allocator,
             fraud_blocks,
+            cluster_messages,
             store_flush,
             breaker_state,
             time_to_delivered,

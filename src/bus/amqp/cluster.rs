@@ -32,6 +32,7 @@ use crate::cluster::{
     OwnerReport, Ownership, PartitionMismatch,
 };
 use crate::domain::Timestamp;
+use crate::telemetry::metrics::metrics;
 
 /// The `type` of a tick: it only makes the partition's owner known to itself.
 const TICK: &str = "otpd.tick";
@@ -81,6 +82,11 @@ pub struct ClusterLink {
     appender: RwLock<Option<Channel>>,
     /// The stream of each partition.
     changelogs: Vec<String>,
+    /// This session's changelog channels, one per partition, and where a consumer that
+    /// ended says so.
+    readers: RwLock<Option<(Vec<Channel>, mpsc::Sender<String>)>>,
+    /// Partitions this node stopped following (it serves them).
+    unfollowed: Mutex<std::collections::HashSet<u16>>,
     /// Fences this node appended and waits to apply, by partition: nonce and who waits.
     fences: Mutex<HashMap<u16, (u64, tokio::sync::oneshot::Sender<()>)>>,
     /// The channel that consumes direct replies and asks the owners, while connected.
@@ -125,6 +131,8 @@ impl ClusterLink {
             )
             .changelogs,
             fences: Mutex::default(),
+            readers: RwLock::new(None),
+            unfollowed: Mutex::default(),
             asker: RwLock::new(None),
             waiting: Mutex::default(),
             executor: OnceLock::new(),
@@ -209,10 +217,6 @@ impl ClusterLink {
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         *self.appender.write().unwrap_or_else(|p| p.into_inner()) = Some(appender);
-        let reader = connection.create_channel().await?;
-        reader
-            .basic_qos(APPLY_PREFETCH, BasicQosOptions::default())
-            .await?;
 
         let asker = connection.create_channel().await?;
         let replies = asker
@@ -227,12 +231,20 @@ impl ClusterLink {
             )
             .await?;
         let mut tasks = vec![self.spawn_reply_router(replies, ended.clone())];
-        for partition in 0..self.partitions {
-            let applier = self
-                .apply_changelog(&reader, partition, ended.clone())
+        // A channel per stream, so one partition's batched acks never cover another's.
+        let mut readers = Vec::new();
+        for _ in 0..self.partitions {
+            let reader = connection.create_channel().await?;
+            reader
+                .basic_qos(APPLY_PREFETCH, BasicQosOptions::default())
                 .await?;
-            tasks.push(applier);
+            readers.push(reader);
         }
+        *self.readers.write().unwrap_or_else(|p| p.into_inner()) = Some((readers, ended.clone()));
+        for partition in 0..self.partitions {
+            self.follow(partition).await?;
+        }
+        tasks.push(self.spawn_marks());
         *self.asker.write().unwrap_or_else(|p| p.into_inner()) = Some(asker);
 
         let owner = connection.create_channel().await?;
@@ -262,6 +274,8 @@ impl ClusterLink {
         self.joined.store(false, Ordering::Release);
         *self.asker.write().unwrap_or_else(|p| p.into_inner()) = None;
         *self.appender.write().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.readers.write().unwrap_or_else(|p| p.into_inner()) = None;
+        self.lock_unfollowed().clear();
         self.fences
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -443,6 +457,7 @@ impl ClusterLink {
         command: &Command,
     ) -> Result<Reply, ClusterUnavailable> {
         let asker = self.asker()?;
+        count("forwarded");
         let body =
             serde_json::to_vec(command).map_err(|e| ClusterUnavailable::Broker(e.to_string()))?;
         let (id, mut answers) = self.await_answers();
@@ -513,6 +528,7 @@ impl ClusterLink {
                 return;
             }
         };
+        count("served");
         let reply = executor.execute(command).await;
         drop(entered);
         let Ok(body) = serde_json::to_vec(&reply) else {
@@ -619,15 +635,12 @@ struct Consumers {
 }
 
 impl ClusterLink {
-    /// Applies `partition`'s changelog to this node's store from where it left off, as long
-    /// as the connection lives.
-    async fn apply_changelog(
-        self: &Arc<Self>,
-        reader: &Channel,
-        partition: u16,
-        ended: mpsc::Sender<String>,
-    ) -> Result<tokio::task::JoinHandle<()>, JoinError> {
+    /// Starts applying `partition`'s changelog to this node's store from the offset it
+    /// applied last. A node follows every partition it does not serve, so its store stays a
+    /// warm copy and a takeover only has the last moments to apply.
+    async fn follow(self: &Arc<Self>, partition: u16) -> Result<(), JoinError> {
         let view = Arc::clone(self.store_view()?);
+        let (reader, ended) = self.session_reader(partition)?;
         let start = match view.applied(partition) {
             Ok(Some(offset)) => AMQPValue::LongLongInt(offset as i64 + 1),
             Ok(None) => AMQPValue::LongString("first".into()),
@@ -635,18 +648,18 @@ impl ClusterLink {
         };
         let mut arguments = FieldTable::default();
         arguments.insert("x-stream-offset".into(), start);
+        self.lock_unfollowed().remove(&partition);
         let mut consumer = reader
             .basic_consume(
                 self.changelogs[usize::from(partition)].as_str().into(),
-                format!("{}.changelog.{partition}", self.node)
-                    .as_str()
-                    .into(),
+                self.follower_tag(partition).as_str().into(),
                 BasicConsumeOptions::default(),
                 arguments,
             )
             .await?;
         let link = Arc::clone(self);
-        Ok(tokio::spawn(async move {
+        tokio::spawn(async move {
+            let mut applied: u64 = 0;
             let reason = loop {
                 let delivery = match consumer.next().await {
                     Some(Ok(delivery)) => delivery,
@@ -662,8 +675,16 @@ impl ClusterLink {
                         "a changelog record of partition {partition} came without its offset"
                     );
                 };
-                match view.apply(partition, offset, &delivery.data) {
+                count("applied");
+                applied += 1;
+                // Acks (the stream's credit) and the applied offset go every so many
+                // records: a restart applies at most those again, which changes nothing.
+                let settle = applied % APPLY_BATCH == 0;
+                match view.apply(partition, offset, &delivery.data, settle) {
                     Ok(Applied::Fence { origin, nonce }) => {
+                        if let Err(error) = view.save_applied(partition, offset) {
+                            break error.to_string();
+                        }
                         link.fence_applied(partition, origin, nonce)
                     }
                     Ok(_) => {}
@@ -671,17 +692,120 @@ impl ClusterLink {
                         break format!("could not apply partition {partition}'s changelog: {error}")
                     }
                 }
-                if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
+                if !settle {
+                    continue;
+                }
+                let acked = delivery.ack(BasicAckOptions { multiple: true }).await;
+                if let Err(error) = acked {
                     break error.to_string();
                 }
             };
-            let _ = ended.send(reason).await;
-        }))
+            // Stopped on purpose when this node came to serve the partition.
+            if !link.lock_unfollowed().remove(&partition) {
+                let _ = ended.send(reason).await;
+            }
+        });
+        Ok(())
+    }
+
+    /// Stops following `partition`: this node serves it now, and its own changes are in its
+    /// store before they are in the changelog.
+    async fn unfollow(&self, partition: u16) {
+        let Ok((reader, _)) = self.session_reader(partition) else {
+            return;
+        };
+        self.lock_unfollowed().insert(partition);
+        let canceled = reader
+            .basic_cancel(
+                self.follower_tag(partition).as_str().into(),
+                BasicCancelOptions::default(),
+            )
+            .await;
+        if let Err(error) = canceled {
+            tracing::warn!(%error, partition, "Could not stop following a partition this node serves.");
+        }
+    }
+
+    /// The offset `partition`'s changelog has reached, recorded as applied: this node serves
+    /// the partition, so everything in its changelog is in its store. A node that reconnects
+    /// then starts from there rather than from its takeover.
+    async fn mark_applied(&self, partition: u16) {
+        let (Ok((reader, _)), Some(view)) = (self.session_reader(partition), self.view.get())
+        else {
+            return;
+        };
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-stream-offset".into(),
+            AMQPValue::LongString("last".into()),
+        );
+        let tag = format!("{}.mark.{partition}", self.node);
+        let Ok(mut consumer) = reader
+            .basic_consume(
+                self.changelogs[usize::from(partition)].as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                arguments,
+            )
+            .await
+        else {
+            return;
+        };
+        let first = tokio::time::timeout(MARK_WAIT, consumer.next()).await;
+        let _ = reader
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+        // The last chunk's first record: everything before it is in this node's store.
+        if let Ok(Some(Ok(delivery))) = first {
+            if let Some(offset) = stream_offset(&delivery).filter(|offset| *offset > 0) {
+                if let Err(error) = view.save_applied(partition, offset - 1) {
+                    tracing::warn!(%error, partition, "Could not record the applied offset.");
+                }
+            }
+        }
+    }
+
+    /// Records, every `MARK_EVERY`, how far the changelog of each partition this node serves
+    /// has come.
+    fn spawn_marks(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let link = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut marks = tokio::time::interval(MARK_EVERY);
+            loop {
+                marks.tick().await;
+                for partition in link.ownership.owned() {
+                    if link.ownership.serves(partition) {
+                        link.mark_applied(partition).await;
+                    }
+                }
+            }
+        })
+    }
+
+    fn follower_tag(&self, partition: u16) -> String {
+        format!("{}.changelog.{partition}", self.node)
+    }
+
+    fn lock_unfollowed(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u16>> {
+        self.unfollowed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The channel `partition`'s changelog is read on in this session, and where the
+    /// session hears that a consumer ended.
+    fn session_reader(&self, partition: u16) -> Result<(Channel, mpsc::Sender<String>), JoinError> {
+        let readers = self.readers.read().unwrap_or_else(|p| p.into_inner());
+        let disconnected = || JoinError::Broker("the broker is not connected".into());
+        let (channels, ended) = readers.as_ref().ok_or_else(disconnected)?;
+        let reader = channels
+            .get(usize::from(partition))
+            .cloned()
+            .ok_or_else(disconnected)?;
+        Ok((reader, ended.clone()))
     }
 
     /// A new owner appends a fence to the partition's changelog and serves once it has
     /// applied it: everything the owners before it appended is then in its store.
-    async fn catch_up(&self, partition: u16) {
+    async fn catch_up(self: &Arc<Self>, partition: u16) {
         let started = std::time::Instant::now();
         let nonce: u64 = rand::random();
         let (applied, fence_seen) = tokio::sync::oneshot::channel();
@@ -704,6 +828,7 @@ impl ClusterLink {
         }
         if fence_seen.await.is_ok() {
             self.ownership.caught_up(partition);
+            self.unfollow(partition).await;
             tracing::info!(
                 node = %self.node,
                 partition,
@@ -728,6 +853,11 @@ impl ClusterLink {
             }
         }
     }
+}
+
+/// Counts one cluster message of `kind` (appended, applied, forwarded, served).
+fn count(kind: &str) {
+    metrics().cluster_messages.with_label_values(&[kind]).inc();
 }
 
 /// The offset a stream gave a delivered record (the `x-stream-offset` header).
@@ -755,6 +885,7 @@ impl Changelog for ClusterLink {
             .filter(|channel| channel.status().connected())
             .ok_or_else(|| "the broker is not connected".to_owned())?;
         let stream = &self.changelogs[usize::from(partition)];
+        count("appended");
         let confirm = appender
             .basic_publish(
                 "".into(),
@@ -894,6 +1025,13 @@ impl Consumers {
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // Follow it again before the broker hands it on, so no change of the next owner
+        // is missed.
+        if let Err(error) = self.link.follow(partition).await {
+            tracing::warn!(%error, partition, "Could not follow a partition again; keeping it.");
+            self.link.ownership.caught_up_again(partition);
+            return Ok(());
+        }
         self.yield_partition_now(topology, partition).await
     }
 }
@@ -940,6 +1078,15 @@ const CHANGELOG_MAX_AGE: &str = "3D";
 
 /// Changelog records a node takes from each stream before acking.
 const APPLY_PREFETCH: u16 = 512;
+
+/// Changelog records applied between two acks (and two saves of the applied offset).
+const APPLY_BATCH: u64 = 64;
+
+/// How often a node records how far the changelogs of the partitions it serves have come.
+const MARK_EVERY: Duration = Duration::from_secs(5);
+
+/// How long a node waits for the last chunk of a changelog when it records that.
+const MARK_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a message waits in a partition queue before the broker drops it.
 const PARTITION_MESSAGE_TTL_MS: u32 = 10_000;
