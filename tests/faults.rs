@@ -249,6 +249,26 @@ impl Node {
     }
 }
 
+/// Once half the load is published, stops the broker for three seconds (`stopped` says so
+/// to the guard that starts it again should the test fail); returns when it started again.
+async fn restart_broker_midway(published: &AtomicU64, stopped: &AtomicBool) -> Instant {
+    while published.load(Ordering::SeqCst) < 1_000 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stopped.store(true, Ordering::SeqCst);
+    tokio::task::spawn_blocking(|| rabbitmqctl("stop_app"))
+        .await
+        .unwrap()
+        .expect("stop the broker");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::task::spawn_blocking(|| rabbitmqctl("start_app"))
+        .await
+        .unwrap()
+        .expect("start the broker");
+    stopped.store(false, Ordering::SeqCst);
+    Instant::now()
+}
+
 /// Messages in the outboxes of `stores` by destination. A line cut short by kill -9 and then
 /// continued by the next write is read from its last complete JSON object.
 fn delivered(stores: &[&Path]) -> HashMap<String, u64> {
@@ -374,21 +394,7 @@ async fn the_broker_stopped_and_started_under_load_loses_nothing() {
     let published = Arc::new(AtomicU64::new(0));
     let load = spawn_load(&node.namespace, 2_000, 150, Arc::clone(&published));
 
-    while published.load(Ordering::SeqCst) < 1_000 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    stopped.store(true, Ordering::SeqCst);
-    tokio::task::spawn_blocking(|| rabbitmqctl("stop_app"))
-        .await
-        .unwrap()
-        .expect("stop the broker");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    tokio::task::spawn_blocking(|| rabbitmqctl("start_app"))
-        .await
-        .unwrap()
-        .expect("start the broker");
-    stopped.store(false, Ordering::SeqCst);
-    let restarted = Instant::now();
+    let restarted = restart_broker_midway(&published, &stopped).await;
     let before = lines(&[node.store.path()]);
     let resume = loop {
         if lines(&[node.store.path()]) > before {
@@ -527,21 +533,7 @@ async fn the_broker_restarted_under_load_with_three_nodes_loses_nothing() {
     let namespace = &nodes[0].namespace;
     let published = Arc::new(AtomicU64::new(0));
     let load = spawn_load(namespace, 2_000, 150, Arc::clone(&published));
-    while published.load(Ordering::SeqCst) < 1_000 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    stopped.store(true, Ordering::SeqCst);
-    tokio::task::spawn_blocking(|| rabbitmqctl("stop_app"))
-        .await
-        .unwrap()
-        .expect("stop the broker");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    tokio::task::spawn_blocking(|| rabbitmqctl("start_app"))
-        .await
-        .unwrap()
-        .expect("start the broker");
-    stopped.store(false, Ordering::SeqCst);
-    let restarted = Instant::now();
+    let restarted = restart_broker_midway(&published, &stopped).await;
     let before = lines(&stores);
     while lines(&stores) <= before && restarted.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(10)).await;

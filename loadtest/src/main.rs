@@ -372,7 +372,8 @@ async fn metric_sum(address: &str, series: &str) -> Option<f64> {
         samples(&text)
             .filter(|(name, _)| name.starts_with(series))
             .map(|(_, value)| value)
-            .sum(),
+            .sum::<f64>()
+            .max(0.0),
     )
 }
 
@@ -558,8 +559,10 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             .await;
             let rss = sut.rss();
             let spent = sut.self_report().await;
+            let cluster = sut.cluster_report().await;
             let mut report = base_report("amqp", &common);
             report.notes.extend(spent);
+            report.notes.extend(cluster);
             report.target = sut.address.clone();
             report.namespace = Some(sut.namespace.clone());
             report.provider = sut.provider.clone();

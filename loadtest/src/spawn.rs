@@ -112,7 +112,6 @@ pub struct SpawnOptions<'a> {
 struct Shared<'a> {
     binary: &'a Path,
     options: &'a SpawnOptions<'a>,
-    provider: ProviderMode,
     namespace: &'a str,
     settings_file: Option<PathBuf>,
     pepper: String,
@@ -173,7 +172,6 @@ impl Spawned {
         let shared = Shared {
             binary,
             options,
-            provider,
             namespace: &namespace,
             settings_file,
             pepper: random_hex(32),

@@ -72,6 +72,9 @@ pub enum Reply {
     Verification(Result<Verification, CheckError>),
     Outcome(Result<(), StoreError>),
     Receipt(Result<Option<(Verification, DeliveryState)>, StoreError>),
+    /// The node that took the command no longer owns the partition (it is handing it to
+    /// another): send it again.
+    Moved,
 }
 
 /// How an issue ended.

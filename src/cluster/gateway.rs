@@ -32,6 +32,11 @@ pub trait Forwarder: Send + Sync {
         -> Result<Reply, ClusterUnavailable>;
 }
 
+/// How often a command sent back by a partition changing hands is sent again, and the
+/// pause before each.
+const MOVED_RETRIES: u32 = 50;
+const MOVED_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub struct Gateway {
     partitions: u16,
     cluster: Option<Arc<dyn Forwarder>>,
@@ -67,10 +72,19 @@ impl Gateway {
         let Some(cluster) = &self.cluster else {
             return self.execute_here(command).await;
         };
-        match cluster.enter(partition) {
-            Some(_entered) => self.execute_here(command).await,
-            None => cluster.forward(partition, &command).await,
+        // A partition changing hands sends a command back; it goes again to the queue,
+        // which the next owner takes within moments.
+        for _ in 0..MOVED_RETRIES {
+            let reply = match cluster.enter(partition) {
+                Some(_entered) => self.execute_here(command.clone()).await?,
+                None => cluster.forward(partition, &command).await?,
+            };
+            if !matches!(reply, Reply::Moved) {
+                return Ok(reply);
+            }
+            tokio::time::sleep(MOVED_PAUSE).await;
         }
+        Err(ClusterUnavailable::Moving)
     }
 
     /// Runs `command` on this node.

@@ -121,6 +121,8 @@ pub enum ClusterUnavailable {
     Disconnected,
     #[error("this node is still starting")]
     Starting,
+    #[error("the partition is changing hands")]
+    Moving,
     #[error("the partition's owner did not answer within {0} ms")]
     Timeout(u64),
     #[error("the broker failed: {0}")]

@@ -112,6 +112,12 @@ impl Ownership {
         })
     }
 
+    /// Whether this node owns `partition` and is still catching up on it.
+    pub fn catching_up_on(&self, partition: u16) -> bool {
+        self.read(partition)
+            .is_some_and(|p| p.stage == Stage::CatchingUp)
+    }
+
     /// How many commands are running on `partition`.
     pub fn in_flight(&self, partition: u16) -> usize {
         self.read(partition).map_or(0, |p| p.in_flight)

@@ -6,8 +6,12 @@
 //! the connection closes, the broker hands its partitions to the other nodes.
 //!
 //! Ownership is spread: a node that owns more than its share (partitions over consumers of
-//! a partition queue, which is the number of nodes the broker sees) yields the excess by
-//! consuming those queues anew, at the back of the line.
+//! a partition queue, which is the number of nodes the broker sees) yields one partition a
+//! tick by consuming its queue anew, at the back of the line.
+//!
+//! The changelog: the owner of a partition appends its changes to the partition's stream on
+//! a confirm-mode channel of the connection it owns the partition through; every node reads
+//! the streams of the partitions it does not serve and applies them to its store.
 
 use futures_util::StreamExt;
 use lapin::options::{
@@ -46,8 +50,6 @@ const DIRECT_REPLY: &str = "amq.rabbitmq.reply-to";
 const RECORD_WAIT: Duration = Duration::from_millis(3000);
 /// How long `GET /v1/cluster` waits for the owners' answers.
 const ASK_WAIT: Duration = Duration::from_millis(1500);
-/// Ticks between two looks at the share of partitions this node owns.
-const TICKS_PER_BALANCE: u32 = 4;
 
 /// Why a connection's session with the cluster ended.
 #[derive(Debug, thiserror::Error)]
@@ -85,8 +87,8 @@ pub struct ClusterLink {
     /// This session's changelog channels, one per partition, and where a consumer that
     /// ended says so.
     readers: RwLock<Option<(Vec<Channel>, mpsc::Sender<String>)>>,
-    /// Partitions this node stopped following (it serves them).
-    unfollowed: Mutex<std::collections::HashSet<u16>>,
+    /// The consumer tag of the follower of each partition this node follows.
+    followers: Mutex<HashMap<u16, String>>,
     /// Fences this node appended and waits to apply, by partition: nonce and who waits.
     fences: Mutex<HashMap<u16, (u64, tokio::sync::oneshot::Sender<()>)>>,
     /// The channel that consumes direct replies and asks the owners, while connected.
@@ -132,7 +134,7 @@ impl ClusterLink {
             .changelogs,
             fences: Mutex::default(),
             readers: RwLock::new(None),
-            unfollowed: Mutex::default(),
+            followers: Mutex::default(),
             asker: RwLock::new(None),
             waiting: Mutex::default(),
             executor: OnceLock::new(),
@@ -275,7 +277,7 @@ impl ClusterLink {
         *self.asker.write().unwrap_or_else(|p| p.into_inner()) = None;
         *self.appender.write().unwrap_or_else(|p| p.into_inner()) = None;
         *self.readers.write().unwrap_or_else(|p| p.into_inner()) = None;
-        self.lock_unfollowed().clear();
+        self.lock_followers().clear();
         self.fences
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -368,7 +370,6 @@ impl ClusterLink {
         let expiration: ShortString = (every.as_millis() * 4).to_string().into();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
-            let mut count: u32 = 0;
             loop {
                 ticks.tick().await;
                 for queue in &topology.partition_queues {
@@ -388,10 +389,9 @@ impl ClusterLink {
                         return;
                     }
                 }
-                count = count.wrapping_add(1);
-                if count % TICKS_PER_BALANCE == 0 {
-                    consumers.balance(&channel, &topology).await;
-                }
+                // A look at this node's share each tick: one partition beyond it is
+                // yielded at a time, so shares settle within a tick per partition moved.
+                consumers.balance(&channel, &topology).await;
             }
         })
     }
@@ -508,42 +508,40 @@ impl ClusterLink {
             return;
         };
         // A new owner serves once it has caught up; a command waits for that, not longer
-        // than its sender does.
+        // than its sender does. A partition on its way to another node sends it back.
         let deadline = tokio::time::Instant::now() + self.timeout;
         let entered = loop {
             if let Some(entered) = self.ownership.enter(partition) {
-                break entered;
+                break Some(entered);
             }
-            if tokio::time::Instant::now() > deadline
-                || self.ownership.owned_since(partition).is_none()
-            {
+            if !self.ownership.catching_up_on(partition) {
+                break None;
+            }
+            if tokio::time::Instant::now() > deadline {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
-        let command: Command = match serde_json::from_slice(&delivery.data) {
-            Ok(command) => command,
-            Err(error) => {
-                tracing::warn!(%error, partition, "A command this node cannot read; are all nodes the same otpd version?");
-                return;
+        let reply = match entered {
+            Some(entered) => {
+                let command: Command = match serde_json::from_slice(&delivery.data) {
+                    Ok(command) => command,
+                    Err(error) => {
+                        tracing::warn!(%error, partition, "A command this node cannot read; are all nodes the same otpd version?");
+                        return;
+                    }
+                };
+                count("served");
+                let reply = executor.execute(command).await;
+                drop(entered);
+                reply
             }
+            None => Reply::Moved,
         };
-        count("served");
-        let reply = executor.execute(command).await;
-        drop(entered);
         let Ok(body) = serde_json::to_vec(&reply) else {
             return;
         };
-        let answered = channel
-            .basic_publish(
-                "".into(),
-                reply_to.as_str().into(),
-                BasicPublishOptions::default(),
-                &body,
-                BasicProperties::default().with_correlation_id(id.clone()),
-            )
-            .await;
-        if let Err(error) = answered {
+        if let Err(error) = answer(channel, reply_to, id, &body).await {
             tracing::warn!(%error, partition, "Could not reply to a command; its sender gets a timeout.");
         }
     }
@@ -610,16 +608,7 @@ impl ClusterLink {
         let Ok(body) = serde_json::to_vec(&report) else {
             return;
         };
-        let answered = channel
-            .basic_publish(
-                "".into(),
-                reply_to.as_str().into(),
-                BasicPublishOptions::default(),
-                &body,
-                BasicProperties::default().with_correlation_id(id.clone()),
-            )
-            .await;
-        if let Err(error) = answered {
+        if let Err(error) = answer(channel, reply_to, id, &body).await {
             tracing::debug!(%error, partition, "Could not answer who owns a partition.");
         }
     }
@@ -648,11 +637,17 @@ impl ClusterLink {
         };
         let mut arguments = FieldTable::default();
         arguments.insert("x-stream-offset".into(), start);
-        self.lock_unfollowed().remove(&partition);
+        // A tag of its own each time: the consumer this one replaces may not be gone yet.
+        let tag = format!(
+            "{}.changelog.{partition}.{:08x}",
+            self.node,
+            rand::random::<u32>()
+        );
+        self.lock_followers().insert(partition, tag.clone());
         let mut consumer = reader
             .basic_consume(
                 self.changelogs[usize::from(partition)].as_str().into(),
-                self.follower_tag(partition).as_str().into(),
+                tag.as_str().into(),
                 BasicConsumeOptions::default(),
                 arguments,
             )
@@ -700,8 +695,17 @@ impl ClusterLink {
                     break error.to_string();
                 }
             };
-            // Stopped on purpose when this node came to serve the partition.
-            if !link.lock_unfollowed().remove(&partition) {
+            // A follower stopped on purpose (this node serves the partition) or replaced is
+            // no longer the partition's follower; only the current one ending is news.
+            let current = {
+                let mut followers = link.lock_followers();
+                let current = followers.get(&partition) == Some(&tag);
+                if current {
+                    followers.remove(&partition);
+                }
+                current
+            };
+            if current {
                 let _ = ended.send(reason).await;
             }
         });
@@ -714,12 +718,11 @@ impl ClusterLink {
         let Ok((reader, _)) = self.session_reader(partition) else {
             return;
         };
-        self.lock_unfollowed().insert(partition);
+        let Some(tag) = self.lock_followers().remove(&partition) else {
+            return;
+        };
         let canceled = reader
-            .basic_cancel(
-                self.follower_tag(partition).as_str().into(),
-                BasicCancelOptions::default(),
-            )
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
             .await;
         if let Err(error) = canceled {
             tracing::warn!(%error, partition, "Could not stop following a partition this node serves.");
@@ -782,12 +785,9 @@ impl ClusterLink {
         })
     }
 
-    fn follower_tag(&self, partition: u16) -> String {
-        format!("{}.changelog.{partition}", self.node)
-    }
-
-    fn lock_unfollowed(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u16>> {
-        self.unfollowed.lock().unwrap_or_else(|p| p.into_inner())
+    /// The consumer tag of each partition's follower.
+    fn lock_followers(&self) -> std::sync::MutexGuard<'_, HashMap<u16, String>> {
+        self.followers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The channel `partition`'s changelog is read on in this session, and where the
@@ -853,6 +853,26 @@ impl ClusterLink {
             }
         }
     }
+}
+
+/// Sends `body` to the direct reply-to queue `reply_to` of the node that asked, under its
+/// correlation `id`.
+async fn answer(
+    channel: &Channel,
+    reply_to: &ShortString,
+    id: &ShortString,
+    body: &[u8],
+) -> lapin::Result<()> {
+    channel
+        .basic_publish(
+            "".into(),
+            reply_to.as_str().into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default().with_correlation_id(id.clone()),
+        )
+        .await
+        .map(|_| ())
 }
 
 /// Counts one cluster message of `kind` (appended, applied, forwarded, served).
@@ -976,18 +996,18 @@ impl Consumers {
         };
         let nodes = queue.consumer_count().max(1) as usize;
         let partitions = topology.partition_queues.len();
-        let share = partitions.div_ceil(nodes);
         let owned = self.link.ownership.owned();
-        let excess = owned.len().saturating_sub(share);
-        if excess == 0 {
+        if !beyond_share(owned.len(), partitions, nodes) {
             return;
         }
-        tracing::info!(node = %self.link.node, owned = owned.len(), nodes, share, "Yielding partitions beyond this node's share.");
-        for partition in owned.into_iter().rev().take(excess) {
-            if let Err(error) = self.yield_partition(topology, partition).await {
-                tracing::warn!(%error, partition, "Could not yield a partition.");
-                return;
-            }
+        // One partition a round: the broker gives it to the next node in line, which may be
+        // at its share already; small steps settle instead of passing partitions around.
+        let Some(partition) = owned.last().copied() else {
+            return;
+        };
+        tracing::info!(node = %self.link.node, owned = owned.len(), nodes, partition, "Yielding a partition beyond this node's share.");
+        if let Err(error) = self.yield_partition(topology, partition).await {
+            tracing::warn!(%error, partition, "Could not yield a partition.");
         }
     }
 
@@ -1034,6 +1054,11 @@ impl Consumers {
         }
         self.yield_partition_now(topology, partition).await
     }
+}
+
+/// Whether a node owning `owned` of `partitions` owns more than its share among `nodes`.
+fn beyond_share(owned: usize, partitions: usize, nodes: usize) -> bool {
+    owned > partitions.div_ceil(nodes.max(1))
 }
 
 fn stream_arguments() -> FieldTable {
@@ -1143,5 +1168,20 @@ impl Forwarder for ClusterLink {
         command: &Command,
     ) -> Result<Reply, ClusterUnavailable> {
         self.send_command(partition, command).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::beyond_share;
+
+    #[test]
+    fn a_node_yields_only_beyond_its_share() {
+        assert!(!beyond_share(32, 32, 1));
+        assert!(beyond_share(32, 32, 2));
+        assert!(!beyond_share(16, 32, 2));
+        assert!(beyond_share(17, 32, 2));
+        assert!(!beyond_share(11, 32, 3));
+        assert!(beyond_share(12, 32, 3));
     }
 }
