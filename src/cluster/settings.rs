@@ -18,6 +18,9 @@ pub struct ClusterSettings {
     /// How often each node asks every partition queue who owns it, milliseconds: a node
     /// learns that it became a partition's owner within one tick. Default 500.
     pub tick_ms: u64,
+    /// Longest wait for the answer to a request sent on to a partition's owner,
+    /// milliseconds; then the caller gets a 503 it may retry. Default 2000.
+    pub command_timeout_ms: u64,
 }
 
 impl Default for ClusterSettings {
@@ -26,6 +29,7 @@ impl Default for ClusterSettings {
             partitions: 32,
             node_id: None,
             tick_ms: 500,
+            command_timeout_ms: 2000,
         }
     }
 }
@@ -45,6 +49,12 @@ impl ClusterSettings {
                     "cluster.node_id is '{id}'; use 1 to 64 letters, digits, '-', '_' and '.'"
                 ));
             }
+        }
+        if !(100..=60_000).contains(&self.command_timeout_ms) {
+            problems.push(format!(
+                "cluster.command_timeout_ms is {}; give 100 to 60000",
+                self.command_timeout_ms
+            ));
         }
         if !(50..=10_000).contains(&self.tick_ms) {
             problems.push(format!(

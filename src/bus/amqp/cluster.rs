@@ -99,6 +99,8 @@ pub struct ClusterLink {
     executor: OnceLock<Arc<dyn Executor>>,
     /// Longest wait for an owner's reply.
     timeout: Duration,
+    /// Longest wait for an owner's answer to a forwarded command.
+    command_timeout: Duration,
 }
 
 /// What a session keeps of its membership; dropping it stops the ticks.
@@ -139,6 +141,7 @@ impl ClusterLink {
             waiting: Mutex::default(),
             executor: OnceLock::new(),
             timeout,
+            command_timeout: Duration::from_millis(settings.command_timeout_ms),
         })
     }
 
@@ -466,7 +469,7 @@ impl ClusterLink {
             .with_type(COMMAND.into())
             .with_reply_to(DIRECT_REPLY.into())
             .with_correlation_id(id.as_str().into())
-            .with_expiration(self.timeout.as_millis().to_string().into());
+            .with_expiration(self.command_timeout.as_millis().to_string().into());
         let sent = asker
             .basic_publish(
                 "".into(),
@@ -477,7 +480,7 @@ impl ClusterLink {
             )
             .await;
         let answer = match sent {
-            Ok(_) => tokio::time::timeout(self.timeout, answers.recv()).await,
+            Ok(_) => tokio::time::timeout(self.command_timeout, answers.recv()).await,
             Err(error) => {
                 self.forget_answers(&id);
                 return Err(ClusterUnavailable::Broker(error.to_string()));
@@ -488,7 +491,9 @@ impl ClusterLink {
             Ok(Some(bytes)) => serde_json::from_slice(&bytes)
                 .map_err(|e| ClusterUnavailable::Broker(format!("an unreadable reply: {e}"))),
             Ok(None) => Err(ClusterUnavailable::Disconnected),
-            Err(_) => Err(ClusterUnavailable::Timeout(self.timeout.as_millis() as u64)),
+            Err(_) => Err(ClusterUnavailable::Timeout(
+                self.command_timeout.as_millis() as u64,
+            )),
         }
     }
 
@@ -509,7 +514,7 @@ impl ClusterLink {
         };
         // A new owner serves once it has caught up; a command waits for that, not longer
         // than its sender does. A partition on its way to another node sends it back.
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let deadline = tokio::time::Instant::now() + self.command_timeout;
         let entered = loop {
             if let Some(entered) = self.ownership.enter(partition) {
                 break Some(entered);
