@@ -12,7 +12,6 @@ mod helpers;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};
 use rand::RngCore;
 use serde_json::Value;
@@ -63,19 +62,7 @@ async fn delete_namespace(namespace: &str) {
     let Ok(channel) = connection.create_channel().await else {
         return;
     };
-    let mut settings = otpd::config::Settings::load(None).expect("default settings");
-    settings.amqp.namespace = namespace.to_owned();
-    let topology = otpd::bus::amqp::topology::Topology::from_settings(&settings.amqp, PARTITIONS);
-    for queue in topology.all_queue_names() {
-        let _ = channel
-            .queue_delete(queue.into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for exchange in topology.exchange_names() {
-        let _ = channel
-            .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
-            .await;
-    }
+    helpers::delete_topology(&channel, namespace, PARTITIONS).await;
     let _ = connection.close(200, "test done".into()).await;
 }
 

@@ -2,8 +2,8 @@
 //! namespace (so its own queues and exchanges) and deletes them when it ends.
 
 use lapin::options::{
-    BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
-    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -161,24 +161,11 @@ impl Broker {
     }
 }
 
-/// Deletes a namespace's queues and exchanges, as otpd's own topology names them.
+/// Deletes a namespace's queues and exchanges, as otpd's own topology names them (with the
+/// default partition count).
 pub async fn delete_namespace(channel: &Channel, namespace: &str) {
-    let mut settings = Settings::load(None).expect("default settings");
-    settings.amqp.namespace = namespace.to_string();
-    let topology = otpd::bus::amqp::topology::Topology::from_settings(
-        &settings.amqp,
-        settings.cluster.partitions,
-    );
-    for queue in topology.all_queue_names() {
-        let _ = channel
-            .queue_delete(queue.into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for exchange in topology.exchange_names() {
-        let _ = channel
-            .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
-            .await;
-    }
+    let partitions = otpd::cluster::ClusterSettings::default().partitions;
+    crate::helpers::delete_topology(channel, namespace, partitions).await;
 }
 
 impl Drop for Broker {

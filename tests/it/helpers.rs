@@ -750,3 +750,23 @@ pub fn authed(client: &reqwest::Client, method: Method, url: String, key: &str) 
         .request(method, url)
         .header(AUTHORIZATION, format!("Bearer {key}"))
 }
+
+/// Deletes every queue, stream and exchange otpd declares under `namespace` for a cluster of
+/// `partitions` partitions; what is not there is no error.
+pub async fn delete_topology(channel: &lapin::Channel, namespace: &str, partitions: u16) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    // The default settings name the region queues (config/default.toml).
+    let mut settings = otpd::config::Settings::load(None).expect("default settings");
+    settings.amqp.namespace = namespace.to_owned();
+    let topology = otpd::bus::amqp::topology::Topology::from_settings(&settings.amqp, partitions);
+    for queue in topology.all_queue_names() {
+        let _ = channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for exchange in topology.exchange_names() {
+        let _ = channel
+            .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+}
