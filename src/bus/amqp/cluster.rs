@@ -317,16 +317,8 @@ impl ClusterLink {
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         let body = serde_json::to_vec(&record).map_err(|e| JoinError::Broker(e.to_string()))?;
-        writer
-            .basic_publish(
-                "".into(),
-                stream.as_str().into(),
-                BasicPublishOptions::default(),
-                &body,
-                BasicProperties::default().with_content_type("application/json".into()),
-            )
-            .await?
-            .await?;
+        let json = BasicProperties::default().with_content_type("application/json".into());
+        send_to_queue(&writer, stream, &body, json).await?.await?;
         let _ = writer.close(200, "recorded".into()).await;
         // Two first nodes may both have written one: the first in the stream counts.
         read_first(connection, stream)
@@ -379,15 +371,7 @@ impl ClusterLink {
                     let properties = BasicProperties::default()
                         .with_type(TICK.into())
                         .with_expiration(expiration.clone());
-                    let published = channel
-                        .basic_publish(
-                            "".into(),
-                            queue.as_str().into(),
-                            BasicPublishOptions::default(),
-                            b"",
-                            properties,
-                        )
-                        .await;
+                    let published = send_to_queue(&channel, queue, b"", properties).await;
                     if published.is_err() {
                         return;
                     }
@@ -470,15 +454,7 @@ impl ClusterLink {
             .with_reply_to(DIRECT_REPLY.into())
             .with_correlation_id(id.as_str().into())
             .with_expiration(self.command_timeout.as_millis().to_string().into());
-        let sent = asker
-            .basic_publish(
-                "".into(),
-                queue.as_str().into(),
-                BasicPublishOptions::default(),
-                &body,
-                properties,
-            )
-            .await;
+        let sent = send_to_queue(&asker, &queue, &body, properties).await;
         let answer = match sent {
             Ok(_) => tokio::time::timeout(self.command_timeout, answers.recv()).await,
             Err(error) => {
@@ -560,14 +536,7 @@ impl ClusterLink {
                 .with_reply_to(DIRECT_REPLY.into())
                 .with_correlation_id(id.into())
                 .with_expiration(expiration.clone());
-            asker
-                .basic_publish(
-                    "".into(),
-                    queue.as_str().into(),
-                    BasicPublishOptions::default(),
-                    b"",
-                    properties,
-                )
+            send_to_queue(asker, &queue, b"", properties)
                 .await
                 .map_err(|error| ClusterUnavailable::Broker(error.to_string()))?;
         }
@@ -868,16 +837,29 @@ async fn answer(
     id: &ShortString,
     body: &[u8],
 ) -> lapin::Result<()> {
+    let properties = BasicProperties::default().with_correlation_id(id.clone());
+    send_to_queue(channel, reply_to.as_str(), body, properties)
+        .await
+        .map(|_| ())
+}
+
+/// Publishes `body` straight to `queue` (the default exchange); the confirm resolves at
+/// once on a channel without confirms.
+async fn send_to_queue(
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> lapin::Result<lapin::PublisherConfirm> {
     channel
         .basic_publish(
             "".into(),
-            reply_to.as_str().into(),
+            queue.into(),
             BasicPublishOptions::default(),
             body,
-            BasicProperties::default().with_correlation_id(id.clone()),
+            properties,
         )
         .await
-        .map(|_| ())
 }
 
 /// Counts one cluster message of `kind` (appended, applied, forwarded, served).
@@ -911,14 +893,8 @@ impl Changelog for ClusterLink {
             .ok_or_else(|| "the broker is not connected".to_owned())?;
         let stream = &self.changelogs[usize::from(partition)];
         count("appended");
-        let confirm = appender
-            .basic_publish(
-                "".into(),
-                stream.as_str().into(),
-                BasicPublishOptions::default(),
-                &record,
-                BasicProperties::default().with_delivery_mode(2),
-            )
+        let persistent = BasicProperties::default().with_delivery_mode(2);
+        let confirm = send_to_queue(&appender, stream, &record, persistent)
             .await
             .map_err(|error| error.to_string())?;
         let timeout = self.timeout;
