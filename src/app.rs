@@ -5,14 +5,16 @@ use actix::{Actor, AsyncContext};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::access::caps::CapTable;
 use crate::api::receipts::ReceiptBook;
 use crate::api::{self, AppState};
 use crate::bus::amqp::{AmqpBus, Consumers};
 use crate::bus::embedded::EmbeddedBus;
 use crate::cluster::changelog::{Changelog, LogShared, LoggedEngine};
+use crate::cluster::counters::CounterBook;
 use crate::cluster::scoped::SlottedStore;
 use crate::cluster::{Executor, Forwarder, Gateway, Owner};
 use crate::config::{ConfigError, Settings};
@@ -25,6 +27,7 @@ use crate::delivery::retry::Backoff;
 use crate::delivery::routes::RouteTable;
 use crate::delivery::sender::SendContext;
 use crate::delivery::{DelayQueue, JobQueue, RouterActor, SenderActor, Templates};
+use crate::domain::counters::Tally;
 use crate::domain::Timestamp;
 use crate::fraud::FraudGate;
 use crate::issuance::request::RequestDefaults;
@@ -136,20 +139,29 @@ impl Application {
             prepared.providers,
             &store,
             &secrets,
-            Recorder::new(
-                Arc::clone(&gateway) as Arc<dyn Ledger>,
-                Arc::clone(&store),
-                Arc::clone(&events),
-            ),
-            broker.clone().map(|b| b as Arc<dyn DelayQueue>),
+            DeliveryLinks {
+                recorder: Recorder::new(
+                    Arc::clone(&gateway) as Arc<dyn Ledger>,
+                    Arc::clone(&store),
+                    Arc::clone(&events),
+                ),
+                delay_queue: broker.clone().map(|b| b as Arc<dyn DelayQueue>),
+                tally: Arc::clone(&gateway) as Arc<dyn Tally>,
+            },
             &arbiters.delivery.handle(),
         )?;
         let bus: Arc<dyn JobQueue> = match &broker {
             Some(broker) => broker.clone(),
             None => Arc::new(EmbeddedBus::new(router.clone())),
         };
-        let access =
-            crate::access::Gate::load(&settings.tenants, &settings.pricing, Arc::clone(&store))?;
+        let access = crate::access::Gate::load(&settings.tenants, Arc::clone(&store))?;
+        let caps = CapTable::from_settings(&settings.tenants, &settings.pricing);
+        let counters = CounterBook::new(
+            Arc::clone(&store),
+            caps.clone(),
+            settings.quotas.clone(),
+            Arc::clone(&events),
+        );
         // The SMS-pumping guard, shared by issuance (screens, counts sends) and checking
         // (counts conversions); its blocks survive restarts in the store.
         let fraud = FraudGate::load(
@@ -179,6 +191,9 @@ impl Application {
                 .with_fraud_gate(fraud.clone()),
             ledger: Arc::new(StoreLedger::new(Arc::clone(&store))),
             sealer: secrets.sealer.clone(),
+            counters,
+            caps,
+            tally: Arc::downgrade(&gateway) as Weak<dyn Tally>,
         });
         gateway.serve_with(Arc::clone(&owner));
         if let Some(broker) = &broker {
@@ -333,6 +348,15 @@ struct Delivery {
     recorder: Recorder,
 }
 
+/// Where delivery reaches beyond itself: outcomes go to the recorder (and through it to
+/// each verification's owner), pauses to the broker's delay queue, and capped providers'
+/// messages are counted through the tally.
+struct DeliveryLinks {
+    recorder: Recorder,
+    delay_queue: Option<Arc<dyn DelayQueue>>,
+    tally: Arc<dyn Tally>,
+}
+
 /// Starts delivery over the built providers: their health board, the QuotaActor, a lane and
 /// a SenderActor per provider, and the RouterActor that chooses between them.
 fn start_delivery(
@@ -340,10 +364,14 @@ fn start_delivery(
     providers: Vec<BuiltProvider>,
     store: &Arc<dyn Store>,
     secrets: &Secrets,
-    recorder: Recorder,
-    delay_queue: Option<Arc<dyn DelayQueue>>,
+    links: DeliveryLinks,
     arbiter: &actix::ArbiterHandle,
 ) -> Result<Delivery, StartError> {
+    let DeliveryLinks {
+        recorder,
+        delay_queue,
+        tally,
+    } = links;
     let kinds: Vec<(String, &'static str)> = providers
         .iter()
         .map(|provider| (provider.id.clone(), provider.kind))
@@ -375,6 +403,7 @@ fn start_delivery(
         } else {
             Duration::ZERO
         },
+        tally,
     });
     let lanes: Vec<(String, Lane)> = providers
         .into_iter()

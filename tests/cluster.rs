@@ -665,3 +665,109 @@ async fn a_rolling_restart_under_load_loses_nothing() {
         assert_eq!(reply.body["valid"], true, "{id}");
     }
 }
+
+/// Waits out the last two minutes of a UTC day, so a test's daily caps count in one day.
+async fn not_near_utc_midnight() {
+    const DAY: u64 = 86_400;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs();
+    let left = DAY - now % DAY;
+    if left < 120 {
+        tokio::time::sleep(Duration::from_secs(left + 1)).await;
+    }
+}
+
+/// Creates one verification per number in `numbers` with `key`, eight at a time, each
+/// through the next node of `addresses`; returns the statuses with the refusals' bodies.
+async fn create_many(addresses: &[String], key: &str, numbers: Vec<u32>) -> Vec<Reply> {
+    use futures_util::stream::{self, StreamExt};
+    let http = http_client();
+    stream::iter(numbers.into_iter().enumerate())
+        .map(|(turn, n)| {
+            let request = authed(
+                &http,
+                Method::POST,
+                format!("{}/v1/verifications", addresses[turn % addresses.len()]),
+                key,
+            )
+            .json(&json!({"channel": "sms", "to": mobile(n)}));
+            send(request)
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cap_and_a_provider_quota_hold_across_three_nodes() {
+    not_near_utc_midnight().await;
+    let bulk_key = format!("otpk_{}", random_hex(16));
+    let cluster = Cluster::with(&[
+        ("OTPD__TENANTS__ACME__SENDS_PER_DAY", "100"),
+        (
+            "OTPD__TENANTS__BULK__API_KEY_SHA256",
+            &hex::encode(Sha256::digest(bulk_key.as_bytes())),
+        ),
+        ("OTPD__QUOTAS__SANDBOX__DAILY", "100"),
+    ]);
+    let names = ["node-a", "node-b", "node-c"];
+    let mut nodes = Vec::new();
+    for name in names {
+        nodes.push(cluster.start(name).await);
+    }
+    wait_for_owners(&nodes[0], &names, 3, Duration::from_secs(15)).await;
+    let addresses: Vec<String> = nodes
+        .iter()
+        .map(|node| node.process.address.clone())
+        .collect();
+
+    // The tenant's cap of 100 a day: 130 creates through three nodes, 100 pass.
+    let capped = create_many(&addresses, &cluster.api_key, (0..130).collect()).await;
+    let created = capped.iter().filter(|reply| reply.status == 201).count();
+    let refused: Vec<&Reply> = capped.iter().filter(|reply| reply.status != 201).collect();
+    assert_eq!(created, 100, "creates answered 201 under a cap of 100");
+    for reply in &refused {
+        reply.expect_error(429, "rate_limited");
+        assert!(
+            reply.text.contains("tenants.acme.sends_per_day"),
+            "{}",
+            reply.text
+        );
+    }
+
+    // The provider's quota of 100 a day: the tenant without caps adds 40 more sends, and
+    // the provider still takes 100 messages in all.
+    let uncapped = create_many(&addresses, &bulk_key, (1_000..1_040).collect()).await;
+    for reply in &uncapped {
+        reply.expect_status(201);
+    }
+    let sent = || -> usize {
+        nodes
+            .iter()
+            .map(|node| read_outbox(node.store.path()).len())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sent() < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} messages were sent under a quota of 100",
+            sent()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The 40 over the quota wait for it to free up; none of them goes out meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sent(), 100, "messages sent under a quota of 100");
+    let providers = send(authed(
+        &http_client(),
+        Method::GET,
+        format!("{}/v1/providers", addresses[1]),
+        &cluster.api_key,
+    ))
+    .await;
+    providers.expect_status(200);
+    eprintln!("providers as node-b sees them: {}", providers.text);
+}

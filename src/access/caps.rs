@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
-use super::settings::TenantSettings;
-pub use crate::domain::records::TenantUsage;
-use crate::domain::{PeriodCounter, PeriodKind, Timestamp};
+use std::collections::{BTreeMap, HashMap};
+
+use super::settings::{PricingSettings, TenantSettings};
+pub use crate::domain::records::{SendsAndSpend, TenantUsage};
+use crate::domain::{Channel, Destination, PeriodCounter, PeriodKind, Timestamp};
 
 /// The periods the `…_per_hour` and `…_per_day` caps count in.
 const HOUR: PeriodKind = PeriodKind::CLOCK_HOUR;
@@ -36,6 +38,42 @@ impl Caps {
             || self.sends_per_day.is_some()
             || self.spend_per_hour.is_some()
             || self.spend_per_day.is_some()
+    }
+}
+
+/// Every tenant's caps and the price table: which sends are counted, and at what cost.
+#[derive(Debug, Clone, Default)]
+pub struct CapTable {
+    caps: HashMap<String, Caps>,
+    pricing: PricingSettings,
+}
+
+impl CapTable {
+    pub fn from_settings(
+        tenants: &BTreeMap<String, TenantSettings>,
+        pricing: &PricingSettings,
+    ) -> Self {
+        CapTable {
+            caps: tenants
+                .iter()
+                .map(|(name, tenant)| (name.clone(), Caps::from_settings(tenant)))
+                .filter(|(_, caps)| caps.any())
+                .collect(),
+            pricing: pricing.clone(),
+        }
+    }
+
+    /// The caps of `tenant` (none for a tenant without settings).
+    pub fn caps(&self, tenant: &str) -> Caps {
+        self.caps.get(tenant).copied().unwrap_or_default()
+    }
+
+    /// What a send of `tenant` on `channel` to `destination` counts against its caps, or
+    /// `None` when the tenant has no caps (its sends are not counted at all).
+    pub fn charge(&self, tenant: &str, channel: Channel, destination: &Destination) -> Option<u64> {
+        self.caps
+            .contains_key(tenant)
+            .then(|| self.pricing.cost(channel, destination.country()))
     }
 }
 
@@ -129,6 +167,25 @@ pub fn admit(
     })
 }
 
+/// The usage with a send costing `cost`, counted at `taken_at`, taken back out: a send that
+/// did not happen after all. A period that has ended since keeps its count.
+pub fn give_back(usage: &TenantUsage, cost: u64, taken_at: Timestamp) -> TenantUsage {
+    let minus = |counter: PeriodCounter<SendsAndSpend>, kind: PeriodKind| {
+        if counter.start == kind.start(taken_at) {
+            PeriodCounter {
+                counts: counter.counts.minus_send(cost),
+                ..counter
+            }
+        } else {
+            counter
+        }
+    };
+    TenantUsage {
+        hour: minus(usage.hour, HOUR),
+        day: minus(usage.day, DAY),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +243,47 @@ mod tests {
         let day_end = Timestamp(now.0 - now.0 % DAY_MS + DAY_MS);
         assert_eq!(refused.retry_after, now.until(day_end));
         assert_eq!(admit(&usage, &caps, 3, now).unwrap().day.counts.spend, 10);
+    }
+
+    #[test]
+    fn a_send_given_back_frees_its_place_in_its_own_period_only() {
+        let caps = caps(2);
+        let now = HOUR_START.plus_secs(10);
+        let usage = admit(&TenantUsage::default(), &caps, 5, now).unwrap();
+        let usage = admit(&usage, &caps, 5, now).unwrap();
+        assert!(admit(&usage, &caps, 5, now).is_err());
+        let back = give_back(&usage, 5, now);
+        assert_eq!(back.hour.counts.sends, 1);
+        assert_eq!(back.day.counts.spend, 5);
+        assert!(admit(&back, &caps, 5, now).is_ok());
+        // Taken in an hour that has ended: that hour's count stays, today's goes down.
+        let next_hour = admit(&usage, &caps, 5, HOUR_START.plus_secs(3600)).unwrap();
+        let back = give_back(&next_hour, 5, now);
+        assert_eq!(back.hour.counts.sends, 1);
+        assert_eq!(back.day.counts.sends, 2);
+    }
+
+    #[test]
+    fn the_table_counts_only_tenants_with_caps_at_their_price() {
+        let mut tenants = BTreeMap::new();
+        tenants.insert(
+            "capped".to_owned(),
+            TenantSettings {
+                spend_per_day: Some(100),
+                ..TenantSettings::default()
+            },
+        );
+        tenants.insert("free".to_owned(), TenantSettings::default());
+        let pricing = PricingSettings {
+            sms_default: 7,
+            ..PricingSettings::default()
+        };
+        let table = CapTable::from_settings(&tenants, &pricing);
+        let to = Destination::parse(Channel::Sms, "+4915112345678").unwrap();
+        assert_eq!(table.charge("capped", Channel::Sms, &to), Some(7));
+        assert_eq!(table.charge("free", Channel::Sms, &to), None);
+        assert_eq!(table.charge("unknown", Channel::Sms, &to), None);
+        assert_eq!(table.caps("capped").spend_per_day, Some(100));
     }
 
     #[test]

@@ -1,14 +1,15 @@
-//! The Gate the IssuanceActor asks before each send: tenant permissions, the blocklist and
-//! the send/spend caps, whose usage it persists; and the blocklist edits of admin tenants.
+//! The Gate the IssuanceActor asks before each send: tenant permissions and the blocklist;
+//! and the blocklist edits of admin tenants. (The send and spend caps are counted for the
+//! whole cluster, see `crate::cluster::counters`.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::blocklist::{self, BlockEntry, Blocklist, InvalidEntry};
-use super::caps::{self, CapReached, Caps, TenantUsage};
+use super::caps::CapReached;
 use super::permissions::{self, NotPermitted, Permissions};
-use super::settings::{PricingSettings, TenantSettings};
+use super::settings::TenantSettings;
 use crate::domain::{Channel, Destination, Timestamp};
 use crate::store::{Store, StoreError};
 
@@ -16,7 +17,6 @@ use crate::store::{Store, StoreError};
 #[derive(Debug, Clone, Default)]
 struct TenantAccess {
     permissions: Permissions,
-    caps: Caps,
     admin: bool,
 }
 
@@ -24,7 +24,6 @@ impl TenantAccess {
     fn from_settings(settings: &TenantSettings) -> Self {
         TenantAccess {
             permissions: Permissions::from_settings(settings),
-            caps: Caps::from_settings(settings),
             admin: settings.admin,
         }
     }
@@ -115,24 +114,20 @@ impl BlocklistAnswer {
     }
 }
 
-/// Tenant permissions, caps and the blocklist, as the IssuanceActor (their single writer)
-/// applies them.
+/// Tenant permissions and the blocklist, as the IssuanceActor (the blocklist's single
+/// writer) applies them.
 pub struct Gate {
     store: Arc<dyn Store>,
     tenants: HashMap<String, TenantAccess>,
     /// For tenants with no settings (keys only in the keys file): everything allowed.
     unconfigured: TenantAccess,
-    pricing: PricingSettings,
     blocklist: Blocklist,
-    /// Usage of the tenants with caps, as last saved; one entry per configured tenant at most.
-    usage: HashMap<String, TenantUsage>,
 }
 
 impl Gate {
-    /// Reads the tenants' settings, the price table and the stored blocklist.
+    /// Reads the tenants' settings and the stored blocklist.
     pub fn load(
         tenants: &BTreeMap<String, TenantSettings>,
-        pricing: &PricingSettings,
         store: Arc<dyn Store>,
     ) -> Result<Self, StoreError> {
         let blocklist = Blocklist::new(store.blocklist()?);
@@ -142,9 +137,7 @@ impl Gate {
                 .map(|(name, tenant)| (name.clone(), TenantAccess::from_settings(tenant)))
                 .collect(),
             unconfigured: TenantAccess::default(),
-            pricing: pricing.clone(),
             blocklist,
-            usage: HashMap::new(),
             store,
         })
     }
@@ -153,14 +146,12 @@ impl Gate {
         self.tenants.get(name).unwrap_or(&self.unconfigured)
     }
 
-    /// Whether `tenant` may send on `channel` to `destination` now. When it may and it has
-    /// caps, the send is counted (stored; durable with the actor's flush).
+    /// Whether `tenant` may send on `channel` to `destination`.
     pub fn admit(
-        &mut self,
+        &self,
         tenant: &str,
         channel: Channel,
         destination: &Destination,
-        now: Timestamp,
     ) -> Result<(), AdmitError> {
         let access = self.tenant(tenant);
         permissions::check(
@@ -176,22 +167,6 @@ impl Gate {
         if channel == Channel::Sms && self.blocklist.blocks(destination.as_str()) {
             return Err(AccessDenied::Blocklisted.into());
         }
-        let caps = access.caps;
-        if !caps.any() {
-            return Ok(());
-        }
-        let cost = self.pricing.cost(channel, destination.country());
-        let usage = match self.usage.get(tenant) {
-            Some(usage) => *usage,
-            None => self.store.tenant_usage(tenant)?.unwrap_or_default(),
-        };
-        let after =
-            caps::admit(&usage, &caps, cost, now).map_err(|cap| AccessDenied::CapReached {
-                tenant: tenant.to_owned(),
-                cap,
-            })?;
-        self.store.save_tenant_usage(tenant, &after)?;
-        self.usage.insert(tenant.to_owned(), after);
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::delivery::recorder::SendOutcome;
+use crate::domain::counters::{Count, Tallied};
 use crate::domain::{
     DeliveryState, DestinationKey, IssueReceipt, Timestamp, Verification, VerificationId,
 };
@@ -41,6 +42,8 @@ pub enum Command {
         status: ReceiptStatus,
         at: Timestamp,
     },
+    /// A change to a counter the cluster shares (a tenant's caps, a provider's quota).
+    Count(Count),
 }
 
 /// The verification a check is for: by id, or the pending one of a destination.
@@ -72,6 +75,7 @@ pub enum Reply {
     Verification(Result<Verification, CheckError>),
     Outcome(Result<(), StoreError>),
     Receipt(Result<Option<(Verification, DeliveryState)>, StoreError>),
+    Count(Result<Tallied, StoreError>),
     /// The node that took the command no longer owns the partition (it is handing it to
     /// another): send it again.
     Moved,

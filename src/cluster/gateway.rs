@@ -12,6 +12,7 @@ use super::owner::Executor;
 use super::ownership::Entered;
 use super::ClusterUnavailable;
 use crate::delivery::recorder::{Ledger, SendOutcome};
+use crate::domain::counters::{Count, CountFailed, Tallied, Tally};
 use crate::domain::{DeliveryState, OtpCode, Timestamp, Verification, VerificationId};
 use crate::issuance::IssueOtp;
 use crate::providers::receipts::ReceiptStatus;
@@ -194,6 +195,19 @@ impl Ledger for Gateway {
             Ok(Reply::Receipt(result)) => result,
             Ok(_) => Err(mismatched("delivery receipt")),
             Err(error) => Err(unavailable(error)),
+        }
+    }
+}
+
+/// Counts go to the owner of their counter's partition.
+#[async_trait]
+impl Tally for Gateway {
+    async fn count(&self, count: Count) -> Result<Tallied, CountFailed> {
+        let failed = |error: StoreError| CountFailed(error.to_string());
+        match self.run(count.counter.slot(), Command::Count(count)).await {
+            Ok(Reply::Count(result)) => result.map_err(failed),
+            Ok(_) => Err(failed(mismatched("count"))),
+            Err(error) => Err(failed(unavailable(error))),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod changelog;
 pub mod command;
+pub mod counters;
 pub mod gateway;
 pub mod owner;
 pub mod ownership;

@@ -1,13 +1,18 @@
 //! What a partition's owner runs for a command: the same issuer, checker and ledger a
-//! single node uses, on this node's store.
+//! single node uses, on this node's store; and before an issue of a tenant with caps, the
+//! count of its send against the tenant's counter (wherever that is kept).
 
 use actix::Addr;
 use async_trait::async_trait;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use super::command::{check_binding, CheckTarget, Command, IssueAnswer, IssueRefused, Reply};
+use super::counters::CounterBook;
+use crate::access::caps::{self, CapTable};
+use crate::access::AccessDenied;
 use crate::delivery::recorder::{Ledger, StoreLedger};
-use crate::issuance::IssuanceActor;
+use crate::domain::counters::{Change, Count, Counter, Tallied, Tally, Usage};
+use crate::issuance::{IssuanceActor, IssueError, IssueOtp};
 use crate::secrets::Sealer;
 use crate::store::StoreError;
 use crate::verify::{CheckError, Checker};
@@ -23,17 +28,100 @@ pub struct Owner {
     pub checker: Checker,
     pub ledger: Arc<StoreLedger>,
     pub sealer: Sealer,
+    /// The counters of this node's partitions.
+    pub counters: CounterBook,
+    /// Which tenants' sends are counted, at what cost.
+    pub caps: CapTable,
+    /// Where a tenant's send is counted: the gateway, which holds this owner (so weakly).
+    pub tally: Weak<dyn Tally>,
+}
+
+impl Owner {
+    /// Counts the send against the tenant's caps first when it has any; gives the count back
+    /// when nothing new was sent (a refusal, an idempotent retry).
+    async fn issue(&self, message: IssueOtp) -> IssueAnswer {
+        let request = &message.request;
+        let charge = self
+            .caps
+            .charge(&message.tenant, request.channel, &request.destination);
+        let Some(cost) = charge else {
+            return self.issue_counted(message).await.0;
+        };
+        let Some(tally) = self.tally.upgrade() else {
+            return IssueAnswer::Refused(IssueRefused::unavailable("otpd is stopping"));
+        };
+        let counter = Counter::Tenant(message.tenant.clone());
+        let taken = match tally
+            .count(Count {
+                counter: counter.clone(),
+                change: Change::Take { cost },
+            })
+            .await
+        {
+            Ok(taken) => taken,
+            Err(error) => return IssueAnswer::Refused(IssueRefused::unavailable(error)),
+        };
+        if !taken.granted {
+            return IssueAnswer::Refused(self.cap_reached(&message.tenant, cost, &taken));
+        }
+        let (answer, sent) = self.issue_counted(message).await;
+        if !sent {
+            let given_back = Count {
+                counter,
+                change: Change::GiveBack {
+                    cost,
+                    taken_at: taken.at,
+                },
+            };
+            if let Err(error) = tally.count(given_back).await {
+                tracing::warn!(%error, "Could not give back a send counted against a tenant's caps; it stays counted.");
+            }
+        }
+        answer
+    }
+
+    /// The issue's answer, and whether it sent something new.
+    async fn issue_counted(&self, message: IssueOtp) -> (IssueAnswer, bool) {
+        match self.issuer.send(message).await {
+            Ok(Ok(issued)) => (IssueAnswer::Issued(issued.receipt), !issued.replayed),
+            Ok(Err(error)) => (IssueAnswer::Refused((&error).into()), false),
+            Err(error) => (
+                IssueAnswer::Refused(IssueRefused::unavailable(error)),
+                false,
+            ),
+        }
+    }
+
+    /// The refusal of a send its tenant's counter did not take, naming the cap it reached.
+    fn cap_reached(&self, tenant: &str, cost: u64, refused: &Tallied) -> IssueRefused {
+        let Usage::Tenant(usage) = refused.usage else {
+            return IssueRefused::unavailable(super::command::mismatched("tenant count"));
+        };
+        match caps::admit(&usage, &self.caps.caps(tenant), cost, refused.at) {
+            Err(cap) => {
+                let error = IssueError::Access(AccessDenied::CapReached {
+                    tenant: tenant.to_owned(),
+                    cap,
+                });
+                crate::telemetry::events::IssueRefused {
+                    tenant,
+                    reason: error.reason(),
+                }
+                .emit();
+                (&error).into()
+            }
+            Ok(_) => IssueRefused::unavailable(
+                "the node keeping the tenant's counter has other caps for it; do all nodes have the same settings?",
+            ),
+        }
+    }
 }
 
 #[async_trait]
 impl Executor for Owner {
     async fn execute(&self, command: Command) -> Reply {
         match command {
-            Command::Issue(message) => Reply::Issue(match self.issuer.send(message).await {
-                Ok(Ok(receipt)) => IssueAnswer::Issued(receipt),
-                Ok(Err(error)) => IssueAnswer::Refused((&error).into()),
-                Err(error) => IssueAnswer::Refused(IssueRefused::unavailable(error)),
-            }),
+            Command::Issue(message) => Reply::Issue(self.issue(message).await),
             Command::Check {
                 tenant,
                 target,
@@ -74,6 +162,7 @@ impl Executor for Owner {
                 status,
                 at,
             } => Reply::Receipt(self.ledger.apply_receipt(owner, provider, status, at).await),
+            Command::Count(count) => Reply::Count(self.counters.apply(count).await),
         }
     }
 }

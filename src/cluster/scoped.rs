@@ -1,6 +1,8 @@
 //! The store of a cluster node: each write to a destination's state is made inside its
 //! slot, so the changelog engine below knows which partition's stream it belongs to.
-//! Everything else (quotas, usage, the blocklist, fraud blocks, sweeping) is this node's.
+//! The counters the cluster shares are written inside their own slots by the CounterBook;
+//! everything else (uncapped providers' counts, the blocklist, fraud blocks, sweeping) is
+//! this node's.
 
 use futures_util::future::BoxFuture;
 

@@ -9,6 +9,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::breaker::Permit;
 use super::health::{HealthBoard, NotNow};
+use crate::domain::records::QuotaUsage;
 use crate::domain::Timestamp;
 use crate::providers::{OutboundMessage, Provider, ProviderError, SendReceipt};
 
@@ -52,6 +53,16 @@ impl Lane {
     /// Leave for one call at `now` from the admission layers (quota, pacing, breaker).
     pub fn enter(&self, now: Timestamp) -> Result<Permit, NotNow> {
         self.board.acquire(self.id(), now)
+    }
+
+    /// Whether the provider has quota caps, which the cluster counts as one.
+    pub fn quota_capped(&self) -> bool {
+        self.board.quota_limits(self.id()).any()
+    }
+
+    /// Shows the quota usage the counter's keeper answered with.
+    pub fn show_quota(&self, usage: QuotaUsage) {
+        self.board.set_quota(self.id(), usage);
     }
 
     /// Hands back leave that was not used for a call.

@@ -18,7 +18,9 @@ use super::recorder::Recorder;
 use super::retry::{next_retry, Backoff};
 use super::templates::Templates;
 use crate::delivery::quota::actor::CountSend;
+use crate::delivery::quota::shared::{self, QuotaTake};
 use crate::delivery::settings::CountryOverrides;
+use crate::domain::counters::Tally;
 use crate::domain::{DeliveryJob, JobId, Timestamp};
 use crate::providers::OutboundMessage;
 use crate::secrets::Sealer;
@@ -45,6 +47,8 @@ pub struct SendContext {
     /// node's store is a view that may trail the owner by moments); zero: the store is the
     /// truth, and a verification it lacks is gone.
     pub view_wait: Duration,
+    /// Where a capped provider's messages are counted (for the whole cluster).
+    pub tally: Arc<dyn Tally>,
 }
 
 pub struct SenderActor {
@@ -224,11 +228,25 @@ async fn deliver(
                 return Ok(Ending::Done);
             }
         };
+        let taken = match shared::take(context.tally.as_ref(), lane).await {
+            Ok(QuotaTake::UsedUp) => {
+                lane.give_back(permit, now);
+                return Ok(Ending::Failover);
+            }
+            Ok(taken) => taken,
+            Err(error) => {
+                lane.give_back(permit, now);
+                return Err(StoreError::Io(error.to_string()));
+            }
+        };
         let Called {
             result,
             took,
             finished,
         } = lane.call(permit, &message).await;
+        if let (Err(_), QuotaTake::Taken(taken_at)) = (&result, taken) {
+            shared::give_back(context.tally.as_ref(), lane, taken_at).await;
+        }
         let error = match result {
             Ok(receipt) => {
                 let message = receipt
@@ -246,9 +264,11 @@ async fn deliver(
                     since_issue: job.created_at.until(finished),
                 }
                 .emit();
-                quota.do_send(CountSend {
-                    provider: id.to_owned(),
-                });
+                if taken == QuotaTake::Uncapped {
+                    quota.do_send(CountSend {
+                        provider: id.to_owned(),
+                    });
+                }
                 context.recorder.sent(job, id, finished, message).await?;
                 return Ok(Ending::Done);
             }

@@ -3,6 +3,7 @@
 
 pub mod channel;
 pub mod code;
+pub mod counters;
 pub mod destination;
 pub mod fraud;
 pub mod job;

@@ -78,6 +78,14 @@ impl SendsAndSpend {
             spend: self.spend.saturating_add(cost),
         }
     }
+
+    /// These counts with one send costing `cost` taken back out.
+    pub fn minus_send(self, cost: u64) -> Self {
+        SendsAndSpend {
+            sends: self.sends.saturating_sub(1),
+            spend: self.spend.saturating_sub(cost),
+        }
+    }
 }
 
 /// A tenant's usage in the current UTC clock hour and day, as stored; `access::caps` counts

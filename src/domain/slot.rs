@@ -1,26 +1,33 @@
 //! A destination's slot: a stable 32-bit hash of tenant, channel and address. A cluster
 //! keeps all state of one destination in partition `slot mod partitions`; the same inputs
-//! give the same slot on every node and every version (FNV-1a, not the std hasher).
+//! give the same slot on every node and every version (FNV-1a, not the std hasher). Other
+//! state the cluster shares (a tenant's usage, a provider's quota) has a slot of its name.
 
 use super::records::DestinationKey;
 
 const FNV_OFFSET: u32 = 0x811c_9dc5;
 const FNV_PRIME: u32 = 0x0100_0193;
 
+/// The slot of a key made of `parts`; each part ends with a byte no UTF-8 text holds, so
+/// parts do not run together.
+pub fn slot_of(parts: &[&[u8]]) -> u32 {
+    let mut hash = FNV_OFFSET;
+    for part in parts {
+        for byte in part.iter().chain(&[0xff]) {
+            hash ^= u32::from(*byte);
+            hash = hash.wrapping_mul(FNV_PRIME);
+        }
+    }
+    hash
+}
+
 impl DestinationKey {
     pub fn slot(&self) -> u32 {
-        let mut hash = FNV_OFFSET;
-        for part in [
+        slot_of(&[
             self.tenant.as_bytes(),
             self.channel.as_str().as_bytes(),
             self.to.as_bytes(),
-        ] {
-            for byte in part.iter().chain(&[0xff]) {
-                hash ^= u32::from(*byte);
-                hash = hash.wrapping_mul(FNV_PRIME);
-            }
-        }
-        hash
+        ])
     }
 }
 

@@ -16,7 +16,7 @@ use crate::telemetry::events::{BlocklistEdited, IssueRefused};
 
 /// Issue (or resend) a code.
 #[derive(Debug, Clone, Message, serde::Serialize, serde::Deserialize)]
-#[rtype(result = "Result<IssueReceipt, IssueError>")]
+#[rtype(result = "Result<Issued, IssueError>")]
 pub struct IssueOtp {
     pub tenant: String,
     pub source: RequestSource,
@@ -33,6 +33,14 @@ impl IssueOtp {
             to: self.request.destination.as_str().to_owned(),
         }
     }
+}
+
+/// An issue's answer, and whether it repeats an earlier one (an idempotent retry, which
+/// sends nothing new).
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub receipt: IssueReceipt,
+    pub replayed: bool,
 }
 
 /// Where a request came from: HTTP requests are rate limited per tenant and client IP;
@@ -89,7 +97,7 @@ impl Actor for IssuanceActor {
 }
 
 impl Handler<IssueOtp> for IssuanceActor {
-    type Result = ResponseFuture<Result<IssueReceipt, IssueError>>;
+    type Result = ResponseFuture<Result<Issued, IssueError>>;
 
     fn handle(&mut self, message: IssueOtp, _: &mut Self::Context) -> Self::Result {
         let decided = self.issuer.issue(&message, Timestamp::now());

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::error::IssueError;
 use super::policy::{self, IssueRequest, SendLimits, SendPlan};
 use super::settings::{RateLimitSettings, VerificationSettings};
-use super::{IssueOtp, RequestSource};
+use super::{IssueOtp, Issued, RequestSource};
 use crate::access::{AdminError, BlocklistAction, BlocklistAnswer, Gate};
 use crate::delivery::settings::{RegionSettings, TemplateSettings};
 use crate::delivery::{JobQueue, RegionTable};
@@ -118,7 +118,7 @@ impl Issuer {
         };
         let plan = policy::plan_send(&state, pending.as_ref(), &self.limits, now)?;
         self.access
-            .admit(&message.tenant, request.channel, &request.destination, now)?;
+            .admit(&message.tenant, request.channel, &request.destination)?;
 
         let code = OtpCode::generate(request.code_length);
         let slot = destination_key.slot();
@@ -251,7 +251,7 @@ impl Issuer {
     pub fn complete(
         &self,
         decided: Result<Decided, IssueError>,
-    ) -> BoxFuture<'static, Result<IssueReceipt, IssueError>> {
+    ) -> BoxFuture<'static, Result<Issued, IssueError>> {
         let flushed = self.store.flush();
         let jobs = Arc::clone(&self.bus);
         let store = Arc::clone(&self.store);
@@ -262,7 +262,10 @@ impl Issuer {
                 Decided::Replay {
                     receipt,
                     undelivered: None,
-                } => Ok(receipt),
+                } => Ok(Issued {
+                    receipt,
+                    replayed: true,
+                }),
                 // The first attempt's job may never have reached the broker (its answer was
                 // lost with the connection): it goes again; a send already made is not
                 // repeated (the sender sees it recorded).
@@ -270,7 +273,10 @@ impl Issuer {
                     receipt,
                     undelivered: Some(job),
                 } => match jobs.publish_job(&job).await {
-                    Ok(()) => Ok(receipt),
+                    Ok(()) => Ok(Issued {
+                        receipt,
+                        replayed: true,
+                    }),
                     Err(error) => Err(IssueError::Unavailable(error.to_string())),
                 },
                 Decided::Issued {
@@ -278,7 +284,10 @@ impl Issuer {
                     job,
                     idempotency,
                 } => match jobs.publish_job(&job).await {
-                    Ok(()) => Ok(receipt),
+                    Ok(()) => Ok(Issued {
+                        receipt,
+                        replayed: false,
+                    }),
                     Err(error) => {
                         store.abandon_issue(&job, idempotency.as_ref())?;
                         store.flush().await?;

@@ -8,7 +8,7 @@ pub mod request;
 pub mod settings;
 
 pub use actor::{
-    EditBlocklist, IdempotencyInput, IssuanceActor, IssueOtp, LiftFraudBlock, RequestSource,
+    EditBlocklist, IdempotencyInput, IssuanceActor, IssueOtp, Issued, LiftFraudBlock, RequestSource,
 };
 pub use error::{IssueError, Refusal, RefusalKind};
 pub use issuer::{Issuer, IssuerSettings};

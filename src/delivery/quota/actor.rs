@@ -1,11 +1,13 @@
-//! QuotaActor: counts each provider's accepted messages against its caps, persists the
-//! usage (a restart does not reset it), and raises `provider.quota` alerts at 80, 95 and 100 %.
+//! QuotaActor: loads each provider's saved usage onto the board at start; counts the
+//! accepted messages of providers without caps (each node its own), persisting the usage
+//! (a restart does not reset it). Capped providers are counted for the whole cluster before
+//! each call instead (`shared`); both raise `provider.quota` alerts through `announce`.
 
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::QuotaUsage;
+use super::{QuotaAlert, QuotaUsage};
 use crate::delivery::health::HealthBoard;
 use crate::domain::Timestamp;
 use crate::store::Store;
@@ -84,32 +86,38 @@ impl Handler<CountSend> for QuotaActor {
                     }
                 }),
         );
-        for alert in alerts {
-            QuotaThresholdCrossed {
-                provider: &message.provider,
-                period: alert.period.as_str(),
-                percent: alert.percent,
-                used: alert.used,
-                limit: alert.limit,
-            }
-            .emit();
-            let event = Event::ProviderQuota {
-                provider: message.provider.clone(),
-                period: alert.period.as_str().to_owned(),
-                percent: alert.percent,
-                used: alert.used,
-                limit: alert.limit,
-                at: at(now),
-            };
-            let events = Arc::clone(&self.events);
-            ctx.spawn(
-                async move {
-                    if let Err(error) = events.publish_event(&event).await {
-                        tracing::warn!(%error, "Could not publish a quota alert.");
-                    }
-                }
-                .into_actor(self),
-            );
+        ctx.spawn(
+            announce(message.provider, alerts, now, Arc::clone(&self.events)).into_actor(self),
+        );
+    }
+}
+
+/// Tells of thresholds crossed: logged and counted, and published as `provider.quota` events.
+pub async fn announce(
+    provider: String,
+    alerts: Vec<QuotaAlert>,
+    now: Timestamp,
+    events: Arc<dyn EventSink>,
+) {
+    for alert in alerts {
+        QuotaThresholdCrossed {
+            provider: &provider,
+            period: alert.period.as_str(),
+            percent: alert.percent,
+            used: alert.used,
+            limit: alert.limit,
+        }
+        .emit();
+        let event = Event::ProviderQuota {
+            provider: provider.clone(),
+            period: alert.period.as_str().to_owned(),
+            percent: alert.percent,
+            used: alert.used,
+            limit: alert.limit,
+            at: at(now),
+        };
+        if let Err(error) = events.publish_event(&event).await {
+            tracing::warn!(%error, "Could not publish a quota alert.");
         }
     }
 }

@@ -3,6 +3,7 @@
 //! period.
 
 pub mod actor;
+pub mod shared;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,11 @@ pub struct QuotaLimits {
 }
 
 impl QuotaLimits {
+    /// Whether any cap is set (a provider without one is counted by each node for itself).
+    pub fn any(&self) -> bool {
+        self.daily.is_some() || self.monthly.is_some()
+    }
+
     /// Every problem with these settings, each naming the setting under `prefix`.
     pub fn validate(&self, prefix: &str) -> Vec<String> {
         let mut problems = Vec::new();
@@ -181,6 +187,19 @@ impl QuotaUsage {
         alerts
     }
 
+    /// Takes back `count` messages counted at `taken_at` that were not sent after all; a
+    /// period that has ended since keeps its count, and alerts once fired stay fired.
+    pub fn give_back(&mut self, count: u64, taken_at: Timestamp) {
+        for (period, counter) in [
+            (Period::Day, &mut self.day),
+            (Period::Month, &mut self.month),
+        ] {
+            if counter.start == period.kind().start(taken_at) {
+                counter.counts.used = counter.counts.used.saturating_sub(count);
+            }
+        }
+    }
+
     /// Whether a cap is reached at `now`, so the router must pick another provider.
     pub fn is_exhausted(&self, limits: &QuotaLimits, now: Timestamp) -> bool {
         self.exhausted_until(limits, now).is_some()
@@ -236,6 +255,26 @@ mod tests {
             period_end(Period::Month, at(2024, 2, 10, 0)),
             at(2024, 3, 1, 0)
         );
+    }
+
+    #[test]
+    fn a_message_given_back_frees_its_place_in_its_own_periods_only() {
+        let limits = QuotaLimits {
+            daily: Some(2),
+            monthly: Some(100),
+        };
+        let mut usage = QuotaUsage::new();
+        usage.record(&limits, 2, NOV_27_NOON);
+        assert!(usage.is_exhausted(&limits, NOV_27_NOON));
+        usage.give_back(1, NOV_27_NOON);
+        assert!(!usage.is_exhausted(&limits, NOV_27_NOON));
+        assert_eq!(usage.used(Period::Month, NOV_27_NOON), 1);
+        // Counted yesterday: today's count and alerts stay as they are.
+        let tomorrow = at(2026, 11, 28, 9);
+        usage.record(&limits, 1, tomorrow);
+        usage.give_back(1, NOV_27_NOON);
+        assert_eq!(usage.used(Period::Day, tomorrow), 1);
+        assert_eq!(usage.used(Period::Month, tomorrow), 1);
     }
 
     #[test]
