@@ -29,7 +29,7 @@ use crate::delivery::sender::SendContext;
 use crate::delivery::{DelayQueue, JobQueue, RouterActor, SenderActor, Templates};
 use crate::domain::counters::Tally;
 use crate::domain::Timestamp;
-use crate::fraud::FraudGate;
+use crate::fraud::{BlockKeeper, FraudGate};
 use crate::issuance::request::RequestDefaults;
 use crate::issuance::{IssuanceActor, Issuer, IssuerSettings};
 use crate::providers::BuiltProvider;
@@ -109,6 +109,12 @@ impl Application {
             .url
             .as_ref()
             .map(|_| AmqpBus::new(&settings.amqp, &settings.cluster, prepared.amqp_tls));
+        // Another node's edits of the lists every node enforces reach this store through
+        // the changelog; the copies kept in memory are read again when they do.
+        let lists = changelog
+            .as_ref()
+            .map(|changelog| changelog.lists())
+            .unwrap_or_default();
         if let (Some(broker), Some(changelog)) = (&broker, changelog) {
             changelog.append_to(Arc::clone(broker.cluster()) as Arc<dyn Changelog>);
             broker.cluster().keep_view(changelog);
@@ -154,7 +160,8 @@ impl Application {
             Some(broker) => broker.clone(),
             None => Arc::new(EmbeddedBus::new(router.clone())),
         };
-        let access = crate::access::Gate::load(&settings.tenants, Arc::clone(&store))?;
+        let access =
+            crate::access::Gate::load(&settings.tenants, Arc::clone(&store), Arc::clone(&lists))?;
         let caps = CapTable::from_settings(&settings.tenants, &settings.pricing);
         let counters = CounterBook::new(
             Arc::clone(&store),
@@ -168,8 +175,10 @@ impl Application {
             &settings.fraud,
             Arc::clone(&store),
             events,
+            lists,
             Timestamp::now(),
         )?;
+        fraud.keep_blocks_with(Arc::downgrade(&gateway) as Weak<dyn BlockKeeper>);
         let issuer = Issuer::new(
             IssuerSettings {
                 verification: &settings.verification,
@@ -194,6 +203,7 @@ impl Application {
             counters,
             caps,
             tally: Arc::downgrade(&gateway) as Weak<dyn Tally>,
+            fraud: fraud.clone(),
         });
         gateway.serve_with(Arc::clone(&owner));
         if let Some(broker) = &broker {

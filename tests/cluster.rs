@@ -771,3 +771,51 @@ async fn a_tenant_cap_and_a_provider_quota_hold_across_three_nodes() {
     providers.expect_status(200);
     eprintln!("providers as node-b sees them: {}", providers.text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocklist_edit_on_one_node_holds_on_every_node() {
+    let cluster = Cluster::with(&[("OTPD__TENANTS__ACME__ADMIN", "true")]);
+    let names = ["node-a", "node-b", "node-c"];
+    let mut nodes = Vec::new();
+    for name in names {
+        nodes.push(cluster.start(name).await);
+    }
+    wait_for_owners(&nodes[0], &names, 3, Duration::from_secs(15)).await;
+    let http = http_client();
+    let on = |node: &Node, method: Method, path: &str| {
+        authed(&http, method, node.process.url(path), &cluster.api_key)
+    };
+    let create = |node: &Node, n: u32| {
+        on(node, Method::POST, "/v1/verifications")
+            .json(&json!({"channel": "sms", "to": mobile(n)}))
+    };
+
+    // A prefix blocked through node-a: every node refuses numbers under it.
+    send(on(&nodes[0], Method::POST, "/v1/admin/blocklist").json(&json!({"entry": "+4915113"})))
+        .await
+        .expect_status(201);
+    for (n, node) in nodes.iter().enumerate() {
+        send(create(node, n as u32))
+            .await
+            .expect_error(403, "destination_blocked");
+    }
+    let listed = send(on(&nodes[1], Method::GET, "/v1/admin/blocklist")).await;
+    listed.expect_status(200);
+    assert_eq!(
+        listed.body["entries"][0]["entry"], "+4915113",
+        "{}",
+        listed.text
+    );
+
+    // Removed through node-c: every node sends to them again.
+    send(on(
+        &nodes[2],
+        Method::DELETE,
+        "/v1/admin/blocklist/%2B4915113",
+    ))
+    .await
+    .expect_status(204);
+    for (n, node) in nodes.iter().enumerate() {
+        send(create(node, 10 + n as u32)).await.expect_status(201);
+    }
+}

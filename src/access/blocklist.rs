@@ -13,7 +13,7 @@ const MAX_DIGITS: usize = 15;
 pub use crate::domain::records::BlockEntry;
 
 /// Why an entry was refused; the text says what to send instead.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum InvalidEntry {
     #[error("'entry' must be '+' and {MIN_DIGITS} to {MAX_DIGITS} digits: an E.164 number such as +2348012345678, or a prefix such as +2348")]
     Entry,

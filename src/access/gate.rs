@@ -2,6 +2,7 @@
 //! and the blocklist edits of admin tenants. (The send and spend caps are counted for the
 //! whole cluster, see `crate::cluster::counters`.)
 
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use super::caps::CapReached;
 use super::permissions::{self, NotPermitted, Permissions};
 use super::settings::TenantSettings;
 use crate::domain::{Channel, Destination, Timestamp};
-use crate::store::{Store, StoreError};
+use crate::store::{ListsWatch, Store, StoreError};
 
 /// What one tenant may do, resolved from its settings.
 #[derive(Debug, Clone, Default)]
@@ -71,7 +72,7 @@ impl AccessDenied {
 }
 
 /// Why an admin request was refused.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
 pub enum AdminError {
     #[error("Tenant {0} may not use the admin routes; set tenants.{0}.admin = true to allow its keys to.")]
     Forbidden(String),
@@ -88,7 +89,7 @@ pub enum AdminError {
 }
 
 /// An edit of (or a look at) the blocklist.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum BlocklistAction {
     List,
     Add { entry: String, note: Option<String> },
@@ -96,7 +97,7 @@ pub enum BlocklistAction {
 }
 
 /// What a blocklist action answers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum BlocklistAnswer {
     Entries(Vec<BlockEntry>),
     Added { entry: BlockEntry, created: bool },
@@ -122,14 +123,21 @@ pub struct Gate {
     /// For tenants with no settings (keys only in the keys file): everything allowed.
     unconfigured: TenantAccess,
     blocklist: Blocklist,
+    /// Tells when another node's blocklist edit reached the store, and the generation
+    /// `blocklist` was read at.
+    lists: Arc<ListsWatch>,
+    read_at: u64,
 }
 
 impl Gate {
-    /// Reads the tenants' settings and the stored blocklist.
+    /// Reads the tenants' settings and the stored blocklist, which it reads again when
+    /// `lists` tells of another node's edit.
     pub fn load(
         tenants: &BTreeMap<String, TenantSettings>,
         store: Arc<dyn Store>,
+        lists: Arc<ListsWatch>,
     ) -> Result<Self, StoreError> {
+        let read_at = lists.generation();
         let blocklist = Blocklist::new(store.blocklist()?);
         Ok(Gate {
             tenants: tenants
@@ -138,6 +146,8 @@ impl Gate {
                 .collect(),
             unconfigured: TenantAccess::default(),
             blocklist,
+            lists,
+            read_at,
             store,
         })
     }
@@ -146,13 +156,24 @@ impl Gate {
         self.tenants.get(name).unwrap_or(&self.unconfigured)
     }
 
+    /// Reads the blocklist again if another node has edited it since it was read.
+    fn refresh(&mut self) -> Result<(), StoreError> {
+        let generation = self.lists.generation();
+        if generation != self.read_at {
+            self.blocklist = Blocklist::new(self.store.blocklist()?);
+            self.read_at = generation;
+        }
+        Ok(())
+    }
+
     /// Whether `tenant` may send on `channel` to `destination`.
     pub fn admit(
-        &self,
+        &mut self,
         tenant: &str,
         channel: Channel,
         destination: &Destination,
     ) -> Result<(), AdmitError> {
+        self.refresh()?;
         let access = self.tenant(tenant);
         permissions::check(
             &access.permissions,
@@ -187,6 +208,7 @@ impl Gate {
         now: Timestamp,
     ) -> Result<BlocklistAnswer, AdminError> {
         self.require_admin(by)?;
+        self.refresh()?;
         match action {
             BlocklistAction::List => Ok(BlocklistAnswer::Entries(
                 self.blocklist.entries().cloned().collect(),

@@ -8,7 +8,7 @@ use super::error::ApiError;
 use super::extract::{JsonBody, Tenant};
 use super::AppState;
 use crate::access::{AccessDenied, AdminError, BlockEntry, BlocklistAction, BlocklistAnswer};
-use crate::issuance::{EditBlocklist, Refusal};
+use crate::issuance::Refusal;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,13 +42,9 @@ async fn edit(
     action: BlocklistAction,
 ) -> Result<BlocklistAnswer, ApiError> {
     state
-        .issuer
-        .send(EditBlocklist {
-            by: tenant.0,
-            action,
-        })
+        .gateway
+        .edit_blocklist(&tenant.0, action)
         .await
-        .map_err(ApiError::unavailable)?
         .map_err(ApiError::from)
 }
 

@@ -10,7 +10,6 @@ use super::extract::Tenant;
 use super::AppState;
 use crate::domain::Timestamp;
 use crate::fraud::BlockView;
-use crate::issuance::LiftFraudBlock;
 
 /// GET /v1/fraud/blocks: every prefix blocked now (blocks are global, so any tenant sees them).
 pub async fn blocks(state: web::Data<AppState>, _tenant: Tenant) -> HttpResponse {
@@ -31,13 +30,6 @@ pub async fn lift(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let prefix = decode_entry(request.match_info().get("prefix").unwrap_or_default());
-    let block = state
-        .issuer
-        .send(LiftFraudBlock {
-            by: tenant.0,
-            prefix,
-        })
-        .await
-        .map_err(ApiError::unavailable)??;
+    let block = state.gateway.lift_fraud_block(&tenant.0, &prefix).await?;
     Ok(HttpResponse::Ok().json(json!({ "lifted": BlockView::of(&block) })))
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::store::kv::{Entry, KeyRange, KvEngine};
-use crate::store::StoreError;
+use crate::store::{ListsWatch, StoreError};
 
 /// Where the offset a node has applied of each partition's stream is kept (outside every
 /// record prefix, so no scan or sweep sees it).
@@ -146,6 +146,8 @@ pub struct LogShared<E: KvEngine> {
     /// Writes outside any partition (quotas, usage, blocklist) since the last flush: those
     /// are made durable by the engine itself.
     local_writes: AtomicBool,
+    /// Told when an applied record changes the lists every node enforces.
+    lists: Arc<ListsWatch>,
 }
 
 /// The engine under the records in broker mode: `E`, with each partition write remembered
@@ -164,6 +166,7 @@ impl<E: KvEngine> LoggedEngine<E> {
             changelog: OnceLock::new(),
             origin: AtomicU64::new(0),
             local_writes: AtomicBool::new(false),
+            lists: Arc::default(),
         }))
     }
 
@@ -190,6 +193,11 @@ impl<E: KvEngine> LogShared<E> {
 
     pub fn origin(&self) -> u64 {
         self.origin.load(Ordering::Acquire)
+    }
+
+    /// What tells of list changes applied from other nodes.
+    pub fn lists(&self) -> Arc<ListsWatch> {
+        Arc::clone(&self.lists)
     }
 
     fn partition_of(&self, slot: u32) -> u16 {
@@ -404,6 +412,12 @@ impl<E: KvEngine> LogShared<E> {
             LogRecord::Writes { writes, .. } => {
                 for write in &writes {
                     self.put(&write.key, write.value.as_deref())?;
+                }
+                if writes
+                    .iter()
+                    .any(|write| ListsWatch::is_list_key(&write.key))
+                {
+                    self.lists.changed();
                 }
                 Applied::Writes(writes.len())
             }
@@ -714,5 +728,31 @@ mod tests {
                 nonce: 9
             }
         );
+    }
+
+    #[test]
+    fn applying_a_list_change_tells_the_watchers() {
+        let (engine, _) = engine();
+        let shared = engine.shared();
+        let lists = shared.lists();
+        let record = |key: &[u8]| LogRecord::Writes {
+            origin: 3,
+            writes: vec![LogWrite {
+                key: key.to_vec(),
+                value: Some(b"v".to_vec()),
+            }],
+        };
+        shared
+            .apply(1, 1, &record(b"v/ver_1").encode(), false)
+            .unwrap();
+        assert_eq!(lists.generation(), 0, "a verification is no list");
+        shared
+            .apply(1, 2, &record(b"b/+2348").encode(), false)
+            .unwrap();
+        assert_eq!(lists.generation(), 1, "a blocklist entry");
+        shared
+            .apply(1, 3, &record(b"f/+234803").encode(), false)
+            .unwrap();
+        assert_eq!(lists.generation(), 2, "a fraud block");
     }
 }

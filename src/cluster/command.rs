@@ -4,8 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::{AdminError, BlocklistAction, BlocklistAnswer};
 use crate::delivery::recorder::SendOutcome;
 use crate::domain::counters::{Count, Tallied};
+use crate::domain::fraud::Block;
 use crate::domain::{
     DeliveryState, DestinationKey, IssueReceipt, Timestamp, Verification, VerificationId,
 };
@@ -44,6 +46,18 @@ pub enum Command {
     },
     /// A change to a counter the cluster shares (a tenant's caps, a provider's quota).
     Count(Count),
+    /// A look at or an edit of the blocklist, by tenant `by`.
+    Blocklist {
+        by: String,
+        action: BlocklistAction,
+    },
+    /// Lift the fraud block of `prefix`, by admin tenant `by`.
+    LiftFraudBlock {
+        by: String,
+        prefix: String,
+    },
+    /// Keep a fraud block some node decided, for every node to enforce.
+    KeepFraudBlock(Block),
 }
 
 /// The verification a check is for: by id, or the pending one of a destination.
@@ -76,6 +90,9 @@ pub enum Reply {
     Outcome(Result<(), StoreError>),
     Receipt(Result<Option<(Verification, DeliveryState)>, StoreError>),
     Count(Result<Tallied, StoreError>),
+    Blocklist(Result<BlocklistAnswer, AdminError>),
+    FraudBlock(Result<Block, AdminError>),
+    Kept(Result<(), StoreError>),
     /// The node that took the command no longer owns the partition (it is handing it to
     /// another): send it again.
     Moved,

@@ -11,9 +11,13 @@ use super::command::{
 use super::owner::Executor;
 use super::ownership::Entered;
 use super::ClusterUnavailable;
+use crate::access::{AdminError, BlocklistAction, BlocklistAnswer};
 use crate::delivery::recorder::{Ledger, SendOutcome};
 use crate::domain::counters::{Count, CountFailed, Tallied, Tally};
+use crate::domain::fraud::Block;
+use crate::domain::slot::lists_slot;
 use crate::domain::{DeliveryState, OtpCode, Timestamp, Verification, VerificationId};
+use crate::fraud::BlockKeeper;
 use crate::issuance::IssueOtp;
 use crate::providers::receipts::ReceiptStatus;
 use crate::secrets::Sealer;
@@ -147,6 +151,36 @@ impl Gateway {
         self.verification(id, command, "cancel").await
     }
 
+    /// Looks at or edits the blocklist, on the owner of the lists' partition.
+    pub async fn edit_blocklist(
+        &self,
+        by: &str,
+        action: BlocklistAction,
+    ) -> Result<BlocklistAnswer, AdminError> {
+        let command = Command::Blocklist {
+            by: by.to_owned(),
+            action,
+        };
+        match self.run(lists_slot(), command).await {
+            Ok(Reply::Blocklist(result)) => result,
+            Ok(_) => Err(mismatched("blocklist edit").into()),
+            Err(error) => Err(unavailable(error).into()),
+        }
+    }
+
+    /// Lifts a fraud block, on the owner of the lists' partition.
+    pub async fn lift_fraud_block(&self, by: &str, prefix: &str) -> Result<Block, AdminError> {
+        let command = Command::LiftFraudBlock {
+            by: by.to_owned(),
+            prefix: prefix.to_owned(),
+        };
+        match self.run(lists_slot(), command).await {
+            Ok(Reply::FraudBlock(result)) => result,
+            Ok(_) => Err(mismatched("fraud block lift").into()),
+            Err(error) => Err(unavailable(error).into()),
+        }
+    }
+
     async fn verification(
         &self,
         id: &VerificationId,
@@ -194,6 +228,18 @@ impl Ledger for Gateway {
         match self.run(slot, command).await {
             Ok(Reply::Receipt(result)) => result,
             Ok(_) => Err(mismatched("delivery receipt")),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+}
+
+/// Fraud blocks are kept by the owner of the lists' partition.
+#[async_trait]
+impl BlockKeeper for Gateway {
+    async fn keep(&self, block: Block) -> Result<(), StoreError> {
+        match self.run(lists_slot(), Command::KeepFraudBlock(block)).await {
+            Ok(Reply::Kept(result)) => result,
+            Ok(_) => Err(mismatched("fraud block")),
             Err(error) => Err(unavailable(error)),
         }
     }

@@ -9,10 +9,11 @@ use std::sync::{Arc, Weak};
 use super::command::{check_binding, CheckTarget, Command, IssueAnswer, IssueRefused, Reply};
 use super::counters::CounterBook;
 use crate::access::caps::{self, CapTable};
-use crate::access::AccessDenied;
+use crate::access::{AccessDenied, AdminError};
 use crate::delivery::recorder::{Ledger, StoreLedger};
 use crate::domain::counters::{Change, Count, Counter, Tallied, Tally, Usage};
-use crate::issuance::{IssuanceActor, IssueError, IssueOtp};
+use crate::fraud::FraudGate;
+use crate::issuance::{EditBlocklist, IssuanceActor, IssueError, IssueOtp, LiftFraudBlock};
 use crate::secrets::Sealer;
 use crate::store::StoreError;
 use crate::verify::{CheckError, Checker};
@@ -34,6 +35,8 @@ pub struct Owner {
     pub caps: CapTable,
     /// Where a tenant's send is counted: the gateway, which holds this owner (so weakly).
     pub tally: Weak<dyn Tally>,
+    /// The fraud blocks this node enforces, and keeps when it owns the lists' partition.
+    pub fraud: FraudGate,
 }
 
 impl Owner {
@@ -163,6 +166,26 @@ impl Executor for Owner {
                 at,
             } => Reply::Receipt(self.ledger.apply_receipt(owner, provider, status, at).await),
             Command::Count(count) => Reply::Count(self.counters.apply(count).await),
+            Command::Blocklist { by, action } => Reply::Blocklist(
+                self.issuer
+                    .send(EditBlocklist { by, action })
+                    .await
+                    .unwrap_or_else(|error| Err(stopped(error))),
+            ),
+            Command::LiftFraudBlock { by, prefix } => Reply::FraudBlock(
+                self.issuer
+                    .send(LiftFraudBlock { by, prefix })
+                    .await
+                    .unwrap_or_else(|error| Err(stopped(error))),
+            ),
+            Command::KeepFraudBlock(block) => Reply::Kept(self.fraud.keep(block).await),
         }
     }
+}
+
+/// The issuer stopped before it answered.
+fn stopped(error: actix::MailboxError) -> AdminError {
+    AdminError::Store(StoreError::Io(format!(
+        "the issuer did not answer: {error}"
+    )))
 }

@@ -1,13 +1,14 @@
 //! The store of a cluster node: each write to a destination's state is made inside its
 //! slot, so the changelog engine below knows which partition's stream it belongs to.
-//! The counters the cluster shares are written inside their own slots by the CounterBook;
-//! everything else (uncapped providers' counts, the blocklist, fraud blocks, sweeping) is
-//! this node's.
+//! The lists every node enforces (the blocklist, fraud blocks) are written in their own
+//! slot, and the counters the cluster shares in theirs by the CounterBook; everything else
+//! (uncapped providers' counts, sweeping) is this node's.
 
 use futures_util::future::BoxFuture;
 
 use super::changelog::in_slot;
 use crate::domain::fraud::{Block, Prefix};
+use crate::domain::slot::lists_slot;
 use crate::domain::{
     BlockEntry, DeliveryJob, DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord,
     JobId, QuotaUsage, TenantUsage, Timestamp, Verification, VerificationId,
@@ -108,19 +109,19 @@ impl<S: Store> Store for SlottedStore<S> {
     }
 
     fn save_block_entry(&self, entry: &BlockEntry) -> Result<(), StoreError> {
-        self.0.save_block_entry(entry)
+        in_slot(lists_slot(), || self.0.save_block_entry(entry))
     }
 
     fn remove_block_entry(&self, entry: &str) -> Result<(), StoreError> {
-        self.0.remove_block_entry(entry)
+        in_slot(lists_slot(), || self.0.remove_block_entry(entry))
     }
 
     fn save_fraud_block(&self, block: &Block) -> Result<(), StoreError> {
-        self.0.save_fraud_block(block)
+        in_slot(lists_slot(), || self.0.save_fraud_block(block))
     }
 
     fn remove_fraud_block(&self, prefix: &Prefix) -> Result<(), StoreError> {
-        self.0.remove_fraud_block(prefix)
+        in_slot(lists_slot(), || self.0.remove_fraud_block(prefix))
     }
 
     fn fraud_blocks(&self) -> Result<Vec<Block>, StoreError> {

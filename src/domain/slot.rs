@@ -21,6 +21,12 @@ pub fn slot_of(parts: &[&[u8]]) -> u32 {
     hash
 }
 
+/// The slot of the lists every node enforces (the blocklist, fraud blocks): one partition
+/// keeps them all.
+pub fn lists_slot() -> u32 {
+    slot_of(&[b"~lists"])
+}
+
 impl DestinationKey {
     pub fn slot(&self) -> u32 {
         slot_of(&[

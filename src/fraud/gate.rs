@@ -1,8 +1,13 @@
 //! The FraudGate: the guard shared by issuance and checking behind one short-held lock, with
 //! the I/O around it: refusing creates (enforce mode), persisting blocks, logging and
-//! publishing `fraud.blocked`.
+//! publishing `fraud.blocked`. A block decided here is handed to its keeper, so every node
+//! of a cluster enforces it; blocks kept or lifted by another node are read again from the
+//! store when it tells of them.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use super::guard::{Block, PumpingGuard};
@@ -11,7 +16,7 @@ use super::rules::Rule;
 use super::settings::{FraudMode, FraudSettings};
 use super::BlockView;
 use crate::domain::{Channel, Destination, Timestamp, Verification};
-use crate::store::{Store, StoreError};
+use crate::store::{ListsWatch, Store, StoreError};
 use crate::telemetry::events::{FraudBlockLifted, FraudBlocked};
 use crate::telemetry::platform::{Event, EventSink};
 
@@ -30,12 +35,29 @@ pub struct FraudGate {
     shared: Option<Arc<Shared>>,
 }
 
+/// Where a block decided on this node is kept so that every node enforces it: in a
+/// cluster, the owner of the lists' partition, which writes it to that partition's changelog.
+#[async_trait]
+pub trait BlockKeeper: Send + Sync {
+    async fn keep(&self, block: Block) -> Result<(), StoreError>;
+}
+
 struct Shared {
     guard: Mutex<PumpingGuard>,
     mode: FraudMode,
     prefix_digits: u8,
     store: Arc<dyn Store>,
     events: Arc<dyn EventSink>,
+    /// Unset: blocks are saved straight to this node's store.
+    keeper: OnceLock<Weak<dyn BlockKeeper>>,
+    lists: Arc<ListsWatch>,
+    stored: Mutex<StoredBlocks>,
+}
+
+/// The blocks as last read from the store, and the lists' generation they were read at.
+struct StoredBlocks {
+    read_at: u64,
+    prefixes: HashSet<Prefix>,
 }
 
 impl FraudGate {
@@ -44,18 +66,23 @@ impl FraudGate {
         FraudGate { shared: None }
     }
 
-    /// The gate for `settings`, with the blocks saved before a restart that have not ended.
+    /// The gate for `settings`, with the blocks saved before a restart that have not ended;
+    /// it reads them again when `lists` tells of another node's change.
     pub fn load(
         settings: &FraudSettings,
         store: Arc<dyn Store>,
         events: Arc<dyn EventSink>,
+        lists: Arc<ListsWatch>,
         now: Timestamp,
     ) -> Result<Self, StoreError> {
         if settings.mode == FraudMode::Off {
             return Ok(Self::off());
         }
+        let read_at = lists.generation();
         let mut guard = PumpingGuard::new(settings);
+        let mut prefixes = HashSet::new();
         for block in store.fraud_blocks()? {
+            prefixes.insert(block.prefix.clone());
             guard.restore(block, now);
         }
         Ok(FraudGate {
@@ -65,8 +92,32 @@ impl FraudGate {
                 prefix_digits: settings.prefix_digits,
                 store,
                 events,
+                keeper: OnceLock::new(),
+                lists,
+                stored: Mutex::new(StoredBlocks { read_at, prefixes }),
             })),
         })
+    }
+
+    /// Hands the blocks decided from now on to `keeper` instead of this node's store.
+    pub fn keep_blocks_with(&self, keeper: Weak<dyn BlockKeeper>) {
+        if let Some(shared) = &self.shared {
+            let _ = shared.keeper.set(keeper);
+        }
+    }
+
+    /// Keeps `block`, decided on some node, in this node's store and guard (this node
+    /// keeps the lists); resolves once it is durable.
+    pub fn keep(&self, block: Block) -> BoxFuture<'static, Result<(), StoreError>> {
+        let Some(shared) = &self.shared else {
+            return Box::pin(async { Ok(()) });
+        };
+        if let Err(error) = shared.store.save_fraud_block(&block) {
+            return Box::pin(async move { Err(error) });
+        }
+        lock(&shared.stored).prefixes.insert(block.prefix.clone());
+        shared.lock().restore(block, Timestamp::now());
+        shared.store.flush()
     }
 
     /// Before anything is written: in enforce mode, refuses a create to a blocked prefix.
@@ -83,6 +134,7 @@ impl FraudGate {
         let Some(target) = shared.target_of(destination) else {
             return Ok(None);
         };
+        shared.refresh(now);
         if shared.mode == FraudMode::Enforce {
             if let Some(block) = shared.lock().block_for(&target, now) {
                 return Err(FraudRefusal {
@@ -138,10 +190,12 @@ impl FraudGate {
         let Some(shared) = &self.shared else {
             return Ok(None);
         };
+        shared.refresh(now);
         let Some(block) = shared.lock().lift(prefix, now) else {
             return Ok(None);
         };
         shared.store.remove_fraud_block(&block.prefix)?;
+        lock(&shared.stored).prefixes.remove(&block.prefix);
         FraudBlockLifted { block: &block, by }.emit();
         Ok(Some(block))
     }
@@ -149,15 +203,52 @@ impl FraudGate {
     /// The blocks in force at `now`, oldest first.
     pub fn active_blocks(&self, now: Timestamp) -> Vec<Block> {
         match &self.shared {
-            Some(shared) => shared.lock().active_blocks(now),
+            Some(shared) => {
+                shared.refresh(now);
+                shared.lock().active_blocks(now)
+            }
             None => Vec::new(),
         }
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, PumpingGuard> {
-        self.guard.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.guard)
+    }
+
+    /// Reads the blocks again when another node has kept or lifted one since they were
+    /// read: a block gone from the store was lifted; a block of this node's still on its way
+    /// to the keeper (never read from the store) stays.
+    fn refresh(&self, now: Timestamp) {
+        let generation = self.lists.generation();
+        let mut stored = lock(&self.stored);
+        if stored.read_at == generation {
+            return;
+        }
+        let blocks = match self.store.fraud_blocks() {
+            Ok(blocks) => blocks,
+            Err(error) => {
+                tracing::warn!(%error, "Could not read the fraud blocks other nodes kept; reading them at the next create.");
+                return;
+            }
+        };
+        let prefixes: HashSet<Prefix> = blocks.iter().map(|block| block.prefix.clone()).collect();
+        let mut guard = self.lock();
+        for lifted in stored.prefixes.difference(&prefixes) {
+            guard.forget_block(lifted);
+        }
+        for block in blocks {
+            guard.restore(block, now);
+        }
+        *stored = StoredBlocks {
+            read_at: generation,
+            prefixes,
+        };
     }
 
     fn target_of(&self, destination: &Destination) -> Option<Target> {
@@ -171,20 +262,42 @@ impl Shared {
     /// outlives a restart, and publishes `fraud.blocked` without waiting for the broker.
     fn report(&self, block: &Block) {
         FraudBlocked { block }.emit();
-        if let Err(error) = self.store.save_fraud_block(block) {
-            tracing::error!(prefix = %block.prefix, %error, "Could not save a fraud block; it ends at a restart.");
-        }
+        self.hand_to_keeper(block);
         let event = Event::FraudBlocked {
             block: BlockView::of(block),
         };
         let events = Arc::clone(&self.events);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(error) = events.publish_event(&event).await {
-                    tracing::warn!(%error, "Could not publish a fraud.blocked event.");
-                }
-            });
-        }
+        spawn(async move {
+            if let Err(error) = events.publish_event(&event).await {
+                tracing::warn!(%error, "Could not publish a fraud.blocked event.");
+            }
+        });
+    }
+
+    /// Saves `block` where every node finds it: through the keeper when there is one,
+    /// otherwise in this node's store (durable with the caller's next flush).
+    fn hand_to_keeper(&self, block: &Block) {
+        let keeper = self.keeper.get().and_then(Weak::upgrade);
+        let Some(keeper) = keeper else {
+            if let Err(error) = self.store.save_fraud_block(block) {
+                tracing::error!(prefix = %block.prefix, %error, "Could not save a fraud block; it ends at a restart.");
+            }
+            return;
+        };
+        let block = block.clone();
+        spawn(async move {
+            let prefix = block.prefix.clone();
+            if let Err(error) = keeper.keep(block).await {
+                tracing::error!(%prefix, %error, "Could not keep a fraud block for every node; it holds on this node only, until a restart.");
+            }
+        });
+    }
+}
+
+/// Runs `work` on the runtime of the caller, if it has one.
+fn spawn(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(work);
     }
 }
 
@@ -205,8 +318,14 @@ mod tests {
             ..FraudSettings::default()
         };
         let start = Timestamp(1_800_000_000_000);
-        let gate =
-            FraudGate::load(&settings, Arc::clone(&store), Arc::new(NoEvents), start).unwrap();
+        let gate = FraudGate::load(
+            &settings,
+            Arc::clone(&store),
+            Arc::new(NoEvents),
+            Arc::default(),
+            start,
+        )
+        .unwrap();
         let mut now = start;
         for n in 0..1000u64 {
             now = Timestamp(start.0 + n * 200);
@@ -224,7 +343,76 @@ mod tests {
 
         assert_eq!(lifted.as_ref(), Some(&saved[0]));
         assert!(store.fraud_blocks().unwrap().is_empty());
-        let restarted = FraudGate::load(&settings, store, Arc::new(NoEvents), now).unwrap();
+        let restarted =
+            FraudGate::load(&settings, store, Arc::new(NoEvents), Arc::default(), now).unwrap();
         assert!(restarted.active_blocks(now).is_empty());
+    }
+
+    #[test]
+    fn blocks_kept_and_lifted_by_another_node_hold_here_once_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open(dir.path(), 1 << 20, Duration::from_secs(3600)).unwrap());
+        let settings = FraudSettings {
+            conversion_grace_seconds: 0,
+            ..FraudSettings::default()
+        };
+        let start = Timestamp(1_800_000_000_000);
+        // Another node decides a block: the same sends, on a gate of its own.
+        let other = FraudGate::load(
+            &settings,
+            Arc::new(
+                SledStore::open(
+                    &dir.path().join("other"),
+                    1 << 20,
+                    Duration::from_secs(3600),
+                )
+                .unwrap(),
+            ),
+            Arc::new(NoEvents),
+            Arc::default(),
+            start,
+        )
+        .unwrap();
+        let mut now = start;
+        for n in 0..1000u64 {
+            now = Timestamp(start.0 + n * 200);
+            let to = format!("+234803{:07}", 1_000_000 + n);
+            let destination = Destination::parse(Channel::Sms, &to).unwrap();
+            let Ok(Some(target)) = other.screen(&destination, now) else {
+                break;
+            };
+            other.record_send(&target, now);
+        }
+        let block = other
+            .active_blocks(now)
+            .pop()
+            .expect("the other node blocked the pump");
+
+        let lists = Arc::new(ListsWatch::default());
+        let here = FraudGate::load(
+            &settings,
+            Arc::clone(&store),
+            Arc::new(NoEvents),
+            Arc::clone(&lists),
+            start,
+        )
+        .unwrap();
+        let pumped = Destination::parse(Channel::Sms, "+2348031999999").unwrap();
+        assert!(
+            here.screen(&pumped, now).is_ok(),
+            "nothing blocked here yet"
+        );
+        // The block reaches this node's store through the changelog, which tells the watch.
+        store.save_fraud_block(&block).unwrap();
+        lists.changed();
+        let refused = here.screen(&pumped, now).unwrap_err();
+        assert_eq!(refused.prefix, block.prefix);
+        assert_eq!(here.active_blocks(now).len(), 1);
+        // Lifted on the node that keeps the lists: gone here too.
+        store.remove_fraud_block(&block.prefix).unwrap();
+        lists.changed();
+        assert!(here.screen(&pumped, now).is_ok());
+        assert!(here.active_blocks(now).is_empty());
     }
 }

@@ -122,6 +122,12 @@ impl PumpingGuard {
         self.blocks.remove(prefix)
     }
 
+    /// Forgets the block of `prefix` another node lifted, and what was counted for it.
+    pub fn forget_block(&mut self, prefix: &Prefix) {
+        self.prefixes.remove(prefix);
+        self.blocks.remove(prefix);
+    }
+
     /// Every active block, oldest first.
     pub fn active_blocks(&self, now: Timestamp) -> Vec<Block> {
         let mut blocks: Vec<Block> = self

@@ -8,7 +8,7 @@ pub mod rules;
 pub mod settings;
 pub mod window;
 
-pub use gate::{FraudGate, FraudRefusal};
+pub use gate::{BlockKeeper, FraudGate, FraudRefusal};
 pub use guard::{Block, PumpingGuard};
 pub use prefix::{Prefix, Target};
 pub use rules::{Figures, Rule};

@@ -14,6 +14,7 @@ pub mod settings;
 pub mod sled_engine;
 
 use futures_util::future::BoxFuture;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::domain::fraud::{Block, Prefix};
 use crate::domain::{
@@ -26,6 +27,27 @@ pub use memory::{MemoryEngine, MemoryStore};
 pub use records::RecordStore;
 pub use settings::StoreSettings;
 pub use sled_engine::{SledEngine, SledStore};
+
+/// Counts the changes to the lists every node enforces (the blocklist, fraud blocks) that
+/// reached this store from another node; whoever keeps a copy of them in memory reads them
+/// again when the count moves.
+#[derive(Debug, Default)]
+pub struct ListsWatch(AtomicU64);
+
+impl ListsWatch {
+    /// Whether a write under `key` changes one of the lists.
+    pub fn is_list_key(key: &[u8]) -> bool {
+        key.starts_with(keys::BLOCKLIST) || key.starts_with(keys::FRAUD_BLOCK)
+    }
+
+    pub fn changed(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
 
 #[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum StoreError {
