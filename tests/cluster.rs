@@ -109,6 +109,11 @@ impl Cluster {
             ("OTPD__FRAUD__MODE", "monitor".to_owned()),
             ("OTPD__RATE_LIMITS__TENANT_PER_SECOND", "100000".to_owned()),
             ("OTPD__RATE_LIMITS__TENANT_BURST", "100000".to_owned()),
+            (
+                "OTPD__RATE_LIMITS__CLIENT_IP_PER_SECOND",
+                "100000".to_owned(),
+            ),
+            ("OTPD__RATE_LIMITS__CLIENT_IP_BURST", "100000".to_owned()),
         ]
         .into_iter()
         .chain(self.extra.iter().cloned())
@@ -604,7 +609,17 @@ async fn create_under_way(
                 created.push(body["id"].as_str().expect("an id").to_owned());
                 n += 1;
             }
-            _ => {
+            answered => {
+                if failed < 5 {
+                    match answered {
+                        Ok(reply) => eprintln!(
+                            "a create was refused: {} {}",
+                            reply.status(),
+                            reply.text().await.unwrap_or_default()
+                        ),
+                        Err(error) => eprintln!("a create was not answered: {error}"),
+                    }
+                }
                 failed += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -817,5 +832,105 @@ async fn a_blocklist_edit_on_one_node_holds_on_every_node() {
     .expect_status(204);
     for (n, node) in nodes.iter().enumerate() {
         send(create(node, 10 + n as u32)).await.expect_status(201);
+    }
+}
+
+/// The `took_ms` of each line of `log` that has `message`.
+fn took_ms(log: &str, message: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|line| line.contains(message))
+        .filter_map(|line| {
+            let rest = &line[line.find("took_ms=")? + "took_ms=".len()..];
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_after_load_applies_the_backlog_before_it_takes_partitions() {
+    let cluster = Cluster::new();
+    let names = ["node-a", "node-b", "node-c"];
+    let mut nodes = Vec::new();
+    for name in names {
+        nodes.push(cluster.start(name).await);
+    }
+    wait_for_owners(&nodes[0], &names, 3, Duration::from_secs(15)).await;
+    // node-c is away while the other two take creates.
+    nodes[2].process.terminate(Duration::from_secs(10));
+    let addresses = std::sync::Arc::new(std::sync::Mutex::new(vec![
+        nodes[0].process.address.clone(),
+        nodes[1].process.address.clone(),
+    ]));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn(create_under_way(
+        std::sync::Arc::clone(&addresses),
+        cluster.api_key.clone(),
+        std::sync::Arc::clone(&stop),
+        20_000,
+    ));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    // Back on its store, under the same load: it applies what it missed, then takes its
+    // share, each partition served moments after it is handed over.
+    let back = Instant::now();
+    nodes[2].process = cluster.run("node-c", &nodes[2].store);
+    nodes[2].wait_ready().await;
+    let ready_after = back.elapsed();
+    wait_for_owners(&nodes[0], &names, 3, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (created, failed) = load.await.expect("the load");
+
+    let log = nodes[2].process.output();
+    let backlog = took_ms(&log, "Applied the changelogs' backlog.");
+    let takeovers = took_ms(&log, "Now the owner of a partition, caught up");
+    eprintln!(
+        "node back: ready after {ready_after:?}; backlog applied in {backlog:?} ms; {} takeovers, the longest {:?} ms; {} creates, {failed} failed",
+        takeovers.len(),
+        takeovers.iter().max(),
+        created.len()
+    );
+    assert_eq!(backlog.len(), 1, "the backlog was applied once:\n{log}");
+    assert!(!takeovers.is_empty(), "node-c took partitions:\n{log}");
+    assert!(
+        takeovers.iter().all(|took| *took <= 5_000),
+        "a takeover took more than 5 s: {takeovers:?}"
+    );
+    // Every node owns partitions and says how far behind it is: nothing, once the load
+    // has stopped and its next look at the changelogs' tails has come.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let view = send(authed(
+            &http_client(),
+            Method::GET,
+            nodes[0].process.url("/v1/cluster"),
+            &cluster.api_key,
+        ))
+        .await;
+        let lags: Vec<Option<u64>> = view.body["nodes"]
+            .as_array()
+            .map(|nodes| nodes.iter().map(|n| n["changelog_lag"].as_u64()).collect())
+            .unwrap_or_default();
+        if lags.len() == 3 && lags.iter().all(|lag| *lag == Some(0)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes' lag did not come to 0: {}",
+            view.text
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // What was created while node-c was away verifies through it.
+    let through_c = Rotation::new(vec![&nodes[2]]);
+    let all = Rotation::new(nodes.iter().collect());
+    for id in created.iter().step_by(25) {
+        let code = all.code(id, 1).await;
+        let reply = through_c.check(id, &code).await;
+        reply.expect_status(200);
+        assert_eq!(reply.body["valid"], true, "{id}");
     }
 }

@@ -15,6 +15,7 @@ pub mod settings;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 pub use gateway::{Forwarder, Gateway};
 pub use owner::{Executor, Owner};
@@ -73,6 +74,9 @@ pub struct OwnerReport {
     pub node: String,
     /// When this node became the partition's owner (RFC 3339).
     pub owner_since: String,
+    /// The owner's changelog lag, in records (absent from an older node).
+    #[serde(default)]
+    pub node_lag: Option<u64>,
 }
 
 /// One partition as `GET /v1/cluster` shows it; `owner` is `None` when no node answered for
@@ -84,12 +88,25 @@ pub struct PartitionView {
     pub owner_since: Option<String>,
 }
 
+/// A node that owns partitions, as `GET /v1/cluster` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeView {
+    pub node: String,
+    /// How many partitions it owns.
+    pub partitions: u16,
+    /// Records appended to the changelogs of the partitions it follows (the others') that
+    /// it has not applied yet, measured every few seconds; `None` if it did not say.
+    pub changelog_lag: Option<u64>,
+}
+
 /// The cluster as seen from one node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClusterView {
     /// The node that answered.
     pub node: String,
     pub partitions: Vec<PartitionView>,
+    /// The nodes that own partitions, by name.
+    pub nodes: Vec<NodeView>,
 }
 
 impl ClusterView {
@@ -102,15 +119,27 @@ impl ClusterView {
                 owner_since: None,
             })
             .collect();
+        let mut nodes: BTreeMap<String, NodeView> = BTreeMap::new();
         for report in reports {
-            if let Some(view) = views.get_mut(usize::from(report.partition)) {
-                view.owner = Some(report.node);
-                view.owner_since = Some(report.owner_since);
-            }
+            let Some(view) = views.get_mut(usize::from(report.partition)) else {
+                continue;
+            };
+            let owner = nodes
+                .entry(report.node.clone())
+                .or_insert_with(|| NodeView {
+                    node: report.node.clone(),
+                    partitions: 0,
+                    changelog_lag: None,
+                });
+            owner.partitions += 1;
+            owner.changelog_lag = owner.changelog_lag.max(report.node_lag);
+            view.owner = Some(report.node);
+            view.owner_since = Some(report.owner_since);
         }
         ClusterView {
             node: node.to_owned(),
             partitions: views,
+            nodes: nodes.into_values().collect(),
         }
     }
 }
@@ -171,7 +200,7 @@ mod tests {
     }
 
     #[test]
-    fn the_view_lists_every_partition_and_leaves_unanswered_ones_without_owner() {
+    fn the_view_lists_every_partition_and_each_owning_node_with_its_lag() {
         let view = ClusterView::assemble(
             "n1",
             3,
@@ -180,16 +209,32 @@ mod tests {
                     partition: 2,
                     node: "n2".into(),
                     owner_since: "t".into(),
+                    node_lag: Some(7),
+                },
+                OwnerReport {
+                    partition: 0,
+                    node: "n2".into(),
+                    owner_since: "t".into(),
+                    node_lag: Some(9),
                 },
                 // A report for a partition the cluster does not have is ignored.
                 OwnerReport {
                     partition: 9,
                     node: "n3".into(),
                     owner_since: "t".into(),
+                    node_lag: None,
                 },
             ],
         );
         let owners: Vec<_> = view.partitions.iter().map(|p| p.owner.clone()).collect();
-        assert_eq!(owners, vec![None, None, Some("n2".into())]);
+        assert_eq!(owners, vec![Some("n2".into()), None, Some("n2".into())]);
+        assert_eq!(
+            view.nodes,
+            vec![NodeView {
+                node: "n2".into(),
+                partitions: 2,
+                changelog_lag: Some(9),
+            }]
+        );
     }
 }

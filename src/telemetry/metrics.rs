@@ -26,6 +26,7 @@ pub struct Metrics {
     pub fraud_blocks: IntCounterVec,
     /// Cluster traffic through the broker: changelog records and forwarded commands.
     pub cluster_messages: IntCounterVec,
+    pub cluster_lag: IntGauge,
     allocator: IntGaugeVec,
 }
 
@@ -161,6 +162,14 @@ impl Metrics {
             "Broker messages of the cluster, by kind: changelog records appended and applied, commands forwarded and served.",
             &["kind"],
         );
+        let cluster_lag = IntGauge::new(
+            "otpd_cluster_changelog_lag_records",
+            "Records appended to the changelogs of the partitions this node follows that it has not applied yet, as last measured.",
+        )
+        .expect("metric definitions are valid");
+        registry
+            .register(Box::new(cluster_lag.clone()))
+            .expect("metric names are unique");
         let allocator = gauge(
             "otpd_allocator_bytes",
             "The allocator's figures: allocated (live data), active (its pages), resident.",
@@ -170,6 +179,7 @@ impl Metrics {
             allocator,
             fraud_blocks,
             cluster_messages,
+            cluster_lag,
             store_flush,
             breaker_state,
             time_to_delivered,

@@ -21,7 +21,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -101,6 +101,11 @@ pub struct ClusterLink {
     timeout: Duration,
     /// Longest wait for an owner's answer to a forwarded command.
     command_timeout: Duration,
+    /// Per partition, the offset after the last changelog record this node applied.
+    applied_to: Vec<AtomicU64>,
+    /// Records appended to the changelogs this node follows but not yet applied, as last
+    /// measured (every `MARK_EVERY`).
+    lag: AtomicU64,
 }
 
 /// What a session keeps of its membership; dropping it stops the ticks.
@@ -142,7 +147,16 @@ impl ClusterLink {
             executor: OnceLock::new(),
             timeout,
             command_timeout: Duration::from_millis(settings.command_timeout_ms),
+            applied_to: (0..settings.partitions)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            lag: AtomicU64::new(0),
         })
+    }
+
+    /// Records not yet applied from the changelogs this node follows, as last measured.
+    pub fn lag(&self) -> u64 {
+        self.lag.load(Ordering::Acquire)
     }
 
     /// Makes `executor` run the commands that reach this node as a partition's owner.
@@ -246,11 +260,13 @@ impl ClusterLink {
             readers.push(reader);
         }
         *self.readers.write().unwrap_or_else(|p| p.into_inner()) = Some((readers, ended.clone()));
+        let tails = self.tails(TAIL_WAIT_AT_JOIN).await;
         for partition in 0..self.partitions {
             self.follow(partition).await?;
         }
         tasks.push(self.spawn_marks());
         *self.asker.write().unwrap_or_else(|p| p.into_inner()) = Some(asker);
+        self.apply_backlog(&tails).await;
 
         let owner = connection.create_channel().await?;
         owner.basic_qos(64, BasicQosOptions::default()).await?;
@@ -578,6 +594,7 @@ impl ClusterLink {
                 .owned_since(partition)
                 .unwrap_or(now)
                 .to_rfc3339(),
+            node_lag: Some(self.lag()),
         };
         let Ok(body) = serde_json::to_vec(&report) else {
             return;
@@ -605,7 +622,10 @@ impl ClusterLink {
         let view = Arc::clone(self.store_view()?);
         let (reader, ended) = self.session_reader(partition)?;
         let start = match view.applied(partition) {
-            Ok(Some(offset)) => AMQPValue::LongLongInt(offset as i64 + 1),
+            Ok(Some(offset)) => {
+                self.applied_to[usize::from(partition)].store(offset + 1, Ordering::Release);
+                AMQPValue::LongLongInt(offset as i64 + 1)
+            }
             Ok(None) => AMQPValue::LongString("first".into()),
             Err(error) => return Err(JoinError::Broker(error.to_string())),
         };
@@ -645,6 +665,7 @@ impl ClusterLink {
                     );
                 };
                 count("applied");
+                link.applied_to[usize::from(partition)].store(offset + 1, Ordering::Release);
                 applied += 1;
                 // Acks (the stream's credit) and the applied offset go every so many
                 // records: a restart applies at most those again, which changes nothing.
@@ -703,21 +724,23 @@ impl ClusterLink {
         }
     }
 
-    /// The offset `partition`'s changelog has reached, recorded as applied: this node serves
-    /// the partition, so everything in its changelog is in its store. A node that reconnects
-    /// then starts from there rather than from its takeover.
-    async fn mark_applied(&self, partition: u16) {
-        let (Ok((reader, _)), Some(view)) = (self.session_reader(partition), self.view.get())
-        else {
-            return;
-        };
+    /// The first offset of the last chunk of `partition`'s changelog: every record before
+    /// it is appended (and at most one chunk's worth after it). `None` when the stream is
+    /// empty or the broker did not answer in time.
+    async fn tail_offset(&self, partition: u16, wait: Duration) -> Option<u64> {
+        let (reader, _) = self.session_reader(partition).ok()?;
         let mut arguments = FieldTable::default();
         arguments.insert(
             "x-stream-offset".into(),
             AMQPValue::LongString("last".into()),
         );
-        let tag = format!("{}.mark.{partition}", self.node);
-        let Ok(mut consumer) = reader
+        // A tag of its own each time: a look at the tail may run while another ends.
+        let tag = format!(
+            "{}.tail.{partition}.{:08x}",
+            self.node,
+            rand::random::<u32>()
+        );
+        let mut consumer = reader
             .basic_consume(
                 self.changelogs[usize::from(partition)].as_str().into(),
                 tag.as_str().into(),
@@ -725,36 +748,114 @@ impl ClusterLink {
                 arguments,
             )
             .await
-        else {
-            return;
-        };
-        let first = tokio::time::timeout(MARK_WAIT, consumer.next()).await;
+            .ok()?;
+        let first = tokio::time::timeout(wait, consumer.next()).await;
         let _ = reader
             .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
             .await;
-        // The last chunk's first record: everything before it is in this node's store.
-        if let Ok(Some(Ok(delivery))) = first {
-            if let Some(offset) = stream_offset(&delivery).filter(|offset| *offset > 0) {
-                if let Err(error) = view.save_applied(partition, offset - 1) {
-                    tracing::warn!(%error, partition, "Could not record the applied offset.");
-                }
-            }
+        match first {
+            Ok(Some(Ok(delivery))) => stream_offset(&delivery),
+            _ => None,
         }
     }
 
-    /// Records, every `MARK_EVERY`, how far the changelog of each partition this node serves
-    /// has come.
+    /// The tail of every partition's changelog, asked all at once: an empty stream answers
+    /// only when its `wait` runs out.
+    async fn tails(&self, wait: Duration) -> Vec<Option<u64>> {
+        futures_util::future::join_all(
+            (0..self.partitions).map(|partition| self.tail_offset(partition, wait)),
+        )
+        .await
+    }
+
+    /// Records of the changelogs up to `tails` this node has not applied yet.
+    fn behind(&self, tails: &[Option<u64>]) -> u64 {
+        let applied_to: Vec<u64> = self
+            .applied_to
+            .iter()
+            .map(|applied_to| applied_to.load(Ordering::Acquire))
+            .collect();
+        records_behind(tails, &applied_to)
+    }
+
+    /// Before it takes any partition, a joining node applies what the changelogs gained
+    /// while it was away (up to their `tails` as it joined), so a partition handed to it is served at once (its catch-up is
+    /// then the last moments only). Bounded: after `BACKLOG_LIMIT` it joins anyway, and
+    /// catches up on each partition as it takes it.
+    async fn apply_backlog(&self, tails: &[Option<u64>]) {
+        let started = std::time::Instant::now();
+        let total = self.behind(tails);
+        if total == 0 {
+            return;
+        }
+        tracing::info!(
+            node = %self.node,
+            records = total,
+            "Applying what the changelogs gained while this node was away, before taking partitions."
+        );
+        let mut told = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(BACKLOG_POLL).await;
+            let left = self.behind(tails);
+            if left == 0 {
+                break;
+            }
+            if started.elapsed() >= BACKLOG_LIMIT {
+                tracing::warn!(
+                    node = %self.node,
+                    left,
+                    "The changelogs' backlog is not applied yet; taking partitions anyway, each served once caught up."
+                );
+                return;
+            }
+            if told.elapsed() >= BACKLOG_PROGRESS_EVERY {
+                told = std::time::Instant::now();
+                tracing::info!(node = %self.node, applied = total - left, of = total, "Applying the changelogs' backlog.");
+            }
+        }
+        tracing::info!(
+            node = %self.node,
+            records = total,
+            took_ms = started.elapsed().as_millis() as u64,
+            "Applied the changelogs' backlog."
+        );
+    }
+
+    /// Looks at how far each partition's changelog has come. Of a partition this node
+    /// serves, everything is in its store: the offset is recorded as applied, so a node that
+    /// reconnects starts from there rather than from its takeover. Of the others, what is
+    /// not yet applied is this node's lag.
+    async fn mark(&self) {
+        let Some(view) = self.view.get() else { return };
+        let tails = self.tails(MARK_WAIT).await;
+        let mut lag = 0;
+        for (partition, tail) in (0..self.partitions).zip(tails) {
+            let Some(tail) = tail else {
+                continue;
+            };
+            if self.ownership.serves(partition) {
+                if tail > 0 {
+                    if let Err(error) = view.save_applied(partition, tail - 1) {
+                        tracing::warn!(%error, partition, "Could not record the applied offset.");
+                    }
+                }
+            } else {
+                let applied_to = self.applied_to[usize::from(partition)].load(Ordering::Acquire);
+                lag += tail.saturating_sub(applied_to);
+            }
+        }
+        self.lag.store(lag, Ordering::Release);
+        metrics().cluster_lag.set(lag as i64);
+    }
+
+    /// Marks, every `MARK_EVERY`, how far the changelogs have come.
     fn spawn_marks(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let link = Arc::clone(self);
         tokio::spawn(async move {
             let mut marks = tokio::time::interval(MARK_EVERY);
             loop {
                 marks.tick().await;
-                for partition in link.ownership.owned() {
-                    if link.ownership.serves(partition) {
-                        link.mark_applied(partition).await;
-                    }
-                }
+                link.mark().await;
             }
         })
     }
@@ -865,6 +966,17 @@ async fn send_to_queue(
 /// Counts one cluster message of `kind` (appended, applied, forwarded, served).
 fn count(kind: &str) {
     metrics().cluster_messages.with_label_values(&[kind]).inc();
+}
+
+/// Records before each partition's tail (the first offset of its last chunk; `None`: empty
+/// or unknown) at or after the offset it is `applied_to` (the offset after the last record
+/// applied).
+fn records_behind(tails: &[Option<u64>], applied_to: &[u64]) -> u64 {
+    tails
+        .iter()
+        .zip(applied_to)
+        .filter_map(|(tail, applied_to)| Some(tail.as_ref()?.saturating_sub(*applied_to)))
+        .sum()
 }
 
 /// The offset a stream gave a delivered record (the `x-stream-offset` header).
@@ -1094,6 +1206,16 @@ const MARK_EVERY: Duration = Duration::from_secs(5);
 /// How long a node waits for the last chunk of a changelog when it records that.
 const MARK_WAIT: Duration = Duration::from_secs(1);
 
+/// How long a joining node waits for a changelog's tail; a stream with records answers in
+/// milliseconds, an empty one never.
+const TAIL_WAIT_AT_JOIN: Duration = Duration::from_millis(300);
+
+/// How often a joining node looks whether it has applied the changelogs' backlog, how often
+/// it tells its progress, and the longest it waits before taking partitions anyway.
+const BACKLOG_POLL: Duration = Duration::from_millis(20);
+const BACKLOG_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+const BACKLOG_LIMIT: Duration = Duration::from_secs(120);
+
 /// How long a message waits in a partition queue before the broker drops it.
 const PARTITION_MESSAGE_TTL_MS: u32 = 10_000;
 
@@ -1154,7 +1276,17 @@ impl Forwarder for ClusterLink {
 
 #[cfg(test)]
 mod tests {
-    use super::beyond_share;
+    use super::{beyond_share, records_behind};
+
+    #[test]
+    fn the_lag_counts_records_before_each_tail_not_yet_applied() {
+        // Partition 0 applied up to its tail, 1 is 40 behind, 2 is empty, 3 is applied past
+        // the first record of its last chunk.
+        let tails = [Some(100), Some(140), None, Some(10)];
+        let applied_to = [100, 100, 0, 12];
+        assert_eq!(records_behind(&tails, &applied_to), 40);
+        assert_eq!(records_behind(&tails, &[0, 0, 0, 0]), 250);
+    }
 
     #[test]
     fn a_node_yields_only_beyond_its_share() {
