@@ -199,12 +199,42 @@ fn unavailable(error: ClusterUnavailable) -> StoreError {
     StoreError::Io(format!("the partition's owner did not answer: {error}"))
 }
 
+/// How often a send's outcome or receipt is offered again when its partition's owner did
+/// not answer (it may have died: the next owner takes over within moments), and the pause
+/// before each. Recording one twice changes nothing; not recording it sends the code again.
+const RECORD_TRIES: u32 = 10;
+const RECORD_PAUSE: std::time::Duration = std::time::Duration::from_millis(300);
+
+impl Gateway {
+    /// Runs a command that may safely run twice, offering it again while the partition's
+    /// owner does not answer.
+    async fn run_until_recorded(
+        &self,
+        slot: u32,
+        command: Command,
+    ) -> Result<Reply, ClusterUnavailable> {
+        let mut tries = 1;
+        loop {
+            match self.run(slot, command.clone()).await {
+                Err(error) if tries < RECORD_TRIES && error.is_passing() => {
+                    tries += 1;
+                    tokio::time::sleep(RECORD_PAUSE).await;
+                }
+                answered => return answered,
+            }
+        }
+    }
+}
+
 /// Outcomes and receipts go to the owner of their verification's partition.
 #[async_trait]
 impl Ledger for Gateway {
     async fn record(&self, outcome: SendOutcome) -> Result<(), StoreError> {
         let slot = outcome.job.verification_id.slot();
-        match self.run(slot, Command::Outcome(outcome)).await {
+        match self
+            .run_until_recorded(slot, Command::Outcome(outcome))
+            .await
+        {
             Ok(Reply::Outcome(result)) => result,
             Ok(_) => Err(mismatched("send outcome")),
             Err(error) => Err(unavailable(error)),
@@ -225,7 +255,7 @@ impl Ledger for Gateway {
             status,
             at,
         };
-        match self.run(slot, command).await {
+        match self.run_until_recorded(slot, command).await {
             Ok(Reply::Receipt(result)) => result,
             Ok(_) => Err(mismatched("delivery receipt")),
             Err(error) => Err(unavailable(error)),

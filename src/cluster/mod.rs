@@ -159,6 +159,17 @@ pub enum ClusterUnavailable {
     Broker(String),
 }
 
+impl ClusterUnavailable {
+    /// Whether asking again in a moment may be answered: the owner died or the partition
+    /// is moving, and the broker hands it to another node within a tick.
+    pub fn is_passing(&self) -> bool {
+        matches!(
+            self,
+            ClusterUnavailable::Timeout(_) | ClusterUnavailable::Moving
+        )
+    }
+}
+
 /// The cluster as the HTTP API can see it.
 #[async_trait]
 pub trait ClusterStatus: Send + Sync {
