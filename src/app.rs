@@ -15,6 +15,7 @@ use crate::bus::amqp::{AmqpBus, Consumers};
 use crate::bus::embedded::EmbeddedBus;
 use crate::cluster::changelog::{Changelog, LogShared, LoggedEngine};
 use crate::cluster::counters::CounterBook;
+use crate::cluster::lasting::{LastingState, FIRST_REWRITE_AFTER, REWRITE_EVERY};
 use crate::cluster::scoped::SlottedStore;
 use crate::cluster::{Executor, Forwarder, Gateway, Owner};
 use crate::config::{ConfigError, Settings};
@@ -217,7 +218,21 @@ impl Application {
             let starting = Arc::clone(broker);
             arbiters.broker.spawn_fn(move || starting.start(consumers));
         }
-        spawn_outbox_recovery(Arc::clone(&store), Arc::clone(&bus), started);
+        // In broker mode a job is answered for only once the broker has it, and a request
+        // whose job never reached the broker was never answered: the broker delivers it
+        // again, or its caller retries, and the retry hands the job over (an idempotent one
+        // the same job). So only embedded mode resumes its outbox; a cluster node resuming
+        // the outbox its store holds would send again what other nodes are sending.
+        if broker.is_none() {
+            spawn_outbox_recovery(Arc::clone(&store), Arc::clone(&bus), started);
+        } else {
+            let lasting = LastingState::new(
+                Arc::clone(&store),
+                CapTable::from_settings(&settings.tenants, &settings.pricing),
+                settings.quotas.clone(),
+            );
+            spawn_lasting_rewrites(lasting, Arc::clone(&gateway));
+        }
         spawn_sweeper(
             Arc::clone(&store),
             Duration::from_secs(settings.store.sweep_interval_seconds),
@@ -466,6 +481,30 @@ fn spawn_outbox_recovery(store: Arc<dyn Store>, bus: Arc<dyn JobQueue>, started:
     actix_rt::spawn(async move {
         if let Err(error) = resume_outbox(store, bus, started).await {
             tracing::error!(%error, "Could not read the outbox; unfinished deliveries resume at the next start.");
+        }
+    });
+}
+
+/// In broker mode: writes the lasting state of the partitions this node serves to their
+/// changelogs again now and then, so the streams' retention never drops it.
+fn spawn_lasting_rewrites(lasting: LastingState, gateway: Arc<Gateway>) {
+    actix_rt::spawn(async move {
+        tokio::time::sleep(FIRST_REWRITE_AFTER).await;
+        let mut ticks = tokio::time::interval(REWRITE_EVERY);
+        loop {
+            ticks.tick().await;
+            match lasting
+                .rewrite_served(|slot| gateway.enter_served(slot))
+                .await
+            {
+                Ok(records) => tracing::info!(
+                    records,
+                    "Wrote the lasting state of this node's partitions to their changelogs again."
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "Could not write the lasting state again; trying at the next turn.")
+                }
+            }
         }
     });
 }

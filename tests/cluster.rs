@@ -23,6 +23,8 @@ use sha2::{Digest, Sha256};
 
 const BROKER_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const PARTITIONS: u16 = 8;
+/// The nodes of the tests' three-node clusters.
+const NAMES: [&str; 3] = ["node-a", "node-b", "node-c"];
 
 fn random_hex(bytes: usize) -> String {
     let mut buffer = vec![0u8; bytes];
@@ -118,6 +120,16 @@ impl Cluster {
         .into_iter()
         .chain(self.extra.iter().cloned())
         .collect()
+    }
+
+    /// Starts `NAMES` and waits until the broker has spread the partitions over all three.
+    async fn start_three(&self) -> Vec<Node> {
+        let mut nodes = Vec::new();
+        for name in NAMES {
+            nodes.push(self.start(name).await);
+        }
+        wait_for_owners(&nodes[0], &NAMES, 3, Duration::from_secs(15)).await;
+        nodes
     }
 
     async fn start(&self, node: &str) -> Node {
@@ -506,8 +518,7 @@ async fn a_killed_owner_resets_no_counter_and_loses_no_code() {
         cluster.start("node-b").await,
         cluster.start("node-c").await,
     ];
-    let names = ["node-a", "node-b", "node-c"];
-    let (owners, _) = wait_for_owners(&nodes[0], &names, 3, Duration::from_secs(15)).await;
+    let (owners, _) = wait_for_owners(&nodes[0], &NAMES, 3, Duration::from_secs(15)).await;
 
     // Verifications answered 201 by the node about to die, one of them guessed wrong four
     // times (each guess through another node).
@@ -521,7 +532,7 @@ async fn a_killed_owner_resets_no_counter_and_loses_no_code() {
     // A verification whose partition the victim owns.
     let guessed = created
         .iter()
-        .find(|id| owners[partition_of(id)] == names[victim_index])
+        .find(|id| owners[partition_of(id)] == NAMES[victim_index])
         .cloned()
         .unwrap_or_else(|| created[0].clone());
     let code = everyone.code(&guessed, 1).await;
@@ -631,12 +642,7 @@ async fn create_under_way(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_load_loses_nothing() {
     let cluster = Cluster::new();
-    let names = ["node-a", "node-b", "node-c"];
-    let mut nodes = Vec::new();
-    for name in names {
-        nodes.push(cluster.start(name).await);
-    }
-    wait_for_owners(&nodes[0], &names, 3, Duration::from_secs(15)).await;
+    let mut nodes = cluster.start_three().await;
     let addresses = std::sync::Arc::new(std::sync::Mutex::new(
         nodes
             .iter()
@@ -651,7 +657,7 @@ async fn a_rolling_restart_under_load_loses_nothing() {
         10_000,
     ));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    for (index, (node, name)) in nodes.iter_mut().zip(names).enumerate() {
+    for (index, (node, name)) in nodes.iter_mut().zip(NAMES).enumerate() {
         // A restarted node listens on a new port; the load finds it there once it is ready.
         cluster.restart(node, name).await;
         addresses.lock().expect("the addresses")[index] = node.process.address.clone();
@@ -727,12 +733,7 @@ async fn a_tenant_cap_and_a_provider_quota_hold_across_three_nodes() {
         ),
         ("OTPD__QUOTAS__SANDBOX__DAILY", "100"),
     ]);
-    let names = ["node-a", "node-b", "node-c"];
-    let mut nodes = Vec::new();
-    for name in names {
-        nodes.push(cluster.start(name).await);
-    }
-    wait_for_owners(&nodes[0], &names, 3, Duration::from_secs(15)).await;
+    let nodes = cluster.start_three().await;
     let addresses: Vec<String> = nodes
         .iter()
         .map(|node| node.process.address.clone())
@@ -790,12 +791,7 @@ async fn a_tenant_cap_and_a_provider_quota_hold_across_three_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocklist_edit_on_one_node_holds_on_every_node() {
     let cluster = Cluster::with(&[("OTPD__TENANTS__ACME__ADMIN", "true")]);
-    let names = ["node-a", "node-b", "node-c"];
-    let mut nodes = Vec::new();
-    for name in names {
-        nodes.push(cluster.start(name).await);
-    }
-    wait_for_owners(&nodes[0], &names, 3, Duration::from_secs(15)).await;
+    let nodes = cluster.start_three().await;
     let http = http_client();
     let on = |node: &Node, method: Method, path: &str| {
         authed(&http, method, node.process.url(path), &cluster.api_key)
@@ -852,12 +848,7 @@ fn took_ms(log: &str, message: &str) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_back_after_load_applies_the_backlog_before_it_takes_partitions() {
     let cluster = Cluster::new();
-    let names = ["node-a", "node-b", "node-c"];
-    let mut nodes = Vec::new();
-    for name in names {
-        nodes.push(cluster.start(name).await);
-    }
-    wait_for_owners(&nodes[0], &names, 3, Duration::from_secs(15)).await;
+    let mut nodes = cluster.start_three().await;
     // node-c is away while the other two take creates.
     nodes[2].process.terminate(Duration::from_secs(10));
     let addresses = std::sync::Arc::new(std::sync::Mutex::new(vec![
@@ -879,7 +870,7 @@ async fn a_node_back_after_load_applies_the_backlog_before_it_takes_partitions()
     nodes[2].process = cluster.run("node-c", &nodes[2].store);
     nodes[2].wait_ready().await;
     let ready_after = back.elapsed();
-    wait_for_owners(&nodes[0], &names, 3, Duration::from_secs(20)).await;
+    wait_for_owners(&nodes[0], &NAMES, 3, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (created, failed) = load.await.expect("the load");

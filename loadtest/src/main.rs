@@ -71,6 +71,14 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Deletes every queue, stream and exchange of an otpd namespace (after a run against
+    /// nodes started by hand, e.g. `loadtest/away.sh`).
+    Clean {
+        #[arg(long, default_value = DEFAULT_AMQP_URL)]
+        amqp_url: String,
+        #[arg(long)]
+        namespace: String,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -507,6 +515,7 @@ async fn ceiling_report(common: &Common, plan: &Plan) -> anyhow::Result<report::
 
 async fn run(command: Command) -> anyhow::Result<Report> {
     match command {
+        Command::Clean { .. } => bail!("clean runs no load and makes no report"),
         Command::Ceiling { common } => {
             ensure_loopback("--amqp-url", &common.amqp_url)?;
             let plan = common.plan();
@@ -690,6 +699,7 @@ fn out_path(command: &Command) -> Option<PathBuf> {
         | Command::Http { common }
         | Command::Verify { common, .. }
         | Command::Ceiling { common } => common.out.clone(),
+        Command::Clean { .. } => None,
     }
 }
 
@@ -706,6 +716,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::Clean {
+        amqp_url,
+        namespace,
+    } = &cli.command
+    {
+        let cleaned = ensure_loopback("--amqp-url", amqp_url)
+            .and_then(|()| runtime.block_on(spawn::delete_namespace(amqp_url, namespace)));
+        return match cleaned {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("otpd-loadtest: {error:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let result = runtime.block_on(async {
         // Ctrl-C drops the run: a spawned otpd is killed with it (its queues stay).
         let report = tokio::select! {

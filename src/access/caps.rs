@@ -63,6 +63,11 @@ impl CapTable {
         }
     }
 
+    /// The tenants with caps, whose sends are counted.
+    pub fn capped_tenants(&self) -> impl Iterator<Item = &str> {
+        self.caps.keys().map(String::as_str)
+    }
+
     /// The caps of `tenant` (none for a tenant without settings).
     pub fn caps(&self, tenant: &str) -> Caps {
         self.caps.get(tenant).copied().unwrap_or_default()

@@ -410,9 +410,11 @@ impl<E: KvEngine> LogShared<E> {
         let applied = match LogRecord::decode(bytes)? {
             LogRecord::Writes { origin, .. } if origin == self.origin() => Applied::Own,
             LogRecord::Writes { writes, .. } => {
-                for write in &writes {
-                    self.put(&write.key, write.value.as_deref())?;
-                }
+                let batch: Vec<(&[u8], Option<&[u8]>)> = writes
+                    .iter()
+                    .map(|write| (write.key.as_slice(), write.value.as_deref()))
+                    .collect();
+                self.inner.write_all(&batch)?;
                 if writes
                     .iter()
                     .any(|write| ListsWatch::is_list_key(&write.key))

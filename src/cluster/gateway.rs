@@ -71,6 +71,12 @@ impl Gateway {
         (slot % u32::from(self.partitions)) as u16
     }
 
+    /// Lets this node in to the partition of `slot` when it serves it (never in embedded
+    /// mode, where nothing is shared); the partition stays its own while the guard lives.
+    pub fn enter_served(&self, slot: u32) -> Option<Entered> {
+        self.cluster.as_ref()?.enter(self.partition_of(slot))
+    }
+
     /// Runs `command` for the destination in `slot`, here or on its owner.
     pub async fn run(&self, slot: u32, command: Command) -> Result<Reply, ClusterUnavailable> {
         let partition = self.partition_of(slot);

@@ -8,6 +8,7 @@ pub mod changelog;
 pub mod command;
 pub mod counters;
 pub mod gateway;
+pub mod lasting;
 pub mod owner;
 pub mod ownership;
 pub mod scoped;

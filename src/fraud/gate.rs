@@ -308,27 +308,25 @@ mod tests {
     use crate::store::SledStore;
     use crate::telemetry::platform::NoEvents;
 
-    #[test]
-    fn a_lifted_block_is_gone_from_the_store_too() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(SledStore::open(dir.path(), 1 << 20, Duration::from_secs(3600)).unwrap());
-        let settings = FraudSettings {
+    fn sled_store(dir: &std::path::Path) -> Arc<dyn Store> {
+        Arc::new(SledStore::open(dir, 1 << 20, Duration::from_secs(3600)).unwrap())
+    }
+
+    fn settings() -> FraudSettings {
+        FraudSettings {
             conversion_grace_seconds: 0,
             ..FraudSettings::default()
-        };
-        let start = Timestamp(1_800_000_000_000);
-        let gate = FraudGate::load(
-            &settings,
-            Arc::clone(&store),
-            Arc::new(NoEvents),
-            Arc::default(),
-            start,
-        )
-        .unwrap();
-        let mut now = start;
+        }
+    }
+
+    const START: Timestamp = Timestamp(1_800_000_000_000);
+
+    /// Sends to consecutive numbers of one prefix, never verified, until `gate` blocks
+    /// them; returns the time of the last send.
+    fn pump(gate: &FraudGate) -> Timestamp {
+        let mut now = START;
         for n in 0..1000u64 {
-            now = Timestamp(start.0 + n * 200);
+            now = Timestamp(START.0 + n * 200);
             let to = format!("+234803{:07}", 1_000_000 + n);
             let destination = Destination::parse(Channel::Sms, &to).unwrap();
             let Ok(Some(target)) = gate.screen(&destination, now) else {
@@ -336,6 +334,23 @@ mod tests {
             };
             gate.record_send(&target, now);
         }
+        now
+    }
+
+    #[test]
+    fn a_lifted_block_is_gone_from_the_store_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sled_store(dir.path());
+        let settings = settings();
+        let gate = FraudGate::load(
+            &settings,
+            Arc::clone(&store),
+            Arc::new(NoEvents),
+            Arc::default(),
+            START,
+        )
+        .unwrap();
+        let now = pump(&gate);
         let saved = store.fraud_blocks().unwrap();
         assert_eq!(saved.len(), 1, "the pump was blocked and saved");
 
@@ -351,39 +366,18 @@ mod tests {
     #[test]
     fn blocks_kept_and_lifted_by_another_node_hold_here_once_told() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(SledStore::open(dir.path(), 1 << 20, Duration::from_secs(3600)).unwrap());
-        let settings = FraudSettings {
-            conversion_grace_seconds: 0,
-            ..FraudSettings::default()
-        };
-        let start = Timestamp(1_800_000_000_000);
+        let store = sled_store(dir.path());
+        let settings = settings();
         // Another node decides a block: the same sends, on a gate of its own.
         let other = FraudGate::load(
             &settings,
-            Arc::new(
-                SledStore::open(
-                    &dir.path().join("other"),
-                    1 << 20,
-                    Duration::from_secs(3600),
-                )
-                .unwrap(),
-            ),
+            sled_store(&dir.path().join("other")),
             Arc::new(NoEvents),
             Arc::default(),
-            start,
+            START,
         )
         .unwrap();
-        let mut now = start;
-        for n in 0..1000u64 {
-            now = Timestamp(start.0 + n * 200);
-            let to = format!("+234803{:07}", 1_000_000 + n);
-            let destination = Destination::parse(Channel::Sms, &to).unwrap();
-            let Ok(Some(target)) = other.screen(&destination, now) else {
-                break;
-            };
-            other.record_send(&target, now);
-        }
+        let now = pump(&other);
         let block = other
             .active_blocks(now)
             .pop()
@@ -395,7 +389,7 @@ mod tests {
             Arc::clone(&store),
             Arc::new(NoEvents),
             Arc::clone(&lists),
-            start,
+            START,
         )
         .unwrap();
         let pumped = Destination::parse(Channel::Sms, "+2348031999999").unwrap();

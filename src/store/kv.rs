@@ -31,6 +31,18 @@ pub trait KvEngine: Send + Sync + 'static {
     /// Removes `key`; removing an absent key is no error.
     fn remove(&self, key: &[u8]) -> Result<(), StoreError>;
 
+    /// Sets each key to its value (`None`: removes it), in order; an engine that can does
+    /// it in one step.
+    fn write_all(&self, writes: &[(&[u8], Option<&[u8]>)]) -> Result<(), StoreError> {
+        for (key, value) in writes {
+            match value {
+                Some(value) => self.insert(key, value)?,
+                None => self.remove(key)?,
+            }
+        }
+        Ok(())
+    }
+
     /// Sets `key` to `new` (`None`: removes it) if it holds `expected` (`None`: is absent),
     /// atomically. Returns whether it did.
     fn compare_and_swap(

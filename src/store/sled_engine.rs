@@ -58,6 +58,17 @@ impl KvEngine for SledEngine {
         self.tree.remove(key).map(|_| ()).map_err(io)
     }
 
+    fn write_all(&self, writes: &[(&[u8], Option<&[u8]>)]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes {
+            match value {
+                Some(value) => batch.insert(*key, *value),
+                None => batch.remove(*key),
+            }
+        }
+        self.tree.apply_batch(batch).map_err(io)
+    }
+
     fn compare_and_swap(
         &self,
         key: &[u8],

@@ -111,6 +111,10 @@ pub struct ClusterLink {
 /// What a session keeps of its membership; dropping it stops the ticks.
 pub struct Membership {
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Each partition's changelog tail when this node joined, and the offset its store
+    /// had applied up to.
+    tails: Vec<Option<u64>>,
+    stood: Vec<u64>,
 }
 
 impl Drop for Membership {
@@ -261,13 +265,39 @@ impl ClusterLink {
         }
         *self.readers.write().unwrap_or_else(|p| p.into_inner()) = Some((readers, ended.clone()));
         let tails = self.tails(TAIL_WAIT_AT_JOIN).await;
-        for partition in 0..self.partitions {
-            self.follow(partition).await?;
-        }
+        let stood: Vec<u64> = (0..self.partitions)
+            .map(|partition| {
+                view.applied(partition)
+                    .map(|applied| applied.map_or(0, |offset| offset + 1))
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|error| JoinError::Broker(error.to_string()))?;
+        // All at once: a busy broker answers each slowly, but not one after the other.
+        futures_util::future::try_join_all(
+            (0..self.partitions).map(|partition| self.follow(partition)),
+        )
+        .await?;
         tasks.push(self.spawn_marks());
         *self.asker.write().unwrap_or_else(|p| p.into_inner()) = Some(asker);
-        self.apply_backlog(&tails).await;
+        Ok(Membership {
+            tasks,
+            tails,
+            stood,
+        })
+    }
 
+    /// The second half of joining: once this node has applied the changelogs' backlog (the
+    /// session runs meanwhile, forwarding what it takes to the owners), it consumes every
+    /// partition queue, so the broker may hand it partitions, and starts ticking.
+    pub async fn take_partitions(
+        self: &Arc<Self>,
+        connection: &Connection,
+        topology: &Topology,
+        ended: mpsc::Sender<String>,
+        mut membership: Membership,
+    ) -> Result<Membership, JoinError> {
+        self.apply_backlog(&membership.tails, &membership.stood)
+            .await;
         let owner = connection.create_channel().await?;
         owner.basic_qos(64, BasicQosOptions::default()).await?;
         let consumers = Arc::new(Consumers {
@@ -280,14 +310,16 @@ impl ClusterLink {
             consumers.consume(topology, partition).await?;
         }
         let ticker = connection.create_channel().await?;
-        tasks.push(self.spawn_ticks(ticker, topology.clone(), Arc::clone(&consumers)));
+        membership
+            .tasks
+            .push(self.spawn_ticks(ticker, topology.clone(), Arc::clone(&consumers)));
         self.joined.store(true, Ordering::Release);
         tracing::info!(
             node = %self.node,
             partitions = self.partitions,
             "Joined the cluster; the broker assigns the partitions."
         );
-        Ok(Membership { tasks })
+        Ok(membership)
     }
 
     /// The connection is gone, and with it every partition this node owned.
@@ -782,9 +814,11 @@ impl ClusterLink {
     /// while it was away (up to their `tails` as it joined), so a partition handed to it is served at once (its catch-up is
     /// then the last moments only). Bounded: after `BACKLOG_LIMIT` it joins anyway, and
     /// catches up on each partition as it takes it.
-    async fn apply_backlog(&self, tails: &[Option<u64>]) {
+    async fn apply_backlog(&self, tails: &[Option<u64>], stood: &[u64]) {
         let started = std::time::Instant::now();
-        let total = self.behind(tails);
+        // Counted from where this node's store stood as it joined (its followers may be
+        // well on their way already).
+        let total = records_behind(tails, stood);
         if total == 0 {
             return;
         }
@@ -1207,8 +1241,8 @@ const MARK_EVERY: Duration = Duration::from_secs(5);
 const MARK_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a joining node waits for a changelog's tail; a stream with records answers in
-/// milliseconds, an empty one never.
-const TAIL_WAIT_AT_JOIN: Duration = Duration::from_millis(300);
+/// milliseconds (a busy broker in a few hundred), an empty one never.
+const TAIL_WAIT_AT_JOIN: Duration = Duration::from_secs(1);
 
 /// How often a joining node looks whether it has applied the changelogs' backlog, how often
 /// it tells its progress, and the longest it waits before taking partitions anyway.

@@ -208,7 +208,7 @@ impl AmqpBus {
         self.set_publisher(Some(publisher));
 
         let (ended, mut any_ended) = tokio::sync::mpsc::channel::<String>(8);
-        let _membership = match tokio::time::timeout(
+        let joined = match tokio::time::timeout(
             self.timeout * 2,
             self.cluster
                 .join(&connection, &self.topology, ended.clone()),
@@ -260,17 +260,32 @@ impl AmqpBus {
         tracing::info!(namespace = %self.settings.namespace, "Connected to the broker; consuming.");
 
         let mut stopping = self.stopping.subscribe();
-        let reason = tokio::select! {
-            _ = stopping.wait_for(|stop| *stop) => "otpd is stopping".to_string(),
-            ended = any_ended.recv() => ended.unwrap_or_else(|| "consumers stopped".into()),
-            error = async {
-                while let Some(event) = connection_events.next().await {
-                    if let lapin::Event::Error(error) = event {
-                        return error.to_string();
-                    }
+        // Partitions are taken once the changelogs' backlog is applied, while the session
+        // runs and watches its connection.
+        let taking =
+            self.cluster
+                .take_partitions(&connection, &self.topology, ended.clone(), joined);
+        tokio::pin!(taking);
+        let mut _membership = None;
+        let connection_lost = async {
+            while let Some(event) = connection_events.next().await {
+                if let lapin::Event::Error(error) = event {
+                    return error.to_string();
                 }
-                "connection closed".to_string()
-            } => error,
+            }
+            "connection closed".to_string()
+        };
+        tokio::pin!(connection_lost);
+        let reason = loop {
+            tokio::select! {
+                _ = stopping.wait_for(|stop| *stop) => break "otpd is stopping".to_string(),
+                ended = any_ended.recv() => break ended.unwrap_or_else(|| "consumers stopped".into()),
+                error = &mut connection_lost => break error,
+                taken = &mut taking, if _membership.is_none() => match taken {
+                    Ok(membership) => _membership = Some(membership),
+                    Err(error) => break error.to_string(),
+                },
+            }
         };
         self.set_publisher(None);
         let _ = tokio::time::timeout(
