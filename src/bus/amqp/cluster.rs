@@ -811,9 +811,11 @@ impl ClusterLink {
     }
 
     /// Before it takes any partition, a joining node applies what the changelogs gained
-    /// while it was away (up to their `tails` as it joined), so a partition handed to it is served at once (its catch-up is
-    /// then the last moments only). Bounded: after `BACKLOG_LIMIT` it joins anyway, and
-    /// catches up on each partition as it takes it.
+    /// while it was away (up to their `tails` as it joined, from where its store `stood`),
+    /// so a partition handed to it is served at once: its catch-up is then the last moments
+    /// only. It waits as long as that takes, telling its progress; the other nodes serve
+    /// meanwhile. (Taking partitions earlier would leave each unserved for as long as the
+    /// rest of the backlog takes.) A follower that ends ends the session, and this wait.
     async fn apply_backlog(&self, tails: &[Option<u64>], stood: &[u64]) {
         let started = std::time::Instant::now();
         // Counted from where this node's store stood as it joined (its followers may be
@@ -834,17 +836,9 @@ impl ClusterLink {
             if left == 0 {
                 break;
             }
-            if started.elapsed() >= BACKLOG_LIMIT {
-                tracing::warn!(
-                    node = %self.node,
-                    left,
-                    "The changelogs' backlog is not applied yet; taking partitions anyway, each served once caught up."
-                );
-                return;
-            }
             if told.elapsed() >= BACKLOG_PROGRESS_EVERY {
                 told = std::time::Instant::now();
-                tracing::info!(node = %self.node, applied = total - left, of = total, "Applying the changelogs' backlog.");
+                tracing::info!(node = %self.node, applied = total.saturating_sub(left), of = total, "Applying the changelogs' backlog.");
             }
         }
         tracing::info!(
@@ -1244,11 +1238,10 @@ const MARK_WAIT: Duration = Duration::from_secs(1);
 /// milliseconds (a busy broker in a few hundred), an empty one never.
 const TAIL_WAIT_AT_JOIN: Duration = Duration::from_secs(1);
 
-/// How often a joining node looks whether it has applied the changelogs' backlog, how often
-/// it tells its progress, and the longest it waits before taking partitions anyway.
+/// How often a joining node looks whether it has applied the changelogs' backlog, and how
+/// often it tells its progress.
 const BACKLOG_POLL: Duration = Duration::from_millis(20);
 const BACKLOG_PROGRESS_EVERY: Duration = Duration::from_secs(5);
-const BACKLOG_LIMIT: Duration = Duration::from_secs(120);
 
 /// How long a message waits in a partition queue before the broker drops it.
 const PARTITION_MESSAGE_TTL_MS: u32 = 10_000;
