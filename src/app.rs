@@ -170,6 +170,10 @@ impl Application {
             settings.quotas.clone(),
             Arc::clone(&events),
         );
+        // What of it outlives the changelogs' retention, in broker mode.
+        let lasting = broker
+            .is_some()
+            .then(|| LastingState::new(Arc::clone(&store), caps.clone(), settings.quotas.clone()));
         // The SMS-pumping guard, shared by issuance (screens, counts sends) and checking
         // (counts conversions); its blocks survive restarts in the store.
         let fraud = FraudGate::load(
@@ -222,16 +226,11 @@ impl Application {
         // whose job never reached the broker was never answered: the broker delivers it
         // again, or its caller retries, and the retry hands the job over (an idempotent one
         // the same job). So only embedded mode resumes its outbox; a cluster node resuming
-        // the outbox its store holds would send again what other nodes are sending.
-        if broker.is_none() {
-            spawn_outbox_recovery(Arc::clone(&store), Arc::clone(&bus), started);
-        } else {
-            let lasting = LastingState::new(
-                Arc::clone(&store),
-                CapTable::from_settings(&settings.tenants, &settings.pricing),
-                settings.quotas.clone(),
-            );
-            spawn_lasting_rewrites(lasting, Arc::clone(&gateway));
+        // the outbox its store holds would send again what other nodes are sending. Broker
+        // mode writes its lasting state to the changelogs again now and then instead.
+        match lasting {
+            Some(lasting) => spawn_lasting_rewrites(lasting, Arc::clone(&gateway)),
+            None => spawn_outbox_recovery(Arc::clone(&store), Arc::clone(&bus), started),
         }
         spawn_sweeper(
             Arc::clone(&store),

@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
@@ -51,13 +52,10 @@ struct Shared {
     /// Unset: blocks are saved straight to this node's store.
     keeper: OnceLock<Weak<dyn BlockKeeper>>,
     lists: Arc<ListsWatch>,
-    stored: Mutex<StoredBlocks>,
-}
-
-/// The blocks as last read from the store, and the lists' generation they were read at.
-struct StoredBlocks {
-    read_at: u64,
-    prefixes: HashSet<Prefix>,
+    /// The prefixes of the blocks as last read from the store, and the lists' generation
+    /// they were read at (checked on every create without taking the lock).
+    stored: Mutex<HashSet<Prefix>>,
+    read_at: AtomicU64,
 }
 
 impl FraudGate {
@@ -94,7 +92,8 @@ impl FraudGate {
                 events,
                 keeper: OnceLock::new(),
                 lists,
-                stored: Mutex::new(StoredBlocks { read_at, prefixes }),
+                stored: Mutex::new(prefixes),
+                read_at: AtomicU64::new(read_at),
             })),
         })
     }
@@ -115,7 +114,7 @@ impl FraudGate {
         if let Err(error) = shared.store.save_fraud_block(&block) {
             return Box::pin(async move { Err(error) });
         }
-        lock(&shared.stored).prefixes.insert(block.prefix.clone());
+        lock(&shared.stored).insert(block.prefix.clone());
         shared.lock().restore(block, Timestamp::now());
         shared.store.flush()
     }
@@ -195,7 +194,7 @@ impl FraudGate {
             return Ok(None);
         };
         shared.store.remove_fraud_block(&block.prefix)?;
-        lock(&shared.stored).prefixes.remove(&block.prefix);
+        lock(&shared.stored).remove(&block.prefix);
         FraudBlockLifted { block: &block, by }.emit();
         Ok(Some(block))
     }
@@ -226,9 +225,12 @@ impl Shared {
     /// to the keeper (never read from the store) stays.
     fn refresh(&self, now: Timestamp) {
         let generation = self.lists.generation();
-        let mut stored = lock(&self.stored);
-        if stored.read_at == generation {
+        if self.read_at.load(Ordering::Acquire) == generation {
             return;
+        }
+        let mut stored = lock(&self.stored);
+        if self.read_at.load(Ordering::Acquire) == generation {
+            return; // read by another create meanwhile
         }
         let blocks = match self.store.fraud_blocks() {
             Ok(blocks) => blocks,
@@ -239,16 +241,14 @@ impl Shared {
         };
         let prefixes: HashSet<Prefix> = blocks.iter().map(|block| block.prefix.clone()).collect();
         let mut guard = self.lock();
-        for lifted in stored.prefixes.difference(&prefixes) {
+        for lifted in stored.difference(&prefixes) {
             guard.forget_block(lifted);
         }
         for block in blocks {
             guard.restore(block, now);
         }
-        *stored = StoredBlocks {
-            read_at: generation,
-            prefixes,
-        };
+        *stored = prefixes;
+        self.read_at.store(generation, Ordering::Release);
     }
 
     fn target_of(&self, destination: &Destination) -> Option<Target> {

@@ -87,6 +87,8 @@ pub struct ClusterLink {
     /// This session's changelog channels, one per partition, and where a consumer that
     /// ended says so.
     readers: RwLock<Option<(Vec<Channel>, mpsc::Sender<String>)>>,
+    /// This session's channel for looking at the changelogs' tails: one record each.
+    tail_reader: RwLock<Option<Channel>>,
     /// The consumer tag of the follower of each partition this node follows.
     followers: Mutex<HashMap<u16, String>>,
     /// Fences this node appended and waits to apply, by partition: nonce and who waits.
@@ -145,6 +147,7 @@ impl ClusterLink {
             .changelogs,
             fences: Mutex::default(),
             readers: RwLock::new(None),
+            tail_reader: RwLock::new(None),
             followers: Mutex::default(),
             asker: RwLock::new(None),
             waiting: Mutex::default(),
@@ -264,6 +267,10 @@ impl ClusterLink {
             readers.push(reader);
         }
         *self.readers.write().unwrap_or_else(|p| p.into_inner()) = Some((readers, ended.clone()));
+        // A look at a tail needs one record, not a reader's prefetch of them.
+        let tail_reader = connection.create_channel().await?;
+        tail_reader.basic_qos(1, BasicQosOptions::default()).await?;
+        *self.tail_reader.write().unwrap_or_else(|p| p.into_inner()) = Some(tail_reader);
         let tails = self.tails(TAIL_WAIT_AT_JOIN).await;
         let stood: Vec<u64> = (0..self.partitions)
             .map(|partition| {
@@ -328,6 +335,7 @@ impl ClusterLink {
         *self.asker.write().unwrap_or_else(|p| p.into_inner()) = None;
         *self.appender.write().unwrap_or_else(|p| p.into_inner()) = None;
         *self.readers.write().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.tail_reader.write().unwrap_or_else(|p| p.into_inner()) = None;
         self.lock_followers().clear();
         self.fences
             .lock()
@@ -760,7 +768,11 @@ impl ClusterLink {
     /// it is appended (and at most one chunk's worth after it). `None` when the stream is
     /// empty or the broker did not answer in time.
     async fn tail_offset(&self, partition: u16, wait: Duration) -> Option<u64> {
-        let (reader, _) = self.session_reader(partition).ok()?;
+        let reader = self
+            .tail_reader
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
         let mut arguments = FieldTable::default();
         arguments.insert(
             "x-stream-offset".into(),
