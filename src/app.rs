@@ -184,6 +184,9 @@ impl Application {
             Timestamp::now(),
         )?;
         fraud.keep_blocks_with(Arc::downgrade(&gateway) as Weak<dyn BlockKeeper>);
+        if let Some(broker) = &broker {
+            broker.share_guard(&fraud);
+        }
         let issuer = Issuer::new(
             IssuerSettings {
                 verification: &settings.verification,

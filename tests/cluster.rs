@@ -925,3 +925,106 @@ async fn a_node_back_after_load_applies_the_backlog_before_it_takes_partitions()
         assert_eq!(reply.body["valid"], true, "{id}");
     }
 }
+
+/// Asks `node` until every partition has an owner and none owns more than its share (the
+/// partitions over three nodes, rounded up); returns the owners.
+async fn wait_for_even_owners(node: &Node, within: Duration) -> Vec<String> {
+    let share = usize::from(PARTITIONS).div_ceil(NAMES.len());
+    let started = Instant::now();
+    loop {
+        let owners = node
+            .owners()
+            .await
+            .ok()
+            .and_then(|owners| owners.into_iter().collect::<Option<Vec<String>>>());
+        if let Some(owners) = owners {
+            let most = NAMES
+                .iter()
+                .map(|name| owners.iter().filter(|owner| owner == name).count())
+                .max()
+                .unwrap_or(0);
+            if most <= share {
+                return owners;
+            }
+        }
+        assert!(
+            started.elapsed() < within,
+            "the partitions were not spread evenly within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pump_spread_over_three_nodes_is_judged_on_all_its_sends() {
+    let cluster = Cluster::with(&[
+        ("OTPD__FRAUD__MODE", "enforce"),
+        ("OTPD__FRAUD__WINDOW_SECONDS", "20"),
+        ("OTPD__FRAUD__CONVERSION_GRACE_SECONDS", "0"),
+    ]);
+    let nodes = cluster.start_three().await;
+    let owners = wait_for_even_owners(&nodes[0], Duration::from_secs(20)).await;
+    let addresses: Vec<String> = nodes
+        .iter()
+        .map(|node| node.process.address.clone())
+        .collect();
+    const FIRST: u32 = 500_000;
+    let refused_as_pumping =
+        |reply: &Reply| reply.status == 429 && reply.body["error"]["reason"] == "fraud_suspected";
+    // Sends to 21 consecutive numbers of one prefix, never verified: by the defaults
+    // (`min_judged_sends` and `sequential_run` 20) a pump, once judged on all of them. Each
+    // is counted by the node owning its number's partition, and no node owns 20 of them.
+    // (The last may be refused already: the nodes tell each other every second.)
+    let pumped = create_many(&addresses, &cluster.api_key, (FIRST..FIRST + 21).collect()).await;
+    let mut served = std::collections::BTreeMap::<&str, usize>::new();
+    for reply in pumped.iter().filter(|reply| !refused_as_pumping(reply)) {
+        reply.expect_status(201);
+        let id = reply.body["id"].as_str().expect("an id");
+        *served.entry(owners[partition_of(id)].as_str()).or_default() += 1;
+    }
+    assert!(
+        served.values().all(|&sends| sends < 20),
+        "a node served enough of the pump to judge it alone: {served:?}"
+    );
+    eprintln!("the pump's sends by the node that counted them: {served:?}");
+    // A window slice (one second) for the sends to be judged, and a tell between nodes.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+    // The next send to the prefix is judged on all of them, on whichever node counts it:
+    // the prefix is blocked, the block kept for every node, and every node refuses it.
+    // Without the counts told between nodes, a node would need a dozen more sends of its
+    // own to judge the pump.
+    let http = http_client();
+    let create = |address: &str, n: u32| {
+        authed(
+            &http,
+            Method::POST,
+            format!("{address}/v1/verifications"),
+            &cluster.api_key,
+        )
+        .json(&json!({"channel": "sms", "to": mobile(n)}))
+    };
+    let mut next = FIRST + 21;
+    let mut sent_after = 0;
+    for address in &addresses {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            next += 1;
+            let reply = send(create(address, next)).await;
+            if refused_as_pumping(&reply) {
+                break;
+            }
+            reply.expect_status(201);
+            sent_after += 1;
+            assert!(
+                sent_after <= 5,
+                "{sent_after} more sends to the pumped prefix went out once it was judged"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{address} still sends to the pumped prefix 3 s after it was judged"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

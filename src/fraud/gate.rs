@@ -15,6 +15,7 @@ use super::guard::{Block, PumpingGuard};
 use super::prefix::{target, Prefix, Target};
 use super::rules::Rule;
 use super::settings::{FraudMode, FraudSettings};
+use super::signals::{Signal, SIGNALS_WAITING};
 use super::BlockView;
 use crate::domain::{Channel, Destination, Timestamp, Verification};
 use crate::store::{ListsWatch, Store, StoreError};
@@ -56,6 +57,8 @@ struct Shared {
     /// they were read at (checked on every create without taking the lock).
     stored: Mutex<HashSet<Prefix>>,
     read_at: AtomicU64,
+    /// Unset: what this guard counts stays on this node.
+    told: OnceLock<tokio::sync::mpsc::Sender<Signal>>,
 }
 
 impl FraudGate {
@@ -94,6 +97,7 @@ impl FraudGate {
                 lists,
                 stored: Mutex::new(prefixes),
                 read_at: AtomicU64::new(read_at),
+                told: OnceLock::new(),
             })),
         })
     }
@@ -102,6 +106,34 @@ impl FraudGate {
     pub fn keep_blocks_with(&self, keeper: Weak<dyn BlockKeeper>) {
         if let Some(shared) = &self.shared {
             let _ = shared.keeper.set(keeper);
+        }
+    }
+
+    /// From now on, tells what this guard counts to the receiver returned, for the other
+    /// nodes' guards. `None` when the guard is off, or is told already.
+    pub fn tell_signals(&self) -> Option<tokio::sync::mpsc::Receiver<Signal>> {
+        let shared = self.shared.as_ref()?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(SIGNALS_WAITING);
+        shared.told.set(sender).ok()?;
+        Some(receiver)
+    }
+
+    /// Counts what other nodes' guards counted, so this guard judges a prefix on the whole
+    /// cluster's traffic. (They judged their own sends; these only count.)
+    pub fn fold(&self, signals: &[Signal]) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let mut guard = shared.lock();
+        for signal in signals {
+            match signal {
+                Signal::Sent { target, at } => guard.count_send(target, *at),
+                Signal::Converted {
+                    target,
+                    sent_at,
+                    at,
+                } => guard.record_conversion(target, *sent_at, *at),
+            }
         }
     }
 
@@ -154,6 +186,10 @@ impl FraudGate {
             return;
         };
         let fired = shared.lock().record_send(target, now);
+        shared.tell(|| Signal::Sent {
+            target: target.clone(),
+            at: now,
+        });
         if let Some(block) = fired {
             shared.report(&block);
         }
@@ -176,6 +212,11 @@ impl FraudGate {
         shared
             .lock()
             .record_conversion(&target, verification.last_sent_at, now);
+        shared.tell(|| Signal::Converted {
+            target,
+            sent_at: verification.last_sent_at,
+            at: now,
+        });
     }
 
     /// Lifts the block of `prefix` now (an operator's decision) and deletes it from the store
@@ -218,6 +259,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, PumpingGuard> {
         lock(&self.guard)
+    }
+
+    /// Tells the other nodes' guards of a count, when they are listening. A full outbox
+    /// drops it: the guard's figures are statistics, and a gap only delays a block.
+    fn tell(&self, signal: impl FnOnce() -> Signal) {
+        if let Some(told) = self.told.get() {
+            let _ = told.try_send(signal());
+        }
     }
 
     /// Reads the blocks again when another node has kept or lifted one since they were
@@ -335,6 +384,93 @@ mod tests {
             gate.record_send(&target, now);
         }
         now
+    }
+
+    /// Pumps consecutive numbers of one prefix, never verified, one every two seconds,
+    /// through `nodes` nodes' gates in turn, each telling the others what it counted when
+    /// `telling`; returns how many sends went out before a gate refused one.
+    fn pump_through(nodes: usize, telling: bool) -> u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let gates: Vec<FraudGate> = (0..nodes)
+            .map(|node| {
+                FraudGate::load(
+                    &settings(),
+                    sled_store(&dir.path().join(node.to_string())),
+                    Arc::new(NoEvents),
+                    Arc::default(),
+                    START,
+                )
+                .unwrap()
+            })
+            .collect();
+        let mut told: Vec<_> = gates
+            .iter()
+            .map(|gate| gate.tell_signals().expect("a guard that is on tells"))
+            .collect();
+        for n in 0..1000u64 {
+            let now = Timestamp(START.0 + n * 2_000);
+            let gate = &gates[n as usize % nodes];
+            let to = format!("+234803{:07}", 1_000_000 + n);
+            let destination = Destination::parse(Channel::Sms, &to).unwrap();
+            let Ok(Some(target)) = gate.screen(&destination, now) else {
+                return n;
+            };
+            gate.record_send(&target, now);
+            for (from, outbox) in told.iter_mut().enumerate() {
+                let mut signals = Vec::new();
+                while let Ok(signal) = outbox.try_recv() {
+                    signals.push(signal);
+                }
+                let others = gates.iter().enumerate().filter(|(to, _)| *to != from);
+                for (_, other) in others.filter(|_| telling) {
+                    other.fold(&signals);
+                }
+            }
+        }
+        panic!("the pump was never blocked");
+    }
+
+    #[test]
+    fn nodes_that_tell_each_other_their_counts_judge_a_pump_as_one_node_would() {
+        let one = pump_through(1, false);
+        let apart = pump_through(2, false);
+        let together = pump_through(2, true);
+        assert!(
+            together < apart,
+            "blocked after {together} sends when two nodes told each other, {apart} when not"
+        );
+        // One send later at most: the node that did not judge the pump learns of the block
+        // through its keeper, which this test has not.
+        assert!(
+            together <= one + 1,
+            "blocked after {together} sends by two telling nodes, {one} by one node alone"
+        );
+    }
+
+    #[test]
+    fn what_a_guard_folds_in_it_does_not_tell_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = FraudGate::load(
+            &settings(),
+            sled_store(dir.path()),
+            Arc::new(NoEvents),
+            Arc::default(),
+            START,
+        )
+        .unwrap();
+        let mut told = gate.tell_signals().unwrap();
+        assert!(gate.tell_signals().is_none(), "told once");
+        let target = crate::fraud::prefix::target("+2348031000000", "NG", 4).unwrap();
+        gate.fold(&[Signal::Sent {
+            target: target.clone(),
+            at: START,
+        }]);
+        assert!(told.try_recv().is_err(), "a folded count is not told again");
+        gate.record_send(&target, START);
+        assert_eq!(
+            told.try_recv().ok(),
+            Some(Signal::Sent { target, at: START })
+        );
     }
 
     #[test]

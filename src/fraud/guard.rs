@@ -54,6 +54,18 @@ impl PumpingGuard {
     /// Counts a send to `target` and applies the rules to its prefix. Returns the block when
     /// this send made the prefix blocked.
     pub fn record_send(&mut self, target: &Target, now: Timestamp) -> Option<Block> {
+        self.count_send(target, now);
+        if self.block_for(target, now).is_some() {
+            return None;
+        }
+        let block = self.evaluate(target, now)?;
+        self.insert_block(block.clone(), now);
+        Some(block)
+    }
+
+    /// Counts a send to `target` without judging its prefix: another node made it, and
+    /// judged it there.
+    pub fn count_send(&mut self, target: &Target, now: Timestamp) {
         let shape = self.shape;
         self.countries
             .entry(target.country.clone())
@@ -83,13 +95,6 @@ impl PumpingGuard {
             state.recent.pop_front();
         }
         state.recent.push_back((now, target.national));
-
-        if self.block_for(target, now).is_some() {
-            return None;
-        }
-        let block = self.evaluate(target, now)?;
-        self.insert_block(block.clone(), now);
-        Some(block)
     }
 
     /// Counts the verification of a send to `target` made at `sent_at`.

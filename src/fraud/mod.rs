@@ -6,6 +6,7 @@ pub mod guard;
 pub mod prefix;
 pub mod rules;
 pub mod settings;
+pub mod signals;
 pub mod window;
 
 pub use gate::{BlockKeeper, FraudGate, FraudRefusal};
@@ -13,5 +14,6 @@ pub use guard::{Block, PumpingGuard};
 pub use prefix::{Prefix, Target};
 pub use rules::{Figures, Rule};
 pub use settings::{FraudMode, FraudSettings};
+pub use signals::Signal;
 
 pub use crate::domain::fraud::BlockView;

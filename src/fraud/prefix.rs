@@ -1,10 +1,12 @@
 //! Where a number belongs for the guard: its country, its prefix (calling code and the first
 //! national digits) and its national number as an integer, so neighbours can be told apart.
 
+use serde::{Deserialize, Serialize};
+
 pub use crate::domain::fraud::Prefix;
 
 /// One phone number as the guard sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
     /// ISO 3166 country, e.g. `NG`.
     pub country: String,

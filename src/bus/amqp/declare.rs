@@ -89,6 +89,9 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> lapin::Result<()
     declarer.bind(&t.delay_queue, &t.delay_exchange, "").await?;
 
     declarer
+        .exchange(&t.guard_exchange, ExchangeKind::Fanout)
+        .await?;
+    declarer
         .exchange(&t.events_exchange, ExchangeKind::Topic)
         .await
 }

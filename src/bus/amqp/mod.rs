@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod declare;
+pub mod guard;
 pub mod ingress;
 pub mod message;
 pub mod settings;
@@ -21,18 +22,20 @@ use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use crate::cluster::{ClusterSettings, ClusterStatus, ClusterUnavailable, ClusterView};
 use crate::delivery::region::routing_key;
 use crate::delivery::{JobQueue, RouterActor};
 use crate::domain::DeliveryJob;
+use crate::fraud::FraudGate;
 use crate::issuance::request::RequestDefaults;
 use crate::telemetry::platform::{Event, EventSink, PublishError};
 use crate::tenants::ApiKeys;
 use crate::tls::AmqpTls;
 use cluster::{ClusterLink, JoinError};
+use guard::GuardLink;
 use settings::AmqpSettings;
 use topology::Topology;
 
@@ -61,6 +64,8 @@ pub struct AmqpBus {
     /// Set when the cluster refused this node (a different partition count): the node
     /// must stop, and says why.
     refused: tokio::sync::watch::Sender<Option<String>>,
+    /// This node's pumping guard, telling the other nodes' what it counts.
+    guard: OnceLock<Arc<GuardLink>>,
 }
 
 /// Why a connection's session ended.
@@ -88,7 +93,16 @@ impl AmqpBus {
             timeout: Duration::from_millis(settings.timeout_ms),
             settings: settings.clone(),
             stopping: tokio::sync::watch::channel(false).0,
+            guard: OnceLock::new(),
         })
+    }
+
+    /// Has `gate` tell the other nodes' guards what it counts, and fold in theirs, from the
+    /// next connection on.
+    pub fn share_guard(&self, gate: &FraudGate) {
+        if let Some(link) = GuardLink::new(gate, self.cluster.node()) {
+            let _ = self.guard.set(Arc::new(link));
+        }
     }
 
     pub fn topology(&self) -> &Topology {
@@ -217,6 +231,13 @@ impl AmqpBus {
         {
             Ok(joined) => joined?,
             Err(_) => return Err(PublishError::Timeout(self.timeout.as_millis() as u64 * 2).into()),
+        };
+        let _guard = match self.guard.get() {
+            Some(guard) => Aborting(
+                self.bounded(guard.start(&connection, &self.topology.guard_exchange))
+                    .await?,
+            ),
+            None => Aborting(Vec::new()),
         };
         let ingress_channel = self.consumer_channel(&connection).await?;
         let ingress = self
@@ -455,6 +476,31 @@ impl Publisher {
 
 /// Runs a consumer: each delivery is handled in a task of its own (the prefetch bounds how
 /// many); when the stream ends or fails, says so on `ended`.
+/// Consumes `queue` on `channel` without acks: for messages that matter only while they are
+/// fresh (replies, the guards' counts), which the broker forgets once delivered.
+async fn consume_without_acks(channel: &Channel, queue: &str) -> lapin::Result<lapin::Consumer> {
+    channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// Tasks of one session, aborted when it ends.
+struct Aborting(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Aborting {
+    fn drop(&mut self) {
+        self.0.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+}
+
 fn spawn_consumer<F, Fut>(
     mut consumer: lapin::Consumer,
     ended: tokio::sync::mpsc::Sender<String>,

@@ -49,6 +49,9 @@ pub struct Topology {
     pub partition_queues: Vec<String>,
     /// One stream per partition: its changelog, which every node applies to its store.
     pub changelogs: Vec<String>,
+    /// Fanout exchange the pumping guards tell each other their counts through; each node
+    /// binds a queue of its own while connected.
+    pub guard_exchange: String,
 }
 
 impl Topology {
@@ -87,6 +90,7 @@ impl Topology {
             changelogs: (0..partitions)
                 .map(|partition| format!("{ns}.changelog.{partition:04}"))
                 .collect(),
+            guard_exchange: format!("{ns}.guard"),
         }
     }
 
@@ -118,6 +122,7 @@ impl Topology {
             self.events_exchange.as_str(),
             self.dead_exchange.as_str(),
             self.delay_exchange.as_str(),
+            self.guard_exchange.as_str(),
         ]
     }
 
