@@ -100,16 +100,15 @@ struct Captured {
     new: Option<Vec<u8>>,
 }
 
-/// What applying a stream message came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Applied {
-    Writes(usize),
-    /// This node's own writes: already in its store.
-    Own,
-    Fence {
-        origin: u64,
-        nonce: u64,
-    },
+/// What applying a run of stream messages came to.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Writes other nodes made, now in this store.
+    pub writes: usize,
+    /// Records of this node's own: their writes are in its store already.
+    pub own: usize,
+    /// The fences met (origin, nonce), in order.
+    pub fences: Vec<(u64, u64)>,
 }
 
 type Generation = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -397,37 +396,37 @@ impl<E: KvEngine> LogShared<E> {
         }
     }
 
-    /// Applies a message of `partition`'s stream at `offset` to the store, and with
-    /// `checkpoint` records the offset as applied (a node that restarts before the next
-    /// checkpoint applies the records after the last one again, which changes nothing).
-    pub fn apply(
-        &self,
-        partition: u16,
-        offset: u64,
-        bytes: &[u8],
-        checkpoint: bool,
-    ) -> Result<Applied, StoreError> {
-        let applied = match LogRecord::decode(bytes)? {
-            LogRecord::Writes { origin, .. } if origin == self.origin() => Applied::Own,
-            LogRecord::Writes { writes, .. } => {
-                let batch: Vec<(&[u8], Option<&[u8]>)> = writes
-                    .iter()
-                    .map(|write| (write.key.as_slice(), write.value.as_deref()))
-                    .collect();
-                self.inner.write_all(&batch)?;
-                if writes
-                    .iter()
-                    .any(|write| ListsWatch::is_list_key(&write.key))
-                {
-                    self.lists.changed();
-                }
-                Applied::Writes(writes.len())
-            }
-            LogRecord::Fence { origin, nonce } => Applied::Fence { origin, nonce },
+    /// Applies a run of consecutive messages of `partition`'s stream, each with its offset,
+    /// to the store in one batch, which records the last offset as applied with them: a
+    /// node stopped before the batch applies the whole run again, which changes nothing.
+    /// (One batch a run, not one a message: a batch waits out the store's flush in progress,
+    /// and a node catching up gets its messages by the hundred.)
+    pub fn apply(&self, partition: u16, run: &[(u64, &[u8])]) -> Result<Applied, StoreError> {
+        let Some(&(last, _)) = run.last() else {
+            return Ok(Applied::default());
         };
-        if checkpoint {
-            self.inner
-                .insert(&checkpoint_key(partition), &offset.to_be_bytes())?;
+        let mut applied = Applied::default();
+        let mut records = Vec::with_capacity(run.len());
+        for (_, bytes) in run {
+            match LogRecord::decode(bytes)? {
+                LogRecord::Writes { origin, .. } if origin == self.origin() => applied.own += 1,
+                LogRecord::Writes { writes, .. } => records.push(writes),
+                LogRecord::Fence { origin, nonce } => applied.fences.push((origin, nonce)),
+            }
+        }
+        let checkpoint = checkpoint_key(partition);
+        let last = last.to_be_bytes();
+        let mut batch: Vec<(&[u8], Option<&[u8]>)> = records
+            .iter()
+            .flatten()
+            .map(|write| (write.key.as_slice(), write.value.as_deref()))
+            .collect();
+        applied.writes = batch.len();
+        let lists_changed = batch.iter().any(|(key, _)| ListsWatch::is_list_key(key));
+        batch.push((checkpoint.as_slice(), Some(last.as_slice())));
+        self.inner.write_all(&batch)?;
+        if lists_changed {
+            self.lists.changed();
         }
         Ok(applied)
     }
@@ -444,13 +443,7 @@ impl<E: KvEngine> LogShared<E> {
 /// A node's store as the broker side feeds it: the partitions' streams applied to it, and
 /// the connection its own records come from.
 pub trait View: Send + Sync {
-    fn apply(
-        &self,
-        partition: u16,
-        offset: u64,
-        bytes: &[u8],
-        checkpoint: bool,
-    ) -> Result<Applied, StoreError>;
+    fn apply(&self, partition: u16, run: &[(u64, &[u8])]) -> Result<Applied, StoreError>;
     fn applied(&self, partition: u16) -> Result<Option<u64>, StoreError>;
     /// Records `offset` of `partition`'s changelog as applied, unless a later one is.
     fn save_applied(&self, partition: u16, offset: u64) -> Result<(), StoreError>;
@@ -460,14 +453,8 @@ pub trait View: Send + Sync {
 }
 
 impl<E: KvEngine> View for LogShared<E> {
-    fn apply(
-        &self,
-        partition: u16,
-        offset: u64,
-        bytes: &[u8],
-        checkpoint: bool,
-    ) -> Result<Applied, StoreError> {
-        LogShared::apply(self, partition, offset, bytes, checkpoint)
+    fn apply(&self, partition: u16, run: &[(u64, &[u8])]) -> Result<Applied, StoreError> {
+        LogShared::apply(self, partition, run)
     }
 
     fn applied(&self, partition: u16) -> Result<Option<u64>, StoreError> {
@@ -690,46 +677,54 @@ mod tests {
     }
 
     #[test]
-    fn applying_writes_others_made_and_skipping_its_own() {
+    fn applying_a_run_of_records_in_order_skipping_its_own() {
         let (engine, _) = engine();
         let shared = engine.shared();
-        let theirs = LogRecord::Writes {
-            origin: 3,
-            writes: vec![LogWrite {
-                key: b"k".to_vec(),
-                value: Some(b"v".to_vec()),
-            }],
+        let write = |origin, key: &[u8], value: Option<&[u8]>| {
+            LogRecord::Writes {
+                origin,
+                writes: vec![LogWrite {
+                    key: key.to_vec(),
+                    value: value.map(<[u8]>::to_vec),
+                }],
+            }
+            .encode()
         };
-        assert_eq!(
-            shared.apply(2, 10, &theirs.encode(), true).unwrap(),
-            Applied::Writes(1)
-        );
-        assert_eq!(value(&engine, b"k"), Some(b"v".to_vec()));
-        let own = LogRecord::Writes {
-            origin: 7,
-            writes: vec![LogWrite {
-                key: b"k".to_vec(),
-                value: None,
-            }],
-        };
-        assert_eq!(
-            shared.apply(2, 11, &own.encode(), true).unwrap(),
-            Applied::Own
-        );
-        assert_eq!(value(&engine, b"k"), Some(b"v".to_vec()));
-        assert_eq!(shared.applied(2).unwrap(), Some(11));
-        assert_eq!(shared.applied(3).unwrap(), None);
-        let fence = LogRecord::Fence {
-            origin: 7,
-            nonce: 9,
-        };
-        assert_eq!(
-            shared.apply(2, 12, &fence.encode(), false).unwrap(),
-            Applied::Fence {
+        let run = [
+            write(3, b"k", Some(b"1")),
+            write(3, b"gone", Some(b"x")),
+            write(7, b"k", None),
+            LogRecord::Fence {
                 origin: 7,
-                nonce: 9
+                nonce: 9,
+            }
+            .encode(),
+            write(4, b"k", Some(b"2")),
+            write(4, b"gone", None),
+        ];
+        let run: Vec<(u64, &[u8])> = (10..).zip(run.iter().map(Vec::as_slice)).collect();
+        assert_eq!(
+            shared.apply(2, &run).unwrap(),
+            Applied {
+                writes: 4,
+                own: 1,
+                fences: vec![(7, 9)],
             }
         );
+        assert_eq!(
+            value(&engine, b"k"),
+            Some(b"2".to_vec()),
+            "the last write wins"
+        );
+        assert_eq!(value(&engine, b"gone"), None);
+        assert_eq!(
+            shared.applied(2).unwrap(),
+            Some(15),
+            "the run's last offset"
+        );
+        assert_eq!(shared.applied(3).unwrap(), None);
+        assert_eq!(shared.apply(2, &[]).unwrap(), Applied::default());
+        assert_eq!(shared.applied(2).unwrap(), Some(15));
     }
 
     #[test]
@@ -745,15 +740,15 @@ mod tests {
             }],
         };
         shared
-            .apply(1, 1, &record(b"v/ver_1").encode(), false)
+            .apply(1, &[(1, &record(b"v/ver_1").encode())])
             .unwrap();
         assert_eq!(lists.generation(), 0, "a verification is no list");
         shared
-            .apply(1, 2, &record(b"b/+2348").encode(), false)
+            .apply(1, &[(2, &record(b"b/+2348").encode())])
             .unwrap();
         assert_eq!(lists.generation(), 1, "a blocklist entry");
         shared
-            .apply(1, 3, &record(b"f/+234803").encode(), false)
+            .apply(1, &[(3, &record(b"f/+234803").encode())])
             .unwrap();
         assert_eq!(lists.generation(), 2, "a fraud block");
     }

@@ -13,7 +13,8 @@
 //! a confirm-mode channel of the connection it owns the partition through; every node reads
 //! the streams of the partitions it does not serve and applies them to its store.
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
+use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions,
@@ -28,7 +29,7 @@ use tokio::sync::mpsc;
 
 use super::declare::Declarer;
 use super::topology::Topology;
-use crate::cluster::changelog::{Applied, Changelog, Confirm, LogRecord, View};
+use crate::cluster::changelog::{Changelog, Confirm, LogRecord, View};
 use crate::cluster::command::{Command, Reply};
 use crate::cluster::ownership::Entered;
 use crate::cluster::{
@@ -105,6 +106,10 @@ pub struct ClusterLink {
     command_timeout: Duration,
     /// Per partition, the offset after the last changelog record this node applied.
     applied_to: Vec<AtomicU64>,
+    /// One run of changelog records is written to the store at a time, on a thread that
+    /// may block: the partitions' followers take turns, so catching up takes at most one
+    /// core from the requests and jobs this node serves meanwhile.
+    applier: tokio::sync::Semaphore,
     /// Records appended to the changelogs this node follows but not yet applied, as last
     /// measured (every `MARK_EVERY`).
     lag: AtomicU64,
@@ -157,6 +162,7 @@ impl ClusterLink {
             applied_to: (0..settings.partitions)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            applier: tokio::sync::Semaphore::new(1),
             lag: AtomicU64::new(0),
         })
     }
@@ -245,17 +251,7 @@ impl ClusterLink {
         *self.appender.write().unwrap_or_else(|p| p.into_inner()) = Some(appender);
 
         let asker = connection.create_channel().await?;
-        let replies = asker
-            .basic_consume(
-                DIRECT_REPLY.into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let replies = super::consume_without_acks(&asker, DIRECT_REPLY).await?;
         let mut tasks = vec![self.spawn_reply_router(replies, ended.clone())];
         // A channel per stream, so one partition's batched acks never cover another's.
         let mut readers = Vec::new();
@@ -688,46 +684,13 @@ impl ClusterLink {
             .await?;
         let link = Arc::clone(self);
         tokio::spawn(async move {
-            let mut applied: u64 = 0;
             let reason = loop {
-                let delivery = match consumer.next().await {
-                    Some(Ok(delivery)) => delivery,
-                    Some(Err(error)) => break error.to_string(),
-                    None => {
-                        break format!(
-                            "the changelog consumer of partition {partition} was canceled"
-                        )
-                    }
+                let run = match next_run(&mut consumer, partition).await {
+                    Ok(run) => run,
+                    Err(reason) => break reason,
                 };
-                let Some(offset) = stream_offset(&delivery) else {
-                    break format!(
-                        "a changelog record of partition {partition} came without its offset"
-                    );
-                };
-                count("applied");
-                link.applied_to[usize::from(partition)].store(offset + 1, Ordering::Release);
-                applied += 1;
-                // Acks (the stream's credit) and the applied offset go every so many
-                // records: a restart applies at most those again, which changes nothing.
-                let settle = applied % APPLY_BATCH == 0;
-                match view.apply(partition, offset, &delivery.data, settle) {
-                    Ok(Applied::Fence { origin, nonce }) => {
-                        if let Err(error) = view.save_applied(partition, offset) {
-                            break error.to_string();
-                        }
-                        link.fence_applied(partition, origin, nonce)
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        break format!("could not apply partition {partition}'s changelog: {error}")
-                    }
-                }
-                if !settle {
-                    continue;
-                }
-                let acked = delivery.ack(BasicAckOptions { multiple: true }).await;
-                if let Err(error) = acked {
-                    break error.to_string();
+                if let Err(reason) = link.apply_run(&view, partition, run).await {
+                    break reason;
                 }
             };
             // A follower stopped on purpose (this node serves the partition) or replaced is
@@ -744,6 +707,62 @@ impl ClusterLink {
                 let _ = ended.send(reason).await;
             }
         });
+        Ok(())
+    }
+
+    /// Applies a run of `partition`'s changelog records. The broker's credit is given back
+    /// first, so the next run is on its way while this one is written: the offsets applied
+    /// are this node's own to keep, not the broker's. The store is written on the blocking
+    /// pool (a batch waits out the store's flush in progress), one run at a time.
+    async fn apply_run(
+        &self,
+        view: &Arc<dyn View>,
+        partition: u16,
+        run: Vec<Delivery>,
+    ) -> Result<(), String> {
+        let Some(last) = run.last() else {
+            return Ok(());
+        };
+        last.acker
+            .ack(BasicAckOptions { multiple: true })
+            .await
+            .map_err(|error| error.to_string())?;
+        let _turn = self
+            .applier
+            .acquire()
+            .await
+            .map_err(|error| error.to_string())?;
+        let view = Arc::clone(view);
+        let (applied, count, applied_to) = tokio::task::spawn_blocking(move || {
+            let records = run
+                .iter()
+                .map(|delivery| {
+                    let offset = stream_offset(delivery).ok_or_else(|| {
+                        format!(
+                            "a changelog record of partition {partition} came without its offset"
+                        )
+                    })?;
+                    Ok((offset, delivery.data.as_slice()))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            let applied = view.apply(partition, &records).map_err(|error| {
+                format!("could not apply partition {partition}'s changelog: {error}")
+            })?;
+            let applied_to = records.last().map_or(0, |(offset, _)| offset + 1);
+            Ok::<_, String>((applied, records.len(), applied_to))
+        })
+        .await
+        .map_err(|error| {
+            format!("applying partition {partition}'s changelog stopped: {error}")
+        })??;
+        metrics()
+            .cluster_messages
+            .with_label_values(&["applied"])
+            .inc_by(count as u64);
+        self.applied_to[usize::from(partition)].store(applied_to, Ordering::Release);
+        for (origin, nonce) in applied.fences {
+            self.fence_applied(partition, origin, nonce);
+        }
         Ok(())
     }
 
@@ -1004,6 +1023,26 @@ async fn send_to_queue(
 }
 
 /// Counts one cluster message of `kind` (appended, applied, forwarded, served).
+/// The next run of a changelog consumer's records: the first as it comes, then those
+/// already here, up to `APPLY_RUN`. An error names why the consumer ended.
+async fn next_run(consumer: &mut lapin::Consumer, partition: u16) -> Result<Vec<Delivery>, String> {
+    let ended = |next: Option<lapin::Result<Delivery>>| match next {
+        Some(Ok(delivery)) => Ok(delivery),
+        Some(Err(error)) => Err(error.to_string()),
+        None => Err(format!(
+            "the changelog consumer of partition {partition} was canceled"
+        )),
+    };
+    let mut run = vec![ended(consumer.next().await)?];
+    while run.len() < APPLY_RUN {
+        match consumer.next().now_or_never() {
+            Some(next) => run.push(ended(next)?),
+            None => break,
+        }
+    }
+    Ok(run)
+}
+
 fn count(kind: &str) {
     metrics().cluster_messages.with_label_values(&[kind]).inc();
 }
@@ -1237,8 +1276,9 @@ const CHANGELOG_MAX_AGE: &str = "3D";
 /// Changelog records a node takes from each stream before acking.
 const APPLY_PREFETCH: u16 = 512;
 
-/// Changelog records applied between two acks (and two saves of the applied offset).
-const APPLY_BATCH: u64 = 64;
+/// The most changelog records applied in one batch (and acked at once): half the
+/// prefetch, so the next run is on its way while one is written.
+const APPLY_RUN: usize = APPLY_PREFETCH as usize / 2;
 
 /// How often a node records how far the changelogs of the partitions it serves have come.
 const MARK_EVERY: Duration = Duration::from_secs(5);
