@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A node away under full load, and how it catches up: three otpd nodes (release build) on one
 # broker namespace take the harness's AMQP load (closed loop, generic HTTP provider) for
-# AWAY + 60 seconds. Node 3 is killed -9 twenty seconds in and started again on its store
-# AWAY seconds later. Prints what node 3 logged of its return (the backlog it applied, how
+# AWAY + 20 + LOAD_AFTER seconds (LOAD_AFTER defaults to 40). Node 3 is killed -9 twenty
+# seconds in and started again on its store AWAY seconds later; LOAD_AFTER=0 ends the load
+# as it comes back, so it applies the backlog on an otherwise idle host. Prints what node 3 logged of its return (the backlog it applied, how
 # long that took, each takeover), the changelog streams' bytes, and the harness's report.
 # Loopback only; everything it starts stops with it, and the namespace is deleted.
 #
@@ -11,6 +12,7 @@
 set -euo pipefail
 
 AWAY=${AWAY:-600}
+LOAD_AFTER=${LOAD_AFTER:-40}
 BIN=${BIN:-target/release}
 AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 FAKE_PORT=${FAKE_PORT:-18733}
@@ -54,6 +56,9 @@ start_node() {
     OTPD__FRAUD__MODE=monitor RUST_LOG=warn,otpd=info NO_COLOR=1 \
         "$BIN/otpd" serve --config "$DIR/load.toml" >>"$DIR/node-$n.log" 2>&1 &
     PIDS[$n]=$!
+    # Its resident memory every second while it runs, in KiB (the last start's file wins).
+    (while kill -0 "${PIDS[$n]}" 2>/dev/null; do ps -o rss= -p "${PIDS[$n]}"; sleep 1; done \
+        >"$DIR/rss-$n" 2>/dev/null) &
     local deadline=$((SECONDS + 900))
     until PORTS[$n]=$(grep -o 'address=http://127.0.0.1:[0-9]*' "$DIR/node-$n.log" | tail -1 | cut -d: -f3) \
         && [ -n "${PORTS[$n]}" ] && curl -sf "http://127.0.0.1:${PORTS[$n]}/readyz" >/dev/null; do
@@ -67,7 +72,7 @@ echo "three nodes ready on namespace $NAMESPACE (logs in $DIR)"
 
 "$BIN/otpd-loadtest" amqp --target "http://127.0.0.1:${PORTS[1]}" --namespace "$NAMESPACE" \
     --api-key "$KEY" --fake-port "$FAKE_PORT" --tenant dev --with-ceiling false \
-    --duration "$((AWAY + 60))s" --drain-timeout 120s --out "$DIR/report.json" >"$DIR/load.txt" 2>&1 &
+    --duration "$((AWAY + 20 + LOAD_AFTER))s" --drain-timeout 120s --out "$DIR/report.json" >"$DIR/load.txt" 2>&1 &
 LOAD=$!
 
 sleep 20
@@ -83,6 +88,7 @@ wait "$LOAD" || true
 echo "--- node 3's return"
 awk -v since="$(date -u -d @"${back%.*}" +%Y-%m-%dT%H:%M:%S)" '$1 >= since' "$DIR/node-3.log" \
     | grep -E "backlog|Now the owner" || true
+sort -n "$DIR/rss-3" | tail -1 | awk '{ printf "node 3 peak RSS since its return: %d MiB\n", $1 / 1024 }'
 echo "--- changelog streams ($NAMESPACE)"
 du -sb /var/lib/rabbitmq/mnesia/*/stream/__"${NAMESPACE}"_changelog_* 2>/dev/null \
     | awk '{ total += $1 } END { printf "%d bytes in %d streams\n", total, NR }'
