@@ -386,22 +386,25 @@ mod tests {
         now
     }
 
+    /// A gate with the test settings on `store`, at `START`.
+    fn gate_on(store: Arc<dyn Store>) -> FraudGate {
+        FraudGate::load(
+            &settings(),
+            store,
+            Arc::new(NoEvents),
+            Arc::default(),
+            START,
+        )
+        .unwrap()
+    }
+
     /// Pumps consecutive numbers of one prefix, never verified, one every two seconds,
     /// through `nodes` nodes' gates in turn, each telling the others what it counted when
     /// `telling`; returns how many sends went out before a gate refused one.
     fn pump_through(nodes: usize, telling: bool) -> u64 {
         let dir = tempfile::tempdir().unwrap();
         let gates: Vec<FraudGate> = (0..nodes)
-            .map(|node| {
-                FraudGate::load(
-                    &settings(),
-                    sled_store(&dir.path().join(node.to_string())),
-                    Arc::new(NoEvents),
-                    Arc::default(),
-                    START,
-                )
-                .unwrap()
-            })
+            .map(|node| gate_on(sled_store(&dir.path().join(node.to_string()))))
             .collect();
         let mut told: Vec<_> = gates
             .iter()
@@ -450,14 +453,7 @@ mod tests {
     #[test]
     fn what_a_guard_folds_in_it_does_not_tell_again() {
         let dir = tempfile::tempdir().unwrap();
-        let gate = FraudGate::load(
-            &settings(),
-            sled_store(dir.path()),
-            Arc::new(NoEvents),
-            Arc::default(),
-            START,
-        )
-        .unwrap();
+        let gate = gate_on(sled_store(dir.path()));
         let mut told = gate.tell_signals().unwrap();
         assert!(gate.tell_signals().is_none(), "told once");
         let target = crate::fraud::prefix::target("+2348031000000", "NG", 4).unwrap();
