@@ -98,6 +98,7 @@ impl GuardLink {
                 ),
             }
         }
+        tracing::warn!("Stopped hearing the other nodes' pumping-guard counts; hearing them again once reconnected.");
     }
 
     /// Tells what this node's guard counts, a batch a `TELL_EVERY`, until the channel fails.
