@@ -474,14 +474,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = sled_store(dir.path());
         let settings = settings();
-        let gate = FraudGate::load(
-            &settings,
-            Arc::clone(&store),
-            Arc::new(NoEvents),
-            Arc::default(),
-            START,
-        )
-        .unwrap();
+        let gate = gate_on(Arc::clone(&store));
         let now = pump(&gate);
         let saved = store.fraud_blocks().unwrap();
         assert_eq!(saved.len(), 1, "the pump was blocked and saved");
@@ -501,14 +494,7 @@ mod tests {
         let store = sled_store(dir.path());
         let settings = settings();
         // Another node decides a block: the same sends, on a gate of its own.
-        let other = FraudGate::load(
-            &settings,
-            sled_store(&dir.path().join("other")),
-            Arc::new(NoEvents),
-            Arc::default(),
-            START,
-        )
-        .unwrap();
+        let other = gate_on(sled_store(&dir.path().join("other")));
         let now = pump(&other);
         let block = other
             .active_blocks(now)

@@ -117,17 +117,11 @@ pub struct ClusterLink {
 
 /// What a session keeps of its membership; dropping it stops the ticks.
 pub struct Membership {
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: super::Aborting,
     /// Each partition's changelog tail when this node joined, and the offset its store
     /// had applied up to.
     tails: Vec<Option<u64>>,
     stood: Vec<u64>,
-}
-
-impl Drop for Membership {
-    fn drop(&mut self) {
-        self.tasks.iter().for_each(tokio::task::JoinHandle::abort);
-    }
 }
 
 impl ClusterLink {
@@ -252,7 +246,8 @@ impl ClusterLink {
 
         let asker = connection.create_channel().await?;
         let replies = super::consume_without_acks(&asker, DIRECT_REPLY).await?;
-        let mut tasks = vec![self.spawn_reply_router(replies, ended.clone())];
+        let mut tasks = super::Aborting::default();
+        tasks.push(self.spawn_reply_router(replies, ended.clone()));
         // A channel per stream, so one partition's batched acks never cover another's.
         let mut readers = Vec::new();
         for _ in 0..self.partitions {

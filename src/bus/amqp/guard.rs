@@ -105,16 +105,10 @@ impl GuardLink {
     async fn tell(self: std::sync::Arc<Self>, channel: Channel, exchange: String) {
         let mut outbox = self.outbox.lock().await;
         let mut ticks = tokio::time::interval(TELL_EVERY);
-        let mut batch = Vec::new();
         loop {
             ticks.tick().await;
             loop {
-                while batch.len() < BATCH {
-                    match outbox.try_recv() {
-                        Ok(signal) => batch.push(signal),
-                        Err(_) => break,
-                    }
-                }
+                let batch = take_waiting(&mut outbox, BATCH);
                 if batch.is_empty() {
                     break;
                 }
@@ -132,8 +126,51 @@ impl GuardLink {
                     tracing::warn!(%error, "Could not tell the other nodes what the pumping guard counted; telling again once reconnected.");
                     return;
                 }
-                batch.clear();
             }
         }
+    }
+}
+
+/// Up to `most` of the counts waiting in `outbox`, oldest first.
+fn take_waiting(outbox: &mut mpsc::Receiver<Signal>, most: usize) -> Vec<Signal> {
+    let mut batch = Vec::new();
+    while batch.len() < most {
+        match outbox.try_recv() {
+            Ok(signal) => batch.push(signal),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Timestamp;
+    use crate::fraud::prefix::target;
+
+    #[test]
+    fn waiting_counts_are_taken_oldest_first_a_batch_at_most_at_a_time() {
+        let (sender, mut outbox) = mpsc::channel(8);
+        let number = target("+2348031234567", "NG", 4).unwrap();
+        for at in 1..=5 {
+            sender
+                .try_send(Signal::Sent {
+                    target: number.clone(),
+                    at: Timestamp(at),
+                })
+                .unwrap();
+        }
+        let times = |batch: Vec<Signal>| -> Vec<u64> {
+            batch
+                .into_iter()
+                .map(|signal| match signal {
+                    Signal::Sent { at, .. } | Signal::Converted { at, .. } => at.0,
+                })
+                .collect()
+        };
+        assert_eq!(times(take_waiting(&mut outbox, 3)), vec![1, 2, 3]);
+        assert_eq!(times(take_waiting(&mut outbox, 3)), vec![4, 5]);
+        assert!(take_waiting(&mut outbox, 3).is_empty());
     }
 }

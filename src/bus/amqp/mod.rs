@@ -237,7 +237,7 @@ impl AmqpBus {
                 self.bounded(guard.start(&connection, &self.topology.guard_exchange))
                     .await?,
             ),
-            None => Aborting(Vec::new()),
+            None => Aborting::default(),
         };
         let ingress_channel = self.consumer_channel(&connection).await?;
         let ingress = self
@@ -493,7 +493,14 @@ async fn consume_without_acks(channel: &Channel, queue: &str) -> lapin::Result<l
 }
 
 /// Tasks of one session, aborted when it ends.
-struct Aborting(Vec<tokio::task::JoinHandle<()>>);
+#[derive(Default)]
+pub(crate) struct Aborting(Vec<tokio::task::JoinHandle<()>>);
+
+impl Aborting {
+    pub(crate) fn push(&mut self, task: tokio::task::JoinHandle<()>) {
+        self.0.push(task);
+    }
+}
 
 impl Drop for Aborting {
     fn drop(&mut self) {
