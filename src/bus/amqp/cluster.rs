@@ -92,6 +92,11 @@ pub struct ClusterLink {
     tail_reader: RwLock<Option<Channel>>,
     /// The consumer tag of the follower of each partition this node follows.
     followers: Mutex<HashMap<u16, String>>,
+    /// Held by whoever starts or stops following a partition, one at a time per partition:
+    /// a partition never has two followers on its reader channel. (RabbitMQ 3.10 keeps one
+    /// consumer per stream and channel in its books: a second replaces the first there, and
+    /// canceling the first then crashes the channel and closes the whole connection.)
+    following: Vec<tokio::sync::Mutex<()>>,
     /// Fences this node appended and waits to apply, by partition: nonce and who waits.
     fences: Mutex<HashMap<u16, (u64, tokio::sync::oneshot::Sender<()>)>>,
     /// The channel that consumes direct replies and asks the owners, while connected.
@@ -148,6 +153,9 @@ impl ClusterLink {
             readers: RwLock::new(None),
             tail_reader: RwLock::new(None),
             followers: Mutex::default(),
+            following: (0..settings.partitions)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             asker: RwLock::new(None),
             waiting: Mutex::default(),
             executor: OnceLock::new(),
@@ -647,9 +655,14 @@ struct Consumers {
 
 impl ClusterLink {
     /// Starts applying `partition`'s changelog to this node's store from the offset it
-    /// applied last. A node follows every partition it does not serve, so its store stays a
-    /// warm copy and a takeover only has the last moments to apply.
+    /// applied last, unless it follows it already. A node follows every partition it does
+    /// not serve, so its store stays a warm copy and a takeover only has the last moments
+    /// to apply.
     async fn follow(self: &Arc<Self>, partition: u16) -> Result<(), JoinError> {
+        let _one_at_a_time = self.following[usize::from(partition)].lock().await;
+        if self.lock_followers().contains_key(&partition) {
+            return Ok(());
+        }
         let view = Arc::clone(self.store_view()?);
         let (reader, ended) = self.session_reader(partition)?;
         let start = match view.applied(partition) {
@@ -662,7 +675,7 @@ impl ClusterLink {
         };
         let mut arguments = FieldTable::default();
         arguments.insert("x-stream-offset".into(), start);
-        // A tag of its own each time: the consumer this one replaces may not be gone yet.
+        // A tag of its own each time, so a follower that ends late is told from the next.
         let tag = format!(
             "{}.changelog.{partition}.{:08x}",
             self.node,
@@ -762,8 +775,13 @@ impl ClusterLink {
     }
 
     /// Stops following `partition`: this node serves it now, and its own changes are in its
-    /// store before they are in the changelog.
+    /// store before they are in the changelog. (Unless it has begun to yield it meanwhile,
+    /// and wants it followed again.)
     async fn unfollow(&self, partition: u16) {
+        let _one_at_a_time = self.following[usize::from(partition)].lock().await;
+        if !self.ownership.serves(partition) {
+            return;
+        }
         let Ok((reader, _)) = self.session_reader(partition) else {
             return;
         };
