@@ -68,7 +68,7 @@ impl Gateway {
 
     /// The partition a slot belongs to.
     pub fn partition_of(&self, slot: u32) -> u16 {
-        (slot % u32::from(self.partitions)) as u16
+        super::partition_of(slot, self.partitions)
     }
 
     /// Lets this node in to the partition of `slot` when it serves it (never in embedded

@@ -23,6 +23,11 @@ pub use owner::{Executor, Owner};
 pub use ownership::Ownership;
 pub use settings::ClusterSettings;
 
+/// The partition of `partitions` a destination's slot belongs to.
+pub fn partition_of(slot: u32, partitions: u16) -> u16 {
+    (slot % u32::from(partitions.max(1))) as u16
+}
+
 /// The partition count a cluster was started with, as recorded in the broker by its first
 /// node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
