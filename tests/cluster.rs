@@ -1028,3 +1028,52 @@ async fn a_pump_spread_over_three_nodes_is_judged_on_all_its_sends() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_retry_while_its_code_is_on_its_way_sends_it_once() {
+    // Every send takes 1.5 s, so the retries come while the first send is under way.
+    let cluster = Cluster::with(&[("OTPD__SANDBOX__DELAY_MS", "1500")]);
+    let nodes = cluster.start_three().await;
+    let http = http_client();
+    let create = |node: &Node| {
+        send(
+            authed(
+                &http,
+                Method::POST,
+                node.process.url("/v1/verifications"),
+                &cluster.api_key,
+            )
+            .header("Idempotency-Key", "retried-1")
+            .json(&json!({"channel": "sms", "to": mobile(4242)})),
+        )
+    };
+    let first = create(&nodes[0]).await;
+    first.expect_status(201);
+    let id = first.str("id").to_owned();
+    // A caller whose answers were lost retries through every node, again and again: each
+    // retry reaches the owner, which knows the job is on its way and does not hand it on
+    // again (another node taking a second copy would not know of the first send yet).
+    for round in 0..6 {
+        let retry = create(&nodes[round % nodes.len()]).await;
+        assert!(retry.status.is_success(), "retry {round}: {}", retry.text);
+        assert_eq!(
+            retry.str("id"),
+            id,
+            "retry {round} replays the first answer"
+        );
+    }
+    let sent = || -> usize {
+        nodes
+            .iter()
+            .map(|node| helpers::outbox_messages(node.store.path(), &id).len())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sent() == 0 {
+        assert!(Instant::now() < deadline, "the code was never sent");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Long enough for every copy handed on to have been sent.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(sent(), 1, "the code went out once");
+}

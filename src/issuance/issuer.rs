@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::IssueError;
+use super::handed_over::{self, HandedOver};
 use super::policy::{self, IssueRequest, SendLimits, SendPlan};
 use super::settings::{RateLimitSettings, VerificationSettings};
 use super::{IssueOtp, Issued, RequestSource};
@@ -48,6 +49,8 @@ pub struct Issuer {
     access: Gate,
     /// The SMS-pumping guard, shared with the checker (see `crate::fraud`).
     fraud: FraudGate,
+    /// The jobs handed on lately, which an idempotent retry does not hand on again.
+    handed_over: Arc<HandedOver>,
 }
 
 impl Issuer {
@@ -77,6 +80,7 @@ impl Issuer {
             client_limiter: KeyedLimiter::new(r.client_ip_per_second, r.client_ip_burst),
             access,
             fraud: FraudGate::off(),
+            handed_over: Arc::new(HandedOver::new(handed_over::REMEMBERED)),
         }
     }
 
@@ -255,6 +259,7 @@ impl Issuer {
         let flushed = self.store.flush();
         let jobs = Arc::clone(&self.bus);
         let store = Arc::clone(&self.store);
+        let handed_over = Arc::clone(&self.handed_over);
         Box::pin(async move {
             let decided = decided?;
             flushed.await?;
@@ -266,17 +271,28 @@ impl Issuer {
                     receipt,
                     replayed: true,
                 }),
+                // Handed on already, lately, by this node: it is on its way.
+                Decided::Replay {
+                    receipt,
+                    undelivered: Some(job),
+                } if handed_over.knows(&job.job_id) => Ok(Issued {
+                    receipt,
+                    replayed: true,
+                }),
                 // The first attempt's job may never have reached the broker (its answer was
-                // lost with the connection): it goes again; a send already made is not
-                // repeated (the sender sees it recorded).
+                // lost with the connection), or reached it through another owner: it goes
+                // again; a send already recorded is not repeated.
                 Decided::Replay {
                     receipt,
                     undelivered: Some(job),
                 } => match jobs.publish_job(&job).await {
-                    Ok(()) => Ok(Issued {
-                        receipt,
-                        replayed: true,
-                    }),
+                    Ok(()) => {
+                        handed_over.remember(&job.job_id);
+                        Ok(Issued {
+                            receipt,
+                            replayed: true,
+                        })
+                    }
                     Err(error) => Err(IssueError::Unavailable(error.to_string())),
                 },
                 Decided::Issued {
@@ -284,10 +300,13 @@ impl Issuer {
                     job,
                     idempotency,
                 } => match jobs.publish_job(&job).await {
-                    Ok(()) => Ok(Issued {
-                        receipt,
-                        replayed: false,
-                    }),
+                    Ok(()) => {
+                        handed_over.remember(&job.job_id);
+                        Ok(Issued {
+                            receipt,
+                            replayed: false,
+                        })
+                    }
                     Err(error) => {
                         store.abandon_issue(&job, idempotency.as_ref())?;
                         store.flush().await?;

@@ -2,6 +2,7 @@
 
 pub mod actor;
 pub mod error;
+pub mod handed_over;
 pub mod issuer;
 pub mod policy;
 pub mod request;
