@@ -264,37 +264,25 @@ impl Issuer {
             let decided = decided?;
             flushed.await?;
             match decided {
-                Decided::Replay {
-                    receipt,
-                    undelivered: None,
-                } => Ok(Issued {
-                    receipt,
-                    replayed: true,
-                }),
-                // Handed on already, lately, by this node: it is on its way.
-                Decided::Replay {
-                    receipt,
-                    undelivered: Some(job),
-                } if handed_over.knows(&job.job_id) => Ok(Issued {
-                    receipt,
-                    replayed: true,
-                }),
                 // The first attempt's job may never have reached the broker (its answer was
                 // lost with the connection), or reached it through another owner: it goes
-                // again; a send already recorded is not repeated.
+                // again, unless this node handed it on lately (it is on its way); a send
+                // already recorded is not repeated.
                 Decided::Replay {
                     receipt,
-                    undelivered: Some(job),
-                } => match jobs.publish_job(&job).await {
-                    Ok(()) => {
+                    undelivered,
+                } => {
+                    if let Some(job) = undelivered.filter(|job| !handed_over.knows(&job.job_id)) {
+                        jobs.publish_job(&job)
+                            .await
+                            .map_err(|error| IssueError::Unavailable(error.to_string()))?;
                         handed_over.remember(&job.job_id);
-                        Ok(Issued {
-                            receipt,
-                            replayed: true,
-                        })
                     }
-                    Err(error) => Err(IssueError::Unavailable(error.to_string())),
-                },
+                    Ok(Issued {
+                        receipt,
+                        replayed: true,
+                    })
+                }
                 Decided::Issued {
                     receipt,
                     job,

@@ -559,8 +559,8 @@ impl ClusterLink {
         // A command its sender has given up on is not run: the sender told its caller that
         // nothing was changed. (A node of an earlier version sends no time: it gets this
         // node's own wait.)
-        let give_up_at =
-            give_up_at(properties).unwrap_or_else(|| Timestamp::now().plus(self.command_timeout));
+        let give_up_at = sender_gives_up_at(properties)
+            .unwrap_or_else(|| Timestamp::now().plus(self.command_timeout));
         let Some(left) = time_left(give_up_at, Timestamp::now()) else {
             count("given_up");
             return;
@@ -1026,7 +1026,7 @@ impl ClusterLink {
 }
 
 /// When the sender of a command gives up waiting, as its header says.
-fn give_up_at(properties: &BasicProperties) -> Option<Timestamp> {
+fn sender_gives_up_at(properties: &BasicProperties) -> Option<Timestamp> {
     match properties.headers().as_ref()?.inner().get(GIVE_UP_AT)? {
         AMQPValue::LongLongInt(millis) => u64::try_from(*millis).ok().map(Timestamp),
         _ => None,
