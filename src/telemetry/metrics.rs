@@ -159,7 +159,7 @@ impl Metrics {
         );
         let cluster_messages = counter(
             "otpd_cluster_messages_total",
-            "Broker messages of the cluster, by kind: changelog records appended and applied, commands forwarded and served, and commands given up (their sender stopped waiting before the owner could start them).",
+            "Broker messages of the cluster, by kind: changelog records appended and applied, commands forwarded and served.",
             &["kind"],
         );
         let cluster_lag = IntGauge::new(

@@ -45,12 +45,6 @@ const TICK: &str = "otpd.tick";
 const WHO_OWNS: &str = "otpd.who-owns";
 /// The `type` of a command for a partition's owner (`crate::cluster::command`, JSON).
 const COMMAND: &str = "otpd.command";
-/// The header of a command that says when its sender gives up waiting for the reply (Unix
-/// milliseconds).
-const GIVE_UP_AT: &str = "otpd-give-up-at";
-/// A command starts only with this much of its sender's wait left: enough to run it and
-/// reply before the sender gives up.
-const START_MARGIN: Duration = Duration::from_millis(250);
 /// The queue name a direct reply goes to.
 const DIRECT_REPLY: &str = "amq.rabbitmq.reply-to";
 /// How long reading the cluster record from its stream may take.
@@ -510,18 +504,11 @@ impl ClusterLink {
             serde_json::to_vec(command).map_err(|e| ClusterUnavailable::Broker(e.to_string()))?;
         let (id, mut answers) = self.await_answers();
         let queue = super::topology::partition_queue(&self.namespace, partition);
-        let mut headers = FieldTable::default();
-        let give_up_at = Timestamp::now().plus(self.command_timeout);
-        headers.insert(
-            GIVE_UP_AT.into(),
-            AMQPValue::LongLongInt(give_up_at.0 as i64),
-        );
         let properties = BasicProperties::default()
             .with_type(COMMAND.into())
             .with_reply_to(DIRECT_REPLY.into())
             .with_correlation_id(id.as_str().into())
-            .with_expiration(self.command_timeout.as_millis().to_string().into())
-            .with_headers(headers);
+            .with_expiration(self.command_timeout.as_millis().to_string().into());
         let sent = send_to_queue(&asker, &queue, &body, properties).await;
         let answer = match sent {
             Ok(_) => tokio::time::timeout(self.command_timeout, answers.recv()).await,
@@ -556,18 +543,9 @@ impl ClusterLink {
         let Some(executor) = self.executor.get() else {
             return;
         };
-        // A command its sender has given up on is not run: the sender told its caller that
-        // nothing was changed. (A node of an earlier version sends no time: it gets this
-        // node's own wait.)
-        let give_up_at = sender_gives_up_at(properties)
-            .unwrap_or_else(|| Timestamp::now().plus(self.command_timeout));
-        let Some(left) = time_left(give_up_at, Timestamp::now()) else {
-            count("given_up");
-            return;
-        };
         // A new owner serves once it has caught up; a command waits for that, not longer
         // than its sender does. A partition on its way to another node sends it back.
-        let deadline = tokio::time::Instant::now() + left;
+        let deadline = tokio::time::Instant::now() + self.command_timeout;
         let entered = loop {
             if let Some(entered) = self.ownership.enter(partition) {
                 break Some(entered);
@@ -576,7 +554,6 @@ impl ClusterLink {
                 break None;
             }
             if tokio::time::Instant::now() > deadline {
-                count("given_up");
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -1025,23 +1002,6 @@ impl ClusterLink {
     }
 }
 
-/// When the sender of a command gives up waiting, as its header says.
-fn sender_gives_up_at(properties: &BasicProperties) -> Option<Timestamp> {
-    match properties.headers().as_ref()?.inner().get(GIVE_UP_AT)? {
-        AMQPValue::LongLongInt(millis) => u64::try_from(*millis).ok().map(Timestamp),
-        _ => None,
-    }
-}
-
-/// How long an owner may wait before it starts a command whose sender gives up at
-/// `give_up_at`, keeping `START_MARGIN` to run it and reply; `None`: too late to start.
-/// (Nodes' clocks are taken to agree within a fraction of the margin, as NTP keeps them.)
-fn time_left(give_up_at: Timestamp, now: Timestamp) -> Option<Duration> {
-    let left = Duration::from_millis(give_up_at.0.checked_sub(now.0)?);
-    left.checked_sub(START_MARGIN)
-        .filter(|left| !left.is_zero())
-}
-
 /// Sends `body` to the direct reply-to queue `reply_to` of the node that asked, under its
 /// correlation `id`.
 async fn answer(
@@ -1408,21 +1368,7 @@ impl Forwarder for ClusterLink {
 
 #[cfg(test)]
 mod tests {
-    use super::{beyond_share, records_behind, time_left, START_MARGIN};
-    use crate::domain::Timestamp;
-    use std::time::Duration;
-
-    #[test]
-    fn a_command_starts_only_with_time_left_to_answer_its_sender() {
-        let now = Timestamp(10_000);
-        assert_eq!(
-            time_left(Timestamp(12_000), now),
-            Some(Duration::from_millis(2_000) - START_MARGIN)
-        );
-        assert_eq!(time_left(Timestamp(10_000).plus(START_MARGIN), now), None);
-        assert_eq!(time_left(Timestamp(10_100), now), None);
-        assert_eq!(time_left(Timestamp(9_000), now), None, "its sender gave up");
-    }
+    use super::{beyond_share, records_behind};
 
     #[test]
     fn the_lag_counts_records_before_each_tail_not_yet_applied() {
