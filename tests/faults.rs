@@ -186,6 +186,25 @@ async fn clean_up(namespace: &str) {
     let _ = connection.close(200, "bye".into()).await;
 }
 
+/// Deletes a test's namespace when dropped, so a test that fails midway leaves nothing on
+/// the broker either. Made before the test's otpd processes, so it drops after them.
+struct CleanUp(String);
+
+impl Drop for CleanUp {
+    fn drop(&mut self) {
+        let namespace = self.0.clone();
+        let cleaner = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(clean_up(&namespace));
+            }
+        });
+        let _ = cleaner.join();
+    }
+}
+
 /// A test's otpd in broker mode: its namespace, secrets and store.
 struct Node {
     namespace: String,
@@ -403,6 +422,7 @@ fn tally(stores: &[&Path], confirmed: &[u64]) -> Tally {
 async fn the_broker_stopped_and_started_under_load_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let node = Node::new();
+    let _clean_up = CleanUp(node.namespace.clone());
     let stopped = Arc::new(AtomicBool::new(false));
     let _guard = BrokerGuard {
         stopped: Arc::clone(&stopped),
@@ -446,7 +466,6 @@ async fn the_broker_stopped_and_started_under_load_loses_nothing() {
         "no publish failed: was the broker stopped?"
     );
     let output = process.stop();
-    clean_up(&node.namespace).await;
     assert!(
         tally.lost.is_empty(),
         "lost {} confirmed requests, e.g. {:?}\n{}",
@@ -469,6 +488,7 @@ async fn the_broker_stopped_and_started_under_load_loses_nothing() {
 async fn ten_kill_9_restarts_under_load_lose_nothing() {
     let _serial = SERIAL.lock().await;
     let node = Node::new();
+    let _clean_up = CleanUp(node.namespace.clone());
     // A slow stand-in phone keeps sends in flight when the kill comes.
     let slow = [("OTPD__SANDBOX__DELAY_MS", "50")];
     let (mut process, _) = node.start(&slow).await;
@@ -503,7 +523,6 @@ async fn ten_kill_9_restarts_under_load_lose_nothing() {
     );
     println!("faults: restart_to_ready_ms={restarts:?} failed_publishes={failed_publishes}");
     let output = process.stop();
-    clean_up(&node.namespace).await;
     assert!(
         tally.lost.is_empty(),
         "lost {} confirmed requests, e.g. {:?}\n{}",
@@ -537,6 +556,7 @@ fn tail(output: &str) -> String {
 async fn the_broker_restarted_under_load_with_three_nodes_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let first = Node::new();
+    let _clean_up = CleanUp(first.namespace.clone());
     let nodes = [first.sibling(), first.sibling(), first];
     let stopped = Arc::new(AtomicBool::new(false));
     let _guard = BrokerGuard {
@@ -575,7 +595,6 @@ async fn the_broker_restarted_under_load_with_three_nodes_loses_nothing() {
         resume.as_millis()
     );
     let output: Vec<String> = processes.iter_mut().map(OtpdProcess::stop).collect();
-    clean_up(namespace).await;
     assert!(
         tally.lost.is_empty(),
         "lost {} confirmed requests, e.g. {:?}\n{}",
@@ -661,6 +680,7 @@ async fn read_until(
 async fn a_node_killed_under_broker_and_http_load_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let first = Node::new();
+    let _clean_up = CleanUp(first.namespace.clone());
     let nodes = [first.sibling(), first.sibling(), first];
     let key = format!("otpk_{}", random_hex(16));
     let key_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()));
@@ -824,7 +844,6 @@ async fn a_node_killed_under_broker_and_http_load_loses_nothing() {
         verified += 1;
     }
     let output: Vec<String> = processes.iter_mut().map(OtpdProcess::stop).collect();
-    clean_up(namespace).await;
     assert!(
         broker_tally.lost.is_empty() && http_lost.is_empty(),
         "lost {:?} broker requests and {:?} HTTP creates\n{}",
