@@ -39,15 +39,7 @@ struct Namespace(String);
 impl Drop for Namespace {
     fn drop(&mut self) {
         let namespace = self.0.clone();
-        let cleaner = std::thread::spawn(move || {
-            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                runtime.block_on(delete_namespace(&namespace));
-            }
-        });
-        let _ = cleaner.join();
+        helpers::run_apart(async move { delete_namespace(&namespace).await });
     }
 }
 

@@ -193,15 +193,7 @@ struct CleanUp(String);
 impl Drop for CleanUp {
     fn drop(&mut self) {
         let namespace = self.0.clone();
-        let cleaner = std::thread::spawn(move || {
-            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                runtime.block_on(clean_up(&namespace));
-            }
-        });
-        let _ = cleaner.join();
+        helpers::run_apart(async move { clean_up(&namespace).await });
     }
 }
 

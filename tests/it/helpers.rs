@@ -770,3 +770,19 @@ pub async fn delete_topology(channel: &lapin::Channel, namespace: &str, partitio
             .await;
     }
 }
+
+/// Runs `work` to its end on a thread and runtime of its own: for a `Drop` that must finish
+/// an async clean-up, even while the test that owns it unwinds. (Used by the cluster and
+/// fault tests, which include this file.)
+#[allow(dead_code)]
+pub fn run_apart(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let runner = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            runtime.block_on(work);
+        }
+    });
+    let _ = runner.join();
+}
