@@ -12,11 +12,12 @@ mod helpers;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use lapin::{Connection, ConnectionProperties};
 use rand::RngCore;
 use serde_json::Value;
 
-use helpers::{authed, http_client, message_code, read_outbox, send, OtpdProcess, Reply};
+use helpers::{
+    authed, http_client, message_code, read_outbox, send, NamespaceGuard, OtpdProcess, Reply,
+};
 use reqwest::Method;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -32,38 +33,10 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(buffer)
 }
 
-/// A namespace on the broker, deleted (queues, streams, exchanges) when dropped, so a
-/// failed test leaves nothing behind either.
-struct Namespace(String);
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let namespace = self.0.clone();
-        helpers::run_apart(async move { delete_namespace(&namespace).await });
-    }
-}
-
-async fn delete_namespace(namespace: &str) {
-    let Ok(Ok(connection)) = tokio::time::timeout(
-        Duration::from_secs(5),
-        Connection::connect(BROKER_URL, ConnectionProperties::default()),
-    )
-    .await
-    else {
-        eprintln!("could not connect to delete namespace {namespace}");
-        return;
-    };
-    let Ok(channel) = connection.create_channel().await else {
-        return;
-    };
-    helpers::delete_topology(&channel, namespace, PARTITIONS).await;
-    let _ = connection.close(200, "test done".into()).await;
-}
-
 /// A cluster's namespace, the secrets every node shares, its tenant's API key, and the
 /// settings its nodes get besides.
 struct Cluster {
-    namespace: Namespace,
+    namespace: NamespaceGuard,
     pepper: String,
     sealing_key: String,
     api_key: String,
@@ -77,7 +50,10 @@ impl Cluster {
 
     fn with(extra: &[(&'static str, &str)]) -> Self {
         Cluster {
-            namespace: Namespace(format!("c{}", random_hex(6))),
+            namespace: NamespaceGuard {
+                name: format!("c{}", random_hex(6)),
+                partitions: PARTITIONS,
+            },
             pepper: random_hex(32),
             sealing_key: random_hex(32),
             api_key: format!("otpk_{}", random_hex(16)),
@@ -89,7 +65,7 @@ impl Cluster {
     fn env(&self, node: &str, partitions: &str) -> Vec<(&'static str, String)> {
         vec![
             ("OTPD__AMQP__URL", BROKER_URL.to_owned()),
-            ("OTPD__AMQP__NAMESPACE", self.namespace.0.clone()),
+            ("OTPD__AMQP__NAMESPACE", self.namespace.name.clone()),
             ("OTPD__AMQP__RECONNECT_DELAY_MS", "200".to_owned()),
             ("OTPD__CLUSTER__PARTITIONS", partitions.to_owned()),
             ("OTPD__CLUSTER__NODE_ID", node.to_owned()),

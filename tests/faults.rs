@@ -22,7 +22,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use rand::{Rng, RngCore};
 use serde_json::{json, Value};
 
-use helpers::{http_client, outbox_path, send, OtpdProcess};
+use helpers::{http_client, outbox_path, send, NamespaceGuard, OtpdProcess};
 
 const BROKER_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const NODE: &str = "rabbit@localhost";
@@ -165,35 +165,11 @@ impl Publisher {
     }
 }
 
-async fn clean_up(namespace: &str) {
-    let Ok(connection) = Connection::connect(BROKER_URL, ConnectionProperties::default()).await
-    else {
-        eprintln!("could not connect to clean up {namespace}");
-        return;
-    };
-    let Ok(channel) = connection.create_channel().await else {
-        return;
-    };
-    let mut settings = otpd::config::Settings::load(None).expect("default settings");
-    settings.amqp.namespace = namespace.to_string();
-    let topology = otpd::bus::amqp::topology::Topology::from_settings(
-        &settings.amqp,
-        settings.cluster.partitions,
-    );
-    if let Err(error) = otpd::bus::amqp::declare::delete(&channel, &topology).await {
-        eprintln!("could not clean up {namespace}: {error}");
-    }
-    let _ = connection.close(200, "bye".into()).await;
-}
-
-/// Deletes a test's namespace when dropped, so a test that fails midway leaves nothing on
-/// the broker either. Made before the test's otpd processes, so it drops after them.
-struct CleanUp(String);
-
-impl Drop for CleanUp {
-    fn drop(&mut self) {
-        let namespace = self.0.clone();
-        helpers::run_apart(async move { clean_up(&namespace).await });
+/// Deletes a test's namespace (default partition count) when dropped, failed or not.
+fn clean_up_on_drop(namespace: &str) -> NamespaceGuard {
+    NamespaceGuard {
+        name: namespace.to_owned(),
+        partitions: otpd::cluster::ClusterSettings::default().partitions,
     }
 }
 
@@ -414,7 +390,7 @@ fn tally(stores: &[&Path], confirmed: &[u64]) -> Tally {
 async fn the_broker_stopped_and_started_under_load_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let node = Node::new();
-    let _clean_up = CleanUp(node.namespace.clone());
+    let _clean_up = clean_up_on_drop(&node.namespace);
     let stopped = Arc::new(AtomicBool::new(false));
     let _guard = BrokerGuard {
         stopped: Arc::clone(&stopped),
@@ -480,7 +456,7 @@ async fn the_broker_stopped_and_started_under_load_loses_nothing() {
 async fn ten_kill_9_restarts_under_load_lose_nothing() {
     let _serial = SERIAL.lock().await;
     let node = Node::new();
-    let _clean_up = CleanUp(node.namespace.clone());
+    let _clean_up = clean_up_on_drop(&node.namespace);
     // A slow stand-in phone keeps sends in flight when the kill comes.
     let slow = [("OTPD__SANDBOX__DELAY_MS", "50")];
     let (mut process, _) = node.start(&slow).await;
@@ -548,7 +524,7 @@ fn tail(output: &str) -> String {
 async fn the_broker_restarted_under_load_with_three_nodes_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let first = Node::new();
-    let _clean_up = CleanUp(first.namespace.clone());
+    let _clean_up = clean_up_on_drop(&first.namespace);
     let nodes = [first.sibling(), first.sibling(), first];
     let stopped = Arc::new(AtomicBool::new(false));
     let _guard = BrokerGuard {
@@ -672,7 +648,7 @@ async fn read_until(
 async fn a_node_killed_under_broker_and_http_load_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let first = Node::new();
-    let _clean_up = CleanUp(first.namespace.clone());
+    let _clean_up = clean_up_on_drop(&first.namespace);
     let nodes = [first.sibling(), first.sibling(), first];
     let key = format!("otpk_{}", random_hex(16));
     let key_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()));

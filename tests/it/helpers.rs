@@ -771,18 +771,50 @@ pub async fn delete_topology(channel: &lapin::Channel, namespace: &str, partitio
     }
 }
 
-/// Runs `work` to its end on a thread and runtime of its own: for a `Drop` that must finish
-/// an async clean-up, even while the test that owns it unwinds. (Used by the cluster and
-/// fault tests, which include this file.)
+/// A namespace on the machine's broker (127.0.0.1:5672), deleted with every queue, stream
+/// and exchange of its topology when dropped, so a test that fails midway leaves nothing
+/// behind either. Made before a test's otpd processes, it drops after them. (Used by the
+/// cluster and fault tests, which include this file.)
 #[allow(dead_code)]
-pub fn run_apart(work: impl std::future::Future<Output = ()> + Send + 'static) {
-    let runner = std::thread::spawn(move || {
-        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            runtime.block_on(work);
-        }
-    });
-    let _ = runner.join();
+pub struct NamespaceGuard {
+    pub name: String,
+    pub partitions: u16,
+}
+
+impl Drop for NamespaceGuard {
+    fn drop(&mut self) {
+        let (namespace, partitions) = (self.name.clone(), self.partitions);
+        // On a thread and runtime of its own: the test that owns it may be unwinding.
+        let cleaner = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(delete_namespace(&namespace, partitions));
+            }
+        });
+        let _ = cleaner.join();
+    }
+}
+
+#[allow(dead_code)]
+async fn delete_namespace(namespace: &str, partitions: u16) {
+    use lapin::{Connection, ConnectionProperties};
+    let Ok(Ok(connection)) = tokio::time::timeout(
+        Duration::from_secs(5),
+        Connection::connect(
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            ConnectionProperties::default(),
+        ),
+    )
+    .await
+    else {
+        eprintln!("could not connect to delete namespace {namespace}");
+        return;
+    };
+    let Ok(channel) = connection.create_channel().await else {
+        return;
+    };
+    delete_topology(&channel, namespace, partitions).await;
+    let _ = connection.close(200, "test done".into()).await;
 }
