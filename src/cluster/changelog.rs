@@ -213,8 +213,7 @@ impl<E: KvEngine> LogShared<E> {
             return self.put(key, new);
         };
         let mut pending = lock(&self.pending);
-        let old = self.inner.get(key)?.map(|v| v.as_ref().to_vec());
-        self.put(key, new)?;
+        let old = self.inner.replace(key, new)?.map(|v| v.as_ref().to_vec());
         pending.push(Captured {
             seq: self.number_write(),
             partition: self.partition_of(slot),

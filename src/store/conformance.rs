@@ -23,6 +23,7 @@ macro_rules! engine_suite {
         mod $engine {
             engine_suite!(@cases $open;
                 kv_reads_what_was_written,
+                kv_replace_hands_back_what_the_key_held,
                 kv_compare_and_swap_changes_only_the_expected_value,
                 kv_scans_keys_in_order_within_the_range,
                 kv_concurrent_swaps_lose_no_update,
@@ -102,6 +103,21 @@ fn kv_reads_what_was_written<E: KvEngine>(engine: E) {
     assert_eq!(value(&engine, b"k"), None);
     engine.remove(b"k").unwrap();
     assert_eq!(value(&engine, b"empty").as_deref(), Some(&b""[..]));
+}
+
+fn kv_replace_hands_back_what_the_key_held<E: KvEngine>(engine: E) {
+    let replace = |new: Option<&[u8]>| {
+        engine
+            .replace(b"k", new)
+            .expect("the engine writes")
+            .map(|old| old.as_ref().to_vec())
+    };
+    assert_eq!(replace(Some(b"one")), None, "nothing was there");
+    assert_eq!(replace(Some(b"two")).as_deref(), Some(&b"one"[..]));
+    assert_eq!(value(&engine, b"k").as_deref(), Some(&b"two"[..]));
+    assert_eq!(replace(None).as_deref(), Some(&b"two"[..]), "a removal");
+    assert_eq!(value(&engine, b"k"), None);
+    assert_eq!(replace(None), None, "removing what is absent");
 }
 
 fn kv_compare_and_swap_changes_only_the_expected_value<E: KvEngine>(engine: E) {

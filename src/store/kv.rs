@@ -31,6 +31,17 @@ pub trait KvEngine: Send + Sync + 'static {
     /// Removes `key`; removing an absent key is no error.
     fn remove(&self, key: &[u8]) -> Result<(), StoreError>;
 
+    /// Sets `key` to `value` (`None`: removes it) and hands back what it held; an engine
+    /// that can finds the key once for both.
+    fn replace(&self, key: &[u8], value: Option<&[u8]>) -> Result<Option<Self::Value>, StoreError> {
+        let old = self.get(key)?;
+        match value {
+            Some(value) => self.insert(key, value)?,
+            None => self.remove(key)?,
+        }
+        Ok(old)
+    }
+
     /// Sets each key to its value (`None`: removes it), in order; an engine that can does
     /// it in one step.
     fn write_all(&self, writes: &[(&[u8], Option<&[u8]>)]) -> Result<(), StoreError> {

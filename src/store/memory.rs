@@ -53,6 +53,14 @@ impl KvEngine for MemoryEngine {
         Ok(())
     }
 
+    fn replace(&self, key: &[u8], value: Option<&[u8]>) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut map = self.write();
+        Ok(match value {
+            Some(value) => map.insert(key.to_vec(), value.to_vec()),
+            None => map.remove(key),
+        })
+    }
+
     fn compare_and_swap(
         &self,
         key: &[u8],

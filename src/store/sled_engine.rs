@@ -58,6 +58,14 @@ impl KvEngine for SledEngine {
         self.tree.remove(key).map(|_| ()).map_err(io)
     }
 
+    fn replace(&self, key: &[u8], value: Option<&[u8]>) -> Result<Option<sled::IVec>, StoreError> {
+        match value {
+            Some(value) => self.tree.insert(key, value),
+            None => self.tree.remove(key),
+        }
+        .map_err(io)
+    }
+
     fn write_all(&self, writes: &[(&[u8], Option<&[u8]>)]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (key, value) in writes {
