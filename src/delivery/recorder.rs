@@ -17,6 +17,9 @@ use crate::telemetry::platform::{at, Event, EventSink};
 /// How long publishing a delivery event may hold up a job.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The pause before a send's outcome is offered again after its write failed.
+const RECORD_PAUSE: Duration = Duration::from_millis(250);
+
 /// How long a receipt waits for its send to be recorded: lookups and the pause between them.
 const OWNER_LOOKUPS: u32 = 20;
 const OWNER_LOOKUP_PAUSE: Duration = Duration::from_millis(50);
@@ -144,15 +147,35 @@ impl Recorder {
         state: Option<DeliveryState>,
         at: Timestamp,
     ) -> Result<(), StoreError> {
-        self.ledger
-            .record(SendOutcome {
-                job: job.clone(),
-                provider: provider.map(str::to_owned),
-                state,
-                at,
-                message: None,
-            })
-            .await
+        self.record(SendOutcome {
+            job: job.clone(),
+            provider: provider.map(str::to_owned),
+            state,
+            at,
+            message: None,
+        })
+        .await
+    }
+
+    /// Makes `outcome` durable, offering it again while the write fails for a reason that
+    /// passes (the changelog or the partition's owner out of reach for now, the broker
+    /// blocking publishes, a full disk), until the job's code expires. The message went out
+    /// or was given up on: a job whose outcome is not recorded is delivered again, and its
+    /// code sent twice.
+    async fn record(&self, outcome: SendOutcome) -> Result<(), StoreError> {
+        let mut offered = 0u32;
+        loop {
+            match self.ledger.record(outcome.clone()).await {
+                Err(error) if error.may_pass() && Timestamp::now() < outcome.job.expires_at => {
+                    if offered == 0 {
+                        tracing::warn!(job = %outcome.job.job_id, %error, "Could not record a delivery yet; offering it again until its code expires.");
+                    }
+                    offered += 1;
+                    tokio::time::sleep(RECORD_PAUSE).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Records a sent message and tells the platform.
@@ -164,15 +187,14 @@ impl Recorder {
         sent_at: Timestamp,
         message: Option<MessageOwner>,
     ) -> Result<(), StoreError> {
-        self.ledger
-            .record(SendOutcome {
-                job: job.clone(),
-                provider: Some(provider.to_owned()),
-                state: Some(DeliveryState::Sent),
-                at: sent_at,
-                message,
-            })
-            .await?;
+        self.record(SendOutcome {
+            job: job.clone(),
+            provider: Some(provider.to_owned()),
+            state: Some(DeliveryState::Sent),
+            at: sent_at,
+            message,
+        })
+        .await?;
         self.publish(Event::DeliverySent {
             id: job.verification_id.to_string(),
             tenant: job.tenant.clone(),
@@ -251,5 +273,108 @@ impl Recorder {
             }
             Err(_) => tracing::warn!(key = %event.routing_key(), "Publishing an event timed out."),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Channel, JobId, VerificationId};
+    use crate::store::memory::MemoryStore;
+    use crate::telemetry::platform::NoEvents;
+    use std::sync::Mutex;
+
+    /// A ledger whose writes fail with each error of `failures` in turn, then succeed.
+    struct FailingFirst {
+        failures: Mutex<Vec<StoreError>>,
+        recorded: Mutex<u32>,
+    }
+
+    #[async_trait]
+    impl Ledger for FailingFirst {
+        async fn record(&self, _outcome: SendOutcome) -> Result<(), StoreError> {
+            if let Some(error) = self.failures.lock().unwrap().pop() {
+                return Err(error);
+            }
+            *self.recorded.lock().unwrap() += 1;
+            Ok(())
+        }
+
+        async fn apply_receipt(
+            &self,
+            _owner: MessageOwner,
+            _provider: String,
+            _status: ReceiptStatus,
+            _at: Timestamp,
+        ) -> Result<Option<(Verification, DeliveryState)>, StoreError> {
+            Ok(None)
+        }
+    }
+
+    fn failing_first(failures: Vec<StoreError>) -> (Recorder, Arc<FailingFirst>) {
+        let ledger = Arc::new(FailingFirst {
+            failures: Mutex::new(failures),
+            recorded: Mutex::new(0),
+        });
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::in_memory(Duration::from_secs(3600)));
+        let recorder = Recorder::new(
+            Arc::clone(&ledger) as Arc<dyn Ledger>,
+            store,
+            Arc::new(NoEvents),
+        );
+        (recorder, ledger)
+    }
+
+    fn job(expires_at: Timestamp) -> DeliveryJob {
+        let id = VerificationId::generate();
+        DeliveryJob {
+            job_id: JobId::new(&id, 1),
+            verification_id: id,
+            send_seq: 1,
+            tenant: "acme".into(),
+            channel: Channel::Sms,
+            to: "+2348031200001".into(),
+            country: Some("NG".into()),
+            region: "eu".into(),
+            locale: None,
+            template: "default".into(),
+            expires_at,
+            created_at: Timestamp::now(),
+            sealed_code: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sent_message_is_recorded_once_its_write_goes_through_again() {
+        let (recorder, ledger) = failing_first(vec![
+            StoreError::Io("the partition's owner did not answer".into()),
+            StoreError::Flush("the broker is blocking publishes".into()),
+        ]);
+        let fresh = job(Timestamp::now().plus_secs(300));
+        recorder
+            .sent(&fresh, "sandbox", Timestamp::now(), None)
+            .await
+            .expect("recorded on the third offer");
+        assert_eq!(*ledger.recorded.lock().unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_outcome_is_not_offered_again_past_its_codes_expiry_or_when_unreadable() {
+        let (recorder, ledger) = failing_first(vec![StoreError::Flush("refused".into())]);
+        let expired = job(Timestamp::now());
+        let error = recorder
+            .outcome(&expired, None, None, Timestamp::now())
+            .await
+            .expect_err("an expired code's outcome is given up");
+        assert!(matches!(error, StoreError::Flush(_)));
+
+        let (unreadable, _) = failing_first(vec![StoreError::Corrupt("garbled".into())]);
+        let fresh = job(Timestamp::now().plus_secs(300));
+        let error = unreadable
+            .outcome(&fresh, None, None, Timestamp::now())
+            .await
+            .expect_err("an unreadable record does not pass");
+        assert!(matches!(error, StoreError::Corrupt(_)));
+        assert_eq!(*ledger.recorded.lock().unwrap(), 0);
     }
 }

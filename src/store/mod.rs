@@ -59,6 +59,14 @@ pub enum StoreError {
     Flush(String),
 }
 
+impl StoreError {
+    /// Whether the same write may succeed in a moment: a failed write or flush may (a full
+    /// disk, a changelog out of reach); an unreadable record will not.
+    pub fn may_pass(&self) -> bool {
+        matches!(self, StoreError::Io(_) | StoreError::Flush(_))
+    }
+}
+
 /// The send a provider's message belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MessageOwner {
