@@ -14,15 +14,17 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// GET /readyz: the store answers and, in broker mode, the broker is connected.
+/// GET /readyz: the store answers and, in broker mode, the broker is connected and takes
+/// publishes.
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state
         .store
         .check_health()
         .map_err(|error| ApiError::unavailable(format!("store: {error}")))?;
-    if !state.bus.is_ready() {
-        return Err(ApiError::unavailable("the broker is not connected"));
-    }
+    state
+        .bus
+        .ready()
+        .map_err(|error| ApiError::unavailable(error.to_string()))?;
     if let Some(cluster) = &state.cluster {
         if !cluster.is_ready() {
             return Err(ApiError::unavailable(

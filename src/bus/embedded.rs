@@ -39,7 +39,11 @@ impl JobQueue for EmbeddedBus {
         }
     }
 
-    fn is_ready(&self) -> bool {
-        self.router.connected()
+    fn ready(&self) -> Result<(), PublishError> {
+        if self.router.connected() {
+            Ok(())
+        } else {
+            Err(PublishError::Stopped("the router stopped".into()))
+        }
     }
 }

@@ -163,6 +163,8 @@ pub enum ClusterUnavailable {
     Timeout(u64),
     #[error("the broker failed: {0}")]
     Broker(String),
+    #[error("{}", crate::telemetry::platform::BLOCKED)]
+    Blocked,
 }
 
 impl ClusterUnavailable {

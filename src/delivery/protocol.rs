@@ -78,6 +78,7 @@ pub trait JobQueue: EventSink {
     /// Embedded: into the router's mailbox. Broker: to the routing exchange, confirmed.
     async fn publish_job(&self, job: &DeliveryJob) -> Result<(), PublishError>;
 
-    /// Whether a publish can succeed now (the broker is connected).
-    fn is_ready(&self) -> bool;
+    /// Whether a publish can succeed now (the broker is connected and takes publishes), or
+    /// why not.
+    fn ready(&self) -> Result<(), PublishError>;
 }

@@ -19,7 +19,7 @@ pub async fn resume_outbox(
     bus: Arc<dyn JobQueue>,
     started: Timestamp,
 ) -> Result<usize, StoreError> {
-    while !bus.is_ready() {
+    while bus.ready().is_err() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut resumed = 0;

@@ -186,11 +186,9 @@ impl Issuer {
                     .map_err(|retry_after| IssueError::RateLimited { retry_after })?;
             }
         }
-        if !self.bus.is_ready() {
-            return Err(IssueError::Unavailable(
-                "the broker is not connected".into(),
-            ));
-        }
+        self.bus
+            .ready()
+            .map_err(|error| IssueError::Unavailable(error.to_string()))?;
         Ok(fraud_target)
     }
 

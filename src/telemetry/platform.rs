@@ -21,7 +21,12 @@ pub enum PublishError {
     Broker(String),
     #[error("delivery is not running: {0}")]
     Stopped(String),
+    #[error("{BLOCKED}")]
+    Blocked,
 }
+
+/// Why nothing is published while the broker blocks publishers.
+pub const BLOCKED: &str = "the broker is blocking publishes until its memory or disk alarm clears";
 
 /// Where events go: the broker's events exchange, or nowhere in embedded mode.
 #[async_trait]

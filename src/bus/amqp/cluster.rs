@@ -20,7 +20,7 @@ use lapin::options::{
     ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{BasicProperties, Channel, Connection, ConnectionStatus};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -83,6 +83,8 @@ pub struct ClusterLink {
     /// The confirm-mode channel changelog records are appended on, while connected: the
     /// connection this node owns its partitions through.
     appender: RwLock<Option<Channel>>,
+    /// That connection's state, as the broker last told it: whether it blocks publishes.
+    connection: RwLock<Option<ConnectionStatus>>,
     /// The stream of each partition.
     changelogs: Vec<String>,
     /// This session's changelog channels, one per partition, and where a consumer that
@@ -141,6 +143,7 @@ impl ClusterLink {
             joined: AtomicBool::new(false),
             view: OnceLock::new(),
             appender: RwLock::new(None),
+            connection: RwLock::new(None),
             changelogs: Topology::from_settings(
                 &super::settings::AmqpSettings {
                     namespace: namespace.to_owned(),
@@ -246,6 +249,8 @@ impl ClusterLink {
         // This connection's own records are in the store already; the others are applied.
         let view = Arc::clone(self.store_view()?);
         view.set_origin(rand::random());
+        *self.connection.write().unwrap_or_else(|p| p.into_inner()) =
+            Some(connection.status().clone());
         let appender = connection.create_channel().await?;
         appender
             .confirm_select(ConfirmSelectOptions::default())
@@ -465,12 +470,25 @@ impl ClusterLink {
 
     /// The channel that asks, while connected.
     fn asker(&self) -> Result<Channel, ClusterUnavailable> {
+        if self.publishes_blocked() {
+            return Err(ClusterUnavailable::Blocked);
+        }
         self.asker
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .filter(|channel| channel.status().connected())
             .ok_or(ClusterUnavailable::Disconnected)
+    }
+
+    /// Whether the broker blocks this node's publishes (a memory or disk alarm): whatever
+    /// is published waits until the alarm clears, so nothing is.
+    pub fn publishes_blocked(&self) -> bool {
+        self.connection
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(ConnectionStatus::blocked)
     }
 
     /// A new correlation id and where its answers arrive (until `forget_answers`).
@@ -1087,6 +1105,9 @@ impl Changelog for ClusterLink {
     async fn append(&self, partition: u16, record: Vec<u8>) -> Result<Confirm, String> {
         if self.ownership.owned_since(partition).is_none() {
             return Err(format!("this node does not own partition {partition}"));
+        }
+        if self.publishes_blocked() {
+            return Err(ClusterUnavailable::Blocked.to_string());
         }
         let appender = self
             .appender

@@ -149,6 +149,9 @@ impl AmqpBus {
     }
 
     fn publisher(&self) -> Result<Channel, PublishError> {
+        if self.cluster.publishes_blocked() {
+            return Err(PublishError::Blocked);
+        }
         self.publisher
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -561,7 +564,7 @@ impl JobQueue for AmqpBus {
         self.handle().job(job).await
     }
 
-    fn is_ready(&self) -> bool {
-        self.publisher().is_ok()
+    fn ready(&self) -> Result<(), PublishError> {
+        self.publisher().map(|_| ())
     }
 }
