@@ -444,13 +444,7 @@ async fn the_broker_stopped_and_started_under_load_loses_nothing() {
         "no publish failed: was the broker stopped?"
     );
     let output = process.stop();
-    assert!(
-        tally.lost.is_empty(),
-        "lost {} confirmed requests, e.g. {:?}\n{}",
-        tally.lost.len(),
-        &tally.lost[..tally.lost.len().min(10)],
-        tail(&output)
-    );
+    assert_nothing_lost(&tally, &[] as &[String], std::slice::from_ref(&output));
     assert!(
         resume < Duration::from_secs(10),
         "the first delivery after start_app took {resume:?}"
@@ -501,13 +495,7 @@ async fn ten_kill_9_restarts_under_load_lose_nothing() {
     );
     println!("faults: restart_to_ready_ms={restarts:?} failed_publishes={failed_publishes}");
     let output = process.stop();
-    assert!(
-        tally.lost.is_empty(),
-        "lost {} confirmed requests, e.g. {:?}\n{}",
-        tally.lost.len(),
-        &tally.lost[..tally.lost.len().min(10)],
-        tail(&output)
-    );
+    assert_nothing_lost(&tally, &[] as &[String], std::slice::from_ref(&output));
     // A send in flight at a kill may go out once more after the restart (its outcome was
     // not recorded yet); a recorded one never does. So no code goes out more than twice
     // (three times only if the same send was in flight at two kills), and duplicates are
@@ -530,22 +518,86 @@ fn tail(output: &str) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
+/// Nodes of one cluster (same namespace and secrets, a store each) and a key for tenant
+/// `acme`; their namespace is deleted when this is dropped, failed or not.
+struct Siblings {
+    nodes: Vec<Node>,
+    key: String,
+    _clean_up: NamespaceGuard,
+}
+
+impl Siblings {
+    fn new(count: usize) -> Self {
+        let first = Node::new();
+        let clean_up = clean_up_on_drop(&first.namespace);
+        let mut nodes: Vec<Node> = (1..count).map(|_| first.sibling()).collect();
+        nodes.push(first);
+        Siblings {
+            nodes,
+            key: format!("otpk_{}", random_hex(16)),
+            _clean_up: clean_up,
+        }
+    }
+
+    fn namespace(&self) -> &str {
+        &self.nodes[0].namespace
+    }
+
+    fn stores(&self) -> Vec<&Path> {
+        self.nodes.iter().map(|node| node.store.path()).collect()
+    }
+
+    /// The setting that gives tenant `acme` the key (without it, nodes keep their built-in
+    /// `dev` tenant only).
+    fn tenant_key(&self) -> (&'static str, String) {
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(self.key.as_bytes()));
+        ("OTPD__TENANTS__ACME__API_KEY_SHA256", hash)
+    }
+
+    /// Starts the nodes one after another, node `n` with the settings `extra(n)`, each once
+    /// it is ready.
+    async fn start(
+        &self,
+        extra: impl Fn(usize) -> Vec<(&'static str, String)>,
+    ) -> Vec<OtpdProcess> {
+        let mut processes = Vec::new();
+        for (n, node) in self.nodes.iter().enumerate() {
+            let settings = extra(n);
+            let settings: Vec<(&str, &str)> = settings
+                .iter()
+                .map(|(name, value)| (*name, value.as_str()))
+                .collect();
+            processes.push(node.start(&settings).await.0);
+        }
+        processes
+    }
+}
+
+/// Fails the test, with the tail of the nodes' logs, if a confirmed broker request or an
+/// HTTP create answered 201 reached no outbox.
+fn assert_nothing_lost(tally: &Tally, http_lost: &[impl std::fmt::Debug], output: &[String]) {
+    assert!(
+        tally.lost.is_empty() && http_lost.is_empty(),
+        "lost {} broker requests, e.g. {:?}, and {} HTTP creates, e.g. {:?}\n{}",
+        tally.lost.len(),
+        &tally.lost[..tally.lost.len().min(10)],
+        http_lost.len(),
+        &http_lost[..http_lost.len().min(10)],
+        tail(&output.join("\n"))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_restarted_under_load_with_three_nodes_loses_nothing() {
     let _serial = SERIAL.lock().await;
-    let first = Node::new();
-    let _clean_up = clean_up_on_drop(&first.namespace);
-    let nodes = [first.sibling(), first.sibling(), first];
+    let cluster = Siblings::new(3);
     let stopped = Arc::new(AtomicBool::new(false));
     let _guard = BrokerGuard {
         stopped: Arc::clone(&stopped),
     };
-    let mut processes = Vec::new();
-    for node in &nodes {
-        processes.push(node.start(&[]).await.0);
-    }
-    let stores: Vec<&Path> = nodes.iter().map(|node| node.store.path()).collect();
-    let namespace = &nodes[0].namespace;
+    let mut processes = cluster.start(|_| Vec::new()).await;
+    let stores = cluster.stores();
+    let namespace = cluster.namespace();
     let published = Arc::new(AtomicU64::new(0));
     let load = spawn_load(namespace, "dev", 2_000, 150, Arc::clone(&published));
     let restarted = restart_broker_midway(&published, &stopped).await;
@@ -573,13 +625,7 @@ async fn the_broker_restarted_under_load_with_three_nodes_loses_nothing() {
         resume.as_millis()
     );
     let output: Vec<String> = processes.iter_mut().map(OtpdProcess::stop).collect();
-    assert!(
-        tally.lost.is_empty(),
-        "lost {} confirmed requests, e.g. {:?}\n{}",
-        tally.lost.len(),
-        &tally.lost[..tally.lost.len().min(10)],
-        tail(&output.join("\n"))
-    );
+    assert_nothing_lost(&tally, &[] as &[String], &output);
     assert!(
         resume < Duration::from_secs(10),
         "the first delivery after start_app took {resume:?}"
@@ -657,28 +703,24 @@ async fn read_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_under_broker_and_http_load_loses_nothing() {
     let _serial = SERIAL.lock().await;
-    let first = Node::new();
-    let _clean_up = clean_up_on_drop(&first.namespace);
-    let nodes = [first.sibling(), first.sibling(), first];
-    let key = format!("otpk_{}", random_hex(16));
-    let key_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()));
-    let mut processes = Vec::new();
-    for (n, node) in nodes.iter().enumerate() {
-        let name = format!("node-{n}");
-        let extra = [
-            ("OTPD__CLUSTER__NODE_ID", name.as_str()),
-            ("OTPD__CLUSTER__TICK_MS", "200"),
-            ("OTPD__TENANTS__ACME__API_KEY_SHA256", key_hash.as_str()),
-            ("OTPD__RATE_LIMITS__CLIENT_IP_PER_SECOND", "100000"),
-            ("OTPD__RATE_LIMITS__CLIENT_IP_BURST", "100000"),
-            // A slow stand-in phone keeps sends in flight when the kill comes.
-            ("OTPD__SANDBOX__DELAY_MS", "50"),
-        ];
-        processes.push(node.start(&extra).await.0);
-    }
-    let stores: Vec<&Path> = nodes.iter().map(|node| node.store.path()).collect();
+    let cluster = Siblings::new(3);
+    let key = cluster.key.clone();
+    let mut processes = cluster
+        .start(|n| {
+            vec![
+                ("OTPD__CLUSTER__NODE_ID", format!("node-{n}")),
+                ("OTPD__CLUSTER__TICK_MS", "200".into()),
+                ("OTPD__RATE_LIMITS__CLIENT_IP_PER_SECOND", "100000".into()),
+                ("OTPD__RATE_LIMITS__CLIENT_IP_BURST", "100000".into()),
+                // A slow stand-in phone keeps sends in flight when the kill comes.
+                ("OTPD__SANDBOX__DELAY_MS", "50".into()),
+                cluster.tenant_key(),
+            ]
+        })
+        .await;
+    let stores = cluster.stores();
     let addresses: Vec<String> = processes.iter().map(|p| p.address.clone()).collect();
-    let namespace = &nodes[0].namespace;
+    let namespace = cluster.namespace();
 
     // The victim, node-2, must own partitions, and the spread must have settled: a
     // partition moving under load may send a code twice, and only the kill may here.
@@ -832,13 +874,7 @@ async fn a_node_killed_under_broker_and_http_load_loses_nothing() {
         verified += 1;
     }
     let output: Vec<String> = processes.iter_mut().map(OtpdProcess::stop).collect();
-    assert!(
-        broker_tally.lost.is_empty() && http_lost.is_empty(),
-        "lost {:?} broker requests and {:?} HTTP creates\n{}",
-        &broker_tally.lost[..broker_tally.lost.len().min(10)],
-        &http_lost[..http_lost.len().min(10)],
-        tail(&output.join("\n"))
-    );
+    assert_nothing_lost(&broker_tally, &http_lost, &output);
     assert!(created.len() >= 50, "only {} HTTP creates", created.len());
     assert!(verified > 0, "no HTTP create was checked");
     assert!(
@@ -953,24 +989,17 @@ async fn create_steadily(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_alarm_blocks_publishes_creates_get_503_and_nothing_is_lost() {
     let _serial = SERIAL.lock().await;
-    let first = Node::new();
-    let _clean_up = clean_up_on_drop(&first.namespace);
-    let nodes = [first.sibling(), first];
-    let key = format!("otpk_{}", random_hex(16));
-    let key_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()));
-    let mut processes = Vec::new();
-    for node in &nodes {
-        let extra = [("OTPD__TENANTS__ACME__API_KEY_SHA256", key_hash.as_str())];
-        processes.push(node.start(&extra).await.0);
-    }
-    let stores: Vec<&Path> = nodes.iter().map(|node| node.store.path()).collect();
+    let cluster = Siblings::new(2);
+    let key = cluster.key.clone();
+    let mut processes = cluster.start(|_| vec![cluster.tenant_key()]).await;
+    let stores = cluster.stores();
 
     // Broker requests at 50/s (1,000, the last after the alarm) and HTTP creates through
     // both nodes (half of them forwarded to the other), before, during and after a 30 s
     // alarm.
     let published = Arc::new(AtomicU64::new(0));
     let load = spawn_load(
-        &nodes[0].namespace,
+        cluster.namespace(),
         "acme",
         1_000,
         50,
@@ -1081,13 +1110,7 @@ async fn a_memory_alarm_blocks_publishes_creates_get_503_and_nothing_is_lost() {
         created.len(),
         http_lost.len()
     );
-    assert!(
-        broker_tally.lost.is_empty() && http_lost.is_empty(),
-        "lost {:?} broker requests and {:?} HTTP creates\n{}",
-        &broker_tally.lost[..broker_tally.lost.len().min(10)],
-        &http_lost[..http_lost.len().min(10)],
-        tail(&output.join("\n"))
-    );
+    assert_nothing_lost(&broker_tally, &http_lost, &output);
     // A request taken as the alarm came may be sent twice: its job published, the publish
     // blocked past its timeout, the create undone and the request taken again afterwards.
     // Any other would be a defect.
