@@ -255,6 +255,7 @@ impl Application {
             recorder,
             defaults,
             fraud,
+            body_timeout: settings.http.body_timeout(),
         });
         let listen_error = |source| StartError::Listen {
             address: settings.http.listen.clone(),

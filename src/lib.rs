@@ -5,6 +5,7 @@ pub mod access;
 pub mod api;
 pub mod app;
 pub mod bus;
+pub mod caller_json;
 pub mod cluster;
 pub mod config;
 pub mod delivery;

@@ -92,6 +92,11 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after_seconds {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of a late body may still come: the connection cannot carry another
+            // request.
+            response.force_close();
+        }
         response.json(Envelope {
             error: Body {
                 code: &self.code,

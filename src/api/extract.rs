@@ -7,13 +7,18 @@ use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::caller_json;
 use crate::issuance::request::canonical_hash;
 
 /// The largest body the API accepts.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// How long a body may take to arrive where no setting says (a test's bare app).
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The tenant whose API key the request carries.
 pub struct Tenant(pub String);
@@ -32,9 +37,7 @@ fn authenticate(request: &HttpRequest) -> Result<Tenant, ApiError> {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|key| !key.is_empty())
+        .and_then(bearer_credentials)
         .ok_or_else(|| {
             ApiError::unauthorized("Send your API key in the header 'Authorization: Bearer <key>'.")
         })?;
@@ -46,6 +49,14 @@ fn authenticate(request: &HttpRequest) -> Result<Tenant, ApiError> {
             "This API key is not valid. Check it, or create one with `otpd tenant add <name>`.",
         )
     })
+}
+
+/// The credentials of an `Authorization` value in the Bearer scheme, whose name is
+/// case-insensitive (RFC 7235): `Bearer KEY`, `bearer KEY`, `BEARER  KEY`.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim_start().split_once(' ')?;
+    let credentials = credentials.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty()).then_some(credentials)
 }
 
 /// A JSON body parsed into `T`, with the SHA-256 of its canonical form (for idempotency).
@@ -60,11 +71,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
 
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let content_type_ok = is_json(request);
-        let declared_length = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse::<usize>().ok());
+        let declared_length = declared_length(request);
+        let deadline = body_deadline(request);
         let mut payload = payload.take();
         Box::pin(async move {
             if declared_length.is_some_and(|length| length > MAX_BODY_BYTES) {
@@ -77,44 +85,73 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                     "Send the body as JSON with the header 'Content-Type: application/json'.",
                 ));
             }
-            let body = read_limited(&mut payload).await?;
+            let body = read_limited(&mut payload, deadline).await?;
             parse(&body)
         })
     }
 }
 
-/// Reads a body of at most [`MAX_BODY_BYTES`] (413 past that).
-pub async fn read_limited<S>(payload: &mut S) -> Result<web::BytesMut, ApiError>
+/// How long `request`'s body may take to arrive (`http.body_timeout_seconds`).
+pub fn body_deadline(request: &HttpRequest) -> Duration {
+    request
+        .app_data::<web::Data<AppState>>()
+        .map_or(DEFAULT_BODY_TIMEOUT, |state| state.body_timeout)
+}
+
+/// Reads a body of at most [`MAX_BODY_BYTES`] (413 past that) that arrives within
+/// `deadline` (408 past that: a client that never finishes its body holds nothing).
+pub async fn read_limited<S>(payload: &mut S, deadline: Duration) -> Result<web::BytesMut, ApiError>
 where
     S: futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>> + Unpin,
 {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|error| {
-            ApiError::invalid_request(format!("The body could not be read: {error}."))
-        })?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(too_large());
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|error| {
+                ApiError::invalid_request(format!("The body could not be read: {error}."))
+            })?;
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        Ok(body)
+    };
+    tokio::time::timeout(deadline, read).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "The body did not arrive within {} s of the headers; send it whole, and with a Content-Length that matches it.",
+                deadline.as_secs()
+            ),
+        )
+    })?
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<JsonBody<T>, ApiError> {
-    let tree: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
-        ApiError::invalid_request(format!("The body is not valid JSON: {error}."))
+    let tree = caller_json::parse(body).map_err(|refusal| {
+        ApiError::invalid_request(format!("The body is not valid JSON: {refusal}."))
     })?;
     let canonical_hash = canonical_hash(&tree);
-    let value = serde_json::from_value(tree).map_err(|error| {
+    let value = caller_json::fields(tree).map_err(|refusal| {
         ApiError::invalid_request(format!(
-            "The body does not have the expected fields: {error}. See the API reference for this route."
+            "The body does not have the expected fields: {refusal}. See the API reference for this route."
         ))
     })?;
     Ok(JsonBody {
         value,
         canonical_hash,
     })
+}
+
+/// The body length the request declares (`Content-Length`), if it does.
+pub fn declared_length(request: &HttpRequest) -> Option<usize> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok())
 }
 
 /// Whether the request says its body is JSON (`application/json`, any parameters).
@@ -127,7 +164,7 @@ pub fn is_json(request: &HttpRequest) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
-fn too_large() -> ApiError {
+pub fn too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
@@ -143,6 +180,16 @@ mod tests {
     struct Sample {
         #[allow(dead_code)]
         a: u32,
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer k1", "bearer k1", "BEARER   k1 ", " Bearer k1"] {
+            assert_eq!(bearer_credentials(value), Some("k1"), "{value:?}");
+        }
+        for value in ["Basic k1", "Bearer", "Bearer   ", "Bearerk1", "k1"] {
+            assert_eq!(bearer_credentials(value), None, "{value:?}");
+        }
     }
 
     #[test]

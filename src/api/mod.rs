@@ -42,6 +42,8 @@ pub struct AppState {
     pub recorder: crate::delivery::recorder::Recorder,
     pub defaults: RequestDefaults,
     pub fraud: crate::fraud::FraudGate,
+    /// How long a request's body may take to arrive (`http.body_timeout_seconds`).
+    pub body_timeout: std::time::Duration,
 }
 
 /// Registers every route.

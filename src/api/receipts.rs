@@ -8,9 +8,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::error::ApiError;
-use super::extract::{is_json, read_limited, Tenant};
+use super::extract::{
+    body_deadline, declared_length, is_json, read_limited, too_large, Tenant, MAX_BODY_BYTES,
+};
 use super::AppState;
-use crate::providers::receipts::{parse_form, ReceiptCall, ReceiptError, ReceiptReader};
+use crate::providers::receipts::{
+    parse_form, ReceiptCall, ReceiptError, ReceiptHead, ReceiptReader,
+};
 use crate::providers::BuiltProvider;
 
 /// The receipt readers of the providers that post receipts, and the public URL they sign.
@@ -50,7 +54,9 @@ pub async fn receive(
     if reader.needs_tenant_key() {
         authenticate_tenant(&request)?;
     }
-    let body = read_limited(&mut payload).await?;
+    if declared_length(&request).is_some_and(|length| length > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
     let url = signed_url(&request, state.receipts.public_url.as_deref());
     let query = parse_form(request.query_string().as_bytes()).unwrap_or_default();
     let header = |name: &str| {
@@ -60,12 +66,17 @@ pub async fn receive(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let call = ReceiptCall {
-        body: &body,
-        is_json: is_json(&request),
+    let head = ReceiptHead {
         url: &url,
         header: &header,
         query: &query,
+    };
+    reader.admit(&head)?;
+    let body = read_limited(&mut payload, body_deadline(&request)).await?;
+    let call = ReceiptCall {
+        head,
+        body: &body,
+        is_json: is_json(&request),
     };
     let receipt = reader.read(&call)?;
     let recorded = state

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::tls::HttpTlsSettings;
 
@@ -12,6 +13,8 @@ pub struct HttpSettings {
     pub listen: String,
     /// Worker threads; 0 means one per core. Default 0.
     pub workers: usize,
+    /// Seconds a request's body may take to arrive; a slower one gets 408. Default 5.
+    pub body_timeout_seconds: u64,
     /// The URL providers call otpd at (e.g. `https://otpd.example.com`), for checking
     /// Twilio's receipt signatures behind a proxy. Default unset: taken from the request.
     #[serde(default)]
@@ -30,7 +33,15 @@ impl HttpSettings {
                 self.listen
             ));
         }
+        if self.body_timeout_seconds == 0 {
+            problems.push("http.body_timeout_seconds must be at least 1".into());
+        }
         problems
+    }
+
+    /// How long a request's body may take to arrive.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_seconds)
     }
 
     /// The number of worker threads: the setting, or one per core.

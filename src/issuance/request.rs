@@ -112,7 +112,7 @@ pub fn canonical_hash(tree: &serde_json::Value) -> [u8; 32] {
 
 pub fn validate_session_id(session_id: Option<&str>) -> Result<(), InvalidRequest> {
     match session_id {
-        Some(id) if id.is_empty() || id.len() > MAX_SESSION_ID_LENGTH => {
+        Some(id) if id.is_empty() || id.chars().count() > MAX_SESSION_ID_LENGTH => {
             Err(InvalidRequest::Field(format!(
                 "'session_id' must be 1 to {MAX_SESSION_ID_LENGTH} characters."
             )))
@@ -175,6 +175,14 @@ mod tests {
                 ..fields()
             };
             assert_eq!(validate(f, &DEFAULTS).is_ok(), ok, "ttl {ttl}");
+        }
+        // Characters, as the message says, not UTF-8 bytes (each 'é' is two).
+        for (length, ok) in [(0, false), (1, true), (128, true), (129, false)] {
+            let f = CreateFields {
+                session_id: Some("é".repeat(length)),
+                ..fields()
+            };
+            assert_eq!(validate(f, &DEFAULTS).is_ok(), ok, "session_id {length}");
         }
     }
 

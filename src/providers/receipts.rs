@@ -108,11 +108,8 @@ pub fn params_from_json(body: &[u8]) -> Result<Vec<(String, String)>, ReceiptErr
         .collect())
 }
 
-/// A delivery receipt as it reached otpd, whatever transport carried it.
-pub struct ReceiptCall<'a> {
-    pub body: &'a [u8],
-    /// Whether the body is JSON (by its content type).
-    pub is_json: bool,
+/// What a receipt call shows before its body is read.
+pub struct ReceiptHead<'a> {
     /// The URL the provider called, as it signed it (scheme through query string).
     pub url: &'a str,
     /// A request header by name.
@@ -121,7 +118,7 @@ pub struct ReceiptCall<'a> {
     pub query: &'a [(String, String)],
 }
 
-impl ReceiptCall<'_> {
+impl ReceiptHead<'_> {
     /// The shared receipt secret the call carries, by header or query parameter.
     pub fn shared_secret(&self) -> Option<String> {
         (self.header)(SECRET_HEADER).or_else(|| {
@@ -131,7 +128,17 @@ impl ReceiptCall<'_> {
                 .map(|(_, value)| value.clone())
         })
     }
+}
 
+/// A delivery receipt as it reached otpd, whatever transport carried it.
+pub struct ReceiptCall<'a> {
+    pub head: ReceiptHead<'a>,
+    pub body: &'a [u8],
+    /// Whether the body is JSON (by its content type).
+    pub is_json: bool,
+}
+
+impl ReceiptCall<'_> {
     /// The body's pairs: JSON fields or form fields, by the content type.
     pub fn pairs(&self) -> Result<Vec<(String, String)>, ReceiptError> {
         if self.is_json {
@@ -144,6 +151,11 @@ impl ReceiptCall<'_> {
 
 /// Reads and authenticates one provider's delivery receipts.
 pub trait ReceiptReader: Send + Sync {
+    /// Refuses a call whose URL and headers already show it is not the provider's, before
+    /// its body is read: an unauthenticated caller is never waited on for a body.
+    fn admit(&self, head: &ReceiptHead<'_>) -> Result<(), ReceiptError>;
+
+    /// Reads an admitted call's receipt, checking what only its body can show.
     fn read(&self, call: &ReceiptCall<'_>) -> Result<Receipt, ReceiptError>;
 
     /// Whether the caller must show a tenant API key instead of a provider's credentials
@@ -156,10 +168,10 @@ pub trait ReceiptReader: Send + Sync {
 /// Checks the call's shared secret against `expected`; no configured secret refuses all.
 pub fn check_shared_secret(
     expected: Option<&SecretString>,
-    call: &ReceiptCall<'_>,
+    head: &ReceiptHead<'_>,
 ) -> Result<(), ReceiptError> {
     match expected {
-        Some(secret) => verify_shared_secret(secret, call.shared_secret().as_deref()),
+        Some(secret) => verify_shared_secret(secret, head.shared_secret().as_deref()),
         None => Err(ReceiptError::Unauthenticated),
     }
 }

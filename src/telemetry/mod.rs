@@ -9,8 +9,19 @@ pub mod platform;
 
 /// Installs the log subscriber: `RUST_LOG` filters (default `info`), output on stderr.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The HTTP framework reports each malformed request (a bad header, a body shorter than
+    // its Content-Length) at ERROR: a client's mistake, not otpd's, which anyone could
+    // otherwise use to flood the log. Shown only when RUST_LOG names actix_http.
+    let asked_for = std::env::var("RUST_LOG").is_ok_and(|value| value.contains("actix_http"));
+    if !asked_for {
+        filter = filter.add_directive(
+            "actix_http::h1::dispatcher=off"
+                .parse()
+                .expect("a valid directive"),
+        );
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -10,6 +10,7 @@ mod check;
 mod concurrency;
 mod create;
 mod durability;
+mod edge;
 mod errors;
 mod fraud;
 mod hygiene;

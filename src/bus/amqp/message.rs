@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use crate::caller_json;
 use crate::domain::DeliveryJob;
 use crate::issuance::request::{canonical_hash, validate, CreateFields, RequestDefaults};
 use crate::issuance::IssueRequest;
@@ -61,10 +62,10 @@ pub fn decode_request(
             None,
         ));
     }
-    let tree: serde_json::Value = serde_json::from_slice(bytes).map_err(|error| {
+    let tree = caller_json::parse(bytes).map_err(|refusal| {
         refuse(
             "invalid_json",
-            format!("The message is not valid JSON: {error}."),
+            format!("The message is not valid JSON: {refusal}."),
             None,
             None,
         )
@@ -90,7 +91,7 @@ pub fn decode_request(
         .request_id
         .as_ref()
         .and_then(|id| id.as_str())
-        .filter(|id| !id.is_empty() && id.len() <= MAX_REQUEST_ID_LENGTH)
+        .filter(|id| !id.is_empty() && id.chars().count() <= MAX_REQUEST_ID_LENGTH)
         .map(str::to_owned)
         .ok_or_else(|| {
             refuse(
@@ -109,10 +110,10 @@ pub fn decode_request(
         )
     })?;
     let body_hash = canonical_hash(&tree);
-    let fields: CreateFields = serde_json::from_value(tree).map_err(|error| {
+    let fields: CreateFields = caller_json::fields(tree).map_err(|refusal| {
         refuse(
             "invalid_request",
-            format!("The message does not have the expected fields: {error}."),
+            format!("The message does not have the expected fields: {refusal}."),
             Some(&request_id),
             Some(&tenant),
         )
@@ -166,8 +167,12 @@ mod tests {
 
     #[test]
     fn each_fault_has_its_reason() {
-        let cases: [(&[u8], &str); 7] = [
+        let cases: [(&[u8], &str); 8] = [
             (b"not json", "invalid_json"),
+            (
+                br#"{"request_id":"r","tenant":"acme","to":"+4915112345678","to":"+4915112345679","channel":"sms"}"#,
+                "invalid_json",
+            ),
             (b"[1,2]", "invalid_request"),
             (
                 br#"{"tenant":"acme","to":"+4915112345678","channel":"sms"}"#,
@@ -196,6 +201,25 @@ mod tests {
         }
         let oversized = vec![b' '; MAX_MESSAGE_BYTES + 1];
         assert_eq!(decode(&oversized).unwrap_err().reason, "too_large");
+    }
+
+    #[test]
+    fn a_refusal_never_repeats_a_value_the_message_held() {
+        let refusal = decode(
+            br#"{"request_id":"r","tenant":"acme","to":4915112345678,"channel":"sms","ttl_seconds":"779017"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(refusal.reason, "invalid_request");
+        assert!(
+            refusal.message.contains("'to' must be a string"),
+            "{}",
+            refusal.message
+        );
+        assert!(
+            !refusal.message.contains("4915112345678"),
+            "{}",
+            refusal.message
+        );
     }
 
     #[test]

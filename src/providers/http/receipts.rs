@@ -4,7 +4,7 @@
 use secrecy::SecretString;
 
 use crate::providers::receipts::{
-    check_shared_secret, field, params_from_json, Receipt, ReceiptCall, ReceiptError,
+    check_shared_secret, field, params_from_json, Receipt, ReceiptCall, ReceiptError, ReceiptHead,
     ReceiptReader, ReceiptStatus,
 };
 
@@ -22,10 +22,15 @@ pub struct GenericReceipts {
 }
 
 impl ReceiptReader for GenericReceipts {
-    fn read(&self, call: &ReceiptCall<'_>) -> Result<Receipt, ReceiptError> {
-        if let GenericAuth::SharedSecret(secret) = &self.auth {
-            check_shared_secret(secret.as_ref(), call)?;
+    fn admit(&self, head: &ReceiptHead<'_>) -> Result<(), ReceiptError> {
+        match &self.auth {
+            GenericAuth::SharedSecret(secret) => check_shared_secret(secret.as_ref(), head),
+            // The API checks the tenant key before anything else.
+            GenericAuth::TenantKey => Ok(()),
         }
+    }
+
+    fn read(&self, call: &ReceiptCall<'_>) -> Result<Receipt, ReceiptError> {
         parse_generic(&params_from_json(call.body)?)
     }
 

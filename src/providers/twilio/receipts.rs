@@ -8,7 +8,8 @@ use sha1::Sha1;
 use subtle::ConstantTimeEq;
 
 use crate::providers::receipts::{
-    error_code, field, parse_form, Receipt, ReceiptCall, ReceiptError, ReceiptReader, ReceiptStatus,
+    error_code, field, parse_form, Receipt, ReceiptCall, ReceiptError, ReceiptHead, ReceiptReader,
+    ReceiptStatus,
 };
 
 /// The header Twilio signs its callbacks with.
@@ -20,10 +21,23 @@ pub struct TwilioReceipts {
 }
 
 impl ReceiptReader for TwilioReceipts {
+    /// A call without Twilio's signature header is refused before its body is read; the
+    /// signature itself covers the body, and is checked by `read`.
+    fn admit(&self, head: &ReceiptHead<'_>) -> Result<(), ReceiptError> {
+        (head.header)(TWILIO_SIGNATURE_HEADER)
+            .map(|_| ())
+            .ok_or(ReceiptError::Unauthenticated)
+    }
+
     fn read(&self, call: &ReceiptCall<'_>) -> Result<Receipt, ReceiptError> {
         let params = parse_form(call.body)?;
-        let signature = (call.header)(TWILIO_SIGNATURE_HEADER);
-        verify_twilio_signature(&self.auth_token, call.url, &params, signature.as_deref())?;
+        let signature = (call.head.header)(TWILIO_SIGNATURE_HEADER);
+        verify_twilio_signature(
+            &self.auth_token,
+            call.head.url,
+            &params,
+            signature.as_deref(),
+        )?;
         parse_twilio(&params)
     }
 }

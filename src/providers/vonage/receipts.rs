@@ -4,8 +4,8 @@
 use secrecy::SecretString;
 
 use crate::providers::receipts::{
-    check_shared_secret, error_code, field, Receipt, ReceiptCall, ReceiptError, ReceiptReader,
-    ReceiptStatus,
+    check_shared_secret, error_code, field, Receipt, ReceiptCall, ReceiptError, ReceiptHead,
+    ReceiptReader, ReceiptStatus,
 };
 
 /// Reads one Vonage account's DLRs; `secret` is `receipt_secrets.<id>`.
@@ -14,8 +14,11 @@ pub struct VonageReceipts {
 }
 
 impl ReceiptReader for VonageReceipts {
+    fn admit(&self, head: &ReceiptHead<'_>) -> Result<(), ReceiptError> {
+        check_shared_secret(self.secret.as_ref(), head)
+    }
+
     fn read(&self, call: &ReceiptCall<'_>) -> Result<Receipt, ReceiptError> {
-        check_shared_secret(self.secret.as_ref(), call)?;
         parse_vonage(&call.pairs()?)
     }
 }
