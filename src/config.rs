@@ -52,6 +52,9 @@ fn bullet_list(problems: &[String]) -> String {
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub http: HttpSettings,
+    /// `[log]`: text or JSON lines. Default text.
+    #[serde(default)]
+    pub log: crate::telemetry::LogSettings,
     pub store: StoreSettings,
     #[serde(default)]
     pub amqp: AmqpSettings,

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use otpd::app::Application;
 use otpd::config::Settings;
+use otpd::telemetry::LogFormat;
 
 /// jemalloc instead of the system allocator: fewer CPU cycles per OTP and a resident set
 /// that does not grow with glibc's per-thread arenas (figures in BENCHMARKS.md). Its
@@ -117,12 +118,14 @@ enum TenantAction {
 }
 
 fn main() -> anyhow::Result<()> {
-    otpd::telemetry::init_logging();
     #[cfg(not(target_env = "msvc"))]
     allocator::report_in_metrics();
     match Cli::parse().command {
         Command::Serve { config } => serve(config),
-        Command::Tenant { action } => tenant(action),
+        Command::Tenant { action } => {
+            otpd::telemetry::init_logging(LogFormat::Text);
+            tenant(action)
+        }
     }
 }
 
@@ -199,7 +202,14 @@ fn tenant(action: TenantAction) -> anyhow::Result<()> {
 }
 
 fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
-    let settings = Settings::load(config.as_deref())?;
+    let settings = Settings::load(config.as_deref());
+    // The settings name the log's format; settings that cannot be read are told in text.
+    otpd::telemetry::init_logging(
+        settings
+            .as_ref()
+            .map_or(LogFormat::Text, |settings| settings.log.format),
+    );
+    let settings = settings?;
     actix_rt::System::new().block_on(async move {
         let app = Application::build(settings)
             .await

@@ -7,8 +7,28 @@ pub mod memory;
 pub mod metrics;
 pub mod platform;
 
-/// Installs the log subscriber: `RUST_LOG` filters (default `info`), output on stderr.
-pub fn init_logging() {
+/// `[log]`: how log lines are written.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` (default: a line for people) or `json` (an object a line, for collectors).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    /// One JSON object a line: `timestamp`, `level`, `target`, `fields` (with `message`),
+    /// and the spans it ran in; the same fields as the text lines.
+    Json,
+}
+
+/// Installs the log subscriber: `RUST_LOG` filters (default `info`), output on stderr in
+/// `format`.
+pub fn init_logging(format: LogFormat) {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // The HTTP framework reports each malformed request (a bad header, a body shorter than
@@ -22,8 +42,11 @@ pub fn init_logging() {
                 .expect("a valid directive"),
         );
     }
-    let _ = tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => subscriber.try_init(),
+        LogFormat::Json => subscriber.json().try_init(),
+    };
 }

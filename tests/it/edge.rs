@@ -218,3 +218,30 @@ async fn malformed_requests_get_400_and_write_no_error_to_the_log() {
     assert!(output.contains("Listening."), "{output}");
     assert!(!output.contains("ERROR"), "{output}");
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_a_line_with_the_text_lines_fields() {
+    let store = tempfile::tempdir().expect("a store dir");
+    let mut server = OtpdProcess::start(store.path(), &[("OTPD__LOG__FORMAT", "json")]);
+    let reply = send(
+        http_client().get(server.url("/v1/verifications/ver_00000000000000000000000000000000")),
+    )
+    .await;
+    reply.expect_error(401, "unauthorized");
+    let output = server.stop();
+    let lines: Vec<serde_json::Value> = output
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let listening = lines
+        .iter()
+        .find(|line| line["fields"]["message"] == "Listening.")
+        .unwrap_or_else(|| panic!("no Listening line in {output}"));
+    assert_eq!(listening["level"], "INFO");
+    assert_eq!(listening["target"], "otpd::app");
+    assert!(listening["fields"]["address"]
+        .as_str()
+        .is_some_and(|address| address.starts_with("http://127.0.0.1:")));
+    assert!(listening["timestamp"].is_string());
+}

@@ -710,9 +710,11 @@ fn pump(
 }
 
 /// The port in a log line containing `address=http://127.0.0.1:PORT` or `https://…` (quoted
-/// or not).
+/// or not), or its JSON form `"address":"http://127.0.0.1:PORT"`.
 fn announced_port(line: &str) -> Option<u16> {
-    let start = line.find("address=")?;
+    let start = line
+        .find("address=")
+        .or_else(|| line.find("\"address\":"))?;
     let rest = &line[start..];
     let host = "://127.0.0.1:";
     let at = rest.find(host)?;
