@@ -1,6 +1,8 @@
 //! Broker faults under load, against the real RabbitMQ on 127.0.0.1:5672 (node
 //! rabbit@localhost): the broker stopped and started mid-run, otpd killed -9 and restarted
-//! ten times, a node of three killed, and the broker's memory alarm raised for 30 s. otpd runs as a subprocess in broker mode with the sandbox provider; what was
+//! ten times, a node of three killed, the broker's memory alarm raised for 30 s, and the
+//! network to the broker gone silent for 60 s (a proxy of the test's own that stops
+//! forwarding). otpd runs as a subprocess in broker mode with the sandbox provider; what was
 //! delivered is read from its outbox. A binary of its own, so no other broker test runs
 //! beside it; its tests run one at a time.
 
@@ -1129,5 +1131,251 @@ async fn a_memory_alarm_blocks_publishes_creates_get_503_and_nothing_is_lost() {
             .iter()
             .all(|n| (published_before_alarm.saturating_sub(5)..=published_at_alarm + 1).contains(n)),
         "requests {twice:?} were sent twice, though {published_before_alarm}-{published_at_alarm} were published as the alarm was raised"
+    );
+}
+
+/// A TCP proxy to the broker that can go silent: silent, it forwards nothing either way and
+/// closes nothing, as a network that drops every packet; heard again, it forwards what
+/// waited. Everything it holds is closed when it is dropped.
+struct SilentProxy {
+    port: u16,
+    silent: Arc<AtomicBool>,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl SilentProxy {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let port = listener.local_addr().expect("the proxy's port").port();
+        let silent = Arc::new(AtomicBool::new(false));
+        let tasks: Arc<std::sync::Mutex<Vec<_>>> = Arc::default();
+        let accepting = {
+            let silent = Arc::clone(&silent);
+            let tasks = Arc::clone(&tasks);
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let silent = Arc::clone(&silent);
+                    let pipe = tokio::spawn(async move {
+                        let Ok(broker) = tokio::net::TcpStream::connect("127.0.0.1:5672").await
+                        else {
+                            return;
+                        };
+                        let (from_client, to_client) = client.into_split();
+                        let (from_broker, to_broker) = broker.into_split();
+                        tokio::join!(
+                            forward(from_client, to_broker, &silent),
+                            forward(from_broker, to_client, &silent)
+                        );
+                    });
+                    tasks.lock().unwrap_or_else(|p| p.into_inner()).push(pipe);
+                }
+            })
+        };
+        tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(accepting);
+        SilentProxy {
+            port,
+            silent,
+            tasks,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    fn set_silent(&self, silent: bool) {
+        self.silent.store(silent, Ordering::SeqCst);
+    }
+}
+
+impl Drop for SilentProxy {
+    fn drop(&mut self) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+/// Copies `from` to `to` while the proxy is heard; bytes read as it went silent wait.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    silent: &AtomicBool,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let wait_while_silent = || async {
+        while silent.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        wait_while_silent().await;
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        wait_while_silent().await;
+        if to.write_all(&buffer[..read]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// Polls `/readyz` of `address` until its status is `wanted` (true: 200), for at most
+/// `limit`; returns how long that took.
+async fn until_ready_is(address: &str, wanted: bool, limit: Duration) -> Option<Duration> {
+    let http = http_client();
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let ready = http
+            .get(format!("{address}/readyz"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|reply| reply.status() == 200);
+        if ready == wanted {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_gone_silent_for_60_s_is_noticed_creates_get_503_and_nothing_is_lost() {
+    let _serial = SERIAL.lock().await;
+    let proxy = SilentProxy::start().await;
+    let cluster = Siblings::new(1);
+    let key = cluster.key.clone();
+    let mut processes = cluster
+        .start(|_| vec![cluster.tenant_key(), ("OTPD__AMQP__URL", proxy.url())])
+        .await;
+    let stores = cluster.stores();
+    let address = processes[0].address.clone();
+
+    // Broker requests at 20/s (published straight to the broker, 1,600 in all: the last
+    // after the silence) and an HTTP create every 200 ms, before, during and after it.
+    let published = Arc::new(AtomicU64::new(0));
+    let load = spawn_load(
+        cluster.namespace(),
+        "acme",
+        1_600,
+        20,
+        Arc::clone(&published),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let creates = tokio::spawn(create_steadily(
+        vec![address.clone()],
+        key.clone(),
+        Arc::clone(&stop),
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.set_silent(true);
+    let silenced = Instant::now();
+    let noticed = until_ready_is(&address, false, Duration::from_secs(60)).await;
+    eprintln!("silent broker: /readyz answered 503 {noticed:?} after the silence began");
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(silenced.elapsed())).await;
+    proxy.set_silent(false);
+    let heard = Instant::now();
+    let resumed = until_ready_is(&address, true, Duration::from_secs(60)).await;
+    eprintln!("silent broker: ready again {resumed:?} after the broker was heard again");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    stop.store(true, Ordering::SeqCst);
+    let attempts = creates.await.expect("the creates");
+    let (confirmed_broker, _) = load.await.expect("the load");
+
+    assert!(
+        noticed.is_some_and(|after| after <= Duration::from_secs(30)),
+        "the silence was not noticed within 30 s ({noticed:?})"
+    );
+    assert!(resumed.is_some(), "the node never became ready again");
+
+    // No create hangs: each is answered within 15 s, and once the silence is noticed, each
+    // is a 503 within 5 s until the broker is heard again.
+    let noticed_at = silenced + noticed.unwrap_or_default();
+    for attempt in &attempts {
+        assert!(
+            attempt.reply.is_some(),
+            "a create sent {:?} into the silence got no answer within 15 s",
+            attempt.sent.saturating_duration_since(silenced)
+        );
+    }
+    let during: Vec<&Attempt> = attempts
+        .iter()
+        .filter(|a| {
+            a.sent > noticed_at + Duration::from_secs(1) && a.sent + Duration::from_secs(5) < heard
+        })
+        .collect();
+    let before_noticed: Vec<Duration> = attempts
+        .iter()
+        .filter(|a| a.sent > silenced && a.sent < noticed_at)
+        .map(|a| a.took)
+        .collect();
+    eprintln!(
+        "silent broker: {} creates before it was noticed (slowest {:?}), {} after",
+        before_noticed.len(),
+        before_noticed.iter().max(),
+        during.len()
+    );
+    assert!(
+        during.len() >= 20,
+        "only {} creates during the silence",
+        during.len()
+    );
+    for attempt in &during {
+        let reply = attempt.reply.as_ref().expect("an answer");
+        reply.expect_status(503);
+        assert!(
+            attempt.took <= Duration::from_secs(5),
+            "a 503 took {:?}",
+            attempt.took
+        );
+    }
+
+    // Nothing answered 201 or confirmed to the publisher is lost.
+    let created: Vec<String> = attempts
+        .iter()
+        .filter(|a| a.reply.as_ref().is_some_and(|r| r.status == 201))
+        .map(|a| a.to.clone())
+        .collect();
+    settle(
+        &stores,
+        &confirmed_broker,
+        Duration::from_secs(10),
+        Duration::from_secs(90),
+    )
+    .await;
+    let counts = delivered(&stores);
+    let broker_tally = tally(&stores, &confirmed_broker);
+    let http_lost: Vec<&String> = created
+        .iter()
+        .filter(|to| !counts.contains_key(*to))
+        .collect();
+    let output: Vec<String> = processes.iter_mut().map(OtpdProcess::stop).collect();
+    eprintln!(
+        "silent broker: broker confirmed={} lost={} duplicated={}; http created={} lost={}",
+        broker_tally.published,
+        broker_tally.lost.len(),
+        broker_tally.duplicated,
+        created.len(),
+        http_lost.len()
+    );
+    assert_nothing_lost(&broker_tally, &http_lost, &output);
+    assert!(
+        broker_tally.most_sends <= 2,
+        "a destination got {} messages",
+        broker_tally.most_sends
     );
 }

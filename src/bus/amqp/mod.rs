@@ -195,7 +195,10 @@ impl AmqpBus {
     /// One connection's life: connect, declare, join the cluster, consume until something
     /// breaks.
     async fn session(&self, consumers: &Arc<Consumers>) -> Result<(), SessionError> {
-        let url = self.settings.url.clone().unwrap_or_default();
+        let uri = self
+            .settings
+            .broker_uri()
+            .map_err(|reason| SessionError::from(PublishError::Broker(reason)))?;
         // Every (re)connection gets the same TLS trust; it only applies to amqps:// URLs.
         let tls = OwnedTLSConfig {
             identity: self.tls.client.as_ref().map(|client| OwnedIdentity::PKCS8 {
@@ -206,8 +209,8 @@ impl AmqpBus {
         };
         let connection = self
             .bounded(async {
-                Connection::connect_with_config(
-                    &url,
+                Connection::connect_uri_with_config(
+                    uri,
                     ConnectionProperties::default(),
                     tls,
                     lapin::runtime::default_runtime()?,

@@ -22,6 +22,10 @@ pub struct AmqpSettings {
     pub timeout_ms: u64,
     /// Pause before reconnecting after the connection dropped, milliseconds. Default 1000.
     pub reconnect_delay_ms: u64,
+    /// Seconds between heartbeats each way; a broker heard nothing from for twice this is
+    /// taken as gone (a network gone silent), and the connection is made again. A
+    /// `heartbeat=` in the URL wins. Default 10.
+    pub heartbeat_seconds: u16,
     /// Deliveries of one message before the broker dead-letters it. Default 20.
     pub delivery_limit: u32,
     /// Regions whose queues this node consumes; empty means all. Default empty.
@@ -45,6 +49,7 @@ impl Default for AmqpSettings {
             prefetch: 256,
             timeout_ms: 5000,
             reconnect_delay_ms: 1000,
+            heartbeat_seconds: 10,
             delivery_limit: 20,
             consume_regions: Vec::new(),
             region_queues: BTreeMap::new(),
@@ -57,6 +62,19 @@ impl AmqpSettings {
     /// Whether otpd runs in broker mode.
     pub fn is_broker_mode(&self) -> bool {
         self.url.is_some()
+    }
+
+    /// The broker's URL as lapin takes it, with `heartbeat_seconds` unless the URL names its
+    /// own heartbeat. (The error never repeats the URL: it holds a password.)
+    pub fn broker_uri(&self) -> Result<lapin::uri::AMQPUri, String> {
+        let mut uri: lapin::uri::AMQPUri = self
+            .url
+            .as_deref()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|_| "amqp.url is not a valid AMQP URL".to_owned())?;
+        uri.query.heartbeat.get_or_insert(self.heartbeat_seconds);
+        Ok(uri)
     }
 
     /// Every problem that needs only `[amqp]`; TLS files are checked with the other TLS files.
@@ -85,6 +103,14 @@ impl AmqpSettings {
                 "amqp.requests_queue_type is '{}'; allowed: quorum, classic",
                 self.requests_queue_type
             ));
+        }
+        if self.url.is_some() && self.broker_uri().is_err() {
+            problems.push(
+                "amqp.url is not a valid AMQP URL; the form is amqp://user:password@host:5672/vhost (%2f for the vhost /)".into(),
+            );
+        }
+        if self.heartbeat_seconds == 0 {
+            problems.push("amqp.heartbeat_seconds must be at least 1: without heartbeats a broker gone silent is never noticed".into());
         }
         if self.prefetch == 0 {
             problems.push("amqp.prefetch must be at least 1".into());
@@ -115,5 +141,38 @@ impl AmqpSettings {
             }
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_url(url: &str) -> AmqpSettings {
+        AmqpSettings {
+            url: Some(url.into()),
+            ..AmqpSettings::default()
+        }
+    }
+
+    #[test]
+    fn the_heartbeat_setting_applies_unless_the_url_names_one() {
+        let settings = with_url("amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(settings.broker_uri().unwrap().query.heartbeat, Some(10));
+        let settings = with_url("amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=3");
+        assert_eq!(settings.broker_uri().unwrap().query.heartbeat, Some(3));
+    }
+
+    #[test]
+    fn a_bad_url_or_no_heartbeat_is_refused_without_repeating_the_password() {
+        let problems = with_url("amqp://otpd:s3cret@127.0.0.1:notaport/%2f").validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(!problems[0].contains("s3cret"), "{problems:?}");
+        let problems = AmqpSettings {
+            heartbeat_seconds: 0,
+            ..with_url("amqp://127.0.0.1")
+        }
+        .validate();
+        assert!(problems[0].contains("heartbeat_seconds"), "{problems:?}");
     }
 }
