@@ -57,6 +57,8 @@ fn assert_permanent(error: &ProviderError) {
 async fn assert_times_out(provider: &dyn Provider, message: &OutboundMessage) {
     let started = Instant::now();
     let error = provider.send(message).await.unwrap_err();
+    // The request went out: the provider may have taken it, so it is not sent there again.
+    assert!(error.may_have_been_taken(), "{error}");
     assert_transient(&error, None);
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(TIMEOUT_MS - 50), "{took:?}");
@@ -347,6 +349,8 @@ async fn connection_refused_is_transient() {
     .unwrap();
     let error = provider.send(&sms("+4915112345678")).await.unwrap_err();
     assert_transient(&error, None);
+    // Nothing went out: the same provider may be tried again.
+    assert!(!error.may_have_been_taken(), "{error}");
 }
 
 // ---- SMTP ----

@@ -136,7 +136,8 @@ impl Outcome {
             }) => Outcome::RateLimited { retry_after: *wait },
             Err(ProviderError::Transient {
                 retry_after: None, ..
-            }) => Outcome::Failure,
+            })
+            | Err(ProviderError::Unanswered { .. }) => Outcome::Failure,
         }
     }
 }

@@ -275,9 +275,10 @@ async fn deliver(
             Err(error) => error,
         };
         attempt += 1;
-        if error.retry_after().is_some() {
-            // The provider asked for a pause (its lane has recorded it): another provider
-            // takes the job now rather than holding it for the pause.
+        if error.retry_after().is_some() || error.may_have_been_taken() {
+            // The provider asked for a pause (its lane has recorded it), or it may have taken
+            // the message without answering: another provider takes the job now rather than
+            // this one after the pause, or a second time.
             report_failure(id, job, &error.to_string(), false);
             return Ok(Ending::Failover);
         }

@@ -1,5 +1,6 @@
 //! Turns HTTP answers and transport errors into classified `ProviderError`s, one rule for all
-//! HTTP adapters: timeouts, connection errors, 408, 429 and 5xx are transient; other 4xx are
+//! HTTP adapters: connection errors, 408, 429 and 5xx are transient; a timeout or an unreadable
+//! answer leaves the message perhaps taken (unanswered); other 4xx are
 //! permanent. Only a 429 carries `retry_after` (back-pressure, not failure).
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
@@ -63,26 +64,35 @@ pub fn from_transport(error: &reqwest::Error) -> ProviderError {
             reason: format!("could not build the request: {}", without_url(error)),
         };
     }
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "could not connect"
-    } else if error.is_decode() || error.is_body() {
-        "could not read the answer"
-    } else {
-        "request failed"
-    };
+    let detail = without_url(error);
+    if error.is_connect() {
+        return ProviderError::Transient {
+            reason: format!("could not connect: {detail}"),
+            retry_after: None,
+        };
+    }
+    // Past the connection the request may have been taken: a timeout, or an answer that
+    // could not be read.
+    if error.is_timeout() {
+        return ProviderError::Unanswered {
+            reason: format!("timed out: {detail}"),
+        };
+    }
+    if error.is_decode() || error.is_body() {
+        return ProviderError::Unanswered {
+            reason: format!("could not read the answer: {detail}"),
+        };
+    }
     ProviderError::Transient {
-        reason: format!("{kind}: {}", without_url(error)),
+        reason: format!("request failed: {detail}"),
         retry_after: None,
     }
 }
 
-/// The transient error an adapter returns when its own deadline passes.
+/// The error an adapter returns when its own deadline passes with the request sent.
 pub fn timed_out(timeout: Duration) -> ProviderError {
-    ProviderError::Transient {
+    ProviderError::Unanswered {
         reason: format!("timed out after {} ms", timeout.as_millis()),
-        retry_after: None,
     }
 }
 

@@ -67,18 +67,29 @@ pub enum ProviderError {
     },
     #[error("rejected: {reason}")]
     Permanent { reason: String },
+    /// The request went out and no answer came in time (or none that could be read): the
+    /// provider may have taken the message. Another provider is tried rather than this one
+    /// again, so a provider that stalls costs at most one extra send.
+    #[error("no answer: {reason}")]
+    Unanswered { reason: String },
 }
 
 impl ProviderError {
+    /// Whether the message may go out if tried again.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ProviderError::Transient { .. })
+        !matches!(self, ProviderError::Permanent { .. })
+    }
+
+    /// Whether the provider may have taken the message though the call failed.
+    pub fn may_have_been_taken(&self) -> bool {
+        matches!(self, ProviderError::Unanswered { .. })
     }
 
     /// How long the provider asked us to wait, if it did.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ProviderError::Transient { retry_after, .. } => *retry_after,
-            ProviderError::Permanent { .. } => None,
+            ProviderError::Permanent { .. } | ProviderError::Unanswered { .. } => None,
         }
     }
 }

@@ -85,6 +85,7 @@ struct ControlState {
     fail_share: f64,
     rate_limit: Option<Duration>,
     hang: bool,
+    accept_then_hang: bool,
     rejected: HashSet<String>,
     recorded: VecDeque<RecordedMessage>,
     cap: usize,
@@ -102,6 +103,8 @@ pub struct FakeControl {
 
 enum Decision {
     Hang,
+    /// Take the message (record it as sent), then never answer.
+    AcceptThenHang(String),
     RateLimited(Duration),
     Fail,
     Reject,
@@ -123,6 +126,7 @@ impl Default for FakeControl {
                 fail_share: 0.0,
                 rate_limit: None,
                 hang: false,
+                accept_then_hang: false,
                 rejected: HashSet::new(),
                 recorded: VecDeque::new(),
                 cap: DEFAULT_RECORD_CAP,
@@ -161,6 +165,12 @@ impl FakeControl {
         self.lock().hang = hang;
     }
 
+    /// Takes every message (records it, as a provider that sends it) but never answers,
+    /// while set: a provider that stalls after accepting.
+    pub fn accept_then_hang(&self, stall: bool) {
+        self.lock().accept_then_hang = stall;
+    }
+
     /// Permanently rejects these destinations (numbers with or without '+', or addresses).
     pub fn reject_numbers<I, S>(&self, destinations: I)
     where
@@ -189,6 +199,7 @@ impl FakeControl {
         state.fail_share = 0.0;
         state.rate_limit = None;
         state.hang = false;
+        state.accept_then_hang = false;
         state.rejected.clear();
     }
 
@@ -230,7 +241,12 @@ impl FakeControl {
             Decision::Reject
         } else {
             state.next_id += 1;
-            Decision::Accept(format!("{prefix}{:032x}", state.next_id))
+            let id = format!("{prefix}{:032x}", state.next_id);
+            if state.accept_then_hang {
+                Decision::AcceptThenHang(id)
+            } else {
+                Decision::Accept(id)
+            }
         };
         (decision, state.latency)
     }
@@ -425,6 +441,7 @@ async fn handle_http(control: &FakeControl, request: Request<Incoming>) -> Respo
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let hang_after_accepting = matches!(decision, Decision::AcceptThenHang(_));
     match decision {
         Decision::Hang => {
             tokio::time::sleep(HANG).await;
@@ -462,7 +479,7 @@ async fn handle_http(control: &FakeControl, request: Request<Incoming>) -> Respo
                 serde_json::json!({"error": "destination rejected"}),
             ),
         },
-        Decision::Accept(id) => {
+        Decision::Accept(id) | Decision::AcceptThenHang(id) => {
             let answer = match format {
                 WireFormat::Twilio => (
                     StatusCode::CREATED,
@@ -492,6 +509,9 @@ async fn handle_http(control: &FakeControl, request: Request<Incoming>) -> Respo
                     received_at,
                 })
                 .await;
+            if hang_after_accepting {
+                tokio::time::sleep(HANG).await;
+            }
             json_response(answer.0, answer.1)
         }
     }

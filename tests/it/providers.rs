@@ -820,3 +820,59 @@ async fn a_provider_rate_limit_paces_its_messages() {
         "15 messages at 5/s took only {took:?}"
     );
 }
+
+#[tokio::test]
+async fn a_primary_that_takes_the_request_and_stalls_costs_at_most_one_extra_send() {
+    let primary = FakeProviderServer::start().await.unwrap();
+    let secondary = FakeProviderServer::start().await.unwrap();
+    primary.control().accept_then_hang(true);
+    let app = spawn_app_with(|s| {
+        configure(
+            s,
+            vec![
+                ("primary", http_provider(&primary)),
+                ("secondary", http_provider(&secondary)),
+            ],
+            &["primary", "secondary"],
+        );
+        // Three tries per provider, as by default, and a breaker that stays closed: only the
+        // rule for a call that may have been taken keeps the primary from a second send.
+        s.delivery.attempts_per_provider = 3;
+        s.breaker.min_calls = 1_000;
+    })
+    .await;
+
+    let count = 8;
+    let numbers: Vec<String> = (0..count).map(|n| number(14, n)).collect();
+    let ids = join_all(numbers.iter().map(|to| create_id(&app, to))).await;
+    for id in &ids {
+        let message = wait_sent(&secondary, id).await;
+        assert_verifies(&app, id, &code_in(&message)).await;
+    }
+    // Time for a retry to the primary, had there been one (its timeout is 2 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The primary took each message once, then stalled: one extra send per verification,
+    // no more.
+    for id in &ids {
+        let taken = primary
+            .control()
+            .messages()
+            .iter()
+            .filter(|message| payload(message)["ref"] == id.as_str())
+            .count();
+        assert!(
+            taken <= 1,
+            "{id} was taken {taken} times by the stalling primary"
+        );
+    }
+    for id in &ids {
+        let sends = secondary
+            .control()
+            .messages()
+            .iter()
+            .filter(|message| payload(message)["ref"] == id.as_str())
+            .count();
+        assert_eq!(sends, 1, "{id} was sent {sends} times by the secondary");
+    }
+}
