@@ -55,6 +55,10 @@ pub struct LogWrite {
     pub value: Option<Vec<u8>>,
 }
 
+/// Why a node that opened its store again refuses writes until it joins again.
+pub const STORE_REOPENED: &str =
+    "the store was opened again after a failed write; this node applies the changelogs again from what it holds";
+
 /// A message of a partition's stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LogRecord {
@@ -144,6 +148,8 @@ pub struct LogShared<E: KvEngine> {
     changelog: OnceLock<Arc<dyn Changelog>>,
     /// The connection this node appends through now; its own records are not applied again.
     origin: AtomicU64,
+    /// How many times the engine had been opened again when `origin` was set.
+    reopens_at_origin: AtomicU64,
     /// Writes outside any partition (quotas, usage, blocklist) since the last flush: those
     /// are made durable by the engine itself.
     local_writes: AtomicBool,
@@ -166,6 +172,7 @@ impl<E: KvEngine> LoggedEngine<E> {
             appends: Mutex::default(),
             changelog: OnceLock::new(),
             origin: AtomicU64::new(0),
+            reopens_at_origin: AtomicU64::new(0),
             local_writes: AtomicBool::new(false),
             lists: Arc::default(),
         }))
@@ -189,7 +196,24 @@ impl<E: KvEngine> LogShared<E> {
 
     /// A new connection: records appended from now on carry `origin`.
     pub fn set_origin(&self, origin: u64) {
+        self.reopens_at_origin
+            .store(self.inner.reopens(), Ordering::Release);
         self.origin.store(origin, Ordering::Release);
+    }
+
+    /// Whether the engine was opened again (after a failed write) since this connection
+    /// began: it may have lost what it applied or wrote and had not made durable, own
+    /// records included, so nothing more is appended or applied until the node joins again
+    /// and applies the changelogs from what the store holds.
+    pub fn reopened_since_join(&self) -> bool {
+        self.inner.reopens() != self.reopens_at_origin.load(Ordering::Acquire)
+    }
+
+    fn refuse_if_reopened(&self) -> Result<(), StoreError> {
+        if self.reopened_since_join() {
+            return Err(StoreError::Io(STORE_REOPENED.into()));
+        }
+        Ok(())
     }
 
     pub fn origin(&self) -> u64 {
@@ -266,6 +290,7 @@ impl<E: KvEngine> LogShared<E> {
     /// changelog, or fails if it was not; and once writes outside partitions are durable in
     /// the engine.
     async fn flush(self: Arc<Self>, target: u64) -> Result<(), StoreError> {
+        self.refuse_if_reopened()?;
         if target > 0 {
             let standing = {
                 let _order = self.appending.lock().await;
@@ -410,6 +435,7 @@ impl<E: KvEngine> LogShared<E> {
     /// keeps every page a batch replaces until it ends, which grew a node catching up on
     /// runs of hundreds past 1.5 GB.)
     pub fn apply(&self, partition: u16, run: &[(u64, &[u8])]) -> Result<Applied, StoreError> {
+        self.refuse_if_reopened()?;
         let mut applied = Applied::default();
         let mut latest: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         for (_, bytes) in run {
@@ -455,6 +481,8 @@ pub trait View: Send + Sync {
     fn set_origin(&self, origin: u64);
     fn origin(&self) -> u64;
     fn abandon_pending(&self);
+    /// See [`LogShared::reopened_since_join`].
+    fn reopened_since_join(&self) -> bool;
 }
 
 impl<E: KvEngine> View for LogShared<E> {
@@ -484,6 +512,10 @@ impl<E: KvEngine> View for LogShared<E> {
 
     fn abandon_pending(&self) {
         LogShared::abandon_pending(self)
+    }
+
+    fn reopened_since_join(&self) -> bool {
+        LogShared::reopened_since_join(self)
     }
 }
 
@@ -669,6 +701,80 @@ mod tests {
         engine.flush().await.unwrap();
         assert_eq!(value(&engine, b"a"), None);
         assert_eq!(value(&engine, b"b"), Some(b"1".to_vec()));
+    }
+
+    /// A memory engine that can be told it was opened again.
+    #[derive(Default)]
+    struct Reopening {
+        inner: MemoryEngine,
+        reopens: AtomicU64,
+    }
+
+    impl KvEngine for Reopening {
+        type Value = <MemoryEngine as KvEngine>::Value;
+
+        fn get(&self, key: &[u8]) -> Result<Option<Self::Value>, StoreError> {
+            self.inner.get(key)
+        }
+        fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+            self.inner.insert(key, value)
+        }
+        fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
+            self.inner.remove(key)
+        }
+        fn compare_and_swap(
+            &self,
+            key: &[u8],
+            expected: Option<&[u8]>,
+            new: Option<&[u8]>,
+        ) -> Result<bool, StoreError> {
+            self.inner.compare_and_swap(key, expected, new)
+        }
+        fn scan(
+            &self,
+            range: KeyRange<'_>,
+            limit: usize,
+        ) -> Result<Vec<Entry<Self::Value>>, StoreError> {
+            self.inner.scan(range, limit)
+        }
+        fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+            self.inner.flush()
+        }
+        fn check_health(&self) -> Result<(), StoreError> {
+            self.inner.check_health()
+        }
+        fn reopens(&self) -> u64 {
+            self.reopens.load(Ordering::Acquire)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_opened_again_appends_and_applies_nothing_until_the_node_joins_again() {
+        let engine = LoggedEngine::new(Reopening::default(), 4);
+        let shared = engine.shared();
+        let changelog = Arc::new(Recorded::default());
+        shared.append_to(changelog.clone());
+        shared.set_origin(7);
+        in_slot(1, || engine.insert(b"a", b"1").unwrap());
+        engine.flush().await.unwrap();
+
+        shared.inner.reopens.store(1, Ordering::Release);
+        assert!(shared.reopened_since_join());
+        in_slot(1, || engine.insert(b"a", b"2").unwrap());
+        let refused = engine.flush().await.unwrap_err();
+        assert!(refused.to_string().contains("opened again"), "{refused}");
+        let record = LogRecord::Fence {
+            origin: 9,
+            nonce: 1,
+        }
+        .encode();
+        assert!(shared.apply(1, &[(0, record.as_slice())]).is_err());
+
+        // A new connection starts from what the store holds.
+        shared.set_origin(8);
+        assert!(!shared.reopened_since_join());
+        assert!(shared.apply(1, &[(0, record.as_slice())]).is_ok());
+        engine.flush().await.unwrap();
     }
 
     #[tokio::test]

@@ -76,6 +76,12 @@ pub trait KvEngine: Send + Sync + 'static {
 
     /// Whether the engine answers reads.
     fn check_health(&self) -> Result<(), StoreError>;
+
+    /// How many times the engine was opened again after a failure: what it held but had
+    /// not made durable then is gone.
+    fn reopens(&self) -> u64 {
+        0
+    }
 }
 
 /// The keys a scan visits: those that start with `prefix`, and are after `after` and before

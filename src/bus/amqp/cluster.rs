@@ -196,6 +196,21 @@ impl ClusterLink {
         let _ = self.view.set(view);
     }
 
+    /// Resolves once this node's store was opened again after a failed write: the session
+    /// ends, and the next one applies the changelogs again from what the store holds.
+    pub async fn until_store_reopened(&self) -> String {
+        loop {
+            tokio::time::sleep(STORE_WATCH).await;
+            if self
+                .view
+                .get()
+                .is_some_and(|view| view.reopened_since_join())
+            {
+                return crate::cluster::changelog::STORE_REOPENED.into();
+            }
+        }
+    }
+
     fn store_view(&self) -> Result<&Arc<dyn View>, JoinError> {
         self.view
             .get()
@@ -1313,6 +1328,9 @@ const APPLY_PREFETCH: u16 = 512;
 /// The most changelog records applied in one batch (and acked at once): half the
 /// prefetch, so the next run is on its way while one is written.
 const APPLY_RUN: usize = APPLY_PREFETCH as usize / 2;
+
+/// How often a node looks whether its store was opened again.
+const STORE_WATCH: Duration = Duration::from_secs(1);
 
 /// How often a node records how far the changelogs of the partitions it serves have come.
 const MARK_EVERY: Duration = Duration::from_secs(5);

@@ -303,9 +303,12 @@ impl AmqpBus {
             "connection closed".to_string()
         };
         tokio::pin!(connection_lost);
+        let store_reopened = self.cluster.until_store_reopened();
+        tokio::pin!(store_reopened);
         let reason = loop {
             tokio::select! {
                 _ = stopping.wait_for(|stop| *stop) => break "otpd is stopping".to_string(),
+                reason = &mut store_reopened => break reason,
                 ended = any_ended.recv() => break ended.unwrap_or_else(|| "consumers stopped".into()),
                 error = &mut connection_lost => break error,
                 taken = &mut taking, if _membership.is_none() => match taken {
