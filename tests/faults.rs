@@ -988,6 +988,42 @@ async fn create_steadily(
     attempts
 }
 
+/// Waits (up to `limit`) until the confirmed broker requests and the HTTP creates answered
+/// 201 are delivered, stops the nodes, prints the tally under `label` and fails the test if
+/// any is lost; returns the messages per destination and the broker requests' tally.
+async fn check_nothing_lost(
+    label: &str,
+    attempts: &[Attempt],
+    confirmed_broker: &[u64],
+    processes: &mut [OtpdProcess],
+    stores: &[&Path],
+    limit: Duration,
+) -> (HashMap<String, u64>, Tally) {
+    let created: Vec<&String> = attempts
+        .iter()
+        .filter(|a| a.reply.as_ref().is_some_and(|r| r.status == 201))
+        .map(|a| &a.to)
+        .collect();
+    settle(stores, confirmed_broker, Duration::from_secs(10), limit).await;
+    let counts = delivered(stores);
+    let broker_tally = tally(stores, confirmed_broker);
+    let http_lost: Vec<&&String> = created
+        .iter()
+        .filter(|to| !counts.contains_key(**to))
+        .collect();
+    let output: Vec<String> = processes.iter_mut().map(OtpdProcess::stop).collect();
+    eprintln!(
+        "{label}: broker confirmed={} lost={} duplicated={}; http created={} lost={}",
+        broker_tally.published,
+        broker_tally.lost.len(),
+        broker_tally.duplicated,
+        created.len(),
+        http_lost.len()
+    );
+    assert_nothing_lost(&broker_tally, &http_lost, &output);
+    (counts, broker_tally)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_alarm_blocks_publishes_creates_get_503_and_nothing_is_lost() {
     let _serial = SERIAL.lock().await;
@@ -1084,35 +1120,15 @@ async fn a_memory_alarm_blocks_publishes_creates_get_503_and_nothing_is_lost() {
         "no create succeeded within 10 s of the alarm's end"
     );
 
-    // Nothing answered 201 or confirmed to the publisher is lost.
-    let created: Vec<String> = attempts
-        .iter()
-        .filter(|a| a.reply.as_ref().is_some_and(|r| r.status == 201))
-        .map(|a| a.to.clone())
-        .collect();
-    settle(
-        &stores,
+    let (counts, broker_tally) = check_nothing_lost(
+        "memory alarm",
+        &attempts,
         &confirmed_broker,
-        Duration::from_secs(10),
+        &mut processes,
+        &stores,
         Duration::from_secs(60),
     )
     .await;
-    let counts = delivered(&stores);
-    let broker_tally = tally(&stores, &confirmed_broker);
-    let http_lost: Vec<&String> = created
-        .iter()
-        .filter(|to| !counts.contains_key(*to))
-        .collect();
-    let output: Vec<String> = processes.iter_mut().map(OtpdProcess::stop).collect();
-    eprintln!(
-        "memory alarm: broker confirmed={} lost={} duplicated={}; http created={} lost={}",
-        broker_tally.published,
-        broker_tally.lost.len(),
-        broker_tally.duplicated,
-        created.len(),
-        http_lost.len()
-    );
-    assert_nothing_lost(&broker_tally, &http_lost, &output);
     // A request taken as the alarm came may be sent twice: its job published, the publish
     // blocked past its timeout, the create undone and the request taken again afterwards.
     // Any other would be a defect.
@@ -1344,35 +1360,15 @@ async fn a_broker_gone_silent_for_60_s_is_noticed_creates_get_503_and_nothing_is
         );
     }
 
-    // Nothing answered 201 or confirmed to the publisher is lost.
-    let created: Vec<String> = attempts
-        .iter()
-        .filter(|a| a.reply.as_ref().is_some_and(|r| r.status == 201))
-        .map(|a| a.to.clone())
-        .collect();
-    settle(
-        &stores,
+    let (_, broker_tally) = check_nothing_lost(
+        "silent broker",
+        &attempts,
         &confirmed_broker,
-        Duration::from_secs(10),
+        &mut processes,
+        &stores,
         Duration::from_secs(90),
     )
     .await;
-    let counts = delivered(&stores);
-    let broker_tally = tally(&stores, &confirmed_broker);
-    let http_lost: Vec<&String> = created
-        .iter()
-        .filter(|to| !counts.contains_key(*to))
-        .collect();
-    let output: Vec<String> = processes.iter_mut().map(OtpdProcess::stop).collect();
-    eprintln!(
-        "silent broker: broker confirmed={} lost={} duplicated={}; http created={} lost={}",
-        broker_tally.published,
-        broker_tally.lost.len(),
-        broker_tally.duplicated,
-        created.len(),
-        http_lost.len()
-    );
-    assert_nothing_lost(&broker_tally, &http_lost, &output);
     assert!(
         broker_tally.most_sends <= 2,
         "a destination got {} messages",

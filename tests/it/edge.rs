@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::*;
-use otpd::providers::ProviderSettings;
+use crate::receipts::unsigned_gateway_app;
 use otpd::testing::fakes::FakeProviderServer;
 
 /// What came back on a raw connection: the whole text, and how long the first byte took.
@@ -97,18 +97,7 @@ async fn an_unauthenticated_receipt_is_refused_before_its_body_arrives() {
     let fake = FakeProviderServer::start()
         .await
         .expect("start the fake provider");
-    let url = fake.generic_url();
-    let app = spawn_app_with(move |settings| {
-        settings.http.body_timeout_seconds = 30;
-        let config: ProviderSettings = serde_json::from_value(json!({
-            "kind": "http",
-            "url": url,
-            "body_template": "{\"to\": \"{to}\", \"text\": \"{body}\"}",
-        }))
-        .expect("http settings");
-        settings.providers.insert("gateway".into(), config);
-    })
-    .await;
+    let app = unsigned_gateway_app(&fake, |settings| settings.http.body_timeout_seconds = 30).await;
     let head = "POST /v1/providers/gateway/receipts?secret=guess HTTP/1.1\r\nHost: otpd\r\nContent-Type: application/json\r\nContent-Length: 100";
     let exchange = send_unfinished(&app, head, r#"{"message_id": "#, Duration::from_secs(5)).await;
 

@@ -207,19 +207,8 @@ async fn failover_delivers_everything_through_the_secondary_and_spares_an_open_p
     let primary = FakeProviderServer::start().await.unwrap();
     let secondary = FakeProviderServer::start().await.unwrap();
     primary.control().fail_share(1.0);
-    let app = spawn_app_with(|s| {
-        configure(
-            s,
-            vec![
-                ("primary", http_provider(&primary)),
-                ("secondary", http_provider(&secondary)),
-            ],
-            &["primary", "secondary"],
-        );
-        // Stays open through both batches.
-        s.breaker.open_seconds = 120;
-    })
-    .await;
+    // Stays open through both batches.
+    let app = two_provider_app_with(&primary, &secondary, |s| s.breaker.open_seconds = 120).await;
     let mut failover = Vec::new();
     for n in 0..30 {
         let started = Instant::now();
@@ -290,6 +279,15 @@ async fn open_primary(
 }
 
 async fn two_provider_app(primary: &FakeProviderServer, secondary: &FakeProviderServer) -> TestApp {
+    two_provider_app_with(primary, secondary, |_| {}).await
+}
+
+/// `two_provider_app`, with `tweak` applied to its settings last.
+async fn two_provider_app_with(
+    primary: &FakeProviderServer,
+    secondary: &FakeProviderServer,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
     spawn_app_with(|s| {
         configure(
             s,
@@ -298,7 +296,8 @@ async fn two_provider_app(primary: &FakeProviderServer, secondary: &FakeProvider
                 ("secondary", http_provider(secondary)),
             ],
             &["primary", "secondary"],
-        )
+        );
+        tweak(s);
     })
     .await
 }
@@ -826,17 +825,9 @@ async fn a_primary_that_takes_the_request_and_stalls_costs_at_most_one_extra_sen
     let primary = FakeProviderServer::start().await.unwrap();
     let secondary = FakeProviderServer::start().await.unwrap();
     primary.control().accept_then_hang(true);
-    let app = spawn_app_with(|s| {
-        configure(
-            s,
-            vec![
-                ("primary", http_provider(&primary)),
-                ("secondary", http_provider(&secondary)),
-            ],
-            &["primary", "secondary"],
-        );
-        // Three tries per provider, as by default, and a breaker that stays closed: only the
-        // rule for a call that may have been taken keeps the primary from a second send.
+    // Three tries per provider, as by default, and a breaker that stays closed: only the
+    // rule for a call that may have been taken keeps the primary from a second send.
+    let app = two_provider_app_with(&primary, &secondary, |s| {
         s.delivery.attempts_per_provider = 3;
         s.breaker.min_calls = 1_000;
     })

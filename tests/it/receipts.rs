@@ -140,8 +140,23 @@ async fn receipts_without_a_configured_secret_are_refused() {
     let fake = FakeProviderServer::start()
         .await
         .expect("start the fake provider");
+    let app = unsigned_gateway_app(&fake, |_| {}).await;
+    let reply = send(
+        app.anonymous(Method::POST, "/v1/providers/gateway/receipts?secret=guess")
+            .json(&json!({"message_id": "m-1", "status": "delivered"})),
+    )
+    .await;
+    reply.expect_error(401, "unauthorized");
+}
+
+/// An app with an `http` provider `gateway` on `fake` and no receipt secret for it, with
+/// `tweak` applied to its settings last.
+pub async fn unsigned_gateway_app(
+    fake: &FakeProviderServer,
+    tweak: impl FnOnce(&mut otpd::config::Settings) + Send + 'static,
+) -> TestApp {
     let url = fake.generic_url();
-    let app = spawn_app_with(move |settings| {
+    spawn_app_with(move |settings| {
         let config: ProviderSettings = serde_json::from_value(json!({
             "kind": "http",
             "url": url,
@@ -149,12 +164,7 @@ async fn receipts_without_a_configured_secret_are_refused() {
         }))
         .expect("http settings");
         settings.providers.insert("gateway".into(), config);
+        tweak(settings);
     })
-    .await;
-    let reply = send(
-        app.anonymous(Method::POST, "/v1/providers/gateway/receipts?secret=guess")
-            .json(&json!({"message_id": "m-1", "status": "delivered"})),
-    )
-    .await;
-    reply.expect_error(401, "unauthorized");
+    .await
 }
