@@ -59,6 +59,8 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
+    StoreIdentity(#[from] crate::store::identity::IdentityError),
+    #[error(transparent)]
     Tenants(#[from] TenantError),
     #[error(transparent)]
     Settings(#[from] ConfigError),
@@ -91,7 +93,7 @@ impl Application {
         })?;
         let embedded = settings.amqp.url.is_none();
         let secrets = Secrets::load(&settings.secrets, &dir, embedded)?;
-        let (store, changelog) = open_store(&settings)?;
+        let (store, changelog) = open_store(&settings).await?;
         if let Some(path) = bootstrap_dev_tenant(&settings.tenants, &dir)? {
             tracing::info!(
                 tenant = crate::tenants::DEV_TENANT,
@@ -331,10 +333,13 @@ type Changelogged = Arc<LogShared<SledEngine>>;
 
 /// This node's store. In broker mode its partition writes also go to the partitions'
 /// changelogs (returned, for the broker side to append to and apply from).
-fn open_store(settings: &Settings) -> Result<(Arc<dyn Store>, Option<Changelogged>), StartError> {
+async fn open_store(
+    settings: &Settings,
+) -> Result<(Arc<dyn Store>, Option<Changelogged>), StartError> {
     let path = settings.store.dir.join("state");
     let retention = Duration::from_secs(settings.store.retention_seconds);
     let engine = SledEngine::open(&path, settings.store.cache_capacity_bytes)?;
+    crate::store::identity::check(&engine, &path).await?;
     if !settings.amqp.is_broker_mode() {
         return Ok((Arc::new(RecordStore::new(engine, retention)), None));
     }

@@ -6,6 +6,7 @@
 #[cfg(test)]
 mod conformance;
 mod flusher;
+pub mod identity;
 mod keys;
 pub mod kv;
 pub mod memory;

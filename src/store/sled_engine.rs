@@ -74,8 +74,14 @@ fn open_sled(dir: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, StoreErr
         .mode(sled::Mode::HighThroughput)
         .open()
         .map_err(|error| {
+            let text = error.to_string();
+            let hint = if text.contains("lock") {
+                "is another otpd using this directory?"
+            } else {
+                "its files may be damaged: restore the directory from a backup, or move it aside to start empty"
+            };
             StoreError::Io(format!(
-                "could not open the store in {}: {error} (is another otpd using this directory?)",
+                "could not open the store in {}: {text} ({hint})",
                 dir.display()
             ))
         })
