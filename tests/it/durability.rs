@@ -1,4 +1,5 @@
-//! A SIGKILLed otpd loses nothing it acknowledged: verifications and queued messages survive.
+//! A SIGKILLed otpd loses nothing it acknowledged: verifications and queued messages survive,
+//! fifty kills under steady writes too; a store whose state was lost is refused at start.
 
 use reqwest::Method;
 use serde_json::json;
@@ -184,4 +185,115 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_kill_9_cycles_under_steady_writes_keep_every_acknowledged_verification() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let store = tempfile::tempdir().unwrap();
+    let env = [
+        ("OTPD__RATE_LIMITS__TENANT_PER_SECOND", "100000"),
+        ("OTPD__RATE_LIMITS__TENANT_BURST", "100000"),
+        ("OTPD__RATE_LIMITS__CLIENT_IP_PER_SECOND", "100000"),
+        ("OTPD__RATE_LIMITS__CLIENT_IP_BURST", "100000"),
+        // Sequential numbers that are never verified are a pump by design here.
+        ("OTPD__FRAUD__MODE", "monitor"),
+    ];
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let next_number = Arc::new(AtomicU32::new(0));
+    let mut reopens = Vec::new();
+    let mut first_acks = Vec::new();
+    let mut key = None;
+    for _ in 0..50 {
+        let started = Instant::now();
+        let mut server = OtpdProcess::start(store.path(), &env);
+        reopens.push(started.elapsed());
+        let key = match &key {
+            Some(key) => String::clone(key),
+            None => key.insert(wait_for_dev_key(store.path()).await).clone(),
+        };
+        // Four writers create until the kill; only a 201 counts as acknowledged.
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let (url, key) = (server.url("/v1/verifications"), key.clone());
+                let (stop, acknowledged, next_number) =
+                    (stop.clone(), acknowledged.clone(), next_number.clone());
+                tokio::spawn(async move {
+                    let client = http_client();
+                    while !stop.load(Ordering::SeqCst) {
+                        let n = next_number.fetch_add(1, Ordering::SeqCst);
+                        let reply = authed(&client, Method::POST, url.clone(), &key)
+                            .json(&json!({"to": format!("+49151{n:08}"), "channel": "sms"}))
+                            .send()
+                            .await;
+                        let Ok(reply) = reply else { break };
+                        if reply.status() == 201 {
+                            if let Ok(body) = reply.json::<serde_json::Value>().await {
+                                let id = body["id"].as_str().unwrap_or_default().to_owned();
+                                acknowledged.lock().unwrap().push(id);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        // The kill comes 100-400 ms after this start's first acknowledged create, writes in
+        // flight.
+        let before = acknowledged.lock().unwrap().len();
+        let waiting = Instant::now();
+        while acknowledged.lock().unwrap().len() == before {
+            assert!(
+                waiting.elapsed() < Duration::from_secs(10),
+                "no create was acknowledged within 10 s of a restart"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        first_acks.push(waiting.elapsed());
+        let pause = 100 + rand::random::<u64>() % 300;
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        server.stop();
+        stop.store(true, Ordering::SeqCst);
+        for writer in writers {
+            let _ = writer.await;
+        }
+    }
+
+    let server = OtpdProcess::start(store.path(), &env);
+    let key = key.expect("the dev key");
+    let client = http_client();
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let mut missing = Vec::new();
+    for id in &acknowledged {
+        let reply = send(authed(
+            &client,
+            Method::GET,
+            server.url(&format!("/v1/verifications/{id}")),
+            &key,
+        ))
+        .await;
+        if reply.status != 200 {
+            missing.push(id.clone());
+        }
+    }
+    let slowest = reopens.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "50 kill -9 cycles: {} creates acknowledged, {} missing after the last; slowest start to listening {slowest:?}, to the first create acknowledged {:?}",
+        acknowledged.len(),
+        missing.len(),
+        first_acks.iter().max()
+    );
+    assert!(
+        acknowledged.len() >= 500,
+        "only {} creates were acknowledged",
+        acknowledged.len()
+    );
+    assert!(missing.is_empty(), "acknowledged but gone: {missing:?}");
+    assert!(
+        slowest < Duration::from_secs(5),
+        "a restart took {slowest:?}"
+    );
 }
