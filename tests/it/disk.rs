@@ -166,13 +166,7 @@ async fn a_full_disk_gets_503_confirms_nothing_unwritten_and_recovers_when_space
         wait_for_messages(&store, id, 1).await;
     }
     for id in &approved {
-        let reply = send(authed(
-            &client,
-            Method::GET,
-            server.url(&format!("/v1/verifications/{id}")),
-            &key,
-        ))
-        .await;
+        let reply = server.get_verification(&client, &key, id).await;
         reply.expect_status(200);
         assert_eq!(reply.str("status"), "approved", "{id} lost its approval");
     }

@@ -42,13 +42,7 @@ async fn a_verification_survives_kill_9_and_its_code_still_approves() {
         key,
         "a restart must not replace the dev key"
     );
-    let record = send(authed(
-        &client,
-        Method::GET,
-        second.url(&format!("/v1/verifications/{id}")),
-        &key,
-    ))
-    .await;
+    let record = second.get_verification(&client, &key, &id).await;
     record.expect_status(200);
     assert_eq!(record.str("status"), "pending");
     assert_eq!(
@@ -268,13 +262,7 @@ async fn fifty_kill_9_cycles_under_steady_writes_keep_every_acknowledged_verific
     let acknowledged = acknowledged.lock().unwrap().clone();
     let mut missing = Vec::new();
     for id in &acknowledged {
-        let reply = send(authed(
-            &client,
-            Method::GET,
-            server.url(&format!("/v1/verifications/{id}")),
-            &key,
-        ))
-        .await;
+        let reply = server.get_verification(&client, &key, id).await;
         if reply.status != 200 {
             missing.push(id.clone());
         }

@@ -597,6 +597,18 @@ impl OtpdProcess {
         format!("{}{}", self.address, path)
     }
 
+    /// `GET /v1/verifications/{id}` with `key`.
+    #[allow(dead_code)] // used by the it binary, not by every binary that includes this file
+    pub async fn get_verification(&self, client: &reqwest::Client, key: &str, id: &str) -> Reply {
+        send(authed(
+            client,
+            Method::GET,
+            self.url(&format!("/v1/verifications/{id}")),
+            key,
+        ))
+        .await
+    }
+
     /// Runs `otpd serve` on `store` with the extra `env` until it exits, for at most
     /// `within` (then kills it); returns its exit status (`None`: killed) and its output.
     #[allow(dead_code)] // used by tests/cluster.rs, not by every binary that includes this file
