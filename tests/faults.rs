@@ -988,6 +988,54 @@ async fn create_steadily(
     attempts
 }
 
+/// Traffic of tenant `acme` while a fault comes and goes: `total` broker requests at
+/// `per_second`, and an HTTP create every 200 ms through `addresses` in turn.
+struct Traffic {
+    published: Arc<AtomicU64>,
+    load: tokio::task::JoinHandle<(Vec<u64>, u64)>,
+    stop: Arc<AtomicBool>,
+    creates: tokio::task::JoinHandle<Vec<Attempt>>,
+}
+
+impl Traffic {
+    fn start(
+        namespace: &str,
+        total: u64,
+        per_second: u64,
+        addresses: Vec<String>,
+        key: &str,
+    ) -> Self {
+        let published = Arc::new(AtomicU64::new(0));
+        let load = spawn_load(namespace, "acme", total, per_second, Arc::clone(&published));
+        let stop = Arc::new(AtomicBool::new(false));
+        let creates = tokio::spawn(create_steadily(
+            addresses,
+            key.to_owned(),
+            Arc::clone(&stop),
+        ));
+        Traffic {
+            published,
+            load,
+            stop,
+            creates,
+        }
+    }
+
+    /// Broker requests confirmed so far.
+    fn published(&self) -> u64 {
+        self.published.load(Ordering::SeqCst)
+    }
+
+    /// Stops the creates and waits for the last broker request: every create's attempt, and
+    /// the broker requests the broker confirmed.
+    async fn finish(self) -> (Vec<Attempt>, Vec<u64>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let attempts = self.creates.await.expect("the creates");
+        let (confirmed, _) = self.load.await.expect("the load");
+        (attempts, confirmed)
+    }
+}
+
 /// Waits (up to `limit`) until the confirmed broker requests and the HTTP creates answered
 /// 201 are delivered, stops the nodes, prints the tally under `label` and fails the test if
 /// any is lost; returns the messages per destination and the broker requests' tally.
@@ -1035,36 +1083,27 @@ async fn a_memory_alarm_blocks_publishes_creates_get_503_and_nothing_is_lost() {
     // Broker requests at 50/s (1,000, the last after the alarm) and HTTP creates through
     // both nodes (half of them forwarded to the other), before, during and after a 30 s
     // alarm.
-    let published = Arc::new(AtomicU64::new(0));
-    let load = spawn_load(
+    let traffic = Traffic::start(
         cluster.namespace(),
-        "acme",
         1_000,
         50,
-        Arc::clone(&published),
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let creates = tokio::spawn(create_steadily(
         processes.iter().map(|p| p.address.clone()).collect(),
-        key.clone(),
-        Arc::clone(&stop),
-    ));
+        &key,
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let published_before_alarm = published.load(Ordering::SeqCst);
+    let published_before_alarm = traffic.published();
     let alarm = tokio::task::spawn_blocking(MemoryAlarm::raise)
         .await
         .expect("the alarm");
     let raised = Instant::now();
-    let published_at_alarm = published.load(Ordering::SeqCst);
+    let published_at_alarm = traffic.published();
     tokio::time::sleep(Duration::from_secs(30)).await;
     tokio::task::spawn_blocking(move || drop(alarm))
         .await
         .expect("the watermark back");
     let cleared = Instant::now();
     tokio::time::sleep(Duration::from_secs(10)).await;
-    stop.store(true, Ordering::SeqCst);
-    let attempts = creates.await.expect("the creates");
-    let (confirmed_broker, _) = load.await.expect("the load");
+    let (attempts, confirmed_broker) = traffic.finish().await;
 
     // During the alarm every create is answered 503 within 5 s; none hangs.
     let during: Vec<&Attempt> = attempts
@@ -1283,20 +1322,7 @@ async fn a_broker_gone_silent_for_60_s_is_noticed_creates_get_503_and_nothing_is
 
     // Broker requests at 20/s (published straight to the broker, 1,600 in all: the last
     // after the silence) and an HTTP create every 200 ms, before, during and after it.
-    let published = Arc::new(AtomicU64::new(0));
-    let load = spawn_load(
-        cluster.namespace(),
-        "acme",
-        1_600,
-        20,
-        Arc::clone(&published),
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let creates = tokio::spawn(create_steadily(
-        vec![address.clone()],
-        key.clone(),
-        Arc::clone(&stop),
-    ));
+    let traffic = Traffic::start(cluster.namespace(), 1_600, 20, vec![address.clone()], &key);
     tokio::time::sleep(Duration::from_secs(3)).await;
     proxy.set_silent(true);
     let silenced = Instant::now();
@@ -1308,9 +1334,7 @@ async fn a_broker_gone_silent_for_60_s_is_noticed_creates_get_503_and_nothing_is
     let resumed = until_ready_is(&address, true, Duration::from_secs(60)).await;
     eprintln!("silent broker: ready again {resumed:?} after the broker was heard again");
     tokio::time::sleep(Duration::from_secs(10)).await;
-    stop.store(true, Ordering::SeqCst);
-    let attempts = creates.await.expect("the creates");
-    let (confirmed_broker, _) = load.await.expect("the load");
+    let (attempts, confirmed_broker) = traffic.finish().await;
 
     assert!(
         noticed.is_some_and(|after| after <= Duration::from_secs(30)),

@@ -71,13 +71,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
 
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let content_type_ok = is_json(request);
-        let declared_length = declared_length(request);
+        let declared_size = refuse_declared_oversize(request);
         let deadline = body_deadline(request);
         let mut payload = payload.take();
         Box::pin(async move {
-            if declared_length.is_some_and(|length| length > MAX_BODY_BYTES) {
-                return Err(too_large());
-            }
+            declared_size?;
             if !content_type_ok {
                 return Err(ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -145,13 +143,18 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<JsonBody<T>, ApiError> {
     })
 }
 
-/// The body length the request declares (`Content-Length`), if it does.
-pub fn declared_length(request: &HttpRequest) -> Option<usize> {
-    request
+/// 413 at once for a request that declares a body over [`MAX_BODY_BYTES`]
+/// (`Content-Length`), before any of it is read.
+pub fn refuse_declared_oversize(request: &HttpRequest) -> Result<(), ApiError> {
+    let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<usize>().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    match declared {
+        Some(length) if length > MAX_BODY_BYTES => Err(too_large()),
+        _ => Ok(()),
+    }
 }
 
 /// Whether the request says its body is JSON (`application/json`, any parameters).
@@ -164,7 +167,7 @@ pub fn is_json(request: &HttpRequest) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
-pub fn too_large() -> ApiError {
+fn too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",

@@ -8,9 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::error::ApiError;
-use super::extract::{
-    body_deadline, declared_length, is_json, read_limited, too_large, Tenant, MAX_BODY_BYTES,
-};
+use super::extract::{body_deadline, is_json, read_limited, refuse_declared_oversize, Tenant};
 use super::AppState;
 use crate::providers::receipts::{
     parse_form, ReceiptCall, ReceiptError, ReceiptHead, ReceiptReader,
@@ -54,9 +52,7 @@ pub async fn receive(
     if reader.needs_tenant_key() {
         authenticate_tenant(&request)?;
     }
-    if declared_length(&request).is_some_and(|length| length > MAX_BODY_BYTES) {
-        return Err(too_large());
-    }
+    refuse_declared_oversize(&request)?;
     let url = signed_url(&request, state.receipts.public_url.as_deref());
     let query = parse_form(request.query_string().as_bytes()).unwrap_or_default();
     let header = |name: &str| {

@@ -98,6 +98,11 @@ fn repair_while_open(database: &Weak<Database>) {
 }
 
 impl Database {
+    /// Why the store is failing, if it is.
+    fn failing(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Runs `operation` on sled; an I/O error marks the store failing.
     fn with<T>(
         &self,
@@ -111,7 +116,7 @@ impl Database {
         };
         operation(db).map_err(|error| {
             if matches!(error, sled::Error::Io(_)) {
-                *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+                *self.failing() = Some(error.to_string());
             }
             io(error)
         })
@@ -121,19 +126,11 @@ impl Database {
     /// disk if it has given up. What was not flushed before the failure was never
     /// confirmed to anyone, and is gone with the old handle.
     fn repair(&self) {
-        let Some(reason) = self
-            .failing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        else {
+        let Some(reason) = self.failing().clone() else {
             return;
         };
         if self.with(|db| db.flush()).is_ok() {
-            self.failing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
+            self.failing().take();
             return;
         }
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
@@ -142,10 +139,7 @@ impl Database {
         match open_sled(&self.dir, self.cache_capacity_bytes) {
             Ok(db) => {
                 *current = Some(db);
-                self.failing
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take();
+                self.failing().take();
                 self.reopens.fetch_add(1, Ordering::AcqRel);
                 tracing::warn!(dir = %self.dir.display(), %reason, "The store was opened again after a failed write; it takes writes again.");
             }
@@ -232,13 +226,7 @@ impl KvEngine for SledEngine {
     /// Fails while the store is failing (a write or flush failed and has not worked since),
     /// though reads may still answer.
     fn check_health(&self) -> Result<(), StoreError> {
-        if let Some(reason) = self
-            .database
-            .failing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
+        if let Some(reason) = self.database.failing().clone() {
             return Err(StoreError::Io(reason));
         }
         self.database.with(|db| db.get(b"health").map(|_| ()))

@@ -103,12 +103,14 @@ pub struct FakeControl {
 
 enum Decision {
     Hang,
-    /// Take the message (record it as sent), then never answer.
-    AcceptThenHang(String),
     RateLimited(Duration),
     Fail,
     Reject,
-    Accept(String),
+    /// Take the message (record it as sent) under `id`; then answer, or never (`hang`).
+    Accept {
+        id: String,
+        hang: bool,
+    },
 }
 
 fn normalise(destination: &str) -> String {
@@ -165,7 +167,7 @@ impl FakeControl {
         self.lock().hang = hang;
     }
 
-    /// Takes every message (records it, as a provider that sends it) but never answers,
+    /// Takes every HTTP message (records it, as a provider that sends it) but never answers,
     /// while set: a provider that stalls after accepting.
     pub fn accept_then_hang(&self, stall: bool) {
         self.lock().accept_then_hang = stall;
@@ -241,11 +243,9 @@ impl FakeControl {
             Decision::Reject
         } else {
             state.next_id += 1;
-            let id = format!("{prefix}{:032x}", state.next_id);
-            if state.accept_then_hang {
-                Decision::AcceptThenHang(id)
-            } else {
-                Decision::Accept(id)
+            Decision::Accept {
+                id: format!("{prefix}{:032x}", state.next_id),
+                hang: state.accept_then_hang,
             }
         };
         (decision, state.latency)
@@ -441,7 +441,6 @@ async fn handle_http(control: &FakeControl, request: Request<Incoming>) -> Respo
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let hang_after_accepting = matches!(decision, Decision::AcceptThenHang(_));
     match decision {
         Decision::Hang => {
             tokio::time::sleep(HANG).await;
@@ -479,7 +478,7 @@ async fn handle_http(control: &FakeControl, request: Request<Incoming>) -> Respo
                 serde_json::json!({"error": "destination rejected"}),
             ),
         },
-        Decision::Accept(id) | Decision::AcceptThenHang(id) => {
+        Decision::Accept { id, hang } => {
             let answer = match format {
                 WireFormat::Twilio => (
                     StatusCode::CREATED,
@@ -509,7 +508,7 @@ async fn handle_http(control: &FakeControl, request: Request<Incoming>) -> Respo
                     received_at,
                 })
                 .await;
-            if hang_after_accepting {
+            if hang {
                 tokio::time::sleep(HANG).await;
             }
             json_response(answer.0, answer.1)
@@ -715,7 +714,7 @@ where
                         tokio::time::sleep(latency).await;
                     }
                     let id = match decision {
-                        Decision::Accept(_) | Decision::Reject => {
+                        Decision::Accept { .. } | Decision::Reject => {
                             let mut state = control.lock();
                             state.next_id += 1;
                             format!("Q{:016X}", state.next_id)

@@ -86,6 +86,15 @@ fn sent_by(fake: &FakeProviderServer, id: &str) -> Option<RecordedMessage> {
         .find(|message| payload(message)["ref"] == id)
 }
 
+/// How many messages of verification `id` `fake` accepted.
+fn sends_by(fake: &FakeProviderServer, id: &str) -> usize {
+    fake.control()
+        .messages()
+        .iter()
+        .filter(|message| payload(message)["ref"] == id)
+        .count()
+}
+
 /// Waits until `fake` accepted the message of `id`.
 async fn wait_sent(fake: &FakeProviderServer, id: &str) -> RecordedMessage {
     let deadline = Instant::now() + SEND_DEADLINE;
@@ -846,24 +855,12 @@ async fn a_primary_that_takes_the_request_and_stalls_costs_at_most_one_extra_sen
     // The primary took each message once, then stalled: one extra send per verification,
     // no more.
     for id in &ids {
-        let taken = primary
-            .control()
-            .messages()
-            .iter()
-            .filter(|message| payload(message)["ref"] == id.as_str())
-            .count();
+        let taken = sends_by(&primary, id);
         assert!(
             taken <= 1,
             "{id} was taken {taken} times by the stalling primary"
         );
-    }
-    for id in &ids {
-        let sends = secondary
-            .control()
-            .messages()
-            .iter()
-            .filter(|message| payload(message)["ref"] == id.as_str())
-            .count();
+        let sends = sends_by(&secondary, id);
         assert_eq!(sends, 1, "{id} was sent {sends} times by the secondary");
     }
 }
