@@ -562,6 +562,8 @@ async fn a_killed_owner_resets_no_counter_and_loses_no_code() {
 struct CreateLoad {
     stop: Arc<AtomicBool>,
     made: Arc<AtomicUsize>,
+    /// Why the last create that failed did, for a test that fails on too few.
+    last_failure: Arc<Mutex<String>>,
     task: tokio::task::JoinHandle<CreatedUnderLoad>,
 }
 
@@ -578,14 +580,21 @@ impl CreateLoad {
     fn start(addresses: Arc<Mutex<Vec<String>>>, key: String, first: u32) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let made = Arc::new(AtomicUsize::new(0));
+        let last_failure = Arc::new(Mutex::new(String::new()));
         let task = tokio::spawn(create_until_stopped(
             addresses,
             key,
             Arc::clone(&stop),
             Arc::clone(&made),
+            Arc::clone(&last_failure),
             first,
         ));
-        CreateLoad { stop, made, task }
+        CreateLoad {
+            stop,
+            made,
+            last_failure,
+            task,
+        }
     }
 
     fn made(&self) -> usize {
@@ -599,8 +608,9 @@ impl CreateLoad {
         while self.made() < target {
             assert!(
                 Instant::now() < deadline,
-                "the cluster answered only {} of {more} creates 201 within {within:?}",
-                more + self.made() - target
+                "the cluster answered only {} of {more} creates 201 within {within:?}; the last failed: {}",
+                more + self.made() - target,
+                self.last_failure.lock().expect("the last failure")
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -617,6 +627,7 @@ async fn create_until_stopped(
     key: String,
     stop: Arc<AtomicBool>,
     made: Arc<AtomicUsize>,
+    last_failure: Arc<Mutex<String>>,
     first: u32,
 ) -> CreatedUnderLoad {
     let http = http_client();
@@ -653,16 +664,18 @@ async fn create_until_stopped(
                 n += 1;
             }
             answered => {
+                let failure = match answered {
+                    Ok(reply) => format!(
+                        "a create was refused: {} {}",
+                        reply.status(),
+                        reply.text().await.unwrap_or_default()
+                    ),
+                    Err(error) => format!("a create was not answered: {error:?}"),
+                };
                 if created.failed < 5 {
-                    match answered {
-                        Ok(reply) => eprintln!(
-                            "a create was refused: {} {}",
-                            reply.status(),
-                            reply.text().await.unwrap_or_default()
-                        ),
-                        Err(error) => eprintln!("a create was not answered: {error}"),
-                    }
+                    eprintln!("{failure}");
                 }
+                *last_failure.lock().expect("the last failure") = failure;
                 created.failed += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
