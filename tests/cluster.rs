@@ -562,8 +562,8 @@ async fn a_killed_owner_resets_no_counter_and_loses_no_code() {
 struct CreateLoad {
     stop: Arc<AtomicBool>,
     made: Arc<AtomicUsize>,
-    /// Why the last create that failed did, for a test that fails on too few.
-    last_failure: Arc<Mutex<String>>,
+    /// The latest failed creates, each with when it failed, for a test that fails on too few.
+    failures: Arc<Mutex<RecentFailures>>,
     task: tokio::task::JoinHandle<CreatedUnderLoad>,
 }
 
@@ -580,19 +580,19 @@ impl CreateLoad {
     fn start(addresses: Arc<Mutex<Vec<String>>>, key: String, first: u32) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let made = Arc::new(AtomicUsize::new(0));
-        let last_failure = Arc::new(Mutex::new(String::new()));
+        let failures = Arc::new(Mutex::new(RecentFailures::default()));
         let task = tokio::spawn(create_until_stopped(
             addresses,
             key,
             Arc::clone(&stop),
             Arc::clone(&made),
-            Arc::clone(&last_failure),
+            Arc::clone(&failures),
             first,
         ));
         CreateLoad {
             stop,
             made,
-            last_failure,
+            failures,
             task,
         }
     }
@@ -606,12 +606,13 @@ impl CreateLoad {
         let target = self.made() + more;
         let deadline = Instant::now() + within;
         while self.made() < target {
-            assert!(
-                Instant::now() < deadline,
-                "the cluster answered only {} of {more} creates 201 within {within:?}; the last failed: {}",
-                more + self.made() - target,
-                self.last_failure.lock().expect("the last failure")
-            );
+            if Instant::now() >= deadline {
+                let failures = self.failures.lock().expect("the failures").to_string();
+                panic!(
+                    "the cluster answered only {} of {more} creates 201 within {within:?}; the latest failures:\n{failures}",
+                    more + self.made() - target,
+                );
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -622,14 +623,40 @@ impl CreateLoad {
     }
 }
 
+/// The latest failed creates of a load, oldest first.
+#[derive(Default)]
+struct RecentFailures(std::collections::VecDeque<String>);
+
+impl RecentFailures {
+    const KEPT: usize = 30;
+
+    fn push(&mut self, at: Duration, address: String, failure: String) {
+        if self.0.len() == Self::KEPT {
+            self.0.pop_front();
+        }
+        self.0
+            .push_back(format!("{:>7.2}s {address}: {failure}", at.as_secs_f64()));
+    }
+}
+
+impl std::fmt::Display for RecentFailures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for failure in &self.0 {
+            writeln!(f, "  {failure}")?;
+        }
+        Ok(())
+    }
+}
+
 async fn create_until_stopped(
     addresses: Arc<Mutex<Vec<String>>>,
     key: String,
     stop: Arc<AtomicBool>,
     made: Arc<AtomicUsize>,
-    last_failure: Arc<Mutex<String>>,
+    failures: Arc<Mutex<RecentFailures>>,
     first: u32,
 ) -> CreatedUnderLoad {
+    let started = Instant::now();
     let http = http_client();
     let mut created = CreatedUnderLoad {
         ids: Vec::new(),
@@ -650,6 +677,9 @@ async fn create_until_stopped(
             format!("{address}/v1/verifications"),
             &key,
         )
+        // A create that got no answer may have been made: its retry, under the same key,
+        // gets the first answer rather than a cooldown.
+        .header("Idempotency-Key", format!("load-{n}"))
         .json(&json!({"channel": "sms", "to": mobile(n)}))
         .timeout(Duration::from_secs(10));
         let sent = Instant::now();
@@ -672,10 +702,10 @@ async fn create_until_stopped(
                     ),
                     Err(error) => format!("a create was not answered: {error:?}"),
                 };
-                if created.failed < 5 {
-                    eprintln!("{failure}");
-                }
-                *last_failure.lock().expect("the last failure") = failure;
+                failures
+                    .lock()
+                    .expect("the failures")
+                    .push(started.elapsed(), address, failure);
                 created.failed += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
