@@ -3,22 +3,27 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{JsonBody, Tenant};
 use super::AppState;
 use crate::access::{AccessDenied, AdminError, BlockEntry, BlocklistAction, BlocklistAnswer};
 use crate::issuance::Refusal;
 
-#[derive(Deserialize)]
+/// An entry for the blocklist.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddEntryBody {
+    /// A full E.164 number, a prefix of one (`+2348`), an email address or a domain.
     entry: String,
+    /// Why it is blocked, for the people who read the list.
     note: Option<String>,
 }
 
-#[derive(Serialize)]
-struct EntryView<'a> {
+/// One blocklist entry.
+#[derive(Serialize, ToSchema)]
+pub(super) struct EntryView<'a> {
     entry: &'a str,
     note: Option<&'a str>,
     added_at: String,
@@ -48,19 +53,40 @@ async fn edit(
         .map_err(ApiError::from)
 }
 
-/// GET /v1/admin/blocklist
+/// The blocklist.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Entries<'a> {
+    entries: Vec<EntryView<'a>>,
+}
+
+/// The blocklist's entries.
+#[utoipa::path(get, path = "/v1/admin/blocklist", tag = "admin", responses(
+    (status = 200, description = "Every entry", body = Entries),
+    (status = 401, description = "No valid API key", body = ErrorEnvelope),
+    (status = 403, description = "The key's tenant is not an admin", body = ErrorEnvelope),
+    (status = 503, description = "otpd cannot take it now; retry", body = ErrorEnvelope),
+), security(("api_key" = [])))]
 pub async fn list(state: web::Data<AppState>, tenant: Tenant) -> Result<HttpResponse, ApiError> {
     match edit(&state, tenant, BlocklistAction::List).await? {
         BlocklistAnswer::Entries(entries) => {
-            let entries: Vec<EntryView> = entries.iter().map(EntryView::of).collect();
-            Ok(HttpResponse::Ok().json(serde_json::json!({ "entries": entries })))
+            let entries = entries.iter().map(EntryView::of).collect();
+            Ok(HttpResponse::Ok().json(Entries { entries }))
         }
         _ => Err(ApiError::unavailable("unexpected answer")),
     }
 }
 
-/// POST /v1/admin/blocklist `{"entry": "+2348", "note": "…"}`: 201 when new, 200 when the
-/// entry was there (its note is replaced).
+/// Adds an entry: 201 when new, 200 when it was there (its note is replaced).
+#[utoipa::path(post, path = "/v1/admin/blocklist", tag = "admin", request_body = AddEntryBody,
+    responses(
+        (status = 201, description = "Added", body = EntryView),
+        (status = 200, description = "It was there; its note is replaced", body = EntryView),
+        (status = 400, description = "Not an entry otpd can block", body = ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = ErrorEnvelope),
+        (status = 403, description = "The key's tenant is not an admin", body = ErrorEnvelope),
+        (status = 409, description = "The blocklist is full", body = ErrorEnvelope),
+        (status = 503, description = "otpd cannot take it now; retry", body = ErrorEnvelope),
+    ), security(("api_key" = [])))]
 pub async fn add(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -83,7 +109,16 @@ pub async fn add(
     }
 }
 
-/// DELETE /v1/admin/blocklist/{entry} (the `+` URL-encoded as `%2B`, or as it is): 204.
+/// Removes an entry.
+#[utoipa::path(delete, path = "/v1/admin/blocklist/{entry}", tag = "admin",
+    params(("entry" = String, Path, description = "The entry, its `+` as `%2B` or as it is")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "No valid API key", body = ErrorEnvelope),
+        (status = 403, description = "The key's tenant is not an admin", body = ErrorEnvelope),
+        (status = 404, description = "No such entry", body = ErrorEnvelope),
+        (status = 503, description = "otpd cannot take it now; retry", body = ErrorEnvelope),
+    ), security(("api_key" = [])))]
 pub async fn remove(
     state: web::Data<AppState>,
     tenant: Tenant,

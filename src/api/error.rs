@@ -24,13 +24,17 @@ pub struct ApiError {
     pub reason: Option<Cow<'static, str>>,
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
-    error: Body<'a>,
+/// Every error of the API, in one shape.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorEnvelope<'a> {
+    error: ErrorBody<'a>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// What went wrong and what to do; `code` is one of the codes listed in the API's
+/// description.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    #[schema(schema_with = super::openapi::error_code_schema)]
     code: &'a str,
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -97,8 +101,8 @@ impl ResponseError for ApiError {
             // request.
             response.force_close();
         }
-        response.json(Envelope {
-            error: Body {
+        response.json(ErrorEnvelope {
+            error: ErrorBody {
                 code: &self.code,
                 message: &self.message,
                 retry_after_seconds: self.retry_after_seconds,

@@ -134,7 +134,7 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<JsonBody<T>, ApiError> {
     let canonical_hash = canonical_hash(&tree);
     let value = caller_json::fields(tree).map_err(|refusal| {
         ApiError::invalid_request(format!(
-            "The body does not have the expected fields: {refusal}. See the API reference for this route."
+            "The body does not have the expected fields: {refusal}. GET /openapi.json describes each route's body."
         ))
     })?;
     Ok(JsonBody {

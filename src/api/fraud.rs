@@ -2,16 +2,33 @@
 //! (`/v1/fraud/blocks`), and an admin lifting one by hand (`/v1/admin/fraud/blocks/{prefix}`).
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::admin::decode_entry;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorEnvelope};
 use super::extract::Tenant;
 use super::AppState;
 use crate::domain::Timestamp;
 use crate::fraud::BlockView;
 
-/// GET /v1/fraud/blocks: every prefix blocked now (blocks are global, so any tenant sees them).
+/// The prefixes blocked now.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Blocks {
+    blocks: Vec<BlockView>,
+}
+
+/// The block an admin lifted.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Lifted {
+    lifted: BlockView,
+}
+
+/// Every prefix blocked now (blocks are global, so any tenant sees them).
+#[utoipa::path(get, path = "/v1/fraud/blocks", tag = "fraud", responses(
+    (status = 200, description = "The active blocks, each with its rule and figures", body = Blocks),
+    (status = 401, description = "No valid API key", body = ErrorEnvelope),
+), security(("api_key" = [])))]
 pub async fn blocks(state: web::Data<AppState>, _tenant: Tenant) -> HttpResponse {
     let blocks: Vec<BlockView> = state
         .fraud
@@ -19,11 +36,19 @@ pub async fn blocks(state: web::Data<AppState>, _tenant: Tenant) -> HttpResponse
         .iter()
         .map(BlockView::of)
         .collect();
-    HttpResponse::Ok().json(json!({ "blocks": blocks }))
+    HttpResponse::Ok().json(Blocks { blocks })
 }
 
-/// DELETE /v1/admin/fraud/blocks/{prefix} (`%2B2348031`): an admin lifts a block it judged
-/// mistaken; counting for the prefix starts afresh. 200 with the block that was lifted.
+/// An admin lifts a block it judged mistaken; counting for the prefix starts afresh.
+#[utoipa::path(delete, path = "/v1/admin/fraud/blocks/{prefix}", tag = "fraud",
+    params(("prefix" = String, Path, description = "The blocked prefix, its `+` as `%2B` or as it is")),
+    responses(
+        (status = 200, description = "The block that was lifted", body = Lifted),
+        (status = 401, description = "No valid API key", body = ErrorEnvelope),
+        (status = 403, description = "The key's tenant is not an admin", body = ErrorEnvelope),
+        (status = 404, description = "No such block", body = ErrorEnvelope),
+        (status = 503, description = "otpd cannot take it now; retry", body = ErrorEnvelope),
+    ), security(("api_key" = [])))]
 pub async fn lift(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -31,5 +56,7 @@ pub async fn lift(
 ) -> Result<HttpResponse, ApiError> {
     let prefix = decode_entry(request.match_info().get("prefix").unwrap_or_default());
     let block = state.gateway.lift_fraud_block(&tenant.0, &prefix).await?;
-    Ok(HttpResponse::Ok().json(json!({ "lifted": BlockView::of(&block) })))
+    Ok(HttpResponse::Ok().json(Lifted {
+        lifted: BlockView::of(&block),
+    }))
 }

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod error;
 pub mod extract;
 pub mod fraud;
+pub mod openapi;
 pub mod ops;
 pub mod receipts;
 pub mod settings;
@@ -52,6 +53,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(resource("/healthz").route(web::get().to(ops::healthz)))
         .service(resource("/readyz").route(web::get().to(ops::readyz)))
         .service(resource("/metrics").route(web::get().to(ops::prometheus)))
+        .service(resource("/openapi.json").route(web::get().to(openapi::openapi_json)))
         .service(resource("/v1/providers").route(web::get().to(ops::providers)))
         .service(resource("/v1/cluster").route(web::get().to(ops::cluster)))
         .service(
@@ -84,12 +86,25 @@ fn resource(path: &str) -> Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(
+/// A 405 with the `Allow` header the description gives for the route.
+async fn method_not_allowed(request: actix_web::HttpRequest) -> HttpResponse {
+    let refusal = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "This route does not take that HTTP method; see the API reference.",
-    )
+        "This route does not take that HTTP method; the Allow header lists the ones it takes.",
+    );
+    let mut response = actix_web::ResponseError::error_response(&refusal);
+    let allowed = request
+        .match_pattern()
+        .and_then(|route| openapi::allowed_methods(&route));
+    if let Some(allowed) = allowed {
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(allowed) {
+            response
+                .headers_mut()
+                .insert(actix_web::http::header::ALLOW, value);
+        }
+    }
+    response
 }
 
 /// The answer for routes that do not exist.
@@ -97,7 +112,7 @@ pub async fn unknown_route() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "There is no such route; see the API reference for the routes under /v1.",
+        "There is no such route; GET /openapi.json lists every route.",
     )
 }
 

@@ -1,21 +1,53 @@
 //! Operations routes: liveness, readiness, metrics.
 
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorEnvelope};
 use super::extract::Tenant;
 use super::AppState;
+use crate::cluster::ClusterView;
+use crate::delivery::health::ProviderView;
 use crate::domain::Timestamp;
 use crate::telemetry::metrics::metrics;
 
-/// GET /healthz: the process is up.
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+/// The process is up.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Alive {
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
-/// GET /readyz: the store answers and, in broker mode, the broker is connected and takes
-/// publishes.
+/// The node takes requests.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Ready {
+    #[schema(example = "ready")]
+    status: &'static str,
+    #[schema(example = "ok")]
+    store: &'static str,
+    #[schema(example = "ok")]
+    bus: &'static str,
+}
+
+/// Every provider's health.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Providers {
+    providers: Vec<ProviderView>,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is up", body = Alive)))]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Alive { status: "ok" })
+}
+
+/// The store answers and, in broker mode, the broker is connected and takes publishes.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "Ready for requests", body = Ready),
+    (status = 503, description = "Not ready; the message says which part is not", body = ErrorEnvelope),
+))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state
         .store
@@ -32,22 +64,41 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             ));
         }
     }
-    Ok(HttpResponse::Ok().json(json!({"status": "ready", "store": "ok", "bus": "ok"})))
+    Ok(HttpResponse::Ok().json(Ready {
+        status: "ready",
+        store: "ok",
+        bus: "ok",
+    }))
 }
 
-/// GET /metrics: Prometheus text.
+/// Prometheus metrics, as text.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
+))]
 pub async fn prometheus() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(metrics().render())
 }
 
-/// GET /v1/providers: each provider's breaker, quota, counts and send latency.
+/// Each provider's breaker, quota, counts and send latency.
+#[utoipa::path(get, path = "/v1/providers", tag = "operations", responses(
+    (status = 200, description = "Every provider as this node sees it", body = Providers),
+    (status = 401, description = "No valid API key", body = ErrorEnvelope),
+), security(("api_key" = [])))]
 pub async fn providers(state: web::Data<AppState>, _tenant: Tenant) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "providers": state.board.views(Timestamp::now()) }))
+    HttpResponse::Ok().json(Providers {
+        providers: state.board.views(Timestamp::now()),
+    })
 }
 
-/// GET /v1/cluster: every partition and the node that owns it, as the owners answer.
+/// Who owns each partition (broker mode).
+#[utoipa::path(get, path = "/v1/cluster", tag = "operations", responses(
+    (status = 200, description = "Each partition's owner and each node's lag", body = ClusterView),
+    (status = 401, description = "No valid API key", body = ErrorEnvelope),
+    (status = 404, description = "Embedded mode: there is no cluster", body = ErrorEnvelope),
+    (status = 503, description = "The broker could not be asked now; retry", body = ErrorEnvelope),
+), security(("api_key" = [])))]
 pub async fn cluster(
     state: web::Data<AppState>,
     _tenant: Tenant,

@@ -3,11 +3,10 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{body_deadline, is_json, read_limited, refuse_declared_oversize, Tenant};
 use super::AppState;
 use crate::providers::receipts::{
@@ -35,6 +34,29 @@ impl ReceiptBook {
     }
 }
 
+/// What otpd made of a delivery receipt.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct ReceiptTaken {
+    /// `recorded`, or `ignored` for a receipt about no message otpd knows.
+    #[schema(example = "recorded")]
+    status: &'static str,
+}
+
+/// A provider's delivery receipt, in that provider's own format and authentication (its
+/// signature, or for an `http` provider a tenant's API key).
+#[utoipa::path(post, path = "/v1/providers/{provider}/receipts", tag = "providers",
+    params(("provider" = String, Path, description = "The provider's id in the settings")),
+    request_body(content = String, description = "The provider's receipt, form-encoded or JSON as it sends it",
+        content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Taken", body = ReceiptTaken),
+        (status = 400, description = "Not a receipt otpd can read", body = ErrorEnvelope),
+        (status = 401, description = "The signature or key is missing or wrong", body = ErrorEnvelope),
+        (status = 404, description = "No such provider takes receipts", body = ErrorEnvelope),
+        (status = 408, description = "The body did not arrive in time", body = ErrorEnvelope),
+        (status = 413, description = "The body is too large", body = ErrorEnvelope),
+        (status = 503, description = "otpd cannot take it now; retry", body = ErrorEnvelope),
+    ))]
 pub async fn receive(
     state: web::Data<AppState>,
     provider: web::Path<String>,
@@ -80,7 +102,9 @@ pub async fn receive(
         .receipt(&provider, &receipt)
         .await
         .map_err(ApiError::unavailable)?;
-    Ok(HttpResponse::Ok().json(json!({ "status": if recorded { "recorded" } else { "ignored" } })))
+    Ok(HttpResponse::Ok().json(ReceiptTaken {
+        status: if recorded { "recorded" } else { "ignored" },
+    }))
 }
 
 fn authenticate_tenant(request: &HttpRequest) -> Result<Tenant, ApiError> {

@@ -3,8 +3,9 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{JsonBody, Tenant};
 use super::AppState;
 use crate::cluster::command::{CheckTarget, IssueAnswer};
@@ -22,22 +23,35 @@ use crate::verify::{CheckError, CheckOutcome, CheckRefusal};
 
 const MAX_IDEMPOTENCY_KEY_LENGTH: usize = 255;
 
-#[derive(Deserialize)]
+/// A code to check against one verification.
+#[derive(Deserialize, ToSchema)]
 pub struct CheckBody {
+    /// The digits that were sent, as a string.
+    #[schema(pattern = "^[0-9]{4,10}$")]
     code: String,
+    /// The session the verification was created for, if it was bound to one.
+    #[schema(min_length = 1, max_length = 128)]
     session_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A code to check against the pending verification of a destination.
+#[derive(Deserialize, ToSchema)]
 pub struct CheckByDestinationBody {
+    /// The destination the code was sent to, as it was given at create.
     to: String,
+    #[schema(value_type = Channel)]
     channel: String,
+    /// The digits that were sent, as a string.
+    #[schema(pattern = "^[0-9]{4,10}$")]
     code: String,
+    /// The session the verification was created for, if it was bound to one.
+    #[schema(min_length = 1, max_length = 128)]
     session_id: Option<String>,
 }
 
-#[derive(Serialize)]
-struct CreatedView {
+/// A verification just created (201), or a pending one whose code was sent anew (200).
+#[derive(Serialize, ToSchema)]
+pub(super) struct CreatedView {
     id: String,
     status: &'static str,
     channel: Channel,
@@ -47,16 +61,18 @@ struct CreatedView {
     attempts_remaining: u32,
 }
 
-#[derive(Serialize)]
-struct CheckView<'a> {
+/// What a check found: `valid` is true once, for the right code.
+#[derive(Serialize, ToSchema)]
+pub(super) struct CheckView<'a> {
     id: &'a str,
     valid: bool,
     status: &'static str,
     attempts_remaining: u32,
 }
 
-#[derive(Serialize)]
-struct VerificationView {
+/// A verification as it stands; `to` is masked.
+#[derive(Serialize, ToSchema)]
+pub(super) struct VerificationView {
     id: String,
     status: &'static str,
     channel: Channel,
@@ -88,7 +104,26 @@ impl VerificationView {
     }
 }
 
-/// POST /v1/verifications
+/// Creates a verification and sends its code, or resends the pending one's.
+#[utoipa::path(
+    post,
+    path = "/v1/verifications",
+    tag = "verifications",
+    request_body = CreateFields,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "1 to 255 visible ASCII characters; the same key and body replay the first answer")),
+    responses(
+        (status = 201, description = "Created; the code is on its way (a retry under the same Idempotency-Key gets this answer again)", body = CreatedView),
+        (status = 200, description = "A verification was pending for this destination and its cooldown had passed: the same id, a new code on its way", body = CreatedView),
+        (status = 400, description = "A field is missing or malformed", body = ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = ErrorEnvelope),
+        (status = 403, description = "The destination or its prefix is blocked", body = ErrorEnvelope),
+        (status = 422, description = "Not a valid destination, or an Idempotency-Key reused with another body", body = ErrorEnvelope),
+        (status = 429, description = "Cooldown, send limit or cap; wait Retry-After", body = ErrorEnvelope),
+        (status = 503, description = "otpd cannot take it now; retry", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn create(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -169,7 +204,24 @@ fn parse_code(raw: &str) -> Result<OtpCode, ApiError> {
     })
 }
 
-/// POST /v1/verifications/{id}/check
+/// Checks a code against the verification `id`.
+#[utoipa::path(
+    post,
+    path = "/v1/verifications/{id}/check",
+    tag = "verifications",
+    params(("id" = String, Path, description = "The verification's id, `ver_…`")),
+    request_body = CheckBody,
+    responses(
+        (status = 200, description = "Checked; `valid` says whether the code was right", body = CheckView),
+        (status = 400, description = "A field is missing or malformed", body = ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = ErrorEnvelope),
+        (status = 404, description = "No such verification for this tenant", body = ErrorEnvelope),
+        (status = 409, description = "Already approved, canceled, or out of attempts", body = ErrorEnvelope),
+        (status = 410, description = "The code expired", body = ErrorEnvelope),
+        (status = 503, description = "otpd cannot take it now; retry", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn check(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -185,7 +237,24 @@ pub async fn check(
     check_and_answer(&state, &tenant.0, CheckTarget::Id(id), &code, session_id).await
 }
 
-/// POST /v1/verifications/check
+/// Checks a code against the pending verification of a destination.
+#[utoipa::path(
+    post,
+    path = "/v1/verifications/check",
+    tag = "verifications",
+    request_body = CheckByDestinationBody,
+    responses(
+        (status = 200, description = "Checked; `valid` says whether the code was right", body = CheckView),
+        (status = 400, description = "A field is missing or malformed", body = ErrorEnvelope),
+        (status = 401, description = "No valid API key", body = ErrorEnvelope),
+        (status = 404, description = "No verification is pending for this destination", body = ErrorEnvelope),
+        (status = 422, description = "Not a valid destination", body = ErrorEnvelope),
+        (status = 409, description = "Already approved, canceled, or out of attempts", body = ErrorEnvelope),
+        (status = 410, description = "The code expired", body = ErrorEnvelope),
+        (status = 503, description = "otpd cannot take it now; retry", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn check_by_destination(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -251,7 +320,20 @@ fn check_outcome_label(result: &Result<(Verification, CheckOutcome), CheckError>
     }
 }
 
-/// GET /v1/verifications/{id}
+/// Reads a verification.
+#[utoipa::path(
+    get,
+    path = "/v1/verifications/{id}",
+    tag = "verifications",
+    params(("id" = String, Path, description = "The verification's id, `ver_…`")),
+    responses(
+        (status = 200, description = "The verification", body = VerificationView),
+        (status = 401, description = "No valid API key", body = ErrorEnvelope),
+        (status = 404, description = "No such verification for this tenant", body = ErrorEnvelope),
+        (status = 503, description = "otpd cannot take it now; retry", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn get(
     state: web::Data<AppState>,
     tenant: Tenant,
@@ -262,7 +344,21 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(VerificationView::of(&record, Timestamp::now())))
 }
 
-/// POST /v1/verifications/{id}/cancel
+/// Cancels a verification: its code no longer verifies.
+#[utoipa::path(
+    post,
+    path = "/v1/verifications/{id}/cancel",
+    tag = "verifications",
+    params(("id" = String, Path, description = "The verification's id, `ver_…`")),
+    responses(
+        (status = 200, description = "Canceled; the verification as it stands now", body = VerificationView),
+        (status = 401, description = "No valid API key", body = ErrorEnvelope),
+        (status = 404, description = "No such verification for this tenant", body = ErrorEnvelope),
+        (status = 409, description = "Already approved: there is nothing left to cancel", body = ErrorEnvelope),
+        (status = 503, description = "otpd cannot take it now; retry", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn cancel(
     state: web::Data<AppState>,
     tenant: Tenant,

@@ -87,7 +87,7 @@ pub struct OwnerReport {
 
 /// One partition as `GET /v1/cluster` shows it; `owner` is `None` when no node answered for
 /// it in time (no node consumes its queue, or its owner just died).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PartitionView {
     pub partition: u16,
     pub owner: Option<String>,
@@ -95,7 +95,7 @@ pub struct PartitionView {
 }
 
 /// A node that owns partitions, as `GET /v1/cluster` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct NodeView {
     pub node: String,
     /// How many partitions it owns.
@@ -106,7 +106,7 @@ pub struct NodeView {
 }
 
 /// The cluster as seen from one node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ClusterView {
     /// The node that answered.
     pub node: String,

@@ -29,7 +29,7 @@ struct ProviderHealth {
 }
 
 /// What `GET /v1/providers` shows of one provider.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProviderView {
     pub id: String,
     pub kind: &'static str,
@@ -41,19 +41,19 @@ pub struct ProviderView {
     pub latency_ms: LatencyView,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct QuotaView {
     pub day: PeriodView,
     pub month: PeriodView,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PeriodView {
     pub used: u64,
     pub limit: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LatencyView {
     pub p50: f64,
     pub p99: f64,

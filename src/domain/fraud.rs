@@ -124,12 +124,13 @@ impl Block {
 }
 
 /// A block as `GET /v1/fraud/blocks` and the `fraud.blocked` event show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BlockView {
     pub prefix: String,
     pub country: String,
     pub rule: String,
     pub mode: String,
+    #[schema(value_type = Object)]
     pub figures: serde_json::Value,
     pub explanation: String,
     pub started_at: String,

@@ -14,14 +14,24 @@ const MAX_SESSION_ID_LENGTH: usize = 128;
 const MAX_LOCALE_LENGTH: usize = 35;
 
 /// What a caller sends to create a verification.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct CreateFields {
+    /// An E.164 phone number (`sms`) or an email address (`email`).
     pub to: String,
+    #[schema(value_type = crate::domain::Channel)]
     pub channel: String,
+    /// A language tag for the message, such as `de` or `pt-BR`.
     pub locale: Option<String>,
+    /// The message template's name; `default` when absent.
     pub template: Option<String>,
+    /// Binds the code to a session: a check must name the same one.
+    #[schema(min_length = 1, max_length = 128)]
     pub session_id: Option<String>,
+    /// Digits in the code; the server's default when absent.
+    #[schema(minimum = 4, maximum = 10)]
     pub code_length: Option<u64>,
+    /// How long the code lives, in seconds; the server's default when absent.
+    #[schema(minimum = 30, maximum = 900)]
     pub ttl_seconds: Option<u64>,
 }
 

@@ -19,6 +19,7 @@ mod idempotency;
 mod leaks;
 mod lifecycle;
 mod limits;
+mod openapi;
 mod ops;
 mod oracle;
 mod providers;

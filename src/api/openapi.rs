@@ -1,0 +1,239 @@
+//! The API's OpenAPI 3.1 description, generated from the handlers and the types they read
+//! and write, served at `GET /openapi.json`; and the one list of error codes with what a
+//! caller should do about each.
+
+use actix_web::HttpResponse;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr, Response};
+use utoipa::{Modify, OpenApi};
+
+use super::{admin, fraud, ops, receipts, verifications};
+
+/// Every error code the API answers with: its HTTP status and what a caller should do.
+pub const ERROR_CODES: &[(&str, u16, &str)] = &[
+    ("invalid_request", 400, "Fix the field the message names; the request did nothing."),
+    ("unauthorized", 401, "Send `Authorization: Bearer <API key>` with a key of your tenant."),
+    ("forbidden", 403, "Use an admin tenant's key for the admin routes."),
+    ("destination_blocked", 403, "Do not retry: the destination is blocked by the operator or not permitted for your tenant."),
+    ("not_found", 404, "Check the id or the route; a verification is only found with its own tenant's key."),
+    ("no_cluster", 404, "Embedded mode has no cluster to show."),
+    ("method_not_allowed", 405, "Use the method this description gives for the route."),
+    ("request_timeout", 408, "Send the whole body within `http.body_timeout_seconds`, on a new connection."),
+    ("already_approved", 409, "The verification succeeded already; the code cannot be used again."),
+    ("canceled", 409, "The verification was canceled; create a new one."),
+    ("max_attempts_reached", 409, "Too many wrong codes; create a new verification."),
+    ("blocklist_full", 409, "Remove entries, or block a prefix instead of single numbers."),
+    ("expired", 410, "The code's lifetime passed; create a new verification."),
+    ("payload_too_large", 413, "Send a smaller body."),
+    ("unsupported_media_type", 415, "Send the body as `application/json`."),
+    ("invalid_destination", 422, "Give an E.164 number (`+` and digits) for sms, an address for email."),
+    ("unknown_template", 422, "Name a template the settings define, or leave `template` out."),
+    ("idempotency_key_reused", 422, "Use a new Idempotency-Key for a request with another body."),
+    ("resend_cooldown", 429, "Wait `retry_after_seconds`, then ask again: the pending code is resent."),
+    ("too_many_sends", 429, "Wait `retry_after_seconds`: the destination had its sends for the window."),
+    ("rate_limited", 429, "Wait `retry_after_seconds`; `reason` says which limit (a tenant cap, or `fraud_suspected`)."),
+    ("unavailable", 503, "Retry after `retry_after_seconds` (a create with the same Idempotency-Key replays its first answer)."),
+];
+
+/// The description, built once.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "otpd",
+        description = "Issues one-time passcodes, delivers them, and verifies them.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    paths(
+        verifications::create,
+        verifications::check,
+        verifications::check_by_destination,
+        verifications::get,
+        verifications::cancel,
+        admin::list,
+        admin::add,
+        admin::remove,
+        fraud::blocks,
+        fraud::lift,
+        receipts::receive,
+        ops::healthz,
+        ops::readyz,
+        ops::prometheus,
+        ops::providers,
+        ops::cluster,
+        openapi_json,
+    ),
+    modifiers(&Conventions),
+)]
+struct ApiDescription;
+
+/// What holds for every route: the bearer API key, the error codes in the description, the
+/// refusals of any JSON body.
+struct Conventions;
+
+/// What any route that reads a JSON body may answer before it looks at the fields.
+const BODY_REFUSALS: &[(&str, &str)] = &[
+    (
+        "408",
+        "The body did not arrive within `http.body_timeout_seconds`",
+    ),
+    ("413", "The body is larger than the route takes"),
+    ("415", "The body is not sent as `application/json`"),
+];
+
+impl Modify for Conventions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        let description = openapi.info.description.get_or_insert_with(String::new);
+        description.push_str(&error_table());
+        for item in openapi.paths.paths.values_mut() {
+            for operation in operations_mut(item) {
+                if reads_json(operation) {
+                    for (status, meaning) in BODY_REFUSALS {
+                        operation
+                            .responses
+                            .responses
+                            .entry((*status).to_owned())
+                            .or_insert_with(|| error_response(meaning).into());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.post,
+        &mut item.put,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
+}
+
+fn reads_json(operation: &Operation) -> bool {
+    operation
+        .request_body
+        .as_ref()
+        .is_some_and(|body| body.content.contains_key("application/json"))
+}
+
+fn error_response(meaning: &str) -> Response {
+    let schema = RefOr::Ref(Ref::from_schema_name("ErrorEnvelope"));
+    Response::builder()
+        .description(meaning)
+        .content("application/json", Content::new(Some(schema)))
+        .build()
+}
+
+/// A created verification's id is the one its check, read and cancel take: the links of a
+/// 201 to create, written into the JSON (utoipa 5 writes a link's `operationId` in snake
+/// case, which no client reads).
+fn link_to_the_created(description: &mut serde_json::Value) {
+    let created = &mut description["paths"]["/v1/verifications"]["post"]["responses"]["201"];
+    for (name, operation) in [("check", "check"), ("read", "get"), ("cancel", "cancel")] {
+        created["links"][name] = serde_json::json!({
+            "operationId": operation,
+            "parameters": {"id": "$response.body#/id"},
+        });
+    }
+}
+
+/// The error codes as a Markdown table.
+fn error_table() -> String {
+    let mut table = String::from(
+        "\n\nEvery error is `{\"error\": {\"code\", \"message\", \"retry_after_seconds\"?, \"reason\"?}}`, \
+         with a `Retry-After` header where waiting helps. The codes:\n\n\
+         | code | status | what to do |\n|---|---|---|\n",
+    );
+    for (code, status, advice) in ERROR_CODES {
+        table.push_str(&format!("| `{code}` | {status} | {advice} |\n"));
+    }
+    table
+}
+
+/// The schema of an error's `code`: one of `ERROR_CODES`.
+pub(super) fn error_code_schema() -> impl Into<RefOr<Schema>> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(ERROR_CODES.iter().map(|(code, _, _)| *code)))
+        .description(Some(
+            "One of the error codes listed in the API's description.",
+        ))
+}
+
+/// The description as JSON.
+pub fn description() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| {
+        let mut description = serde_json::to_value(ApiDescription::openapi())
+            .expect("the API description serialises");
+        link_to_the_created(&mut description);
+        description.to_string()
+    })
+}
+
+/// The methods each route takes, by its pattern (`/v1/verifications/{id}`), as an `Allow`
+/// header gives them.
+pub fn allowed_methods(route: &str) -> Option<&'static str> {
+    static ALLOWED: OnceLock<HashMap<String, String>> = OnceLock::new();
+    ALLOWED
+        .get_or_init(|| {
+            ApiDescription::openapi()
+                .paths
+                .paths
+                .iter()
+                .map(|(route, item)| {
+                    let methods: Vec<&str> = [
+                        ("GET", item.get.is_some()),
+                        ("POST", item.post.is_some()),
+                        ("PUT", item.put.is_some()),
+                        ("DELETE", item.delete.is_some()),
+                        ("PATCH", item.patch.is_some()),
+                    ]
+                    .into_iter()
+                    .filter_map(|(method, taken)| taken.then_some(method))
+                    .collect();
+                    (route.clone(), methods.join(", "))
+                })
+                .collect()
+        })
+        .get(route)
+        .map(String::as_str)
+}
+
+/// This description.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses(
+    (status = 200, description = "The OpenAPI 3.1 description of every route", content_type = "application/json"),
+))]
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(description())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_description_is_openapi_3_1_and_lists_each_error_code_once() {
+        let description: serde_json::Value = serde_json::from_str(description()).expect("JSON");
+        assert!(description["openapi"].as_str().unwrap().starts_with("3.1"));
+        let codes =
+            &description["components"]["schemas"]["ErrorBody"]["properties"]["code"]["enum"];
+        assert_eq!(codes.as_array().unwrap().len(), ERROR_CODES.len());
+        let mut seen = std::collections::HashSet::new();
+        assert!(ERROR_CODES.iter().all(|(code, _, _)| seen.insert(code)));
+    }
+}
