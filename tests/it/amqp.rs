@@ -237,7 +237,7 @@ impl Listener {
 }
 
 /// An app in broker mode on its own namespace, with a listener on every event.
-async fn broker_app() -> (TestApp, Broker) {
+pub async fn broker_app() -> (TestApp, Broker) {
     let broker = Broker::connect().await;
     let app = spawn_app_with(|settings| broker.configure(settings)).await;
     wait_until_ready(&app).await;
@@ -265,14 +265,14 @@ fn request(request_id: &str, to: &str) -> Value {
 }
 
 /// The outbox messages sent to `to`.
-fn messages_to(app: &TestApp, to: &str) -> Vec<Value> {
+pub fn messages_to(app: &TestApp, to: &str) -> Vec<Value> {
     read_outbox(app.store_dir())
         .into_iter()
         .filter(|m| m["to"] == to)
         .collect()
 }
 
-async fn wait_for_message_to(app: &TestApp, to: &str) -> Value {
+pub async fn wait_for_message_to(app: &TestApp, to: &str) -> Value {
     let deadline = Instant::now() + WAIT;
     loop {
         if let Some(message) = messages_to(app, to).pop() {

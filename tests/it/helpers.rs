@@ -832,3 +832,21 @@ async fn delete_namespace(namespace: &str, partitions: u16) {
     delete_topology(&channel, namespace, partitions).await;
     let _ = connection.close(200, "test done".into()).await;
 }
+
+// ---------------------------------------------------------------------------
+// Python tools
+
+/// The bin directory of the virtualenv with the Python tools the tests run (schemathesis,
+/// pika), installed from PyPI into target/tools on first use.
+pub fn python_tools() -> PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/python.sh");
+    let output = Command::new(script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/tools/python.sh");
+    assert!(
+        output.status.success(),
+        "the tests' Python tools could not be installed from PyPI (python3 with venv and access to PyPI are needed)"
+    );
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}

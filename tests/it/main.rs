@@ -13,6 +13,7 @@ mod disk;
 mod durability;
 mod edge;
 mod errors;
+mod examples;
 mod fraud;
 mod hygiene;
 mod idempotency;

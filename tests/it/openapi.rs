@@ -267,28 +267,11 @@ fn app_with_an_admin() -> (TestApp, String) {
     (app, admin)
 }
 
-/// schemathesis's `st`, installed into target/tools on first use.
-fn schemathesis() -> String {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/tools/install-schemathesis.sh"
-    );
-    let output = std::process::Command::new(script)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("run tests/tools/install-schemathesis.sh");
-    assert!(
-        output.status.success(),
-        "schemathesis could not be installed from PyPI (python3 with venv and access to PyPI are needed)"
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
 /// Runs schemathesis against `app` with `key`; fails the test with its report on any
 /// failure. Every check runs but `positive_data_acceptance`: a destination's validity (a
 /// number's numbering plan) and a provider's receipt format are not expressible in a schema,
 /// so data the schema allows may rightly be refused.
-fn run_schemathesis(st: &str, app: &TestApp, key: &str) {
+fn run_schemathesis(st: &std::path::Path, app: &TestApp, key: &str) {
     let output = std::process::Command::new(st)
         .args(["run", &app.url("/openapi.json")])
         .args(["--header", &format!("Authorization: Bearer {key}")])
@@ -325,7 +308,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_descriptio
     Description::of(&app).await;
     let tenant = app.api_key.clone();
     tokio::task::spawn_blocking(move || {
-        let st = schemathesis();
+        let st = python_tools().join("st");
         run_schemathesis(&st, &app, &tenant);
         run_schemathesis(&st, &app, &admin);
     })
