@@ -357,6 +357,47 @@ async fn the_same_request_id_issues_one_code() {
 }
 
 #[tokio::test]
+async fn a_request_whose_reply_to_is_one_of_otpds_queues_is_dead_lettered_and_not_answered() {
+    let (app, broker) = broker_app().await;
+    let requests = broker.name("requests");
+    let properties = BasicProperties::default()
+        .with_reply_to(requests.as_str().into())
+        .with_correlation_id("loop-1".into());
+    let body = serde_json::to_vec(&request("r-loop", &de_mobile(61))).unwrap();
+    broker.publish_raw(&body, properties).await;
+
+    let dead_queue = broker.name("dead");
+    let deadline = Instant::now() + WAIT;
+    let dead = loop {
+        let dead = broker.peek(&dead_queue).await;
+        if !dead.is_empty() || Instant::now() > deadline {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(dead.len(), 1, "dead-lettered once");
+    let headers = dead[0]
+        .delivery
+        .properties
+        .headers()
+        .clone()
+        .unwrap_or_default();
+    assert!(matches!(
+        headers.inner().get("x-otpd-reason"),
+        Some(AMQPValue::LongString(reason)) if reason.to_string() == "reply_to_own_queue"
+    ));
+    // Nothing was issued or sent, and otpd did not feed an answer back to itself.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(app.outbox_is_empty());
+    assert!(
+        broker.peek(&dead_queue).await.len() == 1,
+        "no answer came back as a request"
+    );
+    drop(app);
+    broker.clean_up().await;
+}
+
+#[tokio::test]
 async fn each_invalid_message_is_dead_lettered_once_with_its_reason() {
     let (app, broker) = broker_app().await;
     let events = broker.listen("events", "verification.rejected.*").await;

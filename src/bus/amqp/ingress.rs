@@ -28,13 +28,18 @@ async fn process(publisher: &Publisher, consumers: &Consumers, delivery: &Delive
         .correlation_id()
         .as_ref()
         .map(|c| c.as_str().to_owned());
-    let outcome = match decode_request(
-        &delivery.data,
-        |tenant| consumers.keys.has_tenant(tenant),
-        &consumers.defaults,
-    ) {
+    let topology = &publisher.topology;
+    let decoded = match reply_to.as_deref() {
+        Some(queue) if topology.is_own(queue) => Err(Refusal::reply_to_own_queue(queue)),
+        _ => decode_request(
+            &delivery.data,
+            |tenant| consumers.keys.has_tenant(tenant),
+            &consumers.defaults,
+        ),
+    };
+    let outcome = match decoded {
         Err(refusal) => {
-            let queue = &publisher.topology.requests_queue;
+            let queue = &topology.requests_queue;
             let result = publisher
                 .dead_letter(&delivery.data, refusal.reason, &refusal.message, queue)
                 .await;

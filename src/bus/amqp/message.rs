@@ -33,6 +33,21 @@ pub struct Refusal {
     pub tenant: Option<String>,
 }
 
+impl Refusal {
+    /// A request whose `reply_to` names one of otpd's own queues: otpd would read its own
+    /// answer as a message.
+    pub fn reply_to_own_queue(queue: &str) -> Self {
+        Refusal {
+            reason: "reply_to_own_queue",
+            message: format!(
+                "reply_to names '{queue}', one of otpd's own queues; name a queue of the platform's, or amq.rabbitmq.reply-to."
+            ),
+            request_id: None,
+            tenant: None,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Envelope {
     request_id: Option<serde_json::Value>,

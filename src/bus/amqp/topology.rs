@@ -22,6 +22,8 @@ pub struct RegionQueue {
 /// Every exchange, queue and binding otpd uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
+    /// `amqp.namespace`: every queue and exchange otpd declares is named under it.
+    pub namespace: String,
     pub requests_queue: String,
     pub requests_queue_kind: QueueKind,
     /// Fanout exchange bound to the requests queue, for platforms that publish to an exchange.
@@ -55,6 +57,14 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// Whether `queue` is one of otpd's own (named under the namespace): a reply sent there
+    /// would be read by otpd itself.
+    pub fn is_own(&self, queue: &str) -> bool {
+        queue
+            .strip_prefix(self.namespace.as_str())
+            .is_some_and(|rest| rest.starts_with('.'))
+    }
+
     /// The names under `[amqp]`, for a cluster of `partitions` partitions.
     pub fn from_settings(settings: &AmqpSettings, partitions: u16) -> Self {
         let ns = &settings.namespace;
@@ -68,6 +78,7 @@ impl Topology {
             })
             .collect();
         Topology {
+            namespace: ns.clone(),
             requests_queue: format!("{ns}.requests"),
             requests_queue_kind: if settings.requests_queue_type == "classic" {
                 QueueKind::Classic
@@ -221,6 +232,28 @@ mod tests {
             ..AmqpSettings::default()
         };
         Topology::from_settings(&settings, 2)
+    }
+
+    #[test]
+    fn own_queues_are_those_named_under_the_namespace() {
+        let topology = topology(&[("eu", &["sms.eu.*"])]);
+        for own in [
+            "otp.requests",
+            "otp.region.eu",
+            "otp.dead",
+            "otp.partition.3",
+        ] {
+            assert!(topology.is_own(own), "{own}");
+        }
+        for theirs in [
+            "amq.rabbitmq.reply-to",
+            "otpd.replies",
+            "otp",
+            "replies.otp.x",
+            "",
+        ] {
+            assert!(!topology.is_own(theirs), "{theirs}");
+        }
     }
 
     #[test]
