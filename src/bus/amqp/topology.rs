@@ -22,8 +22,6 @@ pub struct RegionQueue {
 /// Every exchange, queue and binding otpd uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
-    /// `amqp.namespace`: every queue and exchange otpd declares is named under it.
-    pub namespace: String,
     pub requests_queue: String,
     pub requests_queue_kind: QueueKind,
     /// Fanout exchange bound to the requests queue, for platforms that publish to an exchange.
@@ -57,12 +55,10 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Whether `queue` is one of otpd's own (named under the namespace): a reply sent there
-    /// would be read by otpd itself.
+    /// Whether `queue` is one otpd declares: a reply sent there would be read by otpd
+    /// itself (a platform's own queue may well be named under the namespace too).
     pub fn is_own(&self, queue: &str) -> bool {
-        queue
-            .strip_prefix(self.namespace.as_str())
-            .is_some_and(|rest| rest.starts_with('.'))
+        self.all_queue_names().contains(&queue)
     }
 
     /// The names under `[amqp]`, for a cluster of `partitions` partitions.
@@ -78,7 +74,6 @@ impl Topology {
             })
             .collect();
         Topology {
-            namespace: ns.clone(),
             requests_queue: format!("{ns}.requests"),
             requests_queue_kind: if settings.requests_queue_type == "classic" {
                 QueueKind::Classic
@@ -235,21 +230,24 @@ mod tests {
     }
 
     #[test]
-    fn own_queues_are_those_named_under_the_namespace() {
+    fn own_queues_are_those_otpd_declares() {
         let topology = topology(&[("eu", &["sms.eu.*"])]);
-        for own in [
-            "otp.requests",
-            "otp.region.eu",
-            "otp.dead",
-            "otp.partition.3",
-        ] {
+        let own = [
+            topology.requests_queue.clone(),
+            topology.region_queues[0].queue.clone(),
+            topology.dead_queue.clone(),
+            topology.partition_queues[1].clone(),
+            topology.changelogs[0].clone(),
+        ];
+        for own in &own {
             assert!(topology.is_own(own), "{own}");
         }
+        // A platform's queue may be named under the namespace too.
         for theirs in [
             "amq.rabbitmq.reply-to",
-            "otpd.replies",
+            "otp.replies",
             "otp",
-            "replies.otp.x",
+            "otp.requests.x",
             "",
         ] {
             assert!(!topology.is_own(theirs), "{theirs}");
