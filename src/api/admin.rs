@@ -60,10 +60,8 @@ pub(super) struct Entries<'a> {
 }
 
 /// The blocklist's entries.
-#[utoipa::path(get, path = "/v1/admin/blocklist", tag = "admin", responses(
+#[utoipa::path(get, path = "/v1/admin/blocklist", operation_id = "list_blocklist", tag = "admin", responses(
     (status = 200, description = "Every entry", body = Entries),
-    (status = 401, description = "No valid API key", body = ErrorEnvelope),
-    (status = 403, description = "The key's tenant is not an admin", body = ErrorEnvelope),
     (status = 503, description = "otpd cannot take it now; retry", body = ErrorEnvelope),
 ), security(("api_key" = [])))]
 pub async fn list(state: web::Data<AppState>, tenant: Tenant) -> Result<HttpResponse, ApiError> {
@@ -77,13 +75,11 @@ pub async fn list(state: web::Data<AppState>, tenant: Tenant) -> Result<HttpResp
 }
 
 /// Adds an entry: 201 when new, 200 when it was there (its note is replaced).
-#[utoipa::path(post, path = "/v1/admin/blocklist", tag = "admin", request_body = AddEntryBody,
+#[utoipa::path(post, path = "/v1/admin/blocklist", operation_id = "add_blocklist_entry", tag = "admin", request_body = AddEntryBody,
     responses(
         (status = 201, description = "Added", body = EntryView),
         (status = 200, description = "It was there; its note is replaced", body = EntryView),
         (status = 400, description = "Not an entry otpd can block", body = ErrorEnvelope),
-        (status = 401, description = "No valid API key", body = ErrorEnvelope),
-        (status = 403, description = "The key's tenant is not an admin", body = ErrorEnvelope),
         (status = 409, description = "The blocklist is full", body = ErrorEnvelope),
         (status = 503, description = "otpd cannot take it now; retry", body = ErrorEnvelope),
     ), security(("api_key" = [])))]
@@ -110,12 +106,10 @@ pub async fn add(
 }
 
 /// Removes an entry.
-#[utoipa::path(delete, path = "/v1/admin/blocklist/{entry}", tag = "admin",
+#[utoipa::path(delete, path = "/v1/admin/blocklist/{entry}", operation_id = "remove_blocklist_entry", tag = "admin",
     params(("entry" = String, Path, description = "The entry, its `+` as `%2B` or as it is")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, description = "No valid API key", body = ErrorEnvelope),
-        (status = 403, description = "The key's tenant is not an admin", body = ErrorEnvelope),
         (status = 404, description = "No such entry", body = ErrorEnvelope),
         (status = 503, description = "otpd cannot take it now; retry", body = ErrorEnvelope),
     ), security(("api_key" = [])))]

@@ -25,9 +25,8 @@ pub(super) struct Lifted {
 }
 
 /// Every prefix blocked now (blocks are global, so any tenant sees them).
-#[utoipa::path(get, path = "/v1/fraud/blocks", tag = "fraud", responses(
+#[utoipa::path(get, path = "/v1/fraud/blocks", operation_id = "list_fraud_blocks", tag = "fraud", responses(
     (status = 200, description = "The active blocks, each with its rule and figures", body = Blocks),
-    (status = 401, description = "No valid API key", body = ErrorEnvelope),
 ), security(("api_key" = [])))]
 pub async fn blocks(state: web::Data<AppState>, _tenant: Tenant) -> HttpResponse {
     let blocks: Vec<BlockView> = state
@@ -40,12 +39,10 @@ pub async fn blocks(state: web::Data<AppState>, _tenant: Tenant) -> HttpResponse
 }
 
 /// An admin lifts a block it judged mistaken; counting for the prefix starts afresh.
-#[utoipa::path(delete, path = "/v1/admin/fraud/blocks/{prefix}", tag = "fraud",
+#[utoipa::path(delete, path = "/v1/admin/fraud/blocks/{prefix}", operation_id = "lift_fraud_block", tag = "fraud",
     params(("prefix" = String, Path, description = "The blocked prefix, its `+` as `%2B` or as it is")),
     responses(
         (status = 200, description = "The block that was lifted", body = Lifted),
-        (status = 401, description = "No valid API key", body = ErrorEnvelope),
-        (status = 403, description = "The key's tenant is not an admin", body = ErrorEnvelope),
         (status = 404, description = "No such block", body = ErrorEnvelope),
         (status = 503, description = "otpd cannot take it now; retry", body = ErrorEnvelope),
     ), security(("api_key" = [])))]

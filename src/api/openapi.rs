@@ -70,8 +70,8 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
 )]
 struct ApiDescription;
 
-/// What holds for every route: the bearer API key, the error codes in the description, the
-/// refusals of any JSON body.
+/// What holds for every route: the bearer API key and its refusals, the error codes in the
+/// description, the refusals of any JSON body.
 struct Conventions;
 
 /// What any route that reads a JSON body may answer before it looks at the fields.
@@ -93,16 +93,25 @@ impl Modify for Conventions {
         );
         let description = openapi.info.description.get_or_insert_with(String::new);
         description.push_str(&error_table());
-        for item in openapi.paths.paths.values_mut() {
+        for (route, item) in openapi.paths.paths.iter_mut() {
+            let admin_only = route.starts_with("/v1/admin/");
             for operation in operations_mut(item) {
+                let mut refusals: Vec<(&str, &str)> = Vec::new();
+                if operation.security.is_some() {
+                    refusals.push(("401", "No valid API key"));
+                }
+                if admin_only {
+                    refusals.push(("403", "The key's tenant is not an admin"));
+                }
                 if reads_json(operation) {
-                    for (status, meaning) in BODY_REFUSALS {
-                        operation
-                            .responses
-                            .responses
-                            .entry((*status).to_owned())
-                            .or_insert_with(|| error_response(meaning).into());
-                    }
+                    refusals.extend_from_slice(BODY_REFUSALS);
+                }
+                for (status, meaning) in refusals {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error_response(meaning).into());
                 }
             }
         }
@@ -141,7 +150,11 @@ fn error_response(meaning: &str) -> Response {
 /// case, which no client reads).
 fn link_to_the_created(description: &mut serde_json::Value) {
     let created = &mut description["paths"]["/v1/verifications"]["post"]["responses"]["201"];
-    for (name, operation) in [("check", "check"), ("read", "get"), ("cancel", "cancel")] {
+    for (name, operation) in [
+        ("check", "check_verification"),
+        ("read", "get_verification"),
+        ("cancel", "cancel_verification"),
+    ] {
         created["links"][name] = serde_json::json!({
             "operationId": operation,
             "parameters": {"id": "$response.body#/id"},
@@ -213,7 +226,7 @@ pub fn allowed_methods(route: &str) -> Option<&'static str> {
 }
 
 /// This description.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses(
+#[utoipa::path(get, path = "/openapi.json", operation_id = "get_openapi", tag = "operations", responses(
     (status = 200, description = "The OpenAPI 3.1 description of every route", content_type = "application/json"),
 ))]
 pub async fn openapi_json() -> HttpResponse {
@@ -235,5 +248,25 @@ mod tests {
         assert_eq!(codes.as_array().unwrap().len(), ERROR_CODES.len());
         let mut seen = std::collections::HashSet::new();
         assert!(ERROR_CODES.iter().all(|(code, _, _)| seen.insert(code)));
+    }
+
+    #[test]
+    fn each_link_leads_to_an_operation_that_exists() {
+        let description: serde_json::Value = serde_json::from_str(description()).expect("JSON");
+        let operations: std::collections::HashSet<&str> = description["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .filter_map(|operation| operation["operationId"].as_str())
+            .collect();
+        let links = description["paths"]["/v1/verifications"]["post"]["responses"]["201"]["links"]
+            .as_object()
+            .expect("links from a created verification");
+        assert_eq!(links.len(), 3);
+        for link in links.values() {
+            let target = link["operationId"].as_str().unwrap();
+            assert!(operations.contains(target), "{target}");
+        }
     }
 }

@@ -37,14 +37,14 @@ pub(super) struct Providers {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations",
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
     responses((status = 200, description = "The process is up", body = Alive)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Alive { status: "ok" })
 }
 
 /// The store answers and, in broker mode, the broker is connected and takes publishes.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations", responses(
     (status = 200, description = "Ready for requests", body = Ready),
     (status = 503, description = "Not ready; the message says which part is not", body = ErrorEnvelope),
 ))]
@@ -72,7 +72,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 }
 
 /// Prometheus metrics, as text.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations", responses(
     (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
 ))]
 pub async fn prometheus() -> HttpResponse {
@@ -82,9 +82,8 @@ pub async fn prometheus() -> HttpResponse {
 }
 
 /// Each provider's breaker, quota, counts and send latency.
-#[utoipa::path(get, path = "/v1/providers", tag = "operations", responses(
+#[utoipa::path(get, path = "/v1/providers", operation_id = "list_providers", tag = "operations", responses(
     (status = 200, description = "Every provider as this node sees it", body = Providers),
-    (status = 401, description = "No valid API key", body = ErrorEnvelope),
 ), security(("api_key" = [])))]
 pub async fn providers(state: web::Data<AppState>, _tenant: Tenant) -> HttpResponse {
     HttpResponse::Ok().json(Providers {
@@ -93,9 +92,8 @@ pub async fn providers(state: web::Data<AppState>, _tenant: Tenant) -> HttpRespo
 }
 
 /// Who owns each partition (broker mode).
-#[utoipa::path(get, path = "/v1/cluster", tag = "operations", responses(
+#[utoipa::path(get, path = "/v1/cluster", operation_id = "get_cluster", tag = "operations", responses(
     (status = 200, description = "Each partition's owner and each node's lag", body = ClusterView),
-    (status = 401, description = "No valid API key", body = ErrorEnvelope),
     (status = 404, description = "Embedded mode: there is no cluster", body = ErrorEnvelope),
     (status = 503, description = "The broker could not be asked now; retry", body = ErrorEnvelope),
 ), security(("api_key" = [])))]

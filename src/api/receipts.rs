@@ -44,7 +44,7 @@ pub(super) struct ReceiptTaken {
 
 /// A provider's delivery receipt, in that provider's own format and authentication (its
 /// signature, or for an `http` provider a tenant's API key).
-#[utoipa::path(post, path = "/v1/providers/{provider}/receipts", tag = "providers",
+#[utoipa::path(post, path = "/v1/providers/{provider}/receipts", operation_id = "receive_delivery_receipt", tag = "providers",
     params(("provider" = String, Path, description = "The provider's id in the settings")),
     request_body(content = String, description = "The provider's receipt, form-encoded or JSON as it sends it",
         content_type = "application/x-www-form-urlencoded"),

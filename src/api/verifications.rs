@@ -107,7 +107,7 @@ impl VerificationView {
 /// Creates a verification and sends its code, or resends the pending one's.
 #[utoipa::path(
     post,
-    path = "/v1/verifications",
+    path = "/v1/verifications", operation_id = "create_verification",
     tag = "verifications",
     request_body = CreateFields,
     params(("Idempotency-Key" = Option<String>, Header,
@@ -116,7 +116,6 @@ impl VerificationView {
         (status = 201, description = "Created; the code is on its way (a retry under the same Idempotency-Key gets this answer again)", body = CreatedView),
         (status = 200, description = "A verification was pending for this destination and its cooldown had passed: the same id, a new code on its way", body = CreatedView),
         (status = 400, description = "A field is missing or malformed", body = ErrorEnvelope),
-        (status = 401, description = "No valid API key", body = ErrorEnvelope),
         (status = 403, description = "The destination or its prefix is blocked", body = ErrorEnvelope),
         (status = 422, description = "Not a valid destination, or an Idempotency-Key reused with another body", body = ErrorEnvelope),
         (status = 429, description = "Cooldown, send limit or cap; wait Retry-After", body = ErrorEnvelope),
@@ -207,14 +206,13 @@ fn parse_code(raw: &str) -> Result<OtpCode, ApiError> {
 /// Checks a code against the verification `id`.
 #[utoipa::path(
     post,
-    path = "/v1/verifications/{id}/check",
+    path = "/v1/verifications/{id}/check", operation_id = "check_verification",
     tag = "verifications",
     params(("id" = String, Path, description = "The verification's id, `ver_…`")),
     request_body = CheckBody,
     responses(
         (status = 200, description = "Checked; `valid` says whether the code was right", body = CheckView),
         (status = 400, description = "A field is missing or malformed", body = ErrorEnvelope),
-        (status = 401, description = "No valid API key", body = ErrorEnvelope),
         (status = 404, description = "No such verification for this tenant", body = ErrorEnvelope),
         (status = 409, description = "Already approved, canceled, or out of attempts", body = ErrorEnvelope),
         (status = 410, description = "The code expired", body = ErrorEnvelope),
@@ -240,13 +238,12 @@ pub async fn check(
 /// Checks a code against the pending verification of a destination.
 #[utoipa::path(
     post,
-    path = "/v1/verifications/check",
+    path = "/v1/verifications/check", operation_id = "check_verification_by_destination",
     tag = "verifications",
     request_body = CheckByDestinationBody,
     responses(
         (status = 200, description = "Checked; `valid` says whether the code was right", body = CheckView),
         (status = 400, description = "A field is missing or malformed", body = ErrorEnvelope),
-        (status = 401, description = "No valid API key", body = ErrorEnvelope),
         (status = 404, description = "No verification is pending for this destination", body = ErrorEnvelope),
         (status = 422, description = "Not a valid destination", body = ErrorEnvelope),
         (status = 409, description = "Already approved, canceled, or out of attempts", body = ErrorEnvelope),
@@ -323,12 +320,11 @@ fn check_outcome_label(result: &Result<(Verification, CheckOutcome), CheckError>
 /// Reads a verification.
 #[utoipa::path(
     get,
-    path = "/v1/verifications/{id}",
+    path = "/v1/verifications/{id}", operation_id = "get_verification",
     tag = "verifications",
     params(("id" = String, Path, description = "The verification's id, `ver_…`")),
     responses(
         (status = 200, description = "The verification", body = VerificationView),
-        (status = 401, description = "No valid API key", body = ErrorEnvelope),
         (status = 404, description = "No such verification for this tenant", body = ErrorEnvelope),
         (status = 503, description = "otpd cannot take it now; retry", body = ErrorEnvelope),
     ),
@@ -347,12 +343,11 @@ pub async fn get(
 /// Cancels a verification: its code no longer verifies.
 #[utoipa::path(
     post,
-    path = "/v1/verifications/{id}/cancel",
+    path = "/v1/verifications/{id}/cancel", operation_id = "cancel_verification",
     tag = "verifications",
     params(("id" = String, Path, description = "The verification's id, `ver_…`")),
     responses(
         (status = 200, description = "Canceled; the verification as it stands now", body = VerificationView),
-        (status = 401, description = "No valid API key", body = ErrorEnvelope),
         (status = 404, description = "No such verification for this tenant", body = ErrorEnvelope),
         (status = 409, description = "Already approved: there is nothing left to cancel", body = ErrorEnvelope),
         (status = 503, description = "otpd cannot take it now; retry", body = ErrorEnvelope),
