@@ -185,15 +185,21 @@ pub(super) fn error_code_schema() -> impl Into<RefOr<Schema>> {
         ))
 }
 
-/// The description as JSON.
-pub fn description() -> &'static str {
-    static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| {
+/// The description, built once; the JSON served and the `Allow` headers both read it.
+fn built() -> &'static serde_json::Value {
+    static BUILT: OnceLock<serde_json::Value> = OnceLock::new();
+    BUILT.get_or_init(|| {
         let mut description = serde_json::to_value(ApiDescription::openapi())
             .expect("the API description serialises");
         link_to_the_created(&mut description);
-        description.to_string()
+        description
     })
+}
+
+/// The description as JSON.
+pub fn description() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| built().to_string())
 }
 
 /// The methods each route takes, by its pattern (`/v1/verifications/{id}`), as an `Allow`
@@ -202,21 +208,15 @@ pub fn allowed_methods(route: &str) -> Option<&'static str> {
     static ALLOWED: OnceLock<HashMap<String, String>> = OnceLock::new();
     ALLOWED
         .get_or_init(|| {
-            ApiDescription::openapi()
-                .paths
-                .paths
-                .iter()
-                .map(|(route, item)| {
-                    let methods: Vec<&str> = [
-                        ("GET", item.get.is_some()),
-                        ("POST", item.post.is_some()),
-                        ("PUT", item.put.is_some()),
-                        ("DELETE", item.delete.is_some()),
-                        ("PATCH", item.patch.is_some()),
-                    ]
-                    .into_iter()
-                    .filter_map(|(method, taken)| taken.then_some(method))
-                    .collect();
+            let paths = built()["paths"].as_object().into_iter().flatten();
+            paths
+                .map(|(route, operations)| {
+                    let methods: Vec<String> = operations
+                        .as_object()
+                        .into_iter()
+                        .flat_map(|operations| operations.keys())
+                        .map(|method| method.to_uppercase())
+                        .collect();
                     (route.clone(), methods.join(", "))
                 })
                 .collect()

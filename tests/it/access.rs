@@ -18,7 +18,7 @@ const DE_LANDLINE: &str = "+493012345678";
 
 /// An app whose only tenants are `acme` (with `settings`) and `ops` (an admin); returns the
 /// app and the keys of acme and ops.
-fn app_with_acme(
+pub fn app_with_acme(
     settings: TenantSettings,
     configure: impl FnOnce(&mut Settings),
 ) -> (TestApp, String, String) {

@@ -4,6 +4,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::access::app_with_acme;
 use crate::helpers::*;
 use otpd::access::TenantSettings;
 
@@ -249,21 +250,11 @@ async fn what_each_route_answers_matches_the_description() {
     );
 }
 
-/// An app with the tenant `acme` and the admin tenant `ops`; returns it with ops' key (its
-/// `api_key` is acme's).
+/// An app with the tenant `acme` (its key as `api_key`) and the admin tenant `ops`; returns
+/// it with ops' key.
 fn app_with_an_admin() -> (TestApp, String) {
-    let store = tempfile::tempdir().unwrap();
-    let admin = add_tenant(store.path(), "ops");
-    let mut app = start_app(store, |settings| {
-        settings.tenants.insert(
-            "ops".into(),
-            TenantSettings {
-                admin: true,
-                ..TenantSettings::default()
-            },
-        );
-    });
-    app.api_key = add_tenant(app.store_dir(), "acme");
+    let (mut app, acme, admin) = app_with_acme(TenantSettings::default(), |_| {});
+    app.api_key = acme;
     (app, admin)
 }
 

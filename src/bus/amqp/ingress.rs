@@ -4,7 +4,7 @@
 
 use lapin::message::Delivery;
 
-use super::message::{decode_request, Refusal};
+use super::message::{check_reply_to, decode_request, Refusal};
 use super::settle::{dead_lettered, requeue, settle_delivery, Settle};
 use super::{Consumers, Publisher};
 use crate::cluster::command::IssueAnswer;
@@ -29,14 +29,14 @@ async fn process(publisher: &Publisher, consumers: &Consumers, delivery: &Delive
         .as_ref()
         .map(|c| c.as_str().to_owned());
     let topology = &publisher.topology;
-    let decoded = match reply_to.as_deref() {
-        Some(queue) if topology.is_own(queue) => Err(Refusal::reply_to_own_queue(queue)),
-        _ => decode_request(
-            &delivery.data,
-            |tenant| consumers.keys.has_tenant(tenant),
-            &consumers.defaults,
-        ),
-    };
+    let decoded =
+        check_reply_to(reply_to.as_deref(), |queue| topology.is_own(queue)).and_then(|()| {
+            decode_request(
+                &delivery.data,
+                |tenant| consumers.keys.has_tenant(tenant),
+                &consumers.defaults,
+            )
+        });
     let outcome = match decoded {
         Err(refusal) => {
             let queue = &topology.requests_queue;

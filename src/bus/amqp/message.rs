@@ -33,18 +33,22 @@ pub struct Refusal {
     pub tenant: Option<String>,
 }
 
-impl Refusal {
-    /// A request whose `reply_to` names one of otpd's own queues: otpd would read its own
-    /// answer as a message.
-    pub fn reply_to_own_queue(queue: &str) -> Self {
-        Refusal {
+/// Refuses a request whose `reply_to` names one of otpd's own queues (`is_own`): otpd would
+/// read its own answer as a message.
+pub fn check_reply_to(
+    reply_to: Option<&str>,
+    is_own: impl Fn(&str) -> bool,
+) -> Result<(), Refusal> {
+    match reply_to {
+        Some(queue) if is_own(queue) => Err(Refusal {
             reason: "reply_to_own_queue",
             message: format!(
                 "reply_to names '{queue}', one of otpd's own queues; name a queue of the platform's, or amq.rabbitmq.reply-to."
             ),
             request_id: None,
             tenant: None,
-        }
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -159,6 +163,16 @@ pub fn decode_job(bytes: &[u8]) -> Option<DeliveryJob> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_reply_to_one_of_otpds_queues_is_refused_and_any_other_is_not() {
+        let is_own = |queue: &str| queue == "otp.requests";
+        let refusal = super::check_reply_to(Some("otp.requests"), is_own).unwrap_err();
+        assert_eq!(refusal.reason, "reply_to_own_queue");
+        assert!(refusal.message.contains("otp.requests"));
+        assert!(super::check_reply_to(Some("platform.replies"), is_own).is_ok());
+        assert!(super::check_reply_to(None, is_own).is_ok());
+    }
+
     use super::*;
 
     const DEFAULTS: RequestDefaults = RequestDefaults {
