@@ -17,7 +17,7 @@ use otpd::delivery::region::routing_key;
 use otpd::delivery::RegionTable;
 use otpd::domain::{
     Channel, CodeHasher, DeliveryJob, DeliveryState, Destination, DestinationKey, DestinationState,
-    JobId, OtpCode, Status, Timestamp, Verification, VerificationId,
+    JobId, OtpCode, Presented, Status, Timestamp, Verification, VerificationId,
 };
 use otpd::secrets::Sealer;
 use otpd::store::{IssueWrite, SledStore, Store};
@@ -53,6 +53,7 @@ fn verification(id: VerificationId, hash: otpd::domain::CodeHash, n: u64) -> Ver
         provider: None,
         sent_at: None,
         delivered_at: None,
+        transaction: None,
     }
 }
 
@@ -126,7 +127,7 @@ fn checks(c: &mut Criterion) {
         let candidate = hasher.hash(id.as_str(), &wrong);
         b.iter_batched_ref(
             || write.verification.clone(),
-            |record| apply_check(record, &candidate, None, Timestamp::now()),
+            |record| apply_check(record, &candidate, &Presented::default(), Timestamp::now()),
             BatchSize::SmallInput,
         )
     });
@@ -136,7 +137,7 @@ fn checks(c: &mut Criterion) {
             let now = Timestamp::now();
             store
                 .update_verification(&id, &mut |record| {
-                    apply_check(record, &candidate, None, now).is_ok()
+                    apply_check(record, &candidate, &Presented::default(), now).is_ok()
                 })
                 .expect("update")
         })

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::cluster::command::IssueRefused;
 use crate::domain::time::retry_after_seconds;
+use crate::issuance::request::InvalidRequest;
 use crate::issuance::{IssueError, Refusal, RefusalKind};
 use crate::telemetry::platform::ErrorObject;
 use crate::verify::{CheckError, CheckRefusal};
@@ -80,6 +81,23 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The status and headers of this error's answer, whatever shape its body takes: a
+    /// `Retry-After` where waiting helps, and a closed connection after a late body.
+    pub fn response_head(&self) -> actix_web::HttpResponseBuilder {
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after_seconds {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of a late body may still come: the connection cannot carry another
+            // request.
+            response.force_close();
+        }
+        response
+    }
+}
+
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.code, self.message)
@@ -92,16 +110,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status);
-        if let Some(seconds) = self.retry_after_seconds {
-            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
-        }
-        if self.status == StatusCode::REQUEST_TIMEOUT {
-            // The rest of a late body may still come: the connection cannot carry another
-            // request.
-            response.force_close();
-        }
-        response.json(ErrorEnvelope {
+        self.response_head().json(ErrorEnvelope {
             error: ErrorBody {
                 code: &self.code,
                 message: &self.message,
@@ -157,6 +166,19 @@ impl From<Refusal> for ApiError {
 impl From<IssueError> for ApiError {
     fn from(error: IssueError) -> Self {
         error.refusal().into()
+    }
+}
+
+impl From<InvalidRequest> for ApiError {
+    fn from(error: InvalidRequest) -> Self {
+        match error {
+            InvalidRequest::Destination(message) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_destination",
+                message,
+            ),
+            InvalidRequest::Field(message) => ApiError::invalid_request(message),
+        }
     }
 }
 

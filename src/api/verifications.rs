@@ -12,14 +12,16 @@ use crate::cluster::command::{CheckTarget, IssueAnswer};
 use crate::domain::code::{MAX_CODE_LENGTH, MIN_CODE_LENGTH};
 use crate::domain::destination::mask;
 use crate::domain::{
-    Channel, DestinationKey, IssueReceipt, OtpCode, Timestamp, Verification, VerificationId,
+    Channel, DestinationKey, IssueReceipt, OtpCode, Presented, Timestamp, Verification,
+    VerificationId,
 };
 use crate::issuance::request::{
-    parse_channel, parse_destination, validate, validate_session_id, CreateFields, InvalidRequest,
+    parse_channel, parse_destination, validate, validate_session_id, validate_transaction,
+    CreateFields,
 };
 use crate::issuance::{IdempotencyInput, IssueOtp, RequestSource};
 use crate::telemetry::events::CodeChecked;
-use crate::verify::{CheckError, CheckOutcome, CheckRefusal};
+use crate::verify::{CheckError, CheckOutcome, CheckRefusal, Closing};
 
 const MAX_IDEMPOTENCY_KEY_LENGTH: usize = 255;
 
@@ -32,6 +34,12 @@ pub struct CheckBody {
     /// The session the verification was created for, if it was bound to one.
     #[schema(min_length = 1, max_length = 128)]
     session_id: Option<String>,
+    /// The transaction's amount, if the verification was created with one.
+    #[schema(min_length = 1, max_length = 64)]
+    amount: Option<String>,
+    /// The transaction's payee, if the verification was created with one.
+    #[schema(min_length = 1, max_length = 256)]
+    payee: Option<String>,
 }
 
 /// A code to check against the pending verification of a destination.
@@ -47,6 +55,12 @@ pub struct CheckByDestinationBody {
     /// The session the verification was created for, if it was bound to one.
     #[schema(min_length = 1, max_length = 128)]
     session_id: Option<String>,
+    /// The transaction's amount, if the verification was created with one.
+    #[schema(min_length = 1, max_length = 64)]
+    amount: Option<String>,
+    /// The transaction's payee, if the verification was created with one.
+    #[schema(min_length = 1, max_length = 256)]
+    payee: Option<String>,
 }
 
 /// A verification just created (201), or a pending one whose code was sent anew (200).
@@ -135,7 +149,7 @@ pub async fn create(
         source: RequestSource::Http {
             client_ip: request.peer_addr().map(|address| address.ip()),
         },
-        request: validate(body.value, &state.defaults).map_err(invalid)?,
+        request: validate(body.value, &state.defaults).map_err(ApiError::from)?,
         idempotency,
     };
     match state.gateway.issue(issue).await {
@@ -184,17 +198,6 @@ fn idempotency_input(
     }))
 }
 
-fn invalid(error: InvalidRequest) -> ApiError {
-    match error {
-        InvalidRequest::Destination(message) => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_destination",
-            message,
-        ),
-        InvalidRequest::Field(message) => ApiError::invalid_request(message),
-    }
-}
-
 fn parse_code(raw: &str) -> Result<OtpCode, ApiError> {
     OtpCode::parse(raw).ok_or_else(|| {
         ApiError::invalid_request(format!(
@@ -226,13 +229,14 @@ pub async fn check(
     id: web::Path<String>,
     body: JsonBody<CheckBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let code = parse_code(&body.value.code)?;
-    validate_session_id(body.value.session_id.as_deref()).map_err(invalid)?;
-    let Some(id) = VerificationId::parse(&id) else {
-        return check_response(&tenant.0, Err(CheckError::NotFound));
+    let body = body.value;
+    let code = parse_code(&body.code)?;
+    let presented = presented(body.session_id, body.amount, body.payee)?;
+    let result = match VerificationId::parse(&id) {
+        Some(id) => run_check(&state, &tenant.0, CheckTarget::Id(id), &code, presented).await,
+        None => counted(&tenant.0, Err(CheckError::NotFound)),
     };
-    let session_id = body.value.session_id.as_deref();
-    check_and_answer(&state, &tenant.0, CheckTarget::Id(id), &code, session_id).await
+    check_view(result)
 }
 
 /// Checks a code against the pending verification of a destination.
@@ -259,42 +263,35 @@ pub async fn check_by_destination(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.value;
     let code = parse_code(&body.code)?;
-    validate_session_id(body.session_id.as_deref()).map_err(invalid)?;
-    let channel = parse_channel(&body.channel).map_err(invalid)?;
-    let destination = parse_destination(channel, &body.to).map_err(invalid)?;
+    let presented = presented(body.session_id, body.amount, body.payee)?;
+    let channel = parse_channel(&body.channel).map_err(ApiError::from)?;
+    let destination = parse_destination(channel, &body.to).map_err(ApiError::from)?;
     let key = DestinationKey {
         tenant: tenant.0.clone(),
         channel,
         to: destination.as_str().to_owned(),
     };
     let target = CheckTarget::Destination(key);
-    check_and_answer(&state, &tenant.0, target, &code, body.session_id.as_deref()).await
+    check_view(run_check(&state, &tenant.0, target, &code, presented).await)
 }
 
-/// Checks `code` against the verification `target` names and answers.
-async fn check_and_answer(
-    state: &AppState,
-    tenant: &str,
-    target: CheckTarget,
-    code: &OtpCode,
-    session_id: Option<&str>,
-) -> Result<HttpResponse, ApiError> {
-    let result = state
-        .gateway
-        .check(tenant, target, code, session_id, Timestamp::now())
-        .await;
-    check_response(tenant, result)
+/// What a check presents besides its code, validated as a create's fields are.
+fn presented(
+    session_id: Option<String>,
+    amount: Option<String>,
+    payee: Option<String>,
+) -> Result<Presented, ApiError> {
+    validate_session_id(session_id.as_deref()).map_err(ApiError::from)?;
+    Ok(Presented {
+        session_id,
+        transaction: validate_transaction(amount, payee).map_err(ApiError::from)?,
+    })
 }
 
-fn check_response(
-    tenant: &str,
+/// The answer to a check.
+fn check_view(
     result: Result<(Verification, CheckOutcome), CheckError>,
 ) -> Result<HttpResponse, ApiError> {
-    CodeChecked {
-        tenant,
-        outcome: check_outcome_label(&result),
-    }
-    .emit();
     let (record, outcome) = result?;
     Ok(HttpResponse::Ok().json(CheckView {
         id: record.id.as_str(),
@@ -302,6 +299,34 @@ fn check_response(
         status: outcome.status.as_str(),
         attempts_remaining: outcome.attempts_remaining,
     }))
+}
+
+/// Checks `code` against the verification `target` names, and counts the outcome.
+pub(super) async fn run_check(
+    state: &AppState,
+    tenant: &str,
+    target: CheckTarget,
+    code: &OtpCode,
+    presented: Presented,
+) -> Result<(Verification, CheckOutcome), CheckError> {
+    let result = state
+        .gateway
+        .check(tenant, target, code, presented, Timestamp::now())
+        .await;
+    counted(tenant, result)
+}
+
+/// A check's result, once counted by its outcome.
+pub(super) fn counted(
+    tenant: &str,
+    result: Result<(Verification, CheckOutcome), CheckError>,
+) -> Result<(Verification, CheckOutcome), CheckError> {
+    CodeChecked {
+        tenant,
+        outcome: check_outcome_label(&result),
+    }
+    .emit();
+    result
 }
 
 fn check_outcome_label(result: &Result<(Verification, CheckOutcome), CheckError>) -> &'static str {
@@ -361,6 +386,9 @@ pub async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     let id = VerificationId::parse(&id).ok_or_else(ApiError::not_found)?;
     let now = Timestamp::now();
-    let record = state.gateway.cancel(&tenant.0, &id, now).await?;
+    let record = state
+        .gateway
+        .close(&tenant.0, &id, Closing::Cancel, now)
+        .await?;
     Ok(HttpResponse::Ok().json(VerificationView::of(&record, now)))
 }

@@ -9,13 +9,13 @@ use crate::delivery::recorder::SendOutcome;
 use crate::domain::counters::{Count, Tallied};
 use crate::domain::fraud::Block;
 use crate::domain::{
-    DeliveryState, DestinationKey, IssueReceipt, Timestamp, Verification, VerificationId,
+    DeliveryState, DestinationKey, IssueReceipt, Presented, Timestamp, Verification, VerificationId,
 };
 use crate::issuance::{IssueError, IssueOtp, RefusalKind};
 use crate::providers::receipts::ReceiptStatus;
 use crate::store::{MessageOwner, StoreError};
 use crate::telemetry::platform::ErrorObject;
-use crate::verify::{CheckError, CheckOutcome};
+use crate::verify::{CheckError, CheckOutcome, Closing};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Command {
@@ -25,16 +25,17 @@ pub enum Command {
         target: CheckTarget,
         /// The candidate code, sealed to `check_binding(tenant)`.
         sealed_code: Vec<u8>,
-        session_id: Option<String>,
+        presented: Presented,
         at: Timestamp,
     },
     Get {
         tenant: String,
         id: VerificationId,
     },
-    Cancel {
+    Close {
         tenant: String,
         id: VerificationId,
+        closing: Closing,
         at: Timestamp,
     },
     Outcome(SendOutcome),

@@ -16,13 +16,13 @@ use crate::delivery::recorder::{Ledger, SendOutcome};
 use crate::domain::counters::{Count, CountFailed, Tallied, Tally};
 use crate::domain::fraud::Block;
 use crate::domain::slot::lists_slot;
-use crate::domain::{DeliveryState, OtpCode, Timestamp, Verification, VerificationId};
+use crate::domain::{DeliveryState, OtpCode, Presented, Timestamp, Verification, VerificationId};
 use crate::fraud::BlockKeeper;
 use crate::issuance::IssueOtp;
 use crate::providers::receipts::ReceiptStatus;
 use crate::secrets::Sealer;
 use crate::store::{MessageOwner, StoreError};
-use crate::verify::{CheckError, CheckOutcome};
+use crate::verify::{CheckError, CheckOutcome, Closing};
 
 /// The way to the other nodes: whether this node serves a partition now, and how a command
 /// reaches the one that does.
@@ -118,13 +118,13 @@ impl Gateway {
         tenant: &str,
         target: CheckTarget,
         code: &OtpCode,
-        session_id: Option<&str>,
+        presented: Presented,
         at: Timestamp,
     ) -> Result<(Verification, CheckOutcome), CheckError> {
         let command = Command::Check {
             tenant: tenant.to_owned(),
             sealed_code: self.sealer.seal_bound(&check_binding(tenant), code),
-            session_id: session_id.map(str::to_owned),
+            presented,
             at,
             target: target.clone(),
         };
@@ -143,18 +143,25 @@ impl Gateway {
         self.verification(id, command, "read").await
     }
 
-    pub async fn cancel(
+    /// Cancels or approves a pending verification.
+    pub async fn close(
         &self,
         tenant: &str,
         id: &VerificationId,
+        closing: Closing,
         at: Timestamp,
     ) -> Result<Verification, CheckError> {
-        let command = Command::Cancel {
+        let command = Command::Close {
             tenant: tenant.to_owned(),
             id: id.clone(),
+            closing,
             at,
         };
-        self.verification(id, command, "cancel").await
+        let what = match closing {
+            Closing::Cancel => "cancel",
+            Closing::Approve => "approval",
+        };
+        self.verification(id, command, what).await
     }
 
     /// Looks at or edits the blocklist, on the owner of the lists' partition.

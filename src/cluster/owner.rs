@@ -129,7 +129,7 @@ impl Executor for Owner {
                 tenant,
                 target,
                 sealed_code,
-                session_id,
+                presented,
                 at,
             } => {
                 let Ok(code) = self
@@ -148,16 +148,19 @@ impl Executor for Owner {
                 Reply::Check(match id {
                     Ok(id) => {
                         self.checker
-                            .check(&tenant, &id, &code, session_id.as_deref(), at)
+                            .check(&tenant, &id, &code, &presented, at)
                             .await
                     }
                     Err(error) => Err(error),
                 })
             }
             Command::Get { tenant, id } => Reply::Verification(self.checker.get(&tenant, &id)),
-            Command::Cancel { tenant, id, at } => {
-                Reply::Verification(self.checker.cancel(&tenant, &id, at).await)
-            }
+            Command::Close {
+                tenant,
+                id,
+                closing,
+                at,
+            } => Reply::Verification(self.checker.close(&tenant, &id, closing, at).await),
             Command::Outcome(outcome) => Reply::Outcome(self.ledger.record(outcome).await),
             Command::Receipt {
                 owner,

@@ -26,4 +26,6 @@ pub use records::{
     QuotaCount, QuotaUsage, SendsAndSpend, TenantUsage,
 };
 pub use time::Timestamp;
-pub use verification::{DeliveryState, Status, Verification, VerificationId};
+pub use verification::{
+    DeliveryState, Presented, Status, Transaction, Verification, VerificationId,
+};

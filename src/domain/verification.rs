@@ -127,6 +127,43 @@ pub struct Verification {
     pub sent_at: Option<Timestamp>,
     /// When the provider reported the message delivered (or failed).
     pub delivered_at: Option<Timestamp>,
+    /// The transaction the code confirms, if the create named one (PSD2 dynamic linking).
+    /// Kept last: a record stored before it existed reads with `None` (`store::records`).
+    pub transaction: Option<Transaction>,
+}
+
+/// The transaction a code confirms (PSD2 dynamic linking): the amount and the payee the
+/// person was shown. A verification bound to one approves only a check that names the same.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transaction {
+    pub amount: Option<String>,
+    pub payee: Option<String>,
+}
+
+impl Transaction {
+    /// `None` when neither part is given: a verification bound to nothing.
+    pub fn of(amount: Option<String>, payee: Option<String>) -> Option<Self> {
+        (amount.is_some() || payee.is_some()).then_some(Transaction { amount, payee })
+    }
+
+    /// Whether a check naming `given` names this transaction: every part bound here must be
+    /// given, and the same.
+    pub fn admits(&self, given: Option<&Transaction>) -> bool {
+        let part_matches = |bound: &Option<String>, given: Option<&String>| match bound {
+            Some(bound) => given == Some(bound),
+            None => true,
+        };
+        part_matches(&self.amount, given.and_then(|g| g.amount.as_ref()))
+            & part_matches(&self.payee, given.and_then(|g| g.payee.as_ref()))
+    }
+}
+
+/// What a check presents besides the code, for the verifications bound to a session or a
+/// transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presented {
+    pub session_id: Option<String>,
+    pub transaction: Option<Transaction>,
 }
 
 impl Verification {
@@ -171,6 +208,24 @@ mod tests {
         assert!(id.as_str().starts_with("ver_deadbeef"));
         assert_eq!(id.slot(), 0xdead_beef);
         assert_eq!(VerificationId::parse(id.as_str()), Some(id));
+    }
+
+    #[test]
+    fn a_transaction_admits_only_checks_naming_each_bound_part() {
+        let both = Transaction::of(Some("10.00".into()), Some("Acme".into())).unwrap();
+        let same = both.clone();
+        assert!(both.admits(Some(&same)));
+        assert!(!both.admits(None));
+        let other_amount = Transaction::of(Some("10.01".into()), Some("Acme".into()));
+        assert!(!both.admits(other_amount.as_ref()));
+        let amount_only = Transaction::of(Some("10.00".into()), None);
+        assert!(!both.admits(amount_only.as_ref()));
+        let payee_bound = amount_only.unwrap();
+        assert!(
+            payee_bound.admits(Some(&same)),
+            "an unbound part may be anything"
+        );
+        assert_eq!(Transaction::of(None, None), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::domain::{
     Channel, CodeHash, DeliveryState, Destination, DestinationState, IssueReceipt, Status,
-    Timestamp, Verification, VerificationId,
+    Timestamp, Transaction, Verification, VerificationId,
 };
 
 /// Limits on sending to one destination.
@@ -25,6 +25,8 @@ pub struct IssueRequest {
     pub locale: Option<String>,
     pub template: String,
     pub session_id: Option<String>,
+    /// The transaction the code confirms, if any (PSD2 dynamic linking).
+    pub transaction: Option<Transaction>,
     pub code_length: u8,
     pub ttl: Duration,
 }
@@ -132,6 +134,7 @@ pub fn new_verification(
         provider: None,
         sent_at: None,
         delivered_at: None,
+        transaction: request.transaction.clone(),
     }
 }
 
@@ -156,6 +159,10 @@ pub fn resend(
             .session_id
             .clone()
             .or_else(|| existing.session_id.clone()),
+        transaction: request
+            .transaction
+            .clone()
+            .or_else(|| existing.transaction.clone()),
         delivery: DeliveryState::Queued,
         provider: None,
         sent_at: None,
@@ -200,6 +207,7 @@ mod tests {
             locale: None,
             template: "default".into(),
             session_id: Some("s-1".into()),
+            transaction: None,
             code_length: 6,
             ttl: Duration::from_secs(300),
         }

@@ -8,9 +8,11 @@ use super::policy::IssueRequest;
 use super::settings::{MAX_TTL_SECONDS, MIN_TTL_SECONDS};
 use crate::delivery::templates::DEFAULT_TEMPLATE;
 use crate::domain::code::{MAX_CODE_LENGTH, MIN_CODE_LENGTH};
-use crate::domain::{Channel, Destination};
+use crate::domain::{Channel, Destination, Transaction};
 
 const MAX_SESSION_ID_LENGTH: usize = 128;
+const MAX_AMOUNT_LENGTH: usize = 64;
+const MAX_PAYEE_LENGTH: usize = 256;
 const MAX_LOCALE_LENGTH: usize = 35;
 
 /// What a caller sends to create a verification.
@@ -27,6 +29,13 @@ pub struct CreateFields {
     /// Binds the code to a session: a check must name the same one.
     #[schema(min_length = 1, max_length = 128)]
     pub session_id: Option<String>,
+    /// The amount of the transaction the code confirms, as the person is shown it (PSD2
+    /// dynamic linking): a check must name the same.
+    #[schema(min_length = 1, max_length = 64)]
+    pub amount: Option<String>,
+    /// The payee of the transaction the code confirms: a check must name the same.
+    #[schema(min_length = 1, max_length = 256)]
+    pub payee: Option<String>,
     /// Digits in the code; the server's default when absent.
     #[schema(minimum = 4, maximum = 10)]
     pub code_length: Option<u64>,
@@ -100,6 +109,7 @@ pub fn validate(
         }
     }
     validate_session_id(fields.session_id.as_deref())?;
+    let transaction = validate_transaction(fields.amount, fields.payee)?;
     Ok(IssueRequest {
         channel,
         destination,
@@ -108,6 +118,7 @@ pub fn validate(
             .template
             .unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()),
         session_id: fields.session_id,
+        transaction,
         code_length,
         ttl: Duration::from_secs(ttl_seconds),
     })
@@ -129,6 +140,29 @@ pub fn validate_session_id(session_id: Option<&str>) -> Result<(), InvalidReques
         }
         _ => Ok(()),
     }
+}
+
+/// The transaction an `amount` and a `payee` name, if any: each, when given, is 1 to its
+/// limit of printable characters.
+pub fn validate_transaction(
+    amount: Option<String>,
+    payee: Option<String>,
+) -> Result<Option<Transaction>, InvalidRequest> {
+    let check = |name: &str, value: &Option<String>, limit: usize| match value {
+        Some(value)
+            if value.is_empty()
+                || value.chars().count() > limit
+                || value.chars().any(char::is_control) =>
+        {
+            Err(InvalidRequest::Field(format!(
+                "'{name}' must be 1 to {limit} printable characters."
+            )))
+        }
+        _ => Ok(()),
+    };
+    check("amount", &amount, MAX_AMOUNT_LENGTH)?;
+    check("payee", &payee, MAX_PAYEE_LENGTH)?;
+    Ok(Transaction::of(amount, payee))
 }
 
 pub fn parse_channel(raw: &str) -> Result<Channel, InvalidRequest> {
@@ -157,6 +191,8 @@ mod tests {
             locale: None,
             template: None,
             session_id: None,
+            amount: None,
+            payee: None,
             code_length: None,
             ttl_seconds: None,
         }
@@ -194,6 +230,37 @@ mod tests {
             };
             assert_eq!(validate(f, &DEFAULTS).is_ok(), ok, "session_id {length}");
         }
+    }
+
+    #[test]
+    fn amount_and_payee_bind_a_transaction_within_their_limits() {
+        let request = validate(fields(), &DEFAULTS).unwrap();
+        assert_eq!(request.transaction, None);
+        let f = CreateFields {
+            amount: Some("19.99 EUR".into()),
+            payee: Some("Acme GmbH".into()),
+            ..fields()
+        };
+        let bound = validate(f, &DEFAULTS).unwrap().transaction.unwrap();
+        assert_eq!(bound.amount.as_deref(), Some("19.99 EUR"));
+        assert_eq!(bound.payee.as_deref(), Some("Acme GmbH"));
+        for (amount, ok) in [
+            (String::new(), false),
+            ("€".repeat(64), true),
+            ("€".repeat(65), false),
+            ("1\n2".into(), false),
+        ] {
+            let f = CreateFields {
+                amount: Some(amount.clone()),
+                ..fields()
+            };
+            assert_eq!(validate(f, &DEFAULTS).is_ok(), ok, "amount {amount:?}");
+        }
+        let f = CreateFields {
+            payee: Some("p".repeat(257)),
+            ..fields()
+        };
+        assert!(validate(f, &DEFAULTS).is_err());
     }
 
     #[test]

@@ -240,6 +240,7 @@ fn issue(n: u8) -> IssueWrite {
         provider: None,
         sent_at: None,
         delivered_at: None,
+        transaction: None,
     };
     let job = DeliveryJob {
         job_id: JobId::new(&id, 1),

@@ -17,7 +17,12 @@ use crate::domain::{
 };
 
 /// First byte of every stored record, so a future format can be told apart.
-const FORMAT_VERSION: u8 = 1;
+///
+/// Format 2 added a verification's `transaction`, its last field, optional. A record of
+/// format 1 reads as format 2 with one zero byte after it: postcard writes an absent
+/// optional as that byte, and every other kind of record ignores it, unread.
+const FORMAT_VERSION: u8 = 2;
+const FORMAT_BEFORE_TRANSACTION: u8 = 1;
 
 /// The records otpd keeps, on the engine `E`. Generic rather than over a `dyn` engine, so
 /// the hot path (reads, compare-and-swap updates) calls the engine directly.
@@ -326,13 +331,18 @@ fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     match bytes.split_first() {
-        Some((&FORMAT_VERSION, body)) => postcard::from_bytes(body)
-            .map_err(|error| StoreError::Corrupt(format!("undecodable record: {error}"))),
+        Some((&FORMAT_VERSION, body)) => decode_body(body),
+        Some((&FORMAT_BEFORE_TRANSACTION, body)) => decode_body(&[body, &[0]].concat()),
         Some((version, _)) => Err(StoreError::Corrupt(format!(
             "record format {version} is not known to this otpd"
         ))),
         None => Err(StoreError::Corrupt("empty record".into())),
     }
+}
+
+fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(body)
+        .map_err(|error| StoreError::Corrupt(format!("undecodable record: {error}")))
 }
 
 #[cfg(test)]
@@ -431,5 +441,32 @@ mod tests {
         assert_eq!(read.day.counts, QuotaCount { used: 42, fired: 1 });
         assert_eq!(read.month.start, Timestamp(2027 * 12));
         assert_eq!(read.month.counts.used, 420);
+    }
+
+    #[test]
+    fn verifications_saved_before_transactions_read_back_unbound() {
+        let store = MemoryStore::in_memory(Duration::from_secs(3600));
+        let verification = crate::verify::rules::tests::pending(Some("s-1"));
+        // Format 1 held the same fields up to the transaction, which it did not have.
+        let current = encode(&verification).unwrap();
+        assert_eq!(
+            current.last(),
+            Some(&0),
+            "an absent transaction is one zero byte"
+        );
+        let mut format_1 = current[..current.len() - 1].to_vec();
+        format_1[0] = FORMAT_BEFORE_TRANSACTION;
+        store
+            .engine()
+            .insert(&keys::verification(&verification.id), &format_1)
+            .unwrap();
+        let read = store.verification(&verification.id).unwrap().unwrap();
+        assert_eq!(read.transaction, None);
+        assert_eq!(read.session_id.as_deref(), Some("s-1"));
+        assert_eq!(read.expires_at, verification.expires_at);
+        assert!(matches!(
+            decode::<Verification>(&[9, 0]),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }

@@ -3,5 +3,5 @@
 pub mod rules;
 pub mod service;
 
-pub use rules::{CheckOutcome, CheckRefusal};
+pub use rules::{CheckOutcome, CheckRefusal, Closing};
 pub use service::{CheckError, Checker};

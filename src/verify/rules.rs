@@ -2,7 +2,7 @@
 
 use subtle::ConstantTimeEq;
 
-use crate::domain::{CodeHash, Status, Timestamp, Verification};
+use crate::domain::{CodeHash, Presented, Status, Timestamp, Verification};
 
 /// The answer to an evaluated check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -32,27 +32,31 @@ fn ensure_pending(record: &Verification, now: Timestamp) -> Result<(), CheckRefu
     }
 }
 
-/// Evaluates one check: uses one attempt, approves on the right code (and session, when the
-/// verification is bound to one), and turns the status to `MaxAttemptsReached` on the last
-/// failed attempt. A refusal leaves the record untouched.
+/// Evaluates one check: uses one attempt, approves on the right code (and the same session
+/// and transaction, when the verification is bound to them), and turns the status to
+/// `MaxAttemptsReached` on the last failed attempt. A refusal leaves the record untouched.
 pub fn apply_check(
     record: &mut Verification,
     candidate: &CodeHash,
-    session_id: Option<&str>,
+    presented: &Presented,
     now: Timestamp,
 ) -> Result<CheckOutcome, CheckRefusal> {
     ensure_pending(record, now)?;
     let code_matches = record.code_hash.matches(candidate);
     let session_matches = match &record.session_id {
         Some(bound) => {
-            let given = session_id.unwrap_or_default();
+            let given = presented.session_id.as_deref().unwrap_or_default();
             bool::from(bound.as_bytes().ct_eq(given.as_bytes()))
         }
         None => true,
     };
+    let transaction_matches = record
+        .transaction
+        .as_ref()
+        .is_none_or(|bound| bound.admits(presented.transaction.as_ref()));
     record.attempts_used += 1;
     record.updated_at = now;
-    let valid = code_matches & session_matches;
+    let valid = code_matches & session_matches & transaction_matches;
     if valid {
         record.status = Status::Approved;
     } else if record.attempts_remaining() == 0 {
@@ -65,10 +69,26 @@ pub fn apply_check(
     })
 }
 
-/// Cancels a pending verification.
-pub fn apply_cancel(record: &mut Verification, now: Timestamp) -> Result<(), CheckRefusal> {
+/// How a pending verification is closed without a code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Closing {
+    /// Its code no longer verifies.
+    Cancel,
+    /// The person was verified some other way (an operator's or the platform's decision).
+    Approve,
+}
+
+/// Closes a pending verification: cancels or approves it.
+pub fn apply_close(
+    record: &mut Verification,
+    closing: Closing,
+    now: Timestamp,
+) -> Result<(), CheckRefusal> {
     ensure_pending(record, now)?;
-    record.status = Status::Canceled;
+    record.status = match closing {
+        Closing::Cancel => Status::Canceled,
+        Closing::Approve => Status::Approved,
+    };
     record.updated_at = now;
     Ok(())
 }
@@ -76,7 +96,7 @@ pub fn apply_cancel(record: &mut Verification, now: Timestamp) -> Result<(), Che
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::domain::{Channel, DeliveryState, VerificationId};
+    use crate::domain::{Channel, DeliveryState, Transaction, VerificationId};
 
     pub const START: Timestamp = Timestamp(1_800_000_000_000);
     const RIGHT: CodeHash = CodeHash([7; 32]);
@@ -106,13 +126,26 @@ pub(crate) mod tests {
             provider: None,
             sent_at: None,
             delivered_at: None,
+            transaction: None,
         }
     }
+
+    fn with_session(session_id: Option<&str>) -> Presented {
+        Presented {
+            session_id: session_id.map(str::to_owned),
+            transaction: None,
+        }
+    }
+
+    const NOTHING: Presented = Presented {
+        session_id: None,
+        transaction: None,
+    };
 
     #[test]
     fn right_code_approves_once() {
         let mut record = pending(None);
-        let outcome = apply_check(&mut record, &RIGHT, None, START).unwrap();
+        let outcome = apply_check(&mut record, &RIGHT, &NOTHING, START).unwrap();
         assert_eq!(
             outcome,
             CheckOutcome {
@@ -122,7 +155,7 @@ pub(crate) mod tests {
             }
         );
         assert_eq!(
-            apply_check(&mut record, &RIGHT, None, START),
+            apply_check(&mut record, &RIGHT, &NOTHING, START),
             Err(CheckRefusal::AlreadyApproved)
         );
     }
@@ -131,15 +164,15 @@ pub(crate) mod tests {
     fn last_failed_attempt_locks_the_verification() {
         let mut record = pending(None);
         for remaining in (1..5).rev() {
-            let outcome = apply_check(&mut record, &WRONG, None, START).unwrap();
+            let outcome = apply_check(&mut record, &WRONG, &NOTHING, START).unwrap();
             assert_eq!((outcome.valid, outcome.status), (false, Status::Pending));
             assert_eq!(outcome.attempts_remaining, remaining);
         }
-        let last = apply_check(&mut record, &WRONG, None, START).unwrap();
+        let last = apply_check(&mut record, &WRONG, &NOTHING, START).unwrap();
         assert_eq!(last.status, Status::MaxAttemptsReached);
         assert_eq!(last.attempts_remaining, 0);
         assert_eq!(
-            apply_check(&mut record, &RIGHT, None, START),
+            apply_check(&mut record, &RIGHT, &NOTHING, START),
             Err(CheckRefusal::MaxAttemptsReached)
         );
         assert_eq!(record.attempts_used, 5);
@@ -151,9 +184,13 @@ pub(crate) mod tests {
         let last_moment = record.expires_at.plus(std::time::Duration::ZERO);
         let before = Timestamp(last_moment.0 - 1);
         let mut early = record.clone();
-        assert!(apply_check(&mut early, &RIGHT, None, before).unwrap().valid);
+        assert!(
+            apply_check(&mut early, &RIGHT, &NOTHING, before)
+                .unwrap()
+                .valid
+        );
         assert_eq!(
-            apply_check(&mut record, &RIGHT, None, last_moment),
+            apply_check(&mut record, &RIGHT, &NOTHING, last_moment),
             Err(CheckRefusal::Expired)
         );
         assert_eq!(record.attempts_used, 0);
@@ -162,31 +199,60 @@ pub(crate) mod tests {
     #[test]
     fn session_binding_is_enforced() {
         let mut record = pending(Some("s-123"));
-        let missing = apply_check(&mut record, &RIGHT, None, START).unwrap();
+        let missing = apply_check(&mut record, &RIGHT, &NOTHING, START).unwrap();
         assert!(!missing.valid);
-        let other = apply_check(&mut record, &RIGHT, Some("s-999"), START).unwrap();
+        let other = apply_check(&mut record, &RIGHT, &with_session(Some("s-999")), START).unwrap();
         assert!(!other.valid);
-        let bound = apply_check(&mut record, &RIGHT, Some("s-123"), START).unwrap();
+        let bound = apply_check(&mut record, &RIGHT, &with_session(Some("s-123")), START).unwrap();
         assert!(bound.valid);
         assert_eq!(bound.attempts_remaining, 2);
     }
 
     #[test]
+    fn transaction_binding_is_enforced() {
+        let mut record = pending(None);
+        record.transaction = Transaction::of(Some("42.00 EUR".into()), Some("Acme".into()));
+        let presenting = |amount: &str| Presented {
+            session_id: None,
+            transaction: Transaction::of(Some(amount.into()), Some("Acme".into())),
+        };
+        let missing = apply_check(&mut record, &RIGHT, &NOTHING, START).unwrap();
+        assert!(!missing.valid);
+        let other = apply_check(&mut record, &RIGHT, &presenting("4200 EUR"), START).unwrap();
+        assert!(!other.valid);
+        let same = apply_check(&mut record, &RIGHT, &presenting("42.00 EUR"), START).unwrap();
+        assert!(same.valid);
+        assert_eq!(same.attempts_remaining, 2);
+    }
+
+    #[test]
+    fn approve_closes_like_a_right_code() {
+        let mut record = pending(None);
+        apply_close(&mut record, Closing::Approve, START).unwrap();
+        assert_eq!(record.status, Status::Approved);
+        assert_eq!(record.attempts_used, 0);
+        assert_eq!(
+            apply_close(&mut record, Closing::Cancel, START),
+            Err(CheckRefusal::AlreadyApproved)
+        );
+    }
+
+    #[test]
     fn cancel_only_pending() {
         let mut record = pending(None);
-        apply_cancel(&mut record, START).unwrap();
+        apply_close(&mut record, Closing::Cancel, START).unwrap();
         assert_eq!(record.status, Status::Canceled);
         assert_eq!(
-            apply_cancel(&mut record, START),
+            apply_close(&mut record, Closing::Cancel, START),
             Err(CheckRefusal::Canceled)
         );
         assert_eq!(
-            apply_check(&mut record, &RIGHT, None, START),
+            apply_check(&mut record, &RIGHT, &NOTHING, START),
             Err(CheckRefusal::Canceled)
         );
         let mut expired = pending(None);
         assert_eq!(
-            apply_cancel(&mut expired, START.plus_secs(300)),
+            apply_close(&mut expired, Closing::Cancel, START.plus_secs(300)),
             Err(CheckRefusal::Expired)
         );
     }

@@ -1,10 +1,12 @@
-//! Checks and cancels against the store: finds the verification, applies the rules
+//! Checks, cancels and approvals against the store: finds the verification, applies the rules
 //! atomically, and waits until the outcome is durable before answering.
 
 use std::sync::Arc;
 
-use super::rules::{apply_cancel, apply_check, CheckOutcome, CheckRefusal};
-use crate::domain::{CodeHasher, DestinationKey, OtpCode, Timestamp, Verification, VerificationId};
+use super::rules::{apply_check, apply_close, CheckOutcome, CheckRefusal, Closing};
+use crate::domain::{
+    CodeHasher, DestinationKey, OtpCode, Presented, Timestamp, Verification, VerificationId,
+};
 use crate::fraud::FraudGate;
 use crate::store::{Store, StoreError};
 
@@ -47,7 +49,7 @@ impl Checker {
         tenant: &str,
         id: &VerificationId,
         code: &OtpCode,
-        session_id: Option<&str>,
+        presented: &Presented,
         now: Timestamp,
     ) -> Result<(Verification, CheckOutcome), CheckError> {
         let candidate = self.hasher.hash(id.as_str(), code);
@@ -57,7 +59,7 @@ impl Checker {
                 result = Err(CheckError::NotFound);
                 return false;
             }
-            result = apply_check(record, &candidate, session_id, now).map_err(CheckError::Refused);
+            result = apply_check(record, &candidate, presented, now).map_err(CheckError::Refused);
             result.is_ok()
         })?;
         let outcome = result?;
@@ -85,11 +87,12 @@ impl Checker {
             .ok_or(CheckError::NotFound)
     }
 
-    /// Cancels a pending verification of `tenant`.
-    pub async fn cancel(
+    /// Cancels or approves a pending verification of `tenant`.
+    pub async fn close(
         &self,
         tenant: &str,
         id: &VerificationId,
+        closing: Closing,
         now: Timestamp,
     ) -> Result<Verification, CheckError> {
         let mut result = Err(CheckError::NotFound);
@@ -98,11 +101,13 @@ impl Checker {
                 result = Err(CheckError::NotFound);
                 return false;
             }
-            result = apply_cancel(record, now).map_err(CheckError::Refused);
+            result = apply_close(record, closing, now).map_err(CheckError::Refused);
             result.is_ok()
         })?;
         result?;
         self.store.flush().await?;
+        // An approval without a code says nothing of whether the code arrived: it is no
+        // conversion for the SMS-pumping guard.
         record.ok_or(CheckError::NotFound)
     }
 }

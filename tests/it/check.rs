@@ -174,6 +174,40 @@ async fn the_session_id_must_match() {
 }
 
 #[tokio::test]
+async fn amount_and_payee_must_match_when_the_create_gave_them() {
+    let app = spawn_app().await;
+    let created = app
+        .create(&json!({"to": DE_MOBILE, "channel": "sms", "amount": "10.00 EUR", "payee": "Acme"}))
+        .await;
+    created.expect_status(201);
+    let id = created.str("id");
+    let code = app.code_for(id).await;
+
+    for (what, body) in [
+        ("no transaction", json!({"code": code})),
+        (
+            "other amount",
+            json!({"code": code, "amount": "1000 EUR", "payee": "Acme"}),
+        ),
+        ("no payee", json!({"code": code, "amount": "10.00 EUR"})),
+    ] {
+        let reply = app.check(id, &body).await;
+        reply.expect_status(200);
+        assert_eq!(reply.body["valid"], false, "{what}: {}", reply.text);
+    }
+    let bad = app.check(id, &json!({"code": code, "amount": ""})).await;
+    bad.expect_error(400, "invalid_request");
+    let right = app
+        .check(
+            id,
+            &json!({"code": code, "amount": "10.00 EUR", "payee": "Acme"}),
+        )
+        .await;
+    assert_eq!(right.body["valid"], true, "{}", right.text);
+    assert_eq!(right.u64("attempts_remaining"), 1);
+}
+
+#[tokio::test]
 async fn check_by_destination_approves_the_pending_verification() {
     let app = spawn_app().await;
     let (id, code) = issued(&app, DE_MOBILE).await;
