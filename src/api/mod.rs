@@ -8,6 +8,7 @@ pub mod openapi;
 pub mod ops;
 pub mod receipts;
 pub mod settings;
+pub mod twilio;
 pub mod verifications;
 
 use actix_web::body::MessageBody;
@@ -78,7 +79,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
         )
         .service(resource("/v1/admin/blocklist/{entry}").route(web::delete().to(admin::remove)))
         .service(resource("/v1/fraud/blocks").route(web::get().to(fraud::blocks)))
-        .service(resource("/v1/admin/fraud/blocks/{prefix}").route(web::delete().to(fraud::lift)));
+        .service(resource("/v1/admin/fraud/blocks/{prefix}").route(web::delete().to(fraud::lift)))
+        .configure(twilio::configure);
 }
 
 /// A resource whose wrong methods get the JSON 405.
@@ -93,7 +95,14 @@ async fn method_not_allowed(request: actix_web::HttpRequest) -> HttpResponse {
         "method_not_allowed",
         "This route does not take that HTTP method; the Allow header lists the ones it takes.",
     );
-    let mut response = actix_web::ResponseError::error_response(&refusal);
+    with_allow_header(&request, actix_web::ResponseError::error_response(&refusal))
+}
+
+/// `response` with the `Allow` header the description gives for the request's route.
+pub(crate) fn with_allow_header(
+    request: &actix_web::HttpRequest,
+    mut response: HttpResponse,
+) -> HttpResponse {
     let allowed = request
         .match_pattern()
         .and_then(|route| openapi::allowed_methods(&route));

@@ -11,7 +11,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, fraud, ops, receipts, verifications};
+use super::twilio::error::TWILIO_CODES;
+use super::{admin, fraud, ops, receipts, twilio, verifications};
 
 /// Every error code the API answers with: its HTTP status and what a caller should do.
 pub const ERROR_CODES: &[(&str, u16, &str)] = &[
@@ -65,24 +66,34 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         ops::providers,
         ops::cluster,
         openapi_json,
+        twilio::services::list,
+        twilio::services::create,
+        twilio::services::fetch,
+        twilio::verifications::create,
+        twilio::verifications::check,
+        twilio::verifications::fetch,
+        twilio::verifications::update,
     ),
     modifiers(&Conventions),
 )]
 struct ApiDescription;
 
-/// What holds for every route: the bearer API key and its refusals, the error codes in the
-/// description, the refusals of any JSON body.
+/// What holds for every route: the bearer API key (HTTP Basic on the Twilio-compatible
+/// routes) and its refusals, the error codes in the description, the refusals of any body.
 struct Conventions;
 
-/// What any route that reads a JSON body may answer before it looks at the fields.
+/// What any route that reads a body may answer before it looks at the fields.
 const BODY_REFUSALS: &[(&str, &str)] = &[
     (
         "408",
         "The body did not arrive within `http.body_timeout_seconds`",
     ),
     ("413", "The body is larger than the route takes"),
-    ("415", "The body is not sent as `application/json`"),
+    ("415", "The body is not sent in the route's media type"),
 ];
+
+/// Where the Twilio-compatible routes live: their errors have Twilio's shape.
+const TWILIO_ROUTES: &str = "/v2/";
 
 impl Modify for Conventions {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -91,10 +102,20 @@ impl Modify for Conventions {
             "api_key",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+        components.add_security_scheme(
+            "twilio_basic",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        );
         let description = openapi.info.description.get_or_insert_with(String::new);
         description.push_str(&error_table());
+        description.push_str(&twilio_error_table());
         for (route, item) in openapi.paths.paths.iter_mut() {
             let admin_only = route.starts_with("/v1/admin/");
+            let error_schema = if route.starts_with(TWILIO_ROUTES) {
+                "TwilioErrorBody"
+            } else {
+                "ErrorEnvelope"
+            };
             for operation in operations_mut(item) {
                 let mut refusals: Vec<(&str, &str)> = Vec::new();
                 if operation.security.is_some() {
@@ -103,7 +124,7 @@ impl Modify for Conventions {
                 if admin_only {
                     refusals.push(("403", "The key's tenant is not an admin"));
                 }
-                if reads_json(operation) {
+                if operation.request_body.is_some() {
                     refusals.extend_from_slice(BODY_REFUSALS);
                 }
                 for (status, meaning) in refusals {
@@ -111,7 +132,7 @@ impl Modify for Conventions {
                         .responses
                         .responses
                         .entry(status.to_owned())
-                        .or_insert_with(|| error_response(meaning).into());
+                        .or_insert_with(|| error_response(meaning, error_schema).into());
                 }
             }
         }
@@ -130,15 +151,8 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     .filter_map(Option::as_mut)
 }
 
-fn reads_json(operation: &Operation) -> bool {
-    operation
-        .request_body
-        .as_ref()
-        .is_some_and(|body| body.content.contains_key("application/json"))
-}
-
-fn error_response(meaning: &str) -> Response {
-    let schema = RefOr::Ref(Ref::from_schema_name("ErrorEnvelope"));
+fn error_response(meaning: &str, schema: &str) -> Response {
+    let schema = RefOr::Ref(Ref::from_schema_name(schema));
     Response::builder()
         .description(meaning)
         .content("application/json", Content::new(Some(schema)))
@@ -147,7 +161,7 @@ fn error_response(meaning: &str) -> Response {
 
 /// A created verification's id is the one its check, read and cancel take: the links of a
 /// 201 to create, written into the JSON (utoipa 5 writes a link's `operationId` in snake
-/// case, which no client reads).
+/// case, which no client reads). The same for the Twilio-compatible create's SID.
 fn link_to_the_created(description: &mut serde_json::Value) {
     let created = &mut description["paths"]["/v1/verifications"]["post"]["responses"]["201"];
     for (name, operation) in [
@@ -158,6 +172,20 @@ fn link_to_the_created(description: &mut serde_json::Value) {
         created["links"][name] = serde_json::json!({
             "operationId": operation,
             "parameters": {"id": "$response.body#/id"},
+        });
+    }
+    let created = &mut description["paths"]["/v2/Services/{ServiceSid}/Verifications"]["post"]
+        ["responses"]["201"];
+    for (name, operation) in [
+        ("fetch", "twilio_fetch_verification"),
+        ("update", "twilio_update_verification"),
+    ] {
+        created["links"][name] = serde_json::json!({
+            "operationId": operation,
+            "parameters": {
+                "ServiceSid": "$request.path.ServiceSid",
+                "Sid": "$response.body#/sid",
+            },
         });
     }
 }
@@ -171,6 +199,19 @@ fn error_table() -> String {
     );
     for (code, status, advice) in ERROR_CODES {
         table.push_str(&format!("| `{code}` | {status} | {advice} |\n"));
+    }
+    table
+}
+
+/// Twilio's error codes the `/v2/` routes answer with, as a Markdown table.
+fn twilio_error_table() -> String {
+    let mut table = String::from(
+        "\n\nThe Twilio-compatible routes (`/v2/…`, HTTP Basic auth: the account SID and an API key) \
+         answer errors as `{\"code\", \"message\", \"more_info\", \"status\"}` with Twilio's codes:\n\n\
+         | code | status | when |\n|---|---|---|\n",
+    );
+    for (code, status, when) in TWILIO_CODES {
+        table.push_str(&format!("| {code} | {status} | {when} |\n"));
     }
     table
 }

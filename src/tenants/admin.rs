@@ -275,6 +275,11 @@ pub fn render_listing(tenants: &[TenantListing]) -> String {
     }
     for tenant in tenants {
         let _ = writeln!(text, "tenant {}", tenant.name);
+        let _ = writeln!(
+            text,
+            "  account SID: {} (the user name of the Twilio-compatible API)",
+            super::account_sid(&tenant.name)
+        );
         let _ = writeln!(text, "  settings: {}", settings_summary(&tenant.settings));
         if tenant.keys.is_empty() {
             let _ = writeln!(

@@ -3,12 +3,14 @@
 //! line per key, written atomically by `otpd tenant add|rotate|revoke`). The running server
 //! checks that file on every lookup, so a revoked key is refused from the next request on.
 //! By job: `keys_file` (the file's format and locked edits), `lookup` (`ApiKeys`, on every
-//! request), `admin` (what `otpd tenant` does) and `bootstrap` (tenant `dev` on a first start).
+//! request), `admin` (what `otpd tenant` does), `bootstrap` (tenant `dev` on a first start)
+//! and `sids` (a tenant's names in the Twilio-compatible API).
 
 mod admin;
 mod bootstrap;
 mod keys_file;
 mod lookup;
+mod sids;
 
 pub use admin::{
     add_key, generate_key, list_tenants, render_listing, revoke_keys, rotate_key, IssuedKey,
@@ -17,6 +19,7 @@ pub use admin::{
 pub use bootstrap::{bootstrap_dev_tenant, DEV_TENANT};
 pub use keys_file::{hash_key, id_from_hash, keys_file, parse_keys_file, read_keys, KeyRecord};
 pub use lookup::ApiKeys;
+pub use sids::{account_sid, service_sid};
 
 use std::path::PathBuf;
 

@@ -27,3 +27,4 @@ mod providers;
 mod receipts;
 mod tenants;
 mod tls;
+mod twilio;

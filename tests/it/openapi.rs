@@ -27,13 +27,20 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/readyz"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
+    ("get", "/v2/Services"),
+    ("post", "/v2/Services"),
+    ("get", "/v2/Services/{Sid}"),
+    ("post", "/v2/Services/{ServiceSid}/Verifications"),
+    ("post", "/v2/Services/{ServiceSid}/VerificationCheck"),
+    ("get", "/v2/Services/{ServiceSid}/Verifications/{Sid}"),
+    ("post", "/v2/Services/{ServiceSid}/Verifications/{Sid}"),
 ];
 
 /// The description, and a way to hold an answer against it.
-struct Description(Value);
+pub struct Description(Value);
 
 impl Description {
-    async fn of(app: &TestApp) -> Self {
+    pub async fn of(app: &TestApp) -> Self {
         let reply = send(app.anonymous(Method::GET, "/openapi.json")).await;
         reply.expect_status(200);
         Description(reply.body)
@@ -42,7 +49,7 @@ impl Description {
     /// Fails unless `reply`, answered to `method` on `route`, has a status the description
     /// lists for it and a body its schema for that status accepts.
     #[track_caller]
-    fn expect_described(&self, method: &str, route: &str, reply: &Reply) {
+    pub fn expect_described(&self, method: &str, route: &str, reply: &Reply) {
         let status = reply.status.as_str().to_owned();
         let answer = &self.0["paths"][route][method]["responses"][&status];
         assert!(
@@ -100,10 +107,17 @@ async fn the_description_lists_every_route_and_only_routes_that_exist() {
             .replace("{id}", "ver_00000000000000000000000000000000")
             .replace("{entry}", "%2B4915112")
             .replace("{prefix}", "%2B4915112")
-            .replace("{provider}", "nobody");
+            .replace("{provider}", "nobody")
+            .replace("{ServiceSid}", "VA00000000000000000000000000000000")
+            .replace("{Sid}", "VE00000000000000000000000000000000");
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let reply = send(app.request(method.clone(), &concrete)).await;
         assert_ne!(reply.status, 405, "{method} {concrete}: {}", reply.body);
+        assert_ne!(
+            reply.body["code"], 20004,
+            "{method} {concrete}: {}",
+            reply.body
+        );
         let message = reply.body["error"]["message"].as_str().unwrap_or_default();
         assert!(
             !message.contains("no such route"),
@@ -258,14 +272,40 @@ fn app_with_an_admin() -> (TestApp, String) {
     (app, admin)
 }
 
-/// Runs schemathesis against `app` with `key`; fails the test with its report on any
+/// How a schemathesis run authenticates, and which routes it tries.
+enum Caller<'a> {
+    /// A bearer API key, on the native routes.
+    Native(&'a str),
+    /// HTTP Basic with a tenant's account SID and key, on the Twilio-compatible routes.
+    Twilio { tenant: &'a str, key: &'a str },
+}
+
+/// Runs schemathesis against `app` as `caller`; fails the test with its report on any
 /// failure. Every check runs but `positive_data_acceptance`: a destination's validity (a
 /// number's numbering plan) and a provider's receipt format are not expressible in a schema,
 /// so data the schema allows may rightly be refused.
-fn run_schemathesis(st: &std::path::Path, app: &TestApp, key: &str) {
-    let output = std::process::Command::new(st)
-        .args(["run", &app.url("/openapi.json")])
-        .args(["--header", &format!("Authorization: Bearer {key}")])
+fn run_schemathesis(st: &std::path::Path, app: &TestApp, caller: &Caller) {
+    let mut command = std::process::Command::new(st);
+    match caller {
+        Caller::Native(key) => {
+            command.args(["run", &app.url("/openapi.json")]);
+            command.args(["--header", &format!("Authorization: Bearer {key}")]);
+            command.args(["--exclude-path-regex", "^/v2/"]);
+        }
+        Caller::Twilio { tenant, key } => {
+            // The account's service SID, which no generator would guess, in every path.
+            let config = app.store_dir().join("schemathesis-twilio.toml");
+            let service = otpd::tenants::service_sid(tenant);
+            let settings = format!("[parameters]\n\"path.ServiceSid\" = \"{service}\"\n");
+            std::fs::write(&config, settings).expect("write the schemathesis settings");
+            command.arg("--config-file").arg(&config);
+            command.args(["run", &app.url("/openapi.json")]);
+            let account = otpd::tenants::account_sid(tenant);
+            command.args(["--auth", &format!("{account}:{key}")]);
+            command.args(["--include-path-regex", "^/v2/"]);
+        }
+    }
+    let output = command
         .args([
             "--checks",
             "all",
@@ -300,8 +340,13 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_descriptio
     let tenant = app.api_key.clone();
     tokio::task::spawn_blocking(move || {
         let st = python_tools().join("st");
-        run_schemathesis(&st, &app, &tenant);
-        run_schemathesis(&st, &app, &admin);
+        run_schemathesis(&st, &app, &Caller::Native(&tenant));
+        run_schemathesis(&st, &app, &Caller::Native(&admin));
+        let twilio = Caller::Twilio {
+            tenant: "acme",
+            key: &tenant,
+        };
+        run_schemathesis(&st, &app, &twilio);
     })
     .await
     .expect("the schemathesis runs");

@@ -195,6 +195,11 @@ fn the_cli_adds_lists_rotates_and_revokes_keys_without_showing_them() {
         listing.contains("settings: channels=sms,email countries=all"),
         "{listing}"
     );
+    let account = otpd::tenants::account_sid("acme");
+    assert!(
+        listing.contains(&format!("account SID: {account}")),
+        "{listing}"
+    );
     let first_id = keys[0].0.clone();
 
     let (ok, rotated, hints) = tenant_cli(store.path(), &["rotate", "acme"]);

@@ -1,0 +1,522 @@
+//! The Twilio Verify v2 compatible routes: HTTP Basic auth with the account SID, form
+//! bodies, Twilio's resources, SIDs, statuses and error body, PSD2 binding; and Twilio's
+//! official Python library driving them (examples/twilio_verify.py).
+
+use reqwest::{Method, RequestBuilder};
+use serde_json::Value;
+
+use crate::helpers::*;
+use crate::openapi::Description;
+use otpd::tenants::{account_sid, service_sid};
+
+/// A Twilio-style caller of `app`: the dev tenant's account SID and key.
+struct Twilio<'a> {
+    app: &'a TestApp,
+    account: String,
+    service: String,
+}
+
+impl<'a> Twilio<'a> {
+    fn of(app: &'a TestApp) -> Self {
+        Twilio {
+            app,
+            account: account_sid("dev"),
+            service: service_sid("dev"),
+        }
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.app
+            .anonymous(method, path)
+            .basic_auth(&self.account, Some(&self.app.api_key))
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Reply {
+        send(self.request(Method::POST, path).form(form)).await
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        send(self.request(Method::GET, path)).await
+    }
+
+    fn verifications(&self) -> String {
+        format!("/v2/Services/{}/Verifications", self.service)
+    }
+
+    fn verification(&self, sid: &str) -> String {
+        format!("{}/{sid}", self.verifications())
+    }
+
+    fn check_route(&self) -> String {
+        format!("/v2/Services/{}/VerificationCheck", self.service)
+    }
+
+    async fn start(&self, to: &str, extra: &[(&str, &str)]) -> Reply {
+        let mut form = vec![("To", to), ("Channel", "sms")];
+        form.extend_from_slice(extra);
+        self.post(&self.verifications(), &form).await
+    }
+
+    /// The code sent for the verification `sid`.
+    async fn code_for(&self, sid: &str) -> String {
+        self.app.code_for(&format!("ver_{}", &sid[2..])).await
+    }
+}
+
+/// Asserts Twilio's error body with `code` and `status`.
+#[track_caller]
+fn expect_twilio_error(reply: &Reply, status: u16, code: u64) {
+    assert_eq!(reply.status.as_u16(), status, "{}", reply.text);
+    assert_eq!(reply.body["code"].as_u64(), Some(code), "{}", reply.text);
+    assert_eq!(reply.body["status"].as_u64(), Some(u64::from(status)));
+    assert_eq!(
+        reply.body["more_info"],
+        format!("https://www.twilio.com/docs/errors/{code}")
+    );
+    assert!(reply.body["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+}
+
+fn wrong_code(code: &str) -> &'static str {
+    if code == "000000" {
+        "111111"
+    } else {
+        "000000"
+    }
+}
+
+const VERIFICATIONS: &str = "/v2/Services/{ServiceSid}/Verifications";
+const VERIFICATION: &str = "/v2/Services/{ServiceSid}/Verifications/{Sid}";
+const CHECK: &str = "/v2/Services/{ServiceSid}/VerificationCheck";
+
+#[tokio::test]
+async fn a_verification_is_created_checked_and_read_in_twilio_s_shapes() {
+    let app = spawn_app().await;
+    let described = Description::of(&app).await;
+    let twilio = Twilio::of(&app);
+
+    let created = twilio.start(DE_MOBILE, &[("Locale", "de")]).await;
+    described.expect_described("post", VERIFICATIONS, created.expect_status(201));
+    let sid = created.str("sid").to_owned();
+    assert!(sid.starts_with("VE") && sid.len() == 34, "{sid}");
+    assert_eq!(created.str("service_sid"), twilio.service);
+    assert_eq!(created.str("account_sid"), twilio.account);
+    assert_eq!(created.str("status"), "pending");
+    assert_eq!(created.str("channel"), "sms");
+    assert_eq!(created.str("to"), DE_MOBILE_MASKED);
+    assert_eq!(created.body["valid"], false);
+    assert_eq!(
+        created.body["send_code_attempts"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(created.str("url"), app.url(&twilio.verification(&sid)));
+
+    let code = twilio.code_for(&sid).await;
+    let wrong = twilio
+        .post(
+            &twilio.check_route(),
+            &[("VerificationSid", &sid), ("Code", wrong_code(&code))],
+        )
+        .await;
+    described.expect_described("post", CHECK, wrong.expect_status(200));
+    assert_eq!(
+        (wrong.str("status"), &wrong.body["valid"]),
+        ("pending", &Value::Bool(false))
+    );
+    assert_eq!(wrong.str("sid"), sid);
+
+    // By destination, as `To` and `Code`.
+    let right = twilio
+        .post(&twilio.check_route(), &[("To", DE_MOBILE), ("Code", &code)])
+        .await;
+    described.expect_described("post", CHECK, right.expect_status(200));
+    assert_eq!(
+        (right.str("status"), &right.body["valid"]),
+        ("approved", &Value::Bool(true))
+    );
+
+    let fetched = twilio.get(&twilio.verification(&sid)).await;
+    described.expect_described("get", VERIFICATION, fetched.expect_status(200));
+    assert_eq!(fetched.str("status"), "approved");
+    assert_eq!(fetched.body["valid"], true);
+
+    // A code is accepted once: the verification is no longer there to check.
+    let again = twilio
+        .post(
+            &twilio.check_route(),
+            &[("VerificationSid", &sid), ("Code", &code)],
+        )
+        .await;
+    described.expect_described("post", CHECK, &again);
+    expect_twilio_error(&again, 404, 20404);
+    for reply in [&created, &wrong, &right, &fetched, &again] {
+        assert!(!contains_code(&reply.text, &code), "{}", reply.text);
+    }
+}
+
+#[tokio::test]
+async fn amount_and_payee_bind_the_code_to_the_transaction() {
+    let app = spawn_app().await;
+    let twilio = Twilio::of(&app);
+    let payment = [("Amount", "€49.90"), ("Payee", "Acme Shop GmbH")];
+    let created = twilio.start(DE_MOBILE, &payment).await;
+    created.expect_status(201);
+    assert_eq!(created.str("amount"), "€49.90");
+    assert_eq!(created.str("payee"), "Acme Shop GmbH");
+    let sid = created.str("sid").to_owned();
+    let code = twilio.code_for(&sid).await;
+
+    let check = |amount: &'static str, payee: Option<&'static str>| {
+        let mut form = vec![
+            ("VerificationSid", sid.clone()),
+            ("Code", code.clone()),
+            ("Amount", amount.to_owned()),
+        ];
+        if let Some(payee) = payee {
+            form.push(("Payee", payee.to_owned()));
+        }
+        let request = twilio
+            .request(Method::POST, &twilio.check_route())
+            .form(&form);
+        send(request)
+    };
+    for (amount, payee) in [
+        ("€4990", Some("Acme Shop GmbH")),
+        ("€49.90", Some("Mallory Ltd")),
+        ("€49.90", None),
+    ] {
+        let refused = check(amount, payee).await;
+        refused.expect_status(200);
+        assert_eq!(refused.body["valid"], false, "{amount} {payee:?}");
+        assert_eq!(refused.str("status"), "pending");
+    }
+    let approved = check("€49.90", Some("Acme Shop GmbH")).await;
+    approved.expect_status(200);
+    assert_eq!(approved.body["valid"], true, "{}", approved.text);
+    assert_eq!(approved.str("amount"), "€49.90");
+}
+
+#[tokio::test]
+async fn a_verification_is_canceled_or_approved_by_its_status() {
+    let app = spawn_app().await;
+    let described = Description::of(&app).await;
+    let twilio = Twilio::of(&app);
+
+    let first = twilio.start(&de_mobile(1), &[]).await;
+    let sid = first.str("sid").to_owned();
+    let canceled = twilio
+        .post(&twilio.verification(&sid), &[("Status", "canceled")])
+        .await;
+    described.expect_described("post", VERIFICATION, canceled.expect_status(200));
+    assert_eq!(canceled.str("status"), "canceled");
+    let code = twilio.code_for(&sid).await;
+    let late = twilio
+        .post(
+            &twilio.check_route(),
+            &[("VerificationSid", &sid), ("Code", &code)],
+        )
+        .await;
+    expect_twilio_error(&late, 404, 20404);
+    let twice = twilio
+        .post(&twilio.verification(&sid), &[("Status", "canceled")])
+        .await;
+    expect_twilio_error(&twice, 404, 20404);
+
+    let second = twilio.start(&de_mobile(2), &[]).await;
+    let sid = second.str("sid").to_owned();
+    let bogus = twilio
+        .post(&twilio.verification(&sid), &[("Status", "pending")])
+        .await;
+    described.expect_described("post", VERIFICATION, &bogus);
+    expect_twilio_error(&bogus, 400, 60200);
+    let approved = twilio
+        .post(&twilio.verification(&sid), &[("Status", "approved")])
+        .await;
+    approved.expect_status(200);
+    assert_eq!(approved.str("status"), "approved");
+    assert_eq!(approved.body["valid"], true);
+}
+
+#[tokio::test]
+async fn a_resend_within_the_cooldown_is_20429_with_retry_after() {
+    let app = spawn_app().await;
+    let described = Description::of(&app).await;
+    let twilio = Twilio::of(&app);
+    twilio.start(DE_MOBILE, &[]).await.expect_status(201);
+    let again = twilio.start(DE_MOBILE, &[]).await;
+    described.expect_described("post", VERIFICATIONS, &again);
+    expect_twilio_error(&again, 429, 20429);
+    let wait: u64 = again.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&wait), "Retry-After {wait}");
+}
+
+#[tokio::test]
+async fn credentials_are_the_account_sid_and_one_of_its_keys() {
+    let app = spawn_app().await;
+    let described = Description::of(&app).await;
+    let twilio = Twilio::of(&app);
+    let route = twilio.verifications();
+    let form = [("To", DE_MOBILE), ("Channel", "sms")];
+
+    let none = send(app.anonymous(Method::POST, &route).form(&form)).await;
+    described.expect_described("post", VERIFICATIONS, &none);
+    expect_twilio_error(&none, 401, 20003);
+    assert_eq!(none.headers["www-authenticate"], "Basic realm=\"otpd\"");
+    let bearer = send(app.request(Method::POST, &route).form(&form)).await;
+    expect_twilio_error(&bearer, 401, 20003);
+    let other_account = account_sid("acme");
+    let wrong_account = app
+        .anonymous(Method::POST, &route)
+        .basic_auth(&other_account, Some(&app.api_key))
+        .form(&form);
+    expect_twilio_error(&send(wrong_account).await, 401, 20003);
+    let wrong_key = app
+        .anonymous(Method::POST, &route)
+        .basic_auth(&twilio.account, Some("otpd_not_a_key"))
+        .form(&form);
+    expect_twilio_error(&send(wrong_key).await, 401, 20003);
+
+    // Another account's service is not there for this one.
+    let elsewhere = format!("/v2/Services/{}/Verifications", service_sid("acme"));
+    let foreign = twilio.post(&elsewhere, &form).await;
+    expect_twilio_error(&foreign, 404, 20404);
+    assert!(app.outbox_is_empty(), "nothing was sent");
+}
+
+#[tokio::test]
+async fn bad_input_gets_twilio_s_error_and_never_repeats_a_code() {
+    let app = spawn_app().await;
+    let described = Description::of(&app).await;
+    let twilio = Twilio::of(&app);
+    let route = twilio.verifications();
+    for (form, says) in [
+        (vec![("Channel", "sms")], "To"),
+        (vec![("To", DE_MOBILE)], "Channel"),
+        (vec![("To", DE_MOBILE), ("Channel", "whatsapp")], "whatsapp"),
+        (
+            vec![("To", DE_MOBILE), ("Channel", "sms"), ("Colour", "red")],
+            "Colour",
+        ),
+        (
+            vec![
+                ("To", DE_MOBILE),
+                ("Channel", "sms"),
+                ("CustomCode", "482913"),
+            ],
+            "CustomCode",
+        ),
+        (
+            vec![("To", DE_MOBILE), ("Channel", "sms"), ("Tags", "[1]")],
+            "Tags",
+        ),
+        (vec![("To", "12345"), ("Channel", "sms")], "E.164"),
+    ] {
+        let reply = twilio.post(&route, &form).await;
+        described.expect_described("post", VERIFICATIONS, &reply);
+        expect_twilio_error(&reply, 400, 60200);
+        assert!(
+            reply.str("message").contains(says),
+            "{says}: {}",
+            reply.text
+        );
+        assert!(!reply.text.contains("482913"), "{}", reply.text);
+    }
+    let twice = send(
+        twilio
+            .request(Method::POST, &route)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body("To=%2B4915112345678&To=%2B4915112345679&Channel=sms"),
+    )
+    .await;
+    expect_twilio_error(&twice, 400, 60200);
+    let json = send(
+        twilio
+            .request(Method::POST, &route)
+            .json(&serde_json::json!({"To": DE_MOBILE, "Channel": "sms"})),
+    )
+    .await;
+    described.expect_described("post", VERIFICATIONS, &json);
+    expect_twilio_error(&json, 415, 60200);
+
+    for code in ["77901x", "12", "779017779017"] {
+        let reply = twilio
+            .post(&twilio.check_route(), &[("To", DE_MOBILE), ("Code", code)])
+            .await;
+        described.expect_described("post", CHECK, &reply);
+        expect_twilio_error(&reply, 400, 60200);
+        assert!(!reply.text.contains(code), "{}", reply.text);
+    }
+    let neither = twilio
+        .post(&twilio.check_route(), &[("Code", "123456")])
+        .await;
+    expect_twilio_error(&neither, 400, 60200);
+    let unknown = twilio
+        .post(
+            &twilio.check_route(),
+            &[
+                ("VerificationSid", "VE00000000000000000000000000000000"),
+                ("Code", "123456"),
+            ],
+        )
+        .await;
+    expect_twilio_error(&unknown, 404, 20404);
+
+    let wrong_method = send(twilio.request(Method::DELETE, &route)).await;
+    expect_twilio_error(&wrong_method, 405, 20004);
+    assert_eq!(wrong_method.headers["allow"], "POST");
+    assert!(app.outbox_is_empty(), "nothing was sent");
+}
+
+#[tokio::test]
+async fn the_account_has_one_service_listed_created_and_fetched_as_itself() {
+    let app = spawn_app().await;
+    let described = Description::of(&app).await;
+    let twilio = Twilio::of(&app);
+    let listed = twilio.get("/v2/Services").await;
+    described.expect_described("get", "/v2/Services", listed.expect_status(200));
+    assert_eq!(listed.body["services"][0]["sid"], twilio.service.as_str());
+    assert_eq!(listed.body["services"].as_array().unwrap().len(), 1);
+    assert_eq!(listed.body["meta"]["key"], "services");
+
+    let created = twilio
+        .post("/v2/Services", &[("FriendlyName", "Login")])
+        .await;
+    described.expect_described("post", "/v2/Services", created.expect_status(201));
+    assert_eq!(created.str("sid"), twilio.service);
+    let unnamed = twilio.post("/v2/Services", &[]).await;
+    expect_twilio_error(&unnamed, 400, 60200);
+
+    let fetched = twilio
+        .get(&format!("/v2/Services/{}", twilio.service))
+        .await;
+    described.expect_described("get", "/v2/Services/{Sid}", fetched.expect_status(200));
+    assert_eq!(fetched.str("account_sid"), twilio.account);
+    let foreign = twilio
+        .get(&format!("/v2/Services/{}", service_sid("acme")))
+        .await;
+    expect_twilio_error(&foreign, 404, 20404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_s_official_python_library_works_against_otpd() {
+    let app = spawn_app().await;
+    let python = python_tools().join("python");
+    let run = |arguments: Vec<String>| {
+        let python = python.clone();
+        let address = app.address.clone();
+        let key = app.api_key.clone();
+        tokio::task::spawn_blocking(move || {
+            let view = ExampleTarget { address, key };
+            let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+            view.run(&python, &arguments)
+        })
+    };
+    let args = |items: &[&str]| {
+        items
+            .iter()
+            .map(|item| item.to_string())
+            .collect::<Vec<_>>()
+    };
+
+    let (started, ok) = run(args(&[
+        "start", "--to", DE_MOBILE, "--amount", "12.00", "--payee", "Acme",
+    ]))
+    .await
+    .unwrap();
+    assert!(ok, "{started}");
+    assert_eq!(started["status"], "pending");
+    assert_eq!(started["amount"], "12.00");
+    assert_eq!(started["send_code_attempts"], 1);
+    let sid = started["sid"].as_str().unwrap().to_owned();
+    let code = app.code_for(&format!("ver_{}", &sid[2..])).await;
+
+    let (wrong, ok) = run(args(&[
+        "check",
+        "--to",
+        DE_MOBILE,
+        "--code",
+        wrong_code(&code),
+        "--amount",
+        "12.00",
+        "--payee",
+        "Acme",
+    ]))
+    .await
+    .unwrap();
+    assert!(ok, "{wrong}");
+    assert_eq!(
+        (&wrong["status"], &wrong["valid"]),
+        (&Value::from("pending"), &Value::Bool(false))
+    );
+    let (right, ok) = run(args(&[
+        "check", "--sid", &sid, "--code", &code, "--amount", "12.00", "--payee", "Acme",
+    ]))
+    .await
+    .unwrap();
+    assert!(ok, "{right}");
+    assert_eq!(
+        (&right["status"], &right["valid"]),
+        (&Value::from("approved"), &Value::Bool(true))
+    );
+    let (fetched, ok) = run(args(&["fetch", "--sid", &sid])).await.unwrap();
+    assert!(ok, "{fetched}");
+    assert_eq!(fetched["status"], "approved");
+
+    let (other, ok) = run(args(&["start", "--to", &de_mobile(3)])).await.unwrap();
+    assert!(ok, "{other}");
+    let other_sid = other["sid"].as_str().unwrap().to_owned();
+    let (canceled, ok) = run(args(&["cancel", "--sid", &other_sid])).await.unwrap();
+    assert!(ok, "{canceled}");
+    assert_eq!(canceled["status"], "canceled");
+
+    // The library raises Twilio's rate-limit error for a resend within the cooldown.
+    let (first, ok) = run(args(&["start", "--to", &de_mobile(4)])).await.unwrap();
+    assert!(ok, "{first}");
+    let (limited, ok) = run(args(&["start", "--to", &de_mobile(4)])).await.unwrap();
+    assert!(!ok, "{limited}");
+    assert_eq!(limited["error"]["status"], 429);
+    assert_eq!(limited["error"]["code"], 20429);
+    let (missing, ok) = run(args(&[
+        "fetch",
+        "--sid",
+        "VE00000000000000000000000000000000",
+    ]))
+    .await
+    .unwrap();
+    assert!(!ok, "{missing}");
+    assert_eq!(missing["error"]["code"], 20404);
+}
+
+/// What examples/twilio_verify.py needs of a running otpd, owned, for a blocking task.
+struct ExampleTarget {
+    address: String,
+    key: String,
+}
+
+impl ExampleTarget {
+    /// Runs the example with `arguments`: what it printed, and whether it succeeded.
+    fn run(&self, python: &std::path::Path, arguments: &[&str]) -> (Value, bool) {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/twilio_verify.py");
+        let output = std::process::Command::new(python)
+            .arg(example)
+            .args(arguments)
+            .env("OTPD_URL", &self.address)
+            .env("OTPD_ACCOUNT_SID", account_sid("dev"))
+            .env("OTPD_API_KEY", &self.key)
+            .output()
+            .expect("run examples/twilio_verify.py");
+        let printed = String::from_utf8_lossy(&output.stdout);
+        let result = serde_json::from_str(printed.trim()).unwrap_or_else(|_| {
+            panic!(
+                "the example printed no JSON:\n{printed}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        (result, output.status.success())
+    }
+}
