@@ -54,6 +54,7 @@ fn verification(id: VerificationId, hash: otpd::domain::CodeHash, n: u64) -> Ver
         sent_at: None,
         delivered_at: None,
         transaction: None,
+        kept_code: None,
     }
 }
 

@@ -19,6 +19,7 @@ use crate::store::{ListsWatch, Store, StoreError};
 struct TenantAccess {
     permissions: Permissions,
     admin: bool,
+    resend_keeps_code: Option<bool>,
 }
 
 impl TenantAccess {
@@ -26,6 +27,7 @@ impl TenantAccess {
         TenantAccess {
             permissions: Permissions::from_settings(settings),
             admin: settings.admin,
+            resend_keeps_code: settings.resend_keeps_code,
         }
     }
 }
@@ -189,6 +191,12 @@ impl Gate {
             return Err(AccessDenied::Blocklisted.into());
         }
         Ok(())
+    }
+
+    /// Whether `tenant`'s resends send the same code, if its settings say
+    /// (`tenants.<name>.resend_keeps_code`).
+    pub fn resend_keeps_code(&self, tenant: &str) -> Option<bool> {
+        self.tenant(tenant).resend_keeps_code
     }
 
     /// Refuses tenants that may not use the admin routes.

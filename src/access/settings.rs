@@ -42,6 +42,11 @@ pub struct TenantSettings {
     /// Whether the tenant's keys may use the admin routes (`/v1/admin/…`). Default false.
     #[serde(default)]
     pub admin: bool,
+    /// Whether a resend within the code's lifetime sends the same code again, so that the
+    /// first message, arriving late, still works. Default unset: yes on the Twilio-compatible
+    /// routes, no on the native API.
+    #[serde(default)]
+    pub resend_keeps_code: Option<bool>,
 }
 
 impl Default for TenantSettings {
@@ -56,6 +61,7 @@ impl Default for TenantSettings {
             spend_per_hour: None,
             spend_per_day: None,
             admin: false,
+            resend_keeps_code: None,
         }
     }
 }

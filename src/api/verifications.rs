@@ -19,7 +19,7 @@ use crate::issuance::request::{
     parse_channel, parse_destination, validate, validate_session_id, validate_transaction,
     CreateFields,
 };
-use crate::issuance::{IdempotencyInput, IssueOtp, RequestSource};
+use crate::issuance::{IdempotencyInput, IssueOtp, RequestSource, Surface};
 use crate::telemetry::events::CodeChecked;
 use crate::verify::{CheckError, CheckOutcome, CheckRefusal, Closing};
 
@@ -149,6 +149,7 @@ pub async fn create(
         source: RequestSource::Http {
             client_ip: request.peer_addr().map(|address| address.ip()),
         },
+        surface: Surface::Native,
         request: validate(body.value, &state.defaults).map_err(ApiError::from)?,
         idempotency,
     };

@@ -128,8 +128,13 @@ pub struct Verification {
     /// When the provider reported the message delivered (or failed).
     pub delivered_at: Option<Timestamp>,
     /// The transaction the code confirms, if the create named one (PSD2 dynamic linking).
-    /// Kept last: a record stored before it existed reads with `None` (`store::records`).
+    /// Kept after the fields before it: a record stored before it existed reads with `None`
+    /// (`store::records`).
     pub transaction: Option<Transaction>,
+    /// The current code, sealed with the sealing key and bound to this verification, while
+    /// it is pending and its tenant's resends send the same code (`resend_keeps_code`);
+    /// never the code in clear. Last, for the same reason as `transaction`.
+    pub kept_code: Option<Vec<u8>>,
 }
 
 /// The transaction a code confirms (PSD2 dynamic linking): the amount and the payee the
@@ -167,6 +172,11 @@ pub struct Presented {
 }
 
 impl Verification {
+    /// What a kept code is sealed to: this verification, and nothing else.
+    pub fn kept_code_binding(&self) -> String {
+        format!("kept:{}", self.id)
+    }
+
     /// The status as a caller sees it at `now`: a pending one past its expiry is `Expired`.
     pub fn status_at(&self, now: Timestamp) -> Status {
         if self.status == Status::Pending && self.is_expired(now) {

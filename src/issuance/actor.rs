@@ -20,8 +20,27 @@ use crate::telemetry::events::{BlocklistEdited, IssueRefused};
 pub struct IssueOtp {
     pub tenant: String,
     pub source: RequestSource,
+    /// The API the request came by, which decides what a tenant's settings leave open.
+    pub surface: Surface,
     pub request: IssueRequest,
     pub idempotency: Option<IdempotencyInput>,
+}
+
+/// The API a request came by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Surface {
+    /// otpd's own: HTTP `/v1/…` and AMQP requests.
+    Native,
+    /// The Twilio Verify v2 compatible routes.
+    TwilioCompatible,
+}
+
+impl Surface {
+    /// Whether a resend sends the same code when the tenant's settings do not say: as
+    /// Twilio does on its routes, a new code on otpd's own.
+    pub fn resend_keeps_code_by_default(self) -> bool {
+        self == Surface::TwilioCompatible
+    }
 }
 
 impl IssueOtp {

@@ -124,9 +124,8 @@ impl Issuer {
         self.access
             .admit(&message.tenant, request.channel, &request.destination)?;
 
-        let code = OtpCode::generate(request.code_length);
         let slot = destination_key.slot();
-        let verification = self.verification_for(&plan, pending, message, &code, slot, now);
+        let (verification, code) = self.verification_for(&plan, pending, message, slot, now);
         let created = matches!(plan, SendPlan::New);
         let receipt = policy::receipt(&verification, created, &self.limits);
         let job = self.job_for(&verification, request, &code, now);
@@ -192,27 +191,64 @@ impl Issuer {
         Ok(fraud_target)
     }
 
-    /// The verification a send writes: the pending one with a new code (a resend), or a new
-    /// one in the destination's `slot`; only the code's HMAC is kept.
+    /// The verification a send writes and the code it sends: the pending one with its kept
+    /// code (a resend, when the tenant's resends keep the code) or a new code, or a new one
+    /// in the destination's `slot`. Only the code's HMAC is kept, and the code itself only
+    /// sealed, while resends may need it.
     fn verification_for(
         &self,
         plan: &SendPlan,
         pending: Option<Verification>,
         message: &IssueOtp,
-        code: &OtpCode,
         slot: u32,
         now: Timestamp,
-    ) -> Verification {
+    ) -> (Verification, OtpCode) {
         let request = &message.request;
-        match (plan, pending) {
+        let keeps_code = self
+            .access
+            .resend_keeps_code(&message.tenant)
+            .unwrap_or(message.surface.resend_keeps_code_by_default());
+        let mut verification = match (plan, pending) {
             (SendPlan::Resend(_), Some(existing)) => {
-                let hash = self.secrets.hasher.hash(existing.id.as_str(), code);
-                policy::resend(&existing, request, hash, now)
+                if let Some(kept) = keeps_code.then(|| self.kept_code(&existing)).flatten() {
+                    return (policy::resend_same_code(&existing, request, now), kept);
+                }
+                let code = OtpCode::generate(request.code_length);
+                let hash = self.secrets.hasher.hash(existing.id.as_str(), &code);
+                (policy::resend(&existing, request, hash, now), code)
             }
             _ => {
+                let code = OtpCode::generate(request.code_length);
                 let id = VerificationId::generate_in(slot);
-                let hash = self.secrets.hasher.hash(id.as_str(), code);
-                policy::new_verification(id, &message.tenant, request, hash, &self.limits, now)
+                let hash = self.secrets.hasher.hash(id.as_str(), &code);
+                let fresh =
+                    policy::new_verification(id, &message.tenant, request, hash, &self.limits, now);
+                (fresh, code)
+            }
+        };
+        if keeps_code {
+            let (record, code) = &mut verification;
+            record.kept_code = Some(
+                self.secrets
+                    .sealer
+                    .seal_bound(&record.kept_code_binding(), code),
+            );
+        }
+        verification
+    }
+
+    /// The code `verification` keeps for its resends, if it keeps one that opens.
+    fn kept_code(&self, verification: &Verification) -> Option<OtpCode> {
+        let sealed = verification.kept_code.as_ref()?;
+        match self
+            .secrets
+            .sealer
+            .open_bound(&verification.kept_code_binding(), sealed)
+        {
+            Ok(code) => Some(code),
+            Err(error) => {
+                tracing::warn!(%error, verification = %verification.id, "A kept code did not open (was the sealing key changed?); the resend sends a new code.");
+                None
             }
         }
     }

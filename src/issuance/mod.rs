@@ -9,7 +9,8 @@ pub mod request;
 pub mod settings;
 
 pub use actor::{
-    EditBlocklist, IdempotencyInput, IssuanceActor, IssueOtp, Issued, LiftFraudBlock, RequestSource,
+    EditBlocklist, IdempotencyInput, IssuanceActor, IssueOtp, Issued, LiftFraudBlock,
+    RequestSource, Surface,
 };
 pub use error::{IssueError, Refusal, RefusalKind};
 pub use issuer::{Issuer, IssuerSettings};

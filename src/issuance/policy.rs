@@ -135,6 +135,7 @@ pub fn new_verification(
         sent_at: None,
         delivered_at: None,
         transaction: request.transaction.clone(),
+        kept_code: None,
     }
 }
 
@@ -149,8 +150,22 @@ pub fn resend(
     Verification {
         code_hash,
         code_length: request.code_length,
-        send_seq: existing.send_seq + 1,
         expires_at: now.plus(request.ttl).floor_secs(),
+        kept_code: None,
+        ..resend_same_code(existing, request, now)
+    }
+}
+
+/// The pending verification sending its code again (the tenant's resends keep the code):
+/// both messages carry a code that works, used attempts stay used, and the lifetime stays
+/// the first send's, so a resend never makes a code live longer.
+pub fn resend_same_code(
+    existing: &Verification,
+    request: &IssueRequest,
+    now: Timestamp,
+) -> Verification {
+    Verification {
+        send_seq: existing.send_seq + 1,
         last_sent_at: now,
         updated_at: now,
         locale: request.locale.clone(),
@@ -292,6 +307,26 @@ mod tests {
         assert!(resent.code_hash.matches(&CodeHash([9; 32])));
         assert_eq!(resent.expires_at, later.plus_secs(300));
         assert_eq!(resent.delivery, DeliveryState::Queued);
+    }
+
+    #[test]
+    fn a_resend_of_the_same_code_keeps_its_hash_and_its_expiry() {
+        let (mut verification, _) = issued_at(START);
+        verification.attempts_used = 1;
+        verification.kept_code = Some(vec![4, 2]);
+        verification.delivery = DeliveryState::Delivered;
+        let later = START.plus_secs(40);
+        let resent = resend_same_code(&verification, &request(), later);
+        assert_eq!(resent.send_seq, 2);
+        assert!(resent.code_hash.matches(&verification.code_hash));
+        assert_eq!(resent.kept_code, verification.kept_code);
+        assert_eq!(resent.expires_at, verification.expires_at);
+        assert_eq!(resent.last_sent_at, later);
+        assert_eq!(resent.attempts_used, 1);
+        assert_eq!(resent.delivery, DeliveryState::Queued);
+        // A resend with a new code lets the kept one go (the issuer seals the new one).
+        let renewed = resend(&verification, &request(), CodeHash([9; 32]), later);
+        assert_eq!(renewed.kept_code, None);
     }
 
     #[test]

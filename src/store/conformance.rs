@@ -241,6 +241,7 @@ fn issue(n: u8) -> IssueWrite {
         sent_at: None,
         delivered_at: None,
         transaction: None,
+        kept_code: None,
     };
     let job = DeliveryJob {
         job_id: JobId::new(&id, 1),

@@ -18,11 +18,13 @@ use crate::domain::{
 
 /// First byte of every stored record, so a future format can be told apart.
 ///
-/// Format 2 added a verification's `transaction`, its last field, optional. A record of
-/// format 1 reads as format 2 with one zero byte after it: postcard writes an absent
-/// optional as that byte, and every other kind of record ignores it, unread.
-const FORMAT_VERSION: u8 = 2;
-const FORMAT_BEFORE_TRANSACTION: u8 = 1;
+/// Formats 2 and 3 each added an optional field at the end of a verification
+/// (`transaction`, then `kept_code`). A record of an earlier format reads as the current one
+/// with one zero byte per field added since: postcard writes an absent optional as that
+/// byte, and every other kind of record ignores the bytes, unread.
+const FORMAT_VERSION: u8 = 3;
+/// The earlier formats otpd reads, with the optional fields added since each.
+const EARLIER_FORMATS: &[(u8, usize)] = &[(1, 2), (2, 1)];
 
 /// The records otpd keeps, on the engine `E`. Generic rather than over a `dyn` engine, so
 /// the hot path (reads, compare-and-swap updates) calls the engine directly.
@@ -332,10 +334,12 @@ fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     match bytes.split_first() {
         Some((&FORMAT_VERSION, body)) => decode_body(body),
-        Some((&FORMAT_BEFORE_TRANSACTION, body)) => decode_body(&[body, &[0]].concat()),
-        Some((version, _)) => Err(StoreError::Corrupt(format!(
-            "record format {version} is not known to this otpd"
-        ))),
+        Some((version, body)) => match EARLIER_FORMATS.iter().find(|(v, _)| v == version) {
+            Some((_, added)) => decode_body(&[body, &vec![0; *added]].concat()),
+            None => Err(StoreError::Corrupt(format!(
+                "record format {version} is not known to this otpd"
+            ))),
+        },
         None => Err(StoreError::Corrupt("empty record".into())),
     }
 }
@@ -444,26 +448,27 @@ mod tests {
     }
 
     #[test]
-    fn verifications_saved_before_transactions_read_back_unbound() {
+    fn verifications_saved_by_earlier_formats_read_back_without_the_later_fields() {
         let store = MemoryStore::in_memory(Duration::from_secs(3600));
         let verification = crate::verify::rules::tests::pending(Some("s-1"));
-        // Format 1 held the same fields up to the transaction, which it did not have.
+        // Format 1 held the same fields up to the transaction; format 2 up to the kept code.
         let current = encode(&verification).unwrap();
-        assert_eq!(
-            current.last(),
-            Some(&0),
-            "an absent transaction is one zero byte"
+        assert!(
+            current.ends_with(&[0, 0]),
+            "two absent optionals are two zero bytes"
         );
-        let mut format_1 = current[..current.len() - 1].to_vec();
-        format_1[0] = FORMAT_BEFORE_TRANSACTION;
-        store
-            .engine()
-            .insert(&keys::verification(&verification.id), &format_1)
-            .unwrap();
-        let read = store.verification(&verification.id).unwrap().unwrap();
-        assert_eq!(read.transaction, None);
-        assert_eq!(read.session_id.as_deref(), Some("s-1"));
-        assert_eq!(read.expires_at, verification.expires_at);
+        for (version, added) in EARLIER_FORMATS {
+            let mut earlier = current[..current.len() - added].to_vec();
+            earlier[0] = *version;
+            store
+                .engine()
+                .insert(&keys::verification(&verification.id), &earlier)
+                .unwrap();
+            let read = store.verification(&verification.id).unwrap().unwrap();
+            assert_eq!((read.transaction, read.kept_code), (None, None));
+            assert_eq!(read.session_id.as_deref(), Some("s-1"));
+            assert_eq!(read.expires_at, verification.expires_at);
+        }
         assert!(matches!(
             decode::<Verification>(&[9, 0]),
             Err(StoreError::Corrupt(_))

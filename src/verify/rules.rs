@@ -62,6 +62,10 @@ pub fn apply_check(
     } else if record.attempts_remaining() == 0 {
         record.status = Status::MaxAttemptsReached;
     }
+    if record.status != Status::Pending {
+        // No resend will need the code again.
+        record.kept_code = None;
+    }
     Ok(CheckOutcome {
         valid,
         status: record.status,
@@ -89,6 +93,7 @@ pub fn apply_close(
         Closing::Cancel => Status::Canceled,
         Closing::Approve => Status::Approved,
     };
+    record.kept_code = None;
     record.updated_at = now;
     Ok(())
 }
@@ -127,6 +132,7 @@ pub(crate) mod tests {
             sent_at: None,
             delivered_at: None,
             transaction: None,
+            kept_code: None,
         }
     }
 
@@ -223,6 +229,27 @@ pub(crate) mod tests {
         let same = apply_check(&mut record, &RIGHT, &presenting("42.00 EUR"), START).unwrap();
         assert!(same.valid);
         assert_eq!(same.attempts_remaining, 2);
+    }
+
+    #[test]
+    fn a_kept_code_is_let_go_once_the_verification_is_over() {
+        let mut wrong_last = pending(None);
+        wrong_last.kept_code = Some(vec![1, 2, 3]);
+        wrong_last.attempts_used = 4;
+        apply_check(&mut wrong_last, &WRONG, &NOTHING, START).unwrap();
+        assert_eq!(wrong_last.kept_code, None);
+        let mut approved = pending(None);
+        approved.kept_code = Some(vec![1, 2, 3]);
+        let mut canceled = approved.clone();
+        apply_check(&mut approved, &WRONG, &NOTHING, START).unwrap();
+        assert!(
+            approved.kept_code.is_some(),
+            "still pending: a resend may need it"
+        );
+        apply_check(&mut approved, &RIGHT, &NOTHING, START).unwrap();
+        assert_eq!(approved.kept_code, None);
+        apply_close(&mut canceled, Closing::Cancel, START).unwrap();
+        assert_eq!(canceled.kept_code, None);
     }
 
     #[test]

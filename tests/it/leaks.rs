@@ -199,6 +199,9 @@ async fn no_code_reaches_logs_store_queues_events_metrics_or_responses() {
         ("OTPD__SECRETS__PEPPER", broker.pepper.as_str()),
         ("OTPD__SECRETS__SEALING_KEY", broker.sealing_key.as_str()),
         ("OTPD__VERIFICATION__CODE_LENGTH", "10"),
+        // Resends keep the code, sealed in the store: it must not be there in clear either.
+        // (A tenant with settings gets no key at first start: the test adds its key.)
+        ("OTPD__TENANTS__DEV__RESEND_KEEPS_CODE", "true"),
         // The guard sees a pump here (sequential numbers, few verified): it records, and
         // its block and event are searched like everything else.
         ("OTPD__FRAUD__MODE", "monitor"),
@@ -217,10 +220,11 @@ async fn no_code_reaches_logs_store_queues_events_metrics_or_responses() {
 
     // Run 1: the provider hangs, so codes pile up in the queues; then the process is killed.
     fake.control().hang(true);
+    let key = add_tenant(store.path(), "dev");
     let mut server = OtpdProcess::start_with_args(store.path(), &args, &env);
     let mut client = Client {
         http: http_client(),
-        key: wait_for_dev_key(store.path()).await,
+        key,
         responses: Vec::new(),
     };
     wait_ready(&mut client, &server).await;

@@ -41,6 +41,44 @@ async fn a_second_create_within_the_cooldown_is_429_resend_cooldown() {
 }
 
 #[tokio::test]
+async fn a_tenant_whose_resends_keep_the_code_gets_the_same_code_again_and_both_messages_work() {
+    let keeps_code = otpd::access::TenantSettings {
+        resend_keeps_code: Some(true),
+        ..Default::default()
+    };
+    let (mut app, acme, _) = crate::access::app_with_acme(keeps_code, |s| {
+        s.verification.resend_cooldown_seconds = 1;
+    });
+    app.api_key = acme;
+    let body = json!({"to": DE_MOBILE, "channel": "sms", "code_length": 10});
+    let first = app.create(&body).await;
+    first.expect_status(201);
+    let id = first.str("id").to_string();
+    let code = app.code_for_len(&id, 10).await;
+    let wrong = app.check_code(&id, "0000000000").await;
+    assert_eq!(wrong.u64("attempts_remaining"), 4);
+
+    let resend = resend_when_allowed(&app, &body, first.str("resend_available_at")).await;
+    resend.expect_status(200);
+    assert_eq!(resend.str("id"), id);
+    assert_eq!(
+        resend.str("expires_at"),
+        first.str("expires_at"),
+        "a kept code does not live longer for being sent again"
+    );
+    let messages = app.messages_for(&id, 2).await;
+    assert_eq!(
+        message_code(&messages[1], 10),
+        code,
+        "the same code, sent again"
+    );
+    // The first message's code, typed late, works; attempts stay counted per verification.
+    let late = app.check_code(&id, &code).await;
+    assert_eq!(late.body["valid"], true, "{}", late.text);
+    assert_eq!(late.u64("attempts_remaining"), 3);
+}
+
+#[tokio::test]
 async fn a_resend_after_the_cooldown_sends_a_new_code_and_retires_the_old() {
     let app = spawn_app_with(|s| s.verification.resend_cooldown_seconds = 1).await;
     let body = json!({"to": DE_MOBILE, "channel": "sms", "code_length": 10});

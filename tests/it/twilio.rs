@@ -17,11 +17,17 @@ struct Twilio<'a> {
 }
 
 impl<'a> Twilio<'a> {
+    /// The dev tenant.
     fn of(app: &'a TestApp) -> Self {
+        Self::as_tenant(app, "dev")
+    }
+
+    /// `tenant`, whose key is `app.api_key`.
+    fn as_tenant(app: &'a TestApp, tenant: &str) -> Self {
         Twilio {
             app,
-            account: account_sid("dev"),
-            service: service_sid("dev"),
+            account: account_sid(tenant),
+            service: service_sid(tenant),
         }
     }
 
@@ -253,6 +259,67 @@ async fn a_resend_within_the_cooldown_is_20429_with_retry_after() {
         .parse()
         .unwrap();
     assert!((1..=30).contains(&wait), "Retry-After {wait}");
+}
+
+#[tokio::test]
+async fn a_resend_sends_the_same_code_so_a_late_first_message_still_works() {
+    let app = spawn_app_with(|s| s.verification.resend_cooldown_seconds = 1).await;
+    let twilio = Twilio::of(&app);
+    let first = twilio.start(DE_MOBILE, &[]).await;
+    first.expect_status(201);
+    let sid = first.str("sid").to_owned();
+    let code = twilio.code_for(&sid).await;
+
+    let resent = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let reply = twilio.start(DE_MOBILE, &[]).await;
+        if reply.status.as_u16() != 429 {
+            break reply;
+        }
+    };
+    resent.expect_status(201);
+    assert_eq!(resent.str("sid"), sid);
+    assert_eq!(
+        resent.body["send_code_attempts"].as_array().unwrap().len(),
+        2
+    );
+    let id = format!("ver_{}", &sid[2..]);
+    let messages = app.messages_for(&id, 2).await;
+    assert_eq!(
+        message_code(&messages[1], 6),
+        code,
+        "the same code, sent again"
+    );
+    let right = twilio
+        .post(
+            &twilio.check_route(),
+            &[("VerificationSid", &sid), ("Code", &code)],
+        )
+        .await;
+    assert_eq!(right.body["valid"], true, "{}", right.text);
+}
+
+#[tokio::test]
+async fn a_tenant_may_have_its_twilio_resends_send_a_new_code() {
+    let new_codes = otpd::access::TenantSettings {
+        resend_keeps_code: Some(false),
+        ..Default::default()
+    };
+    let (mut app, acme, _) = crate::access::app_with_acme(new_codes, |s| {
+        s.verification.resend_cooldown_seconds = 1;
+    });
+    app.api_key = acme;
+    let twilio = Twilio::as_tenant(&app, "acme");
+    let sid = twilio.start(DE_MOBILE, &[]).await.str("sid").to_owned();
+    let code = twilio.code_for(&sid).await;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if twilio.start(DE_MOBILE, &[]).await.status.as_u16() == 201 {
+            break;
+        }
+    }
+    let messages = app.messages_for(&format!("ver_{}", &sid[2..]), 2).await;
+    assert_ne!(message_code(&messages[1], 6), code, "a new code");
 }
 
 #[tokio::test]

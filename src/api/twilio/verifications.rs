@@ -17,7 +17,7 @@ use crate::domain::{Channel, DestinationKey, OtpCode, Presented, Timestamp, Veri
 use crate::issuance::request::{
     parse_destination, validate, validate_transaction, CreateFields, InvalidRequest,
 };
-use crate::issuance::{IssueOtp, RequestSource};
+use crate::issuance::{IssueOtp, RequestSource, Surface};
 use crate::verify::{CheckError, Closing};
 
 /// Parameters of Twilio's create that otpd takes and does nothing with (the README says
@@ -88,6 +88,7 @@ pub async fn create(
         source: RequestSource::Http {
             client_ip: request.peer_addr().map(|address| address.ip()),
         },
+        surface: Surface::TwilioCompatible,
         request: validate(fields, &state.defaults).map_err(invalid)?,
         idempotency: None,
     };

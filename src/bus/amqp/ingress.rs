@@ -9,7 +9,7 @@ use super::settle::{dead_lettered, requeue, settle_delivery, Settle};
 use super::{Consumers, Publisher};
 use crate::cluster::command::IssueAnswer;
 use crate::domain::IssueReceipt;
-use crate::issuance::{IdempotencyInput, IssueOtp, RequestSource};
+use crate::issuance::{IdempotencyInput, IssueOtp, RequestSource, Surface};
 use crate::telemetry::platform::{ErrorObject, Event};
 
 pub async fn handle(publisher: &Publisher, consumers: &Consumers, delivery: Delivery) {
@@ -55,6 +55,7 @@ async fn process(publisher: &Publisher, consumers: &Consumers, delivery: &Delive
                 .issue(IssueOtp {
                     tenant: request.tenant.clone(),
                     source: RequestSource::Broker,
+                    surface: Surface::Native,
                     request: request.request,
                     idempotency: Some(IdempotencyInput {
                         key: format!("amqp:{}", request.request_id),
