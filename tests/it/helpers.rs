@@ -850,3 +850,18 @@ pub fn python_tools() -> PathBuf {
     );
     PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }
+
+/// The node_modules directory with the Node tools the tests run (twilio), installed from npm
+/// into target/tools on first use.
+pub fn node_tools() -> PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/node.sh");
+    let output = Command::new(script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/tools/node.sh");
+    assert!(
+        output.status.success(),
+        "the tests' Node tools could not be installed from npm (node and npm, and access to npm, are needed)"
+    );
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}

@@ -469,32 +469,72 @@ async fn the_account_has_one_service_listed_created_and_fetched_as_itself() {
     expect_twilio_error(&foreign, 404, 20404);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twilio_s_official_python_library_works_against_otpd() {
-    let app = spawn_app().await;
-    let python = python_tools().join("python");
-    let run = |arguments: Vec<String>| {
-        let python = python.clone();
-        let address = app.address.clone();
-        let key = app.api_key.clone();
-        tokio::task::spawn_blocking(move || {
-            let view = ExampleTarget { address, key };
-            let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
-            view.run(&python, &arguments)
-        })
-    };
-    let args = |items: &[&str]| {
-        items
-            .iter()
-            .map(|item| item.to_string())
-            .collect::<Vec<_>>()
-    };
+/// An example that drives the routes with one of Twilio's official libraries: the program
+/// that runs it, its file, and what it needs besides otpd's address and credentials.
+#[derive(Clone)]
+struct Example {
+    program: std::path::PathBuf,
+    script: &'static str,
+    env: Vec<(&'static str, String)>,
+}
 
-    let (started, ok) = run(args(&[
-        "start", "--to", DE_MOBILE, "--amount", "12.00", "--payee", "Acme",
-    ]))
-    .await
-    .unwrap();
+impl Example {
+    fn python() -> Self {
+        Example {
+            program: python_tools().join("python"),
+            script: concat!(env!("CARGO_MANIFEST_DIR"), "/examples/twilio_verify.py"),
+            env: Vec::new(),
+        }
+    }
+
+    fn node() -> Self {
+        Example {
+            program: "node".into(),
+            script: concat!(env!("CARGO_MANIFEST_DIR"), "/examples/twilio_verify.js"),
+            env: vec![("NODE_PATH", node_tools().display().to_string())],
+        }
+    }
+
+    /// Runs the example against `app` (the dev tenant) with `arguments`: what it printed,
+    /// and whether it succeeded.
+    async fn run(&self, app: &TestApp, arguments: &[&str]) -> (Value, bool) {
+        let mut command = std::process::Command::new(&self.program);
+        command
+            .arg(self.script)
+            .args(arguments)
+            .env("OTPD_URL", &app.address)
+            .env("OTPD_ACCOUNT_SID", account_sid("dev"))
+            .env("OTPD_API_KEY", &app.api_key)
+            .envs(self.env.iter().map(|(name, value)| (name, value)));
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .unwrap()
+            .unwrap_or_else(|error| panic!("run {}: {error}", self.script));
+        let printed = String::from_utf8_lossy(&output.stdout);
+        let result = serde_json::from_str(printed.trim()).unwrap_or_else(|_| {
+            panic!(
+                "{} printed no JSON:\n{printed}\n{}",
+                self.script,
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        (result, output.status.success())
+    }
+}
+
+/// Create, a wrong check by destination, a right check by SID (with the transaction
+/// bound), fetch, cancel, the rate-limit error and a missing verification, through
+/// `example`'s library.
+async fn an_official_library_works_against_otpd(example: Example) {
+    let app = spawn_app().await;
+    let payment = ["--amount", "12.00", "--payee", "Acme"];
+
+    let (started, ok) = example
+        .run(
+            &app,
+            &[&["start", "--to", DE_MOBILE][..], &payment].concat(),
+        )
+        .await;
     assert!(ok, "{started}");
     assert_eq!(started["status"], "pending");
     assert_eq!(started["amount"], "12.00");
@@ -502,88 +542,55 @@ async fn twilio_s_official_python_library_works_against_otpd() {
     let sid = started["sid"].as_str().unwrap().to_owned();
     let code = app.code_for(&format!("ver_{}", &sid[2..])).await;
 
-    let (wrong, ok) = run(args(&[
-        "check",
-        "--to",
-        DE_MOBILE,
-        "--code",
-        wrong_code(&code),
-        "--amount",
-        "12.00",
-        "--payee",
-        "Acme",
-    ]))
-    .await
-    .unwrap();
+    let wrong = ["check", "--to", DE_MOBILE, "--code", wrong_code(&code)];
+    let (wrong, ok) = example.run(&app, &[&wrong[..], &payment].concat()).await;
     assert!(ok, "{wrong}");
     assert_eq!(
         (&wrong["status"], &wrong["valid"]),
         (&Value::from("pending"), &Value::Bool(false))
     );
-    let (right, ok) = run(args(&[
-        "check", "--sid", &sid, "--code", &code, "--amount", "12.00", "--payee", "Acme",
-    ]))
-    .await
-    .unwrap();
+    let right = ["check", "--sid", &sid, "--code", &code];
+    let (right, ok) = example.run(&app, &[&right[..], &payment].concat()).await;
     assert!(ok, "{right}");
     assert_eq!(
         (&right["status"], &right["valid"]),
         (&Value::from("approved"), &Value::Bool(true))
     );
-    let (fetched, ok) = run(args(&["fetch", "--sid", &sid])).await.unwrap();
+    let (fetched, ok) = example.run(&app, &["fetch", "--sid", &sid]).await;
     assert!(ok, "{fetched}");
     assert_eq!(fetched["status"], "approved");
 
-    let (other, ok) = run(args(&["start", "--to", &de_mobile(3)])).await.unwrap();
+    let (other, ok) = example.run(&app, &["start", "--to", &de_mobile(3)]).await;
     assert!(ok, "{other}");
-    let other_sid = other["sid"].as_str().unwrap().to_owned();
-    let (canceled, ok) = run(args(&["cancel", "--sid", &other_sid])).await.unwrap();
+    let (canceled, ok) = example
+        .run(&app, &["cancel", "--sid", other["sid"].as_str().unwrap()])
+        .await;
     assert!(ok, "{canceled}");
     assert_eq!(canceled["status"], "canceled");
 
     // The library raises Twilio's rate-limit error for a resend within the cooldown.
-    let (first, ok) = run(args(&["start", "--to", &de_mobile(4)])).await.unwrap();
+    let (first, ok) = example.run(&app, &["start", "--to", &de_mobile(4)]).await;
     assert!(ok, "{first}");
-    let (limited, ok) = run(args(&["start", "--to", &de_mobile(4)])).await.unwrap();
+    let (limited, ok) = example.run(&app, &["start", "--to", &de_mobile(4)]).await;
     assert!(!ok, "{limited}");
     assert_eq!(limited["error"]["status"], 429);
     assert_eq!(limited["error"]["code"], 20429);
-    let (missing, ok) = run(args(&[
-        "fetch",
-        "--sid",
-        "VE00000000000000000000000000000000",
-    ]))
-    .await
-    .unwrap();
+    let (missing, ok) = example
+        .run(
+            &app,
+            &["fetch", "--sid", "VE00000000000000000000000000000000"],
+        )
+        .await;
     assert!(!ok, "{missing}");
     assert_eq!(missing["error"]["code"], 20404);
 }
 
-/// What examples/twilio_verify.py needs of a running otpd, owned, for a blocking task.
-struct ExampleTarget {
-    address: String,
-    key: String,
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_s_official_python_library_works_against_otpd() {
+    an_official_library_works_against_otpd(Example::python()).await;
 }
 
-impl ExampleTarget {
-    /// Runs the example with `arguments`: what it printed, and whether it succeeded.
-    fn run(&self, python: &std::path::Path, arguments: &[&str]) -> (Value, bool) {
-        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/twilio_verify.py");
-        let output = std::process::Command::new(python)
-            .arg(example)
-            .args(arguments)
-            .env("OTPD_URL", &self.address)
-            .env("OTPD_ACCOUNT_SID", account_sid("dev"))
-            .env("OTPD_API_KEY", &self.key)
-            .output()
-            .expect("run examples/twilio_verify.py");
-        let printed = String::from_utf8_lossy(&output.stdout);
-        let result = serde_json::from_str(printed.trim()).unwrap_or_else(|_| {
-            panic!(
-                "the example printed no JSON:\n{printed}\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        });
-        (result, output.status.success())
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_s_official_node_library_works_against_otpd() {
+    an_official_library_works_against_otpd(Example::node()).await;
 }
