@@ -3,7 +3,7 @@
 
 use actix::{Actor, AsyncContext};
 use actix_web::middleware::from_fn;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -266,21 +266,15 @@ impl Application {
         let listener = TcpListener::bind(&settings.http.listen).map_err(listen_error)?;
         let address = listener.local_addr().map_err(listen_error)?;
         let workers = settings.http.worker_count();
-        let server = HttpServer::new(move || {
+        let scheme = if https.is_some() { "https" } else { "http" };
+        let server = api::server::serve(listener, https, workers, move || {
             App::new()
                 .app_data(state.clone())
                 .wrap(from_fn(api::observe))
                 .configure(api::configure)
                 .default_service(web::to(api::unknown_route))
         })
-        .workers(workers);
-        let scheme = if https.is_some() { "https" } else { "http" };
-        let server = match https {
-            Some(config) => server.listen_rustls_0_23(listener, config),
-            None => server.listen(listener),
-        }
-        .map_err(listen_error)?
-        .run();
+        .map_err(listen_error)?;
         tracing::info!(address = %format!("{scheme}://{address}"), "Listening.");
         Ok(Application {
             server,

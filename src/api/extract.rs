@@ -146,8 +146,12 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<JsonBody<T>, ApiError> {
 /// 413 at once for a request that declares a body over [`MAX_BODY_BYTES`]
 /// (`Content-Length`), before any of it is read.
 pub fn refuse_declared_oversize(request: &HttpRequest) -> Result<(), ApiError> {
-    let declared = request
-        .headers()
+    refuse_declared_oversize_head(request.headers())
+}
+
+/// The same, from a request's headers alone (before `100 Continue` is sent).
+pub fn refuse_declared_oversize_head(headers: &header::HeaderMap) -> Result<(), ApiError> {
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<usize>().ok());

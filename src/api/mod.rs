@@ -3,10 +3,12 @@
 pub mod admin;
 pub mod error;
 pub mod extract;
+pub mod framework_errors;
 pub mod fraud;
 pub mod openapi;
 pub mod ops;
 pub mod receipts;
+pub mod server;
 pub mod settings;
 pub mod twilio;
 pub mod verifications;

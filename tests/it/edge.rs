@@ -202,10 +202,99 @@ async fn malformed_requests_get_400_and_write_no_error_to_the_log() {
             "{raw:?}: {}",
             exchange.text
         );
+        expect_error_shape(&exchange, "invalid_request");
     }
     let output = server.stop();
     assert!(output.contains("Listening."), "{output}");
     assert!(!output.contains("ERROR"), "{output}");
+}
+
+/// Asserts that a raw answer carries the one error shape with `code`, its length right.
+#[track_caller]
+fn expect_error_shape(exchange: &RawExchange, code: &str) {
+    let (head, body) = exchange
+        .text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no whole answer: {:?}", exchange.text));
+    assert!(head.contains("content-type: application/json"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {}", body.len())),
+        "{head}"
+    );
+    let json: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+    assert_eq!(json["error"]["code"], code, "{body}");
+    assert!(json["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("Nothing was done")));
+}
+
+#[tokio::test]
+async fn the_framework_s_own_refusals_have_the_error_shape_too() {
+    let app = spawn_app().await;
+    // Headers that never finish: the framework's 408, after its 5 s.
+    let slow = send_raw(
+        &app.address,
+        "GET /healthz HTTP/1.1\r\nHost: otpd\r\n",
+        Duration::from_secs(8),
+    )
+    .await;
+    assert!(slow.text.starts_with("HTTP/1.1 408"), "{}", slow.text);
+    expect_error_shape(&slow, "request_timeout");
+    assert!(slow.closed);
+    // Headers too large (over 128 KiB): 431.
+    let huge = format!(
+        "GET /healthz HTTP/1.1\r\nHost: otpd\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(140_000)
+    );
+    let exchange = send_raw(&app.address, &huge, Duration::from_secs(5)).await;
+    assert!(
+        exchange.text.starts_with("HTTP/1.1 431"),
+        "{}",
+        exchange.text
+    );
+    expect_error_shape(&exchange, "request_header_fields_too_large");
+}
+
+#[tokio::test]
+async fn an_oversized_body_that_waits_for_100_continue_gets_413_at_once() {
+    let app = spawn_app().await;
+    let head = format!(
+        "POST /v1/verifications HTTP/1.1\r\nHost: otpd\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 20000\r\nExpect: 100-continue\r\n\r\n",
+        app.api_key
+    );
+    let exchange = send_raw(&app.address, &head, Duration::from_secs(3)).await;
+    assert!(
+        exchange.text.starts_with("HTTP/1.1 413"),
+        "{}",
+        exchange.text
+    );
+    assert!(!exchange.text.contains("100 Continue"), "{}", exchange.text);
+    assert!(exchange.first_byte_after < Duration::from_secs(2));
+    let body = exchange.text.split_once("\r\n\r\n").unwrap().1;
+    let json: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+    assert_eq!(json["error"]["code"], "payload_too_large");
+
+    // Within the limit, the client is told to go on and its request is served.
+    let body = json!({"to": DE_MOBILE, "channel": "sms"}).to_string();
+    let head = format!(
+        "POST /v1/verifications HTTP/1.1\r\nHost: otpd\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        app.api_key,
+        body.len()
+    );
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buffer = [0u8; 1024];
+    let n = stream.read(&mut buffer).await.unwrap();
+    let went_on = String::from_utf8_lossy(&buffer[..n]).into_owned();
+    assert!(went_on.starts_with("HTTP/1.1 100 Continue"), "{went_on}");
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut answer = went_on;
+    while !answer.contains("201 Created") {
+        let n = stream.read(&mut buffer).await.unwrap();
+        assert!(n > 0, "closed before the answer: {answer}");
+        answer.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
 }
 
 #[tokio::test]
