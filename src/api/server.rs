@@ -22,6 +22,30 @@ use super::framework_errors::JsonRefusals;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
+/// What an `App<T>` needs of its `T` to be served: the service factory actix-web's routes
+/// and middleware make, answering with bodies of type `B`.
+pub trait AppServices<B>:
+    ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<B>,
+        Error = Error,
+        InitError = (),
+    > + 'static
+{
+}
+
+impl<T, B> AppServices<B> for T where
+    T: ServiceFactory<
+            ServiceRequest,
+            Config = (),
+            Response = ServiceResponse<B>,
+            Error = Error,
+            InitError = (),
+        > + 'static
+{
+}
+
 /// Serves the app `make_app` builds (one per worker) on `listener`, over TLS when `tls`.
 pub fn serve<F, T, B>(
     listener: TcpListener,
@@ -31,13 +55,7 @@ pub fn serve<F, T, B>(
 ) -> std::io::Result<Server>
 where
     F: Fn() -> App<T> + Send + Clone + 'static,
-    T: ServiceFactory<
-            ServiceRequest,
-            Config = (),
-            Response = ServiceResponse<B>,
-            Error = Error,
-            InitError = (),
-        > + 'static,
+    T: AppServices<B>,
     B: MessageBody + 'static,
 {
     let builder = Server::build().workers(workers);
@@ -87,13 +105,7 @@ fn http_service<F, T, B, S>(
 >
 where
     F: Fn() -> App<T>,
-    T: ServiceFactory<
-            ServiceRequest,
-            Config = (),
-            Response = ServiceResponse<B>,
-            Error = Error,
-            InitError = (),
-        > + 'static,
+    T: AppServices<B>,
     B: MessageBody + 'static,
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {

@@ -837,31 +837,28 @@ async fn delete_namespace(namespace: &str, partitions: u16) {
 // Python tools
 
 /// The bin directory of the virtualenv with the Python tools the tests run (schemathesis,
-/// pika), installed from PyPI into target/tools on first use.
+/// pika, twilio), installed from PyPI into target/tools on first use.
 pub fn python_tools() -> PathBuf {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/python.sh");
-    let output = Command::new(script)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run tests/tools/python.sh");
-    assert!(
-        output.status.success(),
-        "the tests' Python tools could not be installed from PyPI (python3 with venv and access to PyPI are needed)"
-    );
-    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+    installed_tools("python", "python3 with venv, and access to PyPI")
 }
 
 /// The node_modules directory with the Node tools the tests run (twilio), installed from npm
 /// into target/tools on first use.
 pub fn node_tools() -> PathBuf {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/node.sh");
+    installed_tools("node", "node and npm, and access to npm")
+}
+
+/// Where tests/tools/install.sh put the tools of `kind`, installing them first if needed.
+fn installed_tools(kind: &str, needs: &str) -> PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/install.sh");
     let output = Command::new(script)
+        .arg(kind)
         .stderr(Stdio::inherit())
         .output()
-        .expect("run tests/tools/node.sh");
+        .expect("run tests/tools/install.sh");
     assert!(
         output.status.success(),
-        "the tests' Node tools could not be installed from npm (node and npm, and access to npm, are needed)"
+        "the tests' {kind} tools could not be installed ({needs} are needed)"
     );
     PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }
