@@ -258,6 +258,7 @@ impl Application {
             defaults,
             fraud,
             body_timeout: settings.http.body_timeout(),
+            scheme: if https.is_some() { "https" } else { "http" },
         });
         let listen_error = |source| StartError::Listen {
             address: settings.http.listen.clone(),
@@ -266,7 +267,7 @@ impl Application {
         let listener = TcpListener::bind(&settings.http.listen).map_err(listen_error)?;
         let address = listener.local_addr().map_err(listen_error)?;
         let workers = settings.http.worker_count();
-        let scheme = if https.is_some() { "https" } else { "http" };
+        let scheme = state.scheme;
         let server = api::server::serve(listener, https, workers, move || {
             App::new()
                 .app_data(state.clone())

@@ -48,6 +48,16 @@ pub struct AppState {
     pub fraud: crate::fraud::FraudGate,
     /// How long a request's body may take to arrive (`http.body_timeout_seconds`).
     pub body_timeout: std::time::Duration,
+    /// `https` when otpd serves TLS, else `http`: the scheme of the URLs it writes.
+    pub scheme: &'static str,
+}
+
+impl AppState {
+    /// Where `request` reached this otpd, `scheme://host` (the Host the client named): the
+    /// base of the URLs otpd writes and of the URL a provider signed.
+    pub fn origin(&self, request: &actix_web::HttpRequest) -> String {
+        format!("{}://{}", self.scheme, request.connection_info().host())
+    }
 }
 
 /// Registers every route.

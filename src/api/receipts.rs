@@ -75,7 +75,7 @@ pub async fn receive(
         authenticate_tenant(&request)?;
     }
     refuse_declared_oversize(&request)?;
-    let url = signed_url(&request, state.receipts.public_url.as_deref());
+    let url = signed_url(&state, &request);
     let query = parse_form(request.query_string().as_bytes()).unwrap_or_default();
     let header = |name: &str| {
         request
@@ -123,17 +123,15 @@ impl From<ReceiptError> for ApiError {
     }
 }
 
-/// The URL the provider called, as it signed it.
-fn signed_url(request: &HttpRequest, public_url: Option<&str>) -> String {
+/// The URL the provider called, as it signed it: under `receipts.public_url`, or where the
+/// request reached otpd.
+fn signed_url(state: &AppState, request: &HttpRequest) -> String {
     let path_and_query = request
         .uri()
         .path_and_query()
         .map_or_else(|| request.path().to_owned(), |pq| pq.as_str().to_owned());
-    match public_url {
+    match state.receipts.public_url.as_deref() {
         Some(base) => format!("{}{path_and_query}", base.trim_end_matches('/')),
-        None => {
-            let info = request.connection_info();
-            format!("{}://{}{path_and_query}", info.scheme(), info.host())
-        }
+        None => format!("{}{path_and_query}", state.origin(request)),
     }
 }

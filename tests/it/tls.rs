@@ -183,6 +183,17 @@ async fn https_healthz(
     port: u16,
     version: &'static SupportedProtocolVersion,
 ) -> (Option<ProtocolVersion>, String) {
+    https_get(pki, port, version, "/healthz", "").await
+}
+
+/// GETs `path` over TLS with `version`, with the extra header lines `headers`.
+async fn https_get(
+    pki: &Pki,
+    port: u16,
+    version: &'static SupportedProtocolVersion,
+    path: &str,
+    headers: &str,
+) -> (Option<ProtocolVersion>, String) {
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     let mut tls = tokio::time::timeout(WAIT, pki.client(version).connect(name, tcp))
@@ -190,9 +201,9 @@ async fn https_healthz(
         .expect("the handshake finished in time")
         .expect("the TLS handshake succeeded");
     let negotiated = tls.get_ref().1.protocol_version();
-    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut response)).await;
     (negotiated, String::from_utf8_lossy(&response).into_owned())
@@ -215,6 +226,22 @@ async fn https_serves_tls13_and_tls12() {
             "{expected:?}: {response}"
         );
     }
+    // The URLs otpd writes name the scheme it serves.
+    let credentials = format!("{}:{}", otpd::tenants::account_sid("dev"), app.api_key);
+    let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, credentials);
+    let authorization = format!("Authorization: Basic {basic}\r\n");
+    let (_, services) = https_get(
+        &pki,
+        port,
+        &rustls::version::TLS13,
+        "/v2/Services",
+        &authorization,
+    )
+    .await;
+    assert!(
+        services.contains("\"url\":\"https://localhost/v2/Services/VA"),
+        "{services}"
+    );
     // Plain HTTP is not served on the TLS port.
     let plain = reqwest::Client::new()
         .get(format!("http://127.0.0.1:{port}/healthz"))

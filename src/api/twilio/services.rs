@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::auth::Account;
 use super::error::{TwilioError, TwilioErrorBody};
 use super::form::Form;
-use super::views::{base_url, ServicePage, ServiceResource};
+use super::views::{ServicePage, ServiceResource};
 use crate::api::AppState;
 
 /// Lists the account's services: its one.
@@ -24,7 +24,7 @@ pub async fn list(
     account: Account,
     request: HttpRequest,
 ) -> Result<HttpResponse, TwilioError> {
-    let base = base_url(&request);
+    let base = state.origin(&request);
     let service = ServiceResource::of(&account.tenant, state.defaults.code_length, &base);
     Ok(HttpResponse::Ok().json(ServicePage::of(service, &base)))
 }
@@ -53,7 +53,7 @@ pub async fn create(
     let service = ServiceResource::of(
         &account.tenant,
         state.defaults.code_length,
-        &base_url(&request),
+        &state.origin(&request),
     );
     Ok(HttpResponse::Created().json(service))
 }
@@ -80,7 +80,7 @@ pub async fn fetch(
     let service = ServiceResource::of(
         &account.tenant,
         state.defaults.code_length,
-        &base_url(&request),
+        &state.origin(&request),
     );
     Ok(HttpResponse::Ok().json(service))
 }

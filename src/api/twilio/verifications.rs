@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::auth::Account;
 use super::error::{TwilioError, TwilioErrorBody};
 use super::form::Form;
-use super::views::{base_url, parse_verification_sid, CheckResource, VerificationResource};
+use super::views::{parse_verification_sid, CheckResource, VerificationResource};
 use crate::api::error::ApiError;
 use crate::api::verifications::{counted, run_check};
 use crate::api::AppState;
@@ -106,7 +106,7 @@ pub async fn create(
                 super::views::verification_sid(&receipt.id)
             )))
         })?;
-    let view = VerificationResource::of(&record, Timestamp::now(), &base_url(&request));
+    let view = VerificationResource::of(&record, Timestamp::now(), &state.origin(&request));
     Ok(HttpResponse::Created().json(view))
 }
 
@@ -211,7 +211,7 @@ pub async fn fetch(
         .get(&account.tenant, &id)
         .await
         .map_err(ApiError::from)?;
-    let view = VerificationResource::of(&record, Timestamp::now(), &base_url(&request));
+    let view = VerificationResource::of(&record, Timestamp::now(), &state.origin(&request));
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -259,7 +259,11 @@ pub async fn update(
         .close(&account.tenant, &id, closing, now)
         .await
         .map_err(ApiError::from)?;
-    Ok(HttpResponse::Ok().json(VerificationResource::of(&record, now, &base_url(&request))))
+    Ok(HttpResponse::Ok().json(VerificationResource::of(
+        &record,
+        now,
+        &state.origin(&request),
+    )))
 }
 
 /// The verification `sid` names, or 20404.

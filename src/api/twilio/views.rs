@@ -1,7 +1,6 @@
 //! Verifications, checks and services as Twilio's Verify v2 API shows them: its field
 //! names, its SID formats (`VE`, `VA`, `AC`, `VL` + 32 hex) and its statuses.
 
-use actix_web::HttpRequest;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -19,12 +18,6 @@ pub fn verification_sid(id: &VerificationId) -> String {
 /// The verification a SID names, if it has the form otpd gives SIDs.
 pub fn parse_verification_sid(sid: &str) -> Option<VerificationId> {
     VerificationId::parse(&format!("ver_{}", sid.strip_prefix("VE")?))
-}
-
-/// Where this otpd is reached, as the request reached it: the base of each resource's URL.
-pub fn base_url(request: &HttpRequest) -> String {
-    let info = request.connection_info();
-    format!("{}://{}", info.scheme(), info.host())
 }
 
 /// The status Twilio gives a verification: otpd's, or `failed` for a pending one whose
