@@ -181,7 +181,7 @@ impl Application {
         let fraud = FraudGate::load(
             &settings.fraud,
             Arc::clone(&store),
-            events,
+            Arc::clone(&events),
             lists,
             Timestamp::now(),
         )?;
@@ -207,7 +207,8 @@ impl Application {
         let owner: Arc<dyn Executor> = Arc::new(Owner {
             issuer: issuer.clone(),
             checker: Checker::new(Arc::clone(&store), secrets.hasher.clone())
-                .with_fraud_gate(fraud.clone()),
+                .with_fraud_gate(fraud.clone())
+                .with_events(Arc::clone(&events)),
             ledger: Arc::new(StoreLedger::new(Arc::clone(&store))),
             sealer: secrets.sealer.clone(),
             counters,

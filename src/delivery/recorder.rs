@@ -12,10 +12,7 @@ use crate::domain::{DeliveryJob, DeliveryState, Timestamp, Verification};
 use crate::providers::receipts::{Receipt, ReceiptStatus};
 use crate::store::{MessageOwner, Store, StoreError};
 use crate::telemetry::metrics::metrics;
-use crate::telemetry::platform::{at, Event, EventSink};
-
-/// How long publishing a delivery event may hold up a job.
-const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::telemetry::platform::{at, tell, Event, EventSink};
 
 /// The pause before a send's outcome is offered again after its write failed.
 const RECORD_PAUSE: Duration = Duration::from_millis(250);
@@ -266,13 +263,7 @@ impl Recorder {
 
     /// Tells the platform; a lost event is logged, not retried (the outcome is durable).
     async fn publish(&self, event: Event) {
-        match tokio::time::timeout(EVENT_TIMEOUT, self.events.publish_event(&event)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(key = %event.routing_key(), %error, "Could not publish an event.")
-            }
-            Err(_) => tracing::warn!(key = %event.routing_key(), "Publishing an event timed out."),
-        }
+        tell(self.events.as_ref(), event).await;
     }
 }
 

@@ -1,4 +1,5 @@
 //! Events for platforms: `verification.created|rejected.<tenant>`,
+//! `verification.approved|canceled|max_attempts_reached.<tenant>`,
 //! `delivery.sent|delivered|failed.<tenant>`, and the global `fraud.blocked.<country>`.
 //! No event ever carries a code or a full destination.
 
@@ -78,6 +79,24 @@ pub enum Event {
         tenant: String,
         error: ErrorObject,
     },
+    /// A verification was approved: `by` a right `code`, or a `request` to approve it.
+    #[serde(rename = "verification.approved")]
+    VerificationApproved {
+        #[serde(flatten)]
+        verification: Ended,
+        by: &'static str,
+    },
+    #[serde(rename = "verification.canceled")]
+    VerificationCanceled {
+        #[serde(flatten)]
+        verification: Ended,
+    },
+    /// The last attempt was wrong: the verification takes no more checks.
+    #[serde(rename = "verification.max_attempts_reached")]
+    VerificationMaxAttemptsReached {
+        #[serde(flatten)]
+        verification: Ended,
+    },
     #[serde(rename = "delivery.sent")]
     DeliverySent {
         id: String,
@@ -120,10 +139,30 @@ pub enum Event {
     },
 }
 
+/// The verification an ending's event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ended {
+    pub id: String,
+    pub tenant: String,
+    pub channel: Channel,
+    /// Masked destination.
+    pub to: String,
+    pub at: String,
+}
+
 impl Event {
     /// `<type>.<tenant>`, e.g. `verification.created.acme`.
     pub fn routing_key(&self) -> String {
         let (kind, tenant) = match self {
+            Event::VerificationApproved { verification, .. } => {
+                ("verification.approved", &verification.tenant)
+            }
+            Event::VerificationCanceled { verification } => {
+                ("verification.canceled", &verification.tenant)
+            }
+            Event::VerificationMaxAttemptsReached { verification } => {
+                ("verification.max_attempts_reached", &verification.tenant)
+            }
             Event::VerificationCreated { tenant, .. } => ("verification.created", tenant),
             Event::VerificationRejected { tenant, .. } => ("verification.rejected", tenant),
             Event::DeliverySent { tenant, .. } => ("delivery.sent", tenant),
@@ -139,6 +178,21 @@ impl Event {
 
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// How long telling the platform may take.
+const EVENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Tells the platform `event`, within `EVENT_TIMEOUT`; a lost event is logged, not retried
+/// (what it tells of is durable already).
+pub async fn tell(events: &dyn EventSink, event: Event) {
+    match tokio::time::timeout(EVENT_TIMEOUT, events.publish_event(&event)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(key = %event.routing_key(), %error, "Could not publish an event.")
+        }
+        Err(_) => tracing::warn!(key = %event.routing_key(), "Publishing an event timed out."),
     }
 }
 

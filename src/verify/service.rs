@@ -4,11 +4,14 @@
 use std::sync::Arc;
 
 use super::rules::{apply_check, apply_close, CheckOutcome, CheckRefusal, Closing};
+use crate::domain::destination::mask;
+use crate::domain::Status;
 use crate::domain::{
     CodeHasher, DestinationKey, OtpCode, Presented, Timestamp, Verification, VerificationId,
 };
 use crate::fraud::FraudGate;
 use crate::store::{Store, StoreError};
+use crate::telemetry::platform::{at, tell, Ended, Event, EventSink, NoEvents};
 
 #[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum CheckError {
@@ -26,6 +29,7 @@ pub struct Checker {
     store: Arc<dyn Store>,
     hasher: CodeHasher,
     fraud: FraudGate,
+    events: Arc<dyn EventSink>,
 }
 
 impl Checker {
@@ -34,7 +38,28 @@ impl Checker {
             store,
             hasher,
             fraud: FraudGate::off(),
+            events: Arc::new(NoEvents),
         }
+    }
+
+    /// Tells the platform of each verification that ends by a check or a request.
+    pub fn with_events(mut self, events: Arc<dyn EventSink>) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Tells the platform how `record` ended, once that is durable, without holding up the
+    /// answer.
+    fn tell_ending(&self, record: &Verification, ending: fn(Ended) -> Event, now: Timestamp) {
+        let event = ending(Ended {
+            id: record.id.to_string(),
+            tenant: record.tenant.clone(),
+            channel: record.channel,
+            to: mask(&record.to),
+            at: at(now),
+        });
+        let events = Arc::clone(&self.events);
+        tokio::spawn(async move { tell(events.as_ref(), event).await });
     }
 
     /// Tells the SMS-pumping guard (shared with issuance) about each approval.
@@ -67,6 +92,9 @@ impl Checker {
         let record = record.ok_or(CheckError::NotFound)?;
         if outcome.valid {
             self.fraud.record_conversion(&record, now);
+            self.tell_ending(&record, approved_by_code, now);
+        } else if outcome.status == Status::MaxAttemptsReached {
+            self.tell_ending(&record, max_attempts_reached, now);
         }
         Ok((record, outcome))
     }
@@ -108,6 +136,34 @@ impl Checker {
         self.store.flush().await?;
         // An approval without a code says nothing of whether the code arrived: it is no
         // conversion for the SMS-pumping guard.
-        record.ok_or(CheckError::NotFound)
+        let record = record.ok_or(CheckError::NotFound)?;
+        let ending = match closing {
+            Closing::Cancel => canceled,
+            Closing::Approve => approved_by_request,
+        };
+        self.tell_ending(&record, ending, now);
+        Ok(record)
     }
+}
+
+fn approved_by_code(verification: Ended) -> Event {
+    Event::VerificationApproved {
+        verification,
+        by: "code",
+    }
+}
+
+fn approved_by_request(verification: Ended) -> Event {
+    Event::VerificationApproved {
+        verification,
+        by: "request",
+    }
+}
+
+fn canceled(verification: Ended) -> Event {
+    Event::VerificationCanceled { verification }
+}
+
+fn max_attempts_reached(verification: Ended) -> Event {
+    Event::VerificationMaxAttemptsReached { verification }
 }

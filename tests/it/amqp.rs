@@ -741,3 +741,65 @@ impl Listener {
         bodies
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_each_verification_is_an_event() {
+    let (app, broker) = broker_app().await;
+    let approved = broker.listen("events", "verification.approved.dev").await;
+    let canceled = broker.listen("events", "verification.canceled.dev").await;
+    let spent = broker
+        .listen("events", "verification.max_attempts_reached.dev")
+        .await;
+
+    let right = app.create_sms(&de_mobile(61)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let code = app.code_for(&right).await;
+    app.check_code(&right, &code).await.expect_status(200);
+    let dropped = app.create_sms(&de_mobile(62)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.cancel(&dropped).await.expect_status(200);
+    let guessed = app.create_sms(&de_mobile(63)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wrong = if app.code_for(&guessed).await == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for _ in 0..5 {
+        app.check_code(&guessed, wrong).await.expect_status(200);
+    }
+
+    let (event, _) = approved.receive(1).await.remove(0);
+    assert_eq!(
+        (event["id"].as_str(), event["by"].as_str()),
+        (Some(right.as_str()), Some("code"))
+    );
+    assert_eq!(event["type"], "verification.approved");
+    assert_eq!(event["to"], "+49151*****661");
+    let (event, _) = canceled.receive(1).await.remove(0);
+    assert_eq!(event["id"], dropped.as_str());
+    let (event, _) = spent.receive(1).await.remove(0);
+    assert_eq!(event["id"], guessed.as_str());
+    assert_eq!(event["type"], "verification.max_attempts_reached");
+    // One event each, and none carries a code.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (what, listener) in [
+        ("approved", &approved),
+        ("canceled", &canceled),
+        ("spent", &spent),
+    ] {
+        assert!(
+            listener.drain_raw().await.is_empty(),
+            "a second {what} event"
+        );
+    }
+    assert!(!contains_code(&event.to_string(), &code));
+    drop(app);
+    broker.clean_up().await;
+}
