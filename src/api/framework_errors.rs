@@ -66,9 +66,12 @@ fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// A connection's stream whose framework refusals go out with the JSON body.
 pub struct JsonRefusals<T> {
     inner: T,
-    /// A rewritten refusal not yet written whole, and how much of it is.
+    /// A rewritten refusal not yet written whole, how much of it is, and how many bytes of
+    /// the framework's buffer it stands for (reported written once it is all out, so the
+    /// framework keeps waiting for the stream meanwhile).
     pending: Vec<u8>,
     sent: usize,
+    stands_for: usize,
 }
 
 impl<T> JsonRefusals<T> {
@@ -77,6 +80,7 @@ impl<T> JsonRefusals<T> {
             inner,
             pending: Vec::new(),
             sent: 0,
+            stands_for: 0,
         }
     }
 
@@ -119,19 +123,21 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonRefusals<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        ready!(this.poll_drain(cx))?;
-        match with_json_body(buf) {
-            Some(rewritten) => {
-                // The whole of `buf` is taken; what the stream does not take now goes with
-                // the next flush.
-                this.pending = rewritten;
-                if let Poll::Ready(Err(error)) = this.poll_drain(cx) {
-                    return Poll::Ready(Err(error));
+        // `stands_for` is still set when a flush wrote the refusal out before the framework
+        // offered its buffer again: the buffer is written, and is not rewritten twice.
+        if this.pending.is_empty() && this.stands_for == 0 {
+            match with_json_body(buf) {
+                Some(rewritten) => {
+                    this.pending = rewritten;
+                    this.stands_for = buf.len();
                 }
-                Poll::Ready(Ok(buf.len()))
+                None => return Pin::new(&mut this.inner).poll_write(cx, buf),
             }
-            None => Pin::new(&mut this.inner).poll_write(cx, buf),
         }
+        // A rewritten refusal is being written: the framework offers the same buffer again
+        // until it is told the buffer is written, which it is once the refusal is all out.
+        ready!(this.poll_drain(cx))?;
+        Poll::Ready(Ok(std::mem::take(&mut this.stands_for)))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -191,6 +197,28 @@ mod tests {
                 String::from_utf8_lossy(written)
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_full_stream_holds_the_framework_back_until_the_refusal_is_all_out() {
+        use std::future::poll_fn;
+        use tokio::io::AsyncReadExt;
+        let (mut client, server) = tokio::io::duplex(16);
+        let mut wrapped = JsonRefusals::new(server);
+        // The stream takes 16 bytes, then waits for the client to read.
+        let first = poll_fn(|cx| Poll::Ready(Pin::new(&mut wrapped).poll_write(cx, REFUSAL))).await;
+        assert!(first.is_pending(), "told written while most of it was not");
+        let reader = tokio::spawn(async move {
+            let mut received = Vec::new();
+            client.read_to_end(&mut received).await.unwrap();
+            received
+        });
+        let taken = poll_fn(|cx| Pin::new(&mut wrapped).poll_write(cx, REFUSAL))
+            .await
+            .unwrap();
+        assert_eq!(taken, REFUSAL.len());
+        drop(wrapped);
+        assert_eq!(Some(reader.await.unwrap()), with_json_body(REFUSAL));
     }
 
     #[tokio::test]

@@ -53,10 +53,17 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Where `request` reached this otpd, `scheme://host` (the Host the client named): the
-    /// base of the URLs otpd writes and of the URL a provider signed.
+    /// Where `request` reached this otpd, `scheme://host`: the base of the URLs otpd writes
+    /// and of the URL a provider signed. A proxy's `Forwarded` or `X-Forwarded-Proto` and
+    /// `-Host` say it, as they do for the host; else the Host the client named, and the
+    /// scheme otpd serves.
     pub fn origin(&self, request: &actix_web::HttpRequest) -> String {
-        format!("{}://{}", self.scheme, request.connection_info().host())
+        let info = request.connection_info();
+        let headers = request.headers();
+        let proxied = headers.contains_key(actix_web::http::header::FORWARDED)
+            || headers.contains_key("x-forwarded-proto");
+        let scheme = if proxied { info.scheme() } else { self.scheme };
+        format!("{scheme}://{}", info.host())
     }
 }
 

@@ -5,7 +5,7 @@
 //! (`framework_errors`).
 
 use actix_http::{HttpMessage, HttpService, Protocol, Request, Response};
-use actix_server::{Server, ServerBuilder};
+use actix_server::{GracefulShutdownSignal, Server, ServerBuilder};
 use actix_service::{fn_service, map_config, ServiceFactoryExt};
 use actix_tls::accept::rustls_0_23::{Acceptor, TlsStream};
 use actix_web::body::{BoxBody, MessageBody};
@@ -18,9 +18,13 @@ use tokio::net::TcpStream;
 use super::extract::refuse_declared_oversize_head;
 use super::framework_errors::JsonRefusals;
 
-/// How long a client may take to send a request's headers, and an idle connection stays.
+/// How long a client may take to send a request's headers, and an idle connection stays
+/// (actix-web's defaults).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// How long a connection answered before its body was read may drain that body, so the
+/// client reads the answer rather than a reset (actix-web's default).
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What an `App<T>` needs of its `T` to be served: the service factory actix-web's routes
 /// and middleware make, answering with bodies of type `B`.
@@ -59,6 +63,7 @@ where
     B: MessageBody + 'static,
 {
     let builder = Server::build().workers(workers);
+    let shutdown = builder.graceful_shutdown_signal();
     let builder: ServerBuilder = match tls {
         None => builder.listen("otpd-http", listener, move || {
             fn_service(|io: TcpStream| async move {
@@ -69,7 +74,7 @@ where
                     peer,
                 ))
             })
-            .and_then(http_service(make_app.clone()))
+            .and_then(http_service(make_app.clone(), shutdown.clone()))
         })?,
         Some(mut config) => {
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -86,7 +91,7 @@ where
                         let peer = io.get_ref().0.peer_addr().ok();
                         Ok((JsonRefusals::new(io), Protocol::Http1, peer))
                     })
-                    .and_then(http_service(make_app.clone()))
+                    .and_then(http_service(make_app.clone(), shutdown.clone()))
             })?
         }
     };
@@ -96,6 +101,7 @@ where
 /// actix-http with otpd's timeouts and its `Expect` check, serving the app.
 fn http_service<F, T, B, S>(
     make_app: F,
+    shutdown: GracefulShutdownSignal,
 ) -> impl ServiceFactory<
     (JsonRefusals<S>, Protocol, Option<std::net::SocketAddr>),
     Config = (),
@@ -112,6 +118,11 @@ where
     HttpService::build()
         .keep_alive(KEEP_ALIVE)
         .client_request_timeout(HEAD_TIMEOUT)
+        .client_disconnect_timeout(DISCONNECT_TIMEOUT)
+        .graceful_shutdown_signal(move || {
+            let shutdown = shutdown.clone();
+            async move { shutdown.notified().await }
+        })
         .expect(fn_service(refuse_oversize_before_continue))
         .finish(map_config(make_app(), |_| AppConfig::default()))
 }

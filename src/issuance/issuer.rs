@@ -210,7 +210,8 @@ impl Issuer {
             .unwrap_or(message.surface.resend_keeps_code_by_default());
         let mut verification = match (plan, pending) {
             (SendPlan::Resend(_), Some(existing)) => {
-                if let Some(kept) = keeps_code.then(|| self.kept_code(&existing)).flatten() {
+                let keeps_this_code = keeps_code && policy::may_keep_code(&existing, request);
+                if let Some(kept) = keeps_this_code.then(|| self.kept_code(&existing)).flatten() {
                     return (policy::resend_same_code(&existing, request, now), kept);
                 }
                 let code = OtpCode::generate(request.code_length);

@@ -156,6 +156,17 @@ pub fn resend(
     }
 }
 
+/// Whether a resend of `existing` for `request` may send the same code: only when it names
+/// no other transaction and no other session, so a kept code never comes to confirm what
+/// it was not sent for (a new amount or payee needs a new code).
+pub fn may_keep_code(existing: &Verification, request: &IssueRequest) -> bool {
+    fn same_or_unsaid<T: PartialEq>(asked: Option<&T>, bound: Option<&T>) -> bool {
+        asked.is_none_or(|asked| Some(asked) == bound)
+    }
+    same_or_unsaid(request.transaction.as_ref(), existing.transaction.as_ref())
+        && same_or_unsaid(request.session_id.as_ref(), existing.session_id.as_ref())
+}
+
 /// The pending verification sending its code again (the tenant's resends keep the code):
 /// both messages carry a code that works, used attempts stay used, and the lifetime stays
 /// the first send's, so a resend never makes a code live longer.
@@ -327,6 +338,26 @@ mod tests {
         // A resend with a new code lets the kept one go (the issuer seals the new one).
         let renewed = resend(&verification, &request(), CodeHash([9; 32]), later);
         assert_eq!(renewed.kept_code, None);
+    }
+
+    #[test]
+    fn a_code_is_kept_only_for_the_same_transaction_and_session() {
+        let (verification, _) = issued_at(START);
+        let bound = |amount: &str| Transaction::of(Some(amount.into()), Some("Acme".into()));
+        let mut existing = verification.clone();
+        existing.transaction = bound("10.00");
+        let asking = |transaction, session_id: Option<&str>| IssueRequest {
+            transaction,
+            session_id: session_id.map(str::to_owned),
+            ..request()
+        };
+        assert!(may_keep_code(&existing, &asking(None, None)));
+        assert!(may_keep_code(
+            &existing,
+            &asking(bound("10.00"), Some("s-1"))
+        ));
+        assert!(!may_keep_code(&existing, &asking(bound("5000.00"), None)));
+        assert!(!may_keep_code(&existing, &asking(None, Some("s-2"))));
     }
 
     #[test]

@@ -300,6 +300,45 @@ async fn a_resend_sends_the_same_code_so_a_late_first_message_still_works() {
 }
 
 #[tokio::test]
+async fn a_resend_for_another_amount_gets_a_new_code() {
+    let app = spawn_app_with(|s| s.verification.resend_cooldown_seconds = 1).await;
+    let twilio = Twilio::of(&app);
+    let first = twilio
+        .start(DE_MOBILE, &[("Amount", "10.00"), ("Payee", "Alice")])
+        .await;
+    let sid = first.str("sid").to_owned();
+    let code = twilio.code_for(&sid).await;
+    let resent = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let reply = twilio
+            .start(DE_MOBILE, &[("Amount", "5000.00"), ("Payee", "Mallory")])
+            .await;
+        if reply.status.as_u16() != 429 {
+            break reply;
+        }
+    };
+    resent.expect_status(201);
+    let messages = app.messages_for(&format!("ver_{}", &sid[2..]), 2).await;
+    let new_code = message_code(&messages[1], 6);
+    assert_ne!(
+        new_code, code,
+        "the first code must not come to confirm another payment"
+    );
+    let old = twilio
+        .post(
+            &twilio.check_route(),
+            &[
+                ("VerificationSid", &sid),
+                ("Code", &code),
+                ("Amount", "5000.00"),
+                ("Payee", "Mallory"),
+            ],
+        )
+        .await;
+    assert_eq!(old.body["valid"], false, "{}", old.text);
+}
+
+#[tokio::test]
 async fn a_tenant_may_have_its_twilio_resends_send_a_new_code() {
     let new_codes = otpd::access::TenantSettings {
         resend_keeps_code: Some(false),
@@ -449,6 +488,21 @@ async fn the_account_has_one_service_listed_created_and_fetched_as_itself() {
     assert_eq!(listed.body["services"][0]["sid"], twilio.service.as_str());
     assert_eq!(listed.body["services"].as_array().unwrap().len(), 1);
     assert_eq!(listed.body["meta"]["key"], "services");
+    let url = listed.body["services"][0]["url"].as_str().unwrap();
+    assert!(url.starts_with(&app.address), "{url}");
+    // Behind a proxy, the URLs are the proxy's.
+    let proxied = send(
+        twilio
+            .request(Method::GET, "/v2/Services")
+            .header("X-Forwarded-Proto", "https")
+            .header("X-Forwarded-Host", "verify.example.com"),
+    )
+    .await;
+    let url = proxied.body["services"][0]["url"].as_str().unwrap();
+    assert!(
+        url.starts_with("https://verify.example.com/v2/Services/VA"),
+        "{url}"
+    );
 
     let created = twilio
         .post("/v2/Services", &[("FriendlyName", "Login")])
