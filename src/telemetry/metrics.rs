@@ -27,6 +27,9 @@ pub struct Metrics {
     /// Cluster traffic through the broker: changelog records and forwarded commands.
     pub cluster_messages: IntCounterVec,
     pub cluster_lag: IntGauge,
+    /// 1 while this node's broker connection is up, 0 while it is away, by namespace; no
+    /// series at all in embedded mode.
+    pub broker_connected: IntGaugeVec,
     allocator: IntGaugeVec,
 }
 
@@ -170,12 +173,18 @@ impl Metrics {
         registry
             .register(Box::new(cluster_lag.clone()))
             .expect("metric names are unique");
+        let broker_connected = gauge(
+            "otpd_broker_connected",
+            "1 while the broker connection is up, 0 while otpd reconnects (broker mode only).",
+            &["namespace"],
+        );
         let allocator = gauge(
             "otpd_allocator_bytes",
             "The allocator's figures: allocated (live data), active (its pages), resident.",
             &["kind"],
         );
         Metrics {
+            broker_connected,
             allocator,
             fraud_blocks,
             cluster_messages,
@@ -197,6 +206,40 @@ impl Metrics {
             swept,
             outbox_recovered,
         }
+    }
+
+    /// The name of every metric otpd defines, with or without a series yet (a labelled metric
+    /// shows in the exposition only once it has one): what dashboards and alert rules may
+    /// name.
+    pub fn names(&self) -> Vec<String> {
+        use prometheus::core::Collector;
+        let collectors: [&dyn Collector; 20] = [
+            &self.issued,
+            &self.issue_refused,
+            &self.checks,
+            &self.deliveries,
+            &self.time_to_send,
+            &self.provider_latency,
+            &self.http_requests,
+            &self.http_duration,
+            &self.swept,
+            &self.outbox_recovered,
+            &self.breaker_state,
+            &self.time_to_delivered,
+            &self.store_flush,
+            &self.quota_alerts,
+            &self.quota_used,
+            &self.fraud_blocks,
+            &self.cluster_messages,
+            &self.cluster_lag,
+            &self.broker_connected,
+            &self.allocator,
+        ];
+        collectors
+            .iter()
+            .flat_map(|collector| collector.desc())
+            .map(|desc| desc.fq_name.clone())
+            .collect()
     }
 
     /// The Prometheus text exposition of every metric.

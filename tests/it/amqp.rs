@@ -803,3 +803,16 @@ async fn the_end_of_each_verification_is_an_event() {
     drop(app);
     broker.clean_up().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_connection_is_a_metric() {
+    let (app, broker) = broker_app().await;
+    let metrics = send(app.anonymous(reqwest::Method::GET, "/metrics")).await;
+    let connected = format!(
+        "otpd_broker_connected{{namespace=\"{}\"}} 1",
+        broker.namespace
+    );
+    assert!(metrics.text.contains(&connected), "{}", metrics.text);
+    drop(app);
+    broker.clean_up().await;
+}

@@ -9,6 +9,7 @@ mod access;
 mod check;
 mod concurrency;
 mod create;
+mod deploy;
 mod disk;
 mod durability;
 mod edge;

@@ -145,6 +145,10 @@ impl AmqpBus {
     }
 
     fn set_publisher(&self, channel: Option<Channel>) {
+        crate::telemetry::metrics::metrics()
+            .broker_connected
+            .with_label_values(&[&self.settings.namespace])
+            .set(i64::from(channel.is_some()));
         *self.publisher.write().unwrap_or_else(|p| p.into_inner()) = channel;
     }
 
