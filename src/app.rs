@@ -260,6 +260,12 @@ impl Application {
             fraud,
             body_timeout: settings.http.body_timeout(),
             scheme: if https.is_some() { "https" } else { "http" },
+            trusted_proxies: api::client_ip::TrustedProxies::parse(&settings.http.trusted_proxies)
+                .unwrap_or_default(),
+            check_limiter: std::sync::Mutex::new(crate::domain::rate_limit::KeyedLimiter::new(
+                settings.rate_limits.client_ip_per_second,
+                settings.rate_limits.client_ip_burst,
+            )),
         });
         let listen_error = |source| StartError::Listen {
             address: settings.http.listen.clone(),

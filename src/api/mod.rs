@@ -1,6 +1,7 @@
 //! The HTTP API (actix-web): routes, extractors, the error shape, request metrics.
 
 pub mod admin;
+pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod framework_errors;
@@ -50,9 +51,36 @@ pub struct AppState {
     pub body_timeout: std::time::Duration,
     /// `https` when otpd serves TLS, else `http`: the scheme of the URLs it writes.
     pub scheme: &'static str,
+    /// Whose `X-Forwarded-For` names the client (`http.trusted_proxies`).
+    pub trusted_proxies: client_ip::TrustedProxies,
+    /// Checks per client IP (`rate_limits.client_ip_*`, as for creates; kept per node).
+    pub check_limiter: std::sync::Mutex<crate::domain::rate_limit::KeyedLimiter<std::net::IpAddr>>,
 }
 
 impl AppState {
+    /// The client `request` comes from (see `client_ip`).
+    pub fn client_ip(&self, request: &actix_web::HttpRequest) -> Option<std::net::IpAddr> {
+        let peer = request.peer_addr()?.ip();
+        let forwarded_for = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|value| value.to_str().ok());
+        Some(self.trusted_proxies.client(peer, forwarded_for))
+    }
+
+    /// Refuses a check from a client over its rate (429 `rate_limited`, with Retry-After):
+    /// guessing codes from one address is paced like creating them.
+    pub fn admit_check(&self, request: &actix_web::HttpRequest) -> Result<(), ApiError> {
+        let Some(client) = self.client_ip(request) else {
+            return Ok(());
+        };
+        self.check_limiter
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .check(client, crate::domain::Timestamp::now())
+            .map_err(|retry_after| crate::issuance::IssueError::RateLimited { retry_after }.into())
+    }
+
     /// Where `request` reached this otpd, `scheme://host`: the base of the URLs otpd writes
     /// and of the URL a provider signed. A proxy's `Forwarded` or `X-Forwarded-Proto` and
     /// `-Host` say it, as they do for the host; else the Host the client named, and the

@@ -22,6 +22,10 @@ pub struct HttpSettings {
     /// `[http.tls]`: certificate and key for HTTPS. Default unset: plain HTTP.
     #[serde(default)]
     pub tls: HttpTlsSettings,
+    /// Proxies (CIDRs or addresses) whose `X-Forwarded-For` names the client, for the
+    /// per-IP rate limits. Default none: the peer is the client.
+    #[serde(default, deserialize_with = "crate::lists::array_or_commas")]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl HttpSettings {
@@ -35,6 +39,9 @@ impl HttpSettings {
         }
         if self.body_timeout_seconds == 0 {
             problems.push("http.body_timeout_seconds must be at least 1".into());
+        }
+        if let Err(problem) = super::client_ip::TrustedProxies::parse(&self.trusted_proxies) {
+            problems.push(problem);
         }
         problems
     }

@@ -147,7 +147,7 @@ pub async fn create(
     let issue = IssueOtp {
         tenant: tenant.0,
         source: RequestSource::Http {
-            client_ip: request.peer_addr().map(|address| address.ip()),
+            client_ip: state.client_ip(&request),
         },
         surface: Surface::Native,
         request: validate(body.value, &state.defaults).map_err(ApiError::from)?,
@@ -220,6 +220,7 @@ fn parse_code(raw: &str) -> Result<OtpCode, ApiError> {
         (status = 404, description = "No such verification for this tenant", body = ErrorEnvelope),
         (status = 409, description = "Already approved, canceled, or out of attempts", body = ErrorEnvelope),
         (status = 410, description = "The code expired", body = ErrorEnvelope),
+        (status = 429, description = "Too many checks from this client; wait Retry-After", body = ErrorEnvelope),
         (status = 503, description = "otpd cannot take it now; retry", body = ErrorEnvelope),
     ),
     security(("api_key" = []))
@@ -228,8 +229,10 @@ pub async fn check(
     state: web::Data<AppState>,
     tenant: Tenant,
     id: web::Path<String>,
+    request: HttpRequest,
     body: JsonBody<CheckBody>,
 ) -> Result<HttpResponse, ApiError> {
+    state.admit_check(&request)?;
     let body = body.value;
     let code = parse_code(&body.code)?;
     let presented = presented(body.session_id, body.amount, body.payee)?;
@@ -253,6 +256,7 @@ pub async fn check(
         (status = 422, description = "Not a valid destination", body = ErrorEnvelope),
         (status = 409, description = "Already approved, canceled, or out of attempts", body = ErrorEnvelope),
         (status = 410, description = "The code expired", body = ErrorEnvelope),
+        (status = 429, description = "Too many checks from this client; wait Retry-After", body = ErrorEnvelope),
         (status = 503, description = "otpd cannot take it now; retry", body = ErrorEnvelope),
     ),
     security(("api_key" = []))
@@ -260,8 +264,10 @@ pub async fn check(
 pub async fn check_by_destination(
     state: web::Data<AppState>,
     tenant: Tenant,
+    request: HttpRequest,
     body: JsonBody<CheckByDestinationBody>,
 ) -> Result<HttpResponse, ApiError> {
+    state.admit_check(&request)?;
     let body = body.value;
     let code = parse_code(&body.code)?;
     let presented = presented(body.session_id, body.amount, body.payee)?;

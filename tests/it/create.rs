@@ -147,3 +147,19 @@ async fn different_destinations_and_channels_get_separate_verifications() {
     assert_ne!(first["id"], second["id"]);
     assert_ne!(first["id"], email.body["id"]);
 }
+
+#[tokio::test]
+async fn the_sandbox_outbox_is_readable_by_otpd_s_user_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_app().await;
+    let id = app.create_sms(DE_MOBILE).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.code_for(&id).await;
+    let mode = std::fs::metadata(outbox_path(app.store_dir()))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}

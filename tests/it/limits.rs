@@ -206,3 +206,56 @@ async fn the_tenant_rate_limit_applies_to_one_tenant_only() {
     );
     acme_reply.expect_status(201);
 }
+
+#[tokio::test]
+async fn checks_are_limited_per_client_ip_and_a_trusted_proxy_names_the_client() {
+    let app = spawn_app_with(|s| {
+        s.rate_limits.client_ip_per_second = 0.1;
+        s.rate_limits.client_ip_burst = 2;
+        s.http.trusted_proxies = vec!["127.0.0.1/32".into()];
+    })
+    .await;
+    let id = app.create_sms(DE_MOBILE).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let check_from = |client: Option<&'static str>| {
+        let request = app
+            .request(Method::POST, &format!("/v1/verifications/{id}/check"))
+            .json(&json!({"code": "000000"}));
+        let request = match client {
+            Some(address) => request.header("X-Forwarded-For", address),
+            None => request,
+        };
+        send(request)
+    };
+    check_from(None).await.expect_status(200);
+    check_from(None).await.expect_status(200);
+    let limited = check_from(None).await;
+    limited.expect_error(429, "rate_limited");
+    assert!(limited.retry_after() >= 1);
+    // Behind the trusted proxy (the loopback peer), the forwarded address is the client.
+    check_from(Some("203.0.113.5")).await.expect_status(200);
+}
+
+#[tokio::test]
+async fn a_forwarded_address_from_an_untrusted_peer_changes_nothing() {
+    let app = spawn_app_with(|s| {
+        s.rate_limits.client_ip_per_second = 0.1;
+        s.rate_limits.client_ip_burst = 1;
+    })
+    .await;
+    let id = app.create_sms(DE_MOBILE).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let check = |forwarded: &'static str| {
+        send(
+            app.request(Method::POST, &format!("/v1/verifications/{id}/check"))
+                .header("X-Forwarded-For", forwarded)
+                .json(&json!({"code": "000000"})),
+        )
+    };
+    check("203.0.113.5").await.expect_status(200);
+    check("203.0.113.6").await.expect_error(429, "rate_limited");
+}

@@ -86,7 +86,7 @@ pub async fn create(
     let issue = IssueOtp {
         tenant: account.tenant.clone(),
         source: RequestSource::Http {
-            client_ip: request.peer_addr().map(|address| address.ip()),
+            client_ip: state.client_ip(&request),
         },
         surface: Surface::TwilioCompatible,
         request: validate(fields, &state.defaults).map_err(invalid)?,
@@ -121,7 +121,7 @@ pub async fn create(
         (status = 200, description = "Checked; `valid` says whether the code was right (and the amount and payee, when bound)", body = CheckResource),
         (status = 400, description = "60200: a parameter is missing or malformed", body = TwilioErrorBody),
         (status = 404, description = "20404: no such verification pending (never made, approved, canceled or expired)", body = TwilioErrorBody),
-        (status = 429, description = "60202: max check attempts reached", body = TwilioErrorBody),
+        (status = 429, description = "60202: max check attempts reached; 20429: too many checks from this client, wait Retry-After", body = TwilioErrorBody),
         (status = 503, description = "20503: otpd cannot take it now; retry", body = TwilioErrorBody),
     ),
     security(("twilio_basic" = []))
@@ -130,9 +130,11 @@ pub async fn check(
     state: web::Data<AppState>,
     account: Account,
     service: web::Path<String>,
+    request: HttpRequest,
     mut form: Form,
 ) -> Result<HttpResponse, TwilioError> {
     account.own_service(&service)?;
+    state.admit_check(&request)?;
     let code = form.require("Code")?;
     let code = OtpCode::parse(&code).ok_or_else(|| {
         TwilioError::invalid_parameter(format!(

@@ -45,9 +45,11 @@ impl SandboxProvider {
         if let Some(parent) = self.path.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
+        // The outbox holds codes in clear (it stands in for phones): only otpd's user reads it.
         tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&self.path)
             .await
     }
