@@ -40,6 +40,7 @@ use crate::telemetry::events::StoreSwept;
 use crate::telemetry::platform::{EventSink, NoEvents};
 use crate::tenants::{bootstrap_dev_tenant, ApiKeys, TenantError};
 use crate::verify::Checker;
+use crate::webhooks::Webhooks;
 
 /// How long a job waits for its verification to reach a cluster node's view.
 const VIEW_WAIT: Duration = Duration::from_secs(2);
@@ -126,6 +127,23 @@ impl Application {
             Some(broker) => broker.clone(),
             None => Arc::new(NoEvents),
         };
+        // The tenants' webhooks hear every event the platforms are told of.
+        let webhooks = if prepared.webhook_targets.is_empty() {
+            None
+        } else {
+            let webhooks = Webhooks::start(
+                prepared.webhook_targets,
+                &settings.webhooks,
+                &dir,
+                Arc::clone(&store),
+            )
+            .map_err(StartError::Store)?;
+            Some(webhooks)
+        };
+        let events = match &webhooks {
+            Some(webhooks) => webhooks.sink(events),
+            None => events,
+        };
         // Commands on a destination's state run here, or on its partition's owner.
         let forwarder = broker
             .as_ref()
@@ -201,7 +219,8 @@ impl Application {
             Arc::clone(&bus),
             access,
         )
-        .with_fraud_gate(fraud.clone());
+        .with_fraud_gate(fraud.clone())
+        .with_webhooks(webhooks);
         let issuance = IssuanceActor::new(issuer, settings.delivery.mailbox_capacity);
         let issuer = IssuanceActor::start_in_arbiter(&arbiters.issuance.handle(), |_| issuance);
         let owner: Arc<dyn Executor> = Arc::new(Owner {

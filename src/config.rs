@@ -106,6 +106,9 @@ pub struct Settings {
     /// The SMS-pumping guard. Defaults: see `FraudSettings`.
     #[serde(default)]
     pub fraud: FraudSettings,
+    /// `[webhooks]`: how the tenants' webhooks are retried. Defaults: see `WebhookSettings`.
+    #[serde(default)]
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 /// What the settings name on disk, read and checked once: the TLS material and the built
@@ -117,6 +120,8 @@ pub struct Prepared {
     pub amqp_tls: AmqpTls,
     /// Every provider (the configured ones and the sandbox when enabled), built.
     pub providers: Vec<BuiltProvider>,
+    /// The tenants' webhooks, their secrets read.
+    pub webhook_targets: crate::webhooks::WebhookTargets,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -198,11 +203,15 @@ impl Settings {
                 Err(error) => problems.push(format!("providers.{id}: {error}")),
             }
         }
+        let webhook_targets = crate::webhooks::WebhookTargets::from_settings(&self.tenants)
+            .map_err(|found| problems.extend(found))
+            .unwrap_or_default();
         into_result(problems)?;
         Ok(Prepared {
             https,
             amqp_tls,
             providers,
+            webhook_targets,
         })
     }
 
@@ -221,6 +230,7 @@ impl Settings {
         problems.extend(self.amqp.validate());
         problems.extend(self.cluster.validate());
         problems.extend(self.fraud.validate("fraud"));
+        problems.extend(self.webhooks.validate());
         problems.extend(self.breaker.validate("breaker"));
         problems.extend(validate_countries(&self.countries, &self.templates));
         problems.extend(self.routing.validate(&self.regions));

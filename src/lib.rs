@@ -22,3 +22,4 @@ pub mod tenants;
 pub mod testing;
 pub mod tls;
 pub mod verify;
+pub mod webhooks;

@@ -47,6 +47,15 @@ pub struct TenantSettings {
     /// routes, no on the native API.
     #[serde(default)]
     pub resend_keeps_code: Option<bool>,
+    /// Where the tenant's signed webhooks go. Default unset: none.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// The webhooks' signing secret; give it by environment
+    /// (`OTPD__TENANTS__<NAME>__WEBHOOK_SECRET`) or as a file (`webhook_secret_file`).
+    #[serde(default)]
+    pub webhook_secret: Option<secrecy::SecretString>,
+    #[serde(default)]
+    pub webhook_secret_file: Option<std::path::PathBuf>,
 }
 
 impl Default for TenantSettings {
@@ -62,6 +71,9 @@ impl Default for TenantSettings {
             spend_per_day: None,
             admin: false,
             resend_keeps_code: None,
+            webhook_url: None,
+            webhook_secret: None,
+            webhook_secret_file: None,
         }
     }
 }

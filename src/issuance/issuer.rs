@@ -25,6 +25,7 @@ use crate::fraud::{Block, FraudGate, Target};
 use crate::secrets::Secrets;
 use crate::store::{IssueWrite, Store, StoreError};
 use crate::telemetry::events::OtpIssued;
+use crate::webhooks::Webhooks;
 
 /// The sections of the settings the issuer reads.
 #[derive(Clone, Copy)]
@@ -51,6 +52,8 @@ pub struct Issuer {
     fraud: FraudGate,
     /// The jobs handed on lately, which an idempotent retry does not hand on again.
     handed_over: Arc<HandedOver>,
+    /// The tenants' webhooks, told of each new verification before its job is handed on.
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 impl Issuer {
@@ -81,7 +84,14 @@ impl Issuer {
             access,
             fraud: FraudGate::off(),
             handed_over: Arc::new(HandedOver::new(handed_over::REMEMBERED)),
+            webhooks: None,
         }
+    }
+
+    /// Tells the tenants' webhooks of each new verification.
+    pub fn with_webhooks(mut self, webhooks: Option<Arc<Webhooks>>) -> Self {
+        self.webhooks = webhooks;
+        self
     }
 
     /// Screens creates with the SMS-pumping guard (shared with the checker).
@@ -295,6 +305,7 @@ impl Issuer {
         let jobs = Arc::clone(&self.bus);
         let store = Arc::clone(&self.store);
         let handed_over = Arc::clone(&self.handed_over);
+        let webhooks = self.webhooks.clone();
         Box::pin(async move {
             let decided = decided?;
             flushed.await?;
@@ -322,20 +333,26 @@ impl Issuer {
                     receipt,
                     job,
                     idempotency,
-                } => match jobs.publish_job(&job).await {
-                    Ok(()) => {
-                        handed_over.remember(&job.job_id);
-                        Ok(Issued {
-                            receipt,
-                            replayed: false,
-                        })
+                } => {
+                    // Before the job: the tenant hears of the verification before its send.
+                    if let Some(webhooks) = &webhooks {
+                        webhooks.created(&job.tenant, &receipt).await;
                     }
-                    Err(error) => {
-                        store.abandon_issue(&job, idempotency.as_ref())?;
-                        store.flush().await?;
-                        Err(IssueError::Unavailable(error.to_string()))
+                    match jobs.publish_job(&job).await {
+                        Ok(()) => {
+                            handed_over.remember(&job.job_id);
+                            Ok(Issued {
+                                receipt,
+                                replayed: false,
+                            })
+                        }
+                        Err(error) => {
+                            store.abandon_issue(&job, idempotency.as_ref())?;
+                            store.flush().await?;
+                            Err(IssueError::Unavailable(error.to_string()))
+                        }
                     }
-                },
+                }
             }
         })
     }

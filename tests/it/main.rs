@@ -29,3 +29,4 @@ mod receipts;
 mod tenants;
 mod tls;
 mod twilio;
+mod webhooks;
