@@ -136,11 +136,15 @@ fn with_webhook(url: &str) -> TenantSettings {
     }
 }
 
-fn signed_by_secret(received: &Received) -> bool {
-    let now = std::time::SystemTime::now()
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_secs();
+        .as_secs()
+}
+
+fn signed_by_secret(received: &Received) -> bool {
+    let now = unix_now();
     signature::verify(
         SECRET.as_bytes(),
         &received.signature,
@@ -400,10 +404,7 @@ async fn the_example_receiver_checks_signatures_and_prints_each_event_once() {
         .await
         .unwrap();
     assert_eq!(forged.status().as_u16(), 400);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     let good = http_client()
         .post(&url)
         .header(
