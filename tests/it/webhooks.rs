@@ -128,6 +128,17 @@ async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Received> {
     })
 }
 
+/// otpd with tenant `acme` (its key as `api_key`) sending webhooks to `url`, retrying after
+/// `first_retry_ms`, at most `max_retry_ms` apart.
+fn app_with_webhook(url: &str, first_retry_ms: u64, max_retry_ms: u64) -> TestApp {
+    let (mut app, acme, _) = app_with_acme(with_webhook(url), |s| {
+        s.webhooks.first_retry_ms = first_retry_ms;
+        s.webhooks.max_retry_ms = max_retry_ms;
+    });
+    app.api_key = acme;
+    app
+}
+
 fn with_webhook(url: &str) -> TenantSettings {
     TenantSettings {
         webhook_url: Some(url.to_owned()),
@@ -171,11 +182,7 @@ fn distinct_in_order(got: &[Received], verification: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_fails_five_times_gets_every_event_once_in_order_and_signed() {
     let receiver = Receiver::start(5).await;
-    let (mut app, acme, _) = app_with_acme(with_webhook(&receiver.url), |s| {
-        s.webhooks.first_retry_ms = 20;
-        s.webhooks.max_retry_ms = 100;
-    });
-    app.api_key = acme;
+    let app = app_with_webhook(&receiver.url, 20, 100);
     let id = app.create_sms(DE_MOBILE).await["id"]
         .as_str()
         .unwrap()
@@ -225,8 +232,7 @@ async fn a_receiver_that_fails_five_times_gets_every_event_once_in_order_and_sig
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_that_expires_unused_is_an_event() {
     let receiver = Receiver::start(0).await;
-    let (mut app, acme, _) = app_with_acme(with_webhook(&receiver.url), |_| {});
-    app.api_key = acme;
+    let app = app_with_webhook(&receiver.url, 1000, 600_000);
     let created = app
         .create(&serde_json::json!({"to": DE_MOBILE, "channel": "sms", "ttl_seconds": 30}))
         .await;
@@ -356,11 +362,7 @@ async fn the_example_receiver_checks_signatures_and_prints_each_event_once() {
     let receiver = ExampleReceiver::start(port);
     let url = format!("http://127.0.0.1:{port}/");
     // Until the receiver listens, otpd's sends fail and are retried.
-    let (mut app, acme, _) = app_with_acme(with_webhook(&url), |s| {
-        s.webhooks.first_retry_ms = 50;
-        s.webhooks.max_retry_ms = 200;
-    });
-    app.api_key = acme;
+    let app = app_with_webhook(&url, 50, 200);
     let id = app.create_sms(DE_MOBILE).await["id"]
         .as_str()
         .unwrap()
