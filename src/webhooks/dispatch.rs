@@ -64,43 +64,48 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Sends or settles every due entry once; returns how long until the next is due.
+    /// Settles every due probe and sends or settles every due event once; returns how long
+    /// until the next event is due.
     async fn pass(&self) -> Result<Duration, StoreError> {
-        let now = Timestamp::now();
-        let mut next_due = now.plus(IDLE);
+        for (key, probe) in self.outbox.due_probes(Timestamp::now(), PASS)? {
+            if let Kind::ExpiryProbe { verification } = &probe.kind {
+                self.probe(&probe, verification).await?;
+            }
+            self.outbox.remove_probe(&key)?;
+        }
+        let mut next_due = Timestamp::now().plus(IDLE);
         // Tenants with an earlier event still waiting: their later ones wait too.
         let mut held: HashSet<String> = HashSet::new();
         for (key, entry) in self.outbox.oldest(PASS)? {
-            let Entry { tenant, kind, .. } = &entry;
-            match kind {
-                Kind::ExpiryProbe { verification } => {
-                    if entry.next_at > Timestamp::now() {
-                        next_due = next_due.min(entry.next_at);
-                        continue;
-                    }
-                    self.probe(key, &entry, verification).await?;
+            let Kind::Deliver { id, body } = &entry.kind else {
+                continue;
+            };
+            let tenant = &entry.tenant;
+            if held.contains(tenant) {
+                continue;
+            }
+            if entry.next_at > Timestamp::now() {
+                held.insert(tenant.clone());
+                next_due = next_due.min(entry.next_at);
+                continue;
+            }
+            if self.send(tenant, id, body).await {
+                self.outbox.remove(key)?;
+                continue;
+            }
+            held.insert(tenant.clone());
+            match self.retried(&entry) {
+                Some(retry) => {
+                    next_due = next_due.min(retry.next_at);
+                    self.outbox.replace(key, &retry)?;
                 }
-                Kind::Deliver { id, body } => {
-                    if held.contains(tenant) {
-                        continue;
-                    }
-                    if entry.next_at > Timestamp::now() {
-                        held.insert(tenant.clone());
-                        next_due = next_due.min(entry.next_at);
-                        continue;
-                    }
-                    if self.send(tenant, id, body).await {
-                        self.outbox.remove(key)?;
-                    } else {
-                        held.insert(tenant.clone());
-                        if let Some(retry) = self.retried(&entry) {
-                            next_due = next_due.min(retry.next_at);
-                            self.outbox.replace(key, &retry)?;
-                        } else {
-                            tracing::warn!(tenant, event = id, "A webhook got no 2xx answer for webhooks.retry_for_seconds; dropped.");
-                            self.outbox.remove(key)?;
-                        }
-                    }
+                None => {
+                    tracing::warn!(
+                        tenant,
+                        event = id,
+                        "A webhook got no 2xx answer for webhooks.retry_for_seconds; dropped."
+                    );
+                    self.outbox.remove(key)?;
                 }
             }
         }
@@ -173,31 +178,25 @@ impl Dispatcher {
         })
     }
 
-    /// At a verification's expiry: `verification.expired` if it is still pending and expired,
-    /// a later look if a resend moved its expiry, nothing if it ended otherwise.
+    /// At a verification's expiry: `verification.expired` if it is still pending and expired
+    /// (in line behind the verification's earlier events), a later probe if a resend moved
+    /// its expiry, nothing if it ended otherwise.
     async fn probe(
         &self,
-        key: u64,
-        entry: &Entry,
+        probe: &Entry,
         verification: &crate::domain::VerificationId,
     ) -> Result<(), StoreError> {
         let now = Timestamp::now();
-        match self.store.verification(verification)? {
+        let next = match self.store.verification(verification)? {
             Some(record) if record.status_at(now) == Status::Expired => {
-                // The expiry goes in line behind the verification's earlier events.
-                let expired = event::expired(&record, now);
-                self.outbox.push(std::slice::from_ref(&expired)).await?;
+                event::expired(&record, now)
             }
-            Some(record) if record.is_pending(now) => {
-                let later = Entry {
-                    next_at: record.expires_at,
-                    ..entry.clone()
-                };
-                self.outbox.push(std::slice::from_ref(&later)).await?;
-                return self.outbox.remove(key);
-            }
-            _ => {}
-        }
-        self.outbox.remove(key)
+            Some(record) if record.is_pending(now) => Entry {
+                next_at: record.expires_at,
+                ..probe.clone()
+            },
+            _ => return Ok(()),
+        };
+        self.outbox.push(std::slice::from_ref(&next)).await
     }
 }

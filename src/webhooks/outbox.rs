@@ -1,6 +1,9 @@
 //! The webhooks waiting to be sent, durably: a sled database of their own in
 //! `<store dir>/webhooks` (outside the store and its changelog: the node that recorded an
-//! event sends it), keyed by a sequence number, so they come out in the order they went in.
+//! event sends it). Events to send are keyed by a sequence number, so they come out in the
+//! order they went in; expiry probes, one per live verification, wait in a tree of their
+//! own keyed by when they are due, so the events never queue behind them and a pass reads
+//! only the probes that are due.
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -34,8 +37,15 @@ pub enum Kind {
 
 pub struct Outbox {
     db: sled::Db,
+    /// Events to send, by sequence number.
+    deliveries: sled::Tree,
+    /// Expiry probes, by due time and sequence number.
+    probes: sled::Tree,
     next: AtomicU64,
 }
+
+/// Where a probe waits: its due time, then its sequence number.
+pub type ProbeKey = [u8; 16];
 
 impl Outbox {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
@@ -46,12 +56,23 @@ impl Outbox {
             .map_err(|error| {
                 StoreError::Io(format!("the webhook outbox {}: {error}", dir.display()))
             })?;
-        let next = match db.last().map_err(io)? {
-            Some((key, _)) => sequence(&key) + 1,
-            None => 1,
-        };
+        let deliveries = db.open_tree("deliveries").map_err(io)?;
+        let probes = db.open_tree("probes").map_err(io)?;
+        let last_delivery = deliveries
+            .last()
+            .map_err(io)?
+            .map(|(key, _)| sequence(&key));
+        let last_probe = probes
+            .iter()
+            .keys()
+            .filter_map(Result::ok)
+            .map(|key| sequence(&key[8..]))
+            .max();
+        let next = last_delivery.max(last_probe).unwrap_or(0) + 1;
         Ok(Outbox {
             db,
+            deliveries,
+            probes,
             next: AtomicU64::new(next),
         })
     }
@@ -59,38 +80,53 @@ impl Outbox {
     /// Keeps `entries`, in order, and resolves once they are on disk.
     pub async fn push(&self, entries: &[Entry]) -> Result<(), StoreError> {
         for entry in entries {
-            let key = self.next.fetch_add(1, Ordering::SeqCst).to_be_bytes();
-            self.db.insert(key, encode(entry)).map_err(io)?;
+            let seq = self.next.fetch_add(1, Ordering::SeqCst).to_be_bytes();
+            match entry.kind {
+                Kind::Deliver { .. } => self.deliveries.insert(seq, encode(entry)),
+                Kind::ExpiryProbe { .. } => {
+                    let mut key: ProbeKey = [0; 16];
+                    key[..8].copy_from_slice(&entry.next_at.0.to_be_bytes());
+                    key[8..].copy_from_slice(&seq);
+                    self.probes.insert(key, encode(entry))
+                }
+            }
+            .map_err(io)?;
         }
-        self.db.flush_async().await.map_err(io)?;
-        Ok(())
+        self.flush().await
     }
 
-    /// Up to `limit` entries, oldest first, each with its key.
+    /// Up to `limit` events to send, oldest first, each with its key.
     pub fn oldest(&self, limit: usize) -> Result<Vec<(u64, Entry)>, StoreError> {
-        self.db
-            .iter()
-            .take(limit)
-            .map(|item| {
-                let (key, value) = item.map_err(io)?;
-                let entry = serde_json::from_slice(&value).map_err(|error| {
-                    StoreError::Corrupt(format!("a webhook outbox entry: {error}"))
-                })?;
-                Ok((sequence(&key), entry))
-            })
-            .collect()
+        decode_all(self.deliveries.iter().take(limit), sequence)
     }
 
-    /// Writes `entry` again under `key` (its attempts and next time changed).
+    /// Up to `limit` probes due at `now`, the earliest first.
+    pub fn due_probes(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(ProbeKey, Entry)>, StoreError> {
+        let until = now.0.saturating_add(1).to_be_bytes();
+        decode_all(self.probes.range(..until).take(limit), |key| {
+            key.try_into().unwrap_or([0; 16])
+        })
+    }
+
+    /// Writes event `entry` again under `key` (its attempts and next time changed).
     pub fn replace(&self, key: u64, entry: &Entry) -> Result<(), StoreError> {
-        self.db
+        self.deliveries
             .insert(key.to_be_bytes(), encode(entry))
             .map_err(io)?;
         Ok(())
     }
 
     pub fn remove(&self, key: u64) -> Result<(), StoreError> {
-        self.db.remove(key.to_be_bytes()).map_err(io)?;
+        self.deliveries.remove(key.to_be_bytes()).map_err(io)?;
+        Ok(())
+    }
+
+    pub fn remove_probe(&self, key: &ProbeKey) -> Result<(), StoreError> {
+        self.probes.remove(key).map_err(io)?;
         Ok(())
     }
 
@@ -98,14 +134,21 @@ impl Outbox {
         self.db.flush_async().await.map_err(io)?;
         Ok(())
     }
+}
 
-    pub fn len(&self) -> usize {
-        self.db.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.db.is_empty()
-    }
+/// The entries of `items`, each with its key as `key_of` reads it.
+fn decode_all<K>(
+    items: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    key_of: impl Fn(&[u8]) -> K,
+) -> Result<Vec<(K, Entry)>, StoreError> {
+    items
+        .map(|item| {
+            let (key, value) = item.map_err(io)?;
+            let entry = serde_json::from_slice(&value)
+                .map_err(|error| StoreError::Corrupt(format!("a webhook outbox entry: {error}")))?;
+            Ok((key_of(&key), entry))
+        })
+        .collect()
 }
 
 fn encode(entry: &Entry) -> Vec<u8> {
@@ -135,6 +178,42 @@ mod tests {
             attempts: 0,
             next_at: Timestamp(1),
         }
+    }
+
+    #[tokio::test]
+    async fn probes_wait_apart_and_come_out_only_when_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let probe = |due: u64| Entry {
+            kind: Kind::ExpiryProbe {
+                verification: VerificationId::generate(),
+            },
+            next_at: Timestamp(due),
+            ..entry("p")
+        };
+        outbox
+            .push(&[probe(500), entry("a"), probe(100)])
+            .await
+            .unwrap();
+        let events: Vec<Entry> = outbox
+            .oldest(10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        assert_eq!(
+            events,
+            vec![entry("a")],
+            "events do not queue behind probes"
+        );
+        assert!(outbox.due_probes(Timestamp(99), 10).unwrap().is_empty());
+        let due = outbox.due_probes(Timestamp(100), 10).unwrap();
+        assert_eq!(
+            due.iter().map(|(_, e)| e.next_at).collect::<Vec<_>>(),
+            [Timestamp(100)]
+        );
+        outbox.remove_probe(&due[0].0).unwrap();
+        assert_eq!(outbox.due_probes(Timestamp(1_000), 10).unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -25,8 +25,7 @@ pub async fn list(
     request: HttpRequest,
 ) -> Result<HttpResponse, TwilioError> {
     let base = state.origin(&request);
-    let service = ServiceResource::of(&account.tenant, state.defaults.code_length, &base);
-    Ok(HttpResponse::Ok().json(ServicePage::of(service, &base)))
+    Ok(HttpResponse::Ok().json(ServicePage::of(service(&state, &account, &base), &base)))
 }
 
 /// Answers with the account's one service: otpd makes no other (its settings come from
@@ -50,11 +49,7 @@ pub async fn create(
 ) -> Result<HttpResponse, TwilioError> {
     form.require("FriendlyName")?;
     form.finish(&[])?;
-    let service = ServiceResource::of(
-        &account.tenant,
-        state.defaults.code_length,
-        &state.origin(&request),
-    );
+    let service = service(&state, &account, &state.origin(&request));
     Ok(HttpResponse::Created().json(service))
 }
 
@@ -77,12 +72,13 @@ pub async fn fetch(
     request: HttpRequest,
 ) -> Result<HttpResponse, TwilioError> {
     account.own_service(&sid)?;
-    let service = ServiceResource::of(
-        &account.tenant,
-        state.defaults.code_length,
-        &state.origin(&request),
-    );
+    let service = service(&state, &account, &state.origin(&request));
     Ok(HttpResponse::Ok().json(service))
+}
+
+/// The account's one service, as reached at `base`.
+fn service(state: &AppState, account: &Account, base: &str) -> ServiceResource {
+    ServiceResource::of(&account.tenant, state.defaults.code_length, base)
 }
 
 /// The parameters of a service's create.
