@@ -892,8 +892,19 @@ async fn a_blocklist_edit_on_one_node_holds_on_every_node() {
     ))
     .await
     .expect_status(204);
+    // Each node hears of the removal through the lists' changelog, moments later: until
+    // then a create is refused (and creates nothing), so it may be sent again.
     for (n, node) in nodes.iter().enumerate() {
-        send(create(node, 10 + n as u32)).await.expect_status(201);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let reply = loop {
+            let reply = send(create(node, 10 + n as u32)).await;
+            let refused = reply.status.as_u16() == 403;
+            if !refused || Instant::now() > deadline {
+                break reply;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        reply.expect_status(201);
     }
 }
 
