@@ -55,6 +55,7 @@ fn verification(id: VerificationId, hash: otpd::domain::CodeHash, n: u64) -> Ver
         delivered_at: None,
         transaction: None,
         kept_code: None,
+        timeline: Vec::new(),
     }
 }
 
@@ -88,6 +89,7 @@ fn issue_write(hasher: &CodeHasher, sealer: &Sealer, n: u64) -> IssueWrite {
             pending: Some(id),
             recent_sends: vec![record.created_at],
             purge_at: record.expires_at,
+            recent: vec![record.id.clone()],
         },
         idempotency: None,
         job,

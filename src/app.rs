@@ -213,6 +213,7 @@ impl Application {
                 rate_limits: &settings.rate_limits,
                 regions: &settings.regions,
                 templates: &settings.templates,
+                retention: Duration::from_secs(settings.store.retention_seconds),
             },
             Arc::clone(&store),
             secrets.clone(),
@@ -270,6 +271,12 @@ impl Application {
             gateway,
             issuer,
             keys,
+            admins: settings
+                .tenants
+                .iter()
+                .filter(|(_, tenant)| tenant.admin)
+                .map(|(name, _)| name.clone())
+                .collect(),
             store: Arc::clone(&store),
             bus,
             board,

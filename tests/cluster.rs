@@ -399,6 +399,18 @@ async fn the_contract_flows_pass_with_every_request_on_another_node() {
     let read = send(nodes.request(Method::GET, &format!("/v1/verifications/{id}"))).await;
     read.expect_status(200);
     assert_eq!(read.str("status"), "approved");
+    // Both sends are on its delivery timeline, whichever node answers (it travels with the
+    // verification through the changelog).
+    let timeline =
+        send(nodes.request(Method::GET, &format!("/v1/verifications/{id}/attempts"))).await;
+    timeline.expect_status(200);
+    let sends: Vec<(u64, &str)> = timeline.body["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["send"].as_u64().unwrap(), a["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(sends, [(1, "sent"), (2, "sent")], "{}", timeline.text);
 
     // Check by destination.
     let to = mobile(902);

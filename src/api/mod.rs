@@ -11,7 +11,9 @@ pub mod ops;
 pub mod receipts;
 pub mod server;
 pub mod settings;
+pub mod timeline;
 pub mod twilio;
+pub mod ui;
 pub mod verifications;
 
 use actix_web::body::MessageBody;
@@ -40,6 +42,8 @@ pub struct AppState {
     /// Blocklist and fraud-block edits.
     pub issuer: actix::Addr<IssuanceActor>,
     pub keys: Arc<ApiKeys>,
+    /// The tenants whose keys may use the admin routes (`tenants.<name>.admin`).
+    pub admins: std::collections::BTreeSet<String>,
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn JobQueue>,
     pub board: Arc<HealthBoard>,
@@ -114,6 +118,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
         )
         .service(resource("/v1/verifications/{id}").route(web::get().to(verifications::get)))
         .service(
+            resource("/v1/verifications/{id}/attempts").route(web::get().to(timeline::attempts)),
+        )
+        .service(
             resource("/v1/verifications/{id}/check").route(web::post().to(verifications::check)),
         )
         .service(
@@ -125,9 +132,16 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(web::post().to(admin::add)),
         )
         .service(resource("/v1/admin/blocklist/{entry}").route(web::delete().to(admin::remove)))
+        .service(
+            resource("/v1/admin/verifications").route(web::get().to(timeline::find_by_destination)),
+        )
+        .service(
+            resource("/v1/admin/verifications/{id}").route(web::get().to(timeline::find_by_id)),
+        )
         .service(resource("/v1/fraud/blocks").route(web::get().to(fraud::blocks)))
         .service(resource("/v1/admin/fraud/blocks/{prefix}").route(web::delete().to(fraud::lift)))
-        .configure(twilio::configure);
+        .configure(twilio::configure)
+        .configure(ui::configure);
 }
 
 /// A resource whose wrong methods get the JSON 405.

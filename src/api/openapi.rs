@@ -12,7 +12,7 @@ use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::twilio::error::TWILIO_CODES;
-use super::{admin, fraud, ops, receipts, twilio, verifications};
+use super::{admin, fraud, ops, receipts, timeline, twilio, verifications};
 
 /// Every error code the API answers with: its HTTP status and what a caller should do.
 pub const ERROR_CODES: &[(&str, u16, &str)] = &[
@@ -55,6 +55,9 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         verifications::check_by_destination,
         verifications::get,
         verifications::cancel,
+        timeline::attempts,
+        timeline::find_by_destination,
+        timeline::find_by_id,
         admin::list,
         admin::add,
         admin::remove,
@@ -74,6 +77,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         twilio::verifications::check,
         twilio::verifications::fetch,
         twilio::verifications::update,
+        twilio::attempts::list,
     ),
     modifiers(&Conventions),
 )]

@@ -101,7 +101,7 @@ pub(super) struct VerificationView {
 }
 
 impl VerificationView {
-    fn of(record: &Verification, now: Timestamp) -> Self {
+    pub(super) fn of(record: &Verification, now: Timestamp) -> Self {
         VerificationView {
             id: record.id.to_string(),
             status: record.status_at(now).as_str(),

@@ -43,6 +43,7 @@ pub enum Command {
         owner: MessageOwner,
         provider: String,
         status: ReceiptStatus,
+        error_code: Option<String>,
         at: Timestamp,
     },
     /// A change to a counter the cluster shares (a tenant's caps, a provider's quota).

@@ -259,6 +259,7 @@ impl Ledger for Gateway {
         owner: MessageOwner,
         provider: String,
         status: ReceiptStatus,
+        error_code: Option<String>,
         at: Timestamp,
     ) -> Result<Option<(Verification, DeliveryState)>, StoreError> {
         let slot = owner.verification_id.slot();
@@ -266,6 +267,7 @@ impl Ledger for Gateway {
             owner,
             provider,
             status,
+            error_code,
             at,
         };
         match self.run_until_recorded(slot, command).await {

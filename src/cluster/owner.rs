@@ -166,8 +166,13 @@ impl Executor for Owner {
                 owner,
                 provider,
                 status,
+                error_code,
                 at,
-            } => Reply::Receipt(self.ledger.apply_receipt(owner, provider, status, at).await),
+            } => Reply::Receipt(
+                self.ledger
+                    .apply_receipt(owner, provider, status, error_code, at)
+                    .await,
+            ),
             Command::Count(count) => Reply::Count(self.counters.apply(count).await),
             Command::Blocklist { by, action } => Reply::Blocklist(
                 self.issuer

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::health::NotNow;
 use crate::domain::Timestamp;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -10,23 +11,29 @@ pub enum Choice<P> {
     /// Send through `provider`, with leave `permit`.
     Use { provider: String, permit: P },
     /// Nobody can take it now: ask again at `until`; `start_over` forgets which providers
-    /// already failed this job (every one of them has).
-    Wait { until: Timestamp, start_over: bool },
+    /// already failed this job (every one of them has). `refused` says why each provider
+    /// asked could not take it.
+    Wait {
+        until: Timestamp,
+        start_over: bool,
+        refused: Vec<(String, NotNow)>,
+    },
     /// No provider can be tried before the code expires.
-    GiveUp,
+    GiveUp { refused: Vec<(String, NotNow)> },
 }
 
-/// `acquire` asks a provider for leave, or says until when it is unavailable (`None`:
-/// unknown, try again after `pause`).
+/// `acquire` asks a provider for leave, or says why and until when it is unavailable
+/// (`until: None`: unknown, try again after `pause`).
 pub fn choose<P>(
     candidates: &[String],
     tried: &[String],
-    mut acquire: impl FnMut(&str) -> Result<P, Option<Timestamp>>,
+    mut acquire: impl FnMut(&str) -> Result<P, NotNow>,
     pause: Duration,
     now: Timestamp,
     expires_at: Timestamp,
 ) -> Choice<P> {
     let mut earliest: Option<Timestamp> = None;
+    let mut refused = Vec::new();
     for provider in candidates.iter().filter(|c| !tried.contains(c)) {
         match acquire(provider) {
             Ok(permit) => {
@@ -35,9 +42,10 @@ pub fn choose<P>(
                     permit,
                 }
             }
-            Err(until) => {
-                let until = until.unwrap_or(now.plus(pause)).max(now);
+            Err(not_now) => {
+                let until = not_now.until.unwrap_or(now.plus(pause)).max(now);
                 earliest = Some(earliest.map_or(until, |e| e.min(until)));
+                refused.push((provider.clone(), not_now));
             }
         }
     }
@@ -46,15 +54,27 @@ pub fn choose<P>(
         None => (now.plus(pause), true),
     };
     if until >= expires_at {
-        Choice::GiveUp
+        Choice::GiveUp { refused }
     } else {
-        Choice::Wait { until, start_over }
+        Choice::Wait {
+            until,
+            start_over,
+            refused,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::AttemptOutcome;
+
+    fn open_until(until: Timestamp) -> NotNow {
+        NotNow {
+            why: AttemptOutcome::BreakerOpen,
+            until: Some(until),
+        }
+    }
 
     const NOW: Timestamp = Timestamp(1_000_000);
     const PAUSE: Duration = Duration::from_secs(1);
@@ -70,7 +90,7 @@ mod tests {
             &names(&["a"]),
             |p| {
                 if p == "b" {
-                    Err(Some(NOW.plus_secs(5)))
+                    Err(open_until(NOW.plus_secs(5)))
                 } else {
                     Ok(p.to_string())
                 }
@@ -94,7 +114,7 @@ mod tests {
             &names(&["a", "b"]),
             &[],
             |p| {
-                Err(Some(if p == "a" {
+                Err(open_until(if p == "a" {
                     NOW.plus_secs(9)
                 } else {
                     NOW.plus_secs(4)
@@ -108,7 +128,11 @@ mod tests {
             choice,
             Choice::Wait {
                 until: NOW.plus_secs(4),
-                start_over: false
+                start_over: false,
+                refused: vec![
+                    ("a".into(), open_until(NOW.plus_secs(9))),
+                    ("b".into(), open_until(NOW.plus_secs(4)))
+                ],
             }
         );
     }
@@ -127,7 +151,8 @@ mod tests {
             choice,
             Choice::Wait {
                 until: NOW.plus(PAUSE),
-                start_over: true
+                start_over: true,
+                refused: Vec::new(),
             }
         );
     }
@@ -137,11 +162,16 @@ mod tests {
         let choice: Choice<()> = choose(
             &names(&["a"]),
             &[],
-            |_| Err(Some(NOW.plus_secs(30))),
+            |_| Err(open_until(NOW.plus_secs(30))),
             PAUSE,
             NOW,
             NOW.plus_secs(30),
         );
-        assert_eq!(choice, Choice::GiveUp);
+        assert_eq!(
+            choice,
+            Choice::GiveUp {
+                refused: vec![("a".into(), open_until(NOW.plus_secs(30)))]
+            }
+        );
     }
 }

@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::breaker::{Breaker, BreakerConfig, Outcome, Permit, Transition};
+use super::breaker::{Breaker, BreakerConfig, Outcome, Permit, Transition, Unavailable};
+use super::last_hour::{CallCounts, LastHour};
 use crate::delivery::quota::{Period, QuotaLimits, QuotaUsage};
 use crate::domain::rate_limit::TokenBucket;
-use crate::domain::Timestamp;
+use crate::domain::{AttemptOutcome, Timestamp};
 use crate::providers::{ProviderError, SendReceipt};
 use crate::telemetry::events::BreakerChanged;
 
@@ -26,6 +27,7 @@ struct ProviderHealth {
     failed: u64,
     /// Send latency in microseconds.
     latency: Histogram<u64>,
+    last_hour: LastHour,
 }
 
 /// What `GET /v1/providers` shows of one provider.
@@ -39,6 +41,8 @@ pub struct ProviderView {
     pub sent: u64,
     pub failed: u64,
     pub latency_ms: LatencyView,
+    /// Calls of the last hour, by how they ended.
+    pub last_hour: CallCounts,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -63,8 +67,21 @@ pub struct HealthBoard {
     providers: BTreeMap<String, Mutex<ProviderHealth>>,
 }
 
-/// Why a provider may not be used now, and until when (`None`: until calls in flight end).
-pub type NotNow = Option<Timestamp>;
+/// Why a provider may not be used now, and until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotNow {
+    /// `QuotaExhausted`, `Paused` (its pace, or it asked for a pause) or `BreakerOpen` (open,
+    /// or its trial calls are in flight; or an unknown provider).
+    pub why: AttemptOutcome,
+    /// `None`: until calls in flight end.
+    pub until: Option<Timestamp>,
+}
+
+impl NotNow {
+    fn because(why: AttemptOutcome, until: Option<Timestamp>) -> Self {
+        NotNow { why, until }
+    }
+}
 
 impl HealthBoard {
     /// `providers` lists each provider id with its kind.
@@ -87,6 +104,7 @@ impl HealthBoard {
                     failed: 0,
                     latency: Histogram::new_with_bounds(1, 120_000_000, 2)
                         .expect("the latency histogram bounds are valid"),
+                    last_hour: LastHour::default(),
                 };
                 (id.clone(), Mutex::new(health))
             })
@@ -106,16 +124,25 @@ impl HealthBoard {
     pub fn acquire(&self, id: &str, now: Timestamp) -> Result<Permit, NotNow> {
         self.with(id, |health| {
             if let Some(until) = health.quota.exhausted_until(&health.limits, now) {
-                return Err(Some(until));
+                return Err(NotNow::because(AttemptOutcome::QuotaExhausted, Some(until)));
             }
             if let Some(pace) = &mut health.pace {
-                pace.admit(now).map_err(Some)?;
+                pace.admit(now)
+                    .map_err(|until| NotNow::because(AttemptOutcome::Paused, Some(until)))?;
             }
             let transition = health.breaker.poll(now);
             announce(id, transition);
-            health.breaker.allow(now).map_err(|refusal| refusal.until())
+            health.breaker.allow(now).map_err(|refusal| {
+                let why = match refusal {
+                    Unavailable::Paused { .. } => AttemptOutcome::Paused,
+                    Unavailable::Open { .. } | Unavailable::TrialsInFlight => {
+                        AttemptOutcome::BreakerOpen
+                    }
+                };
+                NotNow::because(why, refusal.until())
+            })
         })
-        .unwrap_or(Err(None))
+        .unwrap_or(Err(NotNow::because(AttemptOutcome::BreakerOpen, None)))
     }
 
     /// Reports how a call made with `permit` went.
@@ -132,6 +159,7 @@ impl HealthBoard {
                 Ok(_) => health.sent += 1,
                 Err(_) => health.failed += 1,
             }
+            health.last_hour.record(result.as_ref().err(), now);
             let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
             health.latency.saturating_record(micros);
             health.breaker.record(permit, Outcome::of(result), now)
@@ -191,6 +219,7 @@ impl HealthBoard {
                         p50: millis(0.5),
                         p99: millis(0.99),
                     },
+                    last_hour: health.last_hour.total(now),
                 }
             })
             .collect()
@@ -270,7 +299,10 @@ mod tests {
         }
         assert_eq!(
             board.acquire("p", NOW),
-            Err(Some(NOW.plus(Duration::from_millis(500))))
+            Err(NotNow::because(
+                AttemptOutcome::Paused,
+                Some(NOW.plus(Duration::from_millis(500)))
+            ))
         );
     }
 
@@ -297,11 +329,20 @@ mod tests {
         let mut usage = QuotaUsage::new();
         usage.record(&board.quota_limits("a"), 1, NOW);
         board.set_quota("a", usage);
-        assert!(matches!(board.acquire("a", NOW), Err(Some(_))));
+        assert!(matches!(
+            board.acquire("a", NOW),
+            Err(NotNow {
+                why: AttemptOutcome::QuotaExhausted,
+                until: Some(_)
+            })
+        ));
     }
 
     #[test]
     fn unknown_providers_are_never_available() {
-        assert_eq!(board(QuotaLimits::default()).acquire("zzz", NOW), Err(None));
+        assert_eq!(
+            board(QuotaLimits::default()).acquire("zzz", NOW),
+            Err(NotNow::because(AttemptOutcome::BreakerOpen, None))
+        );
     }
 }

@@ -6,6 +6,7 @@ pub mod breaker;
 pub mod choose;
 pub mod health;
 pub mod lane;
+pub mod last_hour;
 pub mod plan;
 pub mod protocol;
 pub mod quota;
@@ -19,6 +20,7 @@ pub mod routes;
 pub mod sender;
 pub mod settings;
 pub mod templates;
+pub mod timeline;
 
 pub use protocol::{DelayQueue, Deliver, DeliveryOutcome, DeliveryUnavailable, JobQueue};
 pub use region::RegionTable;

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::receipt::{apply_receipt, receipt_event};
-use crate::domain::{DeliveryJob, DeliveryState, Timestamp, Verification};
+use super::receipt::{apply_receipt, receipt_event, ProviderReceipt, ReceiptApplied};
+use crate::domain::attempt;
+use crate::domain::{DeliveryAttempt, DeliveryJob, DeliveryState, Timestamp, Verification};
 use crate::providers::receipts::{Receipt, ReceiptStatus};
 use crate::store::{MessageOwner, Store, StoreError};
 use crate::telemetry::metrics::metrics;
@@ -32,6 +33,11 @@ pub struct SendOutcome {
     pub at: Timestamp,
     /// The provider's id of the message, kept for its delivery receipt.
     pub message: Option<MessageOwner>,
+    /// The tries this report adds to the verification's delivery timeline.
+    pub attempts: Vec<DeliveryAttempt>,
+    /// Whether the job ends with this report and leaves the outbox; a report of tries while
+    /// the job goes on leaves it there and its delivery state as it is.
+    pub ends_job: bool,
 }
 
 /// Where outcomes and receipts become durable: this node's store, or (in a cluster) the
@@ -48,6 +54,7 @@ pub trait Ledger: Send + Sync {
         owner: MessageOwner,
         provider: String,
         status: ReceiptStatus,
+        error_code: Option<String>,
         at: Timestamp,
     ) -> Result<Option<(Verification, DeliveryState)>, StoreError>;
 }
@@ -72,12 +79,23 @@ impl Ledger for StoreLedger {
             state,
             at,
             message,
+            attempts,
+            ends_job,
         } = outcome;
+        if !ends_job {
+            self.store
+                .update_verification(&job.verification_id, &mut |verification| {
+                    attempt::keep(&mut verification.timeline, &attempts);
+                    true
+                })?;
+            return self.store.flush().await;
+        }
         if let (Some(message), Some(provider)) = (&message, &provider) {
             self.store.index_message(provider, message)?;
         }
         self.store
             .finish_job(&job, &|verification: &mut Verification| {
+                attempt::keep(&mut verification.timeline, &attempts);
                 if let (Some(state), true) = (state, verification.send_seq == job.send_seq) {
                     verification.delivery = state;
                     verification.provider = provider.clone();
@@ -93,22 +111,30 @@ impl Ledger for StoreLedger {
     async fn apply_receipt(
         &self,
         owner: MessageOwner,
-        _provider: String,
+        provider: String,
         status: ReceiptStatus,
+        error_code: Option<String>,
         at: Timestamp,
     ) -> Result<Option<(Verification, DeliveryState)>, StoreError> {
-        let mut applied = None;
+        let mut applied = ReceiptApplied::default();
+        let receipt = ProviderReceipt {
+            provider: &provider,
+            send_seq: owner.send_seq,
+            status,
+            error_code: error_code.as_deref(),
+            at,
+        };
         let updated = self
             .store
             .update_verification(&owner.verification_id, &mut |record| {
-                applied = apply_receipt(record, owner.send_seq, status, at);
-                applied.is_some()
+                applied = apply_receipt(record, &receipt);
+                applied.changed
             })?;
-        let (Some(state), Some(record)) = (applied, updated) else {
+        if !applied.changed {
             return Ok(None);
-        };
+        }
         self.store.flush().await?;
-        Ok(Some((record, state)))
+        Ok(updated.zip(applied.state))
     }
 }
 
@@ -150,8 +176,27 @@ impl Recorder {
             state,
             at,
             message: None,
+            attempts: Vec::new(),
+            ends_job: true,
         })
         .await
+    }
+
+    /// Adds `attempts` to the verification's timeline while the job goes on. Tried once: a
+    /// timeline entry not kept loses nothing else, and the send does not wait on it longer.
+    pub async fn tried(&self, job: &DeliveryJob, attempts: Vec<DeliveryAttempt>) {
+        let report = SendOutcome {
+            job: job.clone(),
+            provider: None,
+            state: None,
+            at: Timestamp::now(),
+            message: None,
+            attempts,
+            ends_job: false,
+        };
+        if let Err(error) = self.ledger.record(report).await {
+            tracing::warn!(job = %job.job_id, %error, "Could not add to a verification's delivery timeline.");
+        }
     }
 
     /// Makes `outcome` durable, offering it again while the write fails for a reason that
@@ -183,6 +228,7 @@ impl Recorder {
         provider: &str,
         sent_at: Timestamp,
         message: Option<MessageOwner>,
+        attempt: DeliveryAttempt,
     ) -> Result<(), StoreError> {
         self.record(SendOutcome {
             job: job.clone(),
@@ -190,6 +236,8 @@ impl Recorder {
             state: Some(DeliveryState::Sent),
             at: sent_at,
             message,
+            attempts: vec![attempt],
+            ends_job: true,
         })
         .await?;
         self.publish(Event::DeliverySent {
@@ -203,16 +251,26 @@ impl Recorder {
         Ok(())
     }
 
-    /// Records a failed delivery and tells the platform.
+    /// Records a failed delivery, with the timeline entries that say why, and tells the
+    /// platform.
     pub async fn failed(
         &self,
         job: &DeliveryJob,
         provider: Option<&str>,
         reason: &str,
+        attempts: Vec<DeliveryAttempt>,
     ) -> Result<(), StoreError> {
         let now = Timestamp::now();
-        self.outcome(job, provider, Some(DeliveryState::Failed), now)
-            .await?;
+        self.record(SendOutcome {
+            job: job.clone(),
+            provider: provider.map(str::to_owned),
+            state: Some(DeliveryState::Failed),
+            at: now,
+            message: None,
+            attempts,
+            ends_job: true,
+        })
+        .await?;
         self.publish(Event::DeliveryFailed {
             id: job.verification_id.to_string(),
             tenant: job.tenant.clone(),
@@ -245,7 +303,13 @@ impl Recorder {
         let now = Timestamp::now();
         let applied = self
             .ledger
-            .apply_receipt(owner, provider.to_owned(), receipt.status, now)
+            .apply_receipt(
+                owner,
+                provider.to_owned(),
+                receipt.status,
+                receipt.error_code.clone(),
+                now,
+            )
             .await?;
         let Some((record, state)) = applied else {
             return Ok(false);
@@ -270,7 +334,8 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Channel, JobId, VerificationId};
+    use crate::delivery::timeline;
+    use crate::domain::{Channel, JobId, NextStep, VerificationId};
     use crate::store::memory::MemoryStore;
     use crate::telemetry::platform::NoEvents;
     use std::sync::Mutex;
@@ -296,6 +361,7 @@ mod tests {
             _owner: MessageOwner,
             _provider: String,
             _status: ReceiptStatus,
+            _error_code: Option<String>,
             _at: Timestamp,
         ) -> Result<Option<(Verification, DeliveryState)>, StoreError> {
             Ok(None)
@@ -342,8 +408,16 @@ mod tests {
             StoreError::Flush("the broker is blocking publishes".into()),
         ]);
         let fresh = job(Timestamp::now().plus_secs(300));
+        let attempt = timeline::called(
+            &fresh,
+            "sandbox",
+            Timestamp::now(),
+            Duration::ZERO,
+            None,
+            NextStep::Done,
+        );
         recorder
-            .sent(&fresh, "sandbox", Timestamp::now(), None)
+            .sent(&fresh, "sandbox", Timestamp::now(), None, attempt)
             .await
             .expect("recorded on the third offer");
         assert_eq!(*ledger.recorded.lock().unwrap(), 1);

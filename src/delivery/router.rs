@@ -12,7 +12,8 @@ use super::health::HealthBoard;
 use super::protocol::{DelayQueue, Deliver, DeliveryOutcome, DeliveryUnavailable};
 use super::routes::RouteTable;
 use super::sender::SendContext;
-use crate::domain::Timestamp;
+use super::timeline;
+use crate::domain::{NextStep, Timestamp};
 
 /// Pause before trying again once every provider has failed a job.
 const ROUND_PAUSE: Duration = Duration::from_secs(1);
@@ -82,11 +83,21 @@ impl Handler<Deliver> for RouterActor {
                 message.permit = Some(permit);
                 self.senders.get(&provider).cloned().map(|s| (s, message))
             }
-            Choice::Wait { until, start_over } => {
+            Choice::Wait {
+                until,
+                start_over,
+                refused,
+            } => {
                 if start_over {
                     message.tried.clear();
                 }
                 let wait = now.until(until);
+                if !refused.is_empty() {
+                    let context = Arc::clone(&self.context);
+                    let job = message.job.clone();
+                    let entries = timeline::waited(&job, &refused, now, NextStep::Wait { until });
+                    actix_rt::spawn(async move { context.recorder.tried(&job, entries).await });
+                }
                 match (&self.delay_queue, message.done.is_some()) {
                     // A job a broker consumer waits on is parked in the delay queue; the
                     // consumer then acks it, and the broker routes the parked copy again.
@@ -110,16 +121,15 @@ impl Handler<Deliver> for RouterActor {
                 }
                 None
             }
-            Choice::GiveUp => {
+            Choice::GiveUp { refused } => {
                 let context = Arc::clone(&self.context);
+                let why = "no provider could deliver before the code expired";
+                let mut entries = timeline::waited(job, &refused, now, NextStep::Done);
+                entries.push(timeline::expired(job, None, now, why));
                 actix_rt::spawn(async move {
                     let outcome = match context
                         .recorder
-                        .failed(
-                            &message.job,
-                            None,
-                            "no provider could deliver before the code expired",
-                        )
+                        .failed(&message.job, None, why, entries)
                         .await
                     {
                         Ok(()) => DeliveryOutcome::Recorded,

@@ -11,17 +11,19 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::breaker::Permit;
+use super::health::NotNow;
 use super::lane::{Called, Lane};
 use super::plan::{disposition, Disposition};
 use super::protocol::{Deliver, DeliveryOutcome, DeliveryUnavailable};
 use super::recorder::Recorder;
 use super::retry::{next_retry, Backoff};
 use super::templates::Templates;
+use super::timeline;
 use crate::delivery::quota::actor::CountSend;
 use crate::delivery::quota::shared::{self, QuotaTake};
 use crate::delivery::settings::CountryOverrides;
 use crate::domain::counters::Tally;
-use crate::domain::{DeliveryJob, JobId, Timestamp};
+use crate::domain::{AttemptOutcome, DeliveryJob, JobId, NextStep, Timestamp};
 use crate::providers::OutboundMessage;
 use crate::secrets::Sealer;
 use crate::store::{MessageOwner, Store, StoreError};
@@ -185,9 +187,9 @@ async fn deliver(
     let id = lane.id();
     let mut permit = match permit {
         Some(permit) => permit,
-        None => match lane.enter(Timestamp::now()) {
-            Ok(permit) => permit,
-            Err(_) => return Ok(Ending::Failover),
+        None => match enter(context, lane, job).await {
+            Some(permit) => permit,
+            None => return Ok(Ending::Failover),
         },
     };
     let mut attempt = 0;
@@ -210,9 +212,11 @@ async fn deliver(
             }
             .emit();
             if plan == Disposition::Expired {
+                let why = "the code expired before it could be sent";
+                let attempt = timeline::expired(job, Some(id), now, why);
                 context
                     .recorder
-                    .failed(job, Some(id), "the code expired before it could be sent")
+                    .failed(job, Some(id), why, vec![attempt])
                     .await?;
                 return Ok(Ending::Done);
             }
@@ -224,13 +228,23 @@ async fn deliver(
             Err(reason) => {
                 lane.give_back(permit, now);
                 report_failure(id, job, &reason, false);
-                context.recorder.failed(job, Some(id), &reason).await?;
+                let attempt = timeline::unsendable(job, id, now, &reason);
+                context
+                    .recorder
+                    .failed(job, Some(id), &reason, vec![attempt])
+                    .await?;
                 return Ok(Ending::Done);
             }
         };
         let taken = match shared::take(context.tally.as_ref(), lane).await {
             Ok(QuotaTake::UsedUp) => {
                 lane.give_back(permit, now);
+                let used_up = NotNow {
+                    why: AttemptOutcome::QuotaExhausted,
+                    until: None,
+                };
+                let attempt = timeline::refused(job, id, used_up, now, NextStep::Failover);
+                context.recorder.tried(job, vec![attempt]).await;
                 return Ok(Ending::Failover);
             }
             Ok(taken) => taken,
@@ -269,21 +283,22 @@ async fn deliver(
                         provider: id.to_owned(),
                     });
                 }
-                context.recorder.sent(job, id, finished, message).await?;
+                let attempt = timeline::called(job, id, finished, took, None, NextStep::Done);
+                context
+                    .recorder
+                    .sent(job, id, finished, message, attempt)
+                    .await?;
                 return Ok(Ending::Done);
             }
             Err(error) => error,
         };
         attempt += 1;
-        if error.retry_after().is_some() || error.may_have_been_taken() {
-            // The provider asked for a pause (its lane has recorded it), or it may have taken
-            // the message without answering: another provider takes the job now rather than
-            // this one after the pause, or a second time.
-            report_failure(id, job, &error.to_string(), false);
-            return Ok(Ending::Failover);
-        }
+        // The provider asked for a pause (its lane has recorded it), or it may have taken
+        // the message without answering: another provider takes the job now rather than
+        // this one after the pause, or a second time.
+        let fail_over_now = error.retry_after().is_some() || error.may_have_been_taken();
         let jitter = rand::thread_rng().gen::<f64>();
-        let retry = (attempt < context.attempts_per_provider)
+        let retry = (!fail_over_now && attempt < context.attempts_per_provider)
             .then(|| {
                 next_retry(
                     &context.backoff,
@@ -296,14 +311,33 @@ async fn deliver(
             })
             .flatten();
         report_failure(id, job, &error.to_string(), retry.is_some());
+        let next = retry.map_or(NextStep::Failover, |wait| NextStep::Retry {
+            after_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+        });
+        let tried = timeline::called(job, id, finished, took, Some(&error), next);
+        context.recorder.tried(job, vec![tried]).await;
         let Some(wait) = retry else {
             return Ok(Ending::Failover);
         };
         tokio::time::sleep(wait).await;
-        permit = match lane.enter(Timestamp::now()) {
-            Ok(permit) => permit,
-            Err(_) => return Ok(Ending::Failover),
+        permit = match enter(context, lane, job).await {
+            Some(permit) => permit,
+            None => return Ok(Ending::Failover),
         };
+    }
+}
+
+/// Leave to call `lane`'s provider now; when refused, the refusal goes on the job's timeline
+/// and the job to the next provider.
+async fn enter(context: &SendContext, lane: &Lane, job: &DeliveryJob) -> Option<Permit> {
+    let now = Timestamp::now();
+    match lane.enter(now) {
+        Ok(permit) => Some(permit),
+        Err(not_now) => {
+            let attempt = timeline::refused(job, lane.id(), not_now, now, NextStep::Failover);
+            context.recorder.tried(job, vec![attempt]).await;
+            None
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The vocabulary of otpd: destinations, channels, codes, verifications, delivery jobs, and
 //! the records the store keeps for access control, the pumping guard and provider quotas.
 
+pub mod attempt;
 pub mod channel;
 pub mod code;
 pub mod counters;
@@ -15,6 +16,7 @@ pub mod slot;
 pub mod time;
 pub mod verification;
 
+pub use attempt::{AttemptOutcome, AttemptReceipt, DeliveryAttempt, NextStep};
 pub use channel::Channel;
 pub use code::{CodeHash, CodeHasher, OtpCode};
 pub use destination::{Destination, DestinationError};

@@ -22,6 +22,11 @@ pub struct DestinationState {
     pub recent_sends: Vec<Timestamp>,
     /// When nothing in this record matters any more.
     pub purge_at: Timestamp,
+    /// The destination's latest verifications, oldest first (at most
+    /// `issuance::policy::RECENT_VERIFICATIONS`), for a support desk that has a number and
+    /// nothing else. Last, so a record stored before it existed reads with none
+    /// (`store::records`).
+    pub recent: Vec<VerificationId>,
 }
 
 /// Identifies an `Idempotency-Key` of one tenant.

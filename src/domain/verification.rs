@@ -1,6 +1,6 @@
 //! A verification: one destination's pending code, its attempts, its status and its delivery.
 
-use super::{Channel, CodeHash, Timestamp};
+use super::{Channel, CodeHash, DeliveryAttempt, Timestamp};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -135,6 +135,9 @@ pub struct Verification {
     /// it is pending and its tenant's resends send the same code (`resend_keeps_code`);
     /// never the code in clear. Last, for the same reason as `transaction`.
     pub kept_code: Option<Vec<u8>>,
+    /// Every try to send its codes, the latest `attempt::TIMELINE_LENGTH`. Last, for the same
+    /// reason as `transaction`.
+    pub timeline: Vec<DeliveryAttempt>,
 }
 
 /// The transaction a code confirms (PSD2 dynamic linking): the amount and the payee the

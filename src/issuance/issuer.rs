@@ -34,6 +34,8 @@ pub struct IssuerSettings<'a> {
     pub rate_limits: &'a RateLimitSettings,
     pub regions: &'a RegionSettings,
     pub templates: &'a TemplateSettings,
+    /// How long the store keeps a verification after its code expires.
+    pub retention: Duration,
 }
 
 pub struct Issuer {
@@ -76,6 +78,7 @@ impl Issuer {
                 sends_per_window: v.sends_per_destination,
                 window: Duration::from_secs(v.send_window_seconds),
                 max_attempts: v.max_attempts,
+                findable_for: settings.retention,
             },
             idempotency_ttl: Duration::from_secs(v.idempotency_ttl_seconds),
             known_templates: settings.templates.keys().cloned().collect(),

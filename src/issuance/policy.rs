@@ -8,6 +8,9 @@ use crate::domain::{
     Timestamp, Transaction, Verification, VerificationId,
 };
 
+/// How many of a destination's latest verifications its state lists.
+pub const RECENT_VERIFICATIONS: usize = 10;
+
 /// Limits on sending to one destination.
 #[derive(Debug, Clone, Copy)]
 pub struct SendLimits {
@@ -15,6 +18,9 @@ pub struct SendLimits {
     pub sends_per_window: u32,
     pub window: Duration,
     pub max_attempts: u32,
+    /// How long after its code expires a verification is still listed under its destination
+    /// (the store keeps it that long).
+    pub findable_for: Duration,
 }
 
 /// A validated create request.
@@ -94,10 +100,19 @@ pub fn record_send(
 ) -> DestinationState {
     let mut recent_sends = sends_within_window(&state.recent_sends, limits.window, now).to_vec();
     recent_sends.push(now);
+    let mut recent = state.recent.clone();
+    if recent.last() != Some(&verification.id) {
+        recent.push(verification.id.clone());
+    }
+    let excess = recent.len().saturating_sub(RECENT_VERIFICATIONS);
+    recent.drain(..excess);
     DestinationState {
         pending: Some(verification.id.clone()),
         recent_sends,
-        purge_at: now.plus(limits.window).max(verification.expires_at),
+        purge_at: now
+            .plus(limits.window)
+            .max(verification.expires_at.plus(limits.findable_for)),
+        recent,
     }
 }
 
@@ -136,6 +151,7 @@ pub fn new_verification(
         delivered_at: None,
         transaction: request.transaction.clone(),
         kept_code: None,
+        timeline: Vec::new(),
     }
 }
 
@@ -223,6 +239,7 @@ mod tests {
             sends_per_window: 5,
             window: Duration::from_secs(600),
             max_attempts: 5,
+            findable_for: Duration::ZERO,
         }
     }
 
@@ -307,14 +324,20 @@ mod tests {
     }
 
     #[test]
-    fn resend_replaces_the_code_and_keeps_used_attempts() {
+    fn resend_replaces_the_code_and_keeps_used_attempts_and_the_timeline() {
         let (mut verification, _) = issued_at(START);
         verification.attempts_used = 2;
+        verification.timeline = vec![crate::domain::attempt::tests::attempt(
+            1,
+            "sandbox",
+            crate::domain::AttemptOutcome::Sent,
+        )];
         let later = START.plus_secs(40);
         let resent = resend(&verification, &request(), CodeHash([9; 32]), later);
         assert_eq!(resent.id, verification.id);
         assert_eq!(resent.send_seq, 2);
         assert_eq!(resent.attempts_used, 2);
+        assert_eq!(resent.timeline, verification.timeline);
         assert!(resent.code_hash.matches(&CodeHash([9; 32])));
         assert_eq!(resent.expires_at, later.plus_secs(300));
         assert_eq!(resent.delivery, DeliveryState::Queued);
@@ -358,6 +381,30 @@ mod tests {
         ));
         assert!(!may_keep_code(&existing, &asking(bound("5000.00"), None)));
         assert!(!may_keep_code(&existing, &asking(None, Some("s-2"))));
+    }
+
+    #[test]
+    fn state_lists_the_latest_verifications_while_the_store_keeps_them() {
+        let limits = SendLimits {
+            findable_for: Duration::from_secs(86_400),
+            ..limits()
+        };
+        let mut state = DestinationState::default();
+        let mut ids = Vec::new();
+        for n in 0..RECENT_VERIFICATIONS as u64 + 3 {
+            let now = START.plus_secs(n * 1_000);
+            let (verification, _) = issued_at(now);
+            state = record_send(&state, &verification, &limits, now);
+            // A resend of the same verification is listed once.
+            state = record_send(&state, &verification, &limits, now.plus_secs(40));
+            assert_eq!(
+                state.purge_at,
+                verification.expires_at.plus_secs(86_400),
+                "listed as long as the store keeps it"
+            );
+            ids.push(verification.id);
+        }
+        assert_eq!(state.recent, ids[3..]);
     }
 
     #[test]

@@ -242,6 +242,7 @@ fn issue(n: u8) -> IssueWrite {
         delivered_at: None,
         transaction: None,
         kept_code: None,
+        timeline: Vec::new(),
     };
     let job = DeliveryJob {
         job_id: JobId::new(&id, 1),
@@ -274,9 +275,10 @@ fn issue(n: u8) -> IssueWrite {
             to,
         },
         destination: DestinationState {
-            pending: Some(id),
+            pending: Some(id.clone()),
             recent_sends: vec![NOW],
             purge_at: NOW.plus_secs(TTL_SECS + 60),
+            recent: vec![id.clone()],
         },
         idempotency: Some((
             IdempotencyKey {

@@ -18,13 +18,14 @@ use crate::domain::{
 
 /// First byte of every stored record, so a future format can be told apart.
 ///
-/// Formats 2 and 3 each added an optional field at the end of a verification
-/// (`transaction`, then `kept_code`). A record of an earlier format reads as the current one
-/// with one zero byte per field added since: postcard writes an absent optional as that
-/// byte, and every other kind of record ignores the bytes, unread.
-const FORMAT_VERSION: u8 = 3;
-/// The earlier formats otpd reads, with the optional fields added since each.
-const EARLIER_FORMATS: &[(u8, usize)] = &[(1, 2), (2, 1)];
+/// Formats 2, 3 and 4 each added a field at the end of a verification (`transaction`,
+/// `kept_code`, then `timeline`); format 4 also added `recent` at the end of a
+/// destination's state. A record of an earlier format reads as the current one with one
+/// zero byte per verification field added since: postcard writes an absent optional and an
+/// empty list as that byte, and every other kind of record ignores the bytes, unread.
+const FORMAT_VERSION: u8 = 4;
+/// The earlier formats otpd reads, with the fields added since each.
+const EARLIER_FORMATS: &[(u8, usize)] = &[(1, 3), (2, 2), (3, 1)];
 
 /// The records otpd keeps, on the engine `E`. Generic rather than over a `dyn` engine, so
 /// the hot path (reads, compare-and-swap updates) calls the engine directly.
@@ -451,11 +452,12 @@ mod tests {
     fn verifications_saved_by_earlier_formats_read_back_without_the_later_fields() {
         let store = MemoryStore::in_memory(Duration::from_secs(3600));
         let verification = crate::verify::rules::tests::pending(Some("s-1"));
-        // Format 1 held the same fields up to the transaction; format 2 up to the kept code.
+        // Format 1 held the same fields up to the transaction; format 2 up to the kept code;
+        // format 3 up to the timeline.
         let current = encode(&verification).unwrap();
         assert!(
-            current.ends_with(&[0, 0]),
-            "two absent optionals are two zero bytes"
+            current.ends_with(&[0, 0, 0]),
+            "two absent optionals and an empty list are three zero bytes"
         );
         for (version, added) in EARLIER_FORMATS {
             let mut earlier = current[..current.len() - added].to_vec();
@@ -466,6 +468,7 @@ mod tests {
                 .unwrap();
             let read = store.verification(&verification.id).unwrap().unwrap();
             assert_eq!((read.transaction, read.kept_code), (None, None));
+            assert!(read.timeline.is_empty());
             assert_eq!(read.session_id.as_deref(), Some("s-1"));
             assert_eq!(read.expires_at, verification.expires_at);
         }

@@ -68,6 +68,18 @@ impl ApiKeys {
         self.read_file_keys().keys.values().any(|t| t == name)
     }
 
+    /// Every tenant with at least one valid key, in name order.
+    pub fn tenants(&self) -> Vec<String> {
+        self.refresh();
+        let from_file = self.read_file_keys();
+        let names: std::collections::BTreeSet<&String> = self
+            .configured
+            .values()
+            .chain(from_file.keys.values())
+            .collect();
+        names.into_iter().cloned().collect()
+    }
+
     fn refresh(&self) {
         if let Err(error) = self.reload_if_changed() {
             tracing::warn!(%error, "Could not re-read the API keys file; the keys read before stay in use.");

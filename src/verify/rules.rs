@@ -133,6 +133,7 @@ pub(crate) mod tests {
             delivered_at: None,
             transaction: None,
             kept_code: None,
+            timeline: Vec::new(),
         }
     }
 

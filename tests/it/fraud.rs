@@ -7,10 +7,12 @@ use serde_json::{json, Value};
 use otpd::config::Settings;
 use otpd::fraud::FraudMode;
 
+use crate::access::app_with_acme;
 use crate::helpers::*;
+use otpd::access::TenantSettings;
 
 /// The prefix the synthetic pump walks through.
-const PUMPED_PREFIX: &str = "+2348031";
+pub const PUMPED_PREFIX: &str = "+2348031";
 
 /// The `n`th number of the pumped range, sequential: +2348031000000, +2348031000001, …
 fn pumped(n: u32) -> String {
@@ -19,7 +21,7 @@ fn pumped(n: u32) -> String {
 
 /// The guard with its default thresholds, on a 20 s window (1 s slices) and no grace
 /// period, so a pump is judged within seconds instead of minutes.
-fn quick_guard(settings: &mut Settings, mode: FraudMode) {
+pub fn quick_guard(settings: &mut Settings, mode: FraudMode) {
     settings.fraud.mode = mode;
     settings.fraud.window_seconds = 20;
     settings.fraud.conversion_grace_seconds = 0;
@@ -335,31 +337,27 @@ async fn create_pumped(app: &TestApp, key: &str, n: u32) -> Reply {
         .await
 }
 
-#[tokio::test]
-async fn an_admin_lifts_a_block_and_the_prefix_is_judged_afresh() {
-    let store = tempfile::tempdir().unwrap();
-    let acme = add_tenant(store.path(), "acme");
-    let ops = add_tenant(store.path(), "ops");
-    let app = start_app(store, |settings| {
-        quick_guard(settings, FraudMode::Enforce);
-        settings.tenants.insert(
-            "ops".into(),
-            otpd::access::TenantSettings {
-                admin: true,
-                ..Default::default()
-            },
-        );
-    });
+/// Creates for the pumped range as tenant `key` until the guard blocks it; the number of
+/// creates it took.
+pub async fn pump_until_blocked(app: &TestApp, key: &str) -> u32 {
     let mut n = 0;
     loop {
-        let reply = create_pumped(&app, &acme, n).await;
+        let reply = create_pumped(app, key, n).await;
         n += 1;
         if reply.status.as_u16() == 429 {
-            break;
+            return n;
         }
         reply.expect_status(201);
         assert!(n < 1000, "the pump was never blocked");
     }
+}
+
+#[tokio::test]
+async fn an_admin_lifts_a_block_and_the_prefix_is_judged_afresh() {
+    let (app, acme, ops) = app_with_acme(TenantSettings::default(), |settings| {
+        quick_guard(settings, FraudMode::Enforce)
+    });
+    let n = pump_until_blocked(&app, &acme).await;
     let path = format!("/v1/admin/fraud/blocks/%2B{}", &PUMPED_PREFIX[1..]);
     let listed = |key: &str| send(app.request_as(key, Method::GET, "/v1/fraud/blocks"));
 

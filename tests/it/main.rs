@@ -27,6 +27,8 @@ mod oracle;
 mod providers;
 mod receipts;
 mod tenants;
+mod timeline;
 mod tls;
 mod twilio;
+mod ui;
 mod webhooks;

@@ -15,6 +15,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/verifications/{id}"),
     ("post", "/v1/verifications/{id}/check"),
     ("post", "/v1/verifications/{id}/cancel"),
+    ("get", "/v1/verifications/{id}/attempts"),
+    ("get", "/v1/admin/verifications"),
+    ("get", "/v1/admin/verifications/{id}"),
     ("get", "/v1/admin/blocklist"),
     ("post", "/v1/admin/blocklist"),
     ("delete", "/v1/admin/blocklist/{entry}"),
@@ -34,6 +37,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v2/Services/{ServiceSid}/VerificationCheck"),
     ("get", "/v2/Services/{ServiceSid}/Verifications/{Sid}"),
     ("post", "/v2/Services/{ServiceSid}/Verifications/{Sid}"),
+    ("get", "/v2/Attempts"),
 ];
 
 /// The description, and a way to hold an answer against it.

@@ -29,7 +29,7 @@ fn number(block: u32, n: u32) -> String {
     format!("+4915{:09}", 100_000_000 + block * 10_000 + n)
 }
 
-fn http_provider(fake: &FakeProviderServer) -> ProviderSettings {
+pub(crate) fn http_provider(fake: &FakeProviderServer) -> ProviderSettings {
     ProviderSettings::Http(HttpConfig {
         url: fake.generic_url(),
         method: "POST".into(),
@@ -688,6 +688,24 @@ async fn nothing_is_sent_after_expiry_when_every_provider_is_down() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // Its timeline: both providers failing, bounded, and the expiry last.
+        let timeline =
+            send(app.request(Method::GET, &format!("/v1/verifications/{id}/attempts"))).await;
+        timeline.expect_status(200);
+        let attempts = timeline.body["attempts"].as_array().unwrap();
+        assert!(attempts.len() <= 32, "{}", timeline.text);
+        for provider in ["a", "b"] {
+            assert!(
+                attempts
+                    .iter()
+                    .any(|a| a["provider"] == provider && a["outcome"] == "transient"),
+                "{provider}'s failures are on the timeline: {}",
+                timeline.text
+            );
+        }
+        let last = attempts.last().unwrap();
+        assert_eq!(last["outcome"], "expired_before_send", "{}", timeline.text);
+        assert_eq!(last["next"], "done");
     }
     eprintln!(
         "expiry: {calls} failing calls in 30 s, last one {:?} before expiry",

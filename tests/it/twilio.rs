@@ -147,6 +147,31 @@ async fn a_verification_is_created_checked_and_read_in_twilio_s_shapes() {
     assert_eq!(fetched.str("status"), "approved");
     assert_eq!(fetched.body["valid"], true);
 
+    // Its sends, as the Verification Attempts API lists them.
+    let attempts = twilio
+        .get(&format!("/v2/Attempts?VerificationSid={sid}&PageSize=50"))
+        .await;
+    described.expect_described("get", "/v2/Attempts", attempts.expect_status(200));
+    let listed = attempts.body["attempts"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{}", attempts.text);
+    assert_eq!(
+        listed[0]["sid"],
+        fetched.body["send_code_attempts"][0]["attempt_sid"]
+    );
+    assert_eq!(listed[0]["verification_sid"], sid.as_str());
+    assert_eq!(listed[0]["conversion_status"], "converted");
+    assert_eq!(listed[0]["channel_data"]["status"], "sent");
+    assert_eq!(listed[0]["channel_data"]["provider"], "sandbox");
+    assert_eq!(listed[0]["channel_data"]["to"], DE_MOBILE_MASKED);
+    assert_eq!(attempts.body["meta"]["key"], "attempts");
+    let unfiltered = twilio.get("/v2/Attempts").await;
+    described.expect_described("get", "/v2/Attempts", &unfiltered);
+    expect_twilio_error(&unfiltered, 400, 60200);
+    let unknown_filter = twilio
+        .get(&format!("/v2/Attempts?VerificationSid={sid}&Country=DE"))
+        .await;
+    expect_twilio_error(&unknown_filter, 400, 60200);
+
     // A code is accepted once: the verification is no longer there to check.
     let again = twilio
         .post(
@@ -156,7 +181,7 @@ async fn a_verification_is_created_checked_and_read_in_twilio_s_shapes() {
         .await;
     described.expect_described("post", CHECK, &again);
     expect_twilio_error(&again, 404, 20404);
-    for reply in [&created, &wrong, &right, &fetched, &again] {
+    for reply in [&created, &wrong, &right, &fetched, &attempts, &again] {
         assert!(!contains_code(&reply.text, &code), "{}", reply.text);
     }
 }

@@ -40,6 +40,11 @@ impl FromRequest for Form {
 }
 
 impl Form {
+    /// The parameters of a query string, taken as a form body is.
+    pub fn of_query(request: &HttpRequest) -> Result<Self, TwilioError> {
+        Form::parse(request.query_string().as_bytes())
+    }
+
     fn parse(body: &[u8]) -> Result<Self, TwilioError> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|_| {
             TwilioError::invalid_parameter(

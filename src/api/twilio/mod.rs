@@ -2,8 +2,9 @@
 //! Twilio's helper libraries switches to otpd by base URL: HTTP Basic auth with the
 //! tenant's account SID (`auth`), form bodies (`form`), Twilio's resources and SIDs
 //! (`views`) and its error body and codes (`error`). The handlers (`verifications`,
-//! `services`) call the same issuance and checking as the native routes.
+//! `services`, `attempts`) call the same issuance and checking as the native routes.
 
+pub mod attempts;
 pub mod auth;
 pub mod error;
 pub mod form;
@@ -18,6 +19,7 @@ use error::TwilioError;
 /// Registers the Twilio-compatible routes.
 pub fn configure(config: &mut web::ServiceConfig) {
     config
+        .service(resource("/v2/Attempts").route(web::get().to(attempts::list)))
         .service(
             resource("/v2/Services")
                 .route(web::get().to(services::list))

@@ -6,7 +6,9 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::domain::destination::mask;
-use crate::domain::{DeliveryState, Status, Timestamp, Verification, VerificationId};
+use crate::domain::{
+    AttemptOutcome, DeliveryState, NextStep, Status, Timestamp, Verification, VerificationId,
+};
 use crate::tenants::{account_sid, service_sid};
 use crate::verify::CheckOutcome;
 
@@ -88,23 +90,119 @@ impl VerificationResource {
     }
 }
 
+/// The SID of send `seq` of `record`'s code.
+fn attempt_sid(record: &Verification, seq: u32) -> String {
+    let digest = Sha256::digest(format!("{}\0{seq}", record.id).as_bytes());
+    format!("VL{}", hex::encode(&digest[..16]))
+}
+
+/// When send `seq` of `record`'s code went out: known for the first send and the latest
+/// one; between them, from the send's first timeline entry while it is kept.
+fn send_time(record: &Verification, seq: u32) -> Option<Timestamp> {
+    match seq {
+        1 => Some(record.created_at),
+        last if last == record.send_seq => Some(record.last_sent_at),
+        _ => record
+            .timeline
+            .iter()
+            .find(|attempt| attempt.send == seq)
+            .map(|attempt| attempt.started_at),
+    }
+}
+
 /// Each send of `record`'s code so far, with an attempt SID derived from the send.
 fn send_code_attempts(record: &Verification) -> Vec<SendCodeAttempt> {
     (1..=record.send_seq)
-        .map(|seq| {
-            let digest = Sha256::digest(format!("{}\0{seq}", record.id).as_bytes());
-            let time = match seq {
-                1 => Some(record.created_at),
-                last if last == record.send_seq => Some(record.last_sent_at),
-                _ => None,
-            };
-            SendCodeAttempt {
-                attempt_sid: format!("VL{}", hex::encode(&digest[..16])),
-                channel: record.channel.as_str(),
-                time: time.map(Timestamp::to_rfc3339),
-            }
+        .map(|seq| SendCodeAttempt {
+            attempt_sid: attempt_sid(record, seq),
+            channel: record.channel.as_str(),
+            time: send_time(record, seq).map(Timestamp::to_rfc3339),
         })
         .collect()
+}
+
+/// One send of a verification's code, as Twilio's Verification Attempts API lists it.
+#[derive(Serialize, ToSchema)]
+pub struct AttemptResource {
+    #[schema(pattern = "^VL[0-9a-f]{32}$")]
+    sid: String,
+    account_sid: String,
+    service_sid: String,
+    verification_sid: String,
+    date_created: Option<String>,
+    date_updated: String,
+    /// `converted` for the send whose code was approved.
+    #[schema(pattern = "^(converted|unconverted)$")]
+    conversion_status: &'static str,
+    channel: &'static str,
+    /// What otpd knows of the send: the masked destination, the provider that sent it,
+    /// how far it got, the provider's error code, and how many tries it took.
+    #[schema(value_type = Object)]
+    channel_data: serde_json::Value,
+}
+
+/// The sends of one verification.
+#[derive(Serialize, ToSchema)]
+pub struct AttemptPage {
+    attempts: Vec<AttemptResource>,
+    meta: PageMeta,
+}
+
+impl AttemptPage {
+    pub fn of(record: &Verification, base: &str) -> Self {
+        let verification_sid = verification_sid(&record.id);
+        let attempts = (1..=record.send_seq)
+            .map(|seq| {
+                let tries: Vec<_> = record
+                    .timeline
+                    .iter()
+                    .filter(|attempt| attempt.send == seq)
+                    .collect();
+                let sent = tries
+                    .iter()
+                    .rev()
+                    .find(|attempt| attempt.outcome == AttemptOutcome::Sent);
+                let receipt = sent.and_then(|attempt| attempt.receipt.as_ref());
+                let status = match (receipt, sent, tries.last()) {
+                    (Some(receipt), _, _) if receipt.status == DeliveryState::Delivered => {
+                        "delivered"
+                    }
+                    (Some(_), _, _) => "undelivered",
+                    (None, Some(_), _) => "sent",
+                    (None, None, Some(last)) if last.next == NextStep::Done => "failed",
+                    _ => "queued",
+                };
+                let converted = record.status == Status::Approved && seq == record.send_seq;
+                AttemptResource {
+                    sid: attempt_sid(record, seq),
+                    account_sid: account_sid(&record.tenant),
+                    service_sid: service_sid(&record.tenant),
+                    verification_sid: verification_sid.clone(),
+                    date_created: send_time(record, seq).map(Timestamp::to_rfc3339),
+                    date_updated: record.updated_at.to_rfc3339(),
+                    conversion_status: if converted {
+                        "converted"
+                    } else {
+                        "unconverted"
+                    },
+                    channel: record.channel.as_str(),
+                    channel_data: serde_json::json!({
+                        "to": mask(&record.to),
+                        "provider": sent.and_then(|attempt| attempt.provider.clone()),
+                        "status": status,
+                        "error_code": receipt.and_then(|receipt| receipt.error_code.clone()),
+                        "tries": tries.len(),
+                    }),
+                }
+            })
+            .collect();
+        let url =
+            format!("{base}/v2/Attempts?VerificationSid={verification_sid}&PageSize=50&Page=0");
+        AttemptPage {
+            attempts,
+            meta: PageMeta::only_page(url, "attempts"),
+        }
+    }
 }
 
 /// What a check found: `valid` is true once, for the right code.
@@ -210,20 +308,27 @@ pub struct PageMeta {
     key: &'static str,
 }
 
+impl PageMeta {
+    /// The meta of a list whose one page, at `url`, holds it all, under `key`.
+    fn only_page(url: String, key: &'static str) -> Self {
+        PageMeta {
+            page: 0,
+            page_size: 50,
+            first_page_url: url.clone(),
+            previous_page_url: None,
+            url,
+            next_page_url: None,
+            key,
+        }
+    }
+}
+
 impl ServicePage {
     pub fn of(service: ServiceResource, base: &str) -> Self {
         let url = format!("{base}/v2/Services?PageSize=50&Page=0");
         ServicePage {
             services: vec![service],
-            meta: PageMeta {
-                page: 0,
-                page_size: 50,
-                first_page_url: url.clone(),
-                previous_page_url: None,
-                url,
-                next_page_url: None,
-                key: "services",
-            },
+            meta: PageMeta::only_page(url, "services"),
         }
     }
 }
