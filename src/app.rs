@@ -459,6 +459,7 @@ fn start_delivery(
         in_flight: Mutex::default(),
         attempts_per_provider: settings.delivery.attempts_per_provider,
         countries: settings.countries.clone(),
+        autofill: settings.autofill_lines(),
         view_wait: if settings.amqp.is_broker_mode() {
             VIEW_WAIT
         } else {

@@ -19,6 +19,7 @@ use crate::delivery::settings::{
     validate_countries, validate_templates, CountrySettings, DeliverySettings, ProviderLimits,
     RegionSettings, RoutingSettings, TemplateSettings,
 };
+use crate::delivery::sms_text::{validate_sms_texts, AutofillLines};
 use crate::domain::is_name;
 use crate::fraud::FraudSettings;
 use crate::issuance::settings::{RateLimitSettings, VerificationSettings};
@@ -224,6 +225,7 @@ impl Settings {
         problems.extend(self.rate_limits.validate());
         problems.extend(self.regions.validate());
         problems.extend(validate_templates(&self.templates));
+        problems.extend(validate_sms_texts(&self.templates, &self.autofill_lines()));
         problems.extend(crate::access::validate_tenants(&self.tenants));
         problems.extend(self.pricing.validate());
         problems.extend(self.delivery.validate());
@@ -238,6 +240,22 @@ impl Settings {
         let topology = Topology::from_settings(&self.amqp, self.cluster.partitions);
         problems.extend(topology.check_routing(&every_routing_key(&self.regions)));
         problems
+    }
+
+    /// The lines each tenant's SMS carry so phones fill the code in, for the tenants that set
+    /// any (`tenants.<name>.webotp_domain`, `android_app_hash`).
+    pub fn autofill_lines(&self) -> BTreeMap<String, AutofillLines> {
+        self.tenants
+            .iter()
+            .map(|(name, tenant)| {
+                let lines = AutofillLines {
+                    webotp_domain: tenant.webotp_domain.clone(),
+                    android_app_hash: tenant.android_app_hash.clone(),
+                };
+                (name.clone(), lines)
+            })
+            .filter(|(_, lines)| !lines.is_empty())
+            .collect()
     }
 
     /// Every provider's settings by id: the configured ones, and the sandbox when enabled.
@@ -367,6 +385,31 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing '{expected}' in:\n{text}");
         }
+    }
+
+    #[test]
+    fn the_default_templates_fit_one_segment_with_a_tenant_s_autofill_lines_and_a_long_one_is_refused(
+    ) {
+        let mut settings = defaults();
+        settings.tenants.insert(
+            "acme".into(),
+            TenantSettings {
+                webotp_domain: Some("login.example.com".into()),
+                android_app_hash: Some("FA+9qCX9VSu".into()),
+                ..TenantSettings::default()
+            },
+        );
+        assert_eq!(settings.check(), Vec::<String>::new());
+        settings.templates.get_mut("login").unwrap().insert(
+            "nl".into(),
+            "{code} is je inlogcode. Hij verloopt over {minutes} minuten. Deel hem nooit met iemand, ook niet met onze medewerkers aan de telefoon.".into(),
+        );
+        let problems = settings.check().join("\n");
+        assert!(
+            problems.contains("templates.login.nl takes 2 segment(s)")
+                && problems.contains("tenants.acme"),
+            "{problems}"
+        );
     }
 
     #[test]

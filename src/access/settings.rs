@@ -56,6 +56,14 @@ pub struct TenantSettings {
     pub webhook_secret: Option<secrecy::SecretString>,
     #[serde(default)]
     pub webhook_secret_file: Option<std::path::PathBuf>,
+    /// The site's domain, for the W3C WebOTP line `@<domain> #<code>` at the end of each
+    /// SMS, so browsers offer the code on that site only. Default unset: no such line.
+    #[serde(default)]
+    pub webotp_domain: Option<String>,
+    /// The Android app's 11-character SMS Retriever hash, on a line of its own in each SMS,
+    /// so the app reads the code itself. Default unset.
+    #[serde(default)]
+    pub android_app_hash: Option<String>,
 }
 
 impl Default for TenantSettings {
@@ -73,6 +81,8 @@ impl Default for TenantSettings {
             resend_keeps_code: None,
             webhook_url: None,
             webhook_secret: None,
+            webotp_domain: None,
+            android_app_hash: None,
             webhook_secret_file: None,
         }
     }

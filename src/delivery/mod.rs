@@ -19,6 +19,7 @@ pub mod router;
 pub mod routes;
 pub mod sender;
 pub mod settings;
+pub mod sms_text;
 pub mod templates;
 pub mod timeline;
 

@@ -17,17 +17,19 @@ use super::plan::{disposition, Disposition};
 use super::protocol::{Deliver, DeliveryOutcome, DeliveryUnavailable};
 use super::recorder::Recorder;
 use super::retry::{next_retry, Backoff};
+use super::sms_text::{segments, AutofillLines};
 use super::templates::Templates;
 use super::timeline;
 use crate::delivery::quota::actor::CountSend;
 use crate::delivery::quota::shared::{self, QuotaTake};
 use crate::delivery::settings::CountryOverrides;
 use crate::domain::counters::Tally;
-use crate::domain::{AttemptOutcome, DeliveryJob, JobId, NextStep, Timestamp};
+use crate::domain::{AttemptOutcome, Channel, DeliveryJob, JobId, NextStep, Timestamp};
 use crate::providers::OutboundMessage;
 use crate::secrets::Sealer;
 use crate::store::{MessageOwner, Store, StoreError};
 use crate::telemetry::events::{JobDropped, MessageSent, SendFailed};
+use crate::telemetry::metrics::metrics;
 
 /// How long after a code's expiry a delivery receipt for it is still matched.
 const RECEIPT_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -45,6 +47,8 @@ pub struct SendContext {
     pub attempts_per_provider: u32,
     /// Sender ID and template each country requires.
     pub countries: BTreeMap<String, CountryOverrides>,
+    /// The lines each tenant's SMS carry so phones fill the code in (none for most).
+    pub autofill: BTreeMap<String, AutofillLines>,
     /// How long a job waits for its verification to reach this node's store (a cluster
     /// node's store is a view that may trail the owner by moments); zero: the store is the
     /// truth, and a verification it lacks is gone.
@@ -223,7 +227,7 @@ async fn deliver(
             context.recorder.outcome(job, None, None, now).await?;
             return Ok(Ending::Done);
         }
-        let message = match compose(context, job, now) {
+        let message = match compose(context, id, job, now) {
             Ok(message) => message,
             Err(reason) => {
                 lane.give_back(permit, now);
@@ -363,6 +367,7 @@ const VIEW_POLL: Duration = Duration::from_millis(20);
 /// Opens the sealed code and renders the message; an error says why it cannot be sent.
 fn compose(
     context: &SendContext,
+    provider: &str,
     job: &DeliveryJob,
     now: Timestamp,
 ) -> Result<OutboundMessage, String> {
@@ -386,6 +391,17 @@ fn compose(
         .templates
         .render(template, job.locale.as_deref(), &code, minutes)
         .ok_or_else(|| format!("template '{template}' is no longer configured"))?;
+    let body = match (job.channel, context.autofill.get(&job.tenant)) {
+        (Channel::Sms, Some(lines)) => lines.apply(&body, code.reveal()),
+        _ => body,
+    };
+    if job.channel == Channel::Sms {
+        let taken = segments(&body);
+        metrics()
+            .sms_segments
+            .with_label_values(&[provider, taken.encoding.as_str()])
+            .observe(taken.count as f64);
+    }
     Ok(OutboundMessage {
         job_id: job.job_id.clone(),
         verification_id: job.verification_id.clone(),

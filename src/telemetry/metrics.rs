@@ -20,6 +20,8 @@ pub struct Metrics {
     pub outbox_recovered: IntGauge,
     pub breaker_state: IntGaugeVec,
     pub time_to_delivered: HistogramVec,
+    /// Segments each code-bearing SMS takes, by provider and encoding.
+    pub sms_segments: HistogramVec,
     pub store_flush: HistogramVec,
     pub quota_alerts: IntCounterVec,
     pub quota_used: IntGaugeVec,
@@ -61,13 +63,16 @@ impl Metrics {
                 .expect("metric names are unique");
             metric
         };
-        let histogram = |name: &str, help: &str, labels: &[&str]| {
-            let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+        let histogram_in = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
             let metric = HistogramVec::new(opts, labels).expect("metric definitions are valid");
             registry
                 .register(Box::new(metric.clone()))
                 .expect("metric names are unique");
             metric
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            histogram_in(name, help, labels, LATENCY_BUCKETS)
         };
         let issued = counter(
             "otpd_verifications_issued_total",
@@ -150,6 +155,12 @@ impl Metrics {
             "From the provider accepting a message to its delivery receipt, by provider.",
             &["provider"],
         );
+        let sms_segments = histogram_in(
+            "otpd_sms_segments",
+            "Segments each code-bearing SMS takes, by provider and encoding (gsm7, ucs2).",
+            &["provider", "encoding"],
+            &[1.0, 2.0, 3.0, 4.0, 6.0],
+        );
         let store_flush = histogram(
             "otpd_store_flush_seconds",
             "How long one group flush (fsync) of the store took.",
@@ -192,6 +203,7 @@ impl Metrics {
             store_flush,
             breaker_state,
             time_to_delivered,
+            sms_segments,
             quota_alerts,
             quota_used,
             registry,
@@ -213,7 +225,7 @@ impl Metrics {
     /// name.
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 20] = [
+        let collectors: [&dyn Collector; 21] = [
             &self.issued,
             &self.issue_refused,
             &self.checks,
@@ -226,6 +238,7 @@ impl Metrics {
             &self.outbox_recovered,
             &self.breaker_state,
             &self.time_to_delivered,
+            &self.sms_segments,
             &self.store_flush,
             &self.quota_alerts,
             &self.quota_used,

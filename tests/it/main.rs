@@ -6,6 +6,7 @@ mod amqp;
 mod helpers;
 
 mod access;
+mod autofill;
 mod check;
 mod concurrency;
 mod create;
