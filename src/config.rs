@@ -15,6 +15,7 @@ use crate::cluster::ClusterSettings;
 use crate::delivery::breaker::BreakerConfig;
 use crate::delivery::quota::QuotaLimits;
 use crate::delivery::region::every_routing_key;
+use crate::delivery::settings::validate_registrations;
 use crate::delivery::settings::{
     validate_countries, validate_templates, CountrySettings, DeliverySettings, ProviderLimits,
     RegionSettings, RoutingSettings, TemplateSettings,
@@ -235,6 +236,15 @@ impl Settings {
         problems.extend(self.webhooks.validate());
         problems.extend(self.breaker.validate("breaker"));
         problems.extend(validate_countries(&self.countries, &self.templates));
+        problems.extend(validate_registrations(
+            &self.countries,
+            &self.templates,
+            |country| {
+                self.tenants
+                    .values()
+                    .any(|tenant| tenant.countries.iter().any(|listed| listed == country))
+            },
+        ));
         problems.extend(self.routing.validate(&self.regions));
         problems.extend(self.check_providers());
         let topology = Topology::from_settings(&self.amqp, self.cluster.partitions);
@@ -409,6 +419,42 @@ mod tests {
             problems.contains("templates.login.nl takes 2 segment(s)")
                 && problems.contains("tenants.acme"),
             "{problems}"
+        );
+    }
+
+    #[test]
+    fn a_tenant_that_sends_to_india_needs_the_dlt_registration_of_every_template() {
+        let mut settings = defaults();
+        assert_eq!(
+            settings.check(),
+            Vec::<String>::new(),
+            "nobody asked for IN"
+        );
+        settings.tenants.insert(
+            "acme".into(),
+            TenantSettings {
+                countries: vec!["IN".into(), "DE".into()],
+                ..TenantSettings::default()
+            },
+        );
+        let problems = settings.check().join("\n");
+        assert!(
+            problems.contains("SMS to IN need a DLT registration (TRAI): set countries.IN.entity_id, countries.IN.template_ids.default, countries.IN.template_ids.login"),
+            "{problems}"
+        );
+        let india = settings.countries.entry("IN".into()).or_default();
+        india.entity_id = Some("1101234567890123456".into());
+        india.template_ids = BTreeMap::from([
+            ("default".into(), "1107160000000000001".into()),
+            ("login".into(), "1107160000000000002".into()),
+        ]);
+        assert_eq!(settings.check(), Vec::<String>::new());
+        assert_eq!(
+            settings.countries["IN"].registration("login"),
+            Some(crate::providers::Registration {
+                entity_id: "1101234567890123456".into(),
+                template_id: "1107160000000000002".into(),
+            })
         );
     }
 

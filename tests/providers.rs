@@ -32,6 +32,7 @@ fn message(channel: Channel, to: &str) -> OutboundMessage {
         to: to.into(),
         body: CODE_TEXT.into(),
         sender_id: None,
+        registration: None,
     }
 }
 
@@ -217,6 +218,25 @@ async fn vonage_sends_the_documented_request() {
         receipt.provider_message_id.as_deref(),
         Some(request.provider_message_id.as_str())
     );
+    assert_eq!(
+        request.field("entity-id"),
+        None,
+        "no registration, no DLT fields"
+    );
+}
+
+#[tokio::test]
+async fn vonage_carries_india_s_dlt_registration_in_its_own_parameters() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let mut message = sms("+919812345678");
+    message.registration = Some(otpd::providers::Registration {
+        entity_id: "1101234567890123456".into(),
+        template_id: "1107160000000000002".into(),
+    });
+    vonage(&server).send(&message).await.unwrap();
+    let request = &server.control().messages()[0];
+    assert_eq!(request.field("entity-id"), Some("1101234567890123456"));
+    assert_eq!(request.field("content-id"), Some("1107160000000000002"));
 }
 
 #[tokio::test]

@@ -33,8 +33,12 @@ impl RegionTable {
     pub fn region_for(&self, destination: &Destination) -> &str {
         destination
             .country()
-            .and_then(|country| self.by_country.get(country))
-            .unwrap_or(&self.default_region)
+            .map_or(&self.default_region, |country| self.region_of(country))
+    }
+
+    /// The region of a country (ISO 3166 code): its own, or the default.
+    pub fn region_of(&self, country: &str) -> &str {
+        self.by_country.get(country).unwrap_or(&self.default_region)
     }
 }
 

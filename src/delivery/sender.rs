@@ -410,6 +410,9 @@ fn compose(
         to: job.to.clone(),
         body,
         sender_id: overrides.and_then(|o| o.sender_id.clone()),
+        registration: overrides
+            .filter(|_| job.channel == Channel::Sms)
+            .and_then(|o| o.registration(template)),
     })
 }
 

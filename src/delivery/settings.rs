@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 pub use super::templates::{validate_templates, TemplateSettings};
 use crate::domain::{is_country_code, is_name, Channel};
 use crate::lists::map_of_lists;
+use crate::providers::Registration;
 
 /// The routing entry used for regions without one of their own.
 pub const DEFAULT_ROUTE: &str = "default";
@@ -161,6 +162,67 @@ pub struct CountryOverrides {
     /// Template used for this country instead of the request's. Default unset.
     #[serde(default)]
     pub template: Option<String>,
+    /// The sender's id with the country's regulator (India's DLT principal entity id).
+    /// Default unset.
+    #[serde(default)]
+    pub entity_id: Option<String>,
+    /// Each template's id as registered with the regulator (India's DLT content template
+    /// id), by template name. Default none.
+    #[serde(default)]
+    pub template_ids: BTreeMap<String, String>,
+}
+
+impl CountryOverrides {
+    /// The registration a message rendered from `template` carries, if the country's
+    /// settings give one.
+    pub fn registration(&self, template: &str) -> Option<Registration> {
+        Some(Registration {
+            entity_id: self.entity_id.clone()?,
+            template_id: self.template_ids.get(template)?.clone(),
+        })
+    }
+}
+
+/// The countries whose regulator requires a registration with every SMS, and its name.
+pub const REGISTRATION_REQUIRED: &[(&str, &str)] = &[("IN", "a DLT registration (TRAI)")];
+
+/// Every country of `REGISTRATION_REQUIRED` that otpd is set up to send SMS to
+/// (`sent_to(country)`: a tenant lists it, or its section gives part of a registration) and
+/// whose settings lack the registration: its entity id, or the registered id of a template
+/// its messages may be rendered from.
+pub fn validate_registrations(
+    countries: &CountrySettings,
+    templates: &TemplateSettings,
+    sent_to: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (country, regime) in REGISTRATION_REQUIRED {
+        let overrides = countries.get(*country).cloned().unwrap_or_default();
+        let partly_given = overrides.entity_id.is_some() || !overrides.template_ids.is_empty();
+        if !(partly_given || sent_to(country)) {
+            continue;
+        }
+        let used: Vec<&String> = match &overrides.template {
+            Some(template) => vec![template],
+            None => templates.keys().collect(),
+        };
+        let mut missing: Vec<String> = Vec::new();
+        if overrides.entity_id.is_none() {
+            missing.push(format!("countries.{country}.entity_id"));
+        }
+        missing.extend(
+            used.iter()
+                .filter(|template| !overrides.template_ids.contains_key(template.as_str()))
+                .map(|template| format!("countries.{country}.template_ids.{template}")),
+        );
+        if !missing.is_empty() {
+            problems.push(format!(
+                "SMS to {country} need {regime}: set {} (a tenant lists {country} in its countries, or its registration is partly given)",
+                missing.join(", ")
+            ));
+        }
+    }
+    problems
 }
 
 /// ISO 3166 country code → what that country requires.

@@ -38,6 +38,17 @@ pub struct OutboundMessage {
     pub body: String,
     /// The sender ID the destination's country requires, over the provider's own `from`.
     pub sender_id: Option<String>,
+    /// The sender's registration with the destination country's regulator, when it
+    /// requires one (India's DLT), for the provider to carry in its own form.
+    pub registration: Option<Registration>,
+}
+
+/// A sender's registration with a country's regulator, as providers must carry it with each
+/// message: India's DLT principal entity id and the id of the registered content template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub entity_id: String,
+    pub template_id: String,
 }
 
 impl std::fmt::Debug for OutboundMessage {

@@ -792,6 +792,7 @@ async fn a_country_override_sets_the_sender_id_and_the_template() {
             otpd::delivery::settings::CountryOverrides {
                 sender_id: Some("ACME".into()),
                 template: Some("login".into()),
+                ..Default::default()
             },
         );
     })
@@ -814,6 +815,44 @@ async fn a_country_override_sets_the_sender_id_and_the_template() {
     assert_eq!(to_us.field("From"), Some("+15005550006"));
     assert!(to_us.field("Body").unwrap().contains("verification code"));
     let _ = (german, american);
+}
+
+#[tokio::test]
+async fn an_sms_to_india_carries_the_dlt_ids_of_its_template_and_others_none() {
+    let fake = FakeProviderServer::start().await.unwrap();
+    let app = spawn_app_with(|s| {
+        let mut gateway = http_provider(&fake);
+        if let ProviderSettings::Http(config) = &mut gateway {
+            config.body_template = r#"{"to": "{to}", "text": "{body}", "ref": "{verification_id}", "pe_id": "{entity_id}", "dlt_template_id": "{template_id}"}"#.into();
+        }
+        configure(s, vec![("gateway", gateway)], &["gateway"]);
+        s.countries.insert(
+            "IN".into(),
+            otpd::delivery::settings::CountryOverrides {
+                entity_id: Some("1101234567890123456".into()),
+                template_ids: BTreeMap::from([
+                    ("default".into(), "1107160000000000001".into()),
+                    ("login".into(), "1107160000000000002".into()),
+                ]),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let indian = "+919812345678";
+    let india = app
+        .create(&json!({"to": indian, "channel": "sms", "template": "login"}))
+        .await;
+    india.expect_status(201);
+    let to_india = payload(&wait_sent(&fake, india.str("id")).await);
+    assert_eq!(to_india["pe_id"], "1101234567890123456");
+    assert_eq!(to_india["dlt_template_id"], "1107160000000000002");
+    let german = create_id(&app, &number(12, 0)).await;
+    let to_germany = payload(&wait_sent(&fake, &german).await);
+    assert_eq!(
+        (&to_germany["pe_id"], &to_germany["dlt_template_id"]),
+        (&json!(""), &json!(""))
+    );
 }
 
 #[tokio::test]

@@ -755,6 +755,7 @@ fn email(to: &str) -> OutboundMessage {
         to: to.into(),
         body: "Your code is 123456".into(),
         sender_id: None,
+        registration: None,
     }
 }
 

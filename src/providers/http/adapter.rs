@@ -17,7 +17,14 @@ use crate::providers::support::{
 use crate::providers::{OutboundMessage, Provider, ProviderError, SendReceipt};
 
 /// The placeholders a body template may use, inside its JSON strings.
-pub const PLACEHOLDERS: [&str; 4] = ["{to}", "{body}", "{channel}", "{verification_id}"];
+pub const PLACEHOLDERS: [&str; 6] = [
+    "{to}",
+    "{body}",
+    "{channel}",
+    "{verification_id}",
+    "{entity_id}",
+    "{template_id}",
+];
 
 fn default_method() -> String {
     "POST".to_owned()
@@ -35,9 +42,10 @@ pub struct HttpConfig {
     /// Extra request headers; values are secrets (API keys, bearer tokens). Default none.
     #[serde(default)]
     pub headers: BTreeMap<String, SecretString>,
-    /// The JSON body. Every string in it (keys too) may hold `{to}`, `{body}`, `{channel}`
-    /// and `{verification_id}`, replaced by the message's values and JSON-escaped, e.g.
-    /// `{"to": "{to}", "text": "{body}"}`. Required.
+    /// The JSON body. Every string in it (keys too) may hold `{to}`, `{body}`, `{channel}`,
+    /// `{verification_id}`, and `{entity_id}` and `{template_id}` (the destination country's
+    /// registration, such as India's DLT ids; empty where it needs none), replaced by the
+    /// message's values and JSON-escaped, e.g. `{"to": "{to}", "text": "{body}"}`. Required.
     pub body_template: String,
     /// JSON pointer to the provider's message id in a success answer, e.g. `/id`. Default
     /// unset (no id kept).
@@ -122,9 +130,18 @@ pub fn render(template: &Value, message: &OutboundMessage) -> Value {
         if !text.contains('{') {
             return text.to_owned();
         }
+        let registration = message.registration.as_ref();
         text.replace("{to}", &message.to)
             .replace("{channel}", message.channel.as_str())
             .replace("{verification_id}", message.verification_id.as_str())
+            .replace(
+                "{entity_id}",
+                registration.map_or("", |r| r.entity_id.as_str()),
+            )
+            .replace(
+                "{template_id}",
+                registration.map_or("", |r| r.template_id.as_str()),
+            )
             // Last, so a body that contains a placeholder's text is not expanded again.
             .replace("{body}", &message.body)
     };
@@ -237,6 +254,7 @@ mod tests {
             to: "+4915112345678".into(),
             body: body.into(),
             sender_id: None,
+            registration: None,
         }
     }
 
@@ -252,6 +270,23 @@ mod tests {
         assert_eq!(back["text"], "Code: 12\"34\n{to}");
         assert_eq!(back["n"][1], "sms");
         assert_eq!(back["n"][0], 1);
+    }
+
+    #[test]
+    fn a_registration_fills_its_placeholders_and_none_leaves_them_empty() {
+        let template: Value = serde_json::from_str(
+            r#"{"dlt":{"pe_id":"{entity_id}","template_id":"{template_id}"}}"#,
+        )
+        .unwrap();
+        let mut message = message("Code 123456");
+        assert_eq!(render(&template, &message)["dlt"]["pe_id"], "");
+        message.registration = Some(crate::providers::Registration {
+            entity_id: "1101234567890123456".into(),
+            template_id: "1107161234567890123".into(),
+        });
+        let rendered = render(&template, &message);
+        assert_eq!(rendered["dlt"]["pe_id"], "1101234567890123456");
+        assert_eq!(rendered["dlt"]["template_id"], "1107161234567890123");
     }
 
     #[test]

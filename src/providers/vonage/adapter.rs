@@ -162,6 +162,11 @@ impl Provider for VonageProvider {
         if let Some(callback) = &self.config.callback {
             form.push(("callback", callback));
         }
+        if let Some(registration) = &message.registration {
+            // India's DLT: the SMS API's own parameters.
+            form.push(("entity-id", &registration.entity_id));
+            form.push(("content-id", &registration.template_id));
+        }
         let reply = exchange(self.client.post(&self.url).form(&form)).await?;
         if !reply.status.is_success() {
             return Err(reply.refused(""));
