@@ -8,8 +8,13 @@ use crate::domain::Timestamp;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Choice<P> {
-    /// Send through `provider`, with leave `permit`.
-    Use { provider: String, permit: P },
+    /// Send through `provider`, with leave `permit`; `refused` says why each provider
+    /// before it could not take the job.
+    Use {
+        provider: String,
+        permit: P,
+        refused: Vec<(String, NotNow)>,
+    },
     /// Nobody can take it now: ask again at `until`; `start_over` forgets which providers
     /// already failed this job (every one of them has). `refused` says why each provider
     /// asked could not take it.
@@ -40,6 +45,7 @@ pub fn choose<P>(
                 return Choice::Use {
                     provider: provider.clone(),
                     permit,
+                    refused,
                 }
             }
             Err(not_now) => {
@@ -103,7 +109,8 @@ mod tests {
             choice,
             Choice::Use {
                 provider: "c".into(),
-                permit: "c".into()
+                permit: "c".into(),
+                refused: vec![("b".into(), open_until(NOW.plus_secs(5)))],
             }
         );
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::breaker::Permit;
-use crate::domain::{Channel, DeliveryJob};
+use crate::domain::{Channel, DeliveryAttempt, DeliveryJob};
 use crate::telemetry::platform::{EventSink, PublishError};
 
 /// Deliver this job. Answers once the job sits in a sender's mailbox (or waits for a
@@ -21,6 +21,9 @@ pub struct Deliver {
     pub tried: Vec<String>,
     /// Leave to call the chosen provider, set by the router.
     pub permit: Option<Permit>,
+    /// Timeline entries of providers the router passed over for this job (breaker open,
+    /// quota used up, paused), kept with the job's outcome.
+    pub skipped: Vec<DeliveryAttempt>,
 }
 
 impl Deliver {
@@ -30,6 +33,7 @@ impl Deliver {
             done: None,
             tried: Vec::new(),
             permit: None,
+            skipped: Vec::new(),
         }
     }
 

@@ -182,9 +182,15 @@ impl Recorder {
         .await
     }
 
-    /// Adds `attempts` to the verification's timeline while the job goes on. Tried once: a
-    /// timeline entry not kept loses nothing else, and the send does not wait on it longer.
-    pub async fn tried(&self, job: &DeliveryJob, attempts: Vec<DeliveryAttempt>) {
+    /// Adds `attempts` to the verification's timeline while the job goes on, in the
+    /// background: the send never waits on it, and an entry not kept loses nothing else.
+    pub fn note(&self, job: &DeliveryJob, attempts: Vec<DeliveryAttempt>) {
+        let recorder = self.clone();
+        let job = job.clone();
+        tokio::spawn(async move { recorder.tried(&job, attempts).await });
+    }
+
+    async fn tried(&self, job: &DeliveryJob, attempts: Vec<DeliveryAttempt>) {
         let report = SendOutcome {
             job: job.clone(),
             provider: None,
@@ -228,7 +234,7 @@ impl Recorder {
         provider: &str,
         sent_at: Timestamp,
         message: Option<MessageOwner>,
-        attempt: DeliveryAttempt,
+        attempts: Vec<DeliveryAttempt>,
     ) -> Result<(), StoreError> {
         self.record(SendOutcome {
             job: job.clone(),
@@ -236,7 +242,7 @@ impl Recorder {
             state: Some(DeliveryState::Sent),
             at: sent_at,
             message,
-            attempts: vec![attempt],
+            attempts,
             ends_job: true,
         })
         .await?;
@@ -417,7 +423,7 @@ mod tests {
             NextStep::Done,
         );
         recorder
-            .sent(&fresh, "sandbox", Timestamp::now(), None, attempt)
+            .sent(&fresh, "sandbox", Timestamp::now(), None, vec![attempt])
             .await
             .expect("recorded on the third offer");
         assert_eq!(*ledger.recorded.lock().unwrap(), 1);

@@ -79,8 +79,15 @@ impl Handler<Deliver> for RouterActor {
             job.expires_at,
         );
         let forward = match choice {
-            Choice::Use { provider, permit } => {
+            Choice::Use {
+                provider,
+                permit,
+                refused,
+            } => {
                 message.permit = Some(permit);
+                message
+                    .skipped
+                    .extend(timeline::waited(job, &refused, now, NextStep::Failover));
                 self.senders.get(&provider).cloned().map(|s| (s, message))
             }
             Choice::Wait {
@@ -92,11 +99,15 @@ impl Handler<Deliver> for RouterActor {
                     message.tried.clear();
                 }
                 let wait = now.until(until);
-                if !refused.is_empty() {
-                    let context = Arc::clone(&self.context);
-                    let job = message.job.clone();
-                    let entries = timeline::waited(&job, &refused, now, NextStep::Wait { until });
-                    actix_rt::spawn(async move { context.recorder.tried(&job, entries).await });
+                let mut entries = std::mem::take(&mut message.skipped);
+                entries.extend(timeline::waited(
+                    &message.job,
+                    &refused,
+                    now,
+                    NextStep::Wait { until },
+                ));
+                if !entries.is_empty() {
+                    self.context.recorder.note(&message.job, entries);
                 }
                 match (&self.delay_queue, message.done.is_some()) {
                     // A job a broker consumer waits on is parked in the delay queue; the
@@ -124,7 +135,8 @@ impl Handler<Deliver> for RouterActor {
             Choice::GiveUp { refused } => {
                 let context = Arc::clone(&self.context);
                 let why = "no provider could deliver before the code expired";
-                let mut entries = timeline::waited(job, &refused, now, NextStep::Done);
+                let mut entries = std::mem::take(&mut message.skipped);
+                entries.extend(timeline::waited(job, &refused, now, NextStep::Done));
                 entries.push(timeline::expired(job, None, now, why));
                 actix_rt::spawn(async move {
                     let outcome = match context

@@ -24,7 +24,9 @@ use crate::delivery::quota::actor::CountSend;
 use crate::delivery::quota::shared::{self, QuotaTake};
 use crate::delivery::settings::CountryOverrides;
 use crate::domain::counters::Tally;
-use crate::domain::{AttemptOutcome, Channel, DeliveryJob, JobId, NextStep, Timestamp};
+use crate::domain::{
+    AttemptOutcome, Channel, DeliveryAttempt, DeliveryJob, JobId, NextStep, Timestamp,
+};
 use crate::providers::OutboundMessage;
 use crate::secrets::Sealer;
 use crate::store::{MessageOwner, Store, StoreError};
@@ -96,6 +98,7 @@ impl SenderActor {
             done,
             mut tried,
             permit,
+            skipped,
         } = message;
         let fresh = lock(&self.context.in_flight).insert(job.job_id.clone());
         if !fresh {
@@ -110,7 +113,7 @@ impl SenderActor {
         let router = self.router.clone();
         let quota = self.quota.clone();
         actix_rt::spawn(async move {
-            let ending = deliver(&context, &lane, &quota, &job, permit).await;
+            let ending = deliver(&context, &lane, &quota, &job, permit, &skipped).await;
             lock(&context.in_flight).remove(&job.job_id);
             drop(slot);
             match ending {
@@ -122,6 +125,7 @@ impl SenderActor {
                         done,
                         tried,
                         permit: None,
+                        skipped,
                     };
                     if let Err(error) = router.send(again).await {
                         tracing::error!(%error, "The router stopped; the job stays in the outbox.");
@@ -180,14 +184,17 @@ impl Handler<Deliver> for SenderActor {
 
 /// Sends one job through `lane` — retrying transient failures while that can still
 /// beat the code's expiry, up to `attempts_per_provider` tries — and records the outcome,
-/// or hands it back for another provider. An error means the outcome could not be recorded.
+/// with the timeline entries of the providers `skipped` before this one, or hands it back
+/// for another provider. An error means the outcome could not be recorded.
 async fn deliver(
     context: &SendContext,
     lane: &Lane,
     quota: &Recipient<CountSend>,
     job: &DeliveryJob,
     permit: Option<Permit>,
+    skipped: &[DeliveryAttempt],
 ) -> Result<Ending, StoreError> {
+    let with_skipped = |last: DeliveryAttempt| [skipped, &[last]].concat();
     let id = lane.id();
     let mut permit = match permit {
         Some(permit) => permit,
@@ -200,12 +207,12 @@ async fn deliver(
     loop {
         let verification = current_verification(context, job).await?;
         let now = Timestamp::now();
-        let plan = match &verification {
-            None if !context.view_wait.is_zero() => {
-                // Not in this node's view yet: the job carries all it needs.
-                disposition(job, None, now).or_send_unseen(job, now)
-            }
-            found => disposition(job, found.as_ref(), now),
+        let plan = if !context.view_wait.is_zero() && trails(verification.as_ref(), job) {
+            // This node's view has not seen the job's send yet (a new verification, or a
+            // resend the owner wrote a moment ago): the job carries all it needs.
+            disposition(job, None, now).or_send_unseen(job, now)
+        } else {
+            disposition(job, verification.as_ref(), now)
         };
         if plan != Disposition::Send {
             lane.give_back(permit, now);
@@ -220,14 +227,14 @@ async fn deliver(
                 let attempt = timeline::expired(job, Some(id), now, why);
                 context
                     .recorder
-                    .failed(job, Some(id), why, vec![attempt])
+                    .failed(job, Some(id), why, with_skipped(attempt))
                     .await?;
                 return Ok(Ending::Done);
             }
             context.recorder.outcome(job, None, None, now).await?;
             return Ok(Ending::Done);
         }
-        let message = match compose(context, id, job, now) {
+        let sent = match compose(context, job, now) {
             Ok(message) => message,
             Err(reason) => {
                 lane.give_back(permit, now);
@@ -235,7 +242,7 @@ async fn deliver(
                 let attempt = timeline::unsendable(job, id, now, &reason);
                 context
                     .recorder
-                    .failed(job, Some(id), &reason, vec![attempt])
+                    .failed(job, Some(id), &reason, with_skipped(attempt))
                     .await?;
                 return Ok(Ending::Done);
             }
@@ -248,7 +255,7 @@ async fn deliver(
                     until: None,
                 };
                 let attempt = timeline::refused(job, id, used_up, now, NextStep::Failover);
-                context.recorder.tried(job, vec![attempt]).await;
+                context.recorder.note(job, vec![attempt]);
                 return Ok(Ending::Failover);
             }
             Ok(taken) => taken,
@@ -261,7 +268,7 @@ async fn deliver(
             result,
             took,
             finished,
-        } = lane.call(permit, &message).await;
+        } = lane.call(permit, &sent).await;
         if let (Err(_), QuotaTake::Taken(taken_at)) = (&result, taken) {
             shared::give_back(context.tally.as_ref(), lane, taken_at).await;
         }
@@ -287,10 +294,17 @@ async fn deliver(
                         provider: id.to_owned(),
                     });
                 }
+                if job.channel == Channel::Sms {
+                    let taken = segments(&sent.body);
+                    metrics()
+                        .sms_segments
+                        .with_label_values(&[id, taken.encoding.as_str()])
+                        .observe(taken.count as f64);
+                }
                 let attempt = timeline::called(job, id, finished, took, None, NextStep::Done);
                 context
                     .recorder
-                    .sent(job, id, finished, message, attempt)
+                    .sent(job, id, finished, message, with_skipped(attempt))
                     .await?;
                 return Ok(Ending::Done);
             }
@@ -319,7 +333,7 @@ async fn deliver(
             after_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
         });
         let tried = timeline::called(job, id, finished, took, Some(&error), next);
-        context.recorder.tried(job, vec![tried]).await;
+        context.recorder.note(job, vec![tried]);
         let Some(wait) = retry else {
             return Ok(Ending::Failover);
         };
@@ -339,14 +353,19 @@ async fn enter(context: &SendContext, lane: &Lane, job: &DeliveryJob) -> Option<
         Ok(permit) => Some(permit),
         Err(not_now) => {
             let attempt = timeline::refused(job, lane.id(), not_now, now, NextStep::Failover);
-            context.recorder.tried(job, vec![attempt]).await;
+            context.recorder.note(job, vec![attempt]);
             None
         }
     }
 }
 
-/// The job's verification as this node's store has it, waiting up to `view_wait` for it
-/// to arrive there.
+/// Whether a view's `found` record is older than `job`: missing, or at an earlier send.
+fn trails(found: Option<&crate::domain::Verification>, job: &DeliveryJob) -> bool {
+    found.is_none_or(|verification| verification.send_seq < job.send_seq)
+}
+
+/// The job's verification as this node's store has it, waiting up to `view_wait` for the
+/// job's send to arrive there.
 async fn current_verification(
     context: &SendContext,
     job: &DeliveryJob,
@@ -354,7 +373,7 @@ async fn current_verification(
     let deadline = tokio::time::Instant::now() + context.view_wait;
     loop {
         let found = context.store.verification(&job.verification_id)?;
-        if found.is_some() || tokio::time::Instant::now() >= deadline {
+        if !trails(found.as_ref(), job) || tokio::time::Instant::now() >= deadline {
             return Ok(found);
         }
         tokio::time::sleep(VIEW_POLL).await;
@@ -367,7 +386,6 @@ const VIEW_POLL: Duration = Duration::from_millis(20);
 /// Opens the sealed code and renders the message; an error says why it cannot be sent.
 fn compose(
     context: &SendContext,
-    provider: &str,
     job: &DeliveryJob,
     now: Timestamp,
 ) -> Result<OutboundMessage, String> {
@@ -395,13 +413,6 @@ fn compose(
         (Channel::Sms, Some(lines)) => lines.apply(&body, code.reveal()),
         _ => body,
     };
-    if job.channel == Channel::Sms {
-        let taken = segments(&body);
-        metrics()
-            .sms_segments
-            .with_label_values(&[provider, taken.encoding.as_str()])
-            .observe(taken.count as f64);
-    }
     Ok(OutboundMessage {
         job_id: job.job_id.clone(),
         verification_id: job.verification_id.clone(),

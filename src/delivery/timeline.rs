@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::health::NotNow;
+use crate::domain::destination::mask;
 use crate::domain::{AttemptOutcome, DeliveryAttempt, DeliveryJob, NextStep, Timestamp};
 use crate::providers::ProviderError;
 
@@ -31,7 +32,7 @@ pub fn called(
             Some(provider),
             finished,
             outcome,
-            error.map(ToString::to_string),
+            error.map(|error| masked(&error.to_string(), &job.to)),
             next,
         )
     }
@@ -92,6 +93,19 @@ pub fn waited(
         .iter()
         .map(|(provider, not_now)| refused(job, provider, *not_now, at, next))
         .collect()
+}
+
+/// `text` with the destination masked wherever a provider repeated it (with or without its
+/// `+`), as otpd shows destinations everywhere else.
+fn masked(text: &str, to: &str) -> String {
+    let shown = mask(to);
+    let bare = to.trim_start_matches('+');
+    let text = text.replace(to, &shown);
+    if bare.is_empty() {
+        text
+    } else {
+        text.replace(bare, shown.trim_start_matches('+'))
+    }
 }
 
 fn entry(
@@ -185,6 +199,27 @@ mod tests {
             NextStep::Done,
         );
         assert_eq!((sent.outcome, sent.detail), (AttemptOutcome::Sent, None));
+    }
+
+    #[test]
+    fn a_provider_that_repeats_the_number_gets_it_masked() {
+        let error = ProviderError::Permanent {
+            reason: "HTTP 400: Twilio error 21211: The 'To' number +4915112345678 is not valid (4915112345678)".into(),
+        };
+        let attempt = called(
+            &job(),
+            "twilio",
+            Timestamp(1_000),
+            Duration::ZERO,
+            Some(&error),
+            NextStep::Failover,
+        );
+        let detail = attempt.detail.unwrap();
+        assert!(!detail.contains("4915112345678"), "{detail}");
+        assert!(
+            detail.contains("+49151*****678") && detail.contains("Twilio error 21211"),
+            "{detail}"
+        );
     }
 
     #[test]

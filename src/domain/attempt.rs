@@ -104,12 +104,36 @@ pub struct AttemptReceipt {
     pub error_code: Option<String>,
 }
 
-/// Keeps `attempts` on `timeline`, numbered after its last entry, dropping the oldest past
-/// `TIMELINE_LENGTH`. A refusal already kept since the last call (same send, provider and
-/// reason) is counted on its entry rather than kept again.
+impl DeliveryAttempt {
+    /// Whether `other` reports the same try (a report offered again after its write failed,
+    /// or a command run twice).
+    fn is_same_try(&self, other: &DeliveryAttempt) -> bool {
+        (
+            self.send,
+            &self.provider,
+            self.started_at,
+            self.outcome,
+            self.took_ms,
+        ) == (
+            other.send,
+            &other.provider,
+            other.started_at,
+            other.outcome,
+            other.took_ms,
+        )
+    }
+}
+
+/// Keeps `attempts` on `timeline` in the order they started (reports may arrive out of
+/// order; of those that started in the same millisecond, one that ended its send last), numbered on from its first entry, dropping the oldest past `TIMELINE_LENGTH`. A
+/// try kept already is not kept again; a refusal already kept since the last call (same
+/// send, provider and reason) is counted on its entry rather than kept again.
 pub fn keep(timeline: &mut Vec<DeliveryAttempt>, attempts: &[DeliveryAttempt]) {
-    let mut number = timeline.last().map_or(0, |last| last.number);
+    let first = timeline.first().map_or(1, |first| first.number);
     for attempt in attempts {
+        if timeline.iter().any(|kept| kept.is_same_try(attempt)) {
+            continue;
+        }
         let same_refusal = timeline
             .iter_mut()
             .rev()
@@ -121,20 +145,22 @@ pub fn keep(timeline: &mut Vec<DeliveryAttempt>, attempts: &[DeliveryAttempt]) {
         if let Some(kept) = same_refusal {
             kept.repeats += 1;
             kept.next = attempt.next;
+            kept.detail.clone_from(&attempt.detail);
             continue;
         }
-        number += 1;
-        timeline.push(DeliveryAttempt {
-            number,
-            ..attempt.clone()
-        });
+        timeline.push(attempt.clone());
+    }
+    // A try that ended its send goes after whatever started in the same millisecond.
+    timeline.sort_by_key(|attempt| (attempt.started_at, attempt.next == NextStep::Done));
+    for (number, attempt) in (first..).zip(timeline.iter_mut()) {
+        attempt.number = number;
     }
     let excess = timeline.len().saturating_sub(TIMELINE_LENGTH);
     timeline.drain(..excess);
 }
 
 /// Puts `receipt` on the latest entry that sent send `send` through `provider`; false when
-/// no entry did.
+/// no entry did, or it has its receipt already.
 pub fn note_receipt(
     timeline: &mut [DeliveryAttempt],
     send: u32,
@@ -147,11 +173,12 @@ pub fn note_receipt(
             && attempt.provider.as_deref() == Some(provider)
     });
     match sent {
-        Some(attempt) => {
+        // The first final receipt stands, as it does for the verification's delivery.
+        Some(attempt) if attempt.receipt.is_none() => {
             attempt.receipt = Some(receipt);
             true
         }
-        None => false,
+        _ => false,
     }
 }
 
@@ -186,7 +213,12 @@ pub(crate) mod tests {
             timeline.iter().map(|a| a.number).collect::<Vec<_>>(),
             [1, 2]
         );
-        let many = vec![attempt(2, "a", AttemptOutcome::Timeout); TIMELINE_LENGTH + 5];
+        let many: Vec<_> = (0..TIMELINE_LENGTH as u64 + 5)
+            .map(|n| DeliveryAttempt {
+                started_at: Timestamp(2_000 + n),
+                ..attempt(2, "a", AttemptOutcome::Timeout)
+            })
+            .collect();
         keep(&mut timeline, &many);
         assert_eq!(timeline.len(), TIMELINE_LENGTH);
         assert_eq!(timeline.first().unwrap().number, 8);
@@ -196,10 +228,14 @@ pub(crate) mod tests {
     #[test]
     fn a_refusal_repeated_while_nothing_else_happens_is_counted_once() {
         let mut timeline = Vec::new();
-        let open = |provider| attempt(1, provider, AttemptOutcome::BreakerOpen);
+        let open = |provider, at| DeliveryAttempt {
+            started_at: Timestamp(at),
+            ..attempt(1, provider, AttemptOutcome::BreakerOpen)
+        };
         keep(&mut timeline, &[attempt(1, "a", AttemptOutcome::Transient)]);
-        for _ in 0..5 {
-            keep(&mut timeline, &[open("a"), open("b")]);
+        for round in 0..5 {
+            let at = 2_000 + round * 1_000;
+            keep(&mut timeline, &[open("a", at), open("b", at)]);
         }
         let seen: Vec<_> = timeline
             .iter()
@@ -214,12 +250,36 @@ pub(crate) mod tests {
             ]
         );
         // After a call, the same refusal is a new entry.
-        keep(
-            &mut timeline,
-            &[attempt(1, "c", AttemptOutcome::Timeout), open("a")],
-        );
+        let timeout = DeliveryAttempt {
+            started_at: Timestamp(9_000),
+            ..attempt(1, "c", AttemptOutcome::Timeout)
+        };
+        keep(&mut timeline, &[timeout, open("a", 9_500)]);
         assert_eq!(timeline.len(), 5);
         assert_eq!(timeline[4].repeats, 0);
+    }
+
+    #[test]
+    fn a_report_offered_twice_is_kept_once_and_late_reports_take_their_place() {
+        let mut timeline = Vec::new();
+        let at = |ms, outcome| DeliveryAttempt {
+            started_at: Timestamp(ms),
+            ..attempt(1, "a", outcome)
+        };
+        keep(&mut timeline, &[at(3_000, AttemptOutcome::Sent)]);
+        keep(&mut timeline, &[at(3_000, AttemptOutcome::Sent)]);
+        keep(&mut timeline, &[at(1_000, AttemptOutcome::Transient)]);
+        let seen: Vec<_> = timeline
+            .iter()
+            .map(|a| (a.number, a.started_at.0, a.outcome))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (1, 1_000, AttemptOutcome::Transient),
+                (2, 3_000, AttemptOutcome::Sent)
+            ]
+        );
     }
 
     #[test]
@@ -240,6 +300,14 @@ pub(crate) mod tests {
         };
         assert!(!note_receipt(&mut timeline, 2, "a", receipt.clone()));
         assert!(note_receipt(&mut timeline, 2, "b", receipt.clone()));
+        let later = AttemptReceipt {
+            status: DeliveryState::Failed,
+            ..receipt.clone()
+        };
+        assert!(
+            !note_receipt(&mut timeline, 2, "b", later),
+            "the first stands"
+        );
         assert_eq!(timeline[2].receipt, Some(receipt));
         assert_eq!(timeline[0].receipt, None);
         assert_eq!(timeline[1].receipt, None);

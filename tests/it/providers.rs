@@ -240,12 +240,37 @@ async fn failover_delivers_everything_through_the_secondary_and_spares_an_open_p
     );
     assert_eq!(provider_view(&app, "primary").await["breaker"], "open");
 
-    // Second batch while open: not one call reaches the primary.
+    // Second batch while open: not one call reaches the primary, and each timeline says
+    // why the primary was passed over.
     let before = primary.control().request_count();
     for n in 30..50 {
         let id = create_id(&app, &number(2, n)).await;
         let message = wait_sent(&secondary, &id).await;
         assert_verifies(&app, &id, &code_in(&message)).await;
+        wait_recorded(&app, &id).await;
+        let timeline =
+            send(app.request(Method::GET, &format!("/v1/verifications/{id}/attempts"))).await;
+        let seen: Vec<(&str, &str, &str)> = timeline.body["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["provider"].as_str().unwrap(),
+                    a["outcome"].as_str().unwrap(),
+                    a["next"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("primary", "breaker_open", "failover"),
+                ("secondary", "sent", "done")
+            ],
+            "{}",
+            timeline.text
+        );
     }
     assert_eq!(
         primary.control().request_count(),

@@ -57,6 +57,7 @@ async fn an_operator_signs_in_reads_a_timeline_and_lifts_a_fraud_block_in_a_brow
     command.arg(SCRIPT).args([
         app.address.as_str(),
         ops.as_str(),
+        acme.as_str(),
         DE_MOBILE,
         id.as_str(),
         PUMPED_PREFIX,

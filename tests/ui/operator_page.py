@@ -2,7 +2,9 @@
 would: sign in with an admin key, see the providers, look a number up and read its
 verification's timeline, lift a fraud block. Keeps a screenshot of each step.
 
-    operator_page.py BASE_URL ADMIN_KEY NUMBER VERIFICATION_ID FRAUD_PREFIX SCREENSHOT_DIR
+    operator_page.py BASE_URL ADMIN_KEY OTHER_KEY NUMBER VERIFICATION_ID FRAUD_PREFIX SCREENSHOT_DIR
+
+OTHER_KEY is the key of a tenant that is not an admin.
 
 Exits non-zero, saying which step failed, if the page does not do what it should.
 """
@@ -32,7 +34,7 @@ def browser():
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
 
 
-def main(base, key, number, verification_id, prefix, screenshots):
+def main(base, key, other_key, number, verification_id, prefix, screenshots):
     os.makedirs(screenshots, exist_ok=True)
     driver = browser()
     wait = WebDriverWait(driver, 15)
@@ -55,9 +57,13 @@ def main(base, key, number, verification_id, prefix, screenshots):
             "the key field has the focus at load"
         snap("sign-in")
 
-        # A key that is not an admin's is refused with a message that says what to do.
+        # A key that is no key, then a tenant's that is not an admin's, are refused with a
+        # message that says what to do.
         typed_into_focus("not-a-key")
-        wait.until(shown.text_to_be_present_in_element((By.ID, "sign-in-error"), "admin"))
+        wait.until(shown.text_to_be_present_in_element((By.ID, "sign-in-error"), "admin = true"))
+        typed_into_focus(other_key)
+        wait.until(shown.text_to_be_present_in_element((By.ID, "sign-in-error"), "may not use the admin routes"))
+        assert not driver.find_element(By.ID, "console").is_displayed()
 
         typed_into_focus(key)
         wait.until(shown.visibility_of_element_located((By.ID, "console")))
@@ -97,8 +103,8 @@ def main(base, key, number, verification_id, prefix, screenshots):
 
         # The Content-Security-Policy let the page work without one violation.
         errors = [entry["message"] for entry in driver.get_log("browser")
-                  if entry["level"] == "SEVERE" and "not-a-key" not in entry["message"]
-                  and "401" not in entry["message"]]
+                  if entry["level"] == "SEVERE" and "401" not in entry["message"]
+                  and "403" not in entry["message"]]
         assert not errors, f"the browser reported errors: {errors}"
         print("operator page: sign-in, providers, lookup by number and by id, lift: ok")
     except Exception:
@@ -109,6 +115,6 @@ def main(base, key, number, verification_id, prefix, screenshots):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 7:
+    if len(sys.argv) != 8:
         sys.exit(__doc__)
     main(*sys.argv[1:])

@@ -118,15 +118,18 @@ async function showBlocklist() {
   });
 }
 
-// Runs an edit, says how it went, then shows the part it changed again.
+// Runs an edit, says how it went, then shows the part it changed again; true if it was done.
 async function act(edit, done, reshow) {
+  let succeeded = false;
   try {
     await edit();
     say(done);
+    succeeded = true;
   } catch (error) {
     say("Not done: " + error.message);
   }
   await reshow().catch((error) => say(error.message));
+  return succeeded;
 }
 
 // Live rates from this node's /metrics: counter totals, differenced between two reads.
@@ -301,7 +304,12 @@ document.addEventListener("DOMContentLoaded", () => {
       () => api("/v1/admin/blocklist", { method: "POST", body: JSON.stringify(note ? { entry, note } : { entry }) }),
       "Blocked " + entry + ".",
       showBlocklist,
-    ).then(() => { $("block-entry").value = ""; $("block-note").value = ""; });
+    ).then((succeeded) => {
+      if (succeeded) {
+        $("block-entry").value = "";
+        $("block-note").value = "";
+      }
+    });
   });
   if (key()) signedIn(); else $("key").focus();
 });
