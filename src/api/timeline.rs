@@ -206,7 +206,11 @@ pub async fn find_by_destination(
             "Give the destination as the one query parameter `to`: an E.164 number such as +4915112345678 (write + as %2B) or an email address.",
         )
     })?;
-    let (channels, destination) = read_destination(&query.to)?;
+    let (channels, destination) = Destination::read_any(&query.to).ok_or_else(|| {
+        ApiError::invalid_request(
+            "`to` is neither an E.164 number such as +4915112345678 nor an email address.",
+        )
+    })?;
     let now = Timestamp::now();
     let tenants = state.keys.tenants();
     let found = recent_verifications(state.store.as_ref(), &tenants, &channels, &destination)
@@ -262,24 +266,6 @@ fn require_admin(state: &AppState, tenant: Tenant) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(AdminError::Forbidden(tenant.0).into())
-    }
-}
-
-/// The channels that deliver to `raw`, and `raw` as they read it.
-fn read_destination(raw: &str) -> Result<(Vec<Channel>, Destination), ApiError> {
-    let mut channels = Vec::new();
-    let mut destination = None;
-    for channel in Channel::all() {
-        if let Ok(read) = Destination::parse(channel, raw) {
-            channels.push(channel);
-            destination = Some(read);
-        }
-    }
-    match destination {
-        Some(destination) => Ok((channels, destination)),
-        None => Err(ApiError::invalid_request(
-            "`to` is neither an E.164 number such as +4915112345678 nor an email address.",
-        )),
     }
 }
 

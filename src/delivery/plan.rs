@@ -43,6 +43,12 @@ impl Disposition {
     }
 }
 
+/// Whether a node's view of the job's verification, `found`, is older than the job: missing,
+/// or at an earlier send (the owner wrote a resend a moment ago).
+pub fn view_trails(found: Option<&Verification>, job: &DeliveryJob) -> bool {
+    found.is_none_or(|verification| verification.send_seq < job.send_seq)
+}
+
 pub fn disposition(
     job: &DeliveryJob,
     verification: Option<&Verification>,
@@ -73,6 +79,26 @@ mod tests {
 
     fn job_for(verification: &Verification) -> DeliveryJob {
         DeliveryJob::for_send(verification, "eu", |_| Vec::new(), verification.created_at)
+    }
+
+    #[test]
+    fn a_view_trails_a_job_until_it_has_the_job_s_send() {
+        let mut verification = pending(None);
+        let job = job_for(&verification);
+        assert!(view_trails(None, &job));
+        assert!(!view_trails(Some(&verification), &job));
+        let mut resent = verification.clone();
+        resent.send_seq = 2;
+        let resend_job = job_for(&resent);
+        assert!(
+            view_trails(Some(&verification), &resend_job),
+            "the view has send 1 only"
+        );
+        verification.send_seq = 3;
+        assert!(
+            !view_trails(Some(&verification), &resend_job),
+            "a later send: stale, not trailing"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::breaker::Permit;
 use super::health::NotNow;
 use super::lane::{Called, Lane};
-use super::plan::{disposition, Disposition};
+use super::plan::{disposition, view_trails, Disposition};
 use super::protocol::{Deliver, DeliveryOutcome, DeliveryUnavailable};
 use super::recorder::Recorder;
 use super::retry::{next_retry, Backoff};
@@ -207,7 +207,7 @@ async fn deliver(
     loop {
         let verification = current_verification(context, job).await?;
         let now = Timestamp::now();
-        let plan = if !context.view_wait.is_zero() && trails(verification.as_ref(), job) {
+        let plan = if !context.view_wait.is_zero() && view_trails(verification.as_ref(), job) {
             // This node's view has not seen the job's send yet (a new verification, or a
             // resend the owner wrote a moment ago): the job carries all it needs.
             disposition(job, None, now).or_send_unseen(job, now)
@@ -359,11 +359,6 @@ async fn enter(context: &SendContext, lane: &Lane, job: &DeliveryJob) -> Option<
     }
 }
 
-/// Whether a view's `found` record is older than `job`: missing, or at an earlier send.
-fn trails(found: Option<&crate::domain::Verification>, job: &DeliveryJob) -> bool {
-    found.is_none_or(|verification| verification.send_seq < job.send_seq)
-}
-
 /// The job's verification as this node's store has it, waiting up to `view_wait` for the
 /// job's send to arrive there.
 async fn current_verification(
@@ -373,7 +368,7 @@ async fn current_verification(
     let deadline = tokio::time::Instant::now() + context.view_wait;
     loop {
         let found = context.store.verification(&job.verification_id)?;
-        if !trails(found.as_ref(), job) || tokio::time::Instant::now() >= deadline {
+        if !view_trails(found.as_ref(), job) || tokio::time::Instant::now() >= deadline {
             return Ok(found);
         }
         tokio::time::sleep(VIEW_POLL).await;

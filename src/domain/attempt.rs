@@ -182,6 +182,54 @@ pub fn note_receipt(
     }
 }
 
+/// How far one send got, as its timeline entries tell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendProgress {
+    /// No try has ended it yet.
+    Queued,
+    /// A provider took the message; no receipt yet.
+    Sent,
+    /// The provider reported it delivered.
+    Delivered,
+    /// The provider reported it undelivered.
+    Undelivered,
+    /// It ended without a provider taking it.
+    Failed,
+}
+
+/// One send's entries on a timeline: how far it got, the entry that sent it, how many tries.
+#[derive(Debug, Clone, Copy)]
+pub struct SendSummary<'a> {
+    pub progress: SendProgress,
+    pub sent: Option<&'a DeliveryAttempt>,
+    pub tries: usize,
+}
+
+/// What `timeline` says of send `send`.
+pub fn summarize(timeline: &[DeliveryAttempt], send: u32) -> SendSummary<'_> {
+    let tries = timeline.iter().filter(|attempt| attempt.send == send);
+    let last = tries.clone().next_back();
+    let sent = tries
+        .clone()
+        .rev()
+        .find(|attempt| attempt.outcome == AttemptOutcome::Sent);
+    let receipt = sent.and_then(|attempt| attempt.receipt.as_ref());
+    let progress = match (receipt, sent, last) {
+        (Some(receipt), _, _) if receipt.status == DeliveryState::Delivered => {
+            SendProgress::Delivered
+        }
+        (Some(_), _, _) => SendProgress::Undelivered,
+        (None, Some(_), _) => SendProgress::Sent,
+        (None, None, Some(last)) if last.next == NextStep::Done => SendProgress::Failed,
+        _ => SendProgress::Queued,
+    };
+    SendSummary {
+        progress,
+        sent,
+        tries: tries.count(),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -280,6 +328,57 @@ pub(crate) mod tests {
                 (2, 3_000, AttemptOutcome::Sent)
             ]
         );
+    }
+
+    #[test]
+    fn a_send_is_summarized_from_its_own_entries() {
+        let at = |send, provider, outcome, ms, next| DeliveryAttempt {
+            started_at: Timestamp(ms),
+            next,
+            ..attempt(send, provider, outcome)
+        };
+        let mut timeline = Vec::new();
+        keep(
+            &mut timeline,
+            &[
+                at(1, "a", AttemptOutcome::Transient, 1_000, NextStep::Failover),
+                at(1, "b", AttemptOutcome::Sent, 2_000, NextStep::Done),
+                at(
+                    2,
+                    "a",
+                    AttemptOutcome::Transient,
+                    3_000,
+                    NextStep::Retry { after_ms: 5 },
+                ),
+                at(
+                    3,
+                    "b",
+                    AttemptOutcome::ExpiredBeforeSend,
+                    4_000,
+                    NextStep::Done,
+                ),
+            ],
+        );
+        let first = summarize(&timeline, 1);
+        assert_eq!((first.progress, first.tries), (SendProgress::Sent, 2));
+        assert_eq!(first.sent.unwrap().provider.as_deref(), Some("b"));
+        assert_eq!(summarize(&timeline, 2).progress, SendProgress::Queued);
+        assert_eq!(summarize(&timeline, 3).progress, SendProgress::Failed);
+        assert_eq!(summarize(&timeline, 4).tries, 0);
+        let receipt = |status| AttemptReceipt {
+            status,
+            at: Timestamp(9_000),
+            error_code: None,
+        };
+        assert!(note_receipt(
+            &mut timeline,
+            1,
+            "b",
+            receipt(DeliveryState::Failed)
+        ));
+        assert_eq!(summarize(&timeline, 1).progress, SendProgress::Undelivered);
+        timeline[1].receipt = Some(receipt(DeliveryState::Delivered));
+        assert_eq!(summarize(&timeline, 1).progress, SendProgress::Delivered);
     }
 
     #[test]

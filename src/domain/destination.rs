@@ -29,6 +29,20 @@ pub enum DestinationError {
 const MAX_EMAIL_LENGTH: usize = 254;
 
 impl Destination {
+    /// Reads `raw` as whatever channels take it (a number, or an address): those channels,
+    /// and the destination as they read it; `None` when no channel does.
+    pub fn read_any(raw: &str) -> Option<(Vec<Channel>, Destination)> {
+        let mut channels = Vec::new();
+        let mut destination = None;
+        for channel in Channel::all() {
+            if let Ok(read) = Destination::parse(channel, raw) {
+                channels.push(channel);
+                destination = Some(read);
+            }
+        }
+        destination.map(|destination| (channels, destination))
+    }
+
     /// Parses `raw` as a destination for `channel`.
     pub fn parse(channel: Channel, raw: &str) -> Result<Self, DestinationError> {
         match channel.address_kind() {
@@ -116,6 +130,24 @@ pub fn mask(destination: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_any_finds_the_channels_an_address_is_for() {
+        let (channels, number) = Destination::read_any("+4915112345678").unwrap();
+        assert_eq!(
+            (channels, number.as_str()),
+            (vec![Channel::Sms], "+4915112345678")
+        );
+        let (channels, address) = Destination::read_any("User@Example.com").unwrap();
+        assert_eq!(channels, vec![Channel::Email]);
+        assert_eq!(
+            address.as_str(),
+            Destination::parse(Channel::Email, "User@Example.com")
+                .unwrap()
+                .as_str()
+        );
+        assert!(Destination::read_any("12").is_none());
+    }
 
     #[test]
     fn accepts_a_valid_german_mobile_number() {

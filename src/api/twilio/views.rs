@@ -5,10 +5,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
+use crate::domain::attempt::{summarize, SendProgress};
 use crate::domain::destination::mask;
-use crate::domain::{
-    AttemptOutcome, DeliveryState, NextStep, Status, Timestamp, Verification, VerificationId,
-};
+use crate::domain::{DeliveryState, Status, Timestamp, Verification, VerificationId};
 use crate::tenants::{account_sid, service_sid};
 use crate::verify::CheckOutcome;
 
@@ -153,24 +152,14 @@ impl AttemptPage {
         let verification_sid = verification_sid(&record.id);
         let attempts = (1..=record.send_seq)
             .map(|seq| {
-                let tries: Vec<_> = record
-                    .timeline
-                    .iter()
-                    .filter(|attempt| attempt.send == seq)
-                    .collect();
-                let sent = tries
-                    .iter()
-                    .rev()
-                    .find(|attempt| attempt.outcome == AttemptOutcome::Sent);
-                let receipt = sent.and_then(|attempt| attempt.receipt.as_ref());
-                let status = match (receipt, sent, tries.last()) {
-                    (Some(receipt), _, _) if receipt.status == DeliveryState::Delivered => {
-                        "delivered"
-                    }
-                    (Some(_), _, _) => "undelivered",
-                    (None, Some(_), _) => "sent",
-                    (None, None, Some(last)) if last.next == NextStep::Done => "failed",
-                    _ => "queued",
+                let send = summarize(&record.timeline, seq);
+                let receipt = send.sent.and_then(|attempt| attempt.receipt.as_ref());
+                let status = match send.progress {
+                    SendProgress::Queued => "queued",
+                    SendProgress::Sent => "sent",
+                    SendProgress::Delivered => "delivered",
+                    SendProgress::Undelivered => "undelivered",
+                    SendProgress::Failed => "failed",
                 };
                 let converted = record.status == Status::Approved && seq == record.send_seq;
                 AttemptResource {
@@ -188,10 +177,10 @@ impl AttemptPage {
                     channel: record.channel.as_str(),
                     channel_data: serde_json::json!({
                         "to": mask(&record.to),
-                        "provider": sent.and_then(|attempt| attempt.provider.clone()),
+                        "provider": send.sent.and_then(|attempt| attempt.provider.clone()),
                         "status": status,
                         "error_code": receipt.and_then(|receipt| receipt.error_code.clone()),
-                        "tries": tries.len(),
+                        "tries": send.tries,
                     }),
                 }
             })
