@@ -111,7 +111,9 @@ impl Issuer {
             key: input.key.clone(),
         });
         if let (Some(key), Some(input)) = (&idempotency_key, &message.idempotency) {
-            if let Some(remembered) = self.store.idempotency(key)? {
+            let remembered = self.store.idempotency(key)?;
+            // Remembered until its time, though the sweep may come later.
+            if let Some(remembered) = remembered.filter(|record| record.expires_at > now) {
                 if remembered.body_hash != input.body_hash {
                     return Err(IssueError::IdempotencyKeyReused);
                 }

@@ -38,6 +38,8 @@ macro_rules! engine_suite {
                 usage_blocklist_and_fraud_blocks_round_trip,
                 the_sweep_purges_each_record_when_it_is_due,
                 a_record_written_again_is_swept_at_its_newest_time,
+                the_records_of_an_issue_due_together_share_one_index_entry,
+                a_destination_sent_to_again_outlives_its_first_index_entry,
                 the_sweep_visits_at_most_limit_entries,
                 an_unreadable_record_is_an_error,
             );
@@ -604,7 +606,9 @@ fn usage_blocklist_and_fraud_blocks_round_trip<E: KvEngine>(engine: E) {
 
 fn the_sweep_purges_each_record_when_it_is_due<E: KvEngine>(engine: E) {
     let store = store(engine);
-    let write = issue(1);
+    // Each due more than an hour after the one before, so none shares another's entry.
+    let mut write = issue(1);
+    write.destination.purge_at = NOW.plus_secs(60);
     store.commit_issue(&write).unwrap();
     let message = owner("SM1", NOW.plus_secs(7200));
     store.index_message("twilio", &message).unwrap();
@@ -659,6 +663,67 @@ fn the_sweep_purges_each_record_when_it_is_due<E: KvEngine>(engine: E) {
         .is_empty());
     assert_eq!(store.blocklist().unwrap().len(), 1);
     assert!(store.quota("twilio").unwrap().is_some());
+}
+
+fn the_records_of_an_issue_due_together_share_one_index_entry<E: KvEngine>(engine: E) {
+    let store = store(engine);
+    let mut write = issue(1);
+    let due = write.verification.expires_at.plus(RETENTION);
+    write.destination.purge_at = due;
+    write.idempotency = None;
+    store.commit_issue(&write).unwrap();
+    let index = store
+        .engine()
+        .scan(KeyRange::prefix(keys::EXPIRY), 10)
+        .unwrap();
+    assert_eq!(
+        index.len(),
+        1,
+        "the verification, its destination and its job"
+    );
+
+    assert_eq!(store.sweep(Timestamp(due.0 - 1), 100).unwrap(), 0);
+    assert!(store
+        .verification(&write.verification.id)
+        .unwrap()
+        .is_some());
+    assert_eq!(store.sweep(due, 100).unwrap(), 3);
+    assert!(store
+        .verification(&write.verification.id)
+        .unwrap()
+        .is_none());
+    assert!(store.destination(&write.destination_key).unwrap().is_none());
+    assert!(outbox_ids(&store).is_empty());
+    assert!(store
+        .engine()
+        .scan(KeyRange::prefix(keys::EXPIRY), 10)
+        .unwrap()
+        .is_empty());
+}
+
+/// A destination sent to again before its first verification is swept stays until the
+/// second one's time, though it shares the first one's index entry.
+fn a_destination_sent_to_again_outlives_its_first_index_entry<E: KvEngine>(engine: E) {
+    let store = store(engine);
+    let mut first = issue(1);
+    let first_due = first.verification.expires_at.plus(RETENTION);
+    first.destination.purge_at = first_due;
+    store.commit_issue(&first).unwrap();
+    let mut second = issue(1);
+    second.destination_key = first.destination_key.clone();
+    second.verification.expires_at = second.verification.expires_at.plus_secs(600);
+    second.destination.purge_at = second.verification.expires_at.plus(RETENTION);
+    second.idempotency = None;
+    store.commit_issue(&second).unwrap();
+
+    store.sweep(first_due, 100).unwrap();
+    assert!(store
+        .verification(&first.verification.id)
+        .unwrap()
+        .is_none());
+    assert!(store.destination(&first.destination_key).unwrap().is_some());
+    store.sweep(second.destination.purge_at, 100).unwrap();
+    assert!(store.destination(&first.destination_key).unwrap().is_none());
 }
 
 fn a_record_written_again_is_swept_at_its_newest_time<E: KvEngine>(engine: E) {

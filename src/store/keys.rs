@@ -15,7 +15,9 @@ pub const TENANT_USAGE: &[u8] = b"u/";
 pub const BLOCKLIST: &[u8] = b"b/";
 /// `f/<prefix>`: a fraud block of a number prefix, until it ends.
 pub const FRAUD_BLOCK: &[u8] = b"f/";
-/// `x/<purge time, 8 bytes big-endian><primary key>`: what to look at when sweeping.
+/// `x/<purge time, 8 bytes big-endian><primary key>`: what to look at when sweeping. The
+/// entry's value names further keys due at the same time ([`expiry_companions`]), so the
+/// records one issue writes share one entry.
 pub const EXPIRY: &[u8] = b"x/";
 
 pub fn verification(id: &VerificationId) -> Vec<u8> {
@@ -82,6 +84,31 @@ pub fn expiry_target(index_key: &[u8]) -> Option<&[u8]> {
     index_key.get(EXPIRY.len() + 8..)
 }
 
+/// An expiry-index entry's value naming `companions`, the keys due with its primary key:
+/// each as its length (2 bytes big-endian) and its bytes. No companions: the empty value
+/// every entry had before companions existed.
+pub fn expiry_companions(companions: &[&[u8]]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(companions.iter().map(|key| key.len() + 2).sum());
+    for key in companions {
+        let length = u16::try_from(key.len()).expect("a record key is shorter than 64 KiB");
+        value.extend_from_slice(&length.to_be_bytes());
+        value.extend_from_slice(key);
+    }
+    value
+}
+
+/// The companions an expiry-index entry's value names; `None` if the value is not one
+/// [`expiry_companions`] wrote.
+pub fn read_expiry_companions(mut value: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut companions = Vec::new();
+    while let Some((length, rest)) = value.split_first_chunk::<2>() {
+        let length = usize::from(u16::from_be_bytes(*length));
+        companions.push(rest.get(..length)?);
+        value = &rest[length..];
+    }
+    value.is_empty().then_some(companions)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +122,18 @@ mod tests {
         assert!(early < expiry_end(Timestamp(5)));
         assert!(late > expiry_end(Timestamp(5)));
         assert_eq!(expiry_target(&late), Some(verification(&id).as_slice()));
+    }
+
+    #[test]
+    fn companions_read_back_as_written() {
+        let (outbox, destination) = (b"o/job".as_slice(), b"d/acme\0sms\0+2348".as_slice());
+        let value = expiry_companions(&[outbox, destination]);
+        assert_eq!(
+            read_expiry_companions(&value),
+            Some(vec![outbox, destination])
+        );
+        assert_eq!(read_expiry_companions(&[]), Some(vec![]), "an entry of old");
+        assert_eq!(read_expiry_companions(&value[..value.len() - 1]), None);
+        assert_eq!(read_expiry_companions(&[0]), None);
     }
 }

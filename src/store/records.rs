@@ -104,22 +104,39 @@ impl<E: KvEngine> RecordStore<E> {
         })
     }
 
-    fn sweep_entry(&self, index_key: &[u8], now: Timestamp) -> Result<bool, StoreError> {
-        let Some(primary) = keys::expiry_target(index_key) else {
-            self.engine.remove(index_key)?;
-            return Ok(false);
-        };
-        let mut removed = false;
-        if let Some(bytes) = self.engine.get(primary)? {
-            let bytes = bytes.as_ref();
-            let due = self.purge_at(primary, bytes)?.is_none_or(|at| at <= now);
-            if due {
-                // Only if nobody changed it meanwhile; a changed record has a newer index entry.
-                removed = self.engine.compare_and_swap(primary, Some(bytes), None)?;
+    /// Purges what the index entry names and is due, then the entry; returns how many
+    /// records went.
+    fn sweep_entry(
+        &self,
+        index_key: &[u8],
+        value: &[u8],
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
+        let primary = keys::expiry_target(index_key);
+        // An entry that cannot be read names nothing: it goes, and what it named stays.
+        let companions = keys::read_expiry_companions(value).unwrap_or_default();
+        let mut removed = 0;
+        for key in primary.into_iter().chain(companions) {
+            if self.purge_if_due(key, now)? {
+                removed += 1;
             }
         }
         self.engine.remove(index_key)?;
         Ok(removed)
+    }
+
+    /// Removes the record under `key` if its time has passed. A record written again since
+    /// its entry was made has a newer entry of its own, and waits for that one.
+    fn purge_if_due(&self, key: &[u8], now: Timestamp) -> Result<bool, StoreError> {
+        let Some(bytes) = self.engine.get(key)? else {
+            return Ok(false);
+        };
+        let bytes = bytes.as_ref();
+        if self.purge_at(key, bytes)?.is_some_and(|at| at > now) {
+            return Ok(false);
+        }
+        // Only if nobody changed it meanwhile.
+        self.engine.compare_and_swap(key, Some(bytes), None)
     }
 }
 
@@ -176,19 +193,26 @@ impl<E: KvEngine> Store for RecordStore<E> {
             .idempotency
             .as_ref()
             .map(|(key, record)| (keys::idempotency(key), record));
-        let mut expiry_entries = vec![
-            keys::expiry(
+        let mut expiring = vec![
+            (
                 self.verification_purge_at(&write.verification),
-                &verification_key,
+                verification_key.as_slice(),
             ),
-            keys::expiry(write.destination.purge_at, &destination_key),
-            keys::expiry(write.job.expires_at.plus(self.retention), &outbox_key),
+            (write.destination.purge_at, destination_key.as_slice()),
+            (
+                write.job.expires_at.plus(self.retention),
+                outbox_key.as_slice(),
+            ),
         ];
         if let Some((key, record)) = &idempotency {
-            expiry_entries.push(keys::expiry(record.expires_at, key));
+            expiring.push((record.expires_at, key.as_slice()));
         }
-        for entry in expiry_entries {
-            self.engine.insert(&entry, &[])?;
+        for (purge_at, group) in due_together(&expiring) {
+            let (primary, companions) = group.split_first().expect("a group is never empty");
+            self.engine.insert(
+                &keys::expiry(purge_at, primary),
+                &keys::expiry_companions(companions),
+            )?;
         }
         self.write(&outbox_key, &write.job)?;
         self.write(&verification_key, &write.verification)?;
@@ -310,10 +334,8 @@ impl<E: KvEngine> Store for RecordStore<E> {
             .engine
             .scan(KeyRange::prefix(keys::EXPIRY).before(&end), limit)?;
         let mut removed = 0;
-        for (index_key, _) in due {
-            if self.sweep_entry(index_key.as_ref(), now)? {
-                removed += 1;
-            }
+        for (index_key, value) in due {
+            removed += self.sweep_entry(index_key.as_ref(), value.as_ref(), now)?;
         }
         Ok(removed)
     }
@@ -325,6 +347,33 @@ impl<E: KvEngine> Store for RecordStore<E> {
     fn check_health(&self) -> Result<(), StoreError> {
         self.engine.check_health()
     }
+}
+
+/// How much later than its own time a record may be purged, so that records written
+/// together share one expiry-index entry (their readers look at their times, not at whether
+/// the sweep came).
+const SWEPT_TOGETHER_WITHIN: Duration = Duration::from_secs(3600);
+
+/// The keys of `expiring` grouped to share expiry-index entries, each group at the latest
+/// time of its keys, which are due within [`SWEPT_TOGETHER_WITHIN`] of the earliest; groups
+/// in order of time, keys in order of time, then as given.
+fn due_together<'a>(expiring: &[(Timestamp, &'a [u8])]) -> Vec<(Timestamp, Vec<&'a [u8]>)> {
+    let mut by_time = expiring.to_vec();
+    by_time.sort_by_key(|(at, _)| *at);
+    let mut groups: Vec<(Timestamp, Timestamp, Vec<&[u8]>)> = Vec::new();
+    for (purge_at, key) in by_time {
+        match groups.last_mut() {
+            Some((first, last, keys)) if purge_at <= first.plus(SWEPT_TOGETHER_WITHIN) => {
+                *last = purge_at;
+                keys.push(key);
+            }
+            _ => groups.push((purge_at, purge_at, vec![key])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(_, last, keys)| (last, keys))
+        .collect()
 }
 
 fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
@@ -382,6 +431,29 @@ mod tests {
     struct EarlierQuotaUsage {
         day: EarlierPeriodUsage,
         month: EarlierPeriodUsage,
+    }
+
+    #[test]
+    fn records_due_close_together_share_an_entry_at_the_latest_time() {
+        let start = Timestamp(1_000_000);
+        let within = start.plus(SWEPT_TOGETHER_WITHIN);
+        let beyond = within.plus_secs(1);
+        let groups = due_together(&[
+            (within, b"v/1".as_slice()),
+            (start, b"i/1".as_slice()),
+            (within, b"o/1".as_slice()),
+            (beyond, b"d/1".as_slice()),
+        ]);
+        assert_eq!(
+            groups,
+            [
+                (
+                    within,
+                    vec![b"i/1".as_slice(), b"v/1".as_slice(), b"o/1".as_slice()]
+                ),
+                (beyond, vec![b"d/1".as_slice()])
+            ]
+        );
     }
 
     #[test]

@@ -163,3 +163,17 @@ async fn idempotency_keys_are_scoped_to_the_tenant() {
         "tenant acme got dev's response"
     );
 }
+
+#[tokio::test]
+async fn a_key_past_its_time_is_decided_afresh_though_the_sweep_has_not_come() {
+    let app = spawn_app_with(|settings| settings.verification.idempotency_ttl_seconds = 1).await;
+    let body = json!({"to": DE_MOBILE, "channel": "sms"});
+    let first = create_with_key(&app, &app.api_key, "idem-late", &body).await;
+    first.expect_status(201);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+
+    let other = json!({"to": FR_MOBILE, "channel": "sms"});
+    let later = create_with_key(&app, &app.api_key, "idem-late", &other).await;
+    later.expect_status(201);
+    assert_ne!(later.str("id"), first.str("id"), "the old answer replayed");
+}
