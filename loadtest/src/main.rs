@@ -360,6 +360,10 @@ impl Sut {
         self.spawned.as_ref().and_then(Spawned::rss_bytes)
     }
 
+    fn store_bytes(&self) -> Option<u64> {
+        self.spawned.as_ref().and_then(Spawned::store_bytes)
+    }
+
     async fn stop(self, amqp_url: &str) -> anyhow::Result<()> {
         match self.spawned {
             Some(spawned) => spawned.stop(amqp_url).await,
@@ -466,6 +470,7 @@ async fn finish_sut(sut: Sut, mode: &str, common: &Common) -> anyhow::Result<Rep
     report.namespace = Some(sut.namespace.clone());
     report.provider = sut.provider.clone();
     report.otpd_rss_bytes = sut.rss();
+    report.store_bytes = sut.store_bytes();
     tokio::time::sleep(Duration::from_millis(300)).await;
     sut.stop(&common.amqp_url).await?;
     Ok(report)
@@ -495,6 +500,7 @@ fn base_report(mode: &str, common: &Common) -> Report {
         ceiling: None,
         ratio_to_ceiling: None,
         otpd_rss_bytes: None,
+        store_bytes: None,
         notes: Vec::new(),
     }
 }
@@ -567,6 +573,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             )
             .await;
             let rss = sut.rss();
+            let store_bytes = sut.store_bytes();
             let spent = sut.self_report().await;
             let cluster = sut.cluster_report().await;
             let mut report = base_report("amqp", &common);
@@ -590,6 +597,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
                 .max(1e-6);
             report.per_second = report.counts.delivered as f64 / report.seconds;
             report.otpd_rss_bytes = rss;
+            report.store_bytes = store_bytes;
             if let Some(ceiling) = ceiling {
                 report.ratio_to_ceiling =
                     Some(report.per_second / ceiling.messages_per_second.max(1e-9));

@@ -241,6 +241,11 @@ impl Spawned {
         self.nodes.iter().map(Node::rss_bytes).sum()
     }
 
+    /// Bytes the nodes' stores hold on disk now (every file under the store directory).
+    pub fn store_bytes(&self) -> Option<u64> {
+        directory_bytes(self.store.path()).ok()
+    }
+
     /// Stops every node (SIGKILL: the run is over) and deletes their queues and exchanges.
     pub async fn stop(mut self, amqp_url: &str) -> anyhow::Result<()> {
         for node in &mut self.nodes {
@@ -366,6 +371,21 @@ impl Node {
     pub fn cpu_seconds(&self) -> Option<f64> {
         process_cpu_seconds(self.child.id()?)
     }
+}
+
+/// The bytes of every file under `dir`, its subdirectories included.
+fn directory_bytes(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            total += directory_bytes(&entry.path())?;
+        } else if kind.is_file() {
+            total += entry.metadata()?.len();
+        }
+    }
+    Ok(total)
 }
 
 /// CPU time process `pid` has used so far, user and system, from `/proc/<pid>/stat` (Linux,

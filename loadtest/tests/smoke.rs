@@ -135,6 +135,7 @@ fn amqp_open_loop_keeps_count() {
     );
     assert_eq!(counts(&report), (200, 200, 0, 0, 0), "{report}");
     assert!(report["ceiling"].is_null());
+    assert!(report["store_bytes"].as_u64().unwrap() > 0, "{report}");
 }
 
 #[test]
@@ -143,6 +144,10 @@ fn http_flows_create_and_check() {
     assert_eq!(counts(&report), (100, 100, 0, 0, 0), "{report}");
     assert_eq!(report["errors"], 0, "{report}");
     assert!(report["per_second"].as_f64().unwrap() > 0.0);
+    assert!(
+        report["store_bytes"].as_u64().unwrap() > 0,
+        "the store's size on disk: {report}"
+    );
 }
 
 #[test]

@@ -117,6 +117,11 @@ pub struct ClusterLink {
     /// may block: the partitions' followers take turns, so catching up takes at most one
     /// core from the requests and jobs this node serves meanwhile.
     applier: tokio::sync::Semaphore,
+    /// While this node applies its backlog before taking partitions (`catching_up`), it
+    /// serves no partition, and runs of different partitions are written at once, one per
+    /// core.
+    catch_up: tokio::sync::Semaphore,
+    catching_up: AtomicBool,
     /// Records appended to the changelogs this node follows but not yet applied, as last
     /// measured (every `MARK_EVERY`).
     lag: AtomicU64,
@@ -168,6 +173,10 @@ impl ClusterLink {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             applier: tokio::sync::Semaphore::new(1),
+            catch_up: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, usize::from),
+            ),
+            catching_up: AtomicBool::new(false),
             lag: AtomicU64::new(0),
         })
     }
@@ -754,7 +763,8 @@ impl ClusterLink {
     /// Applies a run of `partition`'s changelog records. The broker's credit is given back
     /// first, so the next run is on its way while this one is written: the offsets applied
     /// are this node's own to keep, not the broker's. The store is written on the blocking
-    /// pool (a batch waits out the store's flush in progress), one run at a time.
+    /// pool (a batch waits out the store's flush in progress), one run at a time, or one
+    /// per core while the node catches up before taking partitions.
     async fn apply_run(
         &self,
         view: &Arc<dyn View>,
@@ -768,8 +778,12 @@ impl ClusterLink {
             .ack(BasicAckOptions { multiple: true })
             .await
             .map_err(|error| error.to_string())?;
-        let _turn = self
-            .applier
+        let appliers = if self.catching_up.load(Ordering::Acquire) {
+            &self.catch_up
+        } else {
+            &self.applier
+        };
+        let _turn = appliers
             .acquire()
             .await
             .map_err(|error| error.to_string())?;
@@ -906,6 +920,7 @@ impl ClusterLink {
             records = total,
             "Applying what the changelogs gained while this node was away, before taking partitions."
         );
+        let _catching_up = Flag::raise(&self.catching_up);
         let mut told = std::time::Instant::now();
         loop {
             tokio::time::sleep(BACKLOG_POLL).await;
@@ -1341,6 +1356,22 @@ const MARK_WAIT: Duration = Duration::from_secs(1);
 /// How long a joining node waits for a changelog's tail; a stream with records answers in
 /// milliseconds (a busy broker in a few hundred), an empty one never.
 const TAIL_WAIT_AT_JOIN: Duration = Duration::from_secs(1);
+
+/// A flag raised while it lives, lowered when it is dropped (the wait it marks may end early).
+struct Flag<'a>(&'a AtomicBool);
+
+impl<'a> Flag<'a> {
+    fn raise(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Release);
+        Flag(flag)
+    }
+}
+
+impl Drop for Flag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
 
 /// How often a joining node looks whether it has applied the changelogs' backlog, and how
 /// often it tells its progress.
