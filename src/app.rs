@@ -567,9 +567,9 @@ fn sweep_all(store: &dyn Store) -> Result<usize, StoreError> {
     let now = Timestamp::now();
     let mut total = 0;
     loop {
-        let removed = store.sweep(now, SWEEP_BATCH)?;
-        total += removed;
-        if removed < SWEEP_BATCH {
+        let swept = store.sweep(now, SWEEP_BATCH)?;
+        total += swept.removed;
+        if swept.entries < SWEEP_BATCH {
             return Ok(total);
         }
     }

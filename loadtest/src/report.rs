@@ -53,7 +53,8 @@ pub struct Report {
     pub ratio_to_ceiling: Option<f64>,
     /// RSS of the spawned otpd at the end of the run, bytes.
     pub otpd_rss_bytes: Option<u64>,
-    /// Bytes the spawned otpd's store held on disk at the end of the run.
+    /// Bytes a spawned node's store took on disk at the end of the run (the mean over the
+    /// nodes; each holds the whole state).
     pub store_bytes: Option<u64>,
     pub notes: Vec<String>,
 }
@@ -109,7 +110,7 @@ impl Report {
         }
         if let Some(bytes) = self.store_bytes {
             println!(
-                "otpd store         {:.1} MiB on disk, {:.0} bytes per verification published",
+                "otpd store         {:.1} MiB on disk (a node's), {:.0} bytes per verification published",
                 bytes as f64 / 1_048_576.0,
                 bytes as f64 / (c.published.max(1)) as f64
             );

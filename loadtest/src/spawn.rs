@@ -241,9 +241,15 @@ impl Spawned {
         self.nodes.iter().map(Node::rss_bytes).sum()
     }
 
-    /// Bytes the nodes' stores hold on disk now (every file under the store directory).
+    /// Bytes one node's store takes on disk now, the mean over the nodes (each holds the
+    /// whole state): the blocks of every file under its directory.
     pub fn store_bytes(&self) -> Option<u64> {
-        directory_bytes(self.store.path()).ok()
+        let nodes = self.nodes.len() as u64;
+        let total = (0..self.nodes.len())
+            .map(|index| directory_bytes(&self.store.path().join(format!("data-{index}"))))
+            .sum::<std::io::Result<u64>>()
+            .ok()?;
+        Some(total / nodes.max(1))
     }
 
     /// Stops every node (SIGKILL: the run is over) and deletes their queues and exchanges.
@@ -373,17 +379,25 @@ impl Node {
     }
 }
 
-/// The bytes of every file under `dir`, its subdirectories included.
+/// The bytes the files under `dir` take on disk (their blocks), its subdirectories
+/// included. A file removed while it is walked (the store cleans up as it runs) counts 0.
 fn directory_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let gone_is_empty = |result: std::io::Result<u64>| match result {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        other => other,
+    };
     let mut total = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            total += directory_bytes(&entry.path())?;
-        } else if kind.is_file() {
-            total += entry.metadata()?.len();
-        }
+        let path = entry.path();
+        total += gone_is_empty(entry.metadata().and_then(|metadata| {
+            if metadata.is_dir() {
+                directory_bytes(&path)
+            } else {
+                Ok(metadata.blocks() * 512)
+            }
+        }))?;
     }
     Ok(total)
 }

@@ -13,7 +13,7 @@ use crate::domain::{
     BlockEntry, DeliveryJob, DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord,
     JobId, QuotaUsage, TenantUsage, Timestamp, Verification, VerificationId,
 };
-use crate::store::{IssueWrite, MessageOwner, Store, StoreError};
+use crate::store::{IssueWrite, MessageOwner, Store, StoreError, Swept};
 
 pub struct SlottedStore<S>(pub S);
 
@@ -128,7 +128,7 @@ impl<S: Store> Store for SlottedStore<S> {
         self.0.fraud_blocks()
     }
 
-    fn sweep(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError> {
+    fn sweep(&self, now: Timestamp, limit: usize) -> Result<Swept, StoreError> {
         self.0.sweep(now, limit)
     }
 

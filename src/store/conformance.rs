@@ -8,7 +8,7 @@ use super::kv::{KeyRange, KvEngine};
 use super::memory::MemoryEngine;
 use super::records::RecordStore;
 use super::sled_engine::SledEngine;
-use super::{keys, IssueWrite, MessageOwner, Store, StoreError};
+use super::{keys, IssueWrite, MessageOwner, Store, StoreError, Swept};
 use crate::domain::fraud::{Block, Figures, FraudMode, Prefix, Rule};
 use crate::domain::{
     BlockEntry, Channel, CodeHash, DeliveryJob, DeliveryState, DestinationKey, DestinationState,
@@ -40,6 +40,7 @@ macro_rules! engine_suite {
                 a_record_written_again_is_swept_at_its_newest_time,
                 the_records_of_an_issue_due_together_share_one_index_entry,
                 a_destination_sent_to_again_outlives_its_first_index_entry,
+                a_resend_due_at_the_same_time_leaves_the_first_job_its_entry,
                 the_sweep_visits_at_most_limit_entries,
                 an_unreadable_record_is_an_error,
             );
@@ -622,40 +623,46 @@ fn the_sweep_purges_each_record_when_it_is_due<E: KvEngine>(engine: E) {
     let idempotency_due = write.idempotency.as_ref().unwrap().1.expires_at;
     let id = &write.verification.id;
 
-    assert_eq!(store.sweep(NOW, 100).unwrap(), 0);
+    assert_eq!(store.sweep(NOW, 100).unwrap().removed, 0);
     assert_eq!(
-        store.sweep(Timestamp(destination_due.0 - 1), 100).unwrap(),
+        store
+            .sweep(Timestamp(destination_due.0 - 1), 100)
+            .unwrap()
+            .removed,
         0
     );
     assert!(store.destination(&write.destination_key).unwrap().is_some());
-    assert_eq!(store.sweep(destination_due, 100).unwrap(), 1);
+    assert_eq!(store.sweep(destination_due, 100).unwrap().removed, 1);
     assert!(store.destination(&write.destination_key).unwrap().is_none());
     assert!(store.verification(id).unwrap().is_some());
 
     // The fraud block at its end.
-    assert_eq!(store.sweep(fraud.until, 100).unwrap(), 1);
+    assert_eq!(store.sweep(fraud.until, 100).unwrap().removed, 1);
     assert!(store.fraud_blocks().unwrap().is_empty());
 
     // The verification and its job, kept for the retention after expiry.
-    assert_eq!(store.sweep(verification_due, 100).unwrap(), 2);
+    assert_eq!(store.sweep(verification_due, 100).unwrap().removed, 2);
     assert!(store.verification(id).unwrap().is_none());
     assert!(outbox_ids(&store).is_empty());
     assert!(store.message_owner("twilio", "SM1").unwrap().is_some());
 
-    assert_eq!(store.sweep(message.purge_at, 100).unwrap(), 1);
+    assert_eq!(store.sweep(message.purge_at, 100).unwrap().removed, 1);
     assert!(store.message_owner("twilio", "SM1").unwrap().is_none());
     assert!(store
         .idempotency(idempotency_key(&write))
         .unwrap()
         .is_some());
-    assert_eq!(store.sweep(idempotency_due, 100).unwrap(), 1);
+    assert_eq!(store.sweep(idempotency_due, 100).unwrap().removed, 1);
     assert!(store
         .idempotency(idempotency_key(&write))
         .unwrap()
         .is_none());
 
     // Nothing left to sweep, and what never expires is still there.
-    assert_eq!(store.sweep(Timestamp(u64::MAX - 1), 100).unwrap(), 0);
+    assert_eq!(
+        store.sweep(Timestamp(u64::MAX - 1), 100).unwrap().removed,
+        0
+    );
     assert!(store
         .engine()
         .scan(KeyRange::prefix(keys::EXPIRY), 10)
@@ -682,12 +689,12 @@ fn the_records_of_an_issue_due_together_share_one_index_entry<E: KvEngine>(engin
         "the verification, its destination and its job"
     );
 
-    assert_eq!(store.sweep(Timestamp(due.0 - 1), 100).unwrap(), 0);
+    assert_eq!(store.sweep(Timestamp(due.0 - 1), 100).unwrap().removed, 0);
     assert!(store
         .verification(&write.verification.id)
         .unwrap()
         .is_some());
-    assert_eq!(store.sweep(due, 100).unwrap(), 3);
+    assert_eq!(store.sweep(due, 100).unwrap().removed, 3);
     assert!(store
         .verification(&write.verification.id)
         .unwrap()
@@ -699,6 +706,30 @@ fn the_records_of_an_issue_due_together_share_one_index_entry<E: KvEngine>(engin
         .scan(KeyRange::prefix(keys::EXPIRY), 10)
         .unwrap()
         .is_empty());
+}
+
+/// A resend that keeps the code keeps the expiry too: its records are due when the first
+/// send's are, and the first send's job, if still in the outbox, is swept with them.
+fn a_resend_due_at_the_same_time_leaves_the_first_job_its_entry<E: KvEngine>(engine: E) {
+    let store = store(engine);
+    let mut first = issue(1);
+    let due = first.verification.expires_at.plus(RETENTION);
+    first.destination.purge_at = due;
+    first.idempotency = None;
+    store.commit_issue(&first).unwrap();
+    let mut resend = first.clone();
+    resend.verification.send_seq = 2;
+    resend.job.send_seq = 2;
+    resend.job.job_id = JobId::new(&first.verification.id, 2);
+    store.commit_issue(&resend).unwrap();
+    assert_eq!(outbox_ids(&store).len(), 2, "neither job finished");
+
+    store.sweep(due, 100).unwrap();
+    assert!(outbox_ids(&store).is_empty(), "a job left unswept");
+    assert!(store
+        .verification(&first.verification.id)
+        .unwrap()
+        .is_none());
 }
 
 /// A destination sent to again before its first verification is swept stays until the
@@ -733,12 +764,12 @@ fn a_record_written_again_is_swept_at_its_newest_time<E: KvEngine>(engine: E) {
     store.index_message("twilio", &owner("SM1", early)).unwrap();
     let kept = owner("SM1", late);
     store.index_message("twilio", &kept).unwrap();
-    assert_eq!(store.sweep(early, 100).unwrap(), 0);
+    assert_eq!(store.sweep(early, 100).unwrap().removed, 0);
     assert_eq!(
         store.message_owner("twilio", "SM1").unwrap().as_ref(),
         Some(&kept)
     );
-    assert_eq!(store.sweep(late, 100).unwrap(), 1);
+    assert_eq!(store.sweep(late, 100).unwrap().removed, 1);
     assert!(store.message_owner("twilio", "SM1").unwrap().is_none());
 }
 
@@ -757,14 +788,21 @@ fn the_sweep_visits_at_most_limit_entries<E: KvEngine>(engine: E) {
             .unwrap()
             .is_some()
     };
-    assert_eq!(store.sweep(later, 2).unwrap(), 2);
+    assert_eq!(store.sweep(later, 2).unwrap().removed, 2);
     assert_eq!(
         (present(0), present(1), present(2)),
         (false, false, true),
         "the earliest due go first"
     );
-    assert_eq!(store.sweep(later, 2).unwrap(), 1);
-    assert_eq!(store.sweep(later, 2).unwrap(), 0);
+    assert_eq!(
+        store.sweep(later, 2).unwrap(),
+        Swept {
+            entries: 1,
+            removed: 1
+        },
+        "fewer entries than asked: none left due"
+    );
+    assert_eq!(store.sweep(later, 2).unwrap().entries, 0);
 }
 
 fn an_unreadable_record_is_an_error<E: KvEngine>(engine: E) {

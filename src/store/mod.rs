@@ -78,6 +78,15 @@ pub struct MessageOwner {
     pub purge_at: Timestamp,
 }
 
+/// What one sweep came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Expiry-index entries visited (and gone): fewer than asked means none is left due.
+    pub entries: usize,
+    /// Records deleted (an entry may name several).
+    pub removed: usize,
+}
+
 /// Everything one issue (or resend) writes.
 #[derive(Debug, Clone)]
 pub struct IssueWrite {
@@ -175,8 +184,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every saved fraud block, ended ones included until they are swept.
     fn fraud_blocks(&self) -> Result<Vec<Block>, StoreError>;
 
-    /// Deletes up to `limit` records whose time has passed; returns how many went.
-    fn sweep(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError>;
+    /// Visits up to `limit` expiry-index entries whose time has passed and deletes the
+    /// records they name that are due.
+    fn sweep(&self, now: Timestamp, limit: usize) -> Result<Swept, StoreError>;
 
     /// Resolves once every write made before the call is on disk. Concurrent calls share
     /// one fsync.

@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::time::Duration;
 
 use super::kv::{KeyRange, KvEngine};
-use super::{keys, IssueWrite, MessageOwner, Store, StoreError};
+use super::{keys, IssueWrite, MessageOwner, Store, StoreError, Swept};
 use crate::domain::fraud::{Block, Prefix};
 use crate::domain::{
     BlockEntry, DeliveryJob, DeliveryState, DestinationKey, DestinationState, IdempotencyKey,
@@ -113,8 +113,15 @@ impl<E: KvEngine> RecordStore<E> {
         now: Timestamp,
     ) -> Result<usize, StoreError> {
         let primary = keys::expiry_target(index_key);
-        // An entry that cannot be read names nothing: it goes, and what it named stays.
-        let companions = keys::read_expiry_companions(value).unwrap_or_default();
+        let companions = keys::read_expiry_companions(value).unwrap_or_else(|| {
+            // Only otpd writes these; an entry it cannot read names nothing it can sweep, and
+            // stopping at it would stop every sweep after it.
+            tracing::warn!(
+                entry = %String::from_utf8_lossy(index_key),
+                "An expiry-index entry names keys otpd cannot read; what it named stays."
+            );
+            Vec::new()
+        });
         let mut removed = 0;
         for key in primary.into_iter().chain(companions) {
             if self.purge_if_due(key, now)? {
@@ -207,12 +214,8 @@ impl<E: KvEngine> Store for RecordStore<E> {
         if let Some((key, record)) = &idempotency {
             expiring.push((record.expires_at, key.as_slice()));
         }
-        for (purge_at, group) in due_together(&expiring) {
-            let (primary, companions) = group.split_first().expect("a group is never empty");
-            self.engine.insert(
-                &keys::expiry(purge_at, primary),
-                &keys::expiry_companions(companions),
-            )?;
+        for (index_key, companions) in index_entries(&expiring, &outbox_key) {
+            self.engine.insert(&index_key, &companions)?;
         }
         self.write(&outbox_key, &write.job)?;
         self.write(&verification_key, &write.verification)?;
@@ -328,16 +331,19 @@ impl<E: KvEngine> Store for RecordStore<E> {
         self.read_all(keys::FRAUD_BLOCK)
     }
 
-    fn sweep(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError> {
+    fn sweep(&self, now: Timestamp, limit: usize) -> Result<Swept, StoreError> {
         let end = keys::expiry_end(now);
         let due = self
             .engine
             .scan(KeyRange::prefix(keys::EXPIRY).before(&end), limit)?;
-        let mut removed = 0;
+        let mut swept = Swept {
+            entries: due.len(),
+            removed: 0,
+        };
         for (index_key, value) in due {
-            removed += self.sweep_entry(index_key.as_ref(), value.as_ref(), now)?;
+            swept.removed += self.sweep_entry(index_key.as_ref(), value.as_ref(), now)?;
         }
-        Ok(removed)
+        Ok(swept)
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
@@ -347,6 +353,30 @@ impl<E: KvEngine> Store for RecordStore<E> {
     fn check_health(&self) -> Result<(), StoreError> {
         self.engine.check_health()
     }
+}
+
+/// The expiry-index entries of an issue's `expiring` records: those due close together
+/// (`due_together`) share one entry when `anchor`, the key no other issue writes, is among
+/// them and names it (so a resend due at the same time never replaces the first send's
+/// entry); the others have one each, naming no other key.
+fn index_entries(expiring: &[(Timestamp, &[u8])], anchor: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut entries = Vec::new();
+    for (purge_at, group) in due_together(expiring) {
+        if group.contains(&anchor) {
+            let companions: Vec<&[u8]> = group.into_iter().filter(|key| *key != anchor).collect();
+            entries.push((
+                keys::expiry(purge_at, anchor),
+                keys::expiry_companions(&companions),
+            ));
+        } else {
+            entries.extend(
+                group
+                    .into_iter()
+                    .map(|key| (keys::expiry(purge_at, key), Vec::new())),
+            );
+        }
+    }
+    entries
 }
 
 /// How much later than its own time a record may be purged, so that records written
@@ -452,6 +482,32 @@ mod tests {
                     vec![b"i/1".as_slice(), b"v/1".as_slice(), b"o/1".as_slice()]
                 ),
                 (beyond, vec![b"d/1".as_slice()])
+            ]
+        );
+    }
+
+    #[test]
+    fn only_the_group_of_the_issue_s_own_key_shares_an_entry() {
+        let start = Timestamp(1_000_000);
+        let late = start.plus(SWEPT_TOGETHER_WITHIN).plus_secs(1);
+        let entries = index_entries(
+            &[
+                (late, b"v/1".as_slice()),
+                (start, b"i/1".as_slice()),
+                (start, b"d/1".as_slice()),
+                (late, b"o/1#2".as_slice()),
+            ],
+            b"o/1#2",
+        );
+        assert_eq!(
+            entries,
+            [
+                (keys::expiry(start, b"i/1"), vec![]),
+                (keys::expiry(start, b"d/1"), vec![]),
+                (
+                    keys::expiry(late, b"o/1#2"),
+                    keys::expiry_companions(&[b"v/1"])
+                ),
             ]
         );
     }

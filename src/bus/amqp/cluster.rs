@@ -122,6 +122,9 @@ pub struct ClusterLink {
     /// core.
     catch_up: tokio::sync::Semaphore,
     catching_up: AtomicBool,
+    /// One run of a partition at a time, whichever follower (of this session or the one
+    /// before, still finishing) applies it.
+    applying: Vec<tokio::sync::Mutex<()>>,
     /// Records appended to the changelogs this node follows but not yet applied, as last
     /// measured (every `MARK_EVERY`).
     lag: AtomicU64,
@@ -177,6 +180,9 @@ impl ClusterLink {
                 std::thread::available_parallelism().map_or(1, usize::from),
             ),
             catching_up: AtomicBool::new(false),
+            applying: (0..settings.partitions)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             lag: AtomicU64::new(0),
         })
     }
@@ -783,6 +789,7 @@ impl ClusterLink {
         } else {
             &self.applier
         };
+        let _partition = self.applying[usize::from(partition)].lock().await;
         let _turn = appliers
             .acquire()
             .await
