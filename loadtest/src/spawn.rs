@@ -181,14 +181,7 @@ impl Spawned {
         let deadline = Instant::now() + START_DEADLINE;
         let mut nodes = Vec::new();
         for index in 0..options.nodes.max(1) {
-            match Node::start(
-                &shared,
-                &store.path().join(format!("data-{index}")),
-                index,
-                deadline,
-            )
-            .await
-            {
+            match Node::start(&shared, &node_store(store.path(), index), index, deadline).await {
                 Ok(node) => nodes.push(node),
                 Err(error) => {
                     for mut node in nodes {
@@ -229,9 +222,7 @@ impl Spawned {
 
     /// The sandbox outbox file of the first node.
     pub fn outbox(&self) -> PathBuf {
-        self.store
-            .path()
-            .join("data-0")
+        node_store(self.store.path(), 0)
             .join("sandbox")
             .join("outbox.jsonl")
     }
@@ -244,12 +235,11 @@ impl Spawned {
     /// Bytes one node's store takes on disk now, the mean over the nodes (each holds the
     /// whole state): the blocks of every file under its directory.
     pub fn store_bytes(&self) -> Option<u64> {
-        let nodes = self.nodes.len() as u64;
         let total = (0..self.nodes.len())
-            .map(|index| directory_bytes(&self.store.path().join(format!("data-{index}"))))
+            .map(|index| directory_bytes(&node_store(self.store.path(), index)))
             .sum::<std::io::Result<u64>>()
             .ok()?;
-        Some(total / nodes.max(1))
+        Some(total / (self.nodes.len() as u64).max(1))
     }
 
     /// Stops every node (SIGKILL: the run is over) and deletes their queues and exchanges.
@@ -379,25 +369,27 @@ impl Node {
     }
 }
 
+/// The store directory of node `index` under the run's temporary directory `root`.
+fn node_store(root: &Path, index: usize) -> PathBuf {
+    root.join(format!("data-{index}"))
+}
+
 /// The bytes the files under `dir` take on disk (their blocks), its subdirectories
 /// included. A file removed while it is walked (the store cleans up as it runs) counts 0.
 fn directory_bytes(dir: &Path) -> std::io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
-    let gone_is_empty = |result: std::io::Result<u64>| match result {
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        other => other,
-    };
     let mut total = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let path = entry.path();
-        total += gone_is_empty(entry.metadata().and_then(|metadata| {
-            if metadata.is_dir() {
-                directory_bytes(&path)
-            } else {
-                Ok(metadata.blocks() * 512)
-            }
-        }))?;
+        let bytes = match entry.metadata() {
+            Ok(metadata) if metadata.is_dir() => directory_bytes(&entry.path()),
+            Ok(metadata) => Ok(metadata.blocks() * 512),
+            Err(error) => Err(error),
+        };
+        total += match bytes {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
+            other => other?,
+        };
     }
     Ok(total)
 }

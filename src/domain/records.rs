@@ -57,6 +57,14 @@ pub struct IdempotencyRecord {
     pub expires_at: Timestamp,
 }
 
+impl IdempotencyRecord {
+    /// Whether its key still stands for this request at `now`: until its time, however
+    /// late the sweep comes.
+    pub fn holds_at(&self, now: Timestamp) -> bool {
+        self.expires_at > now
+    }
+}
+
 /// One blocked number or prefix of the operator's blocklist, with who added it and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockEntry {
@@ -114,4 +122,29 @@ pub struct QuotaCount {
 pub struct QuotaUsage {
     pub day: PeriodCounter<QuotaCount>,
     pub month: PeriodCounter<QuotaCount>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idempotency_record_holds_until_its_time() {
+        let expires_at = Timestamp(1_800_000_000_000);
+        let record = IdempotencyRecord {
+            body_hash: [7; 32],
+            receipt: IssueReceipt {
+                created: true,
+                id: VerificationId::generate(),
+                channel: Channel::Sms,
+                to_masked: "+234*****0000".into(),
+                expires_at,
+                resend_available_at: expires_at,
+                attempts_remaining: 5,
+            },
+            expires_at,
+        };
+        assert!(record.holds_at(Timestamp(expires_at.0 - 1)));
+        assert!(!record.holds_at(expires_at));
+    }
 }

@@ -112,8 +112,7 @@ impl Issuer {
         });
         if let (Some(key), Some(input)) = (&idempotency_key, &message.idempotency) {
             let remembered = self.store.idempotency(key)?;
-            // Remembered until its time, though the sweep may come later.
-            if let Some(remembered) = remembered.filter(|record| record.expires_at > now) {
+            if let Some(remembered) = remembered.filter(|record| record.holds_at(now)) {
                 if remembered.body_hash != input.body_hash {
                     return Err(IssueError::IdempotencyKeyReused);
                 }

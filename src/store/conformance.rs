@@ -672,12 +672,19 @@ fn the_sweep_purges_each_record_when_it_is_due<E: KvEngine>(engine: E) {
     assert!(store.quota("twilio").unwrap().is_some());
 }
 
-fn the_records_of_an_issue_due_together_share_one_index_entry<E: KvEngine>(engine: E) {
-    let store = store(engine);
-    let mut write = issue(1);
+/// An issue without an idempotency key whose verification, destination and job are all
+/// due at one time, and that time.
+fn issue_due_together(n: u8) -> (IssueWrite, Timestamp) {
+    let mut write = issue(n);
     let due = write.verification.expires_at.plus(RETENTION);
     write.destination.purge_at = due;
     write.idempotency = None;
+    (write, due)
+}
+
+fn the_records_of_an_issue_due_together_share_one_index_entry<E: KvEngine>(engine: E) {
+    let store = store(engine);
+    let (write, due) = issue_due_together(1);
     store.commit_issue(&write).unwrap();
     let index = store
         .engine()
@@ -712,10 +719,7 @@ fn the_records_of_an_issue_due_together_share_one_index_entry<E: KvEngine>(engin
 /// send's are, and the first send's job, if still in the outbox, is swept with them.
 fn a_resend_due_at_the_same_time_leaves_the_first_job_its_entry<E: KvEngine>(engine: E) {
     let store = store(engine);
-    let mut first = issue(1);
-    let due = first.verification.expires_at.plus(RETENTION);
-    first.destination.purge_at = due;
-    first.idempotency = None;
+    let (first, due) = issue_due_together(1);
     store.commit_issue(&first).unwrap();
     let mut resend = first.clone();
     resend.verification.send_seq = 2;

@@ -164,25 +164,19 @@ impl ClusterLink {
             readers: RwLock::new(None),
             tail_reader: RwLock::new(None),
             followers: Mutex::default(),
-            following: (0..settings.partitions)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
+            following: per_partition(settings.partitions, tokio::sync::Mutex::default),
             asker: RwLock::new(None),
             waiting: Mutex::default(),
             executor: OnceLock::new(),
             timeout,
             command_timeout: Duration::from_millis(settings.command_timeout_ms),
-            applied_to: (0..settings.partitions)
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            applied_to: per_partition(settings.partitions, AtomicU64::default),
             applier: tokio::sync::Semaphore::new(1),
             catch_up: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, usize::from),
             ),
             catching_up: AtomicBool::new(false),
-            applying: (0..settings.partitions)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
+            applying: per_partition(settings.partitions, tokio::sync::Mutex::default),
             lag: AtomicU64::new(0),
         })
     }
@@ -1363,6 +1357,11 @@ const MARK_WAIT: Duration = Duration::from_secs(1);
 /// How long a joining node waits for a changelog's tail; a stream with records answers in
 /// milliseconds (a busy broker in a few hundred), an empty one never.
 const TAIL_WAIT_AT_JOIN: Duration = Duration::from_secs(1);
+
+/// One `make()` for each of `partitions`, in partition order.
+fn per_partition<T>(partitions: u16, make: impl Fn() -> T) -> Vec<T> {
+    (0..partitions).map(|_| make()).collect()
+}
 
 /// A flag raised while it lives, lowered when it is dropped (the wait it marks may end early).
 struct Flag<'a>(&'a AtomicBool);
