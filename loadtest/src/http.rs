@@ -36,6 +36,7 @@ impl Api {
     ) -> anyhow::Result<Api> {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(concurrency.max(1))
+            .pool_idle_timeout(otpd::api::server::CLIENT_POOL_IDLE)
             .timeout(Duration::from_secs(30))
             .build()
             .context("build the HTTP client")?;

@@ -22,6 +22,10 @@ use super::framework_errors::JsonRefusals;
 /// (actix-web's defaults).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// How long a client of otpd should keep an unused pooled connection: well under both
+/// timeouts above. A connection kept longer may be answered 408 (never used) or closed (idle)
+/// by otpd just as the client sends a request on it, and a POST is not retried.
+pub const CLIENT_POOL_IDLE: Duration = Duration::from_secs(2);
 /// How long a connection answered before its body was read may drain that body, so the
 /// client reads the answer rather than a reset (actix-web's default).
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);

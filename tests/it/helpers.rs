@@ -156,6 +156,7 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))
+        .pool_idle_timeout(otpd::api::server::CLIENT_POOL_IDLE)
         .build()
         .expect("build the HTTP client")
 }
