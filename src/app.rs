@@ -213,6 +213,7 @@ impl Application {
                 rate_limits: &settings.rate_limits,
                 regions: &settings.regions,
                 templates: &settings.templates,
+                routing: &settings.routing,
                 retention: Duration::from_secs(settings.store.retention_seconds),
             },
             Arc::clone(&store),

@@ -248,7 +248,9 @@ impl Settings {
         problems.extend(self.routing.validate(&self.regions));
         problems.extend(self.check_providers());
         let topology = Topology::from_settings(&self.amqp, self.cluster.partitions);
-        problems.extend(topology.check_routing(&every_routing_key(&self.regions)));
+        problems.extend(
+            topology.check_routing(&every_routing_key(&self.regions, &self.routing.offered())),
+        );
         problems
     }
 

@@ -15,7 +15,8 @@ use otpd::providers::vonage::receipts::parse_vonage;
 use otpd::providers::{
     BuildContext, HttpConfig, HttpProvider, OutboundMessage, Provider, ProviderError,
     ProviderSettings, SmtpConfig, SmtpProvider, SmtpTls, TwilioConfig, TwilioProvider,
-    VonageConfig, VonageProvider,
+    TwilioVoiceConfig, TwilioVoiceProvider, VonageConfig, VonageProvider, VonageVoiceConfig,
+    VonageVoiceProvider, WhatsappConfig, WhatsappProvider,
 };
 use otpd::testing::fakes::{self, FakeProviderServer, FakeSmtpServer, WireFormat};
 
@@ -31,6 +32,7 @@ fn message(channel: Channel, to: &str) -> OutboundMessage {
         channel,
         to: to.into(),
         body: CODE_TEXT.into(),
+        locale: None,
         sender_id: None,
         registration: None,
     }
@@ -595,4 +597,399 @@ async fn smtp_authenticates_when_credentials_are_set() {
         .await
         .unwrap();
     assert_eq!(server.control().messages().len(), 1);
+}
+
+// ---- Voice: Twilio Calls and the Vonage Voice API ----
+
+const SPOKEN_TEXT: &str = "Your code is 4, 9, 3, 8, 1, 7";
+
+fn call(to: &str, locale: Option<&str>) -> OutboundMessage {
+    OutboundMessage {
+        body: SPOKEN_TEXT.into(),
+        locale: locale.map(str::to_owned),
+        ..message(Channel::Voice, to)
+    }
+}
+
+/// Neither the code nor the words that spell it appear in `error`.
+fn assert_no_spoken_code(error: &ProviderError) {
+    assert_no_code(error);
+    assert!(!error.to_string().contains("4, 9, 3"), "{error}");
+}
+
+fn twilio_voice(server: &FakeProviderServer) -> TwilioVoiceProvider {
+    TwilioVoiceProvider::new(
+        "twilio-call",
+        TwilioVoiceConfig {
+            base_url: server.base_url(),
+            account_sid: "AC00000000000000000000000000000001".into(),
+            auth_token: SecretString::from("token-1"),
+            from: "+15005550006".into(),
+            status_callback: Some("https://otpd.example/v1/providers/twilio-call/receipts".into()),
+            voice: Some("Polly.Vicki".into()),
+            languages: BTreeMap::from([("de".to_owned(), "de-DE".to_owned())]),
+            repeat: 2,
+            timeout_ms: TIMEOUT_MS,
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn twilio_voice_places_the_documented_call() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let receipt = twilio_voice(&server)
+        .send(&call("+4915112345678", Some("de-AT")))
+        .await
+        .unwrap();
+    let request = &server.control().messages()[0];
+    assert_eq!(request.format, WireFormat::TwilioCall);
+    assert_eq!(
+        request.path,
+        "/2010-04-01/Accounts/AC00000000000000000000000000000001/Calls.json"
+    );
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode("AC00000000000000000000000000000001:token-1");
+    assert_eq!(
+        request.header("authorization"),
+        Some(format!("Basic {basic}").as_str())
+    );
+    assert_eq!(request.field("To"), Some("+4915112345678"));
+    assert_eq!(request.field("From"), Some("+15005550006"));
+    assert_eq!(
+        request.field("Twiml"),
+        Some(
+            r#"<Response><Say loop="2" voice="Polly.Vicki" language="de-DE">Your code is 4, 9, 3, 8, 1, 7</Say></Response>"#
+        )
+    );
+    assert_eq!(request.body, SPOKEN_TEXT, "the fake reads the words out");
+    assert_eq!(
+        request.field("StatusCallback"),
+        Some("https://otpd.example/v1/providers/twilio-call/receipts")
+    );
+    assert!(request.provider_message_id.starts_with("CA"));
+    assert_eq!(
+        receipt.provider_message_id.as_deref(),
+        Some(request.provider_message_id.as_str())
+    );
+}
+
+#[tokio::test]
+async fn twilio_voice_escapes_the_text_and_leaves_an_unknown_language_to_twilio() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let mut message = call("+4915112345678", Some("fr"));
+    message.body = "Code <1> & \"2\"".into();
+    twilio_voice(&server).send(&message).await.unwrap();
+    let request = &server.control().messages()[0];
+    assert_eq!(
+        request.field("Twiml"),
+        Some(
+            r#"<Response><Say loop="2" voice="Polly.Vicki">Code &lt;1&gt; &amp; &quot;2&quot;</Say></Response>"#
+        )
+    );
+    assert_eq!(request.body, "Code <1> & \"2\"");
+}
+
+#[tokio::test]
+async fn twilio_voice_failures_are_classified() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let provider = twilio_voice(&server);
+    let control = server.control();
+    let to = "+4915112345678";
+
+    control.rate_limit(Some(Duration::from_secs(4)));
+    let error = provider.send(&call(to, None)).await.unwrap_err();
+    assert_transient(&error, Some(Duration::from_secs(4)));
+    assert_no_spoken_code(&error);
+    control.rate_limit(None);
+
+    control.fail_share(1.0);
+    assert_transient(&provider.send(&call(to, None)).await.unwrap_err(), None);
+    control.fail_share(0.0);
+
+    control.reject_numbers(["+4915100000000"]);
+    let error = provider
+        .send(&call("+4915100000000", None))
+        .await
+        .unwrap_err();
+    assert_permanent(&error);
+    assert_no_spoken_code(&error);
+    assert!(error.to_string().contains("21217"), "{error}");
+
+    control.hang(true);
+    assert_times_out(&provider, &call(to, None)).await;
+    assert!(control.messages().is_empty(), "no call was placed");
+}
+
+const VONAGE_APPLICATION: &str = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab";
+
+fn vonage_voice_config(server: &FakeProviderServer) -> VonageVoiceConfig {
+    VonageVoiceConfig {
+        base_url: server.base_url(),
+        application_id: VONAGE_APPLICATION.into(),
+        private_key: SecretString::from(include_str!("fixtures/vonage-voice-test-key.pem")),
+        from: "+447700900001".into(),
+        event_url: Some("https://otpd.example/v1/providers/vonage-call/receipts?secret=s".into()),
+        languages: BTreeMap::new(),
+        repeat: 3,
+        timeout_ms: TIMEOUT_MS,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct VonageClaims {
+    application_id: String,
+    iat: u64,
+    exp: u64,
+    jti: String,
+}
+
+/// The claims of the token a recorded call carries, checked against the key pair's public
+/// half.
+fn vonage_claims(request: &fakes::RecordedMessage) -> VonageClaims {
+    let token = request
+        .header("authorization")
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .expect("a bearer token");
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(include_bytes!(
+        "fixtures/vonage-voice-test-key.pub.pem"
+    ))
+    .unwrap();
+    jsonwebtoken::decode::<VonageClaims>(
+        token,
+        &key,
+        &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256),
+    )
+    .expect("a token the application's key signed")
+    .claims
+}
+
+#[tokio::test]
+async fn vonage_voice_places_the_documented_call_with_a_signed_token() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let provider = VonageVoiceProvider::new("vonage-call", vonage_voice_config(&server)).unwrap();
+    let receipt = provider
+        .send(&call("+4915112345678", Some("pt-BR")))
+        .await
+        .unwrap();
+    let request = &server.control().messages()[0];
+    assert_eq!(request.format, WireFormat::VonageCall);
+    assert_eq!(request.path, "/v1/calls");
+    assert_eq!(request.header("content-type"), Some("application/json"));
+    let sent: serde_json::Value = serde_json::from_str(&request.raw_body).unwrap();
+    assert_eq!(
+        sent,
+        serde_json::json!({
+            "to": [{"type": "phone", "number": "4915112345678"}],
+            "from": {"type": "phone", "number": "447700900001"},
+            "ncco": [{"action": "talk", "text": SPOKEN_TEXT, "loop": 3, "language": "pt-BR"}],
+            "event_url": ["https://otpd.example/v1/providers/vonage-call/receipts?secret=s"],
+        })
+    );
+    let claims = vonage_claims(request);
+    assert_eq!(claims.application_id, VONAGE_APPLICATION);
+    assert_eq!(claims.exp - claims.iat, 900);
+    assert_eq!(claims.jti.len(), 32);
+    assert_eq!(
+        receipt.provider_message_id.as_deref(),
+        Some(request.provider_message_id.as_str())
+    );
+
+    // The next call reuses the token rather than signing one per call.
+    provider.send(&call("+4915112345678", None)).await.unwrap();
+    let second = &server.control().messages()[1];
+    assert_eq!(vonage_claims(second).jti, claims.jti);
+    let sent: serde_json::Value = serde_json::from_str(&second.raw_body).unwrap();
+    assert_eq!(
+        sent["ncco"][0].get("language"),
+        None,
+        "no locale, Vonage's default"
+    );
+}
+
+#[tokio::test]
+async fn vonage_voice_refuses_a_key_that_is_not_one() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let config = VonageVoiceConfig {
+        private_key: SecretString::from("not a key"),
+        from: "Acme".into(),
+        repeat: 0,
+        ..vonage_voice_config(&server)
+    };
+    let problems = config.validate("providers.vonage-call");
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(problems[0].contains("providers.vonage-call.private_key is not an RSA private key"));
+    assert!(problems[1].contains("providers.vonage-call.from is 'Acme'"));
+    assert!(problems[2].contains("providers.vonage-call.repeat is 0"));
+    assert!(
+        problems
+            .iter()
+            .all(|problem| !problem.contains("not a key")),
+        "a key is never repeated: {problems:?}"
+    );
+}
+
+#[tokio::test]
+async fn vonage_voice_failures_are_classified() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let provider = VonageVoiceProvider::new("vonage-call", vonage_voice_config(&server)).unwrap();
+    let control = server.control();
+    let to = "+4915112345678";
+
+    control.rate_limit(Some(Duration::from_secs(2)));
+    let error = provider.send(&call(to, None)).await.unwrap_err();
+    assert_transient(&error, Some(Duration::from_secs(2)));
+    control.rate_limit(None);
+
+    control.fail_share(1.0);
+    assert_transient(&provider.send(&call(to, None)).await.unwrap_err(), None);
+    control.fail_share(0.0);
+
+    control.reject_numbers(["4915100000000"]);
+    let error = provider
+        .send(&call("+4915100000000", None))
+        .await
+        .unwrap_err();
+    assert_permanent(&error);
+    assert_no_spoken_code(&error);
+    assert!(error.to_string().contains("Bad Request"), "{error}");
+
+    control.hang(true);
+    assert_times_out(&provider, &call(to, None)).await;
+}
+
+// ---- WhatsApp Cloud API ----
+
+const WHATSAPP_TOKEN: &str = "EAAG-test-token";
+
+fn whatsapp(server: &FakeProviderServer) -> WhatsappProvider {
+    WhatsappProvider::new(
+        "whatsapp",
+        WhatsappConfig {
+            base_url: server.base_url(),
+            api_version: "v21.0".into(),
+            phone_number_id: "106540352242922".into(),
+            access_token: SecretString::from(WHATSAPP_TOKEN),
+            template: "otp_login".into(),
+            languages: BTreeMap::from([
+                ("de".to_owned(), "de".to_owned()),
+                ("pt-BR".to_owned(), "pt_BR".to_owned()),
+            ]),
+            default_language: "en_US".into(),
+            timeout_ms: TIMEOUT_MS,
+        },
+    )
+    .unwrap()
+}
+
+/// A WhatsApp message: the code alone, the words are the template's.
+fn whatsapp_message(to: &str, locale: Option<&str>) -> OutboundMessage {
+    OutboundMessage {
+        body: "493817".into(),
+        locale: locale.map(str::to_owned),
+        ..message(Channel::Whatsapp, to)
+    }
+}
+
+#[tokio::test]
+async fn whatsapp_sends_the_authentication_template_with_its_copy_code_button() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let provider = whatsapp(&server);
+    let receipt = provider
+        .send(&whatsapp_message("+4915112345678", Some("de-CH")))
+        .await
+        .unwrap();
+    let request = &server.control().messages()[0];
+    assert_eq!(request.format, WireFormat::Whatsapp);
+    assert_eq!(request.path, "/v21.0/106540352242922/messages");
+    assert_eq!(
+        request.header("authorization"),
+        Some(format!("Bearer {WHATSAPP_TOKEN}").as_str())
+    );
+    let sent: serde_json::Value = serde_json::from_str(&request.raw_body).unwrap();
+    assert_eq!(
+        sent,
+        serde_json::json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": "4915112345678",
+            "type": "template",
+            "template": {
+                "name": "otp_login",
+                "language": {"code": "de"},
+                "components": [
+                    {"type": "body", "parameters": [{"type": "text", "text": "493817"}]},
+                    {"type": "button", "sub_type": "url", "index": "0",
+                     "parameters": [{"type": "text", "text": "493817"}]},
+                ],
+            },
+        })
+    );
+    assert!(request.provider_message_id.starts_with("wamid."));
+    assert_eq!(
+        receipt.provider_message_id.as_deref(),
+        Some(request.provider_message_id.as_str())
+    );
+
+    for (locale, language) in [
+        (Some("pt-BR"), "pt_BR"),
+        (Some("ja"), "en_US"),
+        (None, "en_US"),
+    ] {
+        provider
+            .send(&whatsapp_message("+4915112345678", locale))
+            .await
+            .unwrap();
+        let last = server.control().messages().pop().unwrap();
+        let sent: serde_json::Value = serde_json::from_str(&last.raw_body).unwrap();
+        assert_eq!(sent["template"]["language"]["code"], language, "{locale:?}");
+    }
+}
+
+#[tokio::test]
+async fn whatsapp_failures_are_classified_by_the_cloud_api_s_codes() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let provider = whatsapp(&server);
+    let control = server.control();
+    let to = "+4915112345678";
+
+    // Throughput reached: a 400 whose code says "later", back-pressure, not a failure.
+    control.rate_limit(Some(Duration::from_secs(9)));
+    let error = provider
+        .send(&whatsapp_message(to, None))
+        .await
+        .unwrap_err();
+    assert_transient(&error, Some(otpd::providers::whatsapp::THROTTLED_WAIT));
+    assert!(error.to_string().contains("130429"), "{error}");
+    control.rate_limit(None);
+
+    control.fail_share(1.0);
+    let error = provider
+        .send(&whatsapp_message(to, None))
+        .await
+        .unwrap_err();
+    assert_transient(&error, None);
+    assert!(error.to_string().contains("131000"), "{error}");
+    control.fail_share(0.0);
+
+    control.reject_numbers(["4915100000000"]);
+    let error = provider
+        .send(&whatsapp_message("+4915100000000", None))
+        .await
+        .unwrap_err();
+    assert_permanent(&error);
+    assert!(error.to_string().contains("131026"), "{error}");
+
+    control.hang(true);
+    assert_times_out(&provider, &whatsapp_message(to, None)).await;
+}
+
+#[test]
+fn the_cloud_api_s_own_codes_decide_before_the_status() {
+    use otpd::providers::whatsapp::classify_error;
+    assert!(classify_error(400, 131008, "required parameter is missing").is_none());
+    let throttled = classify_error(400, 131056, "pair rate limit").unwrap();
+    assert!(throttled.retry_after().is_some());
+    let temporary = classify_error(400, 2, "service temporarily unavailable").unwrap();
+    assert!(temporary.is_transient() && temporary.retry_after().is_none());
 }

@@ -11,6 +11,7 @@ use super::blocklist::{self, BlockEntry, Blocklist, InvalidEntry};
 use super::caps::CapReached;
 use super::permissions::{self, NotPermitted, Permissions};
 use super::settings::TenantSettings;
+use crate::domain::channel::AddressKind;
 use crate::domain::{Channel, Destination, Timestamp};
 use crate::store::{ListsWatch, Store, StoreError};
 
@@ -187,7 +188,9 @@ impl Gate {
             tenant: tenant.to_owned(),
             refusal,
         })?;
-        if channel == Channel::Sms && self.blocklist.blocks(destination.as_str()) {
+        if channel.address_kind() == AddressKind::Phone
+            && self.blocklist.blocks(destination.as_str())
+        {
             return Err(AccessDenied::Blocklisted.into());
         }
         Ok(())
@@ -287,5 +290,38 @@ mod tests {
             Some("removed")
         );
         assert_eq!(BlocklistAnswer::Entries(vec![entry]).edit(), None);
+    }
+
+    #[test]
+    fn the_blocklist_holds_for_every_channel_to_a_phone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            crate::store::SledStore::open(dir.path(), 1 << 20, Duration::from_secs(3600)).unwrap(),
+        );
+        let tenants = BTreeMap::from([(
+            "ops".to_owned(),
+            TenantSettings {
+                admin: true,
+                ..TenantSettings::default()
+            },
+        )]);
+        let mut gate = Gate::load(&tenants, store, Arc::default()).unwrap();
+        let add = BlocklistAction::Add {
+            entry: "+4915112".into(),
+            note: None,
+        };
+        gate.blocklist("ops", add, Timestamp(0)).unwrap();
+        for channel in Channel::all().filter(|c| c.address_kind() == AddressKind::Phone) {
+            let blocked = Destination::parse(channel, "+4915112345678").unwrap();
+            assert!(
+                matches!(
+                    gate.admit("acme", channel, &blocked),
+                    Err(AdmitError::Denied(AccessDenied::Blocklisted))
+                ),
+                "{channel}"
+            );
+            let other = Destination::parse(channel, "+33612345678").unwrap();
+            assert!(gate.admit("acme", channel, &other).is_ok(), "{channel}");
+        }
     }
 }

@@ -103,6 +103,14 @@ pub struct PricingSettings {
     pub sms: BTreeMap<String, u64>,
     /// Cost of one email. Default 0.
     pub email: u64,
+    /// Cost of one voice call to a country without its own price. Default 1.
+    pub voice_default: u64,
+    /// ISO 3166 code → cost of one voice call to that country. Default none.
+    pub voice: BTreeMap<String, u64>,
+    /// Cost of one WhatsApp message to a country without its own price. Default 1.
+    pub whatsapp_default: u64,
+    /// ISO 3166 code → cost of one WhatsApp message to that country. Default none.
+    pub whatsapp: BTreeMap<String, u64>,
 }
 
 impl Default for PricingSettings {
@@ -111,6 +119,10 @@ impl Default for PricingSettings {
             sms_default: 1,
             sms: BTreeMap::new(),
             email: 0,
+            voice_default: 1,
+            voice: BTreeMap::new(),
+            whatsapp_default: 1,
+            whatsapp: BTreeMap::new(),
         }
     }
 }
@@ -118,17 +130,29 @@ impl Default for PricingSettings {
 impl PricingSettings {
     /// The cost of one message on `channel` to `country` (`None` for email).
     pub fn cost(&self, channel: Channel, country: Option<&str>) -> u64 {
-        match channel {
-            Channel::Email => self.email,
-            Channel::Sms => country
-                .and_then(|country| {
-                    self.sms
-                        .iter()
-                        .find(|(code, _)| code.eq_ignore_ascii_case(country))
-                        .map(|(_, price)| *price)
-                })
-                .unwrap_or(self.sms_default),
-        }
+        let (by_country, default) = match channel {
+            Channel::Email => return self.email,
+            Channel::Sms => (&self.sms, self.sms_default),
+            Channel::Voice => (&self.voice, self.voice_default),
+            Channel::Whatsapp => (&self.whatsapp, self.whatsapp_default),
+        };
+        country
+            .and_then(|country| {
+                by_country
+                    .iter()
+                    .find(|(code, _)| code.eq_ignore_ascii_case(country))
+                    .map(|(_, price)| *price)
+            })
+            .unwrap_or(default)
+    }
+
+    /// The per-country price lists, by their setting's name.
+    fn by_country(&self) -> [(&'static str, &BTreeMap<String, u64>); 3] {
+        [
+            ("sms", &self.sms),
+            ("voice", &self.voice),
+            ("whatsapp", &self.whatsapp),
+        ]
     }
 }
 
@@ -201,11 +225,13 @@ impl PricingSettings {
     /// Every problem with `[pricing]`.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        for country in self.sms.keys() {
-            if !is_country(country) {
-                problems.push(format!(
-                    "pricing.sms.{country}: not an ISO 3166 country code such as DE"
-                ));
+        for (list, prices) in self.by_country() {
+            for country in prices.keys() {
+                if !is_country(country) {
+                    problems.push(format!(
+                        "pricing.{list}.{country}: not an ISO 3166 country code such as DE"
+                    ));
+                }
             }
         }
         problems
@@ -219,7 +245,7 @@ mod tests {
     #[test]
     fn defaults_allow_everything_without_caps() {
         let tenant: TenantSettings = serde_json::from_str("{}").unwrap();
-        assert_eq!(tenant.channels, vec![Channel::Sms, Channel::Email]);
+        assert_eq!(tenant.channels, Channel::all().collect::<Vec<_>>());
         assert!(tenant.countries.is_empty() && tenant.number_types.is_empty());
         assert!(tenant.sends_per_hour.is_none() && tenant.spend_per_day.is_none());
         assert!(!tenant.admin);
@@ -246,10 +272,25 @@ mod tests {
             sms_default: 5,
             sms: BTreeMap::from([("DE".to_owned(), 7)]),
             email: 1,
+            voice_default: 9,
+            voice: BTreeMap::from([("de".to_owned(), 20)]),
+            whatsapp_default: 2,
+            whatsapp: BTreeMap::new(),
         };
         assert_eq!(pricing.cost(Channel::Sms, Some("DE")), 7);
         assert_eq!(pricing.cost(Channel::Sms, Some("FR")), 5);
         assert_eq!(pricing.cost(Channel::Email, None), 1);
+        assert_eq!(pricing.cost(Channel::Voice, Some("DE")), 20);
+        assert_eq!(pricing.cost(Channel::Voice, Some("FR")), 9);
+        assert_eq!(pricing.cost(Channel::Whatsapp, Some("DE")), 2);
+        let bad = PricingSettings {
+            voice: BTreeMap::from([("Germany".to_owned(), 20)]),
+            ..PricingSettings::default()
+        };
+        assert_eq!(
+            bad.validate(),
+            ["pricing.voice.Germany: not an ISO 3166 country code such as DE"]
+        );
     }
 
     #[test]

@@ -48,9 +48,10 @@ pub fn routing_key(channel: Channel, region: &str, country: Option<&str>) -> Str
     format!("{channel}.{region}.{country}")
 }
 
-/// Every routing key the settings can produce: for channels to phones, each listed country
-/// and an unlisted one in the default region; for the others, the default region alone.
-pub fn every_routing_key(regions: &RegionSettings) -> Vec<String> {
+/// Every routing key the settings can produce for the `offered` channels: for channels to
+/// phones, each listed country and an unlisted one in the default region; for the others,
+/// the default region alone.
+pub fn every_routing_key(regions: &RegionSettings, offered: &[Channel]) -> Vec<String> {
     let mut countries: Vec<(&str, Option<&str>)> = regions
         .countries
         .iter()
@@ -61,8 +62,9 @@ pub fn every_routing_key(regions: &RegionSettings) -> Vec<String> {
         })
         .collect();
     countries.push((regions.default.as_str(), None));
-    Channel::all()
-        .flat_map(|channel| match channel.address_kind() {
+    offered
+        .iter()
+        .flat_map(|&channel| match channel.address_kind() {
             AddressKind::Phone => countries
                 .iter()
                 .map(|(region, country)| routing_key(channel, region, *country))

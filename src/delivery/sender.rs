@@ -23,6 +23,7 @@ use super::timeline;
 use crate::delivery::quota::actor::CountSend;
 use crate::delivery::quota::shared::{self, QuotaTake};
 use crate::delivery::settings::CountryOverrides;
+use crate::domain::channel::MessageForm;
 use crate::domain::counters::Tally;
 use crate::domain::{
     AttemptOutcome, Channel, DeliveryAttempt, DeliveryJob, JobId, NextStep, Timestamp,
@@ -400,10 +401,14 @@ fn compose(
     let template = overrides
         .and_then(|o| o.template.as_deref())
         .unwrap_or(&job.template);
-    let body = context
-        .templates
-        .render(template, job.locale.as_deref(), &code, minutes)
-        .ok_or_else(|| format!("template '{template}' is no longer configured"))?;
+    let form = job.channel.message_form();
+    let body = match form {
+        MessageForm::CodeAlone => code.reveal().to_owned(),
+        MessageForm::Text | MessageForm::Spoken => context
+            .templates
+            .render(template, job.locale.as_deref(), &code, form, minutes)
+            .ok_or_else(|| format!("template '{template}' is no longer configured"))?,
+    };
     let body = match (job.channel, context.autofill.get(&job.tenant)) {
         (Channel::Sms, Some(lines)) => lines.apply(&body, code.reveal()),
         _ => body,
@@ -415,6 +420,7 @@ fn compose(
         channel: job.channel,
         to: job.to.clone(),
         body,
+        locale: job.locale.clone(),
         sender_id: overrides.and_then(|o| o.sender_id.clone()),
         registration: overrides
             .filter(|_| job.channel == Channel::Sms)

@@ -121,6 +121,13 @@ impl RoutingSettings {
             .map_or(&[], Vec::as_slice)
     }
 
+    /// The channels this deployment offers: those with a provider in `routing.default`.
+    pub fn offered(&self) -> Vec<Channel> {
+        Channel::all()
+            .filter(|channel| !self.listed(DEFAULT_ROUTE, *channel).is_empty())
+            .collect()
+    }
+
     /// Every (region, channel, provider id) named, for checks against the providers.
     pub fn entries(&self) -> impl Iterator<Item = (&str, Channel, &str)> {
         self.regions.iter().flat_map(|(region, routes)| {
@@ -141,11 +148,19 @@ impl RoutingSettings {
                 ));
             }
         }
-        for channel in Channel::all() {
-            if self.listed(DEFAULT_ROUTE, channel).is_empty() {
-                problems.push(format!(
-                    "routing.{DEFAULT_ROUTE}.{channel} is empty; every channel needs at least one provider"
-                ));
+        let offered = self.offered();
+        if offered.is_empty() {
+            problems.push(format!(
+                "routing.{DEFAULT_ROUTE} names no provider for any channel; route at least one, e.g. sms = [\"sandbox\"]"
+            ));
+        }
+        for (region, routes) in &self.regions {
+            for (channel, ids) in routes {
+                if !ids.is_empty() && !offered.contains(channel) {
+                    problems.push(format!(
+                        "routing.{region}.{channel} is set but routing.{DEFAULT_ROUTE}.{channel} is empty; regions without a route of their own fall back to {DEFAULT_ROUTE}, so set routing.{DEFAULT_ROUTE}.{channel} too"
+                    ));
+                }
             }
         }
         problems
@@ -281,5 +296,56 @@ impl ProviderLimits {
             ));
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routing(routes: &[(&str, Channel, &[&str])]) -> RoutingSettings {
+        let mut regions = BTreeMap::<String, ChannelRoutes>::new();
+        for (region, channel, ids) in routes {
+            regions
+                .entry(region.to_string())
+                .or_default()
+                .insert(*channel, ids.iter().map(|id| id.to_string()).collect());
+        }
+        RoutingSettings { regions }
+    }
+
+    fn regions() -> RegionSettings {
+        RegionSettings {
+            default: "world".into(),
+            countries: BTreeMap::from([("eu".into(), vec!["DE".into()])]),
+        }
+    }
+
+    #[test]
+    fn a_channel_is_offered_when_the_default_route_names_a_provider() {
+        let settings = routing(&[
+            ("default", Channel::Sms, &["sandbox"]),
+            ("default", Channel::Voice, &[]),
+            ("eu", Channel::Sms, &["twilio"]),
+        ]);
+        assert_eq!(settings.offered(), [Channel::Sms]);
+        assert!(settings.validate(&regions()).is_empty());
+    }
+
+    #[test]
+    fn a_region_s_route_for_a_channel_the_default_lacks_is_refused() {
+        let settings = routing(&[
+            ("default", Channel::Sms, &["sandbox"]),
+            ("eu", Channel::Voice, &["call"]),
+        ]);
+        assert_eq!(
+            settings.validate(&regions()),
+            ["routing.eu.voice is set but routing.default.voice is empty; regions without a route of their own fall back to default, so set routing.default.voice too"]
+        );
+        let nothing = routing(&[("default", Channel::Sms, &[])]);
+        assert_eq!(
+            nothing.validate(&regions()),
+            ["routing.default names no provider for any channel; route at least one, e.g. sms = [\"sandbox\"]"]
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 pub const DEFAULT_TEMPLATE: &str = "default";
 /// The locale every template has, used when a request's locale is missing.
 pub const FALLBACK_LOCALE: &str = "en";
+use crate::domain::channel::MessageForm;
 use crate::domain::OtpCode;
 
 /// Message texts: template name → locale → text with `{code}` and `{minutes}`.
@@ -68,12 +69,13 @@ impl Templates {
     }
 
     /// The text of `name` in `locale` (`pt-BR` falls back to `pt`, then to English), with
-    /// the code and lifetime filled in. `None` for an unknown template.
+    /// the code, as `form` shows it, and lifetime filled in. `None` for an unknown template.
     pub fn render(
         &self,
         name: &str,
         locale: Option<&str>,
         code: &OtpCode,
+        form: MessageForm,
         minutes: u64,
     ) -> Option<String> {
         let locales = self.texts.get(name)?;
@@ -85,8 +87,17 @@ impl Templates {
             .or_else(|| locales.get(FALLBACK_LOCALE))?;
         Some(
             text.replace("{minutes}", &minutes.to_string())
-                .replace("{code}", code.reveal()),
+                .replace("{code}", &shown(code, form)),
         )
+    }
+}
+
+/// The code as a message of `form` shows it: spelled out to be read aloud, as it is
+/// otherwise.
+fn shown(code: &OtpCode, form: MessageForm) -> std::borrow::Cow<'_, str> {
+    match form {
+        MessageForm::Spoken => code.spelled_out().into(),
+        MessageForm::Text | MessageForm::CodeAlone => code.reveal().into(),
     }
 }
 
@@ -110,21 +121,38 @@ mod tests {
         let code = OtpCode::parse("123456").unwrap();
         let t = templates();
         assert_eq!(
-            t.render("login", Some("de"), &code, 5).unwrap(),
+            t.render("login", Some("de"), &code, MessageForm::Text, 5)
+                .unwrap(),
             "Code 123456, 5 Min."
         );
         assert_eq!(
-            t.render("login", Some("de-AT"), &code, 5).unwrap(),
+            t.render("login", Some("de-AT"), &code, MessageForm::Text, 5)
+                .unwrap(),
             "Code 123456, 5 Min."
         );
         assert_eq!(
-            t.render("login", Some("ja"), &code, 5).unwrap(),
+            t.render("login", Some("ja"), &code, MessageForm::Text, 5)
+                .unwrap(),
             "Code 123456, 5 min"
         );
         assert_eq!(
-            t.render("login", None, &code, 2).unwrap(),
+            t.render("login", None, &code, MessageForm::Text, 2)
+                .unwrap(),
             "Code 123456, 2 min"
         );
-        assert!(t.render("signup", None, &code, 5).is_none());
+        assert!(t
+            .render("signup", None, &code, MessageForm::Text, 5)
+            .is_none());
+    }
+
+    #[test]
+    fn a_text_to_be_read_out_spells_the_code() {
+        let code = OtpCode::parse("123456").unwrap();
+        assert_eq!(
+            templates()
+                .render("login", None, &code, MessageForm::Spoken, 5)
+                .unwrap(),
+            "Code 1, 2, 3, 4, 5, 6, 5 min"
+        );
     }
 }

@@ -1,5 +1,7 @@
-//! The channels a code can travel by, as data: each channel's name and the kind of address it
-//! sends to. Adding a channel is a variant here, its row in `CHANNELS`, and its templates.
+//! The channels a code can travel by, as data: each channel's name, the kind of address it
+//! sends to, the form its message takes, and whether the destination's carrier is paid per
+//! message. Adding a channel is a variant here, its row in `CHANNELS`, and a provider kind
+//! that serves it.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -23,6 +25,10 @@ use std::str::FromStr;
 pub enum Channel {
     Sms,
     Email,
+    /// A phone call that reads the code out.
+    Voice,
+    /// A WhatsApp authentication template, its text and copy-code button WhatsApp's own.
+    Whatsapp,
 }
 
 /// The kind of address a channel delivers to.
@@ -34,11 +40,26 @@ pub enum AddressKind {
     Email,
 }
 
+/// The form a channel's message takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageForm {
+    /// The template's text, the code in it as it is.
+    Text,
+    /// The template's text to be read out, the code in it spelled one character at a time.
+    Spoken,
+    /// The code alone: the provider's own template holds the words.
+    CodeAlone,
+}
+
 /// One channel's facts.
 struct ChannelSpec {
     channel: Channel,
     name: &'static str,
     address: AddressKind,
+    message: MessageForm,
+    /// Whether the destination's carrier is paid for each message: the traffic SMS pumping
+    /// inflates, which the pumping guard counts.
+    carrier_billed: bool,
 }
 
 /// Every channel, in the order they are listed to people.
@@ -47,11 +68,29 @@ const CHANNELS: &[ChannelSpec] = &[
         channel: Channel::Sms,
         name: "sms",
         address: AddressKind::Phone,
+        message: MessageForm::Text,
+        carrier_billed: true,
     },
     ChannelSpec {
         channel: Channel::Email,
         name: "email",
         address: AddressKind::Email,
+        message: MessageForm::Text,
+        carrier_billed: false,
+    },
+    ChannelSpec {
+        channel: Channel::Voice,
+        name: "voice",
+        address: AddressKind::Phone,
+        message: MessageForm::Spoken,
+        carrier_billed: true,
+    },
+    ChannelSpec {
+        channel: Channel::Whatsapp,
+        name: "whatsapp",
+        address: AddressKind::Phone,
+        message: MessageForm::CodeAlone,
+        carrier_billed: false,
     },
 ];
 
@@ -77,11 +116,27 @@ impl Channel {
         self.spec().address
     }
 
-    /// The channel names as a person would type them: `"sms" or "email"`.
+    /// The form this channel's message takes.
+    pub fn message_form(self) -> MessageForm {
+        self.spec().message
+    }
+
+    /// Whether the destination's carrier is paid per message, so the pumping guard counts it.
+    pub fn is_carrier_billed(self) -> bool {
+        self.spec().carrier_billed
+    }
+
+    /// The channel names as a person would type them: `"sms", "email", "voice" or
+    /// "whatsapp"`.
     pub fn names() -> String {
-        let quoted: Vec<String> = CHANNELS
-            .iter()
-            .map(|spec| format!("\"{}\"", spec.name))
+        Channel::listed(Channel::all())
+    }
+
+    /// `channels` as a person would read them: `"sms" or "email"`.
+    pub fn listed(channels: impl IntoIterator<Item = Channel>) -> String {
+        let quoted: Vec<String> = channels
+            .into_iter()
+            .map(|channel| format!("\"{channel}\""))
             .collect();
         match quoted.split_last() {
             Some((last, [])) => last.clone(),
@@ -127,6 +182,9 @@ mod tests {
         }
         assert_eq!(Channel::all().count(), CHANNELS.len());
         let error = "fax".parse::<Channel>().unwrap_err();
-        assert!(error.contains("use \"sms\" or \"email\""), "{error}");
+        assert!(
+            error.contains("use \"sms\", \"email\", \"voice\" or \"whatsapp\""),
+            "{error}"
+        );
     }
 }

@@ -41,6 +41,13 @@ impl OtpCode {
     pub fn reveal(&self) -> &str {
         &self.0
     }
+
+    /// The digits one at a time, for a voice to read: `4, 9, 3, 8, 1, 7`. A speech engine
+    /// reads `493817` as a number ("four hundred ninety-three thousand…").
+    pub fn spelled_out(&self) -> String {
+        let digits: Vec<String> = self.0.chars().map(String::from).collect();
+        digits.join(", ")
+    }
 }
 
 impl fmt::Debug for OtpCode {
@@ -93,6 +100,11 @@ mod tests {
 
     fn hasher() -> CodeHasher {
         CodeHasher::new(SecretSlice::from(vec![7u8; 32]))
+    }
+
+    #[test]
+    fn a_code_to_be_read_out_is_spelled_digit_by_digit() {
+        assert_eq!(OtpCode("049381".into()).spelled_out(), "0, 4, 9, 3, 8, 1");
     }
 
     #[test]

@@ -136,7 +136,10 @@ mod tests {
         let (channels, number) = Destination::read_any("+4915112345678").unwrap();
         assert_eq!(
             (channels, number.as_str()),
-            (vec![Channel::Sms], "+4915112345678")
+            (
+                vec![Channel::Sms, Channel::Voice, Channel::Whatsapp],
+                "+4915112345678"
+            )
         );
         let (channels, address) = Destination::read_any("User@Example.com").unwrap();
         assert_eq!(channels, vec![Channel::Email]);

@@ -151,17 +151,23 @@ impl FraudGate {
         shared.store.flush()
     }
 
-    /// Before anything is written: in enforce mode, refuses a create to a blocked prefix.
-    /// Otherwise returns where the number belongs for the guard (`None` when the guard is off
-    /// or it is no phone number), to hand to `record_send` once the create is committed.
+    /// Before anything is written: in enforce mode, refuses a create to a blocked prefix on
+    /// a channel whose carrier is paid per message (SMS, voice: the traffic pumping
+    /// inflates). Otherwise returns where the number belongs for the guard (`None` when the
+    /// guard is off, the channel is not carrier-billed, or it is no phone number), to hand
+    /// to `record_send` once the create is committed.
     pub fn screen(
         &self,
+        channel: Channel,
         destination: &Destination,
         now: Timestamp,
     ) -> Result<Option<Target>, FraudRefusal> {
         let Some(shared) = &self.shared else {
             return Ok(None);
         };
+        if !channel.is_carrier_billed() {
+            return Ok(None);
+        }
         let Some(target) = shared.target_of(destination) else {
             return Ok(None);
         };
@@ -200,7 +206,7 @@ impl FraudGate {
         let Some(shared) = &self.shared else {
             return;
         };
-        if verification.channel != Channel::Sms {
+        if !verification.channel.is_carrier_billed() {
             return;
         }
         let Some(country) = &verification.country else {
@@ -373,13 +379,18 @@ mod tests {
     /// Sends to consecutive numbers of one prefix, never verified, until `gate` blocks
     /// them; returns the time of the last send.
     fn pump(gate: &FraudGate) -> Timestamp {
+        pump_on(gate, Channel::Sms)
+    }
+
+    /// `pump` on `channel`: stops at the first send the guard does not count.
+    fn pump_on(gate: &FraudGate, channel: Channel) -> Timestamp {
         let mut now = START;
         for n in 0..1000u64 {
             now = Timestamp(START.0 + n * 200);
             let to = format!("+234803{:07}", 1_000_000 + n);
-            let destination = Destination::parse(Channel::Sms, &to).unwrap();
-            let Ok(Some(target)) = gate.screen(&destination, now) else {
-                break; // blocked
+            let destination = Destination::parse(channel, &to).unwrap();
+            let Ok(Some(target)) = gate.screen(channel, &destination, now) else {
+                break; // blocked, or not counted
             };
             gate.record_send(&target, now);
         }
@@ -415,7 +426,7 @@ mod tests {
             let gate = &gates[n as usize % nodes];
             let to = format!("+234803{:07}", 1_000_000 + n);
             let destination = Destination::parse(Channel::Sms, &to).unwrap();
-            let Ok(Some(target)) = gate.screen(&destination, now) else {
+            let Ok(Some(target)) = gate.screen(Channel::Sms, &destination, now) else {
                 return n;
             };
             gate.record_send(&target, now);
@@ -470,6 +481,44 @@ mod tests {
     }
 
     #[test]
+    fn calls_are_judged_like_sms_and_whatsapp_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sled_store(dir.path());
+        let enforcing = FraudSettings {
+            mode: FraudMode::Enforce,
+            ..settings()
+        };
+        let gate = FraudGate::load(
+            &enforcing,
+            Arc::clone(&store),
+            Arc::new(NoEvents),
+            Arc::default(),
+            START,
+        )
+        .unwrap();
+
+        pump_on(&gate, Channel::Whatsapp);
+        assert!(
+            store.fraud_blocks().unwrap().is_empty(),
+            "WhatsApp is not counted"
+        );
+
+        let now = pump_on(&gate, Channel::Voice);
+        assert_eq!(
+            store.fraud_blocks().unwrap().len(),
+            1,
+            "a pump of calls is blocked"
+        );
+        let pumped = Destination::parse(Channel::Voice, "+2348031999999").unwrap();
+        assert!(gate.screen(Channel::Voice, &pumped, now).is_err());
+        assert!(gate.screen(Channel::Sms, &pumped, now).is_err());
+        assert!(matches!(
+            gate.screen(Channel::Whatsapp, &pumped, now),
+            Ok(None)
+        ));
+    }
+
+    #[test]
     fn a_lifted_block_is_gone_from_the_store_too() {
         let dir = tempfile::tempdir().unwrap();
         let store = sled_store(dir.path());
@@ -512,19 +561,19 @@ mod tests {
         .unwrap();
         let pumped = Destination::parse(Channel::Sms, "+2348031999999").unwrap();
         assert!(
-            here.screen(&pumped, now).is_ok(),
+            here.screen(Channel::Sms, &pumped, now).is_ok(),
             "nothing blocked here yet"
         );
         // The block reaches this node's store through the changelog, which tells the watch.
         store.save_fraud_block(&block).unwrap();
         lists.changed();
-        let refused = here.screen(&pumped, now).unwrap_err();
+        let refused = here.screen(Channel::Sms, &pumped, now).unwrap_err();
         assert_eq!(refused.prefix, block.prefix);
         assert_eq!(here.active_blocks(now).len(), 1);
         // Lifted on the node that keeps the lists: gone here too.
         store.remove_fraud_block(&block.prefix).unwrap();
         lists.changed();
-        assert!(here.screen(&pumped, now).is_ok());
+        assert!(here.screen(Channel::Sms, &pumped, now).is_ok());
         assert!(here.active_blocks(now).is_empty());
     }
 }

@@ -8,6 +8,7 @@ use super::policy::SendRefusal;
 use crate::access::gate::AdmitError;
 use crate::access::AccessDenied;
 use crate::domain::time::retry_after_seconds;
+use crate::domain::Channel;
 use crate::store::StoreError;
 use crate::telemetry::platform::ErrorObject;
 
@@ -23,6 +24,11 @@ pub enum IssueError {
     IdempotencyKeyReused,
     #[error("unknown template '{0}'")]
     UnknownTemplate(String),
+    #[error("channel '{channel}' is not offered")]
+    ChannelNotOffered {
+        channel: Channel,
+        offered: Vec<Channel>,
+    },
     #[error(transparent)]
     Access(#[from] AccessDenied),
     #[error(transparent)]
@@ -60,6 +66,7 @@ impl IssueError {
             IssueError::TooManySends { .. } => "too_many_sends",
             IssueError::IdempotencyKeyReused => "idempotency_key_reused",
             IssueError::UnknownTemplate(_) => "unknown_template",
+            IssueError::ChannelNotOffered { .. } => "channel_not_offered",
             IssueError::Access(denied) => denied.reason(),
             IssueError::Store(_) | IssueError::Unavailable(_) => "unavailable",
             IssueError::FraudSuspected(_) => "fraud_suspected",
@@ -172,6 +179,14 @@ impl IssueError {
                 "invalid_request",
                 format!(
                     "'template' is '{name}', which is not configured; omit it or use one of the configured templates"
+                ),
+            ),
+            IssueError::ChannelNotOffered { channel, offered } => Refusal::new(
+                InvalidRequest,
+                "invalid_request",
+                format!(
+                    "'channel' is '{channel}', which this otpd does not offer: no provider is routed for it (routing.default.{channel}); use {}, or ask the operator to route a provider for {channel}",
+                    Channel::listed(offered.iter().copied())
                 ),
             ),
             IssueError::Access(denied) => denied.into(),

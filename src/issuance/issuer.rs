@@ -14,12 +14,12 @@ use super::policy::{self, IssueRequest, SendLimits, SendPlan};
 use super::settings::{RateLimitSettings, VerificationSettings};
 use super::{IssueOtp, Issued, RequestSource};
 use crate::access::{AdminError, BlocklistAction, BlocklistAnswer, Gate};
-use crate::delivery::settings::{RegionSettings, TemplateSettings};
+use crate::delivery::settings::{RegionSettings, RoutingSettings, TemplateSettings};
 use crate::delivery::{JobQueue, RegionTable};
 use crate::domain::rate_limit::KeyedLimiter;
 use crate::domain::{
-    DeliveryJob, DeliveryState, IdempotencyKey, IdempotencyRecord, IssueReceipt, JobId, OtpCode,
-    Status, Timestamp, Verification, VerificationId,
+    Channel, DeliveryJob, DeliveryState, IdempotencyKey, IdempotencyRecord, IssueReceipt, JobId,
+    OtpCode, Status, Timestamp, Verification, VerificationId,
 };
 use crate::fraud::{Block, FraudGate, Target};
 use crate::secrets::Secrets;
@@ -34,6 +34,7 @@ pub struct IssuerSettings<'a> {
     pub rate_limits: &'a RateLimitSettings,
     pub regions: &'a RegionSettings,
     pub templates: &'a TemplateSettings,
+    pub routing: &'a RoutingSettings,
     /// How long the store keeps a verification after its code expires.
     pub retention: Duration,
 }
@@ -46,6 +47,8 @@ pub struct Issuer {
     limits: SendLimits,
     idempotency_ttl: Duration,
     known_templates: Vec<String>,
+    /// The channels some provider is routed for.
+    offered_channels: Vec<Channel>,
     tenant_limiter: KeyedLimiter<String>,
     client_limiter: KeyedLimiter<IpAddr>,
     /// Tenant permissions, caps and the blocklist (see `crate::access`).
@@ -82,6 +85,7 @@ impl Issuer {
             },
             idempotency_ttl: Duration::from_secs(v.idempotency_ttl_seconds),
             known_templates: settings.templates.keys().cloned().collect(),
+            offered_channels: settings.routing.offered(),
             tenant_limiter: KeyedLimiter::new(r.tenant_per_second, r.tenant_burst),
             client_limiter: KeyedLimiter::new(r.client_ip_per_second, r.client_ip_burst),
             access,
@@ -177,17 +181,24 @@ impl Issuer {
         })
     }
 
-    /// What may stop a request before its destination's state is read: an unknown template,
-    /// the fraud guard, the rate limits (HTTP only), a disconnected broker. Returns the
-    /// fraud guard's target, to count the send once it is written.
+    /// What may stop a request before its destination's state is read: a channel no
+    /// provider is routed for, an unknown template, the fraud guard, the rate limits (HTTP
+    /// only), a disconnected broker. Returns the fraud guard's target, to count the send once
+    /// it is written.
     fn screen(&mut self, message: &IssueOtp, now: Timestamp) -> Result<Option<Target>, IssueError> {
         let request = &message.request;
+        if !self.offered_channels.contains(&request.channel) {
+            return Err(IssueError::ChannelNotOffered {
+                channel: request.channel,
+                offered: self.offered_channels.clone(),
+            });
+        }
         if !self.known_templates.contains(&request.template) {
             return Err(IssueError::UnknownTemplate(request.template.clone()));
         }
         let fraud_target = self
             .fraud
-            .screen(&request.destination, now)
+            .screen(request.channel, &request.destination, now)
             .map_err(IssueError::FraudSuspected)?;
         if let RequestSource::Http { client_ip } = message.source {
             self.tenant_limiter

@@ -279,6 +279,8 @@ mod tests {
         };
         let error = validate(f, &DEFAULTS).unwrap_err();
         assert_eq!(error.code(), "invalid_request");
-        assert!(error.to_string().contains("\"sms\" or \"email\""));
+        assert!(error
+            .to_string()
+            .contains("\"sms\", \"email\", \"voice\" or \"whatsapp\""));
     }
 }

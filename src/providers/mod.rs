@@ -11,7 +11,9 @@ pub mod sandbox;
 pub mod smtp;
 pub mod support;
 pub mod twilio;
+pub mod voice;
 pub mod vonage;
+pub mod whatsapp;
 
 use async_trait::async_trait;
 use std::time::Duration;
@@ -24,8 +26,9 @@ pub use registry::{BuiltProvider, ProviderSettings, SandboxSettings, SANDBOX};
 pub use sandbox::SandboxConfig;
 pub use sandbox::SandboxProvider;
 pub use smtp::{SmtpConfig, SmtpProvider, SmtpTls};
-pub use twilio::{TwilioConfig, TwilioProvider};
-pub use vonage::{VonageConfig, VonageProvider};
+pub use twilio::{TwilioConfig, TwilioProvider, TwilioVoiceConfig, TwilioVoiceProvider};
+pub use vonage::{VonageConfig, VonageProvider, VonageVoiceConfig, VonageVoiceProvider};
+pub use whatsapp::{WhatsappConfig, WhatsappProvider};
 
 /// A message ready to go out. `body` holds the code: it is never logged.
 #[derive(Clone)]
@@ -35,7 +38,12 @@ pub struct OutboundMessage {
     pub tenant: String,
     pub channel: Channel,
     pub to: String,
+    /// The text to send (for voice, to read out), or the code alone where the provider's own
+    /// template holds the words (WhatsApp): see `Channel::message_form`.
     pub body: String,
+    /// The language the person asked for (`de`, `pt-BR`), for providers that pick a text or a
+    /// voice of their own by it.
+    pub locale: Option<String>,
     /// The sender ID the destination's country requires, over the provider's own `from`.
     pub sender_id: Option<String>,
     /// The sender's registration with the destination country's regulator, when it

@@ -50,7 +50,10 @@ macro_rules! registry {
 
 registry! {
     "twilio" => Twilio(super::twilio::TwilioConfig),
+    "twilio_voice" => TwilioVoice(super::twilio::TwilioVoiceConfig),
     "vonage" => Vonage(super::vonage::VonageConfig),
+    "vonage_voice" => VonageVoice(super::vonage::VonageVoiceConfig),
+    "whatsapp" => Whatsapp(super::whatsapp::WhatsappConfig),
     "http" => Http(super::http::HttpConfig),
     "smtp" => Smtp(super::smtp::SmtpConfig),
     "sandbox" => Sandbox(super::sandbox::SandboxConfig),

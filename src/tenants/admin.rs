@@ -316,7 +316,11 @@ fn settings_summary(settings: &TenantSettings) -> String {
     let cap = |value: Option<u64>| value.map_or_else(|| "-".to_owned(), |v| v.to_string());
     format!(
         "channels={} countries={} number_types={} sends/hour={} sends/day={} spend/hour={} spend/day={} admin={}",
-        list(settings.channels.iter().map(|c| c.to_string()).collect(), "none"),
+        if crate::domain::Channel::all().all(|channel| settings.channels.contains(&channel)) {
+            "all".to_owned()
+        } else {
+            list(settings.channels.iter().map(|c| c.to_string()).collect(), "none")
+        },
         list(settings.countries.clone(), "all"),
         list(
             settings

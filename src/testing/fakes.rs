@@ -1,5 +1,6 @@
-//! Fake providers on loopback: one HTTP server speaking Twilio's, Vonage's and the generic
-//! format, and a minimal SMTP sink. Each is steered at run time through a `FakeControl`
+//! Fake providers on loopback: one HTTP server speaking Twilio's (messages and calls),
+//! Vonage's (SMS and voice), WhatsApp's Cloud API and the generic format, and a minimal SMTP
+//! sink. Each is steered at run time through a `FakeControl`
 //! (latency, failure share, rate limiting, hanging, rejected destinations), records what it
 //! accepted (bounded), can stream each accepted message to a subscriber (the load harness)
 //! with the instant it arrived, and can post delivery receipts back.
@@ -32,7 +33,13 @@ const HANG: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireFormat {
     Twilio,
+    /// Twilio's Calls resource (`/Calls.json`, TwiML inline).
+    TwilioCall,
     Vonage,
+    /// Vonage's Voice API (`/v1/calls`).
+    VonageCall,
+    /// WhatsApp's Cloud API (`/<version>/<phone number id>/messages`).
+    Whatsapp,
     Generic,
     Smtp,
 }
@@ -53,7 +60,8 @@ pub struct RecordedMessage {
     pub raw_body: String,
     /// The destination: `To`, `to`, the JSON `to`, or the RCPT address.
     pub to: String,
-    /// The message text: `Body`, `text`, or the email body; the raw body for generic JSON.
+    /// The message text: `Body`, `text`, the words a call reads, the code a WhatsApp
+    /// template carries, or the email body; the raw body for generic JSON.
     pub body: String,
     /// The id the fake answered with.
     pub provider_message_id: String,
@@ -277,8 +285,10 @@ impl FakeControl {
     }
 }
 
-/// The fake HTTP provider: Twilio at `/2010-04-01/Accounts/{sid}/Messages.json`, Vonage at
-/// `/sms/json`, the generic format at any other path (e.g. `/send`). Stops when dropped.
+/// The fake HTTP provider: Twilio at `/2010-04-01/Accounts/{sid}/Messages.json` and
+/// `…/Calls.json`, Vonage at `/sms/json` and `/v1/calls`, WhatsApp at
+/// `/{version}/{phone number id}/messages`, the generic format at any other path (e.g.
+/// `/send`). Stops when dropped.
 pub struct FakeProviderServer {
     addr: SocketAddr,
     control: FakeControl,
@@ -384,60 +394,9 @@ async fn handle_http(control: &FakeControl, request: Request<Incoming>) -> Respo
     let received_at = Instant::now();
     let raw_body = String::from_utf8_lossy(&bytes).into_owned();
     let route = path.split('?').next().unwrap_or_default();
-    let format = if route.starts_with("/2010-04-01/Accounts/") && route.ends_with("/Messages.json")
-    {
-        WireFormat::Twilio
-    } else if route == "/sms/json" {
-        WireFormat::Vonage
-    } else {
-        WireFormat::Generic
-    };
-    let (form, to, body) = match format {
-        WireFormat::Twilio => {
-            let form = form_pairs(&bytes);
-            let get = |name: &str| {
-                form.iter()
-                    .find(|(key, _)| key == name)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            };
-            let (to, body) = (get("To"), get("Body"));
-            (form, to, body)
-        }
-        WireFormat::Vonage => {
-            let form = if is_json {
-                crate::providers::receipts::params_from_json(&bytes).unwrap_or_default()
-            } else {
-                form_pairs(&bytes)
-            };
-            let get = |name: &str| {
-                form.iter()
-                    .find(|(key, _)| key == name)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            };
-            let (to, body) = (get("to"), get("text"));
-            (form, to, body)
-        }
-        _ => {
-            let to = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|value| {
-                    value
-                        .get("to")
-                        .and_then(|to| to.as_str())
-                        .map(str::to_owned)
-                })
-                .unwrap_or_default();
-            (Vec::new(), to, raw_body.clone())
-        }
-    };
-    let prefix = match format {
-        WireFormat::Twilio => "SM",
-        WireFormat::Vonage => "",
-        _ => "msg-",
-    };
-    let (decision, latency) = control.decide(&to, prefix);
+    let format = WireFormat::of(route);
+    let (form, to, body) = format.read(&bytes, is_json);
+    let (decision, latency) = control.decide(&to, format.id_prefix());
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -447,10 +406,8 @@ async fn handle_http(control: &FakeControl, request: Request<Incoming>) -> Respo
             json_response(StatusCode::GATEWAY_TIMEOUT, serde_json::json!({}))
         }
         Decision::RateLimited(wait) => {
-            let mut response = json_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                serde_json::json!({"code": 20429, "message": "Too Many Requests", "status": 429}),
-            );
+            let (status, answer) = format.rate_limited();
+            let mut response = json_response(status, answer);
             if let Ok(value) = hyper::header::HeaderValue::from_str(&wait.as_secs().to_string()) {
                 response
                     .headers_mut()
@@ -458,42 +415,16 @@ async fn handle_http(control: &FakeControl, request: Request<Incoming>) -> Respo
             }
             response
         }
-        Decision::Fail => json_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            serde_json::json!({"code": 20500, "message": "Internal Server Error", "status": 500}),
-        ),
-        Decision::Reject => match format {
-            WireFormat::Vonage => json_response(
-                StatusCode::OK,
-                serde_json::json!({"message-count": "1", "messages": [
-                    {"to": to, "status": "7", "error-text": "Number barred."}]}),
-            ),
-            WireFormat::Twilio => json_response(
-                StatusCode::BAD_REQUEST,
-                serde_json::json!({"code": 21211, "message": "The 'To' number is not a valid phone number.",
-                    "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}),
-            ),
-            _ => json_response(
-                StatusCode::BAD_REQUEST,
-                serde_json::json!({"error": "destination rejected"}),
-            ),
-        },
+        Decision::Fail => {
+            let (status, answer) = format.failed();
+            json_response(status, answer)
+        }
+        Decision::Reject => {
+            let (status, answer) = format.rejected(&to);
+            json_response(status, answer)
+        }
         Decision::Accept { id, hang } => {
-            let answer = match format {
-                WireFormat::Twilio => (
-                    StatusCode::CREATED,
-                    serde_json::json!({"sid": id, "status": "queued", "to": to,
-                        "num_segments": "1", "error_code": null, "error_message": null}),
-                ),
-                WireFormat::Vonage => (
-                    StatusCode::OK,
-                    serde_json::json!({"message-count": "1", "messages": [
-                        {"to": to, "message-id": id, "status": "0",
-                         "remaining-balance": "10.00000000", "message-price": "0.03330000",
-                         "network": "26201"}]}),
-                ),
-                _ => (StatusCode::OK, serde_json::json!({"id": id})),
-            };
+            let (status, answer) = format.accepted(&id, &to);
             control
                 .record(RecordedMessage {
                     format,
@@ -511,9 +442,239 @@ async fn handle_http(control: &FakeControl, request: Request<Incoming>) -> Respo
             if hang {
                 tokio::time::sleep(HANG).await;
             }
-            json_response(answer.0, answer.1)
+            json_response(status, answer)
         }
     }
+}
+
+/// A JSON answer: its status and body.
+type JsonAnswer = (StatusCode, serde_json::Value);
+
+impl WireFormat {
+    /// The format a request to `route` speaks.
+    fn of(route: &str) -> WireFormat {
+        let twilio = route.starts_with("/2010-04-01/Accounts/");
+        if twilio && route.ends_with("/Messages.json") {
+            WireFormat::Twilio
+        } else if twilio && route.ends_with("/Calls.json") {
+            WireFormat::TwilioCall
+        } else if route == "/sms/json" {
+            WireFormat::Vonage
+        } else if route == "/v1/calls" {
+            WireFormat::VonageCall
+        } else if is_whatsapp_route(route) {
+            WireFormat::Whatsapp
+        } else {
+            WireFormat::Generic
+        }
+    }
+
+    /// How the fake's message ids begin.
+    fn id_prefix(self) -> &'static str {
+        match self {
+            WireFormat::Twilio => "SM",
+            WireFormat::TwilioCall => "CA",
+            WireFormat::Vonage | WireFormat::VonageCall => "",
+            WireFormat::Whatsapp => "wamid.",
+            WireFormat::Generic | WireFormat::Smtp => "msg-",
+        }
+    }
+
+    /// The request's form fields (form formats), its destination and its text: the SMS
+    /// body, the words a call reads, the code a WhatsApp template carries, or the raw body.
+    fn read(self, bytes: &[u8], is_json: bool) -> (Vec<(String, String)>, String, String) {
+        let json = || serde_json::from_slice::<serde_json::Value>(bytes).unwrap_or_default();
+        let text = |value: &serde_json::Value, pointer: &str| {
+            value
+                .pointer(pointer)
+                .and_then(|found| found.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        match self {
+            WireFormat::Twilio | WireFormat::TwilioCall | WireFormat::Vonage => {
+                let form = if is_json {
+                    crate::providers::receipts::params_from_json(bytes).unwrap_or_default()
+                } else {
+                    form_pairs(bytes)
+                };
+                let get = |name: &str| {
+                    form.iter()
+                        .find(|(key, _)| key == name)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default()
+                };
+                let (to, body) = match self {
+                    WireFormat::Twilio => (get("To"), get("Body")),
+                    WireFormat::TwilioCall => (get("To"), said_in(&get("Twiml"))),
+                    _ => (get("to"), get("text")),
+                };
+                (form, to, body)
+            }
+            WireFormat::VonageCall => {
+                let call = json();
+                (
+                    Vec::new(),
+                    text(&call, "/to/0/number"),
+                    text(&call, "/ncco/0/text"),
+                )
+            }
+            WireFormat::Whatsapp => {
+                let message = json();
+                let code = text(&message, "/template/components/0/parameters/0/text");
+                (Vec::new(), text(&message, "/to"), code)
+            }
+            WireFormat::Generic | WireFormat::Smtp => (
+                Vec::new(),
+                text(&json(), "/to"),
+                String::from_utf8_lossy(bytes).into_owned(),
+            ),
+        }
+    }
+
+    /// Too many requests, as the vendor says it (the caller adds `Retry-After`). WhatsApp
+    /// answers throughput errors with 400 and its own code.
+    fn rate_limited(self) -> JsonAnswer {
+        match self {
+            WireFormat::Whatsapp => graph_error(
+                StatusCode::BAD_REQUEST,
+                130429,
+                "(#130429) Rate limit hit: Cloud API message throughput has been reached.",
+            ),
+            WireFormat::VonageCall => (
+                StatusCode::TOO_MANY_REQUESTS,
+                serde_json::json!({"type": "https://developer.nexmo.com/api-errors#throttled",
+                    "title": "Too Many Requests", "detail": "Rate limit exceeded."}),
+            ),
+            _ => (
+                StatusCode::TOO_MANY_REQUESTS,
+                serde_json::json!({"code": 20429, "message": "Too Many Requests", "status": 429}),
+            ),
+        }
+    }
+
+    /// A server error, as the vendor says it.
+    fn failed(self) -> JsonAnswer {
+        match self {
+            WireFormat::Whatsapp => graph_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                131000,
+                "(#131000) Something went wrong",
+            ),
+            WireFormat::VonageCall => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({"type": "https://developer.nexmo.com/api-errors#internal",
+                    "title": "Internal Error"}),
+            ),
+            _ => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({"code": 20500, "message": "Internal Server Error", "status": 500}),
+            ),
+        }
+    }
+
+    /// A destination refused for good, as the vendor says it.
+    fn rejected(self, to: &str) -> JsonAnswer {
+        match self {
+            WireFormat::Vonage => (
+                StatusCode::OK,
+                serde_json::json!({"message-count": "1", "messages": [
+                    {"to": to, "status": "7", "error-text": "Number barred."}]}),
+            ),
+            WireFormat::Twilio => (
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"code": 21211, "message": "The 'To' number is not a valid phone number.",
+                    "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}),
+            ),
+            WireFormat::TwilioCall => (
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"code": 21217, "message": "Phone number does not appear to be valid",
+                    "more_info": "https://www.twilio.com/docs/errors/21217", "status": 400}),
+            ),
+            WireFormat::VonageCall => (
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"type": "https://developer.nexmo.com/api-errors#bad-request",
+                    "title": "Bad Request", "detail": "The destination number is invalid."}),
+            ),
+            WireFormat::Whatsapp => graph_error(
+                StatusCode::BAD_REQUEST,
+                131026,
+                "(#131026) Message Undeliverable.",
+            ),
+            WireFormat::Generic | WireFormat::Smtp => (
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"error": "destination rejected"}),
+            ),
+        }
+    }
+
+    /// The vendor's answer to a message it took under `id`.
+    fn accepted(self, id: &str, to: &str) -> JsonAnswer {
+        match self {
+            WireFormat::Twilio => (
+                StatusCode::CREATED,
+                serde_json::json!({"sid": id, "status": "queued", "to": to,
+                    "num_segments": "1", "error_code": null, "error_message": null}),
+            ),
+            WireFormat::TwilioCall => (
+                StatusCode::CREATED,
+                serde_json::json!({"sid": id, "status": "queued", "to": to, "direction": "outbound-api"}),
+            ),
+            WireFormat::Vonage => (
+                StatusCode::OK,
+                serde_json::json!({"message-count": "1", "messages": [
+                    {"to": to, "message-id": id, "status": "0",
+                     "remaining-balance": "10.00000000", "message-price": "0.03330000",
+                     "network": "26201"}]}),
+            ),
+            WireFormat::VonageCall => (
+                StatusCode::CREATED,
+                serde_json::json!({"uuid": id, "status": "started", "direction": "outbound",
+                    "conversation_uuid": format!("CON-{id}")}),
+            ),
+            WireFormat::Whatsapp => (
+                StatusCode::OK,
+                serde_json::json!({"messaging_product": "whatsapp",
+                    "contacts": [{"input": to, "wa_id": to}], "messages": [{"id": id}]}),
+            ),
+            WireFormat::Generic | WireFormat::Smtp => {
+                (StatusCode::OK, serde_json::json!({"id": id}))
+            }
+        }
+    }
+}
+
+/// `/v21.0/<phone number id>/messages`: the Cloud API's send route.
+fn is_whatsapp_route(route: &str) -> bool {
+    let parts: Vec<&str> = route.trim_start_matches('/').split('/').collect();
+    matches!(parts.as_slice(), [version, number, "messages"]
+        if version.starts_with('v') && !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The Graph API's error body.
+fn graph_error(status: StatusCode, code: u64, message: &str) -> JsonAnswer {
+    (
+        status,
+        serde_json::json!({"error": {"message": message, "type": "OAuthException",
+            "code": code, "fbtrace_id": "Afake"}}),
+    )
+}
+
+/// The words of the first `<Say>` in `twiml`, unescaped.
+fn said_in(twiml: &str) -> String {
+    let Some(open) = twiml.find("<Say") else {
+        return String::new();
+    };
+    let rest = &twiml[open..];
+    let (Some(start), Some(end)) = (rest.find('>'), rest.find("</Say>")) else {
+        return String::new();
+    };
+    rest[start + 1..end]
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
 }
 
 /// Posts a Twilio status callback to `url`, signed with `auth_token` as Twilio signs it.

@@ -484,6 +484,16 @@ pub fn extract_code(body: &str, len: usize) -> String {
     runs[0].to_string()
 }
 
+/// The code of length `len` a call reads out, spelled digit by digit (`4, 9, 3, …`).
+#[track_caller]
+pub fn spoken_code(words: &str, len: usize) -> String {
+    assert!(
+        digit_runs(words).iter().all(|run| run.len() < len),
+        "the code is spelled out, not written whole: {words:?}"
+    );
+    extract_code(&words.replace(", ", ""), len)
+}
+
 #[track_caller]
 pub fn message_code(message: &Value, len: usize) -> String {
     let body = message["body"]

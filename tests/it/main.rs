@@ -7,6 +7,7 @@ mod helpers;
 
 mod access;
 mod autofill;
+mod channels;
 mod check;
 mod concurrency;
 mod create;

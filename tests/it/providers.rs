@@ -43,7 +43,11 @@ pub(crate) fn http_provider(fake: &FakeProviderServer) -> ProviderSettings {
 /// Only `providers` (sandbox off), routed in the order of `route` for every channel they
 /// serve (the sandbox takes a channel none of them serves), a small breaker, one try per
 /// provider.
-fn configure(settings: &mut Settings, providers: Vec<(&str, ProviderSettings)>, route: &[&str]) {
+pub(crate) fn configure(
+    settings: &mut Settings,
+    providers: Vec<(&str, ProviderSettings)>,
+    route: &[&str],
+) {
     settings.sandbox.enabled = false;
     settings.providers = providers
         .into_iter()

@@ -754,6 +754,7 @@ fn email(to: &str) -> OutboundMessage {
         channel: Channel::Email,
         to: to.into(),
         body: "Your code is 123456".into(),
+        locale: None,
         sender_id: None,
         registration: None,
     }

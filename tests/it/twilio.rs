@@ -187,6 +187,47 @@ async fn a_verification_is_created_checked_and_read_in_twilio_s_shapes() {
 }
 
 #[tokio::test]
+async fn channel_call_is_a_voice_call_that_reads_the_code() {
+    let app = spawn_app_with(|settings| {
+        settings
+            .routing
+            .regions
+            .get_mut("default")
+            .expect("the default route")
+            .insert(otpd::domain::Channel::Voice, vec!["sandbox".into()]);
+    })
+    .await;
+    let twilio = Twilio::of(&app);
+    let created = twilio
+        .post(
+            &twilio.verifications(),
+            &[("To", DE_MOBILE), ("Channel", "call")],
+        )
+        .await;
+    created.expect_status(201);
+    assert_eq!(created.str("channel"), "call", "{}", created.text);
+    assert_eq!(
+        created.body["send_code_attempts"][0]["channel"], "call",
+        "{}",
+        created.text
+    );
+    let sid = created.str("sid").to_owned();
+    let id = format!("ver_{}", &sid[2..]);
+    let sent = app.messages_for(&id, 1).await;
+    assert_eq!(sent[0]["channel"], "voice", "{}", sent[0]);
+    let code = spoken_code(sent[0]["body"].as_str().expect("the words"), 6);
+    let checked = twilio
+        .post(
+            &twilio.check_route(),
+            &[("VerificationSid", &sid), ("Code", &code)],
+        )
+        .await;
+    checked.expect_status(200);
+    assert_eq!(checked.str("status"), "approved", "{}", checked.text);
+    assert_eq!(checked.str("channel"), "call", "{}", checked.text);
+}
+
+#[tokio::test]
 async fn amount_and_payee_bind_the_code_to_the_transaction() {
     let app = spawn_app().await;
     let twilio = Twilio::of(&app);

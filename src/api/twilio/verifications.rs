@@ -6,7 +6,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::auth::Account;
 use super::error::{TwilioError, TwilioErrorBody};
 use super::form::Form;
-use super::views::{parse_verification_sid, CheckResource, VerificationResource};
+use super::views::{
+    parse_verification_sid, twilio_channel_name, CheckResource, VerificationResource,
+};
 use crate::api::error::ApiError;
 use crate::api::verifications::{counted, run_check};
 use crate::api::AppState;
@@ -274,23 +276,29 @@ fn verification(sid: &str) -> Result<VerificationId, TwilioError> {
         .ok_or_else(|| TwilioError::not_found(&format!("/Verifications/{sid}")))
 }
 
-/// otpd's channel for Twilio's `Channel`; Twilio's channels otpd does not offer are refused.
+/// otpd's channel for Twilio's `Channel` (`call` is voice); Twilio's channels otpd does not
+/// have are refused. Whether this deployment offers the channel is the issuer's to say.
 fn twilio_channel(channel: &str, to: &str) -> Result<Channel, TwilioError> {
-    let offered = || {
+    let names = || {
         Channel::all()
-            .map(Channel::as_str)
+            .map(twilio_channel_name)
             .collect::<Vec<_>>()
-            .join(" and ")
+            .join(", ")
     };
     match channel {
         "auto" => Ok(channel_of(to)),
-        "call" | "whatsapp" | "sna" => Err(TwilioError::invalid_parameter(format!(
-            "Channel {channel} is not offered by this otpd; it sends by {}.",
-            offered()
+        "sna" => Err(TwilioError::invalid_parameter(format!(
+            "Channel sna is not offered by otpd; it sends by {}.",
+            names()
         ))),
-        _ => channel.parse::<Channel>().map_err(|_| {
-            TwilioError::invalid_parameter(format!("Channel must be one of {}.", offered()))
-        }),
+        _ => Channel::all()
+            .find(|known| twilio_channel_name(*known) == channel)
+            .ok_or_else(|| {
+                TwilioError::invalid_parameter(format!(
+                    "Channel must be one of {}, or auto.",
+                    names()
+                ))
+            }),
     }
 }
 
@@ -340,7 +348,8 @@ pub struct CreateForm {
     /// An E.164 phone number (sms) or an email address (email).
     #[schema(example = "+4915112345678")]
     To: String,
-    /// `sms`, `email`, or `auto` (email for an address, sms for a number).
+    /// `sms`, `email`, `call`, `whatsapp`, or `auto` (email for an address, sms for a
+    /// number).
     #[schema(example = "sms")]
     Channel: String,
     /// A language tag for the message, such as `de` or `pt-BR`.

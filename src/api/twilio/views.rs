@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use crate::domain::attempt::{summarize, SendProgress};
 use crate::domain::destination::mask;
-use crate::domain::{DeliveryState, Status, Timestamp, Verification, VerificationId};
+use crate::domain::{Channel, DeliveryState, Status, Timestamp, Verification, VerificationId};
 use crate::tenants::{account_sid, service_sid};
 use crate::verify::CheckOutcome;
 
@@ -27,6 +27,14 @@ fn status_of(record: &Verification, now: Timestamp) -> &'static str {
     match record.status_at(now) {
         Status::Pending if record.delivery == DeliveryState::Failed => "failed",
         status => status.as_str(),
+    }
+}
+
+/// A channel as Twilio names it: `call` for voice, the others as otpd names them.
+pub fn twilio_channel_name(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Voice => "call",
+        other => other.as_str(),
     }
 }
 
@@ -77,7 +85,7 @@ impl VerificationResource {
             service_sid,
             account_sid: account_sid(&record.tenant),
             to: mask(&record.to),
-            channel: record.channel.as_str(),
+            channel: twilio_channel_name(record.channel),
             status: status_of(record, now),
             valid: record.status == Status::Approved,
             lookup: serde_json::Map::new(),
@@ -114,7 +122,7 @@ fn send_code_attempts(record: &Verification) -> Vec<SendCodeAttempt> {
     (1..=record.send_seq)
         .map(|seq| SendCodeAttempt {
             attempt_sid: attempt_sid(record, seq),
-            channel: record.channel.as_str(),
+            channel: twilio_channel_name(record.channel),
             time: send_time(record, seq).map(Timestamp::to_rfc3339),
         })
         .collect()
@@ -174,7 +182,7 @@ impl AttemptPage {
                     } else {
                         "unconverted"
                     },
-                    channel: record.channel.as_str(),
+                    channel: twilio_channel_name(record.channel),
                     channel_data: serde_json::json!({
                         "to": mask(&record.to),
                         "provider": send.sent.and_then(|attempt| attempt.provider.clone()),
@@ -220,7 +228,7 @@ impl CheckResource {
             service_sid: service_sid(&record.tenant),
             account_sid: account_sid(&record.tenant),
             to: mask(&record.to),
-            channel: record.channel.as_str(),
+            channel: twilio_channel_name(record.channel),
             status: outcome.status.as_str(),
             valid: outcome.valid,
             amount: transaction.amount,

@@ -201,16 +201,20 @@ mod tests {
     use super::*;
     use crate::delivery::region::every_routing_key;
     use crate::delivery::settings::RegionSettings;
+    use crate::domain::Channel;
     use std::collections::BTreeMap;
 
     fn keys() -> Vec<String> {
-        every_routing_key(&RegionSettings {
-            default: "world".into(),
-            countries: BTreeMap::from([
-                ("eu".into(), vec!["DE".into(), "FR".into()]),
-                ("apac".into(), vec!["AU".into()]),
-            ]),
-        })
+        every_routing_key(
+            &RegionSettings {
+                default: "world".into(),
+                countries: BTreeMap::from([
+                    ("eu".into(), vec!["DE".into(), "FR".into()]),
+                    ("apac".into(), vec!["AU".into()]),
+                ]),
+            },
+            &[Channel::Sms, Channel::Email],
+        )
     }
 
     fn topology(queues: &[(&str, &[&str])]) -> Topology {

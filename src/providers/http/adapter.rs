@@ -253,6 +253,7 @@ mod tests {
             channel: Channel::Sms,
             to: "+4915112345678".into(),
             body: body.into(),
+            locale: None,
             sender_id: None,
             registration: None,
         }

@@ -172,16 +172,21 @@ impl Provider for TwilioProvider {
                 provider_message_id: resource.and_then(|resource| resource.sid),
             });
         }
-        let detail = match serde_json::from_slice::<ErrorBody>(bytes) {
-            Ok(ErrorBody { code, message }) => {
-                let code = code.map(|code| code.to_string()).unwrap_or_default();
-                format!(
-                    "Twilio error {code}: {}",
-                    message.unwrap_or_else(|| "no message".into())
-                )
-            }
-            Err(_) => String::new(),
-        };
-        Err(answer.refused(&detail))
+        Err(answer.refused(&error_detail(bytes)))
+    }
+}
+
+/// What Twilio's error body says: `Twilio error 21211: The 'To' number is not valid.`;
+/// empty when the body is not Twilio's.
+pub(super) fn error_detail(body: &[u8]) -> String {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody { code, message }) => {
+            let code = code.map(|code| code.to_string()).unwrap_or_default();
+            format!(
+                "Twilio error {code}: {}",
+                message.unwrap_or_else(|| "no message".into())
+            )
+        }
+        Err(_) => String::new(),
     }
 }

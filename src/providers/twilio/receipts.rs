@@ -78,9 +78,12 @@ pub fn verify_twilio_signature(
     }
 }
 
-/// Reads a Twilio status callback: `MessageSid`, `MessageStatus` (queued, sending, sent,
-/// delivered, undelivered, failed, …), `ErrorCode`.
+/// Reads a Twilio status callback: a message's `MessageSid`, `MessageStatus` (queued,
+/// sending, sent, delivered, undelivered, failed, …), `ErrorCode`; or a call's.
 pub fn parse_twilio(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
+    if field(params, "CallSid").is_some() && field(params, "MessageSid").is_none() {
+        return parse_twilio_call(params);
+    }
     let sid = field(params, "MessageSid")
         .or_else(|| field(params, "SmsSid"))
         .ok_or(ReceiptError::MissingField("MessageSid"))?;
@@ -91,6 +94,24 @@ pub fn parse_twilio(params: &[(String, String)]) -> Result<Receipt, ReceiptError
         "delivered" | "read" => ReceiptStatus::Delivered,
         "undelivered" | "failed" | "canceled" => ReceiptStatus::Failed,
         "accepted" | "scheduled" | "queued" | "sending" | "sent" => ReceiptStatus::Pending,
+        other => return Err(ReceiptError::UnknownStatus(other.to_owned())),
+    };
+    Ok(Receipt {
+        provider_message_id: sid.to_owned(),
+        status,
+        error_code: error_code(params, "ErrorCode"),
+    })
+}
+
+/// Reads a call's status callback: `CallSid`, `CallStatus`. A completed call was answered
+/// and the text read: delivered. Busy, unanswered, failed or canceled: failed.
+fn parse_twilio_call(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
+    let sid = field(params, "CallSid").ok_or(ReceiptError::MissingField("CallSid"))?;
+    let state = field(params, "CallStatus").ok_or(ReceiptError::MissingField("CallStatus"))?;
+    let status = match state {
+        "completed" => ReceiptStatus::Delivered,
+        "busy" | "no-answer" | "failed" | "canceled" => ReceiptStatus::Failed,
+        "queued" | "initiated" | "ringing" | "in-progress" => ReceiptStatus::Pending,
         other => return Err(ReceiptError::UnknownStatus(other.to_owned())),
     };
     Ok(Receipt {
@@ -207,5 +228,29 @@ mod tests {
             parse_twilio(&pairs(&[("MessageSid", "SM1"), ("MessageStatus", "lost")])),
             Err(ReceiptError::UnknownStatus(_))
         ));
+    }
+
+    #[test]
+    fn a_call_s_status_maps_to_a_receipt() {
+        for (state, status) in [
+            ("ringing", ReceiptStatus::Pending),
+            ("in-progress", ReceiptStatus::Pending),
+            ("completed", ReceiptStatus::Delivered),
+            ("no-answer", ReceiptStatus::Failed),
+            ("busy", ReceiptStatus::Failed),
+        ] {
+            let params = pairs(&[
+                ("CallSid", "CA1"),
+                ("CallStatus", state),
+                ("AccountSid", "AC1"),
+            ]);
+            let receipt = parse_twilio(&params).unwrap();
+            assert_eq!(receipt.provider_message_id, "CA1");
+            assert_eq!(receipt.status, status, "{state}");
+        }
+        assert_eq!(
+            parse_twilio(&pairs(&[("CallSid", "CA1")])),
+            Err(ReceiptError::MissingField("CallStatus"))
+        );
     }
 }

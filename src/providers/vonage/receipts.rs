@@ -25,8 +25,11 @@ impl ReceiptReader for VonageReceipts {
 
 /// Reads a Vonage SMS delivery receipt (query string, form or JSON turned into pairs):
 /// `messageId`, `status` (delivered, expired, failed, rejected, accepted, buffered,
-/// unknown), `err-code`.
+/// unknown), `err-code`; or a call's event.
 pub fn parse_vonage(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
+    if field(params, "uuid").is_some() && field(params, "messageId").is_none() {
+        return parse_vonage_call(params);
+    }
     let id = field(params, "messageId").ok_or(ReceiptError::MissingField("messageId"))?;
     let state = field(params, "status").ok_or(ReceiptError::MissingField("status"))?;
     let status = match state {
@@ -39,6 +42,26 @@ pub fn parse_vonage(params: &[(String, String)]) -> Result<Receipt, ReceiptError
         provider_message_id: id.to_owned(),
         status,
         error_code: error_code(params, "err-code"),
+    })
+}
+
+/// Reads a call's event: `uuid`, `status`. An answered call had the text read: delivered.
+/// Busy, unanswered, rejected, timed out, failed or cancelled: failed.
+fn parse_vonage_call(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
+    let id = field(params, "uuid").ok_or(ReceiptError::MissingField("uuid"))?;
+    let state = field(params, "status").ok_or(ReceiptError::MissingField("status"))?;
+    let status = match state {
+        "answered" | "completed" => ReceiptStatus::Delivered,
+        "busy" | "cancelled" | "failed" | "rejected" | "timeout" | "unanswered" => {
+            ReceiptStatus::Failed
+        }
+        "started" | "ringing" | "machine" | "human" => ReceiptStatus::Pending,
+        other => return Err(ReceiptError::UnknownStatus(other.to_owned())),
+    };
+    Ok(Receipt {
+        provider_message_id: id.to_owned(),
+        status,
+        error_code: None,
     })
 }
 
@@ -75,5 +98,29 @@ mod tests {
         assert!(verify_shared_secret(&secret, Some("s3cre")).is_err());
         assert!(verify_shared_secret(&secret, None).is_err());
         assert!(verify_shared_secret(&SecretString::from(""), Some("")).is_err());
+    }
+
+    #[test]
+    fn a_call_s_events_map_to_receipts() {
+        let body = br#"{"uuid": "63f61863-4a51-4f6b-86e1-46edebcf9356", "status": "answered",
+            "direction": "outbound", "conversation_uuid": "CON-1", "timestamp": "2026-12-04T13:00:00.000Z"}"#;
+        let receipt = parse_vonage(&params_from_json(body).unwrap()).unwrap();
+        assert_eq!(
+            receipt.provider_message_id,
+            "63f61863-4a51-4f6b-86e1-46edebcf9356"
+        );
+        assert_eq!(receipt.status, ReceiptStatus::Delivered);
+        for (state, status) in [
+            ("ringing", ReceiptStatus::Pending),
+            ("unanswered", ReceiptStatus::Failed),
+            ("busy", ReceiptStatus::Failed),
+        ] {
+            let params = pairs(&[("uuid", "u1"), ("status", state)]);
+            assert_eq!(parse_vonage(&params).unwrap().status, status, "{state}");
+        }
+        assert!(matches!(
+            parse_vonage(&pairs(&[("uuid", "u1"), ("status", "teleported")])),
+            Err(ReceiptError::UnknownStatus(_))
+        ));
     }
 }

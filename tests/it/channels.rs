@@ -1,0 +1,156 @@
+//! The channels beyond SMS and email through the whole engine: a call that reads the code
+//! digit by digit (Twilio's Calls against the fake), a WhatsApp authentication template that
+//! carries the code alone (the Cloud API fake), and a channel no provider is routed for.
+
+use secrecy::SecretString;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use otpd::providers::{ProviderSettings, TwilioVoiceConfig, WhatsappConfig};
+use otpd::testing::fakes::{FakeProviderServer, RecordedMessage, WireFormat};
+
+use crate::helpers::*;
+use crate::providers::configure;
+
+/// The first message `fake` takes, within a few seconds.
+async fn first_message(fake: &FakeProviderServer) -> RecordedMessage {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(message) = fake.control().messages().into_iter().next() {
+            return message;
+        }
+        assert!(Instant::now() < deadline, "nothing reached the fake");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Creates a verification on `channel` to `to` in `locale`; returns its id.
+async fn create_on(app: &TestApp, channel: &str, to: &str, locale: &str) -> String {
+    let reply = app
+        .create(&json!({"channel": channel, "to": to, "locale": locale}))
+        .await;
+    reply.expect_status(201);
+    assert_eq!(reply.str("channel"), channel, "{}", reply.text);
+    reply.str("id").to_owned()
+}
+
+/// Waits until the verification's send is recorded, and returns how it went.
+async fn delivery_of(app: &TestApp, id: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let record = app.get(id).await;
+        record.expect_status(200);
+        if record.str("delivery") != "queued" {
+            return record.str("delivery").to_owned();
+        }
+        assert!(Instant::now() < deadline, "never recorded: {}", record.text);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_call_reads_the_code_digit_by_digit_in_the_person_s_language() {
+    let fake = FakeProviderServer::start().await.unwrap();
+    let app = spawn_app_with(|s| {
+        configure(
+            s,
+            vec![(
+                "call",
+                ProviderSettings::TwilioVoice(TwilioVoiceConfig {
+                    base_url: fake.base_url(),
+                    account_sid: "AC0123456789abcdef0123456789abcdef".into(),
+                    auth_token: SecretString::from("twilio-token-1"),
+                    from: "+15005550006".into(),
+                    status_callback: None,
+                    voice: None,
+                    languages: BTreeMap::from([("de".to_owned(), "de-DE".to_owned())]),
+                    repeat: 2,
+                    timeout_ms: 2_000,
+                }),
+            )],
+            &["call"],
+        )
+    })
+    .await;
+    let to = de_mobile(71);
+    let id = create_on(&app, "voice", &to, "de").await;
+    let call = first_message(&fake).await;
+    assert_eq!(call.format, WireFormat::TwilioCall);
+    assert_eq!(call.field("To"), Some(to.as_str()));
+    let twiml = call.field("Twiml").expect("TwiML");
+    assert!(
+        twiml.starts_with(
+            r#"<Response><Say loop="2" language="de-DE">Ihr Bestätigungscode lautet "#
+        ),
+        "{twiml}"
+    );
+    let code = spoken_code(&call.body, 6);
+    assert_eq!(delivery_of(&app, &id).await, "sent");
+    let reply = app.check_code(&id, &code).await;
+    reply.expect_status(200);
+    assert_eq!(reply.body["status"], "approved", "{}", reply.text);
+}
+
+#[tokio::test]
+async fn whatsapp_carries_the_code_alone_in_the_approved_template() {
+    let fake = FakeProviderServer::start().await.unwrap();
+    let app = spawn_app_with(|s| {
+        configure(
+            s,
+            vec![(
+                "wa",
+                ProviderSettings::Whatsapp(WhatsappConfig {
+                    base_url: fake.base_url(),
+                    api_version: "v21.0".into(),
+                    phone_number_id: "106540352242922".into(),
+                    access_token: SecretString::from("EAAG-token"),
+                    template: "otp_login".into(),
+                    languages: BTreeMap::new(),
+                    default_language: "en_US".into(),
+                    timeout_ms: 2_000,
+                }),
+            )],
+            &["wa"],
+        )
+    })
+    .await;
+    let to = de_mobile(72);
+    let id = create_on(&app, "whatsapp", &to, "en").await;
+    let message = first_message(&fake).await;
+    assert_eq!(message.format, WireFormat::Whatsapp);
+    assert_eq!(message.path, "/v21.0/106540352242922/messages");
+    let sent: serde_json::Value = serde_json::from_str(&message.raw_body).unwrap();
+    assert_eq!(sent["to"], to.trim_start_matches('+'));
+    assert_eq!(sent["template"]["name"], "otp_login");
+    let code = message.body.clone();
+    assert_eq!(code.len(), 6, "the code alone: {code}");
+    assert!(code.bytes().all(|b| b.is_ascii_digit()), "{code}");
+    assert_eq!(
+        sent["template"]["components"][1]["parameters"][0]["text"],
+        code.as_str(),
+        "the copy-code button carries the code"
+    );
+    assert_eq!(delivery_of(&app, &id).await, "sent");
+    let reply = app.check_code(&id, &code).await;
+    reply.expect_status(200);
+    assert_eq!(reply.body["status"], "approved", "{}", reply.text);
+}
+
+#[tokio::test]
+async fn a_channel_no_provider_is_routed_for_is_refused_with_the_setting_to_give() {
+    let app = spawn_app().await;
+    for channel in ["voice", "whatsapp"] {
+        let reply = app
+            .create(&json!({"channel": channel, "to": de_mobile(73)}))
+            .await;
+        reply.expect_error(400, "invalid_request");
+        let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("routing.default.{channel}"))
+                && message.contains("use \"sms\" or \"email\""),
+            "{message}"
+        );
+    }
+    assert!(app.outbox_is_empty(), "nothing was sent");
+}
