@@ -876,6 +876,8 @@ fn whatsapp(server: &FakeProviderServer) -> WhatsappProvider {
                 ("pt-BR".to_owned(), "pt_BR".to_owned()),
             ]),
             default_language: "en_US".into(),
+            app_secret: None,
+            verify_token: None,
             timeout_ms: TIMEOUT_MS,
         },
     )

@@ -109,7 +109,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(resource("/v1/providers").route(web::get().to(ops::providers)))
         .service(resource("/v1/cluster").route(web::get().to(ops::cluster)))
         .service(
-            resource("/v1/providers/{provider}/receipts").route(web::post().to(receipts::receive)),
+            resource("/v1/providers/{provider}/receipts")
+                .route(web::post().to(receipts::receive))
+                .route(web::get().to(receipts::confirm_subscription)),
         )
         .service(resource("/v1/verifications").route(web::post().to(verifications::create)))
         .service(

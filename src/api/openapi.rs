@@ -64,6 +64,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         fraud::blocks,
         fraud::lift,
         receipts::receive,
+        receipts::confirm_subscription,
         ops::healthz,
         ops::readyz,
         ops::prometheus,

@@ -1,5 +1,6 @@
 //! POST /v1/providers/{provider}/receipts: hands the call to the provider's receipt reader
-//! (its own format and authentication), then to delivery's recorder.
+//! (its own format and authentication), then each receipt it carries to delivery's
+//! recorder. GET on the same URL answers a vendor's subscription check (WhatsApp's).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -37,9 +38,12 @@ impl ReceiptBook {
 /// What otpd made of a delivery receipt.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub(super) struct ReceiptTaken {
-    /// `recorded`, or `ignored` for a receipt about no message otpd knows.
+    /// `recorded`, or `ignored` when the call is about no message otpd knows.
     #[schema(example = "recorded")]
     status: &'static str,
+    /// The receipts the call carried that otpd recorded (a vendor may batch several).
+    #[schema(example = 1)]
+    recorded: usize,
 }
 
 /// A provider's delivery receipt, in that provider's own format and authentication (its
@@ -64,13 +68,7 @@ pub async fn receive(
     mut payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let provider = provider.into_inner();
-    let reader = state.receipts.readers.get(&provider).cloned().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("No provider '{provider}' takes delivery receipts here; check the URL given to the provider."),
-        )
-    })?;
+    let reader = reader_of(&state, &provider)?;
     if reader.needs_tenant_key() {
         authenticate_tenant(&request)?;
     }
@@ -96,15 +94,61 @@ pub async fn receive(
         body: &body,
         is_json: is_json(&request),
     };
-    let receipt = reader.read(&call)?;
-    let recorded = state
-        .recorder
-        .receipt(&provider, &receipt)
-        .await
-        .map_err(ApiError::unavailable)?;
+    let mut recorded = 0;
+    for receipt in reader.read(&call)? {
+        let known = state
+            .recorder
+            .receipt(&provider, &receipt)
+            .await
+            .map_err(ApiError::unavailable)?;
+        recorded += usize::from(known);
+    }
     Ok(HttpResponse::Ok().json(ReceiptTaken {
-        status: if recorded { "recorded" } else { "ignored" },
+        status: if recorded > 0 { "recorded" } else { "ignored" },
+        recorded,
     }))
+}
+
+/// A vendor's check that this URL takes its webhooks (WhatsApp: `hub.mode=subscribe`,
+/// `hub.verify_token`, `hub.challenge`): the challenge, as plain text, when the token is
+/// the one configured.
+#[utoipa::path(get, path = "/v1/providers/{provider}/receipts", operation_id = "confirm_receipt_subscription", tag = "providers",
+    params(("provider" = String, Path, description = "The provider's id in the settings")),
+    responses(
+        (status = 200, description = "The challenge, echoed", body = String, content_type = "text/plain"),
+        (status = 400, description = "No challenge to answer", body = ErrorEnvelope),
+        (status = 401, description = "The verify token is missing or wrong", body = ErrorEnvelope),
+        (status = 404, description = "No such provider takes receipts, or it makes no such check", body = ErrorEnvelope),
+    ))]
+pub async fn confirm_subscription(
+    state: web::Data<AppState>,
+    provider: web::Path<String>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let provider = provider.into_inner();
+    let reader = reader_of(&state, &provider)?;
+    let query = parse_form(request.query_string().as_bytes()).unwrap_or_default();
+    match reader.confirm_subscription(&query) {
+        Some(challenge) => Ok(HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(challenge?)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("Provider '{provider}' makes no subscription check; it POSTs its receipts to this URL."),
+        )),
+    }
+}
+
+/// The receipt reader of `provider`, or 404.
+fn reader_of(state: &AppState, provider: &str) -> Result<Arc<dyn ReceiptReader>, ApiError> {
+    state.receipts.readers.get(provider).cloned().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("No provider '{provider}' takes delivery receipts here; check the URL given to the provider."),
+        )
+    })
 }
 
 fn authenticate_tenant(request: &HttpRequest) -> Result<Tenant, ApiError> {

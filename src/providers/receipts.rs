@@ -155,8 +155,19 @@ pub trait ReceiptReader: Send + Sync {
     /// its body is read: an unauthenticated caller is never waited on for a body.
     fn admit(&self, head: &ReceiptHead<'_>) -> Result<(), ReceiptError>;
 
-    /// Reads an admitted call's receipt, checking what only its body can show.
-    fn read(&self, call: &ReceiptCall<'_>) -> Result<Receipt, ReceiptError>;
+    /// Reads an admitted call's receipts, checking what only its body can show. Most calls
+    /// carry one; a vendor may batch several, or call about no message at all (none).
+    fn read(&self, call: &ReceiptCall<'_>) -> Result<Vec<Receipt>, ReceiptError>;
+
+    /// Answers a vendor's check that the receipt URL is its subscriber (a `GET` with a
+    /// challenge, as WhatsApp's webhooks make): the text to answer with, or why not. `None`
+    /// for vendors that make no such check.
+    fn confirm_subscription(
+        &self,
+        _query: &[(String, String)],
+    ) -> Option<Result<String, ReceiptError>> {
+        None
+    }
 
     /// Whether the caller must show a tenant API key instead of a provider's credentials
     /// (the sandbox's receipts, for development).

@@ -7,11 +7,15 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use otpd::providers::whatsapp::{whatsapp_signature, WHATSAPP_SIGNATURE_HEADER};
 use otpd::providers::{ProviderSettings, TwilioVoiceConfig, WhatsappConfig};
 use otpd::testing::fakes::{FakeProviderServer, RecordedMessage, WireFormat};
 
 use crate::helpers::*;
 use crate::providers::configure;
+
+/// The WhatsApp app's secret, which signs its webhooks.
+const APP_SECRET: &str = "app-secret-1";
 
 /// The first message `fake` takes, within a few seconds.
 async fn first_message(fake: &FakeProviderServer) -> RecordedMessage {
@@ -108,6 +112,8 @@ async fn whatsapp_carries_the_code_alone_in_the_approved_template() {
                     template: "otp_login".into(),
                     languages: BTreeMap::new(),
                     default_language: "en_US".into(),
+                    app_secret: Some(SecretString::from(APP_SECRET)),
+                    verify_token: Some(SecretString::from("verify-1")),
                     timeout_ms: 2_000,
                 }),
             )],
@@ -135,6 +141,46 @@ async fn whatsapp_carries_the_code_alone_in_the_approved_template() {
     let reply = app.check_code(&id, &code).await;
     reply.expect_status(200);
     assert_eq!(reply.body["status"], "approved", "{}", reply.text);
+
+    // WhatsApp checks the webhook URL, then posts the statuses, batched and signed.
+    let receipts = app.url("/v1/providers/wa/receipts");
+    let client = http_client();
+    let check = |token: &str| {
+        client.get(format!(
+            "{receipts}?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444"
+        ))
+    };
+    let confirmed = send(check("verify-1")).await;
+    confirmed.expect_status(200);
+    assert_eq!(confirmed.text, "1158201444");
+    send(check("verify-2"))
+        .await
+        .expect_error(401, "unauthorized");
+    let statuses = json!({"object": "whatsapp_business_account", "entry": [{"id": "1",
+    "changes": [{"field": "messages", "value": {"messaging_product": "whatsapp",
+        "statuses": [
+            {"id": message.provider_message_id, "status": "sent", "recipient_id": "x"},
+            {"id": message.provider_message_id, "status": "delivered", "recipient_id": "x"},
+            {"id": "wamid.unknown", "status": "delivered", "recipient_id": "y"}
+        ]}}]}]})
+    .to_string();
+    let signature = whatsapp_signature(&SecretString::from(APP_SECRET), statuses.as_bytes());
+    let post = |signature: &str| {
+        client
+            .post(&receipts)
+            .header(WHATSAPP_SIGNATURE_HEADER, signature)
+            .header("content-type", "application/json")
+            .body(statuses.clone())
+    };
+    send(post("sha256=00"))
+        .await
+        .expect_error(401, "unauthorized");
+    let taken = send(post(&signature)).await;
+    taken.expect_status(200);
+    // `sent` tells nothing new, and the third is about no message of otpd's.
+    assert_eq!(taken.body["recorded"], 1, "{}", taken.text);
+    let record = app.get(&id).await;
+    assert_eq!(record.str("delivery"), "delivered", "{}", record.text);
 }
 
 #[tokio::test]

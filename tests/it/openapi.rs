@@ -24,6 +24,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/fraud/blocks"),
     ("delete", "/v1/admin/fraud/blocks/{prefix}"),
     ("post", "/v1/providers/{provider}/receipts"),
+    ("get", "/v1/providers/{provider}/receipts"),
     ("get", "/v1/providers"),
     ("get", "/v1/cluster"),
     ("get", "/healthz"),

@@ -30,8 +30,8 @@ impl ReceiptReader for GenericReceipts {
         }
     }
 
-    fn read(&self, call: &ReceiptCall<'_>) -> Result<Receipt, ReceiptError> {
-        parse_generic(&params_from_json(call.body)?)
+    fn read(&self, call: &ReceiptCall<'_>) -> Result<Vec<Receipt>, ReceiptError> {
+        parse_generic(&params_from_json(call.body)?).map(|receipt| vec![receipt])
     }
 
     fn needs_tenant_key(&self) -> bool {

@@ -29,7 +29,7 @@ impl ReceiptReader for TwilioReceipts {
             .ok_or(ReceiptError::Unauthenticated)
     }
 
-    fn read(&self, call: &ReceiptCall<'_>) -> Result<Receipt, ReceiptError> {
+    fn read(&self, call: &ReceiptCall<'_>) -> Result<Vec<Receipt>, ReceiptError> {
         let params = parse_form(call.body)?;
         let signature = (call.head.header)(TWILIO_SIGNATURE_HEADER);
         verify_twilio_signature(
@@ -38,7 +38,7 @@ impl ReceiptReader for TwilioReceipts {
             &params,
             signature.as_deref(),
         )?;
-        parse_twilio(&params)
+        parse_twilio(&params).map(|receipt| vec![receipt])
     }
 }
 

@@ -18,8 +18,8 @@ impl ReceiptReader for VonageReceipts {
         check_shared_secret(self.secret.as_ref(), head)
     }
 
-    fn read(&self, call: &ReceiptCall<'_>) -> Result<Receipt, ReceiptError> {
-        parse_vonage(&call.pairs()?)
+    fn read(&self, call: &ReceiptCall<'_>) -> Result<Vec<Receipt>, ReceiptError> {
+        parse_vonage(&call.pairs()?).map(|receipt| vec![receipt])
     }
 }
 

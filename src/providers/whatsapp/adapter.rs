@@ -67,6 +67,14 @@ pub struct WhatsappConfig {
     /// The template language for a locale `languages` does not name. Default `en_US`.
     #[serde(default = "default_language")]
     pub default_language: String,
+    /// The app's secret, which signs the webhooks that carry message statuses
+    /// (`X-Hub-Signature-256`). Default unset: statuses are refused.
+    #[serde(default)]
+    pub app_secret: Option<SecretString>,
+    /// The token WhatsApp's subscription check must give (`hub.verify_token`), chosen when
+    /// the webhook is set up. Default unset: the check is refused.
+    #[serde(default)]
+    pub verify_token: Option<SecretString>,
     /// Milliseconds a send may take, connecting included. Default 5000.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -100,6 +108,17 @@ impl WhatsappConfig {
             problems.push(format!(
                 "{prefix}.template is empty; set the approved authentication template's name"
             ));
+        }
+        for (name, secret) in [
+            ("app_secret", &self.app_secret),
+            ("verify_token", &self.verify_token),
+        ] {
+            if secret
+                .as_ref()
+                .is_some_and(|secret| secret.expose_secret().is_empty())
+            {
+                problems.push(format!("{prefix}.{name} is empty; set it or leave it out"));
+            }
         }
         check_timeout(&mut problems, prefix, self.timeout_ms);
         problems
