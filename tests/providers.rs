@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use otpd::domain::{Channel, JobId, VerificationId};
+use otpd::domain::{Channel, JobId, OtpCode, VerificationId};
 use otpd::providers::receipts::{self, ReceiptStatus};
 use otpd::providers::twilio::receipts::{parse_twilio, verify_twilio_signature};
 use otpd::providers::twilio::TWILIO_SIGNATURE_HEADER;
@@ -33,6 +33,7 @@ fn message(channel: Channel, to: &str) -> OutboundMessage {
         to: to.into(),
         body: CODE_TEXT.into(),
         locale: None,
+        code: OtpCode::parse("493817").unwrap(),
         sender_id: None,
         registration: None,
     }
@@ -617,6 +618,59 @@ fn assert_no_spoken_code(error: &ProviderError) {
     assert!(!error.to_string().contains("4, 9, 3"), "{error}");
 }
 
+/// What a provider must make of its fake's faults.
+struct Classified<'a> {
+    /// The pause a rate limit asks for, as the provider reports it.
+    throttled_for: Duration,
+    /// What the error of a server failure says.
+    failure_says: &'a str,
+    /// What the error of a rejected number says.
+    rejection_says: &'a str,
+}
+
+/// The `Retry-After` the fakes' rate limit gives in `assert_faults_classified`.
+const FAKE_RETRY_AFTER: Duration = Duration::from_secs(4);
+
+/// Drives `provider` through its fake's faults, one at a time: a rate limit, a server
+/// error, a rejected number, a hang. Each error is classified as `expected` says and never
+/// holds the code, written or spelled out; a hang places nothing.
+async fn assert_faults_classified(
+    server: &FakeProviderServer,
+    provider: &dyn Provider,
+    message: impl Fn(&str) -> OutboundMessage,
+    expected: Classified<'_>,
+) {
+    let control = server.control();
+    let to = "+4915112345678";
+
+    control.rate_limit(Some(FAKE_RETRY_AFTER));
+    let error = provider.send(&message(to)).await.unwrap_err();
+    assert_transient(&error, Some(expected.throttled_for));
+    assert_no_spoken_code(&error);
+    control.rate_limit(None);
+
+    control.fail_share(1.0);
+    let error = provider.send(&message(to)).await.unwrap_err();
+    assert_transient(&error, None);
+    assert_no_spoken_code(&error);
+    assert!(error.to_string().contains(expected.failure_says), "{error}");
+    control.fail_share(0.0);
+
+    let rejected = "+4915100000000";
+    control.reject_numbers([rejected]);
+    let error = provider.send(&message(rejected)).await.unwrap_err();
+    assert_permanent(&error);
+    assert_no_spoken_code(&error);
+    assert!(
+        error.to_string().contains(expected.rejection_says),
+        "{error}"
+    );
+
+    control.hang(true);
+    assert_times_out(provider, &message(to)).await;
+    assert!(control.messages().is_empty(), "nothing was taken");
+}
+
 fn twilio_voice(server: &FakeProviderServer) -> TwilioVoiceProvider {
     TwilioVoiceProvider::new(
         "twilio-call",
@@ -693,32 +747,13 @@ async fn twilio_voice_escapes_the_text_and_leaves_an_unknown_language_to_twilio(
 #[tokio::test]
 async fn twilio_voice_failures_are_classified() {
     let server = FakeProviderServer::start().await.unwrap();
+    let expected = Classified {
+        throttled_for: FAKE_RETRY_AFTER,
+        failure_says: "500",
+        rejection_says: "21217",
+    };
     let provider = twilio_voice(&server);
-    let control = server.control();
-    let to = "+4915112345678";
-
-    control.rate_limit(Some(Duration::from_secs(4)));
-    let error = provider.send(&call(to, None)).await.unwrap_err();
-    assert_transient(&error, Some(Duration::from_secs(4)));
-    assert_no_spoken_code(&error);
-    control.rate_limit(None);
-
-    control.fail_share(1.0);
-    assert_transient(&provider.send(&call(to, None)).await.unwrap_err(), None);
-    control.fail_share(0.0);
-
-    control.reject_numbers(["+4915100000000"]);
-    let error = provider
-        .send(&call("+4915100000000", None))
-        .await
-        .unwrap_err();
-    assert_permanent(&error);
-    assert_no_spoken_code(&error);
-    assert!(error.to_string().contains("21217"), "{error}");
-
-    control.hang(true);
-    assert_times_out(&provider, &call(to, None)).await;
-    assert!(control.messages().is_empty(), "no call was placed");
+    assert_faults_classified(&server, &provider, |to| call(to, None), expected).await;
 }
 
 const VONAGE_APPLICATION: &str = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab";
@@ -832,30 +867,13 @@ async fn vonage_voice_refuses_a_key_that_is_not_one() {
 #[tokio::test]
 async fn vonage_voice_failures_are_classified() {
     let server = FakeProviderServer::start().await.unwrap();
+    let expected = Classified {
+        throttled_for: FAKE_RETRY_AFTER,
+        failure_says: "Internal Error",
+        rejection_says: "Bad Request",
+    };
     let provider = VonageVoiceProvider::new("vonage-call", vonage_voice_config(&server)).unwrap();
-    let control = server.control();
-    let to = "+4915112345678";
-
-    control.rate_limit(Some(Duration::from_secs(2)));
-    let error = provider.send(&call(to, None)).await.unwrap_err();
-    assert_transient(&error, Some(Duration::from_secs(2)));
-    control.rate_limit(None);
-
-    control.fail_share(1.0);
-    assert_transient(&provider.send(&call(to, None)).await.unwrap_err(), None);
-    control.fail_share(0.0);
-
-    control.reject_numbers(["4915100000000"]);
-    let error = provider
-        .send(&call("+4915100000000", None))
-        .await
-        .unwrap_err();
-    assert_permanent(&error);
-    assert_no_spoken_code(&error);
-    assert!(error.to_string().contains("Bad Request"), "{error}");
-
-    control.hang(true);
-    assert_times_out(&provider, &call(to, None)).await;
+    assert_faults_classified(&server, &provider, |to| call(to, None), expected).await;
 }
 
 // ---- WhatsApp Cloud API ----
@@ -951,39 +969,20 @@ async fn whatsapp_sends_the_authentication_template_with_its_copy_code_button() 
 #[tokio::test]
 async fn whatsapp_failures_are_classified_by_the_cloud_api_s_codes() {
     let server = FakeProviderServer::start().await.unwrap();
+    // Throughput reached is a 400 whose code says "later": back-pressure, not a failure.
+    let expected = Classified {
+        throttled_for: otpd::providers::whatsapp::THROTTLED_WAIT,
+        failure_says: "131000",
+        rejection_says: "131026",
+    };
     let provider = whatsapp(&server);
-    let control = server.control();
-    let to = "+4915112345678";
-
-    // Throughput reached: a 400 whose code says "later", back-pressure, not a failure.
-    control.rate_limit(Some(Duration::from_secs(9)));
-    let error = provider
-        .send(&whatsapp_message(to, None))
-        .await
-        .unwrap_err();
-    assert_transient(&error, Some(otpd::providers::whatsapp::THROTTLED_WAIT));
-    assert!(error.to_string().contains("130429"), "{error}");
-    control.rate_limit(None);
-
-    control.fail_share(1.0);
-    let error = provider
-        .send(&whatsapp_message(to, None))
-        .await
-        .unwrap_err();
-    assert_transient(&error, None);
-    assert!(error.to_string().contains("131000"), "{error}");
-    control.fail_share(0.0);
-
-    control.reject_numbers(["4915100000000"]);
-    let error = provider
-        .send(&whatsapp_message("+4915100000000", None))
-        .await
-        .unwrap_err();
-    assert_permanent(&error);
-    assert!(error.to_string().contains("131026"), "{error}");
-
-    control.hang(true);
-    assert_times_out(&provider, &whatsapp_message(to, None)).await;
+    assert_faults_classified(
+        &server,
+        &provider,
+        |to| whatsapp_message(to, None),
+        expected,
+    )
+    .await;
 }
 
 #[test]

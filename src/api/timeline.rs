@@ -278,21 +278,23 @@ fn recent_verifications(
     channels: &[Channel],
     destination: &Destination,
 ) -> Result<Vec<Verification>, crate::store::StoreError> {
-    let mut found = Vec::new();
+    let mut keys: Vec<DestinationKey> = Vec::new();
     for tenant in tenants {
         for channel in channels {
-            let key = DestinationKey {
-                tenant: tenant.clone(),
-                channel: *channel,
-                to: destination.as_str().to_owned(),
-            };
-            let Some(state) = store.destination(&key)? else {
-                continue;
-            };
-            for id in &state.recent {
-                if let Some(record) = store.verification(id)? {
-                    found.push(record);
-                }
+            let key = DestinationKey::new(tenant, *channel, destination.as_str());
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for key in keys {
+        let Some(state) = store.destination(&key)? else {
+            continue;
+        };
+        for id in &state.recent {
+            if let Some(record) = store.verification(id)? {
+                found.push(record);
             }
         }
     }

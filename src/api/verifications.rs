@@ -273,11 +273,7 @@ pub async fn check_by_destination(
     let presented = presented(body.session_id, body.amount, body.payee)?;
     let channel = parse_channel(&body.channel).map_err(ApiError::from)?;
     let destination = parse_destination(channel, &body.to).map_err(ApiError::from)?;
-    let key = DestinationKey {
-        tenant: tenant.0.clone(),
-        channel,
-        to: destination.as_str().to_owned(),
-    };
+    let key = DestinationKey::new(&tenant.0, channel, destination.as_str());
     let target = CheckTarget::Destination(key);
     check_view(run_check(&state, &tenant.0, target, &code, presented).await)
 }

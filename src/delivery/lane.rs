@@ -73,7 +73,11 @@ impl Lane {
     /// Calls the adapter with the leave `permit`, and tells every layer how it went.
     pub async fn call(&self, permit: Permit, message: &OutboundMessage) -> Called {
         let started = Instant::now();
-        let result = self.adapter.send(message).await;
+        let result = self
+            .adapter
+            .send(message)
+            .await
+            .map_err(|error| error.masking(&message.code));
         let took = started.elapsed();
         let finished = Timestamp::now();
         self.board

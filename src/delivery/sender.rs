@@ -421,6 +421,7 @@ fn compose(
         to: job.to.clone(),
         body,
         locale: job.locale.clone(),
+        code,
         sender_id: overrides.and_then(|o| o.sender_id.clone()),
         registration: overrides
             .filter(|_| job.channel == Channel::Sms)

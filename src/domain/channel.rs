@@ -116,6 +116,17 @@ impl Channel {
         self.spec().address
     }
 
+    /// The channel a destination reached by this one is kept under: the first of its
+    /// address kind (`sms` for a number). A number's SMS, calls and WhatsApp messages share
+    /// one destination: one pending verification and its code, one cooldown, one send
+    /// budget, one guess budget; a send on another phone channel is a resend there.
+    pub fn destination_channel(self) -> Channel {
+        let kind = self.address_kind();
+        Channel::all()
+            .find(|channel| channel.address_kind() == kind)
+            .unwrap_or(self)
+    }
+
     /// The form this channel's message takes.
     pub fn message_form(self) -> MessageForm {
         self.spec().message
@@ -181,6 +192,14 @@ mod tests {
             assert_eq!(json, format!("\"{channel}\""));
         }
         assert_eq!(Channel::all().count(), CHANNELS.len());
+        for channel in Channel::all() {
+            let kept_under = channel.destination_channel();
+            assert_eq!(kept_under.address_kind(), channel.address_kind());
+            assert_eq!(kept_under.destination_channel(), kept_under);
+        }
+        assert_eq!(Channel::Voice.destination_channel(), Channel::Sms);
+        assert_eq!(Channel::Whatsapp.destination_channel(), Channel::Sms);
+        assert_eq!(Channel::Email.destination_channel(), Channel::Email);
         let error = "fax".parse::<Channel>().unwrap_err();
         assert!(
             error.contains("use \"sms\", \"email\", \"voice\" or \"whatsapp\""),

@@ -6,12 +6,25 @@ use super::period::PeriodCounter;
 use super::{Channel, Timestamp, VerificationId};
 use serde::{Deserialize, Serialize};
 
-/// Identifies one destination of one tenant on one channel.
+/// Identifies one destination of one tenant: a number or an address, kept under the
+/// channel `Channel::destination_channel` names, whichever channel reaches it. Made by
+/// `DestinationKey::new`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DestinationKey {
     pub tenant: String,
     pub channel: Channel,
     pub to: String,
+}
+
+impl DestinationKey {
+    /// The destination `to` of `tenant`, reached on `channel`.
+    pub fn new(tenant: &str, channel: Channel, to: &str) -> Self {
+        DestinationKey {
+            tenant: tenant.to_owned(),
+            channel: channel.destination_channel(),
+            to: to.to_owned(),
+        }
+    }
 }
 
 /// What otpd remembers of a destination: its pending verification and its recent sends.

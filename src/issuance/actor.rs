@@ -46,11 +46,11 @@ impl Surface {
 impl IssueOtp {
     /// The destination the code goes to, as its state is kept.
     pub fn destination_key(&self) -> DestinationKey {
-        DestinationKey {
-            tenant: self.tenant.clone(),
-            channel: self.request.channel,
-            to: self.request.destination.as_str().to_owned(),
-        }
+        DestinationKey::new(
+            &self.tenant,
+            self.request.channel,
+            self.request.destination.as_str(),
+        )
     }
 }
 

@@ -192,6 +192,7 @@ pub fn resend_same_code(
     now: Timestamp,
 ) -> Verification {
     Verification {
+        channel: request.channel,
         send_seq: existing.send_seq + 1,
         last_sent_at: now,
         updated_at: now,
@@ -361,6 +362,21 @@ mod tests {
         // A resend with a new code lets the kept one go (the issuer seals the new one).
         let renewed = resend(&verification, &request(), CodeHash([9; 32]), later);
         assert_eq!(renewed.kept_code, None);
+    }
+
+    #[test]
+    fn a_resend_on_another_channel_to_the_number_goes_out_on_that_channel() {
+        let (verification, _) = issued_at(START);
+        let by_call = IssueRequest {
+            channel: Channel::Voice,
+            ..request()
+        };
+        let resent = resend_same_code(&verification, &by_call, START.plus_secs(40));
+        assert_eq!(
+            (resent.id, resent.channel),
+            (verification.id, Channel::Voice)
+        );
+        assert!(resent.code_hash.matches(&verification.code_hash));
     }
 
     #[test]

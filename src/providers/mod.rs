@@ -18,7 +18,7 @@ pub mod whatsapp;
 use async_trait::async_trait;
 use std::time::Duration;
 
-use crate::domain::{Channel, JobId, VerificationId};
+use crate::domain::{Channel, JobId, OtpCode, VerificationId};
 
 pub use http::{HttpConfig, HttpProvider};
 pub use kind::{BuildContext, BuildError, ProviderKind};
@@ -44,6 +44,9 @@ pub struct OutboundMessage {
     /// The language the person asked for (`de`, `pt-BR`), for providers that pick a text or a
     /// voice of their own by it.
     pub locale: Option<String>,
+    /// The code itself, for providers whose own template carries it (WhatsApp), and to mask
+    /// it in whatever a provider says back.
+    pub code: OtpCode,
     /// The sender ID the destination's country requires, over the provider's own `from`.
     pub sender_id: Option<String>,
     /// The sender's registration with the destination country's regulator, when it
@@ -104,6 +107,32 @@ impl ProviderError {
         matches!(self, ProviderError::Unanswered { .. })
     }
 
+    /// The same error with `code`, as it is or spelled out, masked wherever the provider's
+    /// answer quoted it: a vendor's message may quote the request, and the request holds the
+    /// code.
+    pub fn masking(self, code: &OtpCode) -> Self {
+        let mask = |reason: String| {
+            reason
+                .replace(&code.spelled_out(), "<code>")
+                .replace(code.reveal(), "<code>")
+        };
+        match self {
+            ProviderError::Transient {
+                reason,
+                retry_after,
+            } => ProviderError::Transient {
+                reason: mask(reason),
+                retry_after,
+            },
+            ProviderError::Permanent { reason } => ProviderError::Permanent {
+                reason: mask(reason),
+            },
+            ProviderError::Unanswered { reason } => ProviderError::Unanswered {
+                reason: mask(reason),
+            },
+        }
+    }
+
     /// How long the provider asked us to wait, if it did.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -120,4 +149,29 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Hands one message to the provider. Adapters never retry: the sender decides.
     async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, ProviderError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_that_quotes_the_code_keeps_it_masked_written_or_spelled() {
+        let code = OtpCode::parse("493817").unwrap();
+        let quoted = ProviderError::Permanent {
+            reason: "bad Body 'Code 493817' and Twiml 'Code 4, 9, 3, 8, 1, 7'".into(),
+        };
+        assert_eq!(
+            quoted.masking(&code).to_string(),
+            "rejected: bad Body 'Code <code>' and Twiml 'Code <code>'"
+        );
+        let throttled = ProviderError::Transient {
+            reason: "slow down 493817".into(),
+            retry_after: Some(Duration::from_secs(2)),
+        };
+        assert_eq!(
+            throttled.masking(&code).retry_after(),
+            Some(Duration::from_secs(2))
+        );
+    }
 }

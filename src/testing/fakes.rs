@@ -95,6 +95,7 @@ struct ControlState {
     hang: bool,
     accept_then_hang: bool,
     rejected: HashSet<String>,
+    quotes_requests: bool,
     recorded: VecDeque<RecordedMessage>,
     cap: usize,
     requests: u64,
@@ -138,6 +139,7 @@ impl Default for FakeControl {
                 hang: false,
                 accept_then_hang: false,
                 rejected: HashSet::new(),
+                quotes_requests: false,
                 recorded: VecDeque::new(),
                 cap: DEFAULT_RECORD_CAP,
                 requests: 0,
@@ -181,6 +183,12 @@ impl FakeControl {
         self.lock().accept_then_hang = stall;
     }
 
+    /// Quotes the message's text in the rejections it answers, while set, as some vendors'
+    /// error messages quote the request: what otpd keeps of them must not hold the code.
+    pub fn quote_requests(&self, quote: bool) {
+        self.lock().quotes_requests = quote;
+    }
+
     /// Permanently rejects these destinations (numbers with or without '+', or addresses).
     pub fn reject_numbers<I, S>(&self, destinations: I)
     where
@@ -211,6 +219,7 @@ impl FakeControl {
         state.hang = false;
         state.accept_then_hang = false;
         state.rejected.clear();
+        state.quotes_requests = false;
     }
 
     /// The accepted messages still recorded, oldest first.
@@ -420,7 +429,10 @@ async fn handle_http(control: &FakeControl, request: Request<Incoming>) -> Respo
             json_response(status, answer)
         }
         Decision::Reject => {
-            let (status, answer) = format.rejected(&to);
+            let (status, mut answer) = format.rejected(&to);
+            if control.lock().quotes_requests {
+                quote_in(&mut answer, &body);
+            }
             json_response(status, answer)
         }
         Decision::Accept { id, hang } => {
@@ -640,6 +652,15 @@ impl WireFormat {
             WireFormat::Generic | WireFormat::Smtp => {
                 (StatusCode::OK, serde_json::json!({"id": id}))
             }
+        }
+    }
+}
+
+/// Adds `text` to the message of an error answer, wherever its format keeps it.
+fn quote_in(answer: &mut serde_json::Value, text: &str) {
+    for pointer in ["/message", "/error/message", "/detail", "/title"] {
+        if let Some(serde_json::Value::String(message)) = answer.pointer_mut(pointer) {
+            message.push_str(&format!(" (the request said: {text})"));
         }
     }
 }

@@ -56,27 +56,8 @@ async fn delivery_of(app: &TestApp, id: &str) -> String {
 #[tokio::test]
 async fn a_call_reads_the_code_digit_by_digit_in_the_person_s_language() {
     let fake = FakeProviderServer::start().await.unwrap();
-    let app = spawn_app_with(|s| {
-        configure(
-            s,
-            vec![(
-                "call",
-                ProviderSettings::TwilioVoice(TwilioVoiceConfig {
-                    base_url: fake.base_url(),
-                    account_sid: "AC0123456789abcdef0123456789abcdef".into(),
-                    auth_token: SecretString::from("twilio-token-1"),
-                    from: "+15005550006".into(),
-                    status_callback: None,
-                    voice: None,
-                    languages: BTreeMap::from([("de".to_owned(), "de-DE".to_owned())]),
-                    repeat: 2,
-                    timeout_ms: 2_000,
-                }),
-            )],
-            &["call"],
-        )
-    })
-    .await;
+    let app =
+        spawn_app_with(|s| configure(s, vec![("call", twilio_voice_on(&fake))], &["call"])).await;
     let to = de_mobile(71);
     let id = create_on(&app, "voice", &to, "de").await;
     let call = first_message(&fake).await;
@@ -94,6 +75,66 @@ async fn a_call_reads_the_code_digit_by_digit_in_the_person_s_language() {
     let reply = app.check_code(&id, &code).await;
     reply.expect_status(200);
     assert_eq!(reply.body["status"], "approved", "{}", reply.text);
+}
+
+/// A Twilio voice provider on `fake`, and sandbox for the other channels.
+fn twilio_voice_on(fake: &FakeProviderServer) -> ProviderSettings {
+    ProviderSettings::TwilioVoice(TwilioVoiceConfig {
+        base_url: fake.base_url(),
+        account_sid: "AC0123456789abcdef0123456789abcdef".into(),
+        auth_token: SecretString::from("twilio-token-1"),
+        from: "+15005550006".into(),
+        status_callback: None,
+        voice: None,
+        languages: BTreeMap::from([("de".to_owned(), "de-DE".to_owned())]),
+        repeat: 2,
+        timeout_ms: 2_000,
+    })
+}
+
+#[tokio::test]
+async fn a_vendor_error_that_quotes_the_call_s_words_is_kept_without_the_code() {
+    let fake = FakeProviderServer::start().await.unwrap();
+    let app =
+        spawn_app_with(|s| configure(s, vec![("call", twilio_voice_on(&fake))], &["call"])).await;
+    let to = de_mobile(74);
+    fake.control().reject_numbers([to.as_str()]);
+    fake.control().quote_requests(true);
+    let id = create_on(&app, "voice", &to, "en").await;
+    // The only provider refuses the number for good: the job waits for another, and the
+    // refusal is on the timeline.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let attempts = loop {
+        let attempts = send(app.request(
+            reqwest::Method::GET,
+            &format!("/v1/verifications/{id}/attempts"),
+        ))
+        .await;
+        attempts.expect_status(200);
+        if attempts.body["attempts"][0]["detail"].is_string() {
+            break attempts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no refusal on the timeline: {}",
+            attempts.text
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let detail = attempts.body["attempts"][0]["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        detail.contains("21217") && detail.contains("<code>"),
+        "the vendor's words, the code masked: {}",
+        attempts.text
+    );
+    let spelled = attempts
+        .text
+        .as_bytes()
+        .windows(4)
+        .any(|w| w[0].is_ascii_digit() && &w[1..3] == b", " && w[3].is_ascii_digit());
+    assert!(!spelled, "digits spelled out remain: {}", attempts.text);
 }
 
 #[tokio::test]

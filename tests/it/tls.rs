@@ -755,6 +755,7 @@ fn email(to: &str) -> OutboundMessage {
         to: to.into(),
         body: "Your code is 123456".into(),
         locale: None,
+        code: otpd::domain::OtpCode::parse("123456").unwrap(),
         sender_id: None,
         registration: None,
     }

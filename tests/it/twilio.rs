@@ -187,8 +187,9 @@ async fn a_verification_is_created_checked_and_read_in_twilio_s_shapes() {
 }
 
 #[tokio::test]
-async fn channel_call_is_a_voice_call_that_reads_the_code() {
+async fn channel_call_after_sms_reads_the_same_code_and_a_check_by_to_finds_it() {
     let app = spawn_app_with(|settings| {
+        settings.verification.resend_cooldown_seconds = 0;
         settings
             .routing
             .regions
@@ -198,29 +199,29 @@ async fn channel_call_is_a_voice_call_that_reads_the_code() {
     })
     .await;
     let twilio = Twilio::of(&app);
-    let created = twilio
+    let by_sms = twilio.start(DE_MOBILE, &[]).await;
+    by_sms.expect_status(201);
+    let sid = by_sms.str("sid").to_owned();
+    let code = twilio.code_for(&sid).await;
+
+    // The person did not get the SMS: the application asks for a call, as Twilio's
+    // fallback goes. It is the same verification, and the call reads the same code.
+    let by_call = twilio
         .post(
             &twilio.verifications(),
             &[("To", DE_MOBILE), ("Channel", "call")],
         )
         .await;
-    created.expect_status(201);
-    assert_eq!(created.str("channel"), "call", "{}", created.text);
-    assert_eq!(
-        created.body["send_code_attempts"][0]["channel"], "call",
-        "{}",
-        created.text
-    );
-    let sid = created.str("sid").to_owned();
-    let id = format!("ver_{}", &sid[2..]);
-    let sent = app.messages_for(&id, 1).await;
-    assert_eq!(sent[0]["channel"], "voice", "{}", sent[0]);
-    let code = spoken_code(sent[0]["body"].as_str().expect("the words"), 6);
+    by_call.expect_status(201);
+    assert_eq!(by_call.str("sid"), sid, "{}", by_call.text);
+    assert_eq!(by_call.str("channel"), "call", "{}", by_call.text);
+    let sent = app.messages_for(&format!("ver_{}", &sid[2..]), 2).await;
+    assert_eq!(sent[1]["channel"], "voice", "{}", sent[1]);
+    let spoken = spoken_code(sent[1]["body"].as_str().expect("the words"), 6);
+    assert_eq!(spoken, code, "the call reads the code the SMS carried");
+
     let checked = twilio
-        .post(
-            &twilio.check_route(),
-            &[("VerificationSid", &sid), ("Code", &code)],
-        )
+        .post(&twilio.check_route(), &[("To", DE_MOBILE), ("Code", &code)])
         .await;
     checked.expect_status(200);
     assert_eq!(checked.str("status"), "approved", "{}", checked.text);

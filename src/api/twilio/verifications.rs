@@ -318,11 +318,7 @@ fn channel_of(to: &str) -> Channel {
 fn destination_key(tenant: &str, to: &str) -> Result<DestinationKey, TwilioError> {
     let channel = channel_of(to);
     let destination = parse_destination(channel, to).map_err(invalid)?;
-    Ok(DestinationKey {
-        tenant: tenant.to_owned(),
-        channel,
-        to: destination.as_str().to_owned(),
-    })
+    Ok(DestinationKey::new(tenant, channel, destination.as_str()))
 }
 
 /// `Tags` must be a JSON object of strings, as Twilio takes it; otpd keeps none of it.

@@ -254,6 +254,7 @@ mod tests {
             to: "+4915112345678".into(),
             body: body.into(),
             locale: None,
+            code: crate::domain::OtpCode::parse("123456").unwrap(),
             sender_id: None,
             registration: None,
         }

@@ -190,10 +190,9 @@ impl WhatsappProvider {
         })
     }
 
-    /// The template message: the code (the message's body, see `Channel::message_form`) fills
-    /// the template's body and its copy-code button.
+    /// The template message: the code fills the template's body and its copy-code button.
     fn template_message(&self, message: &OutboundMessage) -> serde_json::Value {
-        let code = message.body.as_str();
+        let code = message.code.reveal();
         serde_json::json!({
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
@@ -238,23 +237,12 @@ impl Provider for WhatsappProvider {
             return Err(answer.refused(""));
         };
         let code = error.code.unwrap_or_default();
-        let detail = error.told_without(&message.body);
+        let detail = format!(
+            "WhatsApp error {code}: {}",
+            error.message.as_deref().unwrap_or("no message")
+        );
         Err(classify_error(answer.status.as_u16(), code, &detail)
             .unwrap_or_else(|| answer.refused(&detail)))
-    }
-}
-
-impl GraphError {
-    /// What the error says, `sent` (the code) masked: its message may quote a parameter,
-    /// and the parameters are the code.
-    fn told_without(&self, sent: &str) -> String {
-        let said = self.message.as_deref().unwrap_or("no message");
-        let said = if sent.is_empty() {
-            said.to_owned()
-        } else {
-            said.replace(sent, "<code>")
-        };
-        format!("WhatsApp error {}: {said}", self.code.unwrap_or_default())
     }
 }
 
@@ -274,22 +262,5 @@ pub fn classify_error(status: u16, code: u64, detail: &str) -> Option<ProviderEr
         })
     } else {
         None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_error_that_quotes_the_code_is_told_without_it() {
-        let error = GraphError {
-            code: Some(131008),
-            message: Some("(#131008) Parameter '493817' is not valid".into()),
-        };
-        assert_eq!(
-            error.told_without("493817"),
-            "WhatsApp error 131008: (#131008) Parameter '<code>' is not valid"
-        );
     }
 }
