@@ -28,7 +28,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenant", required=True)
     parser.add_argument("--to", required=True, help="E.164 number or email address")
-    parser.add_argument("--channel", default="sms", choices=["sms", "email"])
+    parser.add_argument("--channel", default="sms", choices=["sms", "email", "voice", "whatsapp"])
     parser.add_argument("--request-id", default=None, help="reuse one to retry safely")
     parser.add_argument("--namespace", default="otp", help="otpd's amqp.namespace")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait")

@@ -632,7 +632,7 @@ struct Classified<'a> {
 const FAKE_RETRY_AFTER: Duration = Duration::from_secs(4);
 
 /// Drives `provider` through its fake's faults, one at a time: a rate limit, a server
-/// error, a rejected number, a hang. Each error is classified as `expected` says and never
+/// error, refused credentials, a rejected number, a hang. Each error is classified as `expected` says and never
 /// holds the code, written or spelled out; a hang places nothing.
 async fn assert_faults_classified(
     server: &FakeProviderServer,
@@ -655,6 +655,12 @@ async fn assert_faults_classified(
     assert_no_spoken_code(&error);
     assert!(error.to_string().contains(expected.failure_says), "{error}");
     control.fail_share(0.0);
+
+    control.refuse_credentials(true);
+    let error = provider.send(&message(to)).await.unwrap_err();
+    assert_permanent(&error);
+    assert!(error.to_string().contains("401"), "{error}");
+    control.refuse_credentials(false);
 
     let rejected = "+4915100000000";
     control.reject_numbers([rejected]);
@@ -843,6 +849,24 @@ async fn vonage_voice_places_the_documented_call_with_a_signed_token() {
 }
 
 #[tokio::test]
+async fn vonage_voice_signs_a_fresh_token_once_one_is_refused() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let provider = VonageVoiceProvider::new("vonage-call", vonage_voice_config(&server)).unwrap();
+    let to = "+4915112345678";
+    provider.send(&call(to, None)).await.unwrap();
+    server.control().refuse_credentials(true);
+    assert_permanent(&provider.send(&call(to, None)).await.unwrap_err());
+    server.control().refuse_credentials(false);
+    provider.send(&call(to, None)).await.unwrap();
+    let calls = server.control().messages();
+    assert_ne!(
+        vonage_claims(&calls[0]).jti,
+        vonage_claims(&calls[1]).jti,
+        "the refused token was used again"
+    );
+}
+
+#[tokio::test]
 async fn vonage_voice_refuses_a_key_that_is_not_one() {
     let server = FakeProviderServer::start().await.unwrap();
     let config = VonageVoiceConfig {
@@ -853,7 +877,8 @@ async fn vonage_voice_refuses_a_key_that_is_not_one() {
     };
     let problems = config.validate("providers.vonage-call");
     assert_eq!(problems.len(), 3, "{problems:?}");
-    assert!(problems[0].contains("providers.vonage-call.private_key is not an RSA private key"));
+    assert!(problems[0]
+        .contains("providers.vonage-call.private_key is not an RSA private key in PEM that signs"));
     assert!(problems[1].contains("providers.vonage-call.from is 'Acme'"));
     assert!(problems[2].contains("providers.vonage-call.repeat is 0"));
     assert!(
@@ -989,8 +1014,11 @@ async fn whatsapp_failures_are_classified_by_the_cloud_api_s_codes() {
 fn the_cloud_api_s_own_codes_decide_before_the_status() {
     use otpd::providers::whatsapp::classify_error;
     assert!(classify_error(400, 131008, "required parameter is missing").is_none());
-    let throttled = classify_error(400, 131056, "pair rate limit").unwrap();
+    let throttled = classify_error(400, 130429, "throughput reached").unwrap();
     assert!(throttled.retry_after().is_some());
+    // One person's limit holds back that message, never the provider's other sends.
+    let one_person = classify_error(400, 131056, "pair rate limit").unwrap();
+    assert!(one_person.is_transient() && one_person.retry_after().is_none());
     let temporary = classify_error(400, 2, "service temporarily unavailable").unwrap();
     assert!(temporary.is_transient() && temporary.retry_after().is_none());
 }

@@ -298,13 +298,22 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(
             crate::store::SledStore::open(dir.path(), 1 << 20, Duration::from_secs(3600)).unwrap(),
         );
-        let tenants = BTreeMap::from([(
-            "ops".to_owned(),
-            TenantSettings {
-                admin: true,
-                ..TenantSettings::default()
-            },
-        )]);
+        let tenants = BTreeMap::from([
+            (
+                "ops".to_owned(),
+                TenantSettings {
+                    admin: true,
+                    ..TenantSettings::default()
+                },
+            ),
+            (
+                "acme".to_owned(),
+                TenantSettings {
+                    channels: Channel::all().collect(),
+                    ..TenantSettings::default()
+                },
+            ),
+        ]);
         let mut gate = Gate::load(&tenants, store, Arc::default()).unwrap();
         let add = BlocklistAction::Add {
             entry: "+4915112".into(),

@@ -58,7 +58,7 @@ impl NotPermitted {
                 "Tenant {tenant} may not send {channel} codes; add \"{channel}\" to tenants.{tenant}.channels to allow it."
             ),
             NotPermitted::Country { country } => format!(
-                "Tenant {tenant} may not send SMS to {country} numbers; add \"{country}\" to tenants.{tenant}.countries to allow it."
+                "Tenant {tenant} may not send codes to {country} numbers; add \"{country}\" to tenants.{tenant}.countries to allow it."
             ),
             NotPermitted::NumberType {
                 country,
@@ -66,7 +66,7 @@ impl NotPermitted {
             } => {
                 let name = type_name(*number_type);
                 format!(
-                    "Tenant {tenant} may not send SMS to this {country} number, which is of type {name}; add \"{name}\" to tenants.{tenant}.number_types to allow it."
+                    "Tenant {tenant} may not send codes to this {country} number, which is of type {name}; add \"{name}\" to tenants.{tenant}.number_types to allow it."
                 )
             }
         }
@@ -177,7 +177,7 @@ mod tests {
         );
         assert_eq!(
             refusal.message("acme"),
-            "Tenant acme may not send SMS to DE numbers; add \"DE\" to tenants.acme.countries to allow it."
+            "Tenant acme may not send codes to DE numbers; add \"DE\" to tenants.acme.countries to allow it."
         );
         let email = Destination::parse(Channel::Email, "a@example.com").unwrap();
         assert_eq!(

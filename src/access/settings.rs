@@ -16,18 +16,19 @@ pub struct TenantSettings {
     /// `<store dir>/api-keys`, written by `otpd tenant add`). Default none.
     #[serde(default, deserialize_with = "array_or_commas")]
     pub api_key_sha256: Vec<String>,
-    /// Channels the tenant may send through. Default both: `["sms", "email"]`.
-    #[serde(default = "all_channels", deserialize_with = "array_or_commas")]
+    /// Channels the tenant may send through. Default every channel but the opt-in ones:
+    /// `["sms", "email", "whatsapp"]` (calls only when listed).
+    #[serde(default = "default_channels", deserialize_with = "array_or_commas")]
     pub channels: Vec<Channel>,
-    /// ISO 3166 codes of the countries the tenant may send SMS to. Default empty: every
+    /// ISO 3166 codes of the countries whose numbers the tenant may send to. Default empty: every
     /// country.
     #[serde(default, deserialize_with = "array_or_commas")]
     pub countries: Vec<String>,
-    /// Number types the tenant may send SMS to, as libphonenumber names them (`mobile`,
+    /// Number types the tenant may send to, as libphonenumber names them (`mobile`,
     /// `fixed_line`, `fixed_line_or_mobile`, `voip`, `toll_free`, …). Default empty: any type.
     #[serde(default, deserialize_with = "array_or_commas")]
     pub number_types: Vec<phonenumber::Type>,
-    /// Sends (new codes and resends, both channels) per clock hour (UTC). Default unset: no cap.
+    /// Sends (new codes and resends, every channel) per clock hour (UTC). Default unset: no cap.
     #[serde(default)]
     pub sends_per_hour: Option<u64>,
     /// Sends per UTC day. Default unset: no cap.
@@ -70,7 +71,7 @@ impl Default for TenantSettings {
     fn default() -> Self {
         TenantSettings {
             api_key_sha256: Vec::new(),
-            channels: all_channels(),
+            channels: default_channels(),
             countries: Vec::new(),
             number_types: Vec::new(),
             sends_per_hour: None,
@@ -88,8 +89,8 @@ impl Default for TenantSettings {
     }
 }
 
-fn all_channels() -> Vec<Channel> {
-    Channel::all().collect()
+fn default_channels() -> Vec<Channel> {
+    Channel::by_default().collect()
 }
 
 /// What one message costs, in cost units of the operator's choosing (e.g. tenths of a cent),
@@ -245,7 +246,11 @@ mod tests {
     #[test]
     fn defaults_allow_everything_without_caps() {
         let tenant: TenantSettings = serde_json::from_str("{}").unwrap();
-        assert_eq!(tenant.channels, Channel::all().collect::<Vec<_>>());
+        assert_eq!(
+            tenant.channels,
+            [Channel::Sms, Channel::Email, Channel::Whatsapp],
+            "calls are opt-in"
+        );
         assert!(tenant.countries.is_empty() && tenant.number_types.is_empty());
         assert!(tenant.sends_per_hour.is_none() && tenant.spend_per_day.is_none());
         assert!(!tenant.admin);

@@ -60,6 +60,9 @@ struct ChannelSpec {
     /// Whether the destination's carrier is paid for each message: the traffic SMS pumping
     /// inflates, which the pumping guard counts.
     carrier_billed: bool,
+    /// Whether a tenant may use it only when its settings list it: calls cost the most and
+    /// are what toll fraud pumps, so routing them for one tenant opens them to no other.
+    opt_in: bool,
 }
 
 /// Every channel, in the order they are listed to people.
@@ -70,6 +73,7 @@ const CHANNELS: &[ChannelSpec] = &[
         address: AddressKind::Phone,
         message: MessageForm::Text,
         carrier_billed: true,
+        opt_in: false,
     },
     ChannelSpec {
         channel: Channel::Email,
@@ -77,6 +81,7 @@ const CHANNELS: &[ChannelSpec] = &[
         address: AddressKind::Email,
         message: MessageForm::Text,
         carrier_billed: false,
+        opt_in: false,
     },
     ChannelSpec {
         channel: Channel::Voice,
@@ -84,6 +89,7 @@ const CHANNELS: &[ChannelSpec] = &[
         address: AddressKind::Phone,
         message: MessageForm::Spoken,
         carrier_billed: true,
+        opt_in: true,
     },
     ChannelSpec {
         channel: Channel::Whatsapp,
@@ -91,6 +97,7 @@ const CHANNELS: &[ChannelSpec] = &[
         address: AddressKind::Phone,
         message: MessageForm::CodeAlone,
         carrier_billed: false,
+        opt_in: false,
     },
 ];
 
@@ -130,6 +137,14 @@ impl Channel {
     /// The form this channel's message takes.
     pub fn message_form(self) -> MessageForm {
         self.spec().message
+    }
+
+    /// The channels a tenant may use when its settings name none: all but the opt-in ones.
+    pub fn by_default() -> impl Iterator<Item = Channel> {
+        CHANNELS
+            .iter()
+            .filter(|spec| !spec.opt_in)
+            .map(|spec| spec.channel)
     }
 
     /// Whether the destination's carrier is paid per message, so the pumping guard counts it.

@@ -59,6 +59,18 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, BuildError> {
         .map_err(|error| BuildError::Client(error.to_string()))
 }
 
+/// What `by_locale` gives for `locale` (`pt-BR`), else for its language (`pt`).
+pub fn by_locale<'a>(
+    by_locale: &'a std::collections::BTreeMap<String, String>,
+    locale: &str,
+) -> Option<&'a str> {
+    let language = locale.split(['-', '_']).next().unwrap_or_default();
+    by_locale
+        .get(locale)
+        .or_else(|| by_locale.get(language))
+        .map(String::as_str)
+}
+
 /// Checks that `url` (setting `name`) is an absolute http(s) URL.
 pub fn validate_base_url(name: &str, url: &str, problems: &mut Vec<String>) {
     let name = if name.ends_with(".url") {

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use super::support::by_locale;
+
 /// Times a call reads the text when the settings give none: a person who missed the code
 /// the first time hears it again.
 pub fn default_repeat() -> u8 {
@@ -29,12 +31,8 @@ pub fn spoken_language<'a>(
     locale: Option<&'a str>,
 ) -> Option<&'a str> {
     let locale = locale?;
-    let language = locale.split(['-', '_']).next().unwrap_or_default();
-    languages
-        .get(locale)
-        .or_else(|| languages.get(language))
-        .map(String::as_str)
-        .or_else(|| (language.len() < locale.len()).then_some(locale))
+    let has_region = locale.contains(['-', '_']);
+    by_locale(languages, locale).or_else(|| has_region.then_some(locale))
 }
 
 #[cfg(test)]

@@ -316,8 +316,8 @@ fn settings_summary(settings: &TenantSettings) -> String {
     let cap = |value: Option<u64>| value.map_or_else(|| "-".to_owned(), |v| v.to_string());
     format!(
         "channels={} countries={} number_types={} sends/hour={} sends/day={} spend/hour={} spend/day={} admin={}",
-        if crate::domain::Channel::all().all(|channel| settings.channels.contains(&channel)) {
-            "all".to_owned()
+        if crate::domain::Channel::by_default().eq(settings.channels.iter().copied()) {
+            "default".to_owned()
         } else {
             list(settings.channels.iter().map(|c| c.to_string()).collect(), "none")
         },

@@ -94,6 +94,7 @@ struct ControlState {
     rate_limit: Option<Duration>,
     hang: bool,
     accept_then_hang: bool,
+    refuses_credentials: bool,
     rejected: HashSet<String>,
     quotes_requests: bool,
     recorded: VecDeque<RecordedMessage>,
@@ -115,6 +116,7 @@ enum Decision {
     RateLimited(Duration),
     Fail,
     Reject,
+    Unauthorized,
     /// Take the message (record it as sent) under `id`; then answer, or never (`hang`).
     Accept {
         id: String,
@@ -138,6 +140,7 @@ impl Default for FakeControl {
                 rate_limit: None,
                 hang: false,
                 accept_then_hang: false,
+                refuses_credentials: false,
                 rejected: HashSet::new(),
                 quotes_requests: false,
                 recorded: VecDeque::new(),
@@ -183,6 +186,12 @@ impl FakeControl {
         self.lock().accept_then_hang = stall;
     }
 
+    /// Answers every HTTP request 401 in the vendor's shape, while set: credentials revoked
+    /// or a token refused.
+    pub fn refuse_credentials(&self, refuse: bool) {
+        self.lock().refuses_credentials = refuse;
+    }
+
     /// Quotes the message's text in the rejections it answers, while set, as some vendors'
     /// error messages quote the request: what otpd keeps of them must not hold the code.
     pub fn quote_requests(&self, quote: bool) {
@@ -218,6 +227,7 @@ impl FakeControl {
         state.rate_limit = None;
         state.hang = false;
         state.accept_then_hang = false;
+        state.refuses_credentials = false;
         state.rejected.clear();
         state.quotes_requests = false;
     }
@@ -252,6 +262,8 @@ impl FakeControl {
         state.requests += 1;
         let decision = if state.hang {
             Decision::Hang
+        } else if state.refuses_credentials {
+            Decision::Unauthorized
         } else if let Some(wait) = state.rate_limit {
             Decision::RateLimited(wait)
         } else if state.fail_share > 0.0 && rand::random::<f64>() < state.fail_share {
@@ -428,6 +440,10 @@ async fn handle_http(control: &FakeControl, request: Request<Incoming>) -> Respo
             let (status, answer) = format.failed();
             json_response(status, answer)
         }
+        Decision::Unauthorized => {
+            let (status, answer) = format.unauthorized();
+            json_response(status, answer)
+        }
         Decision::Reject => {
             let (status, mut answer) = format.rejected(&to);
             if control.lock().quotes_requests {
@@ -581,6 +597,25 @@ impl WireFormat {
             _ => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 serde_json::json!({"code": 20500, "message": "Internal Server Error", "status": 500}),
+            ),
+        }
+    }
+
+    /// Credentials refused, as the vendor says it.
+    fn unauthorized(self) -> JsonAnswer {
+        match self {
+            WireFormat::Whatsapp => graph_error(
+                StatusCode::UNAUTHORIZED,
+                190,
+                "Error validating access token: Session has expired.",
+            ),
+            WireFormat::VonageCall => (
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({"type": "UNAUTHORIZED", "error_title": "Unauthorized"}),
+            ),
+            _ => (
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({"code": 20003, "message": "Authenticate", "status": 401}),
             ),
         }
     }

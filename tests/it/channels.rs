@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use otpd::providers::whatsapp::{whatsapp_signature, WHATSAPP_SIGNATURE_HEADER};
 use otpd::providers::{ProviderSettings, TwilioVoiceConfig, WhatsappConfig};
-use otpd::testing::fakes::{FakeProviderServer, RecordedMessage, WireFormat};
+use otpd::testing::fakes::{send_twilio_receipt, FakeProviderServer, RecordedMessage, WireFormat};
 
 use crate::helpers::*;
 use crate::providers::configure;
@@ -56,8 +56,10 @@ async fn delivery_of(app: &TestApp, id: &str) -> String {
 #[tokio::test]
 async fn a_call_reads_the_code_digit_by_digit_in_the_person_s_language() {
     let fake = FakeProviderServer::start().await.unwrap();
-    let app =
-        spawn_app_with(|s| configure(s, vec![("call", twilio_voice_on(&fake))], &["call"])).await;
+    let app = spawn_app_for_every_channel(|s| {
+        configure(s, vec![("call", twilio_voice_on(&fake))], &["call"])
+    })
+    .await;
     let to = de_mobile(71);
     let id = create_on(&app, "voice", &to, "de").await;
     let call = first_message(&fake).await;
@@ -72,6 +74,35 @@ async fn a_call_reads_the_code_digit_by_digit_in_the_person_s_language() {
     );
     let code = spoken_code(&call.body, 6);
     assert_eq!(delivery_of(&app, &id).await, "sent");
+
+    // Twilio tells how the call went, signed like its message callbacks.
+    let callback = |status: &str| {
+        [
+            ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
+            ("CallSid", call.provider_message_id.as_str()),
+            ("CallStatus", status),
+            ("Direction", "outbound-api"),
+        ]
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    };
+    let receipts = app.url("/v1/providers/call/receipts");
+    let token = SecretString::from("twilio-token-1");
+    for (status, delivery) in [
+        ("ringing", "sent"),
+        ("transferred", "sent"),
+        ("completed", "delivered"),
+    ] {
+        let answered = send_twilio_receipt(&receipts, &token, &callback(status))
+            .await
+            .unwrap();
+        assert_eq!(answered, 200, "{status}");
+        assert_eq!(
+            app.get(&id).await.str("delivery"),
+            delivery,
+            "after {status}"
+        );
+    }
+
     let reply = app.check_code(&id, &code).await;
     reply.expect_status(200);
     assert_eq!(reply.body["status"], "approved", "{}", reply.text);
@@ -95,8 +126,10 @@ fn twilio_voice_on(fake: &FakeProviderServer) -> ProviderSettings {
 #[tokio::test]
 async fn a_vendor_error_that_quotes_the_call_s_words_is_kept_without_the_code() {
     let fake = FakeProviderServer::start().await.unwrap();
-    let app =
-        spawn_app_with(|s| configure(s, vec![("call", twilio_voice_on(&fake))], &["call"])).await;
+    let app = spawn_app_for_every_channel(|s| {
+        configure(s, vec![("call", twilio_voice_on(&fake))], &["call"])
+    })
+    .await;
     let to = de_mobile(74);
     fake.control().reject_numbers([to.as_str()]);
     fake.control().quote_requests(true);
@@ -222,6 +255,23 @@ async fn whatsapp_carries_the_code_alone_in_the_approved_template() {
     assert_eq!(taken.body["recorded"], 1, "{}", taken.text);
     let record = app.get(&id).await;
     assert_eq!(record.str("delivery"), "delivered", "{}", record.text);
+}
+
+#[tokio::test]
+async fn calls_are_for_the_tenants_whose_settings_list_them() {
+    let fake = FakeProviderServer::start().await.unwrap();
+    let app =
+        spawn_app_with(|s| configure(s, vec![("call", twilio_voice_on(&fake))], &["call"])).await;
+    let reply = app
+        .create(&json!({"channel": "voice", "to": de_mobile(75)}))
+        .await;
+    reply.expect_status(403);
+    let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("add \"voice\" to tenants.dev.channels"),
+        "{message}"
+    );
+    assert_eq!(fake.control().request_count(), 0, "no call was placed");
 }
 
 #[tokio::test]

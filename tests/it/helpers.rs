@@ -247,6 +247,25 @@ pub async fn spawn_app_in(store: TempDir, configure: impl FnOnce(&mut Settings))
     app
 }
 
+/// `spawn_app_with`, its tenant `dev` allowed every channel, the opt-in ones (calls) too:
+/// a tenant with settings of its own, so its key is made before the start.
+pub async fn spawn_app_for_every_channel(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let store = tempfile::tempdir().expect("a store dir");
+    let key = add_tenant(store.path(), otpd::tenants::DEV_TENANT);
+    let mut app = start_app(store, |settings| {
+        configure(settings);
+        settings.tenants.insert(
+            otpd::tenants::DEV_TENANT.to_owned(),
+            otpd::access::TenantSettings {
+                channels: otpd::domain::Channel::all().collect(),
+                ..Default::default()
+            },
+        );
+    });
+    app.api_key = key;
+    app
+}
+
 /// Starts an app on `store` without waiting for a dev key (`api_key` is left empty).
 pub fn start_app(store: TempDir, configure: impl FnOnce(&mut Settings)) -> TestApp {
     init_test_tracing();

@@ -192,7 +192,7 @@ fn the_cli_adds_lists_rotates_and_revokes_keys_without_showing_them() {
     let keys = listed_keys(&listing, "acme");
     assert_eq!(keys.len(), 1, "{listing}");
     assert!(
-        listing.contains("settings: channels=all countries=all"),
+        listing.contains("settings: channels=default countries=all"),
         "{listing}"
     );
     let account = otpd::tenants::account_sid("acme");

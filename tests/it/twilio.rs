@@ -188,7 +188,7 @@ async fn a_verification_is_created_checked_and_read_in_twilio_s_shapes() {
 
 #[tokio::test]
 async fn channel_call_after_sms_reads_the_same_code_and_a_check_by_to_finds_it() {
-    let app = spawn_app_with(|settings| {
+    let app = spawn_app_for_every_channel(|settings| {
         settings.verification.resend_cooldown_seconds = 0;
         settings
             .routing

@@ -38,6 +38,9 @@ impl ReceiptReader for TwilioReceipts {
             &params,
             signature.as_deref(),
         )?;
+        if is_call(&params) {
+            return Ok(parse_twilio_call(&params).into_iter().collect());
+        }
         parse_twilio(&params).map(|receipt| vec![receipt])
     }
 }
@@ -78,12 +81,14 @@ pub fn verify_twilio_signature(
     }
 }
 
-/// Reads a Twilio status callback: a message's `MessageSid`, `MessageStatus` (queued,
-/// sending, sent, delivered, undelivered, failed, …), `ErrorCode`; or a call's.
+/// Whether a callback is about a call rather than a message.
+fn is_call(params: &[(String, String)]) -> bool {
+    field(params, "CallSid").is_some() && field(params, "MessageSid").is_none()
+}
+
+/// Reads a Twilio message status callback: `MessageSid`, `MessageStatus` (queued, sending,
+/// sent, delivered, undelivered, failed, …), `ErrorCode`.
 pub fn parse_twilio(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
-    if field(params, "CallSid").is_some() && field(params, "MessageSid").is_none() {
-        return parse_twilio_call(params);
-    }
     let sid = field(params, "MessageSid")
         .or_else(|| field(params, "SmsSid"))
         .ok_or(ReceiptError::MissingField("MessageSid"))?;
@@ -104,18 +109,17 @@ pub fn parse_twilio(params: &[(String, String)]) -> Result<Receipt, ReceiptError
 }
 
 /// Reads a call's status callback: `CallSid`, `CallStatus`. A completed call was answered
-/// and the text read: delivered. Busy, unanswered, failed or canceled: failed.
-fn parse_twilio_call(params: &[(String, String)]) -> Result<Receipt, ReceiptError> {
-    let sid = field(params, "CallSid").ok_or(ReceiptError::MissingField("CallSid"))?;
-    let state = field(params, "CallStatus").ok_or(ReceiptError::MissingField("CallStatus"))?;
-    let status = match state {
+/// and the text read: delivered. Busy, unanswered, failed or canceled: failed. A callback
+/// without a status otpd knows says nothing of delivery: `None`, taken and ignored.
+pub fn parse_twilio_call(params: &[(String, String)]) -> Option<Receipt> {
+    let status = match field(params, "CallStatus")? {
         "completed" => ReceiptStatus::Delivered,
         "busy" | "no-answer" | "failed" | "canceled" => ReceiptStatus::Failed,
         "queued" | "initiated" | "ringing" | "in-progress" => ReceiptStatus::Pending,
-        other => return Err(ReceiptError::UnknownStatus(other.to_owned())),
+        _ => return None,
     };
-    Ok(Receipt {
-        provider_message_id: sid.to_owned(),
+    Some(Receipt {
+        provider_message_id: field(params, "CallSid")?.to_owned(),
         status,
         error_code: error_code(params, "ErrorCode"),
     })
@@ -244,13 +248,12 @@ mod tests {
                 ("CallStatus", state),
                 ("AccountSid", "AC1"),
             ]);
-            let receipt = parse_twilio(&params).unwrap();
+            let receipt = parse_twilio_call(&params).unwrap();
             assert_eq!(receipt.provider_message_id, "CA1");
             assert_eq!(receipt.status, status, "{state}");
         }
-        assert_eq!(
-            parse_twilio(&pairs(&[("CallSid", "CA1")])),
-            Err(ReceiptError::MissingField("CallStatus"))
-        );
+        assert_eq!(parse_twilio_call(&pairs(&[("CallSid", "CA1")])), None);
+        let odd = pairs(&[("CallSid", "CA1"), ("CallStatus", "transferred")]);
+        assert_eq!(parse_twilio_call(&odd), None);
     }
 }

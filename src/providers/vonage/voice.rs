@@ -22,6 +22,9 @@ pub const DEFAULT_VOICE_BASE_URL: &str = "https://api.nexmo.com";
 /// How long a signed token is valid, and how long it is used before a fresh one is signed.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
 const TOKEN_REUSE: Duration = Duration::from_secs(10 * 60);
+/// How far back a token says it was issued, so a clock a little ahead of Vonage's does not
+/// make it a token from the future.
+const CLOCK_LEEWAY: Duration = Duration::from_secs(30);
 
 fn default_base_url() -> String {
     DEFAULT_VOICE_BASE_URL.to_owned()
@@ -67,9 +70,11 @@ impl VonageVoiceConfig {
                 "{prefix}.application_id is empty; set the Vonage application's id"
             ));
         }
-        if EncodingKey::from_rsa_pem(self.private_key.expose_secret().as_bytes()).is_err() {
+        let signs = EncodingKey::from_rsa_pem(self.private_key.expose_secret().as_bytes())
+            .is_ok_and(|key| sign(&key, &self.application_id, SystemTime::now()).is_ok());
+        if !signs {
             problems.push(format!(
-                "{prefix}.private_key is not an RSA private key in PEM; set the application's private key (the file Vonage gave when the application was made)"
+                "{prefix}.private_key is not an RSA private key in PEM that signs; set the application's private key (the file Vonage gave when the application was made)"
             ));
         }
         if !is_number(&self.from) {
@@ -87,6 +92,27 @@ impl VonageVoiceConfig {
         check_timeout(&mut problems, prefix, self.timeout_ms);
         problems
     }
+}
+
+/// A token for `application_id`, signed at `now` (its `iat` a little earlier).
+fn sign(
+    key: &EncodingKey,
+    application_id: &str,
+    now: SystemTime,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let iat = now
+        .checked_sub(CLOCK_LEEWAY)
+        .unwrap_or(now)
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let claims = Claims {
+        application_id,
+        iat,
+        exp: iat + TOKEN_LIFETIME.as_secs(),
+        jti: format!("{:032x}", rand::random::<u128>()),
+    };
+    jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, key)
 }
 
 fn is_number(value: &str) -> bool {
@@ -161,19 +187,21 @@ impl VonageVoiceProvider {
                 return Ok(token.clone());
             }
         }
-        let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        let claims = Claims {
-            application_id: &self.config.application_id,
-            iat,
-            exp: iat + TOKEN_LIFETIME.as_secs(),
-            jti: format!("{:032x}", rand::random::<u128>()),
-        };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &self.key)
-            .map_err(|error| ProviderError::Permanent {
+        let token = sign(&self.key, &self.config.application_id, now).map_err(|error| {
+            ProviderError::Permanent {
                 reason: format!("could not sign the Vonage token: {error}"),
-            })?;
+            }
+        })?;
         *held = Some((now, token.clone()));
         Ok(token)
+    }
+
+    /// Forgets the token in use: Vonage refused it, and the next call signs a fresh one.
+    fn forget_token(&self) {
+        *self
+            .token
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
     }
 
     fn call(&self, message: &OutboundMessage) -> serde_json::Value {
@@ -210,6 +238,9 @@ impl Provider for VonageVoiceProvider {
             .bearer_auth(self.token()?)
             .json(&self.call(message));
         let answer = exchange(request).await?;
+        if answer.status == reqwest::StatusCode::UNAUTHORIZED {
+            self.forget_token();
+        }
         if answer.status.is_success() {
             // The call was placed: an unreadable answer must not cause a second call.
             let placed: Option<CallAnswer> = serde_json::from_slice(&answer.body).ok();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::providers::classify;
 use crate::providers::kind::BuildError;
 use crate::providers::support::{
-    check_timeout, default_timeout_ms, exchange, http_client, validate_base_url,
+    by_locale, check_timeout, default_timeout_ms, exchange, http_client, validate_base_url,
 };
 use crate::providers::{OutboundMessage, Provider, ProviderError, SendReceipt};
 
@@ -23,13 +23,14 @@ pub const DEFAULT_API_VERSION: &str = "v21.0";
 /// The pause a throttling error implies; the Cloud API sends no `Retry-After`.
 pub const THROTTLED_WAIT: Duration = Duration::from_secs(1);
 
-/// Cloud API error codes that mean "too fast, later": the app's or the account's call rate
-/// (4, 80007), the phone number's throughput (130429), too many messages to one person
-/// (131056).
-const THROTTLED: &[u64] = &[4, 80007, 130429, 131056];
-/// Codes that mean "something on WhatsApp's side failed; try again": unknown (1),
-/// temporarily unavailable (2), generic user error (131000), service unavailable (131016).
-const TEMPORARY: &[u64] = &[1, 2, 131000, 131016];
+/// Cloud API error codes that mean "this sender, too fast, later": the app's or the
+/// account's call rate (4, 80007), the phone number's throughput (130429). The provider
+/// pauses, as after a 429.
+const THROTTLED: &[u64] = &[4, 80007, 130429];
+/// Codes that mean "this message, not now; try again": unknown (1), temporarily
+/// unavailable (2), generic user error (131000), service unavailable (131016), and too many
+/// messages to this one person (131056), which must not pause the sends to everyone else.
+const TEMPORARY: &[u64] = &[1, 2, 131000, 131016, 131056];
 
 fn default_base_url() -> String {
     DEFAULT_BASE_URL.to_owned()
@@ -127,12 +128,7 @@ impl WhatsappConfig {
     /// The template language for `locale`: by the locale, by its language, or the default.
     pub fn language(&self, locale: Option<&str>) -> &str {
         locale
-            .and_then(|locale| {
-                let language = locale.split(['-', '_']).next().unwrap_or_default();
-                self.languages
-                    .get(locale)
-                    .or_else(|| self.languages.get(language))
-            })
+            .and_then(|locale| by_locale(&self.languages, locale))
             .unwrap_or(&self.default_language)
     }
 }
