@@ -47,18 +47,8 @@ pub struct TwilioConfig {
 impl TwilioConfig {
     /// Every problem with these settings, each naming the setting under `prefix`.
     pub fn validate(&self, prefix: &str) -> Vec<String> {
-        let mut problems = Vec::new();
-        validate_base_url(prefix, &self.base_url, &mut problems);
-        if self.account_sid.trim().is_empty() {
-            problems.push(format!(
-                "{prefix}.account_sid is empty; set the Account SID (AC…)"
-            ));
-        }
-        if self.auth_token.expose_secret().is_empty() {
-            problems.push(format!(
-                "{prefix}.auth_token is empty; set the account's Auth Token"
-            ));
-        }
+        let mut problems =
+            account_problems(prefix, &self.base_url, &self.account_sid, &self.auth_token);
         match (&self.from, &self.messaging_service_sid) {
             (Some(_), Some(_)) => problems.push(format!(
                 "{prefix}: set either from or messaging_service_sid, not both"
@@ -106,11 +96,7 @@ impl TwilioProvider {
         if !problems.is_empty() {
             return Err(BuildError::Invalid(problems));
         }
-        let messages_url = format!(
-            "{}/2010-04-01/Accounts/{}/Messages.json",
-            config.base_url.trim_end_matches('/'),
-            config.account_sid
-        );
+        let messages_url = account_url(&config.base_url, &config.account_sid, "Messages.json");
         let client = http_client(Duration::from_millis(config.timeout_ms))?;
         Ok(TwilioProvider {
             id: id.to_owned(),
@@ -174,6 +160,37 @@ impl Provider for TwilioProvider {
         }
         Err(answer.refused(&error_detail(bytes)))
     }
+}
+
+/// Every problem with a Twilio account's settings under `prefix`: its API URL, Account SID
+/// and Auth Token.
+pub(super) fn account_problems(
+    prefix: &str,
+    base_url: &str,
+    account_sid: &str,
+    auth_token: &SecretString,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    validate_base_url(prefix, base_url, &mut problems);
+    if account_sid.trim().is_empty() {
+        problems.push(format!(
+            "{prefix}.account_sid is empty; set the Account SID (AC…)"
+        ));
+    }
+    if auth_token.expose_secret().is_empty() {
+        problems.push(format!(
+            "{prefix}.auth_token is empty; set the account's Auth Token"
+        ));
+    }
+    problems
+}
+
+/// The URL of one of an account's resources: `…/2010-04-01/Accounts/{sid}/{resource}`.
+pub(super) fn account_url(base_url: &str, account_sid: &str, resource: &str) -> String {
+    format!(
+        "{}/2010-04-01/Accounts/{account_sid}/{resource}",
+        base_url.trim_end_matches('/')
+    )
 }
 
 /// What Twilio's error body says: `Twilio error 21211: The 'To' number is not valid.`;

@@ -8,10 +8,10 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::adapter::{error_detail, DEFAULT_BASE_URL};
+use super::adapter::{account_problems, account_url, error_detail, DEFAULT_BASE_URL};
 use crate::providers::kind::BuildError;
 use crate::providers::support::{
-    check_callback_url, check_timeout, default_timeout_ms, exchange, http_client, validate_base_url,
+    check_callback_url, check_timeout, default_timeout_ms, exchange, http_client,
 };
 use crate::providers::voice::{check_repeat, default_repeat, spoken_language};
 use crate::providers::{OutboundMessage, Provider, ProviderError, SendReceipt};
@@ -54,18 +54,8 @@ pub struct TwilioVoiceConfig {
 impl TwilioVoiceConfig {
     /// Every problem with these settings, each naming the setting under `prefix`.
     pub fn validate(&self, prefix: &str) -> Vec<String> {
-        let mut problems = Vec::new();
-        validate_base_url(prefix, &self.base_url, &mut problems);
-        if self.account_sid.trim().is_empty() {
-            problems.push(format!(
-                "{prefix}.account_sid is empty; set the Account SID (AC…)"
-            ));
-        }
-        if self.auth_token.expose_secret().is_empty() {
-            problems.push(format!(
-                "{prefix}.auth_token is empty; set the account's Auth Token"
-            ));
-        }
+        let mut problems =
+            account_problems(prefix, &self.base_url, &self.account_sid, &self.auth_token);
         if !self.from.starts_with('+') {
             problems.push(format!(
                 "{prefix}.from is '{}'; set the calling number in E.164, such as +15005550006",
@@ -103,11 +93,7 @@ impl TwilioVoiceProvider {
         if !problems.is_empty() {
             return Err(BuildError::Invalid(problems));
         }
-        let calls_url = format!(
-            "{}/2010-04-01/Accounts/{}/Calls.json",
-            config.base_url.trim_end_matches('/'),
-            config.account_sid
-        );
+        let calls_url = account_url(&config.base_url, &config.account_sid, "Calls.json");
         let client = http_client(Duration::from_millis(config.timeout_ms))?;
         Ok(TwilioVoiceProvider {
             id: id.to_owned(),
