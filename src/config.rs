@@ -369,6 +369,33 @@ mod tests {
     }
 
     #[test]
+    fn a_channel_routed_with_no_region_queue_for_its_keys_is_refused() {
+        use crate::domain::Channel;
+        let mut settings = defaults();
+        // A deployment's own region queues, from before calls: fine while calls are not
+        // routed, refused with the keys to add once they are.
+        settings.amqp.region_queues = BTreeMap::from([
+            ("everywhere".to_owned(), vec!["sms.#".to_owned()]),
+            ("email".to_owned(), vec!["email.#".to_owned()]),
+        ]);
+        settings.validate().expect("calls are not routed yet");
+        settings
+            .routing
+            .regions
+            .get_mut("default")
+            .unwrap()
+            .insert(Channel::Voice, vec![crate::providers::SANDBOX.to_owned()]);
+        let Err(ConfigError::Invalid(problems)) = settings.validate() else {
+            panic!("routing calls without a queue for them was accepted");
+        };
+        assert!(
+            problems.iter().any(|problem| problem
+                .contains("amqp.region_queues: routing key 'voice.eu.de' reaches no region queue")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn reports_every_problem_at_once() {
         let mut settings = defaults();
         settings.http.listen = "nowhere".into();

@@ -905,26 +905,26 @@ async fn vonage_voice_failures_are_classified() {
 
 const WHATSAPP_TOKEN: &str = "EAAG-test-token";
 
+fn whatsapp_config(server: &FakeProviderServer) -> WhatsappConfig {
+    WhatsappConfig {
+        base_url: server.base_url(),
+        api_version: "v21.0".into(),
+        phone_number_id: "106540352242922".into(),
+        access_token: SecretString::from(WHATSAPP_TOKEN),
+        template: "otp_login".into(),
+        languages: BTreeMap::from([
+            ("de".to_owned(), "de".to_owned()),
+            ("pt-BR".to_owned(), "pt_BR".to_owned()),
+        ]),
+        default_language: "en_US".into(),
+        app_secret: None,
+        verify_token: None,
+        timeout_ms: TIMEOUT_MS,
+    }
+}
+
 fn whatsapp(server: &FakeProviderServer) -> WhatsappProvider {
-    WhatsappProvider::new(
-        "whatsapp",
-        WhatsappConfig {
-            base_url: server.base_url(),
-            api_version: "v21.0".into(),
-            phone_number_id: "106540352242922".into(),
-            access_token: SecretString::from(WHATSAPP_TOKEN),
-            template: "otp_login".into(),
-            languages: BTreeMap::from([
-                ("de".to_owned(), "de".to_owned()),
-                ("pt-BR".to_owned(), "pt_BR".to_owned()),
-            ]),
-            default_language: "en_US".into(),
-            app_secret: None,
-            verify_token: None,
-            timeout_ms: TIMEOUT_MS,
-        },
-    )
-    .unwrap()
+    WhatsappProvider::new("whatsapp", whatsapp_config(server)).unwrap()
 }
 
 /// A WhatsApp message: the code alone, the words are the template's.
@@ -1021,4 +1021,29 @@ fn the_cloud_api_s_own_codes_decide_before_the_status() {
     assert!(one_person.is_transient() && one_person.retry_after().is_none());
     let temporary = classify_error(400, 2, "service temporarily unavailable").unwrap();
     assert!(temporary.is_transient() && temporary.retry_after().is_none());
+}
+
+#[tokio::test]
+async fn whatsapp_settings_name_what_is_missing() {
+    let server = FakeProviderServer::start().await.unwrap();
+    let config = WhatsappConfig {
+        phone_number_id: "+15550783881".into(),
+        template: " ".into(),
+        default_language: String::new(),
+        verify_token: Some(SecretString::from("")),
+        ..whatsapp_config(&server)
+    };
+    let problems = config.validate("providers.wa");
+    for setting in [
+        "providers.wa.phone_number_id is '+15550783881'",
+        "providers.wa.template is empty",
+        "providers.wa.default_language is empty",
+        "providers.wa.verify_token is empty",
+    ] {
+        assert!(
+            problems.iter().any(|problem| problem.starts_with(setting)),
+            "{setting}: {problems:?}"
+        );
+    }
+    assert_eq!(problems.len(), 4, "{problems:?}");
 }

@@ -185,7 +185,7 @@ impl IssueError {
                 InvalidRequest,
                 "invalid_request",
                 format!(
-                    "'channel' is '{channel}', which this otpd does not offer: no provider is routed for it (routing.default.{channel}); use {}, or ask the operator to route a provider for {channel}",
+                    "The {channel} channel is not offered by this otpd: no provider is routed for it (routing.default.{channel}); use {}, or ask the operator to route a provider for {channel}.",
                     Channel::listed(offered.iter().copied())
                 ),
             ),

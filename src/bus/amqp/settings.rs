@@ -32,7 +32,7 @@ pub struct AmqpSettings {
     #[serde(deserialize_with = "array_or_commas")]
     pub consume_regions: Vec<String>,
     /// Region queue name → routing-key patterns bound to it on the route exchange.
-    /// Default: eu, americas, apac, world for SMS, and email.
+    /// Default: eu, americas, apac, world for SMS, calls and WhatsApp, and email.
     #[serde(deserialize_with = "map_of_lists")]
     pub region_queues: BTreeMap<String, Vec<String>>,
     /// `[amqp.tls]`: the CA trusted for an `amqps://` broker and an optional client

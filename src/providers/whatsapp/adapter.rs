@@ -110,6 +110,19 @@ impl WhatsappConfig {
                 "{prefix}.template is empty; set the approved authentication template's name"
             ));
         }
+        let languages = std::iter::once(("default_language".to_owned(), &self.default_language))
+            .chain(
+                self.languages
+                    .iter()
+                    .map(|(locale, code)| (format!("languages.{locale}"), code)),
+            );
+        for (setting, code) in languages {
+            if code.trim().is_empty() {
+                problems.push(format!(
+                    "{prefix}.{setting} is empty; give the template's language code, such as en_US"
+                ));
+            }
+        }
         for (name, secret) in [
             ("app_secret", &self.app_secret),
             ("verify_token", &self.verify_token),
