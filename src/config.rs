@@ -24,6 +24,7 @@ use crate::delivery::sms_text::{validate_sms_texts, AutofillLines};
 use crate::domain::is_name;
 use crate::fraud::FraudSettings;
 use crate::issuance::settings::{RateLimitSettings, VerificationSettings};
+use crate::providers::receipts::{InboxReceipt, ReceiptInbox};
 use crate::providers::{
     BuildContext, BuildError, BuiltProvider, ProviderSettings, SandboxSettings,
 };
@@ -122,6 +123,8 @@ pub struct Prepared {
     pub amqp_tls: AmqpTls,
     /// Every provider (the configured ones and the sandbox when enabled), built.
     pub providers: Vec<BuiltProvider>,
+    /// The receipts that arrive on providers' own connections (SMPP), to be recorded.
+    pub receipt_inbox: tokio::sync::mpsc::Receiver<InboxReceipt>,
     /// The tenants' webhooks, their secrets read.
     pub webhook_targets: crate::webhooks::WebhookTargets,
 }
@@ -194,10 +197,12 @@ impl Settings {
             .map_err(|error: TlsError| problems.push(error.to_string()))
             .unwrap_or_default();
         let mut providers = Vec::new();
+        let (inbox, receipt_inbox) = ReceiptInbox::new();
         for (id, settings) in self.provider_settings() {
             let context = BuildContext {
                 store_dir: self.store.dir.clone(),
                 receipt_secret: self.receipt_secrets.get(&id).cloned(),
+                receipt_inbox: Some(inbox.clone()),
             };
             match settings.build(&id, &context) {
                 Ok(built) => providers.push(built),
@@ -213,6 +218,7 @@ impl Settings {
             https,
             amqp_tls,
             providers,
+            receipt_inbox,
             webhook_targets,
         })
     }

@@ -8,17 +8,20 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use otpd::domain::{Channel, JobId, OtpCode, VerificationId};
-use otpd::providers::receipts::{self, ReceiptStatus};
+use otpd::providers::receipts::{self, ReceiptInbox, ReceiptStatus};
 use otpd::providers::twilio::receipts::{parse_twilio, verify_twilio_signature};
 use otpd::providers::twilio::TWILIO_SIGNATURE_HEADER;
 use otpd::providers::vonage::receipts::parse_vonage;
 use otpd::providers::{
     BuildContext, HttpConfig, HttpProvider, OutboundMessage, Provider, ProviderError,
-    ProviderSettings, SmtpConfig, SmtpProvider, SmtpTls, TwilioConfig, TwilioProvider,
-    TwilioVoiceConfig, TwilioVoiceProvider, VonageConfig, VonageProvider, VonageVoiceConfig,
-    VonageVoiceProvider, WhatsappConfig, WhatsappProvider,
+    ProviderSettings, SmppConfig, SmppProvider, SmtpConfig, SmtpProvider, SmtpTls, TwilioConfig,
+    TwilioProvider, TwilioVoiceConfig, TwilioVoiceProvider, VonageConfig, VonageProvider,
+    VonageVoiceConfig, VonageVoiceProvider, WhatsappConfig, WhatsappProvider,
 };
 use otpd::testing::fakes::{self, FakeProviderServer, FakeSmtpServer, WireFormat};
+use otpd::testing::FakeSmsc;
+use rusmpp::CommandStatus;
+use std::sync::Arc;
 
 const CODE_TEXT: &str = "Your code is 493817";
 const TIMEOUT_MS: u64 = 400;
@@ -483,6 +486,7 @@ async fn settings_build_a_working_provider() {
     let context = BuildContext {
         store_dir: Path::new("/nonexistent").to_owned(),
         receipt_secret: None,
+        ..BuildContext::default()
     };
     let provider = settings.build("vonage-eu", &context).unwrap().adapter;
     assert_eq!(provider.id(), "vonage-eu");
@@ -1046,4 +1050,172 @@ async fn whatsapp_settings_name_what_is_missing() {
         );
     }
     assert_eq!(problems.len(), 4, "{problems:?}");
+}
+
+// ---- SMPP ----
+
+const SMPP_PASSWORD: &str = "pw-1";
+
+fn smpp_config(smsc: &FakeSmsc) -> SmppConfig {
+    SmppConfig {
+        host: "127.0.0.1".into(),
+        port: smsc.port(),
+        system_id: "otpd".into(),
+        password: SecretString::from(SMPP_PASSWORD),
+        system_type: String::new(),
+        source_addr: "Acme".into(),
+        source_ton: None,
+        source_npi: None,
+        bind: "transceiver".into(),
+        window: 4,
+        enquire_link_seconds: 30,
+        timeout_ms: TIMEOUT_MS,
+    }
+}
+
+fn smpp(smsc: &FakeSmsc, inbox: Option<ReceiptInbox>) -> SmppProvider {
+    SmppProvider::new("smsc", smpp_config(smsc), inbox).unwrap()
+}
+
+#[tokio::test]
+async fn smpp_submits_on_one_bind_gsm_or_ucs2_as_the_text_needs() {
+    let smsc = FakeSmsc::start("otpd", SMPP_PASSWORD).await.unwrap();
+    let provider = smpp(&smsc, None);
+    let receipt = provider.send(&sms("+4915112345678")).await.unwrap();
+    let mut unicode = sms("+4915112345678");
+    unicode.body = "Ваш код 493817".into();
+    provider.send(&unicode).await.unwrap();
+    let submitted = smsc.control().submitted();
+    assert_eq!(submitted.len(), 2);
+    assert_eq!(submitted[0].to, "4915112345678", "no '+'");
+    assert_eq!(submitted[0].source, "Acme");
+    assert_eq!(submitted[0].text, CODE_TEXT);
+    assert_eq!(submitted[0].data_coding, 0x00, "GSM 7-bit");
+    assert_eq!(
+        receipt.provider_message_id.as_deref(),
+        Some(submitted[0].message_id.as_str())
+    );
+    assert_eq!(submitted[1].data_coding, 0x08, "UCS-2");
+    assert_eq!(submitted[1].text, "Ваш код 493817");
+    assert!(submitted[0].tlvs.is_empty(), "no registration, no TLVs");
+    assert_eq!(smsc.control().binds(), 1, "one bind for both");
+}
+
+#[tokio::test]
+async fn smpp_carries_india_s_dlt_registration_in_tlvs() {
+    let smsc = FakeSmsc::start("otpd", SMPP_PASSWORD).await.unwrap();
+    let mut message = sms("+919812345678");
+    message.registration = Some(otpd::providers::Registration {
+        entity_id: "1101234567890123456".into(),
+        template_id: "1107160000000000002".into(),
+    });
+    smpp(&smsc, None).send(&message).await.unwrap();
+    assert_eq!(
+        smsc.control().submitted()[0].tlvs,
+        [
+            (0x1400, b"1101234567890123456".to_vec()),
+            (0x1401, b"1107160000000000002".to_vec())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn smpp_answers_are_classified_and_a_dropped_bind_is_bound_again() {
+    let smsc = FakeSmsc::start("otpd", SMPP_PASSWORD).await.unwrap();
+    let provider = smpp(&smsc, None);
+    let control = smsc.control();
+    let to = "+4915112345678";
+
+    for back_pressure in [CommandStatus::EsmeRthrottled, CommandStatus::EsmeRmsgqful] {
+        control.answer_submits_with(Some(back_pressure));
+        let error = provider.send(&sms(to)).await.unwrap_err();
+        assert_transient(&error, Some(otpd::providers::smpp::THROTTLED_WAIT));
+    }
+    control.answer_submits_with(Some(CommandStatus::EsmeRsyserr));
+    assert_transient(&provider.send(&sms(to)).await.unwrap_err(), None);
+    control.answer_submits_with(Some(CommandStatus::EsmeRinvdstadr));
+    let error = provider.send(&sms(to)).await.unwrap_err();
+    assert_permanent(&error);
+    assert!(
+        error.to_string().contains("ESME_RINVDSTADR (0x0B)"),
+        "{error}"
+    );
+    control.answer_submits_with(None);
+
+    control.go_silent(true);
+    assert_times_out(&provider, &sms(to)).await;
+    control.go_silent(false);
+
+    control.drop_binds();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    provider.send(&sms(to)).await.unwrap();
+    assert_eq!(control.binds(), 2, "bound again after the drop");
+}
+
+#[tokio::test]
+async fn smpp_keeps_at_most_its_window_unanswered() {
+    let smsc = FakeSmsc::start("otpd", SMPP_PASSWORD).await.unwrap();
+    let provider = Arc::new(
+        SmppProvider::new(
+            "smsc",
+            SmppConfig {
+                window: 2,
+                timeout_ms: 1_000,
+                ..smpp_config(&smsc)
+            },
+            None,
+        )
+        .unwrap(),
+    );
+    smsc.control().go_silent(true);
+    let sends: Vec<_> = (0..3)
+        .map(|_| {
+            let provider = Arc::clone(&provider);
+            tokio::spawn(async move { provider.send(&sms("+4915112345678")).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        smsc.control().submits_seen(),
+        2,
+        "the third waits for the window"
+    );
+    for send in sends {
+        assert!(send.await.unwrap().is_err());
+    }
+}
+
+#[tokio::test]
+async fn smpp_refused_credentials_are_told_and_not_tried_at_once_again() {
+    let smsc = FakeSmsc::start("otpd", "other").await.unwrap();
+    let provider = smpp(&smsc, None);
+    let error = provider.send(&sms("+4915112345678")).await.unwrap_err();
+    assert_transient(&error, None);
+    assert!(error.to_string().contains("ESME_RINVPASWD"), "{error}");
+    let again = provider.send(&sms("+4915112345678")).await.unwrap_err();
+    assert!(again.to_string().contains("binds again shortly"), "{again}");
+    assert_eq!(smsc.control().binds(), 0);
+}
+
+#[tokio::test]
+async fn smpp_receipts_come_back_on_the_bind_and_are_acknowledged_once_recorded() {
+    let smsc = FakeSmsc::start("otpd", SMPP_PASSWORD).await.unwrap();
+    let (inbox, mut receipts) = ReceiptInbox::new();
+    let provider = smpp(&smsc, Some(inbox));
+    smsc.control().hold_receipts(true);
+    let sent = provider.send(&sms("+4915112345678")).await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(200), receipts.recv()).await;
+    assert!(early.is_err(), "a receipt came while the SMSC held it");
+    smsc.control().hold_receipts(false);
+    let pushed = tokio::time::timeout(Duration::from_secs(5), receipts.recv())
+        .await
+        .expect("the receipt")
+        .expect("an open inbox");
+    assert_eq!(pushed.provider, "smsc");
+    assert_eq!(
+        Some(pushed.receipt.provider_message_id.as_str()),
+        sent.provider_message_id.as_deref()
+    );
+    assert_eq!(pushed.receipt.status, ReceiptStatus::Delivered);
+    pushed.recorded.send(true).unwrap();
 }

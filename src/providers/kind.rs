@@ -5,7 +5,7 @@ use secrecy::SecretString;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::receipts::ReceiptReader;
+use super::receipts::{ReceiptInbox, ReceiptReader};
 use super::Provider;
 use crate::domain::Channel;
 
@@ -25,6 +25,8 @@ pub struct BuildContext {
     pub store_dir: PathBuf,
     /// `receipt_secrets.<id>`: the shared secret its delivery receipts carry.
     pub receipt_secret: Option<SecretString>,
+    /// Where receipts that arrive on the provider's own connection go (SMPP).
+    pub receipt_inbox: Option<ReceiptInbox>,
 }
 
 /// Implemented by each kind's settings type (`TwilioConfig`, …).

@@ -79,6 +79,44 @@ pub(crate) fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Where receipts that arrive on a provider's own connection (SMPP's `deliver_sm`) go, to be
+/// recorded like those posted to otpd. `take` returns once the receipt is recorded, so the
+/// provider acknowledges it to the vendor only then.
+#[derive(Debug, Clone)]
+pub struct ReceiptInbox {
+    sender: tokio::sync::mpsc::Sender<InboxReceipt>,
+}
+
+/// A receipt in the inbox: its provider, and who waits to hear whether it was recorded.
+pub struct InboxReceipt {
+    pub provider: String,
+    pub receipt: Receipt,
+    pub recorded: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// Receipts waiting to be recorded, at most; beyond, the provider's connection waits.
+const INBOX: usize = 1024;
+
+impl ReceiptInbox {
+    /// An inbox, and the end the recorder reads.
+    pub fn new() -> (ReceiptInbox, tokio::sync::mpsc::Receiver<InboxReceipt>) {
+        let (sender, receiver) = tokio::sync::mpsc::channel(INBOX);
+        (ReceiptInbox { sender }, receiver)
+    }
+
+    /// Hands `receipt` of `provider` on and waits until it is recorded: whether it was (not
+    /// when the store failed, or the recorder has stopped).
+    pub async fn take(&self, provider: &str, receipt: Receipt) -> bool {
+        let (recorded, done) = tokio::sync::oneshot::channel();
+        let item = InboxReceipt {
+            provider: provider.to_owned(),
+            receipt,
+            recorded,
+        };
+        self.sender.send(item).await.is_ok() && done.await.unwrap_or(false)
+    }
+}
+
 /// Checks a shared receipt secret in constant time.
 pub fn verify_shared_secret(
     expected: &SecretString,

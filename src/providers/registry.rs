@@ -56,6 +56,7 @@ registry! {
     "whatsapp" => Whatsapp(super::whatsapp::WhatsappConfig),
     "http" => Http(super::http::HttpConfig),
     "smtp" => Smtp(super::smtp::SmtpConfig),
+    "smpp" => Smpp(super::smpp::SmppConfig),
     "sandbox" => Sandbox(super::sandbox::SandboxConfig),
 }
 
@@ -223,6 +224,7 @@ mod tests {
         let context = BuildContext {
             store_dir: "/tmp".into(),
             receipt_secret: None,
+            ..BuildContext::default()
         };
         let error = settings.build("tw", &context).err().unwrap();
         assert!(matches!(error, BuildError::Invalid(found) if found == problems));

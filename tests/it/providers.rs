@@ -950,3 +950,62 @@ async fn a_primary_that_takes_the_request_and_stalls_costs_at_most_one_extra_sen
         assert_eq!(sends, 1, "{id} was sent {sends} times by the secondary");
     }
 }
+
+#[tokio::test]
+async fn an_smpp_provider_delivers_end_to_end_and_its_receipt_comes_back_on_the_bind() {
+    let smsc = otpd::testing::FakeSmsc::start("otpd", "pw-1")
+        .await
+        .unwrap();
+    let app = spawn_app_with(|s| {
+        configure(
+            s,
+            vec![(
+                "smsc",
+                ProviderSettings::Smpp(otpd::providers::SmppConfig {
+                    host: "127.0.0.1".into(),
+                    port: smsc.port(),
+                    system_id: "otpd".into(),
+                    password: "pw-1".to_string().into(),
+                    system_type: String::new(),
+                    source_addr: "Acme".into(),
+                    source_ton: None,
+                    source_npi: None,
+                    bind: "transceiver".into(),
+                    window: 10,
+                    enquire_link_seconds: 30,
+                    timeout_ms: 2_000,
+                }),
+            )],
+            &["smsc"],
+        )
+    })
+    .await;
+    let to = number(9, 1);
+    let id = create_id(&app, &to).await;
+    let deadline = Instant::now() + SEND_DEADLINE;
+    let submitted = loop {
+        if let Some(submitted) = smsc.control().submitted().pop() {
+            break submitted;
+        }
+        assert!(Instant::now() < deadline, "nothing reached the SMSC");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(submitted.to, to.trim_start_matches('+'));
+    let code = extract_code(&submitted.text, 6);
+    // The SMSC's receipt comes back on the bind: the verification is delivered.
+    let deadline = Instant::now() + SEND_DEADLINE;
+    loop {
+        let record = app.get(&id).await;
+        if record.str("delivery") == "delivered" {
+            assert_eq!(record.str("provider"), "smsc", "{}", record.text);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no receipt recorded: {}",
+            record.text
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_verifies(&app, &id, &code).await;
+}
