@@ -1068,6 +1068,7 @@ fn smpp_config(smsc: &FakeSmsc) -> SmppConfig {
         source_npi: None,
         bind: "transceiver".into(),
         window: 4,
+        binds: 1,
         enquire_link_seconds: 30,
         timeout_ms: TIMEOUT_MS,
     }
@@ -1146,8 +1147,14 @@ async fn smpp_answers_are_classified_and_a_dropped_bind_is_bound_again() {
     assert_times_out(&provider, &sms(to)).await;
     control.go_silent(false);
 
+    // A bind that ends within seconds of being made is made again after a backoff, so an
+    // SMSC that drops every bind is not bound in a loop.
     control.drop_binds();
     tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiting = provider.send(&sms(to)).await.unwrap_err();
+    let wait = waiting.retry_after().expect("how long until the next bind");
+    assert!(wait <= Duration::from_millis(500), "{waiting}");
+    tokio::time::sleep(wait).await;
     provider.send(&sms(to)).await.unwrap();
     assert_eq!(control.binds(), 2, "bound again after the drop");
 }
@@ -1217,5 +1224,75 @@ async fn smpp_receipts_come_back_on_the_bind_and_are_acknowledged_once_recorded(
         sent.provider_message_id.as_deref()
     );
     assert_eq!(pushed.receipt.status, ReceiptStatus::Delivered);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        smsc.control().receipt_answers().is_empty(),
+        "answered before it was recorded"
+    );
     pushed.recorded.send(true).unwrap();
+
+    // A receipt the store could not take is answered so the SMSC delivers it again.
+    provider.send(&sms("+4915112345678")).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), receipts.recv())
+        .await
+        .expect("the second receipt")
+        .expect("an open inbox");
+    second.recorded.send(false).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while smsc.control().receipt_answers().len() < 2 {
+        assert!(Instant::now() < deadline, "the receipts were not answered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        smsc.control().receipt_answers(),
+        [CommandStatus::EsmeRok, CommandStatus::EsmeRxTAppn]
+    );
+}
+
+#[tokio::test]
+async fn smpp_names_a_country_s_sender_by_its_own_kind_and_sends_an_emoji_as_utf16() {
+    let smsc = FakeSmsc::start("otpd", SMPP_PASSWORD).await.unwrap();
+    let config = SmppConfig {
+        source_addr: "15550001".into(),
+        ..smpp_config(&smsc)
+    };
+    let provider = SmppProvider::new("smsc", config, None).unwrap();
+    let mut by_name = sms("+919812345678");
+    by_name.sender_id = Some("ACMEIN".into());
+    provider.send(&by_name).await.unwrap();
+    provider.send(&sms("+4915112345678")).await.unwrap();
+    let mut emoji = sms("+4915112345678");
+    emoji.body = "🔐 493817".into();
+    provider.send(&emoji).await.unwrap();
+    let submitted = smsc.control().submitted();
+    assert_eq!(
+        (submitted[0].source.as_str(), submitted[0].source_ton_npi),
+        ("ACMEIN", (5, 0))
+    );
+    assert_eq!(
+        (submitted[1].source.as_str(), submitted[1].source_ton_npi),
+        ("15550001", (1, 1))
+    );
+    assert_eq!(submitted[2].data_coding, 0x08);
+    assert_eq!(submitted[2].text, "🔐 493817", "a surrogate pair, whole");
+}
+
+#[tokio::test]
+async fn smpp_sends_take_its_binds_in_turn() {
+    let smsc = FakeSmsc::start("otpd", SMPP_PASSWORD).await.unwrap();
+    let config = SmppConfig {
+        binds: 3,
+        ..smpp_config(&smsc)
+    };
+    let provider = SmppProvider::new("smsc", config, None).unwrap();
+    for _ in 0..6 {
+        provider.send(&sms("+4915112345678")).await.unwrap();
+    }
+    assert_eq!(smsc.control().binds(), 3, "one bind each, kept");
+    assert_eq!(smsc.control().submitted().len(), 6);
+    let too_many = SmppConfig {
+        binds: 17,
+        ..smpp_config(&smsc)
+    };
+    assert!(too_many.validate("providers.smsc")[0].contains("providers.smsc.binds is 17"));
 }

@@ -1,12 +1,12 @@
-//! Where the harness sees messages reach the provider: the fake provider's stream, or the
-//! sandbox outbox file tailed from disk. Both become one channel of `Arrival`s.
+//! Where the harness sees messages reach the provider: the fake provider's stream, the fake
+//! SMSC's, or the sandbox outbox file tailed from disk. Both become one channel of `Arrival`s.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
-use otpd::testing::{RecordedMessage, WireFormat};
+use otpd::testing::{RecordedMessage, Submitted, WireFormat};
 
 /// How often the outbox file is read for new lines.
 const TAIL_POLL: Duration = Duration::from_millis(2);
@@ -42,6 +42,24 @@ pub fn from_fake(mut messages: mpsc::Receiver<RecordedMessage>) -> mpsc::Receive
                 to: message.to.clone(),
                 text: text_of(&message),
                 at: message.received_at,
+            };
+            if sender.send(arrival).await.is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// Arrivals at the fake SMSC (numbers as SMPP carries them, without `+`).
+pub fn from_smsc(mut submits: mpsc::Receiver<Submitted>) -> mpsc::Receiver<Arrival> {
+    let (sender, receiver) = mpsc::channel(CAPACITY);
+    tokio::spawn(async move {
+        while let Some(submit) = submits.recv().await {
+            let arrival = Arrival {
+                to: format!("+{}", submit.to),
+                text: submit.text,
+                at: submit.received_at,
             };
             if sender.send(arrival).await.is_err() {
                 return;

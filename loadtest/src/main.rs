@@ -122,6 +122,9 @@ struct Common {
     /// How the spawned otpd reaches the fake provider.
     #[arg(long, value_enum, default_value_t = ProviderMode::Auto)]
     provider: ProviderMode,
+    /// With --provider smpp: the binds the SMPP provider keeps to the fake SMSC.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=16))]
+    smpp_binds: u8,
     /// A running otpd's HTTP address (loopback), instead of --spawn.
     #[arg(long)]
     target: Option<String>,
@@ -221,10 +224,12 @@ impl Sut {
                 provider: common.provider,
                 queue_type: &common.queue_type,
                 nodes: usize::from(common.nodes),
+                smpp_binds: common.smpp_binds,
             })
             .await?;
-            let arrivals = match spawned.provider {
-                ProviderMode::Sandbox => arrivals::from_outbox(spawned.outbox()),
+            let arrivals = match (&spawned.provider, &spawned.smsc) {
+                (ProviderMode::Sandbox, _) => arrivals::from_outbox(spawned.outbox()),
+                (_, Some(smsc)) => arrivals::from_smsc(smsc.control().subscribe(65_536)),
                 _ => arrivals::from_fake(spawned.fake.control().subscribe(65_536)),
             };
             return Ok(Sut {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use otpd::testing::FakeProviderServer;
+use otpd::testing::{FakeProviderServer, FakeSmsc};
 use sha2::{Digest, Sha256};
 
 /// How long otpd may take to listen and become ready.
@@ -30,6 +30,8 @@ pub enum ProviderMode {
     Sandbox,
     /// `http`, falling back to `sandbox` when this otpd does not know provider settings yet.
     Auto,
+    /// An SMPP provider (`kind = "smpp"`) bound to a fake SMSC of the harness.
+    Smpp,
 }
 
 pub fn random_hex(bytes: usize) -> String {
@@ -78,6 +80,25 @@ email = ["load"]
     )
 }
 
+/// The settings file that sends every SMS through an SMPP provider of `binds` binds to the
+/// fake SMSC on `port` (its password random, for this run); email stays with the sandbox.
+pub fn smpp_provider_settings(port: u16, password: &str, binds: u8) -> String {
+    format!(
+        r#"[providers.load]
+kind = "smpp"
+host = "127.0.0.1"
+port = {port}
+system_id = "loadtest"
+password = "{password}"
+source_addr = "otpd"
+binds = {binds}
+
+[routing.default]
+sms = ["load"]
+"#
+    )
+}
+
 /// The running otpd nodes (one cluster on one namespace) with their store, and the fake
 /// provider they deliver to.
 pub struct Spawned {
@@ -88,6 +109,8 @@ pub struct Spawned {
     pub namespace: String,
     pub provider: ProviderMode,
     pub fake: FakeProviderServer,
+    /// The fake SMSC, with `--provider smpp`.
+    pub smsc: Option<FakeSmsc>,
     pub store: tempfile::TempDir,
 }
 
@@ -106,6 +129,8 @@ pub struct SpawnOptions<'a> {
     pub queue_type: &'a str,
     /// otpd processes in the cluster.
     pub nodes: usize,
+    /// With `--provider smpp`: the binds the SMPP provider keeps.
+    pub smpp_binds: u8,
 }
 
 /// What every node of the cluster shares.
@@ -128,6 +153,7 @@ impl Spawned {
         fake.control().set_record_cap(0);
         let first = match options.provider {
             ProviderMode::Sandbox => ProviderMode::Sandbox,
+            ProviderMode::Smpp => ProviderMode::Smpp,
             ProviderMode::Http | ProviderMode::Auto => ProviderMode::Http,
         };
         if options.nodes > 1 && first == ProviderMode::Sandbox {
@@ -159,14 +185,36 @@ impl Spawned {
             Err(error) => return Err((error.into(), fake)),
         };
         let namespace = format!("lt{}", random_hex(6));
-        let settings_file = if provider == ProviderMode::Http {
-            let path = store.path().join("loadtest.toml");
-            if let Err(error) = std::fs::write(&path, http_provider_settings(&fake.generic_url())) {
-                return Err((error.into(), fake));
+        let smsc_password = random_hex(4);
+        let smsc = if provider == ProviderMode::Smpp {
+            match FakeSmsc::start("loadtest", &smsc_password).await {
+                Ok(smsc) => {
+                    smsc.control().set_record_cap(0);
+                    Some(smsc)
+                }
+                Err(error) => return Err((error.into(), fake)),
             }
-            Some(path)
         } else {
             None
+        };
+        let settings = match (provider, &smsc) {
+            (ProviderMode::Http, _) => Some(http_provider_settings(&fake.generic_url())),
+            (ProviderMode::Smpp, Some(smsc)) => Some(smpp_provider_settings(
+                smsc.port(),
+                &smsc_password,
+                options.smpp_binds,
+            )),
+            _ => None,
+        };
+        let settings_file = match settings {
+            Some(settings) => {
+                let path = store.path().join("loadtest.toml");
+                if let Err(error) = std::fs::write(&path, settings) {
+                    return Err((error.into(), fake));
+                }
+                Some(path)
+            }
+            None => None,
         };
         let api_key = format!("otpk_{}", random_hex(16));
         let shared = Shared {
@@ -206,6 +254,7 @@ impl Spawned {
             namespace,
             provider,
             fake,
+            smsc,
             store,
         })
     }

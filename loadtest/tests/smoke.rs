@@ -121,6 +121,25 @@ fn amqp_delivers_every_request_once() {
 }
 
 #[test]
+fn amqp_through_smpp_delivers_every_request_once_over_two_binds() {
+    let report = run(
+        "amqp",
+        &[
+            "--requests",
+            "200",
+            "--provider",
+            "smpp",
+            "--smpp-binds",
+            "2",
+            "--with-ceiling",
+            "false",
+        ],
+    );
+    assert_eq!(counts(&report), (200, 200, 0, 0, 0), "{report}");
+    assert_eq!(report["provider"], "smpp", "{report}");
+}
+
+#[test]
 fn amqp_open_loop_keeps_count() {
     let report = run(
         "amqp",

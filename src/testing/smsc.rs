@@ -26,6 +26,8 @@ pub struct Submitted {
     /// `destination_addr`, as sent (no `+`).
     pub to: String,
     pub source: String,
+    /// The sender's type of number and numbering plan.
+    pub source_ton_npi: (u8, u8),
     /// The text, decoded by its data coding (GSM 7-bit unpacked as ASCII, UCS-2).
     pub text: String,
     pub data_coding: u8,
@@ -35,17 +37,40 @@ pub struct Submitted {
     pub received_at: Instant,
 }
 
-#[derive(Default)]
 struct SmscState {
+    /// Submits kept for `submitted`, at most (the oldest go first).
+    cap: usize,
+    /// Where every submit taken is also sent, uncapped, while someone subscribes.
+    subscriber: Option<mpsc::Sender<Submitted>>,
     answer: Option<CommandStatus>,
     silent: bool,
     hold_receipts: bool,
     held: Vec<(mpsc::Sender<Command>, Command)>,
     submitted: Vec<Submitted>,
     seen: u64,
+    receipt_answers: Vec<CommandStatus>,
     binds: u64,
     next_id: u64,
     next_sequence: u32,
+}
+
+impl Default for SmscState {
+    fn default() -> Self {
+        SmscState {
+            cap: crate::testing::fakes::DEFAULT_RECORD_CAP,
+            subscriber: None,
+            answer: None,
+            silent: false,
+            hold_receipts: false,
+            held: Vec::new(),
+            submitted: Vec::new(),
+            seen: 0,
+            receipt_answers: Vec::new(),
+            binds: 0,
+            next_id: 0,
+            next_sequence: 0,
+        }
+    }
 }
 
 /// How the fake SMSC answers, changeable while it runs.
@@ -95,6 +120,28 @@ impl SmscControl {
     /// The submits taken so far, oldest first.
     pub fn submitted(&self) -> Vec<Submitted> {
         self.lock().submitted.clone()
+    }
+
+    /// Keeps at most `cap` submits for `submitted`. Default 10 000.
+    pub fn set_record_cap(&self, cap: usize) {
+        let mut state = self.lock();
+        state.cap = cap;
+        let excess = state.submitted.len().saturating_sub(cap);
+        state.submitted.drain(..excess);
+    }
+
+    /// Streams every submit taken from now on, through a channel of `capacity`; a full
+    /// channel holds the SMSC's answers back until the subscriber reads (back-pressure,
+    /// never a dropped submit).
+    pub fn subscribe(&self, capacity: usize) -> mpsc::Receiver<Submitted> {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        self.lock().subscriber = Some(sender);
+        receiver
+    }
+
+    /// How otpd answered each receipt, in order (`deliver_sm_resp`'s status).
+    pub fn receipt_answers(&self) -> Vec<CommandStatus> {
+        self.lock().receipt_answers.clone()
     }
 
     /// Submits read so far, answered or not.
@@ -227,6 +274,10 @@ async fn answer(
                 return true;
             }
             let taken = take(submit, control);
+            let subscriber = control.lock().subscriber.clone();
+            if let Some(subscriber) = subscriber {
+                let _ = subscriber.send(taken.clone()).await;
+            }
             let resp = SubmitSmResp::builder()
                 .message_id(COctetString::from_str(&taken.message_id).expect("ASCII"))
                 .build();
@@ -252,6 +303,10 @@ async fn answer(
             let _ = outgoing
                 .send(reply(CommandStatus::EsmeRok, Pdu::EnquireLinkResp))
                 .await;
+            true
+        }
+        _ if command.id() == CommandId::DeliverSmResp => {
+            control.lock().receipt_answers.push(command.status());
             true
         }
         Some(Pdu::Unbind) => {
@@ -292,13 +347,22 @@ fn take(submit: &rusmpp::pdus::SubmitSm, control: &SmscControl) -> Submitted {
     let taken = Submitted {
         to: submit.destination_addr.as_str().to_owned(),
         source: submit.source_addr.as_str().to_owned(),
+        source_ton_npi: (
+            u8::from(submit.source_addr_ton),
+            u8::from(submit.source_addr_npi),
+        ),
         text,
         data_coding,
         tlvs,
         message_id: format!("{:016X}", state.next_id),
         received_at: Instant::now(),
     };
-    state.submitted.push(taken.clone());
+    if state.cap > 0 {
+        if state.submitted.len() >= state.cap {
+            state.submitted.remove(0);
+        }
+        state.submitted.push(taken.clone());
+    }
     taken
 }
 

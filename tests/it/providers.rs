@@ -972,6 +972,7 @@ async fn an_smpp_provider_delivers_end_to_end_and_its_receipt_comes_back_on_the_
                     source_npi: None,
                     bind: "transceiver".into(),
                     window: 10,
+                    binds: 1,
                     enquire_link_seconds: 30,
                     timeout_ms: 2_000,
                 }),

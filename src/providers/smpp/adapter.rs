@@ -3,21 +3,21 @@
 //! when the text allows it, UCS-2 otherwise; delivery receipts come back on the bind.
 
 use async_trait::async_trait;
-use rusmpp::extra::encoding::ucs2::Ucs2;
 use rusmpp::extra::encoding::EncodedSubmitSmExt;
 use rusmpp::pdus::SubmitSm;
 use rusmpp::tlvs::{MessageSubmissionRequestTlvValue, TlvTag};
-use rusmpp::types::{AnyOctetString, COctetString};
-use rusmpp::values::{EsmClass, Npi, RegisteredDelivery, Ton};
+use rusmpp::types::{AnyOctetString, COctetString, OctetString};
+use rusmpp::values::{DataCoding, EsmClass, Npi, RegisteredDelivery, Ton};
 use rusmpp::{CommandStatus, Pdu};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Semaphore};
 
-use super::receipts::receipt_of;
+use super::receipts::{is_receipt, receipt_of};
 use super::session::{status_name, Credentials, Lost, OnDeliver, Session};
 use crate::providers::kind::BuildError;
 use crate::providers::receipts::ReceiptInbox;
@@ -45,6 +45,19 @@ fn default_bind() -> String {
 fn default_window() -> usize {
     10
 }
+
+fn default_binds() -> usize {
+    1
+}
+
+/// Most binds one provider keeps.
+pub const MOST_BINDS: usize = 16;
+/// The widest window: below what one bind queues for writing, so a stalled SMSC never
+/// leaves a send waiting on the queue rather than on its timeout.
+pub const WIDEST_WINDOW: usize = 200;
+/// A bind that ends sooner than this after it was made keeps the backoff growing: an SMSC
+/// that drops every bind at once is not bound again in a loop.
+const SHORT_LIVED: Duration = Duration::from_secs(10);
 
 fn default_enquire_link_seconds() -> u64 {
     30
@@ -80,9 +93,12 @@ pub struct SmppConfig {
     /// `transceiver`.
     #[serde(default = "default_bind")]
     pub bind: String,
-    /// Submits in flight unanswered, at most. Default 10.
+    /// Submits in flight unanswered on each bind, at most. Default 10.
     #[serde(default = "default_window")]
     pub window: usize,
+    /// Binds kept, 1–16, each with its own window; sends take them in turn. Default 1.
+    #[serde(default = "default_binds")]
+    pub binds: usize,
     /// Seconds between keep-alives (`enquire_link`). Default 30.
     #[serde(default = "default_enquire_link_seconds")]
     pub enquire_link_seconds: u64,
@@ -118,8 +134,17 @@ impl SmppConfig {
                 self.bind
             ));
         }
-        if self.window == 0 {
-            problems.push(format!("{prefix}.window must be at least 1"));
+        if !(1..=WIDEST_WINDOW).contains(&self.window) {
+            problems.push(format!(
+                "{prefix}.window is {}; keep 1 to {WIDEST_WINDOW} submits unanswered on a bind",
+                self.window
+            ));
+        }
+        if !(1..=MOST_BINDS).contains(&self.binds) {
+            problems.push(format!(
+                "{prefix}.binds is {}; keep 1 to {MOST_BINDS} binds (the SMSC's account says how many it allows)",
+                self.binds
+            ));
         }
         if self.enquire_link_seconds == 0 {
             problems.push(format!("{prefix}.enquire_link_seconds must be at least 1"));
@@ -128,11 +153,15 @@ impl SmppConfig {
         problems
     }
 
-    /// The sender's type of number and numbering plan.
-    fn source(&self) -> (Ton, Npi) {
-        let digits = self.source_addr.trim_start_matches('+');
+    /// The type of number and numbering plan of `sender`: the settings' for the configured
+    /// sender, otherwise 1/1 for a number and 5/0 for a name.
+    fn source(&self, sender: &str) -> (Ton, Npi) {
+        let digits = sender.trim_start_matches('+');
         let is_number = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
         let (ton, npi) = if is_number { (1, 1) } else { (5, 0) };
+        if sender != self.source_addr {
+            return (Ton::from(ton), Npi::from(npi));
+        }
         (
             Ton::from(self.source_ton.unwrap_or(ton)),
             Npi::from(self.source_npi.unwrap_or(npi)),
@@ -144,17 +173,33 @@ impl SmppConfig {
 pub struct SmppProvider {
     id: String,
     config: SmppConfig,
+    binds: Vec<Bind>,
+    /// The bind the next send takes.
+    turn: AtomicUsize,
+    inbox: Option<ReceiptInbox>,
+}
+
+/// One bind: its window and its session.
+struct Bind {
     window: Semaphore,
     bound: Mutex<Binding>,
-    inbox: Option<ReceiptInbox>,
 }
 
 /// The bind, or when the next may be tried.
 #[derive(Default)]
 struct Binding {
     session: Option<Arc<Session>>,
+    bound_at: Option<Instant>,
     next_try: Option<Instant>,
     backoff: Duration,
+}
+
+impl Binding {
+    /// Waits longer before the next bind: after a refused bind, or one that ended at once.
+    fn back_off(&mut self) {
+        self.backoff = (self.backoff * 2).clamp(FIRST_BACKOFF, MOST_BACKOFF);
+        self.next_try = Some(Instant::now() + self.backoff);
+    }
 }
 
 impl SmppProvider {
@@ -167,11 +212,17 @@ impl SmppProvider {
         if !problems.is_empty() {
             return Err(BuildError::Invalid(problems));
         }
+        let binds = (0..config.binds)
+            .map(|_| Bind {
+                window: Semaphore::new(config.window),
+                bound: Mutex::new(Binding::default()),
+            })
+            .collect();
         Ok(SmppProvider {
             id: id.to_owned(),
-            window: Semaphore::new(config.window),
             config,
-            bound: Mutex::new(Binding::default()),
+            binds,
+            turn: AtomicUsize::new(0),
             inbox,
         })
     }
@@ -180,33 +231,38 @@ impl SmppProvider {
         Duration::from_millis(self.config.timeout_ms)
     }
 
-    /// The standing bind, or a new one.
-    async fn session(&self) -> Result<Arc<Session>, ProviderError> {
-        let mut binding = self.bound.lock().await;
+    /// The standing session of `bind`, or a new one.
+    async fn session(&self, bind: &Bind) -> Result<Arc<Session>, ProviderError> {
+        let mut binding = bind.bound.lock().await;
         if let Some(session) = binding.session.as_ref().filter(|s| s.is_open()) {
             return Ok(Arc::clone(session));
         }
-        binding.session = None;
+        if binding.session.take().is_some()
+            && binding
+                .bound_at
+                .is_some_and(|at| at.elapsed() < SHORT_LIVED)
+        {
+            binding.back_off();
+        }
         if let Some(next_try) = binding.next_try {
-            if Instant::now() < next_try {
+            let now = Instant::now();
+            if now < next_try {
                 return Err(ProviderError::Transient {
                     reason: "the SMPP bind is down; otpd binds again shortly".into(),
-                    retry_after: None,
+                    retry_after: Some(next_try - now),
                 });
             }
         }
         match self.bind().await {
             Ok(session) => {
                 let session = Arc::new(session);
-                *binding = Binding {
-                    session: Some(Arc::clone(&session)),
-                    ..Binding::default()
-                };
+                binding.session = Some(Arc::clone(&session));
+                binding.bound_at = Some(Instant::now());
+                binding.next_try = None;
                 Ok(session)
             }
             Err(reason) => {
-                binding.backoff = (binding.backoff * 2).clamp(FIRST_BACKOFF, MOST_BACKOFF);
-                binding.next_try = Some(Instant::now() + binding.backoff);
+                binding.back_off();
                 Err(ProviderError::Transient {
                     reason: format!("could not bind to the SMSC: {reason}"),
                     retry_after: None,
@@ -245,6 +301,11 @@ impl SmppProvider {
             Box::pin(async move {
                 match (inbox, receipt_of(&delivered)) {
                     (Some(inbox), Some(receipt)) => inbox.take(&provider, receipt).await,
+                    (_, None) if is_receipt(&delivered) => {
+                        // Never its text: a receipt's `text:` may quote the message.
+                        tracing::warn!(provider = %provider, "An SMPP delivery receipt named no message id or no state otpd knows; it was acknowledged and dropped.");
+                        true
+                    }
                     // A message from a person, or receipts nobody reads: nothing to keep.
                     _ => true,
                 }
@@ -256,11 +317,11 @@ impl SmppProvider {
         let refused = |what: &str| ProviderError::Permanent {
             reason: format!("the message cannot go by SMPP: {what}"),
         };
-        let (source_ton, source_npi) = self.config.source();
         let source = message
             .sender_id
             .as_deref()
             .unwrap_or(&self.config.source_addr);
+        let (source_ton, source_npi) = self.config.source(source);
         let mut submit = SubmitSm::builder()
             .source_addr_ton(source_ton)
             .source_addr_npi(source_npi)
@@ -287,13 +348,30 @@ impl SmppProvider {
                 });
             }
         }
-        submit
-            .build()
+        let submit = submit.build();
+        if let Ok(gsm) = submit
+            .clone()
             .encode(&message.body)
             .gsm7bit_unpacked()
-            .fallback(Ucs2::new())
             .build()
-            .map_err(|_| refused("the text does not fit one submit (255 bytes)"))
+        {
+            return Ok(gsm);
+        }
+        // UCS-2 as UTF-16: a character beyond it (an emoji) goes as its surrogate pair.
+        let utf16: Vec<u8> = message
+            .body
+            .encode_utf16()
+            .flat_map(u16::to_be_bytes)
+            .collect();
+        let bytes = utf16.len();
+        let text = OctetString::from_vec(utf16).map_err(|_| {
+            refused(&format!(
+                "its text takes {bytes} bytes in UCS-2, over the 255 of one submit"
+            ))
+        })?;
+        Ok(submit
+            .with_short_message(text)
+            .with_data_coding(DataCoding::Ucs2))
     }
 }
 
@@ -328,15 +406,36 @@ impl Provider for SmppProvider {
 
     async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, ProviderError> {
         let submit = self.submit_sm(message)?;
-        let _in_flight = self
-            .window
-            .acquire()
-            .await
-            .map_err(|_| ProviderError::Transient {
-                reason: "the provider is stopping".into(),
-                retry_after: None,
-            })?;
-        let session = self.session().await?;
+        // The binds in turn; one that is down passes the send to the next.
+        let first = self.turn.fetch_add(1, Ordering::Relaxed);
+        let mut down = None;
+        for offset in 0..self.binds.len() {
+            let bind = &self.binds[(first + offset) % self.binds.len()];
+            let in_flight = bind
+                .window
+                .acquire()
+                .await
+                .map_err(|_| ProviderError::Transient {
+                    reason: "the provider is stopping".into(),
+                    retry_after: None,
+                })?;
+            match self.session(bind).await {
+                Ok(session) => return self.submit_on(&session, submit, in_flight).await,
+                Err(error) => down = Some(error),
+            }
+        }
+        Err(down.expect("a provider has at least one bind"))
+    }
+}
+
+impl SmppProvider {
+    /// Submits on `session`, holding its window's `_in_flight` until answered.
+    async fn submit_on(
+        &self,
+        session: &Session,
+        submit: SubmitSm,
+        _in_flight: tokio::sync::SemaphorePermit<'_>,
+    ) -> Result<SendReceipt, ProviderError> {
         let answer = session
             .request(submit, self.timeout())
             .await
@@ -347,6 +446,10 @@ impl Provider for SmppProvider {
                 },
                 Lost::NoAnswer(reason) => ProviderError::Unanswered { reason },
             })?;
+        if answer.status() == CommandStatus::EsmeRinvbndsts {
+            // The SMSC no longer counts this bind: the next send binds again.
+            session.close();
+        }
         if answer.status() != CommandStatus::EsmeRok {
             return Err(classify_status(answer.status()));
         }

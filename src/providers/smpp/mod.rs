@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::domain::Channel;
 use crate::providers::kind::{BuildContext, BuildError, ProviderKind};
 use crate::providers::Provider;
-pub use adapter::{classify_status, SmppConfig, SmppProvider, THROTTLED_WAIT};
+pub use adapter::{classify_status, SmppConfig, SmppProvider, MOST_BINDS, THROTTLED_WAIT};
 pub use receipts::receipt_of;
 pub use session::status_name;
 

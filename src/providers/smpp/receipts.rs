@@ -15,7 +15,7 @@ const DELIVERY_RECEIPT: u8 = 0b0000_0100;
 /// The receipt `delivered` carries; `None` when it is no receipt (a message from a person)
 /// or names no message.
 pub fn receipt_of(delivered: &DeliverSm) -> Option<Receipt> {
-    if u8::from(delivered.esm_class) & MESSAGE_TYPE_BITS != DELIVERY_RECEIPT {
+    if !is_receipt(delivered) {
         return None;
     }
     let text = String::from_utf8_lossy(delivered.short_message().as_ref()).into_owned();
@@ -37,6 +37,11 @@ pub fn receipt_of(delivered: &DeliverSm) -> Option<Receipt> {
             .filter(|code| code.bytes().any(|b| b != b'0'))
             .map(str::to_owned),
     })
+}
+
+/// Whether `delivered` says it is a delivery receipt (its `esm_class`).
+pub fn is_receipt(delivered: &DeliverSm) -> bool {
+    u8::from(delivered.esm_class) & MESSAGE_TYPE_BITS == DELIVERY_RECEIPT
 }
 
 /// The word after `name` in a receipt's text.

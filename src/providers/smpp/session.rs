@@ -47,7 +47,7 @@ type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Command>>>>;
 pub struct Session {
     outgoing: mpsc::Sender<Command>,
     pending: Pending,
-    sequence: AtomicU32,
+    sequence: Arc<AtomicU32>,
     open: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -99,7 +99,7 @@ impl Session {
         let mut session = Session {
             outgoing,
             pending,
-            sequence: AtomicU32::new(0),
+            sequence: Arc::default(),
             open,
             tasks: vec![writer, reader],
         };
@@ -135,6 +135,12 @@ impl Session {
         self.open.load(Ordering::SeqCst)
     }
 
+    /// Counts the bind as gone: the next send makes a new one (and dropping this session
+    /// closes its connection).
+    pub fn close(&self) {
+        self.open.store(false, Ordering::SeqCst);
+    }
+
     /// Sends `pdu` and waits up to `timeout` for its response.
     pub async fn request(&self, pdu: impl Into<Pdu>, timeout: Duration) -> Result<Command, Lost> {
         request(
@@ -154,8 +160,7 @@ impl Session {
             Arc::clone(&self.pending),
             Arc::clone(&self.open),
         );
-        // Sequence numbers of keep-alives count down from the top, apart from requests'.
-        let sequence = AtomicU32::new(0x7FFF_0000);
+        let sequence = Arc::clone(&self.sequence);
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.tick().await;
@@ -163,7 +168,7 @@ impl Session {
                 ticks.tick().await;
                 let asked =
                     request(&outgoing, &pending, &sequence, Pdu::EnquireLink, timeout).await;
-                if asked.is_err() {
+                if !asked.is_ok_and(|answer| answer.status() == CommandStatus::EsmeRok) {
                     open.store(false, Ordering::SeqCst);
                     return;
                 }
@@ -188,23 +193,29 @@ async fn request(
     timeout: Duration,
 ) -> Result<Command, Lost> {
     let number = (sequence.fetch_add(1, Ordering::SeqCst) % 0x7FFF_FFFE) + 1;
-    let (answered, answer) = oneshot::channel();
+    let (answered, mut answer) = oneshot::channel();
     pending
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(number, answered);
-    if outgoing
-        .send(Command::new(CommandStatus::EsmeRok, number, pdu))
-        .await
-        .is_err()
-    {
-        pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&number);
-        return Err(Lost::NotSent("the bind is down".into()));
+    // The request takes its entry away on every way out, a cancelled send's too.
+    let _forget = Forget(pending, number);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let queued = tokio::time::timeout_at(
+        deadline,
+        outgoing.send(Command::new(CommandStatus::EsmeRok, number, pdu)),
+    )
+    .await;
+    match queued {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(Lost::NotSent("the bind is down".into())),
+        Err(_) => {
+            return Err(Lost::NotSent(
+                "the bind is stalled: nothing is written".into(),
+            ))
+        }
     }
-    match tokio::time::timeout(timeout, answer).await {
+    match tokio::time::timeout_at(deadline, &mut answer).await {
         Ok(Ok(command)) => Ok(command),
         Ok(Err(_)) => Err(Lost::NoAnswer(
             "the bind ended before the SMSC answered".into(),
@@ -214,11 +225,26 @@ async fn request(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&number);
-            Err(Lost::NoAnswer(format!(
-                "the SMSC did not answer within {} ms",
-                timeout.as_millis()
-            )))
+            // An answer that came as the time ran out still counts.
+            answer.try_recv().map_err(|_| {
+                Lost::NoAnswer(format!(
+                    "the SMSC did not answer within {} ms",
+                    timeout.as_millis()
+                ))
+            })
         }
+    }
+}
+
+/// Takes a request's entry out of the pending map when the request ends.
+struct Forget<'a>(&'a Pending, u32);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
     }
 }
 
