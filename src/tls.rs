@@ -179,6 +179,32 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A TLS client's configuration that trusts the public CAs (Mozilla's, as webpki-roots
+/// carries them) and those of `ca_file` (setting `setting`), TLS 1.2 and 1.3.
+pub fn client_config(
+    setting: &str,
+    ca_file: Option<&Path>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = ca_file {
+        let pem = read(setting, path)?;
+        for certificate in certificates_in(setting, path, &pem)? {
+            roots.add(certificate).map_err(|error| TlsError::Rejected {
+                setting: setting.to_owned(),
+                path: path.to_owned(),
+                reason: format!("a certificate in it cannot be a trust anchor ({error})"),
+            })?;
+        }
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| TlsError::Settings(format!("{setting}: {error}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// The HTTPS listener's configuration, or `None` when `[http.tls]` is not set.
 pub fn server_config(tls: &HttpTlsSettings) -> Result<Option<ServerConfig>, TlsError> {
     let (cert_file, key_file) = match (&tls.cert_file, &tls.key_file) {

@@ -1070,6 +1070,8 @@ fn smpp_config(smsc: &FakeSmsc) -> SmppConfig {
         window: 4,
         binds: 1,
         enquire_link_seconds: 30,
+        tls: false,
+        ca_file: None,
         timeout_ms: TIMEOUT_MS,
     }
 }
@@ -1295,4 +1297,35 @@ async fn smpp_sends_take_its_binds_in_turn() {
         ..smpp_config(&smsc)
     };
     assert!(too_many.validate("providers.smsc")[0].contains("providers.smsc.binds is 17"));
+}
+
+#[tokio::test]
+async fn smpp_settings_name_what_is_wrong() {
+    let smsc = FakeSmsc::start("otpd", SMPP_PASSWORD).await.unwrap();
+    let config = SmppConfig {
+        password: SecretString::from("much-too-long"),
+        bind: "receiver".into(),
+        window: 500,
+        ca_file: Some("/etc/otpd/smsc-ca.pem".into()),
+        ..smpp_config(&smsc)
+    };
+    let problems = config.validate("providers.smsc");
+    for setting in [
+        "providers.smsc.password must be ASCII of 1 to 8 characters",
+        "providers.smsc.bind is 'receiver'",
+        "providers.smsc.window is 500",
+        "providers.smsc.ca_file is set but tls is not",
+    ] {
+        assert!(
+            problems.iter().any(|problem| problem.starts_with(setting)),
+            "{setting}: {problems:?}"
+        );
+    }
+    assert_eq!(problems.len(), 4, "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .all(|problem| !problem.contains("much-too-long")),
+        "a password is never repeated"
+    );
 }

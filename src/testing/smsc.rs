@@ -165,6 +165,28 @@ pub struct FakeSmsc {
 impl FakeSmsc {
     /// Listens on 127.0.0.1 at a free port, binding `system_id` with `password`.
     pub async fn start(system_id: &str, password: &str) -> std::io::Result<FakeSmsc> {
+        Self::start_with(system_id, password, None).await
+    }
+
+    /// `start`, every connection over TLS with `tls`.
+    pub async fn start_tls(
+        system_id: &str,
+        password: &str,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<FakeSmsc> {
+        Self::start_with(
+            system_id,
+            password,
+            Some(tokio_rustls::TlsAcceptor::from(tls)),
+        )
+        .await
+    }
+
+    async fn start_with(
+        system_id: &str,
+        password: &str,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<FakeSmsc> {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;
         let (drop_binds, _) = watch::channel(0);
@@ -176,9 +198,16 @@ impl FakeSmsc {
         let served = control.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (control, account) = (served.clone(), Arc::clone(&account));
+                let (control, account, tls) = (served.clone(), Arc::clone(&account), tls.clone());
                 tokio::spawn(async move {
-                    serve(stream, control, &account).await;
+                    match tls {
+                        None => serve(stream, control, &account).await,
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                serve(stream, control, &account).await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -205,7 +234,10 @@ impl Drop for FakeSmsc {
 }
 
 /// Serves one connection until the client unbinds or leaves, or the binds are dropped.
-async fn serve(stream: tokio::net::TcpStream, control: SmscControl, account: &(String, String)) {
+async fn serve<S>(stream: S, control: SmscControl, account: &(String, String))
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let (mut sink, mut source) = Framed::new(stream, CommandCodec::new()).split::<Command>();
     let (outgoing, mut to_write) = mpsc::channel::<Command>(256);
     let writer = tokio::spawn(async move {

@@ -974,6 +974,8 @@ async fn an_smpp_provider_delivers_end_to_end_and_its_receipt_comes_back_on_the_
                     window: 10,
                     binds: 1,
                     enquire_link_seconds: 30,
+                    tls: false,
+                    ca_file: None,
                     timeout_ms: 2_000,
                 }),
             )],

@@ -811,3 +811,50 @@ fn smtp_reports_a_bad_ca_file_by_its_setting() {
     config.ca_file = Some(pki.ca_file());
     assert!(config.validate("providers.mail").is_empty());
 }
+
+#[tokio::test]
+async fn an_smpp_bind_goes_over_tls_and_checks_the_smsc_s_certificate() {
+    let pki = Pki::new();
+    let smsc = otpd::testing::FakeSmsc::start_tls("otpd", "pw-1", pki.server_config())
+        .await
+        .unwrap();
+    let config = |ca_file: Option<PathBuf>| otpd::providers::SmppConfig {
+        host: "localhost".into(),
+        port: smsc.port(),
+        system_id: "otpd".into(),
+        password: "pw-1".to_string().into(),
+        system_type: String::new(),
+        source_addr: "Acme".into(),
+        source_ton: None,
+        source_npi: None,
+        bind: "transceiver".into(),
+        window: 10,
+        binds: 1,
+        enquire_link_seconds: 30,
+        tls: true,
+        ca_file,
+        timeout_ms: 5_000,
+    };
+    let message = OutboundMessage {
+        channel: Channel::Sms,
+        to: "+4915112345678".into(),
+        ..email("unused@example.com")
+    };
+    let trusting =
+        otpd::providers::SmppProvider::new("smsc", config(Some(pki.ca_file())), None).unwrap();
+    trusting.send(&message).await.unwrap();
+    assert_eq!(smsc.control().submitted()[0].to, "4915112345678");
+
+    // The public CAs alone do not know the test's CA: no bind, and the send says why.
+    let doubting = otpd::providers::SmppProvider::new("smsc", config(None), None).unwrap();
+    let refused = doubting.send(&message).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("TLS handshake") && refused.is_transient(),
+        "{refused}"
+    );
+    assert_eq!(
+        smsc.control().binds(),
+        1,
+        "no bind without a trusted certificate"
+    );
+}

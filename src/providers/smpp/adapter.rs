@@ -102,7 +102,16 @@ pub struct SmppConfig {
     /// Seconds between keep-alives (`enquire_link`). Default 30.
     #[serde(default = "default_enquire_link_seconds")]
     pub enquire_link_seconds: u64,
-    /// Milliseconds a bind or a submit may take. Default 5000.
+    /// Whether the bind goes over TLS (1.2 or 1.3), the SMSC's certificate checked against
+    /// the public CAs and `ca_file`'s. Default false.
+    #[serde(default)]
+    pub tls: bool,
+    /// A PEM bundle of CAs trusted for the SMSC's certificate besides the public ones, with
+    /// `tls`. Default unset.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Milliseconds a connection, a TLS handshake, a bind or a submit may each take.
+    /// Default 5000.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
 }
@@ -149,6 +158,11 @@ impl SmppConfig {
         if self.enquire_link_seconds == 0 {
             problems.push(format!("{prefix}.enquire_link_seconds must be at least 1"));
         }
+        if self.ca_file.is_some() && !self.tls {
+            problems.push(format!(
+                "{prefix}.ca_file is set but tls is not; set tls = true to bind over TLS, or leave ca_file out"
+            ));
+        }
         check_timeout(&mut problems, prefix, self.timeout_ms);
         problems
     }
@@ -177,6 +191,8 @@ pub struct SmppProvider {
     /// The bind the next send takes.
     turn: AtomicUsize,
     inbox: Option<ReceiptInbox>,
+    /// With `tls`: what the handshake trusts.
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 /// One bind: its window and its session.
@@ -212,6 +228,15 @@ impl SmppProvider {
         if !problems.is_empty() {
             return Err(BuildError::Invalid(problems));
         }
+        let tls = config
+            .tls
+            .then(|| {
+                let setting = format!("providers.{id}.ca_file");
+                crate::tls::client_config(&setting, config.ca_file.as_deref())
+                    .map(|client| tokio_rustls::TlsConnector::from(Arc::new(client)))
+                    .map_err(|error| BuildError::Invalid(vec![error.to_string()]))
+            })
+            .transpose()?;
         let binds = (0..config.binds)
             .map(|_| Bind {
                 window: Semaphore::new(config.window),
@@ -224,6 +249,7 @@ impl SmppProvider {
             binds,
             turn: AtomicUsize::new(0),
             inbox,
+            tls,
         })
     }
 
@@ -283,11 +309,28 @@ impl SmppProvider {
             password: self.config.password.expose_secret(),
             system_type: &self.config.system_type,
         };
+        let every = Duration::from_secs(self.config.enquire_link_seconds);
+        let Some(tls) = &self.tls else {
+            return Session::bind(
+                stream,
+                credentials,
+                self.timeout(),
+                every,
+                self.on_deliver(),
+            )
+            .await;
+        };
+        let name = rustls::pki_types::ServerName::try_from(self.config.host.clone())
+            .map_err(|_| format!("'{}' is not a name TLS can check", self.config.host))?;
+        let stream = tokio::time::timeout(self.timeout(), tls.connect(name, stream))
+            .await
+            .map_err(|_| format!("the TLS handshake with {address} took over the timeout"))?
+            .map_err(|error| format!("the TLS handshake with {address} failed: {error}"))?;
         Session::bind(
             stream,
             credentials,
             self.timeout(),
-            Duration::from_secs(self.config.enquire_link_seconds),
+            every,
             self.on_deliver(),
         )
         .await
