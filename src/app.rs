@@ -177,11 +177,10 @@ impl Application {
             },
             &arbiters.delivery.handle(),
         )?;
-        record_pushed_receipts(
-            prepared.receipt_inbox,
-            recorder.clone(),
-            &arbiters.delivery.handle(),
-        );
+        arbiters
+            .delivery
+            .handle()
+            .spawn(recorder.clone().record_pushed(prepared.receipt_inbox));
         let bus: Arc<dyn JobQueue> = match &broker {
             Some(broker) => broker.clone(),
             None => Arc::new(EmbeddedBus::new(router.clone())),
@@ -405,31 +404,6 @@ impl Arbiters {
         self.delivery.stop();
         self.issuance.stop();
     }
-}
-
-/// Records the receipts that arrive on providers' own connections (SMPP's `deliver_sm`),
-/// each answered once it is: recorded, or not (the store failed: the vendor is asked to
-/// deliver it again).
-fn record_pushed_receipts(
-    mut inbox: tokio::sync::mpsc::Receiver<crate::providers::receipts::InboxReceipt>,
-    recorder: Recorder,
-    arbiter: &actix::ArbiterHandle,
-) {
-    arbiter.spawn(async move {
-        while let Some(item) = inbox.recv().await {
-            let recorder = recorder.clone();
-            tokio::spawn(async move {
-                let recorded = match recorder.receipt(&item.provider, &item.receipt).await {
-                    Ok(_) => true,
-                    Err(error) => {
-                        tracing::warn!(%error, provider = %item.provider, "A delivery receipt could not be recorded; the provider is asked to deliver it again.");
-                        false
-                    }
-                };
-                let _ = item.recorded.send(recorded);
-            });
-        }
-    });
 }
 
 /// The running delivery side: the router, the board of provider health, and the recorder

@@ -105,19 +105,30 @@ pub fn read_certificates(
 /// every certificate in it is usable as a trust anchor.
 pub fn read_ca_bundle(setting: &str, path: &Path) -> Result<String, TlsError> {
     let pem = read(setting, path)?;
-    let mut roots = RootCertStore::empty();
-    for certificate in certificates_in(setting, path, &pem)? {
+    add_trust_anchors(&mut RootCertStore::empty(), setting, path, &pem)?;
+    String::from_utf8(pem).map_err(|_| TlsError::Rejected {
+        setting: setting.to_owned(),
+        path: path.to_owned(),
+        reason: "it is not text; give the CA certificates in PEM".into(),
+    })
+}
+
+/// Adds every certificate of `pem` (read from `path`, setting `setting`) to `roots`; one that
+/// cannot be a trust anchor is refused, named.
+fn add_trust_anchors(
+    roots: &mut RootCertStore,
+    setting: &str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<(), TlsError> {
+    for certificate in certificates_in(setting, path, pem)? {
         roots.add(certificate).map_err(|error| TlsError::Rejected {
             setting: setting.to_owned(),
             path: path.to_owned(),
             reason: format!("a certificate in it cannot be a trust anchor ({error})"),
         })?;
     }
-    String::from_utf8(pem).map_err(|_| TlsError::Rejected {
-        setting: setting.to_owned(),
-        path: path.to_owned(),
-        reason: "it is not text; give the CA certificates in PEM".into(),
-    })
+    Ok(())
 }
 
 fn read(setting: &str, path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -189,14 +200,7 @@ pub fn client_config(
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
     if let Some(path) = ca_file {
-        let pem = read(setting, path)?;
-        for certificate in certificates_in(setting, path, &pem)? {
-            roots.add(certificate).map_err(|error| TlsError::Rejected {
-                setting: setting.to_owned(),
-                path: path.to_owned(),
-                reason: format!("a certificate in it cannot be a trust anchor ({error})"),
-            })?;
-        }
+        add_trust_anchors(&mut roots, setting, path, &read(setting, path)?)?;
     }
     Ok(rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use super::receipt::{apply_receipt, receipt_event, ProviderReceipt, ReceiptApplied};
 use crate::domain::attempt;
 use crate::domain::{DeliveryAttempt, DeliveryJob, DeliveryState, Timestamp, Verification};
-use crate::providers::receipts::{Receipt, ReceiptStatus};
+use crate::providers::receipts::{InboxReceipt, Receipt, ReceiptStatus};
 use crate::store::{MessageOwner, Store, StoreError};
 use crate::telemetry::metrics::metrics;
 use crate::telemetry::platform::{at, tell, Event, EventSink};
@@ -287,6 +287,25 @@ impl Recorder {
         })
         .await;
         Ok(())
+    }
+
+    /// Records the receipts that arrive on providers' own connections (SMPP's `deliver_sm`)
+    /// until the inbox closes, each answered once it is: recorded, or not (the store failed:
+    /// the vendor is asked to deliver it again).
+    pub async fn record_pushed(self, mut inbox: tokio::sync::mpsc::Receiver<InboxReceipt>) {
+        while let Some(item) = inbox.recv().await {
+            let recorder = self.clone();
+            tokio::spawn(async move {
+                let recorded = match recorder.receipt(&item.provider, &item.receipt).await {
+                    Ok(_) => true,
+                    Err(error) => {
+                        tracing::warn!(%error, provider = %item.provider, "A delivery receipt could not be recorded; the provider is asked to deliver it again.");
+                        false
+                    }
+                };
+                let _ = item.recorded.send(recorded);
+            });
+        }
     }
 
     /// Applies a provider's delivery receipt to its verification; false when it matched

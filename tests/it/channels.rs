@@ -12,7 +12,7 @@ use otpd::providers::{ProviderSettings, TwilioVoiceConfig, WhatsappConfig};
 use otpd::testing::fakes::{send_twilio_receipt, FakeProviderServer, RecordedMessage, WireFormat};
 
 use crate::helpers::*;
-use crate::providers::configure;
+use crate::providers::{configure, wait_recorded};
 
 /// The WhatsApp app's secret, which signs its webhooks.
 const APP_SECRET: &str = "app-secret-1";
@@ -39,20 +39,6 @@ async fn create_on(app: &TestApp, channel: &str, to: &str, locale: &str) -> Stri
     reply.str("id").to_owned()
 }
 
-/// Waits until the verification's send is recorded, and returns how it went.
-async fn delivery_of(app: &TestApp, id: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let record = app.get(id).await;
-        record.expect_status(200);
-        if record.str("delivery") != "queued" {
-            return record.str("delivery").to_owned();
-        }
-        assert!(Instant::now() < deadline, "never recorded: {}", record.text);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_call_reads_the_code_digit_by_digit_in_the_person_s_language() {
     let fake = FakeProviderServer::start().await.unwrap();
@@ -73,7 +59,7 @@ async fn a_call_reads_the_code_digit_by_digit_in_the_person_s_language() {
         "{twiml}"
     );
     let code = spoken_code(&call.body, 6);
-    assert_eq!(delivery_of(&app, &id).await, "sent");
+    assert_eq!(wait_recorded(&app, &id).await.str("delivery"), "sent");
 
     // Twilio tells how the call went, signed like its message callbacks.
     let callback = |status: &str| {
@@ -211,7 +197,7 @@ async fn whatsapp_carries_the_code_alone_in_the_approved_template() {
         code.as_str(),
         "the copy-code button carries the code"
     );
-    assert_eq!(delivery_of(&app, &id).await, "sent");
+    assert_eq!(wait_recorded(&app, &id).await.str("delivery"), "sent");
     let reply = app.check_code(&id, &code).await;
     reply.expect_status(200);
     assert_eq!(reply.body["status"], "approved", "{}", reply.text);

@@ -165,7 +165,7 @@ async fn assert_verifies(app: &TestApp, id: &str, code: &str) {
 
 /// The verification's record once its delivery outcome is recorded (the fake records a
 /// message before it answers, so the engine may not know yet).
-async fn wait_recorded(app: &TestApp, id: &str) -> Reply {
+pub(crate) async fn wait_recorded(app: &TestApp, id: &str) -> Reply {
     let deadline = Instant::now() + SEND_DEADLINE;
     loop {
         let record = app.get(id).await;
@@ -959,26 +959,7 @@ async fn an_smpp_provider_delivers_end_to_end_and_its_receipt_comes_back_on_the_
     let app = spawn_app_with(|s| {
         configure(
             s,
-            vec![(
-                "smsc",
-                ProviderSettings::Smpp(otpd::providers::SmppConfig {
-                    host: "127.0.0.1".into(),
-                    port: smsc.port(),
-                    system_id: "otpd".into(),
-                    password: "pw-1".to_string().into(),
-                    system_type: String::new(),
-                    source_addr: "Acme".into(),
-                    source_ton: None,
-                    source_npi: None,
-                    bind: "transceiver".into(),
-                    window: 10,
-                    binds: 1,
-                    enquire_link_seconds: 30,
-                    tls: false,
-                    ca_file: None,
-                    timeout_ms: 2_000,
-                }),
-            )],
+            vec![("smsc", ProviderSettings::Smpp(smpp_to(smsc.port())))],
             &["smsc"],
         )
     })
@@ -1011,4 +992,26 @@ async fn an_smpp_provider_delivers_end_to_end_and_its_receipt_comes_back_on_the_
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_verifies(&app, &id, &code).await;
+}
+
+/// An SMPP provider's settings for the fake SMSC on `port` (account `otpd`, password
+/// `pw-1`), over plain TCP.
+pub(crate) fn smpp_to(port: u16) -> otpd::providers::SmppConfig {
+    otpd::providers::SmppConfig {
+        host: "127.0.0.1".into(),
+        port,
+        system_id: "otpd".into(),
+        password: "pw-1".to_string().into(),
+        system_type: String::new(),
+        source_addr: "Acme".into(),
+        source_ton: None,
+        source_npi: None,
+        bind: "transceiver".into(),
+        window: 10,
+        binds: 1,
+        enquire_link_seconds: 30,
+        tls: false,
+        ca_file: None,
+        timeout_ms: 2_000,
+    }
 }

@@ -820,20 +820,10 @@ async fn an_smpp_bind_goes_over_tls_and_checks_the_smsc_s_certificate() {
         .unwrap();
     let config = |ca_file: Option<PathBuf>| otpd::providers::SmppConfig {
         host: "localhost".into(),
-        port: smsc.port(),
-        system_id: "otpd".into(),
-        password: "pw-1".to_string().into(),
-        system_type: String::new(),
-        source_addr: "Acme".into(),
-        source_ton: None,
-        source_npi: None,
-        bind: "transceiver".into(),
-        window: 10,
-        binds: 1,
-        enquire_link_seconds: 30,
         tls: true,
         ca_file,
         timeout_ms: 5_000,
+        ..crate::providers::smpp_to(smsc.port())
     };
     let message = OutboundMessage {
         channel: Channel::Sms,

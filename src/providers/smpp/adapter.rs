@@ -416,6 +416,39 @@ impl SmppProvider {
             .with_short_message(text)
             .with_data_coding(DataCoding::Ucs2))
     }
+
+    /// Submits on `session`, holding its window's `_in_flight` until answered.
+    async fn submit_on(
+        &self,
+        session: &Session,
+        submit: SubmitSm,
+        _in_flight: tokio::sync::SemaphorePermit<'_>,
+    ) -> Result<SendReceipt, ProviderError> {
+        let answer = session
+            .request(submit, self.timeout())
+            .await
+            .map_err(|lost| match lost {
+                Lost::NotSent(reason) => ProviderError::Transient {
+                    reason,
+                    retry_after: None,
+                },
+                Lost::NoAnswer(reason) => ProviderError::Unanswered { reason },
+            })?;
+        if answer.status() == CommandStatus::EsmeRinvbndsts {
+            // The SMSC no longer counts this bind: the next send binds again.
+            session.close();
+        }
+        if answer.status() != CommandStatus::EsmeRok {
+            return Err(classify_status(answer.status()));
+        }
+        let provider_message_id = match answer.pdu() {
+            Some(Pdu::SubmitSmResp(taken)) => Some(taken.message_id().as_str().to_owned()),
+            _ => None,
+        };
+        Ok(SendReceipt {
+            provider_message_id: provider_message_id.filter(|id| !id.is_empty()),
+        })
+    }
 }
 
 /// Classifies a `submit_sm_resp` status other than success. Throttled and queue full are
@@ -468,40 +501,5 @@ impl Provider for SmppProvider {
             }
         }
         Err(down.expect("a provider has at least one bind"))
-    }
-}
-
-impl SmppProvider {
-    /// Submits on `session`, holding its window's `_in_flight` until answered.
-    async fn submit_on(
-        &self,
-        session: &Session,
-        submit: SubmitSm,
-        _in_flight: tokio::sync::SemaphorePermit<'_>,
-    ) -> Result<SendReceipt, ProviderError> {
-        let answer = session
-            .request(submit, self.timeout())
-            .await
-            .map_err(|lost| match lost {
-                Lost::NotSent(reason) => ProviderError::Transient {
-                    reason,
-                    retry_after: None,
-                },
-                Lost::NoAnswer(reason) => ProviderError::Unanswered { reason },
-            })?;
-        if answer.status() == CommandStatus::EsmeRinvbndsts {
-            // The SMSC no longer counts this bind: the next send binds again.
-            session.close();
-        }
-        if answer.status() != CommandStatus::EsmeRok {
-            return Err(classify_status(answer.status()));
-        }
-        let provider_message_id = match answer.pdu() {
-            Some(Pdu::SubmitSmResp(taken)) => Some(taken.message_id().as_str().to_owned()),
-            _ => None,
-        };
-        Ok(SendReceipt {
-            provider_message_id: provider_message_id.filter(|id| !id.is_empty()),
-        })
     }
 }
