@@ -56,6 +56,7 @@ fn verification(id: VerificationId, hash: otpd::domain::CodeHash, n: u64) -> Ver
         transaction: None,
         kept_code: None,
         timeline: Vec::new(),
+        workflow: None,
     }
 }
 

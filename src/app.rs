@@ -267,6 +267,7 @@ impl Application {
             Arc::clone(&store),
             Duration::from_secs(settings.store.sweep_interval_seconds),
         );
+        crate::workflow_clock::spawn(Arc::clone(&store), Arc::clone(&gateway));
 
         let cluster = broker
             .clone()

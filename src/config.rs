@@ -252,6 +252,7 @@ impl Settings {
             },
         ));
         problems.extend(self.routing.validate(&self.regions));
+        problems.extend(self.check_workflows_routed());
         problems.extend(self.check_providers());
         let topology = Topology::from_settings(&self.amqp, self.cluster.partitions);
         problems.extend(
@@ -274,6 +275,26 @@ impl Settings {
             })
             .filter(|(_, lines)| !lines.is_empty())
             .collect()
+    }
+
+    /// The channels of the tenants' default workflows, each routed to a provider.
+    fn check_workflows_routed(&self) -> Vec<String> {
+        let offered = self.routing.offered();
+        let mut problems = Vec::new();
+        for (name, tenant) in &self.tenants {
+            let Ok(Some(steps)) = tenant.default_workflow() else {
+                continue;
+            };
+            for channel in steps.iter().map(|step| step.channel) {
+                if !offered.contains(&channel) {
+                    problems.push(format!(
+                        "tenants.{name}.workflow has a {channel} step, but no provider is routed for {channel} (routing.default.{channel}); route one, or take the step out"
+                    ));
+                }
+            }
+        }
+        problems.dedup();
+        problems
     }
 
     /// Every provider's settings by id: the configured ones, and the sandbox when enabled.
@@ -430,6 +451,52 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing '{expected}' in:\n{text}");
         }
+    }
+
+    #[test]
+    fn a_tenant_s_default_workflow_must_be_permitted_routed_and_well_formed() {
+        use crate::access::settings::WorkflowStepSettings;
+        use crate::domain::Channel;
+        let step = |channel, channel_timeout_seconds| WorkflowStepSettings {
+            channel,
+            channel_timeout_seconds,
+        };
+        let mut settings = defaults();
+        let with_workflow = |steps| TenantSettings {
+            workflow: Some(steps),
+            ..TenantSettings::default()
+        };
+        settings.tenants.insert(
+            "fine".into(),
+            with_workflow(vec![step(Channel::Sms, Some(30)), step(Channel::Sms, None)]),
+        );
+        assert_eq!(settings.check(), Vec::<String>::new());
+        settings.tenants.insert(
+            "calls".into(),
+            with_workflow(vec![step(Channel::Sms, None), step(Channel::Voice, None)]),
+        );
+        settings.tenants.insert(
+            "quick".into(),
+            with_workflow(vec![step(Channel::Sms, Some(5)), step(Channel::Sms, None)]),
+        );
+        let problems = settings.check().join("\n");
+        for expected in [
+            "tenants.calls.workflow: its workflow has a voice step, but 'channels' does not list voice",
+            "tenants.quick.workflow: 'channel_timeout_seconds' of step 1 is 5",
+        ] {
+            assert!(problems.contains(expected), "missing '{expected}' in:\n{problems}");
+        }
+        settings
+            .tenants
+            .get_mut("calls")
+            .unwrap()
+            .channels
+            .push(Channel::Voice);
+        settings.tenants.remove("quick");
+        assert_eq!(
+            settings.check(),
+            vec!["tenants.calls.workflow has a voice step, but no provider is routed for voice (routing.default.voice); route one, or take the step out".to_owned()]
+        );
     }
 
     #[test]

@@ -23,3 +23,4 @@ pub mod testing;
 pub mod tls;
 pub mod verify;
 pub mod webhooks;
+pub mod workflow_clock;

@@ -12,7 +12,7 @@ use super::caps::CapReached;
 use super::permissions::{self, NotPermitted, Permissions};
 use super::settings::TenantSettings;
 use crate::domain::channel::AddressKind;
-use crate::domain::{Channel, Destination, Timestamp};
+use crate::domain::{Channel, Destination, PlannedStep, Timestamp};
 use crate::store::{ListsWatch, Store, StoreError};
 
 /// What one tenant may do, resolved from its settings.
@@ -21,6 +21,7 @@ struct TenantAccess {
     permissions: Permissions,
     admin: bool,
     resend_keeps_code: Option<bool>,
+    default_workflow: Option<Vec<PlannedStep>>,
 }
 
 impl TenantAccess {
@@ -29,6 +30,8 @@ impl TenantAccess {
             permissions: Permissions::from_settings(settings),
             admin: settings.admin,
             resend_keeps_code: settings.resend_keeps_code,
+            // Refused at start when it is not well formed (`validate_tenants`).
+            default_workflow: settings.default_workflow().ok().flatten(),
         }
     }
 }
@@ -200,6 +203,12 @@ impl Gate {
     /// (`tenants.<name>.resend_keeps_code`).
     pub fn resend_keeps_code(&self, tenant: &str) -> Option<bool> {
         self.tenant(tenant).resend_keeps_code
+    }
+
+    /// The workflow `tenant`'s creates follow when they give none and name its first
+    /// channel (`tenants.<name>.workflow`).
+    pub fn default_workflow(&self, tenant: &str) -> Option<&[PlannedStep]> {
+        self.tenant(tenant).default_workflow.as_deref()
     }
 
     /// Refuses tenants that may not use the admin routes.

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+use crate::domain::workflow::{self, PlannedStep};
 use crate::domain::{is_country_code, is_name, Channel};
 use crate::lists::array_or_commas;
 
@@ -65,6 +66,46 @@ pub struct TenantSettings {
     /// so the app reads the code itself. Default unset.
     #[serde(default)]
     pub android_app_hash: Option<String>,
+    /// A fallback workflow for the tenant's creates on the native API and the broker that
+    /// name its first step's channel and give no `workflow` of their own, e.g.
+    /// `[{ channel = "whatsapp", channel_timeout_seconds = 45 }, { channel = "sms" }]`.
+    /// Default unset: a create follows a workflow only when it gives one.
+    #[serde(default)]
+    pub workflow: Option<Vec<WorkflowStepSettings>>,
+}
+
+/// One step of a tenant's default workflow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowStepSettings {
+    pub channel: Channel,
+    /// The wait after this step before the next, 15 to 900 seconds. Default 60.
+    #[serde(default)]
+    pub channel_timeout_seconds: Option<u64>,
+}
+
+impl TenantSettings {
+    /// The tenant's default workflow, checked; `None` when it has none.
+    pub fn default_workflow(&self) -> Result<Option<Vec<PlannedStep>>, String> {
+        let Some(steps) = &self.workflow else {
+            return Ok(None);
+        };
+        let steps: Vec<_> = steps
+            .iter()
+            .map(|step| (step.channel, step.channel_timeout_seconds))
+            .collect();
+        let planned = workflow::plan(&steps).map_err(|invalid| invalid.to_string())?;
+        if let Some(step) = planned
+            .iter()
+            .find(|step| !self.channels.contains(&step.channel))
+        {
+            return Err(format!(
+                "its workflow has a {} step, but 'channels' does not list {}: add it there, or take the step out",
+                step.channel, step.channel
+            ));
+        }
+        Ok(Some(planned))
+    }
 }
 
 impl Default for TenantSettings {
@@ -85,6 +126,7 @@ impl Default for TenantSettings {
             webotp_domain: None,
             android_app_hash: None,
             webhook_secret_file: None,
+            workflow: None,
         }
     }
 }
@@ -186,6 +228,9 @@ pub fn validate_tenants(tenants: &Tenants) -> Vec<String> {
                 "tenants.{name}.channels is empty; list {} (leave it out to allow every channel)",
                 Channel::names()
             ));
+        }
+        if let Err(problem) = tenant.default_workflow() {
+            problems.push(format!("tenants.{name}.workflow: {problem}"));
         }
         for country in &tenant.countries {
             if !is_country(country) {

@@ -128,6 +128,7 @@ fn status_of(kind: RefusalKind) -> StatusCode {
         RefusalKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
         RefusalKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        RefusalKind::Conflict => StatusCode::CONFLICT,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod timeline;
 pub mod twilio;
 pub mod ui;
 pub mod verifications;
+pub mod workflow;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -128,6 +129,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(
             resource("/v1/verifications/{id}/cancel").route(web::post().to(verifications::cancel)),
         )
+        .service(resource("/v1/verifications/{id}/next").route(web::post().to(workflow::next)))
         .service(
             resource("/v1/admin/blocklist")
                 .route(web::get().to(admin::list))

@@ -12,7 +12,7 @@ use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::twilio::error::TWILIO_CODES;
-use super::{admin, fraud, ops, receipts, timeline, twilio, verifications};
+use super::{admin, fraud, ops, receipts, timeline, twilio, verifications, workflow};
 
 /// Every error code the API answers with: its HTTP status and what a caller should do.
 pub const ERROR_CODES: &[(&str, u16, &str)] = &[
@@ -28,6 +28,8 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("canceled", 409, "The verification was canceled; create a new one."),
     ("max_attempts_reached", 409, "Too many wrong codes; create a new verification."),
     ("blocklist_full", 409, "Remove entries, or block a prefix instead of single numbers."),
+    ("no_next_step", 409, "The verification has no workflow step left to send, or its workflow ended; create a new verification to send a new code."),
+    ("code_not_kept", 409, "The verification's code cannot be sent again (otpd's sealing key changed); create a new verification."),
     ("expired", 410, "The code's lifetime passed; create a new verification."),
     ("payload_too_large", 413, "Send a smaller body."),
     ("request_header_fields_too_large", 431, "Send smaller headers, on a new connection."),
@@ -55,6 +57,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         verifications::check_by_destination,
         verifications::get,
         verifications::cancel,
+        workflow::next,
         timeline::attempts,
         timeline::find_by_destination,
         timeline::find_by_id,
@@ -174,6 +177,7 @@ fn link_to_the_created(description: &mut serde_json::Value) {
         ("check", "check_verification"),
         ("read", "get_verification"),
         ("cancel", "cancel_verification"),
+        ("next", "next_workflow_step"),
     ] {
         created["links"][name] = serde_json::json!({
             "operationId": operation,
@@ -310,7 +314,7 @@ mod tests {
         let links = description["paths"]["/v1/verifications"]["post"]["responses"]["201"]["links"]
             .as_object()
             .expect("links from a created verification");
-        assert_eq!(links.len(), 3);
+        assert_eq!(links.len(), 4);
         for link in links.values() {
             let target = link["operationId"].as_str().unwrap();
             assert!(operations.contains(target), "{target}");

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::Tenant;
 use super::verifications::VerificationView;
+use super::workflow::WorkflowView;
 use super::AppState;
 use crate::access::AdminError;
 use crate::domain::destination::mask;
@@ -30,6 +31,10 @@ pub(super) struct TimelineView {
     /// `dropped` says how many came before them.
     attempts: Vec<AttemptView>,
     dropped: u32,
+    /// Its fallback workflow's steps, each with the `send` its entries carry, when it
+    /// follows one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workflow: Option<WorkflowView>,
 }
 
 /// One try to send a code, or a moment when no provider could be tried.
@@ -85,6 +90,7 @@ impl TimelineView {
             delivery: record.delivery.as_str(),
             attempts: record.timeline.iter().map(AttemptView::of).collect(),
             dropped: record.timeline.first().map_or(0, |first| first.number - 1),
+            workflow: WorkflowView::of_record(record, now),
         }
     }
 }

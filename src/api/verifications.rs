@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorEnvelope};
 use super::extract::{JsonBody, Tenant};
+use super::workflow::WorkflowView;
 use super::AppState;
 use crate::cluster::command::{CheckTarget, IssueAnswer};
 use crate::domain::code::{MAX_CODE_LENGTH, MIN_CODE_LENGTH};
@@ -87,6 +88,9 @@ pub(super) struct CheckView<'a> {
 /// A verification as it stands; `to` is masked.
 #[derive(Serialize, ToSchema)]
 pub(super) struct VerificationView {
+    /// Its fallback workflow, when it follows one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workflow: Option<WorkflowView>,
     id: String,
     status: &'static str,
     channel: Channel,
@@ -114,6 +118,7 @@ impl VerificationView {
             updated_at: record.updated_at.to_rfc3339(),
             expires_at: record.expires_at.to_rfc3339(),
             sent_at: record.sent_at.map(Timestamp::to_rfc3339),
+            workflow: WorkflowView::of_record(record, now),
         }
     }
 }
@@ -159,7 +164,7 @@ pub async fn create(
     }
 }
 
-fn created_response(receipt: &IssueReceipt) -> HttpResponse {
+pub(super) fn created_response(receipt: &IssueReceipt) -> HttpResponse {
     let status = if receipt.created {
         StatusCode::CREATED
     } else {

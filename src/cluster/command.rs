@@ -9,7 +9,8 @@ use crate::delivery::recorder::SendOutcome;
 use crate::domain::counters::{Count, Tallied};
 use crate::domain::fraud::Block;
 use crate::domain::{
-    DeliveryState, DestinationKey, IssueReceipt, Presented, Timestamp, Verification, VerificationId,
+    DeliveryState, DestinationKey, IssueReceipt, Presented, StepTrigger, Timestamp, Verification,
+    VerificationId,
 };
 use crate::issuance::{IssueError, IssueOtp, RefusalKind};
 use crate::providers::receipts::ReceiptStatus;
@@ -37,6 +38,13 @@ pub enum Command {
         id: VerificationId,
         closing: Closing,
         at: Timestamp,
+    },
+    /// Send the next step of a verification's workflow: asked by `tenant`, or by the clock
+    /// (`None`: whichever tenant the verification is of).
+    Step {
+        tenant: Option<String>,
+        id: VerificationId,
+        trigger: StepTrigger,
     },
     Outcome(SendOutcome),
     Receipt {
@@ -89,6 +97,8 @@ pub enum Reply {
     Issue(IssueAnswer),
     Check(Result<(Verification, CheckOutcome), CheckError>),
     Verification(Result<Verification, CheckError>),
+    /// A step's send as a create's, or why there is no verification to move on.
+    Step(Result<IssueAnswer, CheckError>),
     Outcome(Result<(), StoreError>),
     Receipt(Result<Option<(Verification, DeliveryState)>, StoreError>),
     Count(Result<Tallied, StoreError>),

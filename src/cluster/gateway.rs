@@ -16,7 +16,9 @@ use crate::delivery::recorder::{Ledger, SendOutcome};
 use crate::domain::counters::{Count, CountFailed, Tallied, Tally};
 use crate::domain::fraud::Block;
 use crate::domain::slot::lists_slot;
-use crate::domain::{DeliveryState, OtpCode, Presented, Timestamp, Verification, VerificationId};
+use crate::domain::{
+    DeliveryState, OtpCode, Presented, StepTrigger, Timestamp, Verification, VerificationId,
+};
 use crate::fraud::BlockKeeper;
 use crate::issuance::IssueOtp;
 use crate::providers::receipts::ReceiptStatus;
@@ -75,6 +77,15 @@ impl Gateway {
     /// mode, where nothing is shared); the partition stays its own while the guard lives.
     pub fn enter_served(&self, slot: u32) -> Option<Entered> {
         self.cluster.as_ref()?.enter(self.partition_of(slot))
+    }
+
+    /// Whether this node acts for the destination in `slot` now: always in embedded mode;
+    /// in a cluster, when it owns the slot's partition and has caught up on it.
+    pub fn serves(&self, slot: u32) -> bool {
+        match &self.cluster {
+            None => true,
+            Some(cluster) => cluster.enter(self.partition_of(slot)).is_some(),
+        }
     }
 
     /// Runs `command` for the destination in `slot`, here or on its owner.
@@ -141,6 +152,26 @@ impl Gateway {
             id: id.clone(),
         };
         self.verification(id, command, "read").await
+    }
+
+    /// Sends the next step of verification `id`'s workflow, asked by `tenant` (or by the
+    /// clock: `None`).
+    pub async fn next_step(
+        &self,
+        tenant: Option<&str>,
+        id: &VerificationId,
+        trigger: StepTrigger,
+    ) -> Result<IssueAnswer, CheckError> {
+        let command = Command::Step {
+            tenant: tenant.map(str::to_owned),
+            id: id.clone(),
+            trigger,
+        };
+        match self.run(id.slot(), command).await {
+            Ok(Reply::Step(result)) => result,
+            Ok(_) => Err(mismatched("workflow step").into()),
+            Err(error) => Err(unavailable(error).into()),
+        }
     }
 
     /// Cancels or approves a pending verification.

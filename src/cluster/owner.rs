@@ -12,10 +12,14 @@ use crate::access::caps::{self, CapTable};
 use crate::access::{AccessDenied, AdminError};
 use crate::delivery::recorder::{Ledger, StoreLedger};
 use crate::domain::counters::{Change, Count, Counter, Tallied, Tally, Usage};
+use crate::domain::{StepTrigger, Timestamp, VerificationId};
 use crate::fraud::FraudGate;
-use crate::issuance::{EditBlocklist, IssuanceActor, IssueError, IssueOtp, LiftFraudBlock};
+use crate::issuance::{
+    EditBlocklist, IssuanceActor, IssueError, IssueOtp, LiftFraudBlock, PassStep,
+};
 use crate::secrets::Sealer;
 use crate::store::StoreError;
+use crate::verify::rules::ensure_pending;
 use crate::verify::{CheckError, Checker};
 
 /// Runs commands for the partitions this node owns.
@@ -95,6 +99,39 @@ impl Owner {
         }
     }
 
+    /// Sends the next step of verification `id`'s workflow, counted like a create. A step the
+    /// clock found due that cannot go out for a lasting reason leaves the schedule, recorded
+    /// skipped when it was still the step to take (so the one after it goes next).
+    async fn step(
+        &self,
+        tenant: Option<String>,
+        id: VerificationId,
+        trigger: StepTrigger,
+    ) -> Result<IssueAnswer, CheckError> {
+        let answer = self.send_step(tenant.as_deref(), &id, trigger).await;
+        if let (StepTrigger::Due(due), Some(reason)) = (trigger, lasting_refusal(&answer)) {
+            let passed = self.issuer.send(PassStep { id, due, reason }).await;
+            if let Err(error) = passed.map_err(stopped).and_then(|passed| Ok(passed?)) {
+                tracing::warn!(%error, "Could not take a workflow step that cannot go out off the schedule; the clock offers it again.");
+            }
+        }
+        answer
+    }
+
+    async fn send_step(
+        &self,
+        tenant: Option<&str>,
+        id: &VerificationId,
+        trigger: StepTrigger,
+    ) -> Result<IssueAnswer, CheckError> {
+        let record = self.checker.find(tenant, id)?;
+        ensure_pending(&record, Timestamp::now()).map_err(CheckError::Refused)?;
+        Ok(match IssueOtp::for_step(&record, trigger) {
+            Ok(message) => self.issue(message).await,
+            Err(no_step) => IssueAnswer::Refused((&IssueError::from(no_step)).into()),
+        })
+    }
+
     /// The refusal of a send its tenant's counter did not take, naming the cap it reached.
     fn cap_reached(&self, tenant: &str, cost: u64, refused: &Tallied) -> IssueRefused {
         let Usage::Tenant(usage) = refused.usage else {
@@ -161,6 +198,11 @@ impl Executor for Owner {
                 closing,
                 at,
             } => Reply::Verification(self.checker.close(&tenant, &id, closing, at).await),
+            Command::Step {
+                tenant,
+                id,
+                trigger,
+            } => Reply::Step(self.step(tenant, id, trigger).await),
             Command::Outcome(outcome) => Reply::Outcome(self.ledger.record(outcome).await),
             Command::Receipt {
                 owner,
@@ -188,6 +230,24 @@ impl Executor for Owner {
             ),
             Command::KeepFraudBlock(block) => Reply::Kept(self.fraud.keep(block).await),
         }
+    }
+}
+
+/// Why a step's send did not go out, when the reason lasts (a refusal, a verification that
+/// is over or gone); `None` when it went out or may go out in a moment.
+fn lasting_refusal(answer: &Result<IssueAnswer, CheckError>) -> Option<String> {
+    match answer {
+        Ok(IssueAnswer::Issued(_)) | Err(CheckError::Store(_)) => None,
+        Ok(IssueAnswer::Refused(refused)) if refused.transient => None,
+        Ok(IssueAnswer::Refused(refused)) => Some(
+            refused
+                .error
+                .reason
+                .clone()
+                .unwrap_or_else(|| refused.error.code.clone()),
+        ),
+        Err(CheckError::NotFound) => Some("not_found".into()),
+        Err(CheckError::Refused(_)) => Some("over".into()),
     }
 }
 

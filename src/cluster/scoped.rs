@@ -13,7 +13,7 @@ use crate::domain::{
     BlockEntry, DeliveryJob, DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord,
     JobId, QuotaUsage, TenantUsage, Timestamp, Verification, VerificationId,
 };
-use crate::store::{IssueWrite, MessageOwner, Store, StoreError, Swept};
+use crate::store::{DueStep, IssueWrite, MessageOwner, Store, StoreError, Swept};
 
 pub struct SlottedStore<S>(pub S);
 
@@ -130,6 +130,14 @@ impl<S: Store> Store for SlottedStore<S> {
 
     fn sweep(&self, now: Timestamp, limit: usize) -> Result<Swept, StoreError> {
         self.0.sweep(now, limit)
+    }
+
+    fn due_steps(&self, now: Timestamp, limit: usize) -> Result<Vec<DueStep>, StoreError> {
+        self.0.due_steps(now, limit)
+    }
+
+    fn forget_step(&self, step: &DueStep) -> Result<(), StoreError> {
+        in_slot(step.id.slot(), || self.0.forget_step(step))
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {

@@ -15,6 +15,7 @@ pub mod records;
 pub mod slot;
 pub mod time;
 pub mod verification;
+pub mod workflow;
 
 pub use attempt::{AttemptOutcome, AttemptReceipt, DeliveryAttempt, NextStep};
 pub use channel::Channel;
@@ -31,3 +32,4 @@ pub use time::Timestamp;
 pub use verification::{
     DeliveryState, Presented, Status, Transaction, Verification, VerificationId,
 };
+pub use workflow::{PlannedStep, StepTrigger, Workflow};

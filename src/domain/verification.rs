@@ -1,6 +1,6 @@
 //! A verification: one destination's pending code, its attempts, its status and its delivery.
 
-use super::{Channel, CodeHash, DeliveryAttempt, Timestamp};
+use super::{Channel, CodeHash, DeliveryAttempt, Timestamp, Workflow};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -138,6 +138,9 @@ pub struct Verification {
     /// Every try to send its codes, the latest `attempt::TIMELINE_LENGTH`. Last, for the same
     /// reason as `transaction`.
     pub timeline: Vec<DeliveryAttempt>,
+    /// The fallback workflow its code follows, if the create gave one (or its tenant has a
+    /// default). Last, for the same reason as `transaction`.
+    pub workflow: Option<Workflow>,
 }
 
 /// The transaction a code confirms (PSD2 dynamic linking): the amount and the payee the

@@ -9,9 +9,12 @@ use super::error::IssueError;
 use super::issuer::Issuer;
 use super::policy::IssueRequest;
 use crate::access::{AdminError, BlocklistAction, BlocklistAnswer};
-use crate::domain::{DestinationKey, IssueReceipt, Timestamp};
+use crate::domain::workflow::NoNextStep;
+use crate::domain::{
+    Destination, DestinationKey, IssueReceipt, StepTrigger, Timestamp, Verification, VerificationId,
+};
 use crate::fraud::Block;
-use crate::store::when_durable;
+use crate::store::{when_durable, StoreError};
 use crate::telemetry::events::{BlocklistEdited, IssueRefused};
 
 /// Issue (or resend) a code.
@@ -44,6 +47,40 @@ impl Surface {
 }
 
 impl IssueOtp {
+    /// The send of `record`'s next workflow step that `trigger` asks for: its channel, to
+    /// the same address, with the record's locale and template and its kept code.
+    pub fn for_step(record: &Verification, trigger: StepTrigger) -> Result<Self, NoNextStep> {
+        let workflow = record.workflow.as_ref().ok_or(NoNextStep::NoWorkflow)?;
+        let step = workflow.next_step(trigger)?;
+        let Ok(destination) = Destination::parse(step.channel, &record.to) else {
+            // Every step goes to the same kind of address, so this is a record otpd did not
+            // write.
+            tracing::warn!(verification = %record.id, channel = %step.channel, "A workflow step's channel cannot send to its verification's address; the workflow ends.");
+            return Err(NoNextStep::Ended);
+        };
+        Ok(IssueOtp {
+            tenant: record.tenant.clone(),
+            source: RequestSource::Workflow {
+                verification: record.id.clone(),
+                trigger,
+            },
+            surface: Surface::Native,
+            request: IssueRequest {
+                channel: step.channel,
+                destination,
+                locale: record.locale.clone(),
+                template: record.template.clone(),
+                // A step keeps the verification's own session and transaction.
+                session_id: None,
+                transaction: None,
+                code_length: record.code_length,
+                ttl: record.created_at.until(record.expires_at),
+                workflow: None,
+            },
+            idempotency: None,
+        })
+    }
+
     /// The destination the code goes to, as its state is kept.
     pub fn destination_key(&self) -> DestinationKey {
         DestinationKey::new(
@@ -64,10 +101,18 @@ pub struct Issued {
 
 /// Where a request came from: HTTP requests are rate limited per tenant and client IP;
 /// broker requests are paced by the queue's prefetch instead.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum RequestSource {
-    Http { client_ip: Option<IpAddr> },
+    Http {
+        client_ip: Option<IpAddr>,
+    },
     Broker,
+    /// The next step of verification `verification`'s workflow, its timeout passed or the
+    /// tenant asking.
+    Workflow {
+        verification: VerificationId,
+        trigger: StepTrigger,
+    },
 }
 
 /// An idempotency key (namespaced by its source) and the hash of the request body.
@@ -83,6 +128,16 @@ pub struct IdempotencyInput {
 pub struct EditBlocklist {
     pub by: String,
     pub action: BlocklistAction,
+}
+
+/// Take the workflow step of verification `id` due at `due` off the schedule, recording it
+/// skipped for `reason` when it was still to be taken.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct PassStep {
+    pub id: VerificationId,
+    pub due: Timestamp,
+    pub reason: String,
 }
 
 /// Lift the block of `prefix` on behalf of tenant `by` (an admin).
@@ -151,6 +206,17 @@ impl Handler<EditBlocklist> for IssuanceActor {
             }
             Ok(answer)
         })
+    }
+}
+
+impl Handler<PassStep> for IssuanceActor {
+    type Result = ResponseFuture<Result<(), StoreError>>;
+
+    fn handle(&mut self, message: PassStep, _: &mut Self::Context) -> Self::Result {
+        let passed =
+            self.issuer
+                .pass_step(&message.id, message.due, &message.reason, Timestamp::now());
+        when_durable(passed, self.issuer.flush())
     }
 }
 

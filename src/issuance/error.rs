@@ -8,6 +8,7 @@ use super::policy::SendRefusal;
 use crate::access::gate::AdmitError;
 use crate::access::AccessDenied;
 use crate::domain::time::retry_after_seconds;
+use crate::domain::workflow::NoNextStep;
 use crate::domain::Channel;
 use crate::store::StoreError;
 use crate::telemetry::platform::ErrorObject;
@@ -37,6 +38,10 @@ pub enum IssueError {
     Unavailable(String),
     #[error("the number's prefix is blocked as suspected SMS pumping")]
     FraudSuspected(crate::fraud::FraudRefusal),
+    #[error(transparent)]
+    NoNextStep(#[from] NoNextStep),
+    #[error("the verification's kept code does not open")]
+    CodeNotKept,
 }
 
 impl From<AdmitError> for IssueError {
@@ -70,6 +75,8 @@ impl IssueError {
             IssueError::Access(denied) => denied.reason(),
             IssueError::Store(_) | IssueError::Unavailable(_) => "unavailable",
             IssueError::FraudSuspected(_) => "fraud_suspected",
+            IssueError::NoNextStep(_) => "no_next_step",
+            IssueError::CodeNotKept => "code_not_kept",
         }
     }
 }
@@ -82,6 +89,8 @@ pub enum RefusalKind {
     Unprocessable,
     TooManyRequests,
     Unavailable,
+    /// The verification is not in a state that allows it.
+    Conflict,
 }
 
 /// What a refused request is told, whatever carried it.
@@ -206,6 +215,16 @@ impl IssueError {
                 )
             }
             .after(refusal.retry_after),
+            IssueError::NoNextStep(no_step) => Refusal::new(
+                Conflict,
+                "no_next_step",
+                format!("No step of a workflow can go out: {no_step}. Create a new verification to send a new code."),
+            ),
+            IssueError::CodeNotKept => Refusal::new(
+                Conflict,
+                "code_not_kept",
+                "This verification's code cannot be sent again (its sealed copy does not open: was otpd's sealing key changed?). Create a new verification.",
+            ),
         }
     }
 }

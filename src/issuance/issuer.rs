@@ -12,18 +12,19 @@ use super::error::IssueError;
 use super::handed_over::{self, HandedOver};
 use super::policy::{self, IssueRequest, SendLimits, SendPlan};
 use super::settings::{RateLimitSettings, VerificationSettings};
-use super::{IssueOtp, Issued, RequestSource};
+use super::{IssueOtp, Issued, RequestSource, Surface};
 use crate::access::{AdminError, BlocklistAction, BlocklistAnswer, Gate};
 use crate::delivery::settings::{RegionSettings, RoutingSettings, TemplateSettings};
 use crate::delivery::{JobQueue, RegionTable};
 use crate::domain::rate_limit::KeyedLimiter;
+use crate::domain::workflow::NoNextStep;
 use crate::domain::{
     Channel, DeliveryJob, DeliveryState, IdempotencyKey, IdempotencyRecord, IssueReceipt, JobId,
-    OtpCode, Status, Timestamp, Verification, VerificationId,
+    OtpCode, PlannedStep, Status, StepTrigger, Timestamp, Verification, VerificationId,
 };
 use crate::fraud::{Block, FraudGate, Target};
 use crate::secrets::Secrets;
-use crate::store::{IssueWrite, Store, StoreError};
+use crate::store::{DueStep, IssueWrite, Store, StoreError};
 use crate::telemetry::events::OtpIssued;
 use crate::webhooks::Webhooks;
 
@@ -110,6 +111,13 @@ impl Issuer {
     /// Decides an issue and writes it (durable with the next [`Issuer::flush`]). The caller
     /// runs one at a time, so two requests for one destination never race.
     pub fn issue(&mut self, message: &IssueOtp, now: Timestamp) -> Result<Decided, IssueError> {
+        if let RequestSource::Workflow {
+            verification,
+            trigger,
+        } = &message.source
+        {
+            return self.take_step(message, verification, *trigger, now);
+        }
         let idempotency_key = message.idempotency.as_ref().map(|input| IdempotencyKey {
             tenant: message.tenant.clone(),
             key: input.key.clone(),
@@ -128,6 +136,7 @@ impl Issuer {
             }
         }
         let fraud_target = self.screen(message, now)?;
+        let workflow = self.workflow_for(message)?;
         let request = &message.request;
         let destination_key = message.destination_key();
         let state = self
@@ -143,7 +152,18 @@ impl Issuer {
             .admit(&message.tenant, request.channel, &request.destination)?;
 
         let slot = destination_key.slot();
-        let (verification, code) = self.verification_for(&plan, pending, message, slot, now);
+        // A workflow's steps send the same code, so it is kept while one may follow.
+        let keeps_code = workflow.is_some()
+            || pending.as_ref().is_some_and(has_steps_ahead)
+            || self
+                .access
+                .resend_keeps_code(&message.tenant)
+                .unwrap_or(message.surface.resend_keeps_code_by_default());
+        let (mut verification, code) =
+            self.verification_for(&plan, pending, message, keeps_code, slot, now);
+        if let Some(steps) = &workflow {
+            policy::start_workflow(&mut verification, steps, now);
+        }
         let created = matches!(plan, SendPlan::New);
         let receipt = policy::receipt(&verification, created, &self.limits);
         let job = self.job_for(&verification, request, &code, now);
@@ -162,23 +182,143 @@ impl Issuer {
             destination_key,
             verification,
             idempotency,
-            job: job.clone(),
+            job,
         };
+        self.commit(write, receipt, fraud_target, message, now)
+    }
+
+    /// Sends the next step of verification `id`'s workflow, with its kept code: when it is
+    /// still the destination's pending verification, the step is still the one `trigger`
+    /// moves to, and the destination's send window, the fraud guard and the tenant's access
+    /// allow it. A step due by the clock leaves the schedule once taken.
+    fn take_step(
+        &mut self,
+        message: &IssueOtp,
+        id: &VerificationId,
+        trigger: StepTrigger,
+        now: Timestamp,
+    ) -> Result<Decided, IssueError> {
+        let fraud_target = self.screen(message, now)?;
+        let request = &message.request;
+        let destination_key = message.destination_key();
+        let state = self
+            .store
+            .destination(&destination_key)?
+            .unwrap_or_default();
+        let existing = match &state.pending {
+            Some(pending) if pending == id => self.store.verification(id)?,
+            _ => None,
+        }
+        .filter(|verification| verification.is_pending(now))
+        .ok_or(NoNextStep::Ended)?;
+        let step = existing
+            .workflow
+            .as_ref()
+            .ok_or(NoNextStep::NoWorkflow)?
+            .next_step(trigger)?;
+        if step.channel != request.channel {
+            // The workflow moved on since the request for this step was made.
+            return Err(NoNextStep::NotDue.into());
+        }
+        policy::within_send_budget(&state, &self.limits, now)?;
+        self.access
+            .admit(&message.tenant, request.channel, &request.destination)?;
+        let code = self.kept_code(&existing).ok_or(IssueError::CodeNotKept)?;
+        let verification = policy::send_step(&existing, step, request, now);
+        let receipt = policy::receipt(&verification, false, &self.limits);
+        let job = self.job_for(&verification, request, &code, now);
+        let write = IssueWrite {
+            destination: policy::record_send(&state, &verification, &self.limits, now),
+            destination_key,
+            verification,
+            idempotency: None,
+            job,
+        };
+        let decided = self.commit(write, receipt, fraud_target, message, now)?;
+        if let StepTrigger::Due(at) = trigger {
+            self.store.forget_step(&DueStep { at, id: id.clone() })?;
+        }
+        Ok(decided)
+    }
+
+    /// Takes the step of verification `id`'s workflow due at `due` off the schedule; when it
+    /// is still the step to take and `skipped_for` says why it could not be, records it
+    /// skipped, so the step after it is due at once (durable with the next flush).
+    pub fn pass_step(
+        &mut self,
+        id: &VerificationId,
+        due: Timestamp,
+        skipped_for: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.store.update_verification(id, &mut |record| {
+            let (pending, expires_at) = (record.is_pending(now), record.expires_at);
+            let Some(workflow) = record.workflow.as_mut().filter(|_| pending) else {
+                return false;
+            };
+            let Ok(step) = workflow.next_step(StepTrigger::Due(due)) else {
+                return false;
+            };
+            workflow.skipped(step, skipped_for, now, expires_at);
+            record.updated_at = now;
+            true
+        })?;
+        self.store.forget_step(&DueStep {
+            at: due,
+            id: id.clone(),
+        })
+    }
+
+    /// Writes a decided send and counts it.
+    fn commit(
+        &mut self,
+        write: IssueWrite,
+        receipt: IssueReceipt,
+        fraud_target: Option<Target>,
+        message: &IssueOtp,
+        now: Timestamp,
+    ) -> Result<Decided, IssueError> {
         self.store.commit_issue(&write)?;
         if let Some(target) = &fraud_target {
             self.fraud.record_send(target, now);
         }
         OtpIssued {
             tenant: &message.tenant,
-            channel: request.channel,
-            resend: !created,
+            channel: message.request.channel,
+            resend: !receipt.created,
         }
         .emit();
         Ok(Decided::Issued {
             receipt,
-            job: Box::new(job),
+            job: Box::new(write.job),
             idempotency: write.idempotency.map(|(key, _)| key),
         })
+    }
+
+    /// The workflow a create follows: its own, or else its tenant's default when it names
+    /// the default's first channel (on otpd's own API only); each step's channel offered
+    /// and allowed to the tenant, so a workflow that cannot run is refused whole.
+    fn workflow_for(&mut self, message: &IssueOtp) -> Result<Option<Vec<PlannedStep>>, IssueError> {
+        let request = &message.request;
+        let tenant_default = || {
+            let steps = self.access.default_workflow(&message.tenant)?;
+            (message.surface == Surface::Native && steps[0].channel == request.channel)
+                .then(|| steps.to_vec())
+        };
+        let Some(steps) = request.workflow.clone().or_else(tenant_default) else {
+            return Ok(None);
+        };
+        for channel in steps.iter().map(|step| step.channel) {
+            if !self.offered_channels.contains(&channel) {
+                return Err(IssueError::ChannelNotOffered {
+                    channel,
+                    offered: self.offered_channels.clone(),
+                });
+            }
+            self.access
+                .admit(&message.tenant, channel, &request.destination)?;
+        }
+        Ok(Some(steps))
     }
 
     /// What may stop a request before its destination's state is read: a channel no
@@ -225,14 +365,11 @@ impl Issuer {
         plan: &SendPlan,
         pending: Option<Verification>,
         message: &IssueOtp,
+        keeps_code: bool,
         slot: u32,
         now: Timestamp,
     ) -> (Verification, OtpCode) {
         let request = &message.request;
-        let keeps_code = self
-            .access
-            .resend_keeps_code(&message.tenant)
-            .unwrap_or(message.surface.resend_keeps_code_by_default());
         let mut verification = match (plan, pending) {
             (SendPlan::Resend(_), Some(existing)) => {
                 let keeps_this_code = keeps_code && policy::may_keep_code(&existing, request);
@@ -401,6 +538,14 @@ impl Issuer {
             now,
         )
     }
+}
+
+/// Whether `verification`'s workflow has a step still to go out.
+fn has_steps_ahead(verification: &Verification) -> bool {
+    verification
+        .workflow
+        .as_ref()
+        .is_some_and(|workflow| workflow.next_at.is_some())
 }
 
 /// What the actor decided, before the flush.

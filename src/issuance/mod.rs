@@ -9,7 +9,7 @@ pub mod request;
 pub mod settings;
 
 pub use actor::{
-    EditBlocklist, IdempotencyInput, IssuanceActor, IssueOtp, Issued, LiftFraudBlock,
+    EditBlocklist, IdempotencyInput, IssuanceActor, IssueOtp, Issued, LiftFraudBlock, PassStep,
     RequestSource, Surface,
 };
 pub use error::{IssueError, Refusal, RefusalKind};

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use crate::domain::workflow::StepMove;
 use crate::domain::{
-    Channel, CodeHash, DeliveryState, Destination, DestinationState, IssueReceipt, Status,
-    Timestamp, Transaction, Verification, VerificationId,
+    Channel, CodeHash, DeliveryState, Destination, DestinationState, IssueReceipt, PlannedStep,
+    Status, Timestamp, Transaction, Verification, VerificationId, Workflow,
 };
 
 /// How many of a destination's latest verifications its state lists.
@@ -35,6 +36,8 @@ pub struct IssueRequest {
     pub transaction: Option<Transaction>,
     pub code_length: u8,
     pub ttl: Duration,
+    /// The fallback workflow the create gave, if any (its first step is `channel`).
+    pub workflow: Option<Vec<PlannedStep>>,
 }
 
 /// What to do with a create request for a destination.
@@ -70,6 +73,20 @@ pub fn plan_send(
             });
         }
     }
+    within_send_budget(state, limits, now)?;
+    Ok(match pending {
+        Some(verification) => SendPlan::Resend(verification.id.clone()),
+        None => SendPlan::New,
+    })
+}
+
+/// Whether the destination's send window allows one more send at `now`. A workflow's step
+/// asks only this: the resend cooldown is for callers, and a step waits its timeout.
+pub fn within_send_budget(
+    state: &DestinationState,
+    limits: &SendLimits,
+    now: Timestamp,
+) -> Result<(), SendRefusal> {
     let recent = sends_within_window(&state.recent_sends, limits.window, now);
     if recent.len() >= limits.sends_per_window as usize {
         let oldest = recent[0];
@@ -77,10 +94,32 @@ pub fn plan_send(
             retry_after: now.until(oldest.plus(limits.window)),
         });
     }
-    Ok(match pending {
-        Some(verification) => SendPlan::Resend(verification.id.clone()),
-        None => SendPlan::New,
-    })
+    Ok(())
+}
+
+/// The pending verification sending its code again as its workflow's step `step`.
+pub fn send_step(
+    existing: &Verification,
+    step: StepMove,
+    request: &IssueRequest,
+    now: Timestamp,
+) -> Verification {
+    let mut verification = resend_same_code(existing, request, now);
+    let (send, expires_at) = (verification.send_seq, verification.expires_at);
+    if let Some(workflow) = &mut verification.workflow {
+        workflow.sent(step, send, now, expires_at);
+    }
+    verification
+}
+
+/// `verification` following the workflow of `steps` from its current send, the first step.
+pub fn start_workflow(verification: &mut Verification, steps: &[PlannedStep], now: Timestamp) {
+    verification.workflow = Some(Workflow::start(
+        steps,
+        verification.send_seq,
+        now,
+        verification.expires_at,
+    ));
 }
 
 fn sends_within_window(sends: &[Timestamp], window: Duration, now: Timestamp) -> &[Timestamp] {
@@ -152,6 +191,7 @@ pub fn new_verification(
         transaction: request.transaction.clone(),
         kept_code: None,
         timeline: Vec::new(),
+        workflow: None,
     }
 }
 
@@ -254,6 +294,7 @@ mod tests {
             transaction: None,
             code_length: 6,
             ttl: Duration::from_secs(300),
+            workflow: None,
         }
     }
 

@@ -8,6 +8,7 @@ use super::policy::IssueRequest;
 use super::settings::{MAX_TTL_SECONDS, MIN_TTL_SECONDS};
 use crate::delivery::templates::DEFAULT_TEMPLATE;
 use crate::domain::code::{MAX_CODE_LENGTH, MIN_CODE_LENGTH};
+use crate::domain::workflow::{self, PlannedStep};
 use crate::domain::{Channel, Destination, Transaction};
 
 const MAX_SESSION_ID_LENGTH: usize = 128;
@@ -18,10 +19,21 @@ const MAX_LOCALE_LENGTH: usize = 35;
 /// What a caller sends to create a verification.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct CreateFields {
-    /// An E.164 phone number (`sms`) or an email address (`email`).
+    /// An E.164 phone number (`sms`, `voice`, `whatsapp`) or an email address (`email`).
     pub to: String,
-    #[schema(value_type = crate::domain::Channel)]
-    pub channel: String,
+    /// The channel to send on. May be left out when `workflow` is given (its first step's
+    /// channel), and must then be the same.
+    #[schema(value_type = Option<crate::domain::Channel>)]
+    pub channel: Option<String>,
+    /// A fallback workflow: the code goes out on the first step's channel and, while it is
+    /// not verified, on each next step's after the step before's timeout, the same code each
+    /// time, until the steps run out or the code expires. Every step goes to `to`.
+    #[schema(min_items = 1, max_items = 5)]
+    pub workflow: Option<Vec<WorkflowStepFields>>,
+    /// The wait after each step before the next, for the steps that do not give their own;
+    /// 60 when absent.
+    #[schema(minimum = 15, maximum = 900)]
+    pub channel_timeout_seconds: Option<u64>,
     /// A language tag for the message, such as `de` or `pt-BR`.
     pub locale: Option<String>,
     /// The message template's name; `default` when absent.
@@ -42,6 +54,17 @@ pub struct CreateFields {
     /// How long the code lives, in seconds; the server's default when absent.
     #[schema(minimum = 30, maximum = 900)]
     pub ttl_seconds: Option<u64>,
+}
+
+/// One step of a create's workflow.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowStepFields {
+    #[schema(value_type = crate::domain::Channel)]
+    pub channel: String,
+    /// How long to wait after this step's send before the next step goes out.
+    #[schema(minimum = 15, maximum = 900)]
+    pub channel_timeout_seconds: Option<u64>,
 }
 
 /// Values a request falls back to.
@@ -77,7 +100,33 @@ pub fn validate(
     fields: CreateFields,
     defaults: &RequestDefaults,
 ) -> Result<IssueRequest, InvalidRequest> {
-    let channel = parse_channel(&fields.channel)?;
+    let workflow = fields
+        .workflow
+        .as_deref()
+        .map(|steps| parse_workflow(steps, fields.channel_timeout_seconds))
+        .transpose()?;
+    let named = fields.channel.as_deref().map(parse_channel).transpose()?;
+    let channel = match (named, &workflow) {
+        (Some(channel), Some(steps)) if channel != steps[0].channel => {
+            return Err(InvalidRequest::Field(format!(
+                "'channel' must be the workflow's first channel ({}), or be left out.",
+                steps[0].channel
+            )))
+        }
+        (Some(channel), _) => channel,
+        (None, Some(steps)) => steps[0].channel,
+        (None, None) => {
+            return Err(InvalidRequest::Field(format!(
+                "'channel' is missing: give the channel to send on ({}), or a 'workflow' of channels to try in turn.",
+                Channel::names()
+            )))
+        }
+    };
+    if workflow.is_none() && fields.channel_timeout_seconds.is_some() {
+        return Err(InvalidRequest::Field(
+            "'channel_timeout_seconds' sets the wait between a 'workflow''s steps; give a workflow, or leave it out.".into(),
+        ));
+    }
     let destination = parse_destination(channel, &fields.to)?;
     let code_length = match fields.code_length {
         None => defaults.code_length,
@@ -121,7 +170,23 @@ pub fn validate(
         transaction,
         code_length,
         ttl: Duration::from_secs(ttl_seconds),
+        workflow,
     })
+}
+
+/// A create's workflow: each step's channel, and its timeout or else `default_timeout`.
+fn parse_workflow(
+    steps: &[WorkflowStepFields],
+    default_timeout: Option<u64>,
+) -> Result<Vec<PlannedStep>, InvalidRequest> {
+    let steps = steps
+        .iter()
+        .map(|step| {
+            let channel = parse_channel(&step.channel)?;
+            Ok((channel, step.channel_timeout_seconds.or(default_timeout)))
+        })
+        .collect::<Result<Vec<_>, InvalidRequest>>()?;
+    workflow::plan(&steps).map_err(|invalid| InvalidRequest::Field(invalid.to_string()))
 }
 
 /// SHA-256 of a JSON value's canonical text (object keys sorted, no spaces): two requests
@@ -187,7 +252,9 @@ mod tests {
     fn fields() -> CreateFields {
         CreateFields {
             to: "+4915112345678".into(),
-            channel: "sms".into(),
+            channel: Some("sms".into()),
+            workflow: None,
+            channel_timeout_seconds: None,
             locale: None,
             template: None,
             session_id: None,
@@ -274,7 +341,7 @@ mod tests {
             "invalid_destination"
         );
         let f = CreateFields {
-            channel: "fax".into(),
+            channel: Some("fax".into()),
             ..fields()
         };
         let error = validate(f, &DEFAULTS).unwrap_err();

@@ -31,6 +31,7 @@ macro_rules! engine_suite {
                 an_issue_reads_back_whole,
                 what_was_never_written_reads_as_none,
                 updates_apply_atomically_and_may_decline,
+                each_next_workflow_step_is_scheduled_until_forgotten,
                 the_outbox_pages_in_job_order_and_holds_only_jobs,
                 finishing_a_job_records_its_outcome_then_leaves_the_outbox,
                 abandoning_an_issue_cancels_only_the_current_send,
@@ -246,6 +247,7 @@ fn issue(n: u8) -> IssueWrite {
         transaction: None,
         kept_code: None,
         timeline: Vec::new(),
+        workflow: None,
     };
     let job = DeliveryJob {
         job_id: JobId::new(&id, 1),
@@ -364,6 +366,76 @@ fn what_was_never_written_reads_as_none<E: KvEngine>(engine: E) {
         store.verification(id).unwrap().is_none(),
         "an update creates nothing"
     );
+}
+
+fn each_next_workflow_step_is_scheduled_until_forgotten<E: KvEngine>(engine: E) {
+    use crate::domain::workflow::{plan, StepTrigger};
+    use crate::domain::Workflow;
+    use crate::store::DueStep;
+    let store = store(engine);
+    let steps = plan(&[
+        (Channel::Sms, Some(30)),
+        (Channel::Voice, Some(30)),
+        (Channel::Whatsapp, None),
+    ])
+    .unwrap();
+    let mut write = issue(1);
+    let expires_at = write.verification.expires_at;
+    write.verification.workflow = Some(Workflow::start(&steps, 1, NOW, expires_at));
+    let id = write.verification.id.clone();
+    store.commit_issue(&issue(2)).unwrap();
+    store.commit_issue(&write).unwrap();
+    let first = NOW.plus_secs(30);
+    assert_eq!(store.due_steps(NOW, 10).unwrap(), vec![], "nothing due yet");
+    let due = store.due_steps(first, 10).unwrap();
+    assert_eq!(
+        due,
+        vec![DueStep {
+            at: first,
+            id: id.clone()
+        }],
+        "only the workflow's step"
+    );
+
+    // The step is taken: the next is scheduled; the taken one stays until forgotten.
+    let second = first.plus_secs(30);
+    store
+        .update_verification(&id, &mut |record| {
+            let workflow = record.workflow.as_mut().unwrap();
+            let step = workflow.next_step(StepTrigger::Due(first)).unwrap();
+            workflow.sent(step, 2, first, expires_at);
+            true
+        })
+        .unwrap();
+    let listed = |now| -> Vec<Timestamp> {
+        store
+            .due_steps(now, 10)
+            .unwrap()
+            .iter()
+            .map(|step| step.at)
+            .collect()
+    };
+    assert_eq!(listed(second), vec![first, second]);
+    assert_eq!(
+        listed(second).len(),
+        store.due_steps(second, 2).unwrap().len()
+    );
+    assert_eq!(
+        store.due_steps(second, 1).unwrap().len(),
+        1,
+        "at most limit"
+    );
+    store.forget_step(&due[0]).unwrap();
+    assert_eq!(listed(second), vec![second]);
+
+    // A change that leaves the schedule as it was writes no new entry.
+    store
+        .update_verification(&id, &mut |record| {
+            record.attempts_used += 1;
+            true
+        })
+        .unwrap();
+    assert_eq!(listed(Timestamp(u64::MAX - 1)), vec![second]);
 }
 
 fn updates_apply_atomically_and_may_decline<E: KvEngine>(engine: E) {

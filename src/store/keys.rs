@@ -19,6 +19,9 @@ pub const FRAUD_BLOCK: &[u8] = b"f/";
 /// entry's value names further keys due at the same time ([`expiry_companions`]), so the
 /// records one issue writes share one entry.
 pub const EXPIRY: &[u8] = b"x/";
+/// `n/<due time, 8 bytes big-endian><verification id>`: a workflow step due then, for the
+/// clock that moves workflows on.
+pub const WORKFLOW_STEP: &[u8] = b"n/";
 
 pub fn verification(id: &VerificationId) -> Vec<u8> {
     [VERIFICATION, id.as_str().as_bytes()].concat()
@@ -74,6 +77,27 @@ pub fn expiry(purge_at: Timestamp, primary: &[u8]) -> Vec<u8> {
     [EXPIRY, &purge_at.to_be_bytes(), primary].concat()
 }
 
+pub fn workflow_step(due: Timestamp, id: &VerificationId) -> Vec<u8> {
+    [WORKFLOW_STEP, &due.to_be_bytes(), id.as_str().as_bytes()].concat()
+}
+
+/// The first workflow-step key after every step due at or before `now`.
+pub fn workflow_steps_end(now: Timestamp) -> Vec<u8> {
+    [
+        WORKFLOW_STEP,
+        &Timestamp(now.0.saturating_add(1)).to_be_bytes(),
+    ]
+    .concat()
+}
+
+/// The due time and the verification of a workflow-step key.
+pub fn read_workflow_step(key: &[u8]) -> Option<(Timestamp, VerificationId)> {
+    let rest = key.strip_prefix(WORKFLOW_STEP)?;
+    let (due, id) = rest.split_first_chunk::<8>()?;
+    let id = VerificationId::parse(std::str::from_utf8(id).ok()?)?;
+    Some((Timestamp(u64::from_be_bytes(*due)), id))
+}
+
 /// The first expiry-index key after every entry due at or before `now`.
 pub fn expiry_end(now: Timestamp) -> Vec<u8> {
     [EXPIRY, &Timestamp(now.0.saturating_add(1)).to_be_bytes()].concat()
@@ -122,6 +146,16 @@ mod tests {
         assert!(early < expiry_end(Timestamp(5)));
         assert!(late > expiry_end(Timestamp(5)));
         assert_eq!(expiry_target(&late), Some(verification(&id).as_slice()));
+    }
+
+    #[test]
+    fn workflow_steps_sort_by_time_and_read_back() {
+        let id = VerificationId::generate();
+        let early = workflow_step(Timestamp(5), &id);
+        assert!(early < workflow_steps_end(Timestamp(5)));
+        assert!(workflow_step(Timestamp(6), &id) > workflow_steps_end(Timestamp(5)));
+        assert_eq!(read_workflow_step(&early), Some((Timestamp(5), id)));
+        assert_eq!(read_workflow_step(b"n/short"), None);
     }
 
     #[test]

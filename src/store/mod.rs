@@ -87,6 +87,13 @@ pub struct Swept {
     pub removed: usize,
 }
 
+/// A workflow step due at `at` for verification `id`, as the store's schedule lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueStep {
+    pub at: Timestamp,
+    pub id: VerificationId,
+}
+
 /// Everything one issue (or resend) writes.
 #[derive(Debug, Clone)]
 pub struct IssueWrite {
@@ -187,6 +194,14 @@ pub trait Store: Send + Sync + 'static {
     /// Visits up to `limit` expiry-index entries whose time has passed and deletes the
     /// records they name that are due.
     fn sweep(&self, now: Timestamp, limit: usize) -> Result<Swept, StoreError>;
+
+    /// Up to `limit` workflow steps due at or before `now`, earliest first. The schedule lists
+    /// each time a verification's `workflow.next_at` was written; an entry whose verification
+    /// has moved on since is still listed until it is forgotten.
+    fn due_steps(&self, now: Timestamp, limit: usize) -> Result<Vec<DueStep>, StoreError>;
+
+    /// Takes `step` off the schedule (durable with the next flush).
+    fn forget_step(&self, step: &DueStep) -> Result<(), StoreError>;
 
     /// Resolves once every write made before the call is on disk. Concurrent calls share
     /// one fsync.

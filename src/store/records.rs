@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::time::Duration;
 
 use super::kv::{KeyRange, KvEngine};
-use super::{keys, IssueWrite, MessageOwner, Store, StoreError, Swept};
+use super::{keys, DueStep, IssueWrite, MessageOwner, Store, StoreError, Swept};
 use crate::domain::fraud::{Block, Prefix};
 use crate::domain::{
     BlockEntry, DeliveryJob, DeliveryState, DestinationKey, DestinationState, IdempotencyKey,
@@ -18,14 +18,14 @@ use crate::domain::{
 
 /// First byte of every stored record, so a future format can be told apart.
 ///
-/// Formats 2, 3 and 4 each added a field at the end of a verification (`transaction`,
-/// `kept_code`, then `timeline`); format 4 also added `recent` at the end of a
+/// Formats 2, 3, 4 and 5 each added a field at the end of a verification (`transaction`,
+/// `kept_code`, `timeline`, then `workflow`); format 4 also added `recent` at the end of a
 /// destination's state. A record of an earlier format reads as the current one with one
 /// zero byte per verification field added since: postcard writes an absent optional and an
 /// empty list as that byte, and every other kind of record ignores the bytes, unread.
-const FORMAT_VERSION: u8 = 4;
+const FORMAT_VERSION: u8 = 5;
 /// The earlier formats otpd reads, with the fields added since each.
-const EARLIER_FORMATS: &[(u8, usize)] = &[(1, 3), (2, 2), (3, 1)];
+const EARLIER_FORMATS: &[(u8, usize)] = &[(1, 4), (2, 3), (3, 2), (4, 1)];
 
 /// The records otpd keeps, on the engine `E`. Generic rather than over a `dyn` engine, so
 /// the hot path (reads, compare-and-swap updates) calls the engine directly.
@@ -66,6 +66,22 @@ impl<E: KvEngine> RecordStore<E> {
     ) -> Result<(), StoreError> {
         self.engine.insert(&keys::expiry(purge_at, key), &[])?;
         self.write(key, value)
+    }
+
+    /// Puts `verification`'s next workflow step on the schedule, unless it was due then
+    /// already (`due_before`). Written before the verification, so no due step is ever
+    /// missing from the schedule.
+    fn schedule_step(
+        &self,
+        due_before: Option<Timestamp>,
+        verification: &Verification,
+    ) -> Result<(), StoreError> {
+        match next_step_at(verification) {
+            Some(due) if Some(due) != due_before => self
+                .engine
+                .insert(&keys::workflow_step(due, &verification.id), &[]),
+            _ => Ok(()),
+        }
     }
 
     /// Every record under `prefix`, in key order.
@@ -164,9 +180,11 @@ impl<E: KvEngine> Store for RecordStore<E> {
             };
             let current = current.as_ref();
             let mut record: Verification = decode(current)?;
+            let due_before = next_step_at(&record);
             if !change(&mut record) {
                 return Ok(Some(record));
             }
+            self.schedule_step(due_before, &record)?;
             if self
                 .engine
                 .compare_and_swap(&key, Some(current), Some(&encode(&record)?))?
@@ -217,6 +235,7 @@ impl<E: KvEngine> Store for RecordStore<E> {
         for (index_key, companions) in index_entries(&expiring, &outbox_key) {
             self.engine.insert(&index_key, &companions)?;
         }
+        self.schedule_step(None, &write.verification)?;
         self.write(&outbox_key, &write.job)?;
         self.write(&verification_key, &write.verification)?;
         self.write(&destination_key, &write.destination)?;
@@ -331,6 +350,28 @@ impl<E: KvEngine> Store for RecordStore<E> {
         self.read_all(keys::FRAUD_BLOCK)
     }
 
+    fn due_steps(&self, now: Timestamp, limit: usize) -> Result<Vec<DueStep>, StoreError> {
+        let end = keys::workflow_steps_end(now);
+        let listed = self
+            .engine
+            .scan(KeyRange::prefix(keys::WORKFLOW_STEP).before(&end), limit)?;
+        Ok(listed
+            .iter()
+            .filter_map(|(key, _)| {
+                let step = keys::read_workflow_step(key.as_ref());
+                if step.is_none() {
+                    tracing::warn!(entry = %String::from_utf8_lossy(key.as_ref()), "A workflow-step entry otpd cannot read; it is left alone.");
+                }
+                step
+            })
+            .map(|(at, id)| DueStep { at, id })
+            .collect())
+    }
+
+    fn forget_step(&self, step: &DueStep) -> Result<(), StoreError> {
+        self.engine.remove(&keys::workflow_step(step.at, &step.id))
+    }
+
     fn sweep(&self, now: Timestamp, limit: usize) -> Result<Swept, StoreError> {
         let end = keys::expiry_end(now);
         let due = self
@@ -404,6 +445,10 @@ fn due_together<'a>(expiring: &[(Timestamp, &'a [u8])]) -> Vec<(Timestamp, Vec<&
         .into_iter()
         .map(|(_, last, keys)| (last, keys))
         .collect()
+}
+
+fn next_step_at(verification: &Verification) -> Option<Timestamp> {
+    verification.workflow.as_ref()?.next_at
 }
 
 fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
@@ -581,11 +626,11 @@ mod tests {
         let store = MemoryStore::in_memory(Duration::from_secs(3600));
         let verification = crate::verify::rules::tests::pending(Some("s-1"));
         // Format 1 held the same fields up to the transaction; format 2 up to the kept code;
-        // format 3 up to the timeline.
+        // format 3 up to the timeline; format 4 up to the workflow.
         let current = encode(&verification).unwrap();
         assert!(
-            current.ends_with(&[0, 0, 0]),
-            "two absent optionals and an empty list are three zero bytes"
+            current.ends_with(&[0, 0, 0, 0]),
+            "three absent optionals and an empty list are four zero bytes"
         );
         for (version, added) in EARLIER_FORMATS {
             let mut earlier = current[..current.len() - added].to_vec();
@@ -597,6 +642,7 @@ mod tests {
             let read = store.verification(&verification.id).unwrap().unwrap();
             assert_eq!((read.transaction, read.kept_code), (None, None));
             assert!(read.timeline.is_empty());
+            assert_eq!(read.workflow, None);
             assert_eq!(read.session_id.as_deref(), Some("s-1"));
             assert_eq!(read.expires_at, verification.expires_at);
         }

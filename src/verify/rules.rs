@@ -21,8 +21,8 @@ pub enum CheckRefusal {
     Expired,
 }
 
-/// Refuses what can no longer be checked or canceled at `now`.
-fn ensure_pending(record: &Verification, now: Timestamp) -> Result<(), CheckRefusal> {
+/// Refuses what can no longer be checked, canceled or sent again at `now`.
+pub fn ensure_pending(record: &Verification, now: Timestamp) -> Result<(), CheckRefusal> {
     match record.status_at(now) {
         Status::Pending if record.attempts_remaining() > 0 => Ok(()),
         Status::Pending | Status::MaxAttemptsReached => Err(CheckRefusal::MaxAttemptsReached),
@@ -63,8 +63,7 @@ pub fn apply_check(
         record.status = Status::MaxAttemptsReached;
     }
     if record.status != Status::Pending {
-        // No resend will need the code again.
-        record.kept_code = None;
+        finish(record);
     }
     Ok(CheckOutcome {
         valid,
@@ -93,15 +92,24 @@ pub fn apply_close(
         Closing::Cancel => Status::Canceled,
         Closing::Approve => Status::Approved,
     };
-    record.kept_code = None;
+    finish(record);
     record.updated_at = now;
     Ok(())
+}
+
+/// What a verification that is over no longer needs: its kept code (no resend will send it
+/// again) and its workflow's next step.
+fn finish(record: &mut Verification) {
+    record.kept_code = None;
+    if let Some(workflow) = &mut record.workflow {
+        workflow.end();
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::domain::{Channel, DeliveryState, Transaction, VerificationId};
+    use crate::domain::{Channel, DeliveryState, Transaction, VerificationId, Workflow};
 
     pub const START: Timestamp = Timestamp(1_800_000_000_000);
     const RIGHT: CodeHash = CodeHash([7; 32]);
@@ -134,6 +142,7 @@ pub(crate) mod tests {
             transaction: None,
             kept_code: None,
             timeline: Vec::new(),
+            workflow: None,
         }
     }
 
@@ -233,24 +242,40 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_kept_code_is_let_go_once_the_verification_is_over() {
-        let mut wrong_last = pending(None);
+    fn a_kept_code_and_the_next_workflow_step_are_let_go_once_the_verification_is_over() {
+        let steps =
+            crate::domain::workflow::plan(&[(Channel::Sms, None), (Channel::Voice, None)]).unwrap();
+        let with_workflow = |mut record: Verification| {
+            record.workflow = Some(Workflow::start(&steps, 1, START, record.expires_at));
+            record
+        };
+        let next_at = |record: &Verification| record.workflow.as_ref().unwrap().next_at;
+        let mut wrong_last = with_workflow(pending(None));
         wrong_last.kept_code = Some(vec![1, 2, 3]);
         wrong_last.attempts_used = 4;
         apply_check(&mut wrong_last, &WRONG, &NOTHING, START).unwrap();
-        assert_eq!(wrong_last.kept_code, None);
-        let mut approved = pending(None);
+        assert_eq!(
+            (wrong_last.kept_code.clone(), next_at(&wrong_last)),
+            (None, None)
+        );
+        let mut approved = with_workflow(pending(None));
         approved.kept_code = Some(vec![1, 2, 3]);
         let mut canceled = approved.clone();
         apply_check(&mut approved, &WRONG, &NOTHING, START).unwrap();
         assert!(
-            approved.kept_code.is_some(),
-            "still pending: a resend may need it"
+            approved.kept_code.is_some() && next_at(&approved).is_some(),
+            "still pending: a resend or the next step may need it"
         );
         apply_check(&mut approved, &RIGHT, &NOTHING, START).unwrap();
-        assert_eq!(approved.kept_code, None);
+        assert_eq!(
+            (approved.kept_code.clone(), next_at(&approved)),
+            (None, None)
+        );
         apply_close(&mut canceled, Closing::Cancel, START).unwrap();
-        assert_eq!(canceled.kept_code, None);
+        assert_eq!(
+            (canceled.kept_code.clone(), next_at(&canceled)),
+            (None, None)
+        );
     }
 
     #[test]

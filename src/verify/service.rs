@@ -107,11 +107,20 @@ impl Checker {
             .ok_or(CheckError::NotFound)
     }
 
-    /// Reads a verification of `tenant`.
+    /// Reads a verification of `tenant`, or of any tenant when `tenant` is `None`.
     pub fn get(&self, tenant: &str, id: &VerificationId) -> Result<Verification, CheckError> {
+        self.find(Some(tenant), id)
+    }
+
+    /// Reads a verification of `tenant`, or of any tenant when it is `None`.
+    pub fn find(
+        &self,
+        tenant: Option<&str>,
+        id: &VerificationId,
+    ) -> Result<Verification, CheckError> {
         self.store
             .verification(id)?
-            .filter(|record| record.tenant == tenant)
+            .filter(|record| tenant.is_none_or(|tenant| record.tenant == tenant))
             .ok_or(CheckError::NotFound)
     }
 

@@ -460,7 +460,17 @@ pub fn outbox_messages(store: &Path, id: &str) -> Vec<Value> {
 
 /// Polls the outbox until `count` messages for `id` are there.
 pub async fn wait_for_messages(store: &Path, id: &str, count: usize) -> Vec<Value> {
-    let deadline = Instant::now() + DELIVERY_DEADLINE;
+    wait_for_messages_within(store, id, count, DELIVERY_DEADLINE).await
+}
+
+/// `wait_for_messages`, waiting up to `within`.
+pub async fn wait_for_messages_within(
+    store: &Path,
+    id: &str,
+    count: usize,
+    within: Duration,
+) -> Vec<Value> {
+    let deadline = Instant::now() + within;
     loop {
         let messages = outbox_messages(store, id);
         if messages.len() >= count {
@@ -468,7 +478,7 @@ pub async fn wait_for_messages(store: &Path, id: &str, count: usize) -> Vec<Valu
         }
         assert!(
             Instant::now() < deadline,
-            "{count} message(s) for {id} did not reach the outbox within {DELIVERY_DEADLINE:?}; outbox: {:?}",
+            "{count} message(s) for {id} did not reach the outbox within {within:?}; outbox: {:?}",
             read_outbox(store)
         );
         tokio::time::sleep(Duration::from_millis(25)).await;

@@ -34,3 +34,4 @@ mod tls;
 mod twilio;
 mod ui;
 mod webhooks;
+mod workflows;

@@ -66,7 +66,9 @@ pub async fn create(
     let to = form.require("To")?;
     let channel = form.require("Channel")?;
     let fields = CreateFields {
-        channel: twilio_channel(&channel, &to)?.as_str().to_owned(),
+        channel: Some(twilio_channel(&channel, &to)?.as_str().to_owned()),
+        workflow: None,
+        channel_timeout_seconds: None,
         to,
         locale: form.take("Locale"),
         template: None,
