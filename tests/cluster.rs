@@ -1163,3 +1163,77 @@ async fn an_idempotent_retry_while_its_code_is_on_its_way_sends_it_once() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(sent(), 1, "the code went out once");
 }
+
+/// Every message each node's sandbox sent for `id`.
+fn messages_for(nodes: &[Node], id: &str) -> Vec<Value> {
+    nodes
+        .iter()
+        .flat_map(|node| read_outbox(node.store.path()))
+        .filter(|message| message["verification_id"] == id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_step_due_after_its_owner_died_goes_out_once_from_the_next_owner() {
+    let cluster = Cluster::with(&[("OTPD__ROUTING__DEFAULT__WHATSAPP", "sandbox")]);
+    let mut nodes = cluster.start_three().await;
+    let (owners, _) = wait_for_owners(&nodes[0], &NAMES, 3, Duration::from_secs(15)).await;
+    let everyone = Rotation::new(nodes.iter().collect());
+    let created = everyone
+        .create(&json!({
+            "to": mobile(990),
+            "workflow": [{"channel": "sms", "channel_timeout_seconds": 15}, {"channel": "whatsapp"}],
+        }))
+        .await;
+    created.expect_status(201);
+    let id = created.str("id").to_owned();
+    let code = everyone.code(&id, 1).await;
+    drop(everyone);
+
+    // The owner of the verification's partition dies before the step is due.
+    let owner = &owners[partition_of(&id)];
+    let victim = NAMES.iter().position(|name| name == owner).unwrap();
+    nodes[victim].process.stop();
+    let survivors = Rotation::new(
+        nodes
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| *index != victim)
+            .map(|(_, node)| node)
+            .collect(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let messages = loop {
+        let messages = messages_for(&nodes, &id);
+        if messages.len() >= 2 {
+            break messages;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the workflow's second step never went out: {messages:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let messages = messages_for(&nodes, &id);
+    let mut channels: Vec<&str> = messages
+        .iter()
+        .map(|message| message["channel"].as_str().unwrap())
+        .collect();
+    channels.sort_unstable();
+    assert_eq!(
+        channels,
+        ["sms", "whatsapp"],
+        "each step once: {messages:?}"
+    );
+    let step = messages
+        .iter()
+        .find(|message| message["channel"] == "whatsapp")
+        .unwrap();
+    assert_eq!(message_code(step, 6), code, "the step sends the same code");
+    let checked = survivors.check(&id, &code).await;
+    checked.expect_status(200);
+    assert_eq!(checked.body["valid"], true, "{}", checked.text);
+    drop(survivors);
+    nodes.clear();
+}
