@@ -15,6 +15,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/verifications/{id}"),
     ("post", "/v1/verifications/{id}/check"),
     ("post", "/v1/verifications/{id}/cancel"),
+    ("post", "/v1/verifications/{id}/next"),
     ("get", "/v1/verifications/{id}/attempts"),
     ("get", "/v1/admin/verifications"),
     ("get", "/v1/admin/verifications/{id}"),
@@ -218,6 +219,43 @@ async fn what_each_route_answers_matches_the_description() {
     let pending = create(None, json!({"channel": "sms", "to": de_mobile(93)})).await;
     let canceled = app.cancel(pending.str("id")).await;
     expect("post", cancel_route, canceled.expect_status(200));
+
+    // A fallback workflow: created, read with its steps, moved on, then out of steps.
+    let following = create(
+        None,
+        json!({"to": de_mobile(94), "workflow": [{"channel": "sms"}, {"channel": "sms"}]}),
+    )
+    .await;
+    expect("post", "/v1/verifications", following.expect_status(201));
+    let following = following.str("id");
+    let read = app.get(following).await;
+    expect("get", "/v1/verifications/{id}", read.expect_status(200));
+    assert_eq!(read.body["workflow"]["steps"][1]["status"], "scheduled");
+    let next_route = "/v1/verifications/{id}/next";
+    let next_of =
+        |id: &str| send(app.request(Method::POST, &format!("/v1/verifications/{id}/next")));
+    expect(
+        "post",
+        next_route,
+        next_of(following).await.expect_status(200),
+    );
+    expect(
+        "post",
+        next_route,
+        next_of(following).await.expect_status(409),
+    );
+    let unknown = next_of("ver_00000000000000000000000000000000").await;
+    expect("post", next_route, unknown.expect_status(404));
+    let attempts = send(app.request(
+        Method::GET,
+        &format!("/v1/verifications/{following}/attempts"),
+    ))
+    .await;
+    expect(
+        "get",
+        "/v1/verifications/{id}/attempts",
+        attempts.expect_status(200),
+    );
 
     let other = create(
         None,
