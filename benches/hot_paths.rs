@@ -95,6 +95,7 @@ fn issue_write(hasher: &CodeHasher, sealer: &Sealer, n: u64) -> IssueWrite {
         idempotency: None,
         job,
         verification: record,
+        decided_on: None,
     }
 }
 

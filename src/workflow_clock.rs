@@ -16,8 +16,9 @@ use crate::verify::CheckError;
 
 /// How often the clock looks for due steps.
 pub const TICK: Duration = Duration::from_secs(1);
-/// The most due steps read at one tick; the rest wait for the next.
-const BATCH: usize = 1_000;
+/// The most due steps read at one tick (of every partition: a node sends its own); the rest
+/// wait for the next.
+const BATCH: usize = 10_000;
 /// Steps sent at once.
 const CONCURRENT: usize = 16;
 

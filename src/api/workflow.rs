@@ -89,7 +89,10 @@ impl WorkflowView {
             .collect();
         WorkflowView {
             steps,
-            next_step_at: workflow.next_at.map(Timestamp::to_rfc3339),
+            next_step_at: workflow
+                .next_at
+                .filter(|_| pending)
+                .map(Timestamp::to_rfc3339),
         }
     }
 }

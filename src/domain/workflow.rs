@@ -237,9 +237,8 @@ impl Workflow {
             reason: reason.to_owned(),
         };
         self.reach(next.index, next.by, outcome, now, expires_at);
-        if self.next_at.is_some() {
-            self.next_at = Some(now);
-        }
+        let has_more = next.index + 1 < self.steps.len();
+        self.next_at = Some(now).filter(|now| has_more && *now < expires_at);
     }
 
     /// Ends the workflow: no step goes out any more.
@@ -384,5 +383,25 @@ mod tests {
         assert_eq!(last.channel, Channel::Voice);
         workflow.skipped(last, "fraud_suspected", due, EXPIRES);
         assert_eq!(workflow.next_at, None);
+    }
+
+    #[test]
+    fn a_step_skipped_near_expiry_still_makes_the_next_due_at_once() {
+        // The skipped step's own 900 s would end after the code: the next goes at once all
+        // the same.
+        let steps = plan(&[
+            (Channel::Sms, Some(15)),
+            (Channel::Whatsapp, Some(900)),
+            (Channel::Voice, None),
+        ])
+        .unwrap();
+        let mut workflow = Workflow::start(&steps, 1, START, EXPIRES);
+        let due = workflow.next_at.unwrap();
+        let next = workflow.next_step(StepTrigger::Due(due)).unwrap();
+        workflow.skipped(next, "too_many_sends", due, EXPIRES);
+        assert_eq!(workflow.next_at, Some(due));
+        let last = workflow.next_step(StepTrigger::Due(due)).unwrap();
+        workflow.skipped(last, "fraud_suspected", EXPIRES, EXPIRES);
+        assert_eq!(workflow.next_at, None, "nothing after expiry");
     }
 }

@@ -154,11 +154,14 @@ impl Issuer {
         let slot = destination_key.slot();
         // A workflow's steps send the same code, so it is kept while one may follow.
         let keeps_code = workflow.is_some()
-            || pending.as_ref().is_some_and(has_steps_ahead)
+            || pending.as_ref().is_some_and(has_steps_left)
             || self
                 .access
                 .resend_keeps_code(&message.tenant)
                 .unwrap_or(message.surface.resend_keeps_code_by_default());
+        let decided_on = matches!(plan, SendPlan::Resend(_))
+            .then(|| pending.clone())
+            .flatten();
         let (mut verification, code) =
             self.verification_for(&plan, pending, message, keeps_code, slot, now);
         if let Some(steps) = &workflow {
@@ -183,6 +186,7 @@ impl Issuer {
             verification,
             idempotency,
             job,
+            decided_on,
         };
         self.commit(write, receipt, fraud_target, message, now)
     }
@@ -220,7 +224,14 @@ impl Issuer {
             // The workflow moved on since the request for this step was made.
             return Err(NoNextStep::NotDue.into());
         }
-        policy::within_send_budget(&state, &self.limits, now)?;
+        match trigger {
+            // A step the tenant asks for waits out the cooldown, like a resend: a retried
+            // or doubled request moves one step, not two.
+            StepTrigger::Asked => {
+                policy::plan_send(&state, Some(&existing), &self.limits, now)?;
+            }
+            StepTrigger::Due(_) => policy::within_send_budget(&state, &self.limits, now)?,
+        }
         self.access
             .admit(&message.tenant, request.channel, &request.destination)?;
         let code = self.kept_code(&existing).ok_or(IssueError::CodeNotKept)?;
@@ -233,6 +244,7 @@ impl Issuer {
             verification,
             idempotency: None,
             job,
+            decided_on: Some(existing),
         };
         let decided = self.commit(write, receipt, fraud_target, message, now)?;
         if let StepTrigger::Due(at) = trigger {
@@ -251,6 +263,8 @@ impl Issuer {
         skipped_for: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
+        // The next step comes due after this one, so its schedule entry is a new one.
+        let now = now.max(Timestamp(due.0 + 1));
         self.store.update_verification(id, &mut |record| {
             let (pending, expires_at) = (record.is_pending(now), record.expires_at);
             let Some(workflow) = record.workflow.as_mut().filter(|_| pending) else {
@@ -540,12 +554,13 @@ impl Issuer {
     }
 }
 
-/// Whether `verification`'s workflow has a step still to go out.
-fn has_steps_ahead(verification: &Verification) -> bool {
+/// Whether `verification`'s workflow has a step not reached yet (scheduled, or left for
+/// `…/next`).
+fn has_steps_left(verification: &Verification) -> bool {
     verification
         .workflow
         .as_ref()
-        .is_some_and(|workflow| workflow.next_at.is_some())
+        .is_some_and(|workflow| workflow.steps.iter().any(|step| step.reached.is_none()))
 }
 
 /// What the actor decided, before the flush.

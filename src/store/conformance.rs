@@ -32,6 +32,7 @@ macro_rules! engine_suite {
                 what_was_never_written_reads_as_none,
                 updates_apply_atomically_and_may_decline,
                 each_next_workflow_step_is_scheduled_until_forgotten,
+                a_resend_decided_on_a_record_changed_since_writes_nothing,
                 the_outbox_pages_in_job_order_and_holds_only_jobs,
                 finishing_a_job_records_its_outcome_then_leaves_the_outbox,
                 abandoning_an_issue_cancels_only_the_current_send,
@@ -298,6 +299,7 @@ fn issue(n: u8) -> IssueWrite {
         )),
         job,
         verification,
+        decided_on: None,
     }
 }
 
@@ -368,6 +370,40 @@ fn what_was_never_written_reads_as_none<E: KvEngine>(engine: E) {
     );
 }
 
+fn a_resend_decided_on_a_record_changed_since_writes_nothing<E: KvEngine>(engine: E) {
+    let store = store(engine);
+    let first = issue(1);
+    store.commit_issue(&first).unwrap();
+    let id = first.verification.id.clone();
+    let resend = |decided_on: Verification| {
+        let mut write = issue(1);
+        write.verification.id = id.clone();
+        write.verification.send_seq = 2;
+        write.job.job_id = JobId::new(&id, 2);
+        write.job.verification_id = id.clone();
+        write.decided_on = Some(decided_on);
+        write
+    };
+    // A check approved it after the resend was decided: the resend writes nothing.
+    let stale = resend(first.verification.clone());
+    store
+        .update_verification(&id, &mut |record| {
+            record.status = Status::Approved;
+            true
+        })
+        .unwrap();
+    assert!(matches!(store.commit_issue(&stale), Err(StoreError::Io(_))));
+    let kept = store.verification(&id).unwrap().unwrap();
+    assert_eq!((kept.status, kept.send_seq), (Status::Approved, 1));
+    assert!(store.outbox_job(&stale.job.job_id).unwrap().is_none());
+
+    // Decided on the record as it stands: written.
+    let current = resend(kept);
+    store.commit_issue(&current).unwrap();
+    assert_eq!(store.verification(&id).unwrap().unwrap().send_seq, 2);
+    assert!(store.outbox_job(&current.job.job_id).unwrap().is_some());
+}
+
 fn each_next_workflow_step_is_scheduled_until_forgotten<E: KvEngine>(engine: E) {
     use crate::domain::workflow::{plan, StepTrigger};
     use crate::domain::Workflow;
@@ -415,11 +451,9 @@ fn each_next_workflow_step_is_scheduled_until_forgotten<E: KvEngine>(engine: E) 
             .map(|step| step.at)
             .collect()
     };
-    assert_eq!(listed(second), vec![first, second]);
-    assert_eq!(
-        listed(second).len(),
-        store.due_steps(second, 2).unwrap().len()
-    );
+    assert_eq!(listed(second), vec![second], "the taken step's entry went");
+    store.commit_issue(&write).unwrap();
+    assert_eq!(listed(second), vec![first, second], "a restarted workflow");
     assert_eq!(
         store.due_steps(second, 1).unwrap().len(),
         1,

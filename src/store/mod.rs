@@ -102,6 +102,10 @@ pub struct IssueWrite {
     pub destination: DestinationState,
     pub idempotency: Option<(IdempotencyKey, IdempotencyRecord)>,
     pub job: DeliveryJob,
+    /// For a resend (a workflow's step too): the verification as it was when the send was
+    /// decided. The write is refused, and nothing sent, if a check or a cancel changed it
+    /// since.
+    pub decided_on: Option<Verification>,
 }
 
 /// The state otpd keeps. Writes are visible at once and durable after [`Store::flush`].

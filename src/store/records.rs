@@ -84,6 +84,33 @@ impl<E: KvEngine> RecordStore<E> {
         }
     }
 
+    /// Writes an issue's verification; a resend's only if the record is still the one the
+    /// send was decided on (checks and cancels change it without the issuer).
+    fn write_decided(&self, key: &[u8], write: &IssueWrite) -> Result<(), StoreError> {
+        let Some(decided_on) = &write.decided_on else {
+            return self.write(key, &write.verification);
+        };
+        let current = self.engine.get(key)?;
+        let unchanged = match &current {
+            // Compared as this build writes them, whatever format the stored one has.
+            Some(bytes) => encode(&decode::<Verification>(bytes.as_ref())?)? == encode(decided_on)?,
+            None => false,
+        };
+        let swapped = unchanged
+            && self.engine.compare_and_swap(
+                key,
+                current.as_ref().map(|bytes| bytes.as_ref()),
+                Some(&encode(&write.verification)?),
+            )?;
+        if swapped {
+            Ok(())
+        } else {
+            Err(StoreError::Io(
+                "the verification changed while this send was decided (a check or a cancel at the same moment); nothing was sent".into(),
+            ))
+        }
+    }
+
     /// Every record under `prefix`, in key order.
     fn read_all<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
         self.engine
@@ -189,6 +216,11 @@ impl<E: KvEngine> Store for RecordStore<E> {
                 .engine
                 .compare_and_swap(&key, Some(current), Some(&encode(&record)?))?
             {
+                // The step it was due for is no longer: its entry goes (one left by a crash
+                // here is forgotten when it comes due).
+                if let Some(before) = due_before.filter(|_| next_step_at(&record) != due_before) {
+                    self.engine.remove(&keys::workflow_step(before, id))?;
+                }
                 return Ok(Some(record));
             }
         }
@@ -237,7 +269,10 @@ impl<E: KvEngine> Store for RecordStore<E> {
         }
         self.schedule_step(None, &write.verification)?;
         self.write(&outbox_key, &write.job)?;
-        self.write(&verification_key, &write.verification)?;
+        if let Err(error) = self.write_decided(&verification_key, write) {
+            self.engine.remove(&outbox_key)?;
+            return Err(error);
+        }
         self.write(&destination_key, &write.destination)?;
         if let Some((key, record)) = idempotency {
             self.write(&key, record)?;

@@ -107,7 +107,7 @@ impl Checker {
             .ok_or(CheckError::NotFound)
     }
 
-    /// Reads a verification of `tenant`, or of any tenant when `tenant` is `None`.
+    /// Reads a verification of `tenant`.
     pub fn get(&self, tenant: &str, id: &VerificationId) -> Result<Verification, CheckError> {
         self.find(Some(tenant), id)
     }

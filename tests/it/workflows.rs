@@ -17,6 +17,8 @@ use crate::helpers::*;
 
 /// The shortest timeout a step may have.
 const SHORTEST: u64 = 15;
+/// The resend cooldown, which `…/next` waits out too.
+const COOLDOWN: Duration = Duration::from_secs(2);
 
 /// Routes every channel to the sandbox.
 fn route_every_channel_to_the_sandbox(settings: &mut Settings) {
@@ -36,6 +38,7 @@ async fn spawn_app_with_workflow(workflow: Option<Vec<WorkflowStepSettings>>) ->
     let key = add_tenant(store.path(), otpd::tenants::DEV_TENANT);
     let mut app = start_app(store, |settings| {
         route_every_channel_to_the_sandbox(settings);
+        settings.verification.resend_cooldown_seconds = COOLDOWN.as_secs();
         settings.tenants.insert(
             otpd::tenants::DEV_TENANT.to_owned(),
             TenantSettings {
@@ -194,13 +197,19 @@ async fn next_sends_the_next_step_at_once_with_the_same_code_until_none_is_left(
         .create(&json!({
             "to": de_mobile(93),
             "channel": "sms",
-            "workflow": [{"channel": "sms", "channel_timeout_seconds": 900}, {"channel": "voice"}],
+            "workflow": [
+                {"channel": "sms", "channel_timeout_seconds": 900},
+                {"channel": "voice"},
+                {"channel": "whatsapp"},
+            ],
         }))
         .await;
     created.expect_status(201);
     let id = created.str("id").to_owned();
     let code = code_in(&wait_for_messages(app.store_dir(), &id, 1).await[0]);
 
+    next(&app, &id).await.expect_error(429, "resend_cooldown");
+    tokio::time::sleep(COOLDOWN).await;
     let moved = next(&app, &id).await;
     moved.expect_status(200);
     assert_eq!(
@@ -211,9 +220,16 @@ async fn next_sends_the_next_step_at_once_with_the_same_code_until_none_is_left(
     assert_eq!(channels_of(&messages), ["sms", "voice"]);
     assert_eq!(code_in(&messages[1]), code);
     let shown = app.get(&id).await;
-    assert_eq!(step_statuses(&shown), ["sent", "sent"]);
+    assert_eq!(step_statuses(&shown), ["sent", "sent", "scheduled"]);
     assert_eq!(shown.body["workflow"]["steps"][1]["by"], "asked");
 
+    // A doubled or retried request moves one step, not two: the second waits the cooldown.
+    next(&app, &id).await.expect_error(429, "resend_cooldown");
+    tokio::time::sleep(COOLDOWN).await;
+    next(&app, &id).await.expect_status(200);
+    let messages = wait_for_messages(app.store_dir(), &id, 3).await;
+    assert_eq!(channels_of(&messages), ["sms", "voice", "whatsapp"]);
+    tokio::time::sleep(COOLDOWN).await;
     next(&app, &id).await.expect_error(409, "no_next_step");
     app.check_code(&id, &code).await.expect_status(200);
     next(&app, &id).await.expect_error(409, "already_approved");
