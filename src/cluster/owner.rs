@@ -15,7 +15,7 @@ use crate::domain::counters::{Change, Count, Counter, Tallied, Tally, Usage};
 use crate::domain::{StepTrigger, Timestamp, VerificationId};
 use crate::fraud::FraudGate;
 use crate::issuance::{
-    EditBlocklist, IssuanceActor, IssueError, IssueOtp, LiftFraudBlock, PassStep,
+    DueStepRefused, EditBlocklist, IssuanceActor, IssueError, IssueOtp, LiftFraudBlock, StepRefusal,
 };
 use crate::secrets::Sealer;
 use crate::store::StoreError;
@@ -109,9 +109,9 @@ impl Owner {
         trigger: StepTrigger,
     ) -> Result<IssueAnswer, CheckError> {
         let answer = self.send_step(tenant.as_deref(), &id, trigger).await;
-        if let (StepTrigger::Due(due), Some(reason)) = (trigger, lasting_refusal(&answer)) {
-            let passed = self.issuer.send(PassStep { id, due, reason }).await;
-            if let Err(error) = passed.map_err(stopped).and_then(|passed| Ok(passed?)) {
+        if let (StepTrigger::Due(due), Some(refusal)) = (trigger, lasting_refusal(&answer)) {
+            let settled = self.issuer.send(DueStepRefused { id, due, refusal }).await;
+            if let Err(error) = settled.map_err(stopped).and_then(|settled| Ok(settled?)) {
                 tracing::warn!(%error, "Could not take a workflow step that cannot go out off the schedule; the clock offers it again.");
             }
         }
@@ -235,19 +235,24 @@ impl Executor for Owner {
 
 /// Why a step's send did not go out, when the reason lasts (a refusal, a verification that
 /// is over or gone); `None` when it went out or may go out in a moment.
-fn lasting_refusal(answer: &Result<IssueAnswer, CheckError>) -> Option<String> {
+fn lasting_refusal(answer: &Result<IssueAnswer, CheckError>) -> Option<StepRefusal> {
+    let refusal = |reason: &str, retry_after: Option<u64>| StepRefusal {
+        reason: reason.to_owned(),
+        retry_after: retry_after.map(std::time::Duration::from_secs),
+    };
     match answer {
         Ok(IssueAnswer::Issued(_)) | Err(CheckError::Store(_)) => None,
         Ok(IssueAnswer::Refused(refused)) if refused.transient => None,
-        Ok(IssueAnswer::Refused(refused)) => Some(
+        Ok(IssueAnswer::Refused(refused)) => Some(refusal(
             refused
                 .error
                 .reason
-                .clone()
-                .unwrap_or_else(|| refused.error.code.clone()),
-        ),
-        Err(CheckError::NotFound) => Some("not_found".into()),
-        Err(CheckError::Refused(_)) => Some("over".into()),
+                .as_deref()
+                .unwrap_or(&refused.error.code),
+            refused.error.retry_after_seconds,
+        )),
+        Err(CheckError::NotFound) => Some(refusal("not_found", None)),
+        Err(CheckError::Refused(_)) => Some(refusal("over", None)),
     }
 }
 

@@ -241,6 +241,21 @@ impl Workflow {
         self.next_at = Some(now).filter(|now| has_more && *now < expires_at);
     }
 
+    /// Takes back the step sent as send number `send` (its message never went out): it is
+    /// due again at `retry_at`, if the code outlives that.
+    pub fn take_back(&mut self, send: u32, retry_at: Timestamp, expires_at: Timestamp) {
+        let sent_as = |step: &Step| {
+            matches!(
+                step.reached,
+                Some(Reached { outcome: StepOutcome::Sent { send: sent }, .. }) if sent == send
+            )
+        };
+        if let Some(step) = self.steps.iter_mut().find(|step| sent_as(step)) {
+            step.reached = None;
+            self.next_at = Some(retry_at).filter(|at| *at < expires_at);
+        }
+    }
+
     /// Ends the workflow: no step goes out any more.
     pub fn end(&mut self) {
         self.next_at = None;
@@ -383,6 +398,26 @@ mod tests {
         assert_eq!(last.channel, Channel::Voice);
         workflow.skipped(last, "fraud_suspected", due, EXPIRES);
         assert_eq!(workflow.next_at, None);
+    }
+
+    #[test]
+    fn a_step_taken_back_is_due_again() {
+        let mut workflow = Workflow::start(&three_steps(), 1, START, EXPIRES);
+        let due = workflow.next_at.unwrap();
+        let next = workflow.next_step(StepTrigger::Due(due)).unwrap();
+        workflow.sent(next, 2, due, EXPIRES);
+        workflow.take_back(7, due.plus_secs(1), EXPIRES);
+        assert!(
+            workflow.steps[1].reached.is_some(),
+            "another send: nothing taken back"
+        );
+        workflow.take_back(2, due.plus_secs(1), EXPIRES);
+        assert_eq!(workflow.steps[1].reached, None);
+        assert_eq!(workflow.next_at, Some(due.plus_secs(1)));
+        let again = workflow
+            .next_step(StepTrigger::Due(due.plus_secs(1)))
+            .unwrap();
+        assert_eq!(again.channel, Channel::Sms);
     }
 
     #[test]

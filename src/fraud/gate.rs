@@ -17,7 +17,7 @@ use super::rules::Rule;
 use super::settings::{FraudMode, FraudSettings};
 use super::signals::{Signal, SIGNALS_WAITING};
 use super::BlockView;
-use crate::domain::{Channel, Destination, Timestamp, Verification};
+use crate::domain::{AttemptOutcome, Channel, Destination, Timestamp, Verification};
 use crate::store::{ListsWatch, Store, StoreError};
 use crate::telemetry::events::{FraudBlockLifted, FraudBlocked};
 use crate::telemetry::platform::{Event, EventSink};
@@ -201,26 +201,26 @@ impl FraudGate {
         }
     }
 
-    /// After a check approved `verification`: counts the conversion of its latest send.
+    /// After a check approved `verification`: counts the conversion of its latest send on a
+    /// channel the carrier bills, the one the guard counted (a workflow may have moved on
+    /// from SMS to WhatsApp since).
     pub fn record_conversion(&self, verification: &Verification, now: Timestamp) {
         let Some(shared) = &self.shared else {
             return;
         };
-        if !verification.channel.is_carrier_billed() {
+        let Some(sent_at) = last_carrier_billed_send(verification) else {
             return;
-        }
+        };
         let Some(country) = &verification.country else {
             return;
         };
         let Some(target) = target(&verification.to, country, shared.prefix_digits) else {
             return;
         };
-        shared
-            .lock()
-            .record_conversion(&target, verification.last_sent_at, now);
+        shared.lock().record_conversion(&target, sent_at, now);
         shared.tell(|| Signal::Converted {
             target,
-            sent_at: verification.last_sent_at,
+            sent_at,
             at: now,
         });
     }
@@ -356,12 +356,69 @@ fn spawn(work: impl std::future::Future<Output = ()> + Send + 'static) {
     }
 }
 
+/// When `verification`'s latest send on a carrier-billed channel went out: its current
+/// send's, or else the latest such send its timeline shows.
+fn last_carrier_billed_send(verification: &Verification) -> Option<Timestamp> {
+    if verification.channel.is_carrier_billed() {
+        return Some(verification.last_sent_at);
+    }
+    verification
+        .timeline
+        .iter()
+        .rev()
+        .find(|attempt| {
+            attempt.channel.is_carrier_billed() && attempt.outcome == AttemptOutcome::Sent
+        })
+        .map(|attempt| attempt.started_at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::Channel;
     use crate::store::SledStore;
     use crate::telemetry::platform::NoEvents;
+
+    #[test]
+    fn a_conversion_is_credited_to_the_latest_send_the_carrier_billed() {
+        use crate::domain::{DeliveryAttempt, NextStep};
+        let mut verification = crate::verify::rules::tests::pending(None);
+        assert_eq!(
+            last_carrier_billed_send(&verification),
+            Some(verification.last_sent_at)
+        );
+        let sent = |channel, started_at, outcome| DeliveryAttempt {
+            number: 1,
+            send: 1,
+            channel,
+            provider: Some("p".into()),
+            region: "eu".into(),
+            started_at,
+            took_ms: 5,
+            outcome,
+            detail: None,
+            next: NextStep::Done,
+            receipt: None,
+            repeats: 0,
+        };
+        // A workflow moved on from SMS to WhatsApp: the SMS that went out is credited.
+        verification.channel = Channel::Whatsapp;
+        verification.timeline = vec![
+            sent(Channel::Sms, Timestamp(1_000), AttemptOutcome::Sent),
+            sent(Channel::Sms, Timestamp(2_000), AttemptOutcome::Permanent),
+            sent(Channel::Whatsapp, Timestamp(3_000), AttemptOutcome::Sent),
+        ];
+        assert_eq!(
+            last_carrier_billed_send(&verification),
+            Some(Timestamp(1_000))
+        );
+        verification.timeline.remove(0);
+        assert_eq!(
+            last_carrier_billed_send(&verification),
+            None,
+            "nothing billed went out"
+        );
+    }
 
     fn sled_store(dir: &std::path::Path) -> Arc<dyn Store> {
         Arc::new(SledStore::open(dir, 1 << 20, Duration::from_secs(3600)).unwrap())

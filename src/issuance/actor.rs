@@ -130,14 +130,23 @@ pub struct EditBlocklist {
     pub action: BlocklistAction,
 }
 
-/// Take the workflow step of verification `id` due at `due` off the schedule, recording it
-/// skipped for `reason` when it was still to be taken.
+/// The workflow step of verification `id` due at `due` could not be sent, for `refusal`:
+/// take it off the schedule, and try it again later or record it skipped.
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
-pub struct PassStep {
+pub struct DueStepRefused {
     pub id: VerificationId,
     pub due: Timestamp,
+    pub refusal: StepRefusal,
+}
+
+/// Why a due step was not sent, when the reason lasts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRefusal {
+    /// The refusal's stable code (`too_many_sends`, `fraud_suspected`, …).
     pub reason: String,
+    /// When the refusal may no longer hold, if it said.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 /// Lift the block of `prefix` on behalf of tenant `by` (an admin).
@@ -209,14 +218,17 @@ impl Handler<EditBlocklist> for IssuanceActor {
     }
 }
 
-impl Handler<PassStep> for IssuanceActor {
+impl Handler<DueStepRefused> for IssuanceActor {
     type Result = ResponseFuture<Result<(), StoreError>>;
 
-    fn handle(&mut self, message: PassStep, _: &mut Self::Context) -> Self::Result {
-        let passed =
-            self.issuer
-                .pass_step(&message.id, message.due, &message.reason, Timestamp::now());
-        when_durable(passed, self.issuer.flush())
+    fn handle(&mut self, message: DueStepRefused, _: &mut Self::Context) -> Self::Result {
+        let settled = self.issuer.due_step_refused(
+            &message.id,
+            message.due,
+            &message.refusal,
+            Timestamp::now(),
+        );
+        when_durable(settled, self.issuer.flush())
     }
 }
 

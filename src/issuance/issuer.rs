@@ -12,7 +12,7 @@ use super::error::IssueError;
 use super::handed_over::{self, HandedOver};
 use super::policy::{self, IssueRequest, SendLimits, SendPlan};
 use super::settings::{RateLimitSettings, VerificationSettings};
-use super::{IssueOtp, Issued, RequestSource, Surface};
+use super::{IssueOtp, Issued, RequestSource, StepRefusal, Surface};
 use crate::access::{AdminError, BlocklistAction, BlocklistAnswer, Gate};
 use crate::delivery::settings::{RegionSettings, RoutingSettings, TemplateSettings};
 use crate::delivery::{JobQueue, RegionTable};
@@ -253,17 +253,18 @@ impl Issuer {
         Ok(decided)
     }
 
-    /// Takes the step of verification `id`'s workflow due at `due` off the schedule; when it
-    /// is still the step to take and `skipped_for` says why it could not be, records it
-    /// skipped, so the step after it is due at once (durable with the next flush).
-    pub fn pass_step(
+    /// Takes the step of verification `id`'s workflow due at `due`, which could not be sent,
+    /// off the schedule. When it is still the step to take, it is tried again once the
+    /// refusal's `retry_after` has passed, if the code outlives that; else it is recorded
+    /// skipped, and the step after it is due at once (durable with the next flush).
+    pub fn due_step_refused(
         &mut self,
         id: &VerificationId,
         due: Timestamp,
-        skipped_for: &str,
+        refusal: &StepRefusal,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        // The next step comes due after this one, so its schedule entry is a new one.
+        // What comes due next comes after this step, so its schedule entry is a new one.
         let now = now.max(Timestamp(due.0 + 1));
         self.store.update_verification(id, &mut |record| {
             let (pending, expires_at) = (record.is_pending(now), record.expires_at);
@@ -273,7 +274,11 @@ impl Issuer {
             let Ok(step) = workflow.next_step(StepTrigger::Due(due)) else {
                 return false;
             };
-            workflow.skipped(step, skipped_for, now, expires_at);
+            let again_at = refusal.retry_after.map(|wait| now.plus(wait));
+            match again_at.filter(|at| *at < expires_at) {
+                Some(at) => workflow.next_at = Some(at),
+                None => workflow.skipped(step, &refusal.reason, now, expires_at),
+            }
             record.updated_at = now;
             true
         })?;
@@ -306,6 +311,7 @@ impl Issuer {
             receipt,
             job: Box::new(write.job),
             idempotency: write.idempotency.map(|(key, _)| key),
+            step: matches!(message.source, RequestSource::Workflow { .. }),
         })
     }
 
@@ -499,6 +505,7 @@ impl Issuer {
                     receipt,
                     job,
                     idempotency,
+                    step,
                 } => {
                     // Before the job: the tenant hears of the verification before its send.
                     if let Some(webhooks) = &webhooks {
@@ -513,7 +520,16 @@ impl Issuer {
                             })
                         }
                         Err(error) => {
-                            store.abandon_issue(&job, idempotency.as_ref())?;
+                            if step {
+                                // The earlier steps' code still works: the step is only
+                                // taken back, and the clock offers it again shortly.
+                                let retry_at = Timestamp::now().plus(STEP_RETRY);
+                                store.finish_job(&job, &|verification| {
+                                    policy::take_back_step(verification, job.send_seq, retry_at)
+                                })?;
+                            } else {
+                                store.abandon_issue(&job, idempotency.as_ref())?;
+                            }
                             store.flush().await?;
                             Err(IssueError::Unavailable(error.to_string()))
                         }
@@ -554,6 +570,9 @@ impl Issuer {
     }
 }
 
+/// How long after a step's message could not be handed on it is offered again.
+const STEP_RETRY: Duration = Duration::from_secs(1);
+
 /// Whether `verification`'s workflow has a step not reached yet (scheduled, or left for
 /// `…/next`).
 fn has_steps_left(verification: &Verification) -> bool {
@@ -575,5 +594,7 @@ pub enum Decided {
         receipt: IssueReceipt,
         job: Box<DeliveryJob>,
         idempotency: Option<IdempotencyKey>,
+        /// Whether it is a workflow's step.
+        step: bool,
     },
 }

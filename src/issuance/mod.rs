@@ -9,8 +9,8 @@ pub mod request;
 pub mod settings;
 
 pub use actor::{
-    EditBlocklist, IdempotencyInput, IssuanceActor, IssueOtp, Issued, LiftFraudBlock, PassStep,
-    RequestSource, Surface,
+    DueStepRefused, EditBlocklist, IdempotencyInput, IssuanceActor, IssueOtp, Issued,
+    LiftFraudBlock, RequestSource, StepRefusal, Surface,
 };
 pub use error::{IssueError, Refusal, RefusalKind};
 pub use issuer::{Issuer, IssuerSettings};

@@ -112,6 +112,20 @@ pub fn send_step(
     verification
 }
 
+/// Takes back the workflow step sent as send number `send`, whose message could not be
+/// handed on: the step is due again at `retry_at` (if the code outlives it), and the send
+/// failed. The verification stays pending, with the code its earlier steps sent.
+pub fn take_back_step(verification: &mut Verification, send: u32, retry_at: Timestamp) {
+    if verification.send_seq != send {
+        return;
+    }
+    let expires_at = verification.expires_at;
+    if let Some(workflow) = &mut verification.workflow {
+        workflow.take_back(send, retry_at, expires_at);
+        verification.delivery = DeliveryState::Failed;
+    }
+}
+
 /// `verification` following the workflow of `steps` from its current send, the first step.
 pub fn start_workflow(verification: &mut Verification, steps: &[PlannedStep], now: Timestamp) {
     verification.workflow = Some(Workflow::start(

@@ -32,13 +32,18 @@ fn route_every_channel_to_the_sandbox(settings: &mut Settings) {
     }
 }
 
-/// An app whose tenant `dev` may send on every channel, with `workflow` as its default.
-async fn spawn_app_with_workflow(workflow: Option<Vec<WorkflowStepSettings>>) -> TestApp {
+/// An app whose tenant `dev` may send on every channel, with `workflow` as its default, and
+/// the settings `configure` gives.
+async fn spawn_app_with_workflow(
+    workflow: Option<Vec<WorkflowStepSettings>>,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
     let store = tempfile::tempdir().expect("a store dir");
     let key = add_tenant(store.path(), otpd::tenants::DEV_TENANT);
     let mut app = start_app(store, |settings| {
         route_every_channel_to_the_sandbox(settings);
         settings.verification.resend_cooldown_seconds = COOLDOWN.as_secs();
+        configure(settings);
         settings.tenants.insert(
             otpd::tenants::DEV_TENANT.to_owned(),
             TenantSettings {
@@ -85,7 +90,7 @@ async fn next(app: &TestApp, id: &str) -> Reply {
 #[tokio::test]
 async fn each_step_sends_the_same_code_after_the_timeout_of_the_one_before_until_a_check_stops_it()
 {
-    let app = spawn_app_with_workflow(None).await;
+    let app = spawn_app_with_workflow(None, |_| {}).await;
     let to = de_mobile(91);
     let started = Instant::now();
     let created = app
@@ -168,8 +173,61 @@ async fn each_step_sends_the_same_code_after_the_timeout_of_the_one_before_until
 }
 
 #[tokio::test]
+async fn a_refused_step_goes_once_its_refusal_passes_or_is_skipped_when_the_code_would_not_last() {
+    // One send per destination in the window: the second step is refused too_many_sends.
+    let passing = spawn_app_with_workflow(None, |settings| {
+        settings.verification.sends_per_destination = 1;
+        settings.verification.send_window_seconds = SHORTEST + 5;
+    })
+    .await;
+    let lasting = spawn_app_with_workflow(None, |settings| {
+        settings.verification.sends_per_destination = 1;
+    })
+    .await;
+    let workflow = json!([
+        {"channel": "sms", "channel_timeout_seconds": SHORTEST},
+        {"channel": "whatsapp"},
+        {"channel": "voice"},
+    ]);
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for app in [&passing, &lasting] {
+        let created = app
+            .create(&json!({"to": de_mobile(99), "workflow": workflow}))
+            .await;
+        created.expect_status(201);
+        ids.push(created.str("id").to_owned());
+    }
+
+    // The window ends 20 s after the first send, within the code's life: the step waits
+    // for it, then goes.
+    let messages =
+        wait_for_messages_within(passing.store_dir(), &ids[0], 2, Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(SHORTEST + 4),
+        "went after {took:?}"
+    );
+    assert_eq!(channels_of(&messages), ["sms", "whatsapp"]);
+
+    // A 600 s window outlasts the code: both later steps are skipped, each saying why.
+    let shown = lasting.get(&ids[1]).await;
+    assert_eq!(step_statuses(&shown), ["sent", "skipped", "skipped"]);
+    for step in [1, 2] {
+        let step = &shown.body["workflow"]["steps"][step];
+        assert_eq!(step["reason"], "too_many_sends", "{step}");
+        assert_eq!(step["by"], "timeout", "{step}");
+    }
+    assert!(shown.body["workflow"]["next_step_at"].is_null());
+    assert_eq!(
+        channels_of(&outbox_messages(lasting.store_dir(), &ids[1])),
+        ["sms"]
+    );
+}
+
+#[tokio::test]
 async fn a_canceled_verification_s_workflow_sends_nothing_more() {
-    let app = spawn_app_with_workflow(None).await;
+    let app = spawn_app_with_workflow(None, |_| {}).await;
     let created = app
         .create(&json!({
             "to": de_mobile(92),
@@ -192,7 +250,7 @@ async fn a_canceled_verification_s_workflow_sends_nothing_more() {
 
 #[tokio::test]
 async fn next_sends_the_next_step_at_once_with_the_same_code_until_none_is_left() {
-    let app = spawn_app_with_workflow(None).await;
+    let app = spawn_app_with_workflow(None, |_| {}).await;
     let created = app
         .create(&json!({
             "to": de_mobile(93),
@@ -236,6 +294,14 @@ async fn next_sends_the_next_step_at_once_with_the_same_code_until_none_is_left(
     next(&app, "ver_unknown")
         .await
         .expect_error(404, "not_found");
+    let stranger = app.add_tenant("stranger");
+    send(app.request_as(
+        &stranger,
+        Method::POST,
+        &format!("/v1/verifications/{id}/next"),
+    ))
+    .await
+    .expect_error(404, "not_found");
 
     let plain = app
         .create(&json!({"to": de_mobile(94), "channel": "sms"}))
@@ -257,10 +323,13 @@ async fn a_tenant_s_default_workflow_is_followed_by_creates_on_its_first_channel
         channel,
         channel_timeout_seconds,
     };
-    let app = spawn_app_with_workflow(Some(vec![
-        step(Channel::Sms, Some(120)),
-        step(Channel::Whatsapp, None),
-    ]))
+    let app = spawn_app_with_workflow(
+        Some(vec![
+            step(Channel::Sms, Some(120)),
+            step(Channel::Whatsapp, None),
+        ]),
+        |_| {},
+    )
     .await;
     let followed = app
         .create(&json!({"to": de_mobile(95), "channel": "sms"}))
