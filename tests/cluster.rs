@@ -1173,16 +1173,39 @@ fn messages_for(nodes: &[Node], id: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Waits up to `within` for `count` messages for `id` from any node's sandbox.
+async fn wait_for_sends(nodes: &[Node], id: &str, count: usize, within: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let messages = messages_for(nodes, id);
+        if messages.len() >= count {
+            return messages;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} messages for {id} never went out: {messages:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workflow_step_due_after_its_owner_died_goes_out_once_from_the_next_owner() {
-    let cluster = Cluster::with(&[("OTPD__ROUTING__DEFAULT__WHATSAPP", "sandbox")]);
+    let cluster = Cluster::with(&[
+        ("OTPD__ROUTING__DEFAULT__WHATSAPP", "sandbox"),
+        ("OTPD__VERIFICATION__RESEND_COOLDOWN_SECONDS", "1"),
+    ]);
     let mut nodes = cluster.start_three().await;
     let (owners, _) = wait_for_owners(&nodes[0], &NAMES, 3, Duration::from_secs(15)).await;
     let everyone = Rotation::new(nodes.iter().collect());
     let created = everyone
         .create(&json!({
             "to": mobile(990),
-            "workflow": [{"channel": "sms", "channel_timeout_seconds": 15}, {"channel": "whatsapp"}],
+            "workflow": [
+                {"channel": "sms", "channel_timeout_seconds": 15},
+                {"channel": "whatsapp", "channel_timeout_seconds": 900},
+                {"channel": "sms"},
+            ],
         }))
         .await;
     created.expect_status(201);
@@ -1202,18 +1225,7 @@ async fn a_workflow_step_due_after_its_owner_died_goes_out_once_from_the_next_ow
             .map(|(_, node)| node)
             .collect(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let messages = messages_for(&nodes, &id);
-        if messages.len() >= 2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the workflow's second step never went out: {messages:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_sends(&nodes, &id, 2, Duration::from_secs(30)).await;
     // Any second send of the step would come within moments.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let messages = messages_for(&nodes, &id);
@@ -1232,6 +1244,39 @@ async fn a_workflow_step_due_after_its_owner_died_goes_out_once_from_the_next_ow
         .find(|message| message["channel"] == "whatsapp")
         .unwrap();
     assert_eq!(message_code(step, 6), code, "the step sends the same code");
+
+    // The last step, asked for through a node that does not own the partition: forwarded
+    // to its owner, sent once.
+    let living: Vec<&str> = NAMES
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| *index != victim)
+        .map(|(_, name)| *name)
+        .collect();
+    let (owners, _) =
+        wait_for_owners(survivors.nodes[0], &living, 2, Duration::from_secs(15)).await;
+    let forwarder = NAMES
+        .iter()
+        .position(|name| living.contains(name) && *name != owners[partition_of(&id)])
+        .unwrap();
+    let moved = send(authed(
+        &http_client(),
+        Method::POST,
+        nodes[forwarder]
+            .process
+            .url(&format!("/v1/verifications/{id}/next")),
+        &nodes[forwarder].key,
+    ))
+    .await;
+    moved.expect_status(200);
+    assert_eq!(moved.str("channel"), "sms");
+    let messages = wait_for_sends(&nodes, &id, 3, Duration::from_secs(10)).await;
+    assert!(
+        messages
+            .iter()
+            .all(|message| message_code(message, 6) == code),
+        "{messages:?}"
+    );
     let checked = survivors.check(&id, &code).await;
     checked.expect_status(200);
     assert_eq!(checked.body["valid"], true, "{}", checked.text);

@@ -201,6 +201,15 @@ impl Verification {
         self.status_at(now) == Status::Pending
     }
 
+    /// Lets go of what a verification that is over no longer needs: its kept code (nothing
+    /// will send it again) and its workflow's next step.
+    pub fn close_out(&mut self) {
+        self.kept_code = None;
+        if let Some(workflow) = &mut self.workflow {
+            workflow.end();
+        }
+    }
+
     pub fn attempts_remaining(&self) -> u32 {
         self.max_attempts.saturating_sub(self.attempts_used)
     }

@@ -15,6 +15,14 @@ pub const MAX_CHANNEL_TIMEOUT_SECONDS: u64 = 900;
 pub const DEFAULT_CHANNEL_TIMEOUT_SECONDS: u64 = 60;
 /// The most steps a workflow may have.
 pub const MAX_STEPS: usize = 5;
+/// The least life a code must have left for a step to go out by itself: a message the
+/// person has no time to type is not worth its cost.
+pub const MIN_LIFE_LEFT_SECONDS: u64 = 15;
+
+/// Whether a step due at `at` leaves the code's person time to use it.
+pub fn worth_sending(at: Timestamp, expires_at: Timestamp) -> bool {
+    at.plus_secs(MIN_LIFE_LEFT_SECONDS) <= expires_at
+}
 
 /// One step as a create (or a tenant's default) plans it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,7 +246,7 @@ impl Workflow {
         };
         self.reach(next.index, next.by, outcome, now, expires_at);
         let has_more = next.index + 1 < self.steps.len();
-        self.next_at = Some(now).filter(|now| has_more && *now < expires_at);
+        self.next_at = Some(now).filter(|now| has_more && worth_sending(*now, expires_at));
     }
 
     /// Takes back the step sent as send number `send` (its message never went out): it is
@@ -252,7 +260,7 @@ impl Workflow {
         };
         if let Some(step) = self.steps.iter_mut().find(|step| sent_as(step)) {
             step.reached = None;
-            self.next_at = Some(retry_at).filter(|at| *at < expires_at);
+            self.next_at = Some(retry_at).filter(|at| worth_sending(*at, expires_at));
         }
     }
 
@@ -276,7 +284,8 @@ impl Workflow {
             outcome,
         });
         let has_more = index + 1 < self.steps.len();
-        self.next_at = Some(now.plus_secs(timeout)).filter(|due| has_more && *due < expires_at);
+        self.next_at =
+            Some(now.plus_secs(timeout)).filter(|due| has_more && worth_sending(*due, expires_at));
     }
 }
 
@@ -354,13 +363,17 @@ mod tests {
     }
 
     #[test]
-    fn a_step_the_code_would_not_outlive_is_never_scheduled() {
+    fn a_step_due_with_under_15_s_of_the_code_s_life_left_is_never_scheduled() {
         let expires_soon = START.plus_secs(30);
         let workflow = Workflow::start(&three_steps(), 1, START, expires_soon);
         assert_eq!(
             workflow.next_at, None,
             "due exactly at expiry: not scheduled"
         );
+        let too_late = Workflow::start(&three_steps(), 1, START, START.plus_secs(44));
+        assert_eq!(too_late.next_at, None, "14 s left when due: not scheduled");
+        let in_time = Workflow::start(&three_steps(), 1, START, START.plus_secs(45));
+        assert_eq!(in_time.next_at, Some(START.plus_secs(30)));
         assert_eq!(
             workflow.next_step(StepTrigger::Due(expires_soon)),
             Err(NoNextStep::NotDue)

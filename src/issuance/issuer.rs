@@ -17,7 +17,7 @@ use crate::access::{AdminError, BlocklistAction, BlocklistAnswer, Gate};
 use crate::delivery::settings::{RegionSettings, RoutingSettings, TemplateSettings};
 use crate::delivery::{JobQueue, RegionTable};
 use crate::domain::rate_limit::KeyedLimiter;
-use crate::domain::workflow::NoNextStep;
+use crate::domain::workflow::{self, NoNextStep};
 use crate::domain::{
     Channel, DeliveryJob, DeliveryState, IdempotencyKey, IdempotencyRecord, IssueReceipt, JobId,
     OtpCode, PlannedStep, Status, StepTrigger, Timestamp, Verification, VerificationId,
@@ -275,7 +275,7 @@ impl Issuer {
                 return false;
             };
             let again_at = refusal.retry_after.map(|wait| now.plus(wait));
-            match again_at.filter(|at| *at < expires_at) {
+            match again_at.filter(|at| workflow::worth_sending(*at, expires_at)) {
                 Some(at) => workflow.next_at = Some(at),
                 None => workflow.skipped(step, &refusal.reason, now, expires_at),
             }

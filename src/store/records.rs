@@ -328,6 +328,7 @@ impl<E: KvEngine> Store for RecordStore<E> {
             if verification.send_seq == job.send_seq {
                 verification.status = Status::Canceled;
                 verification.delivery = DeliveryState::Failed;
+                verification.close_out();
             }
         })
     }

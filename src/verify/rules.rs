@@ -63,7 +63,7 @@ pub fn apply_check(
         record.status = Status::MaxAttemptsReached;
     }
     if record.status != Status::Pending {
-        finish(record);
+        record.close_out();
     }
     Ok(CheckOutcome {
         valid,
@@ -92,18 +92,9 @@ pub fn apply_close(
         Closing::Cancel => Status::Canceled,
         Closing::Approve => Status::Approved,
     };
-    finish(record);
+    record.close_out();
     record.updated_at = now;
     Ok(())
-}
-
-/// What a verification that is over no longer needs: its kept code (no resend will send it
-/// again) and its workflow's next step.
-fn finish(record: &mut Verification) {
-    record.kept_code = None;
-    if let Some(workflow) = &mut record.workflow {
-        workflow.end();
-    }
 }
 
 #[cfg(test)]

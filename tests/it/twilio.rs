@@ -715,3 +715,45 @@ async fn twilio_s_official_python_library_works_against_otpd() {
 async fn twilio_s_official_node_library_works_against_otpd() {
     an_official_library_works_against_otpd(Example::node()).await;
 }
+
+#[tokio::test]
+async fn the_twilio_routes_follow_no_default_workflow() {
+    use otpd::access::settings::WorkflowStepSettings;
+    use otpd::domain::Channel;
+    let step = |channel, channel_timeout_seconds| WorkflowStepSettings {
+        channel,
+        channel_timeout_seconds,
+    };
+    let with_workflow = otpd::access::TenantSettings {
+        workflow: Some(vec![
+            step(Channel::Sms, Some(120)),
+            step(Channel::Whatsapp, None),
+        ]),
+        ..Default::default()
+    };
+    let (mut app, acme, _) = crate::access::app_with_acme(with_workflow, |s| {
+        s.routing
+            .regions
+            .get_mut("default")
+            .unwrap()
+            .insert(Channel::Whatsapp, vec![otpd::providers::SANDBOX.to_owned()]);
+    });
+    app.api_key = acme;
+    let twilio = Twilio::as_tenant(&app, "acme");
+    let started = twilio.start(DE_MOBILE, &[]).await;
+    started.expect_status(201);
+    let native = app.get(&format!("ver_{}", &started.str("sid")[2..])).await;
+    native.expect_status(200);
+    assert!(native.body.get("workflow").is_none(), "{}", native.text);
+    // The same tenant's native create follows it.
+    let created = app
+        .create(&serde_json::json!({"to": de_mobile(5), "channel": "sms"}))
+        .await;
+    created.expect_status(201);
+    let followed = app.get(created.str("id")).await;
+    assert_eq!(
+        followed.body["workflow"]["steps"][1]["channel"], "whatsapp",
+        "{}",
+        followed.text
+    );
+}
