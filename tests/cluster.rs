@@ -1211,6 +1211,21 @@ async fn a_workflow_step_due_after_its_owner_died_goes_out_once_from_the_next_ow
     created.expect_status(201);
     let id = created.str("id").to_owned();
     let code = everyone.code(&id, 1).await;
+    // Its send recorded, so no send is in flight when the owner dies (one that is may go
+    // out once more, as the cluster allows).
+    let recorded = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = send(everyone.request(Method::GET, &format!("/v1/verifications/{id}"))).await;
+        if reply.status == 200 && reply.str("delivery") == "sent" {
+            break;
+        }
+        assert!(
+            Instant::now() < recorded,
+            "the first send was never recorded: {}",
+            reply.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(everyone);
 
     // The owner of the verification's partition dies before the step is due.
@@ -1225,7 +1240,18 @@ async fn a_workflow_step_due_after_its_owner_died_goes_out_once_from_the_next_ow
             .map(|(_, node)| node)
             .collect(),
     );
-    wait_for_sends(&nodes, &id, 2, Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !messages_for(&nodes, &id)
+        .iter()
+        .any(|message| message["channel"] == "whatsapp")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the workflow's second step never went out: {:?}",
+            messages_for(&nodes, &id)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Any second send of the step would come within moments.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let messages = messages_for(&nodes, &id);

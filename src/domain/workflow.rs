@@ -104,6 +104,16 @@ pub struct Step {
     pub reached: Option<Reached>,
 }
 
+impl Step {
+    /// Whether this step's code went out as send number `send`.
+    fn was_sent_as(&self, send: u32) -> bool {
+        matches!(
+            self.reached,
+            Some(Reached { outcome: StepOutcome::Sent { send: sent }, .. }) if sent == send
+        )
+    }
+}
+
 /// A step reached at `at`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reached {
@@ -173,6 +183,8 @@ pub enum NoNextStep {
     Ended,
     #[error("the step this reminder was for is no longer due")]
     NotDue,
+    #[error("the code has too little life left for another step")]
+    TooLate,
 }
 
 /// The step the workflow moves to now.
@@ -252,16 +264,28 @@ impl Workflow {
     /// Takes back the step sent as send number `send` (its message never went out): it is
     /// due again at `retry_at`, if the code outlives that.
     pub fn take_back(&mut self, send: u32, retry_at: Timestamp, expires_at: Timestamp) {
-        let sent_as = |step: &Step| {
-            matches!(
-                step.reached,
-                Some(Reached { outcome: StepOutcome::Sent { send: sent }, .. }) if sent == send
-            )
-        };
-        if let Some(step) = self.steps.iter_mut().find(|step| sent_as(step)) {
+        if let Some(step) = self.steps.iter_mut().find(|step| step.was_sent_as(send)) {
             step.reached = None;
             self.next_at = Some(retry_at).filter(|at| worth_sending(*at, expires_at));
         }
+    }
+
+    /// The step sent as send number `send` was refused by the broker at `now`: skipped, and
+    /// the next step is due at once.
+    pub fn refused_after_sending(&mut self, send: u32, now: Timestamp, expires_at: Timestamp) {
+        let Some(index) = self.steps.iter().position(|step| step.was_sent_as(send)) else {
+            return;
+        };
+        let by = self.steps[index]
+            .reached
+            .as_ref()
+            .map_or(MovedBy::Timeout, |reached| reached.by);
+        let next = StepMove {
+            index,
+            channel: self.steps[index].channel,
+            by,
+        };
+        self.skipped(next, "refused_by_broker", now, expires_at);
     }
 
     /// Ends the workflow: no step goes out any more.

@@ -17,6 +17,7 @@ use super::rules::Rule;
 use super::settings::{FraudMode, FraudSettings};
 use super::signals::{Signal, SIGNALS_WAITING};
 use super::BlockView;
+use crate::domain::workflow::StepOutcome;
 use crate::domain::{AttemptOutcome, Channel, Destination, Timestamp, Verification};
 use crate::store::{ListsWatch, Store, StoreError};
 use crate::telemetry::events::{FraudBlockLifted, FraudBlocked};
@@ -356,20 +357,33 @@ fn spawn(work: impl std::future::Future<Output = ()> + Send + 'static) {
     }
 }
 
-/// When `verification`'s latest send on a carrier-billed channel went out: its current
-/// send's, or else the latest such send its timeline shows.
+/// When `verification`'s latest send on a carrier-billed channel was counted: its current
+/// send's; else its workflow's latest such step; else the latest such send its timeline
+/// shows (a resend on another channel).
 fn last_carrier_billed_send(verification: &Verification) -> Option<Timestamp> {
     if verification.channel.is_carrier_billed() {
         return Some(verification.last_sent_at);
     }
-    verification
-        .timeline
-        .iter()
-        .rev()
-        .find(|attempt| {
-            attempt.channel.is_carrier_billed() && attempt.outcome == AttemptOutcome::Sent
-        })
-        .map(|attempt| attempt.started_at)
+    let by_step = verification.workflow.as_ref().and_then(|workflow| {
+        workflow
+            .steps
+            .iter()
+            .filter(|step| step.channel.is_carrier_billed())
+            .filter_map(|step| step.reached.as_ref())
+            .filter(|reached| matches!(reached.outcome, StepOutcome::Sent { .. }))
+            .map(|reached| reached.at)
+            .max()
+    });
+    by_step.or_else(|| {
+        verification
+            .timeline
+            .iter()
+            .rev()
+            .find(|attempt| {
+                attempt.channel.is_carrier_billed() && attempt.outcome == AttemptOutcome::Sent
+            })
+            .map(|attempt| attempt.started_at)
+    })
 }
 
 #[cfg(test)]
@@ -417,6 +431,20 @@ mod tests {
             last_carrier_billed_send(&verification),
             None,
             "nothing billed went out"
+        );
+        // A workflow's SMS step is credited at the time it was counted.
+        let steps =
+            crate::domain::workflow::plan(&[(Channel::Sms, None), (Channel::Whatsapp, None)])
+                .unwrap();
+        verification.workflow = Some(crate::domain::Workflow::start(
+            &steps,
+            1,
+            Timestamp(500),
+            verification.expires_at,
+        ));
+        assert_eq!(
+            last_carrier_billed_send(&verification),
+            Some(Timestamp(500))
         );
     }
 

@@ -215,11 +215,15 @@ impl IssueError {
                 )
             }
             .after(refusal.retry_after),
-            IssueError::NoNextStep(no_step) => Refusal::new(
-                Conflict,
-                "no_next_step",
-                format!("No step of a workflow can go out: {no_step}. Create a new verification to send a new code."),
-            ),
+            IssueError::NoNextStep(no_step) => Refusal {
+                // A step that came due too late is skipped saying so.
+                reason: (*no_step == NoNextStep::TooLate).then_some("code_expiring"),
+                ..Refusal::new(
+                    Conflict,
+                    "no_next_step",
+                    format!("No step of a workflow can go out: {no_step}. Create a new verification to send a new code."),
+                )
+            },
             IssueError::CodeNotKept => Refusal::new(
                 Conflict,
                 "code_not_kept",

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::error::IssueError;
 use super::handed_over::{self, HandedOver};
-use super::policy::{self, IssueRequest, SendLimits, SendPlan};
+use super::policy::{self, IssueRequest, NotHandedOn, SendLimits, SendPlan};
 use super::settings::{RateLimitSettings, VerificationSettings};
 use super::{IssueOtp, Issued, RequestSource, StepRefusal, Surface};
 use crate::access::{AdminError, BlocklistAction, BlocklistAnswer, Gate};
@@ -26,6 +26,7 @@ use crate::fraud::{Block, FraudGate, Target};
 use crate::secrets::Secrets;
 use crate::store::{DueStep, IssueWrite, Store, StoreError};
 use crate::telemetry::events::OtpIssued;
+use crate::telemetry::platform::PublishError;
 use crate::webhooks::Webhooks;
 
 /// The sections of the settings the issuer reads.
@@ -224,6 +225,12 @@ impl Issuer {
             // The workflow moved on since the request for this step was made.
             return Err(NoNextStep::NotDue.into());
         }
+        if matches!(trigger, StepTrigger::Due(_))
+            && !workflow::worth_sending(now, existing.expires_at)
+        {
+            // Come due late (otpd was down, the partition moved): too late to be of use.
+            return Err(NoNextStep::TooLate.into());
+        }
         match trigger {
             // A step the tenant asks for waits out the cooldown, like a resend: a retried
             // or doubled request moves one step, not two.
@@ -248,7 +255,10 @@ impl Issuer {
         };
         let decided = self.commit(write, receipt, fraud_target, message, now)?;
         if let StepTrigger::Due(at) = trigger {
-            self.store.forget_step(&DueStep { at, id: id.clone() })?;
+            // The step is taken: an entry left behind is forgotten when it is due again.
+            if let Err(error) = self.store.forget_step(&DueStep { at, id: id.clone() }) {
+                tracing::warn!(%error, verification = %id, "Could not take a sent workflow step off the schedule.");
+            }
         }
         Ok(decided)
     }
@@ -522,10 +532,18 @@ impl Issuer {
                         Err(error) => {
                             if step {
                                 // The earlier steps' code still works: the step is only
-                                // taken back, and the clock offers it again shortly.
-                                let retry_at = Timestamp::now().plus(STEP_RETRY);
+                                // taken back, and offered again unless the broker refused it.
+                                let now = Timestamp::now();
+                                let not_handed_on = match error {
+                                    PublishError::Refused(_) => NotHandedOn::Refused(now),
+                                    _ => NotHandedOn::Retry(now.plus(STEP_RETRY)),
+                                };
                                 store.finish_job(&job, &|verification| {
-                                    policy::take_back_step(verification, job.send_seq, retry_at)
+                                    policy::take_back_step(
+                                        verification,
+                                        job.send_seq,
+                                        not_handed_on,
+                                    )
                                 })?;
                             } else {
                                 store.abandon_issue(&job, idempotency.as_ref())?;
@@ -571,7 +589,7 @@ impl Issuer {
 }
 
 /// How long after a step's message could not be handed on it is offered again.
-const STEP_RETRY: Duration = Duration::from_secs(1);
+const STEP_RETRY: Duration = Duration::from_secs(5);
 
 /// Whether `verification`'s workflow has a step not reached yet (scheduled, or left for
 /// `…/next`).

@@ -112,18 +112,33 @@ pub fn send_step(
     verification
 }
 
+/// What becomes of a workflow step whose message could not be handed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotHandedOn {
+    /// The broker was away or slow: the step is due again at this time.
+    Retry(Timestamp),
+    /// The broker refused the message (no queue takes it): the step is skipped, at this
+    /// time, and the next is due.
+    Refused(Timestamp),
+}
+
 /// Takes back the workflow step sent as send number `send`, whose message could not be
-/// handed on: the step is due again at `retry_at` (if the code outlives it), and the send
-/// failed. The verification stays pending, with the code its earlier steps sent.
-pub fn take_back_step(verification: &mut Verification, send: u32, retry_at: Timestamp) {
-    if verification.send_seq != send {
-        return;
-    }
+/// handed on, while nothing else happened to the verification since (no check closed it,
+/// no outcome of the send came back). The verification stays pending, with the code its
+/// earlier steps sent.
+pub fn take_back_step(verification: &mut Verification, send: u32, not_handed_on: NotHandedOn) {
+    let untouched = verification.send_seq == send
+        && verification.status == Status::Pending
+        && verification.delivery == DeliveryState::Queued;
     let expires_at = verification.expires_at;
-    if let Some(workflow) = &mut verification.workflow {
-        workflow.take_back(send, retry_at, expires_at);
-        verification.delivery = DeliveryState::Failed;
+    let Some(workflow) = verification.workflow.as_mut().filter(|_| untouched) else {
+        return;
+    };
+    match not_handed_on {
+        NotHandedOn::Retry(at) => workflow.take_back(send, at, expires_at),
+        NotHandedOn::Refused(at) => workflow.refused_after_sending(send, at, expires_at),
     }
+    verification.delivery = DeliveryState::Failed;
 }
 
 /// `verification` following the workflow of `steps` from its current send, the first step.
@@ -417,6 +432,60 @@ mod tests {
         // A resend with a new code lets the kept one go (the issuer seals the new one).
         let renewed = resend(&verification, &request(), CodeHash([9; 32]), later);
         assert_eq!(renewed.kept_code, None);
+    }
+
+    #[test]
+    fn a_step_not_handed_on_is_taken_back_only_while_nothing_else_happened() {
+        let steps = crate::domain::workflow::plan(&[
+            (Channel::Sms, Some(15)),
+            (Channel::Voice, Some(15)),
+            (Channel::Whatsapp, None),
+        ])
+        .unwrap();
+        let (mut verification, _) = issued_at(START);
+        start_workflow(&mut verification, &steps, START);
+        let due = START.plus_secs(15);
+        let step = verification
+            .workflow
+            .as_ref()
+            .unwrap()
+            .next_step(crate::domain::StepTrigger::Due(due))
+            .unwrap();
+        let sent = send_step(&verification, step, &request(), due);
+        let retry_at = due.plus_secs(5);
+
+        let mut approved = sent.clone();
+        approved.status = Status::Approved;
+        take_back_step(&mut approved, 2, NotHandedOn::Retry(retry_at));
+        assert_eq!(
+            approved.delivery,
+            DeliveryState::Queued,
+            "closed: left alone"
+        );
+        let mut delivered = sent.clone();
+        delivered.delivery = DeliveryState::Sent;
+        take_back_step(&mut delivered, 2, NotHandedOn::Retry(retry_at));
+        assert_eq!(delivered.delivery, DeliveryState::Sent, "it went after all");
+
+        let mut retried = sent.clone();
+        take_back_step(&mut retried, 2, NotHandedOn::Retry(retry_at));
+        let workflow = retried.workflow.as_ref().unwrap();
+        assert_eq!(workflow.steps[1].reached, None);
+        assert_eq!(workflow.next_at, Some(retry_at));
+        assert_eq!(
+            retried.status,
+            Status::Pending,
+            "the first code still works"
+        );
+
+        let mut refused = sent;
+        take_back_step(&mut refused, 2, NotHandedOn::Refused(due));
+        let workflow = refused.workflow.as_ref().unwrap();
+        assert!(matches!(
+            &workflow.steps[1].reached.as_ref().unwrap().outcome,
+            crate::domain::workflow::StepOutcome::Skipped { reason } if reason == "refused_by_broker"
+        ));
+        assert_eq!(workflow.next_at, Some(due), "the next step is due at once");
     }
 
     #[test]

@@ -90,24 +90,31 @@ impl<E: KvEngine> RecordStore<E> {
         let Some(decided_on) = &write.decided_on else {
             return self.write(key, &write.verification);
         };
-        let current = self.engine.get(key)?;
-        let unchanged = match &current {
-            // Compared as this build writes them, whatever format the stored one has.
-            Some(bytes) => encode(&decode::<Verification>(bytes.as_ref())?)? == encode(decided_on)?,
-            None => false,
-        };
-        let swapped = unchanged
-            && self.engine.compare_and_swap(
-                key,
-                current.as_ref().map(|bytes| bytes.as_ref()),
-                Some(&encode(&write.verification)?),
-            )?;
-        if swapped {
+        let current = self.ensure_unchanged(key, decided_on)?;
+        if self.engine.compare_and_swap(
+            key,
+            Some(current.as_ref()),
+            Some(&encode(&write.verification)?),
+        )? {
             Ok(())
         } else {
-            Err(StoreError::Io(
-                "the verification changed while this send was decided (a check or a cancel at the same moment); nothing was sent".into(),
-            ))
+            Err(changed_meanwhile())
+        }
+    }
+
+    /// The stored bytes of the verification under `key`, if it is still `decided_on`.
+    fn ensure_unchanged(
+        &self,
+        key: &[u8],
+        decided_on: &Verification,
+    ) -> Result<E::Value, StoreError> {
+        let current = self.engine.get(key)?.ok_or_else(changed_meanwhile)?;
+        // Compared as this build writes them, whatever format the stored one has.
+        let stored = encode(&decode::<Verification>(current.as_ref())?)?;
+        if stored == encode(decided_on)? {
+            Ok(current)
+        } else {
+            Err(changed_meanwhile())
         }
     }
 
@@ -246,6 +253,11 @@ impl<E: KvEngine> Store for RecordStore<E> {
         let verification_key = keys::verification(&write.verification.id);
         let destination_key = keys::destination(&write.destination_key);
         let outbox_key = keys::outbox(&write.job.job_id);
+        if let Some(decided_on) = &write.decided_on {
+            // Before anything is written, so a resend refused here leaves nothing behind;
+            // the swap below catches a change in the moments between.
+            self.ensure_unchanged(&verification_key, decided_on)?;
+        }
         let idempotency = write
             .idempotency
             .as_ref()
@@ -481,6 +493,12 @@ fn due_together<'a>(expiring: &[(Timestamp, &'a [u8])]) -> Vec<(Timestamp, Vec<&
         .into_iter()
         .map(|(_, last, keys)| (last, keys))
         .collect()
+}
+
+fn changed_meanwhile() -> StoreError {
+    StoreError::Io(
+        "the verification changed while this send was decided (a check or a cancel at the same moment); nothing was sent".into(),
+    )
 }
 
 fn next_step_at(verification: &Verification) -> Option<Timestamp> {
