@@ -19,8 +19,9 @@ use crate::delivery::{JobQueue, RegionTable};
 use crate::domain::rate_limit::KeyedLimiter;
 use crate::domain::workflow::{self, NoNextStep};
 use crate::domain::{
-    Channel, DeliveryJob, DeliveryState, IdempotencyKey, IdempotencyRecord, IssueReceipt, JobId,
-    OtpCode, PlannedStep, Status, StepTrigger, Timestamp, Verification, VerificationId,
+    Channel, DeliveryJob, DeliveryState, DestinationKey, DestinationState, IdempotencyKey,
+    IdempotencyRecord, IssueReceipt, JobId, OtpCode, PlannedStep, Status, StepTrigger, Timestamp,
+    Verification, VerificationId,
 };
 use crate::fraud::{Block, FraudGate, Target};
 use crate::secrets::Secrets;
@@ -139,11 +140,7 @@ impl Issuer {
         let fraud_target = self.screen(message, now)?;
         let workflow = self.workflow_for(message)?;
         let request = &message.request;
-        let destination_key = message.destination_key();
-        let state = self
-            .store
-            .destination(&destination_key)?
-            .unwrap_or_default();
+        let (destination_key, state) = self.destination_of(message)?;
         let pending = match &state.pending {
             Some(id) => self.store.verification(id)?,
             None => None,
@@ -205,11 +202,7 @@ impl Issuer {
     ) -> Result<Decided, IssueError> {
         let fraud_target = self.screen(message, now)?;
         let request = &message.request;
-        let destination_key = message.destination_key();
-        let state = self
-            .store
-            .destination(&destination_key)?
-            .unwrap_or_default();
+        let (destination_key, state) = self.destination_of(message)?;
         let existing = match &state.pending {
             Some(pending) if pending == id => self.store.verification(id)?,
             _ => None,
@@ -349,6 +342,16 @@ impl Issuer {
                 .admit(&message.tenant, channel, &request.destination)?;
         }
         Ok(Some(steps))
+    }
+
+    /// The destination `message` sends to, and its state (empty if it has none yet).
+    fn destination_of(
+        &self,
+        message: &IssueOtp,
+    ) -> Result<(DestinationKey, DestinationState), StoreError> {
+        let key = message.destination_key();
+        let state = self.store.destination(&key)?.unwrap_or_default();
+        Ok((key, state))
     }
 
     /// What may stop a request before its destination's state is read: a channel no

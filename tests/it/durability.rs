@@ -20,16 +20,8 @@ async fn a_verification_survives_kill_9_and_its_code_still_approves() {
     created.expect_status(201);
     let id = created.str("id").to_string();
     let code = message_code(&wait_for_messages(store.path(), &id, 1).await[0], 6);
-    let wrong = send(
-        authed(
-            &client,
-            Method::POST,
-            first.url(&format!("/v1/verifications/{id}/check")),
-            &key,
-        )
-        .json(&json!({"code": format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000)})),
-    )
-    .await;
+    let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
+    let wrong = first.check_code(&client, &key, &id, &wrong).await;
     assert_eq!(wrong.u64("attempts_remaining"), 4);
 
     first.stop();
@@ -50,16 +42,7 @@ async fn a_verification_survives_kill_9_and_its_code_still_approves() {
         4,
         "the used attempt was lost"
     );
-    let check = send(
-        authed(
-            &client,
-            Method::POST,
-            second.url(&format!("/v1/verifications/{id}/check")),
-            &key,
-        )
-        .json(&json!({"code": code})),
-    )
-    .await;
+    let check = second.check_code(&client, &key, &id, &code).await;
     check.expect_status(200);
     assert_eq!(check.body["valid"], true, "{}", check.text);
     assert_eq!(check.str("status"), "approved");
@@ -101,16 +84,7 @@ async fn a_queued_message_is_delivered_after_kill_9_and_restart() {
 
     assert_eq!(messages.len(), 1);
     let code = message_code(&messages[0], 6);
-    let check = send(
-        authed(
-            &client,
-            Method::POST,
-            second.url(&format!("/v1/verifications/{id}/check")),
-            &key,
-        )
-        .json(&json!({"code": code})),
-    )
-    .await;
+    let check = second.check_code(&client, &key, &id, &code).await;
     assert_eq!(check.body["valid"], true, "{}", check.text);
 }
 

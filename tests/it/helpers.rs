@@ -649,6 +649,27 @@ impl OtpdProcess {
         .await
     }
 
+    /// `POST /v1/verifications/{id}/check` of `code` with `key`.
+    #[allow(dead_code)] // used by the it binary, not by every binary that includes this file
+    pub async fn check_code(
+        &self,
+        client: &reqwest::Client,
+        key: &str,
+        id: &str,
+        code: &str,
+    ) -> Reply {
+        send(
+            authed(
+                client,
+                Method::POST,
+                self.url(&format!("/v1/verifications/{id}/check")),
+                key,
+            )
+            .json(&serde_json::json!({ "code": code })),
+        )
+        .await
+    }
+
     /// Runs `otpd serve` on `store` with the extra `env` until it exits, for at most
     /// `within` (then kills it); returns its exit status (`None`: killed) and its output.
     #[allow(dead_code)] // used by tests/cluster.rs, not by every binary that includes this file

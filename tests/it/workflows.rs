@@ -460,15 +460,6 @@ async fn a_step_due_while_otpd_was_down_goes_out_once_it_is_back() {
     let messages = wait_for_messages(store.path(), &id, 2).await;
     assert_eq!(channels_of(&messages), ["sms", "whatsapp"]);
     assert_eq!(code_in(&messages[1]), code);
-    let check = send(
-        authed(
-            &client,
-            Method::POST,
-            second.url(&format!("/v1/verifications/{id}/check")),
-            &key,
-        )
-        .json(&json!({"code": code})),
-    )
-    .await;
+    let check = second.check_code(&client, &key, &id, &code).await;
     assert_eq!(check.body["valid"], true, "{}", check.text);
 }
