@@ -108,7 +108,7 @@ impl WorkflowView {
         (status = 200, description = "The next step's send is on its way: the verification, on the step's channel", body = super::verifications::CreatedView),
         (status = 403, description = "The tenant may not send on the step's channel, or the destination is blocked", body = ErrorEnvelope),
         (status = 404, description = "No such verification for this tenant", body = ErrorEnvelope),
-        (status = 409, description = "No step is left (`no_next_step`), or the verification is over (`already_approved`, `canceled`, `max_attempts_reached`)", body = ErrorEnvelope),
+        (status = 409, description = "No step is left (`no_next_step`), the verification is over (`already_approved`, `canceled`, `max_attempts_reached`), or its code can no longer be sent (`code_not_kept`)", body = ErrorEnvelope),
         (status = 410, description = "The code has expired", body = ErrorEnvelope),
         (status = 429, description = "The destination's send limit or a cap; wait Retry-After", body = ErrorEnvelope),
         (status = 503, description = "otpd cannot take it now; retry", body = ErrorEnvelope),
