@@ -4,7 +4,7 @@
 
 use secrecy::SecretString;
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::access::{PricingSettings, TenantSettings};
@@ -21,7 +21,7 @@ use crate::delivery::settings::{
     RegionSettings, RoutingSettings, TemplateSettings,
 };
 use crate::delivery::sms_text::{validate_sms_texts, AutofillLines};
-use crate::domain::is_name;
+use crate::domain::{is_name, Channel};
 use crate::fraud::FraudSettings;
 use crate::issuance::settings::{RateLimitSettings, VerificationSettings};
 use crate::providers::receipts::{InboxReceipt, ReceiptInbox};
@@ -285,15 +285,17 @@ impl Settings {
             let Ok(Some(steps)) = tenant.default_workflow() else {
                 continue;
             };
-            for channel in steps.iter().map(|step| step.channel) {
-                if !offered.contains(&channel) {
-                    problems.push(format!(
-                        "tenants.{name}.workflow has a {channel} step, but no provider is routed for {channel} (routing.default.{channel}); route one, or take the step out"
-                    ));
-                }
+            let unrouted: BTreeSet<Channel> = steps
+                .iter()
+                .map(|step| step.channel)
+                .filter(|channel| !offered.contains(channel))
+                .collect();
+            for channel in unrouted {
+                problems.push(format!(
+                    "tenants.{name}.workflow has a {channel} step, but no provider is routed for {channel} (routing.default.{channel}); route one, or take the step out"
+                ));
             }
         }
-        problems.dedup();
         problems
     }
 

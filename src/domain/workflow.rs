@@ -288,6 +288,28 @@ impl Workflow {
         self.skipped(next, "refused_by_broker", now, expires_at);
     }
 
+    /// Step `next` was refused at `now` for `reason`: it is due again at `again_at` (when the
+    /// refusal passes) if that leaves the code time to be used; else it is skipped and the
+    /// step after it is due at once.
+    pub fn refused(
+        &mut self,
+        next: StepMove,
+        reason: &str,
+        again_at: Option<Timestamp>,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) {
+        match again_at.filter(|at| worth_sending(*at, expires_at)) {
+            Some(at) => self.next_at = Some(at),
+            None => self.skipped(next, reason, now, expires_at),
+        }
+    }
+
+    /// Whether a step has not been reached yet (scheduled, or left for `…/next`).
+    pub fn has_steps_left(&self) -> bool {
+        self.steps.iter().any(|step| step.reached.is_none())
+    }
+
     /// Ends the workflow: no step goes out any more.
     pub fn end(&mut self) {
         self.next_at = None;
@@ -435,6 +457,40 @@ mod tests {
         assert_eq!(last.channel, Channel::Voice);
         workflow.skipped(last, "fraud_suspected", due, EXPIRES);
         assert_eq!(workflow.next_at, None);
+    }
+
+    #[test]
+    fn a_refused_step_waits_for_its_refusal_to_pass_only_if_the_code_lasts() {
+        let mut workflow = Workflow::start(&three_steps(), 1, START, EXPIRES);
+        let due = workflow.next_at.unwrap();
+        let next = workflow.next_step(StepTrigger::Due(due)).unwrap();
+        workflow.refused(
+            next,
+            "too_many_sends",
+            Some(due.plus_secs(20)),
+            due,
+            EXPIRES,
+        );
+        assert_eq!(workflow.next_at, Some(due.plus_secs(20)));
+        assert_eq!(workflow.steps[1].reached, None, "held, not skipped");
+        let again = workflow
+            .next_step(StepTrigger::Due(due.plus_secs(20)))
+            .unwrap();
+        let too_late = Some(EXPIRES.plus_secs(1));
+        workflow.refused(
+            again,
+            "too_many_sends",
+            too_late,
+            due.plus_secs(20),
+            EXPIRES,
+        );
+        assert!(workflow.steps[1].reached.is_some(), "skipped");
+        assert_eq!(
+            workflow.next_at,
+            Some(due.plus_secs(20)),
+            "the next at once"
+        );
+        assert!(workflow.has_steps_left());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::policy::SendRefusal;
+use super::policy::{SendRefusal, StepRefused};
 use crate::access::gate::AdmitError;
 use crate::access::AccessDenied;
 use crate::domain::time::retry_after_seconds;
@@ -49,6 +49,15 @@ impl From<AdmitError> for IssueError {
         match error {
             AdmitError::Denied(denied) => IssueError::Access(denied),
             AdmitError::Store(error) => IssueError::Store(error),
+        }
+    }
+}
+
+impl From<StepRefused> for IssueError {
+    fn from(refused: StepRefused) -> Self {
+        match refused {
+            StepRefused::NoStep(no_step) => no_step.into(),
+            StepRefused::Send(refusal) => refusal.into(),
         }
     }
 }

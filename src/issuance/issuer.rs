@@ -17,11 +17,11 @@ use crate::access::{AdminError, BlocklistAction, BlocklistAnswer, Gate};
 use crate::delivery::settings::{RegionSettings, RoutingSettings, TemplateSettings};
 use crate::delivery::{JobQueue, RegionTable};
 use crate::domain::rate_limit::KeyedLimiter;
-use crate::domain::workflow::{self, NoNextStep};
+use crate::domain::workflow::NoNextStep;
 use crate::domain::{
     Channel, DeliveryJob, DeliveryState, DestinationKey, DestinationState, IdempotencyKey,
     IdempotencyRecord, IssueReceipt, JobId, OtpCode, PlannedStep, Status, StepTrigger, Timestamp,
-    Verification, VerificationId,
+    Verification, VerificationId, Workflow,
 };
 use crate::fraud::{Block, FraudGate, Target};
 use crate::secrets::Secrets;
@@ -152,7 +152,10 @@ impl Issuer {
         let slot = destination_key.slot();
         // A workflow's steps send the same code, so it is kept while one may follow.
         let keeps_code = workflow.is_some()
-            || pending.as_ref().is_some_and(has_steps_left)
+            || pending
+                .as_ref()
+                .and_then(|pending| pending.workflow.as_ref())
+                .is_some_and(Workflow::has_steps_left)
             || self
                 .access
                 .resend_keeps_code(&message.tenant)
@@ -207,31 +210,15 @@ impl Issuer {
             Some(pending) if pending == id => self.store.verification(id)?,
             _ => None,
         }
-        .filter(|verification| verification.is_pending(now))
         .ok_or(NoNextStep::Ended)?;
-        let step = existing
-            .workflow
-            .as_ref()
-            .ok_or(NoNextStep::NoWorkflow)?
-            .next_step(trigger)?;
-        if step.channel != request.channel {
-            // The workflow moved on since the request for this step was made.
-            return Err(NoNextStep::NotDue.into());
-        }
-        if matches!(trigger, StepTrigger::Due(_))
-            && !workflow::worth_sending(now, existing.expires_at)
-        {
-            // Come due late (otpd was down, the partition moved): too late to be of use.
-            return Err(NoNextStep::TooLate.into());
-        }
-        match trigger {
-            // A step the tenant asks for waits out the cooldown, like a resend: a retried
-            // or doubled request moves one step, not two.
-            StepTrigger::Asked => {
-                policy::plan_send(&state, Some(&existing), &self.limits, now)?;
-            }
-            StepTrigger::Due(_) => policy::within_send_budget(&state, &self.limits, now)?,
-        }
+        let step = policy::plan_step(
+            &state,
+            &existing,
+            request.channel,
+            trigger,
+            &self.limits,
+            now,
+        )?;
         self.access
             .admit(&message.tenant, request.channel, &request.destination)?;
         let code = self.kept_code(&existing).ok_or(IssueError::CodeNotKept)?;
@@ -278,10 +265,7 @@ impl Issuer {
                 return false;
             };
             let again_at = refusal.retry_after.map(|wait| now.plus(wait));
-            match again_at.filter(|at| workflow::worth_sending(*at, expires_at)) {
-                Some(at) => workflow.next_at = Some(at),
-                None => workflow.skipped(step, &refusal.reason, now, expires_at),
-            }
+            workflow.refused(step, &refusal.reason, again_at, now, expires_at);
             record.updated_at = now;
             true
         })?;
@@ -593,15 +577,6 @@ impl Issuer {
 
 /// How long after a step's message could not be handed on it is offered again.
 const STEP_RETRY: Duration = Duration::from_secs(5);
-
-/// Whether `verification`'s workflow has a step not reached yet (scheduled, or left for
-/// `…/next`).
-fn has_steps_left(verification: &Verification) -> bool {
-    verification
-        .workflow
-        .as_ref()
-        .is_some_and(|workflow| workflow.steps.iter().any(|step| step.reached.is_none()))
-}
 
 /// What the actor decided, before the flush.
 pub enum Decided {

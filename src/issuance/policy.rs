@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use crate::domain::workflow::StepMove;
+use crate::domain::workflow::{worth_sending, NoNextStep, StepMove};
 use crate::domain::{
     Channel, CodeHash, DeliveryState, Destination, DestinationState, IssueReceipt, PlannedStep,
-    Status, Timestamp, Transaction, Verification, VerificationId, Workflow,
+    Status, StepTrigger, Timestamp, Transaction, Verification, VerificationId, Workflow,
 };
 
 /// How many of a destination's latest verifications its state lists.
@@ -95,6 +95,50 @@ pub fn within_send_budget(
         });
     }
     Ok(())
+}
+
+/// Why a workflow's step may not be sent now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepRefused {
+    NoStep(NoNextStep),
+    Send(SendRefusal),
+}
+
+/// The step of `existing`'s workflow that `trigger` sends now on `channel` (the channel the
+/// request for it was made for): `existing` must still be pending, the step still the one
+/// to take, and the destination's send window must allow one more. A step the tenant asks
+/// for waits out the cooldown, like a resend, so a doubled request moves one step; one that
+/// came due must leave the code time to be used.
+pub fn plan_step(
+    state: &DestinationState,
+    existing: &Verification,
+    channel: Channel,
+    trigger: StepTrigger,
+    limits: &SendLimits,
+    now: Timestamp,
+) -> Result<StepMove, StepRefused> {
+    if !existing.is_pending(now) {
+        return Err(StepRefused::NoStep(NoNextStep::Ended));
+    }
+    let workflow = existing
+        .workflow
+        .as_ref()
+        .ok_or(StepRefused::NoStep(NoNextStep::NoWorkflow))?;
+    let step = workflow.next_step(trigger).map_err(StepRefused::NoStep)?;
+    if step.channel != channel {
+        // The workflow moved on since the request for this step was made.
+        return Err(StepRefused::NoStep(NoNextStep::NotDue));
+    }
+    match trigger {
+        StepTrigger::Due(_) if !worth_sending(now, existing.expires_at) => {
+            // Come due late (otpd was down, the partition moved): too late to be of use.
+            return Err(StepRefused::NoStep(NoNextStep::TooLate));
+        }
+        StepTrigger::Due(_) => within_send_budget(state, limits, now),
+        StepTrigger::Asked => plan_send(state, Some(existing), limits, now).map(|_| ()),
+    }
+    .map_err(StepRefused::Send)?;
+    Ok(step)
 }
 
 /// The pending verification sending its code again as its workflow's step `step`.
@@ -432,6 +476,77 @@ mod tests {
         // A resend with a new code lets the kept one go (the issuer seals the new one).
         let renewed = resend(&verification, &request(), CodeHash([9; 32]), later);
         assert_eq!(renewed.kept_code, None);
+    }
+
+    #[test]
+    fn a_step_is_planned_only_while_it_is_due_allowed_and_worth_sending() {
+        let steps =
+            crate::domain::workflow::plan(&[(Channel::Sms, Some(15)), (Channel::Voice, None)])
+                .unwrap();
+        let (mut existing, state) = issued_at(START);
+        start_workflow(&mut existing, &steps, START);
+        let due = START.plus_secs(15);
+        let plan = |existing: &Verification, channel, trigger, state: &DestinationState, now| {
+            plan_step(state, existing, channel, trigger, &limits(), now)
+        };
+        let step = plan(
+            &existing,
+            Channel::Voice,
+            StepTrigger::Due(due),
+            &state,
+            due,
+        )
+        .unwrap();
+        assert_eq!(
+            step.channel,
+            Channel::Voice,
+            "no cooldown for a step come due"
+        );
+        assert_eq!(
+            plan(&existing, Channel::Sms, StepTrigger::Due(due), &state, due),
+            Err(StepRefused::NoStep(NoNextStep::NotDue)),
+            "made for another channel: the workflow moved on"
+        );
+        assert!(matches!(
+            plan(&existing, Channel::Voice, StepTrigger::Asked, &state, due),
+            Err(StepRefused::Send(SendRefusal::Cooldown { .. }))
+        ));
+        let late = existing.expires_at.0 - 10_000;
+        assert_eq!(
+            plan(
+                &existing,
+                Channel::Voice,
+                StepTrigger::Due(due),
+                &state,
+                Timestamp(late)
+            ),
+            Err(StepRefused::NoStep(NoNextStep::TooLate))
+        );
+        let spent = DestinationState {
+            recent_sends: vec![START; 5],
+            ..state.clone()
+        };
+        assert!(matches!(
+            plan(
+                &existing,
+                Channel::Voice,
+                StepTrigger::Due(due),
+                &spent,
+                due
+            ),
+            Err(StepRefused::Send(SendRefusal::TooManySends { .. }))
+        ));
+        existing.status = Status::Approved;
+        assert_eq!(
+            plan(
+                &existing,
+                Channel::Voice,
+                StepTrigger::Due(due),
+                &state,
+                due
+            ),
+            Err(StepRefused::NoStep(NoNextStep::Ended))
+        );
     }
 
     #[test]

@@ -118,21 +118,12 @@ impl ProviderError {
                 .replace(&code.spelled_out(), "<code>")
                 .replace(code.reveal(), "<code>")
         };
-        match self {
-            ProviderError::Transient {
-                reason,
-                retry_after,
-            } => ProviderError::Transient {
-                reason: mask(reason),
-                retry_after,
-            },
-            ProviderError::Permanent { reason } => ProviderError::Permanent {
-                reason: mask(reason),
-            },
-            ProviderError::Unanswered { reason } => ProviderError::Unanswered {
-                reason: mask(reason),
-            },
-        }
+        let mut masked = self;
+        let (ProviderError::Transient { reason, .. }
+        | ProviderError::Permanent { reason }
+        | ProviderError::Unanswered { reason }) = &mut masked;
+        *reason = mask(std::mem::take(reason));
+        masked
     }
 
     /// How long the provider asked us to wait, if it did.

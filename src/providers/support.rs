@@ -43,6 +43,13 @@ pub async fn exchange(request: reqwest::RequestBuilder) -> Result<Answer, Provid
 }
 
 /// The send timeout when a provider's settings give none, milliseconds.
+/// Whether a sender is a phone number (digits, with or without a leading `+`) rather than a
+/// name.
+pub fn is_number(value: &str) -> bool {
+    let digits = value.strip_prefix('+').unwrap_or(value);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
 pub fn default_timeout_ms() -> u64 {
     5_000
 }

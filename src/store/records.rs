@@ -84,17 +84,21 @@ impl<E: KvEngine> RecordStore<E> {
         }
     }
 
-    /// Writes an issue's verification; a resend's only if the record is still the one the
-    /// send was decided on (checks and cancels change it without the issuer).
-    fn write_decided(&self, key: &[u8], write: &IssueWrite) -> Result<(), StoreError> {
-        let Some(decided_on) = &write.decided_on else {
-            return self.write(key, &write.verification);
+    /// Writes an issue's verification; a resend's (`decided_on`: the stored bytes it was
+    /// decided on) only if nobody changed them since.
+    fn write_decided(
+        &self,
+        key: &[u8],
+        verification: &Verification,
+        decided_on: Option<&E::Value>,
+    ) -> Result<(), StoreError> {
+        let Some(decided_on) = decided_on else {
+            return self.write(key, verification);
         };
-        let current = self.ensure_unchanged(key, decided_on)?;
         if self.engine.compare_and_swap(
             key,
-            Some(current.as_ref()),
-            Some(&encode(&write.verification)?),
+            Some(decided_on.as_ref()),
+            Some(&encode(verification)?),
         )? {
             Ok(())
         } else {
@@ -253,11 +257,14 @@ impl<E: KvEngine> Store for RecordStore<E> {
         let verification_key = keys::verification(&write.verification.id);
         let destination_key = keys::destination(&write.destination_key);
         let outbox_key = keys::outbox(&write.job.job_id);
-        if let Some(decided_on) = &write.decided_on {
-            // Before anything is written, so a resend refused here leaves nothing behind;
-            // the swap below catches a change in the moments between.
-            self.ensure_unchanged(&verification_key, decided_on)?;
-        }
+        // A resend is compared before anything is written, so one refused here leaves
+        // nothing behind; the swap of these bytes below catches a change in the moments
+        // between.
+        let decided_on = write
+            .decided_on
+            .as_ref()
+            .map(|decided_on| self.ensure_unchanged(&verification_key, decided_on))
+            .transpose()?;
         let idempotency = write
             .idempotency
             .as_ref()
@@ -281,7 +288,9 @@ impl<E: KvEngine> Store for RecordStore<E> {
         }
         self.schedule_step(None, &write.verification)?;
         self.write(&outbox_key, &write.job)?;
-        if let Err(error) = self.write_decided(&verification_key, write) {
+        if let Err(error) =
+            self.write_decided(&verification_key, &write.verification, decided_on.as_ref())
+        {
             self.engine.remove(&outbox_key)?;
             return Err(error);
         }

@@ -11,6 +11,7 @@ use rusmpp::tokio_codec::CommandCodec;
 use rusmpp::types::{COctetString, OctetString};
 use rusmpp::values::{DataCoding, EsmClass, MessageState};
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -46,7 +47,7 @@ struct SmscState {
     silent: bool,
     hold_receipts: bool,
     held: Vec<(mpsc::Sender<Command>, Command)>,
-    submitted: Vec<Submitted>,
+    submitted: VecDeque<Submitted>,
     seen: u64,
     receipt_answers: Vec<CommandStatus>,
     binds: u64,
@@ -63,7 +64,7 @@ impl Default for SmscState {
             silent: false,
             hold_receipts: false,
             held: Vec::new(),
-            submitted: Vec::new(),
+            submitted: VecDeque::new(),
             seen: 0,
             receipt_answers: Vec::new(),
             binds: 0,
@@ -119,7 +120,7 @@ impl SmscControl {
 
     /// The submits taken so far, oldest first.
     pub fn submitted(&self) -> Vec<Submitted> {
-        self.lock().submitted.clone()
+        self.lock().submitted.iter().cloned().collect()
     }
 
     /// Keeps at most `cap` submits for `submitted`. Default 10 000.
@@ -391,9 +392,9 @@ fn take(submit: &rusmpp::pdus::SubmitSm, control: &SmscControl) -> Submitted {
     };
     if state.cap > 0 {
         if state.submitted.len() >= state.cap {
-            state.submitted.remove(0);
+            state.submitted.pop_front();
         }
-        state.submitted.push(taken.clone());
+        state.submitted.push_back(taken.clone());
     }
     taken
 }

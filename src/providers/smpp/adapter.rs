@@ -21,7 +21,7 @@ use super::receipts::{is_receipt, receipt_of};
 use super::session::{status_name, Credentials, Lost, OnDeliver, Session};
 use crate::providers::kind::BuildError;
 use crate::providers::receipts::ReceiptInbox;
-use crate::providers::support::{check_timeout, default_timeout_ms};
+use crate::providers::support::{self, check_timeout, default_timeout_ms};
 use crate::providers::{OutboundMessage, Provider, ProviderError, SendReceipt};
 
 /// The pause an SMSC's "throttled" or "queue full" implies: it gives no time.
@@ -170,9 +170,11 @@ impl SmppConfig {
     /// The type of number and numbering plan of `sender`: the settings' for the configured
     /// sender, otherwise 1/1 for a number and 5/0 for a name.
     fn source(&self, sender: &str) -> (Ton, Npi) {
-        let digits = sender.trim_start_matches('+');
-        let is_number = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
-        let (ton, npi) = if is_number { (1, 1) } else { (5, 0) };
+        let (ton, npi) = if support::is_number(sender) {
+            (1, 1)
+        } else {
+            (5, 0)
+        };
         if sender != self.source_addr {
             return (Ton::from(ton), Npi::from(npi));
         }

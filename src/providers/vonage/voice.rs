@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::providers::kind::BuildError;
 use crate::providers::support::{
-    check_callback_url, check_timeout, default_timeout_ms, exchange, http_client, validate_base_url,
+    self, check_callback_url, check_timeout, default_timeout_ms, exchange, http_client,
+    validate_base_url,
 };
 use crate::providers::voice::{check_repeat, default_repeat, spoken_language};
 use crate::providers::{OutboundMessage, Provider, ProviderError, SendReceipt};
@@ -77,7 +78,7 @@ impl VonageVoiceConfig {
                 "{prefix}.private_key is not an RSA private key in PEM that signs; set the application's private key (the file Vonage gave when the application was made)"
             ));
         }
-        if !is_number(&self.from) {
+        if !support::is_number(&self.from) {
             problems.push(format!(
                 "{prefix}.from is '{}'; set the calling number in E.164, such as +447700900000",
                 self.from
@@ -113,11 +114,6 @@ fn sign(
         jti: format!("{:032x}", rand::random::<u128>()),
     };
     jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, key)
-}
-
-fn is_number(value: &str) -> bool {
-    let digits = value.strip_prefix('+').unwrap_or(value);
-    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Places calls that read the code through Vonage.
