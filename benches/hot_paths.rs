@@ -20,7 +20,7 @@ use otpd::domain::{
     JobId, OtpCode, Presented, Status, Timestamp, Verification, VerificationId,
 };
 use otpd::secrets::Sealer;
-use otpd::store::{IssueWrite, SledStore, Store};
+use otpd::store::{IssueWrite, SledOptions, SledStore, Store};
 use otpd::verify::rules::apply_check;
 
 fn key(byte: u8) -> SecretSlice<u8> {
@@ -100,7 +100,12 @@ fn issue_write(hasher: &CodeHasher, sealer: &Sealer, n: u64) -> IssueWrite {
 }
 
 fn open_store(dir: &std::path::Path) -> SledStore {
-    SledStore::open(dir, 64 * 1024 * 1024, Duration::from_secs(86_400)).expect("open sled")
+    SledStore::open(
+        dir,
+        SledOptions::uncompressed(64 * 1024 * 1024),
+        Duration::from_secs(86_400),
+    )
+    .expect("open sled")
 }
 
 fn codes(c: &mut Criterion) {

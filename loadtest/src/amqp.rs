@@ -25,16 +25,26 @@ const CEILING_PREFETCH: u16 = 256;
 /// Longest wait for the ceiling's consumer to catch up after the last publish.
 const CEILING_DRAIN: Duration = Duration::from_secs(30);
 
+/// The `ttl_seconds` of a run's requests unless `--ttl-seconds` says otherwise.
+pub const DEFAULT_TTL_SECONDS: u32 = 300;
+
+/// What every request of a run says besides its number.
+pub struct RequestShape {
+    pub tenant: String,
+    pub locale: String,
+    pub ttl_seconds: u32,
+}
+
 /// One OTP request as platforms publish it (API.md).
-pub fn request_body(namespace: &str, tenant: &str, locale: &str, n: u64) -> Vec<u8> {
+pub fn request_body(namespace: &str, shape: &RequestShape, n: u64) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "request_id": format!("lt-{namespace}-{n}"),
-        "tenant": tenant,
+        "tenant": shape.tenant,
         "to": tracker::destination(n),
         "channel": "sms",
-        "locale": locale,
+        "locale": shape.locale,
         "template": "login",
-        "ttl_seconds": 300,
+        "ttl_seconds": shape.ttl_seconds,
     }))
     .expect("a JSON object serialises")
 }
@@ -119,12 +129,10 @@ pub async fn drain(tracker: &Mutex<Tracker>, timeout: Duration, grace: Duration)
 /// At most `window` requests are published and not yet arrived: the broker takes messages
 /// far faster than otpd can deliver them, and an unbounded backlog would measure the queue,
 /// not otpd (and leave a backlog no drain could wait out).
-#[allow(clippy::too_many_arguments)]
 pub async fn end_to_end(
     amqp_url: &str,
     namespace: &str,
-    tenant: &str,
-    locale: &str,
+    shape: &RequestShape,
     plan: &Plan,
     window: usize,
     arrivals: mpsc::Receiver<Arrival>,
@@ -146,14 +154,13 @@ pub async fn end_to_end(
     );
     let errors = Arc::new(AtomicU64::new(0));
     let namespace = namespace.to_owned();
-    let (tenant, locale) = (tenant.to_owned(), locale.to_owned());
     let driven = driver::drive(plan, |n, since| {
         let channel = channel.clone();
         let queue = Arc::clone(&queue);
         let tracker = Arc::clone(&tracker);
         let errors = Arc::clone(&errors);
         let window = Arc::clone(&window);
-        let body = request_body(&namespace, &tenant, &locale, n);
+        let body = request_body(&namespace, shape, n);
         async move {
             match window.acquire().await {
                 Ok(place) => place.forget(),

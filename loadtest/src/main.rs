@@ -5,6 +5,7 @@
 mod amqp;
 mod arrivals;
 mod driver;
+mod footprint;
 mod http;
 mod report;
 mod spawn;
@@ -53,6 +54,9 @@ enum Command {
         /// beyond it (in an open loop the wait counts in the latency).
         #[arg(long, default_value_t = 4096)]
         window: usize,
+        /// The `ttl_seconds` of every request: how long its code lives.
+        #[arg(long, default_value_t = amqp::DEFAULT_TTL_SECONDS, value_parser = clap::value_parser!(u32).range(1..))]
+        ttl_seconds: u32,
     },
     /// Create-then-check flows against the HTTP API.
     Http {
@@ -125,6 +129,10 @@ struct Common {
     /// With --provider smpp: the binds the SMPP provider keeps to the fake SMSC.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=16))]
     smpp_binds: u8,
+    /// With --spawn: leave each node's store directory in place after the run (its path
+    /// is printed), to look at what it holds.
+    #[arg(long, requires = "spawn")]
+    keep_store: bool,
     /// A running otpd's HTTP address (loopback), instead of --spawn.
     #[arg(long)]
     target: Option<String>,
@@ -209,6 +217,8 @@ struct Sut {
     namespace: String,
     provider: Option<String>,
     arrivals: Option<mpsc::Receiver<Arrival>>,
+    /// The spawned store's size over the run.
+    store_watch: Option<footprint::StoreWatch>,
     spawned: Option<Spawned>,
     /// A fake provider of our own for --target --fake-port.
     _fake: Option<otpd::testing::FakeProviderServer>,
@@ -225,6 +235,7 @@ impl Sut {
                 queue_type: &common.queue_type,
                 nodes: usize::from(common.nodes),
                 smpp_binds: common.smpp_binds,
+                keep_store: common.keep_store,
             })
             .await?;
             let arrivals = match (&spawned.provider, &spawned.smsc) {
@@ -245,6 +256,7 @@ impl Sut {
                 namespace: spawned.namespace.clone(),
                 provider: Some(format!("{:?}", spawned.provider).to_lowercase()),
                 arrivals: Some(arrivals),
+                store_watch: Some(footprint::StoreWatch::start(spawned.store_dirs())),
                 spawned: Some(spawned),
                 _fake: None,
             });
@@ -283,6 +295,7 @@ impl Sut {
             namespace: common.namespace.clone(),
             provider: Some(provider.into()),
             arrivals: Some(arrivals),
+            store_watch: None,
             spawned: None,
             _fake: fake,
         })
@@ -367,6 +380,14 @@ impl Sut {
 
     fn store_bytes(&self) -> Option<u64> {
         self.spawned.as_ref().and_then(Spawned::store_bytes)
+    }
+
+    /// The store's size sampled so far; sampling stops.
+    fn store_samples(&mut self) -> Vec<footprint::StoreSample> {
+        self.store_watch
+            .take()
+            .map(footprint::StoreWatch::finish)
+            .unwrap_or_default()
     }
 
     async fn stop(self, amqp_url: &str) -> anyhow::Result<()> {
@@ -467,7 +488,7 @@ impl Sut {
     }
 }
 
-async fn finish_sut(sut: Sut, mode: &str, common: &Common) -> anyhow::Result<Report> {
+async fn finish_sut(mut sut: Sut, mode: &str, common: &Common) -> anyhow::Result<Report> {
     let mut report = base_report(mode, common);
     report.notes.extend(sut.self_report().await);
     report.notes.extend(sut.cluster_report().await);
@@ -476,6 +497,7 @@ async fn finish_sut(sut: Sut, mode: &str, common: &Common) -> anyhow::Result<Rep
     report.provider = sut.provider.clone();
     report.otpd_rss_bytes = sut.rss();
     report.store_bytes = sut.store_bytes();
+    report.store_samples = sut.store_samples();
     tokio::time::sleep(Duration::from_millis(300)).await;
     sut.stop(&common.amqp_url).await?;
     Ok(report)
@@ -506,6 +528,7 @@ fn base_report(mode: &str, common: &Common) -> Report {
         ratio_to_ceiling: None,
         otpd_rss_bytes: None,
         store_bytes: None,
+        store_samples: Vec::new(),
         notes: Vec::new(),
     }
 }
@@ -519,8 +542,12 @@ fn queue_type(common: &Common) -> anyhow::Result<&'static str> {
 }
 
 async fn ceiling_report(common: &Common, plan: &Plan) -> anyhow::Result<report::Ceiling> {
-    let payload =
-        amqp::request_body("lt000000000000", &common.tenant, &common.payload_locale, 0).len();
+    let shape = amqp::RequestShape {
+        tenant: common.tenant.clone(),
+        locale: common.payload_locale.clone(),
+        ttl_seconds: amqp::DEFAULT_TTL_SECONDS,
+    };
+    let payload = amqp::request_body("lt000000000000", &shape, 0).len();
     amqp::ceiling(&common.amqp_url, queue_type(common)?, payload, plan).await
 }
 
@@ -551,6 +578,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             with_ceiling,
             ceiling_duration,
             window,
+            ttl_seconds,
         } => {
             ensure_loopback("--amqp-url", &common.amqp_url)?;
             let plan = common.plan();
@@ -569,8 +597,11 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             let run = amqp::end_to_end(
                 &common.amqp_url,
                 &sut.namespace,
-                &common.tenant,
-                &common.payload_locale,
+                &amqp::RequestShape {
+                    tenant: common.tenant.clone(),
+                    locale: common.payload_locale.clone(),
+                    ttl_seconds,
+                },
                 &plan,
                 window,
                 arrivals,
@@ -579,6 +610,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             .await;
             let rss = sut.rss();
             let store_bytes = sut.store_bytes();
+            let store_samples = sut.store_samples();
             let spent = sut.self_report().await;
             let cluster = sut.cluster_report().await;
             let mut report = base_report("amqp", &common);
@@ -603,6 +635,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             report.per_second = report.counts.delivered as f64 / report.seconds;
             report.otpd_rss_bytes = rss;
             report.store_bytes = store_bytes;
+            report.store_samples = store_samples;
             if let Some(ceiling) = ceiling {
                 report.ratio_to_ceiling =
                     Some(report.per_second / ceiling.messages_per_second.max(1e-9));

@@ -7,6 +7,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 use std::path::Path;
 
+use crate::footprint::{LastThird, StoreSample};
 use crate::tracker::{Counts, Percentiles};
 
 /// The broker's own single hop, measured in the same run.
@@ -56,6 +57,9 @@ pub struct Report {
     /// Bytes a spawned node's store took on disk at the end of the run (the mean over the
     /// nodes; each holds the whole state).
     pub store_bytes: Option<u64>,
+    /// The store's size sampled over the run, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub store_samples: Vec<StoreSample>,
     pub notes: Vec<String>,
 }
 
@@ -113,6 +117,15 @@ impl Report {
                 "otpd store         {:.1} MiB on disk (a node's), {:.0} bytes per verification published",
                 bytes as f64 / 1_048_576.0,
                 bytes as f64 / (c.published.max(1)) as f64
+            );
+        }
+        if let Some(third) = LastThird::of(&self.store_samples) {
+            println!(
+                "store, last third  {:+.1} % ({:.1} MiB as it began, {:.1} MiB at most; {} samples over the run)",
+                100.0 * third.growth(),
+                third.from as f64 / 1_048_576.0,
+                third.peak as f64 / 1_048_576.0,
+                self.store_samples.len()
             );
         }
         for note in &self.notes {

@@ -112,6 +112,7 @@ pub struct Spawned {
     /// The fake SMSC, with `--provider smpp`.
     pub smsc: Option<FakeSmsc>,
     pub store: tempfile::TempDir,
+    keep_store: bool,
 }
 
 /// One `otpd serve` process.
@@ -131,6 +132,8 @@ pub struct SpawnOptions<'a> {
     pub nodes: usize,
     /// With `--provider smpp`: the binds the SMPP provider keeps.
     pub smpp_binds: u8,
+    /// Leave the store directories in place after the run, for inspection.
+    pub keep_store: bool,
 }
 
 /// What every node of the cluster shares.
@@ -256,6 +259,7 @@ impl Spawned {
             fake,
             smsc,
             store,
+            keep_store: options.keep_store,
         })
     }
 
@@ -281,20 +285,27 @@ impl Spawned {
         self.nodes.iter().map(Node::rss_bytes).sum()
     }
 
-    /// Bytes one node's store takes on disk now, the mean over the nodes (each holds the
-    /// whole state): the blocks of every file under its directory.
+    /// Bytes one node's store takes on disk now, the mean over the nodes.
     pub fn store_bytes(&self) -> Option<u64> {
-        let total = (0..self.nodes.len())
-            .map(|index| directory_bytes(&node_store(self.store.path(), index)))
-            .sum::<std::io::Result<u64>>()
-            .ok()?;
-        Some(total / (self.nodes.len() as u64).max(1))
+        mean_store_bytes(&self.store_dirs())
     }
 
-    /// Stops every node (SIGKILL: the run is over) and deletes their queues and exchanges.
+    /// The store directory of every node.
+    pub fn store_dirs(&self) -> Vec<PathBuf> {
+        (0..self.nodes.len())
+            .map(|index| node_store(self.store.path(), index))
+            .collect()
+    }
+
+    /// Stops every node (SIGKILL: the run is over) and deletes their queues and exchanges;
+    /// the store directories too, unless they are to be kept.
     pub async fn stop(mut self, amqp_url: &str) -> anyhow::Result<()> {
         for node in &mut self.nodes {
             let _ = node.child.kill().await;
+        }
+        if self.keep_store {
+            let kept = self.store.keep();
+            eprintln!("store directories kept in {}", kept.display());
         }
         delete_namespace(amqp_url, &self.namespace).await
     }
@@ -421,6 +432,17 @@ impl Node {
 /// The store directory of node `index` under the run's temporary directory `root`.
 fn node_store(root: &Path, index: usize) -> PathBuf {
     root.join(format!("data-{index}"))
+}
+
+/// Bytes one store of `dirs` takes on disk now, the mean over them (each node's holds the
+/// whole state): the blocks of every file under each directory.
+pub fn mean_store_bytes(dirs: &[PathBuf]) -> Option<u64> {
+    let total = dirs
+        .iter()
+        .map(|dir| directory_bytes(dir))
+        .sum::<std::io::Result<u64>>()
+        .ok()?;
+    Some(total / (dirs.len() as u64).max(1))
 }
 
 /// The bytes the files under `dir` take on disk (their blocks), its subdirectories

@@ -305,7 +305,12 @@ mod tests {
     fn the_blocklist_holds_for_every_channel_to_a_phone() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(
-            crate::store::SledStore::open(dir.path(), 1 << 20, Duration::from_secs(3600)).unwrap(),
+            crate::store::SledStore::open(
+                dir.path(),
+                crate::store::SledOptions::uncompressed(1 << 20),
+                Duration::from_secs(3600),
+            )
+            .unwrap(),
         );
         let tenants = BTreeMap::from([
             (

@@ -449,7 +449,14 @@ mod tests {
     }
 
     fn sled_store(dir: &std::path::Path) -> Arc<dyn Store> {
-        Arc::new(SledStore::open(dir, 1 << 20, Duration::from_secs(3600)).unwrap())
+        Arc::new(
+            SledStore::open(
+                dir,
+                crate::store::SledOptions::uncompressed(1 << 20),
+                Duration::from_secs(3600),
+            )
+            .unwrap(),
+        )
     }
 
     fn settings() -> FraudSettings {

@@ -62,7 +62,9 @@ macro_rules! engine_suite {
 engine_suite!(on_memory, (super::MemoryEngine::new(), ()));
 engine_suite!(on_sled, {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let engine = super::SledEngine::open(dir.path(), 1 << 20).expect("sled opens");
+    let engine =
+        super::SledEngine::open(dir.path(), crate::store::SledOptions::uncompressed(1 << 20))
+            .expect("sled opens");
     (engine, dir)
 });
 

@@ -27,7 +27,7 @@ pub use kv::{KeyRange, KvEngine};
 pub use memory::{MemoryEngine, MemoryStore};
 pub use records::RecordStore;
 pub use settings::StoreSettings;
-pub use sled_engine::{SledEngine, SledStore};
+pub use sled_engine::{SledEngine, SledOptions, SledStore};
 
 /// Counts the changes to the lists every node enforces (the blocklist, fraud blocks) that
 /// reached this store from another node; whoever keeps a copy of them in memory reads them

@@ -1,4 +1,5 @@
-//! `[store]`: where the state lives, how long finished records stay, how much cache sled gets.
+//! `[store]`: where the state lives, how long finished records stay, how much cache sled gets,
+//! whether it compresses.
 
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -14,6 +15,9 @@ pub struct StoreSettings {
     pub retention_seconds: u64,
     /// Bytes of page cache sled may use, as sled counts them. Default 16 MiB.
     pub cache_capacity_bytes: u64,
+    /// Whether the store's pages are written compressed. Fixed when the store is created.
+    /// Default false.
+    pub compression: bool,
 }
 
 impl StoreSettings {

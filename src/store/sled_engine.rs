@@ -20,12 +20,36 @@ pub struct SledEngine {
     flusher: GroupFlusher,
 }
 
+/// How sled is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SledOptions {
+    /// Bytes of page cache, as sled counts them.
+    pub cache_capacity_bytes: u64,
+    /// Whether pages are written compressed (zstd): less disk for more CPU per write. Fixed
+    /// when the store is created; sled cannot open a store the other way.
+    pub compression: bool,
+}
+
+impl SledOptions {
+    /// A store written as it is, with `cache_capacity_bytes` of page cache.
+    pub fn uncompressed(cache_capacity_bytes: u64) -> Self {
+        SledOptions {
+            cache_capacity_bytes,
+            compression: false,
+        }
+    }
+}
+
+/// zstd's fastest level: the higher ones cost more CPU per write and saved no disk in the
+/// measurements (BENCHMARKS.md).
+const COMPRESSION_LEVEL: i32 = 1;
+
 /// sled's handle, opened again in place once sled has given up after a failed write: after
 /// one I/O error (a full disk) sled refuses every operation for good, so the store would
 /// answer 503 long after space came back.
 struct Database {
     dir: PathBuf,
-    cache_capacity_bytes: u64,
+    options: SledOptions,
     /// `None` while it is being opened again.
     current: RwLock<Option<sled::Db>>,
     /// Why the store last failed, until a flush or a reopen shows it works again.
@@ -37,12 +61,12 @@ struct Database {
 const REPAIR_EVERY: Duration = Duration::from_secs(1);
 
 impl SledEngine {
-    /// Opens (or creates) the engine in `dir`, caching up to `cache_capacity_bytes`.
-    pub fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<Self, StoreError> {
+    /// Opens (or creates) the engine in `dir`.
+    pub fn open(dir: &Path, options: SledOptions) -> Result<Self, StoreError> {
         let database = Arc::new(Database {
             dir: dir.to_path_buf(),
-            cache_capacity_bytes,
-            current: RwLock::new(Some(open_sled(dir, cache_capacity_bytes)?)),
+            options,
+            current: RwLock::new(Some(open_sled(dir, options)?)),
             failing: Mutex::new(None),
             reopens: AtomicU64::new(0),
         });
@@ -67,11 +91,14 @@ impl SledEngine {
     }
 }
 
-fn open_sled(dir: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, StoreError> {
+fn open_sled(dir: &Path, options: SledOptions) -> Result<sled::Db, StoreError> {
+    ensure_same_compression(dir, options.compression)?;
     sled::Config::new()
         .path(dir)
-        .cache_capacity(cache_capacity_bytes)
+        .cache_capacity(options.cache_capacity_bytes)
         .mode(sled::Mode::HighThroughput)
+        .use_compression(options.compression)
+        .compression_factor(COMPRESSION_LEVEL)
         .open()
         .map_err(|error| {
             let text = error.to_string();
@@ -85,6 +112,34 @@ fn open_sled(dir: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, StoreErr
                 dir.display()
             ))
         })
+}
+
+/// Refuses to open a store created with the other compression setting, naming the setting
+/// to give (sled's own refusal would read as a damaged store).
+fn ensure_same_compression(dir: &Path, compression: bool) -> Result<(), StoreError> {
+    // sled ends the file with a checksum in binary.
+    let Ok(conf) = std::fs::read(dir.join("conf")) else {
+        return Ok(());
+    };
+    match created_compressed(&String::from_utf8_lossy(&conf)) {
+        Some(created) if created != compression => Err(StoreError::Io(format!(
+            "the store in {} was created with store.compression = {created}, and an existing \
+             store cannot change it: set store.compression = {created} \
+             (OTPD__STORE__COMPRESSION), or move the directory aside to start an empty store",
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a store was created compressed, from the settings sled keeps beside it (its
+/// `conf` file); `None` if they do not say.
+fn created_compressed(conf: &str) -> Option<bool> {
+    conf.lines()
+        .find_map(|line| line.strip_prefix("use_compression:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn repair_while_open(database: &Weak<Database>) {
@@ -136,7 +191,7 @@ impl Database {
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
         // sled lets go of its files once the last handle is gone.
         drop(current.take());
-        match open_sled(&self.dir, self.cache_capacity_bytes) {
+        match open_sled(&self.dir, self.options) {
             Ok(db) => {
                 *current = Some(db);
                 self.failing().take();
@@ -243,15 +298,8 @@ pub type SledStore = RecordStore<SledEngine>;
 impl RecordStore<SledEngine> {
     /// Opens (or creates) the store in `dir`; finished verifications are swept `retention`
     /// after expiry.
-    pub fn open(
-        dir: &Path,
-        cache_capacity_bytes: u64,
-        retention: Duration,
-    ) -> Result<Self, StoreError> {
-        Ok(RecordStore::new(
-            SledEngine::open(dir, cache_capacity_bytes)?,
-            retention,
-        ))
+    pub fn open(dir: &Path, options: SledOptions, retention: Duration) -> Result<Self, StoreError> {
+        Ok(RecordStore::new(SledEngine::open(dir, options)?, retention))
     }
 }
 
@@ -263,30 +311,108 @@ fn io(error: sled::Error) -> StoreError {
 mod tests {
     use super::*;
 
+    /// Opens the engine in `dir`, waiting for a handle on it of the run before to let go
+    /// (the flusher thread drops its handle just after the engine).
+    fn reopen(dir: &Path, options: SledOptions) -> Result<SledEngine, StoreError> {
+        let mut opened = SledEngine::open(dir, options);
+        for _ in 0..100 {
+            match &opened {
+                Err(StoreError::Io(text)) if text.contains("lock") => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    opened = SledEngine::open(dir, options);
+                }
+                _ => break,
+            }
+        }
+        opened
+    }
+
+    /// Writes `count` records alike in shape (as otpd's are) to a new store and flushes.
+    fn fill(dir: &Path, options: SledOptions, count: u32) -> SledEngine {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let engine = SledEngine::open(dir, options).unwrap();
+        for n in 0..count {
+            let key = format!("v/0192{n:08}-7c1e-7000-8000-000000000000");
+            let value = format!("acme sms +49151{n:08} de login pending queued {n:0>160}");
+            engine.insert(key.as_bytes(), value.as_bytes()).unwrap();
+        }
+        runtime.block_on(engine.flush()).unwrap();
+        engine
+    }
+
     #[test]
     fn flushed_writes_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
+        let options = SledOptions::uncompressed(1 << 20);
         {
-            let engine = SledEngine::open(dir.path(), 1 << 20).unwrap();
+            let engine = SledEngine::open(dir.path(), options).unwrap();
             engine.insert(b"v/kept", b"1").unwrap();
             engine.insert(b"v/gone", b"2").unwrap();
             engine.remove(b"v/gone").unwrap();
             runtime.block_on(engine.flush()).unwrap();
         }
-        // The flusher thread lets go of its handle on the tree just after the drop.
-        let mut reopened = SledEngine::open(dir.path(), 1 << 20);
-        for _ in 0..100 {
-            if reopened.is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-            reopened = SledEngine::open(dir.path(), 1 << 20);
-        }
-        let engine = reopened.unwrap();
+        let engine = reopen(dir.path(), options).unwrap();
         assert_eq!(engine.get(b"v/kept").unwrap().as_deref(), Some(&b"1"[..]));
         assert_eq!(engine.get(b"v/gone").unwrap(), None);
+    }
+
+    #[test]
+    fn a_compressed_store_takes_less_disk_and_reads_back() {
+        let compressed = SledOptions {
+            cache_capacity_bytes: 1 << 20,
+            compression: true,
+        };
+        let (plain_dir, packed_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let plain = fill(plain_dir.path(), SledOptions::uncompressed(1 << 20), 5_000);
+        let packed = fill(packed_dir.path(), compressed, 5_000);
+        let (plain_bytes, packed_bytes) = (
+            plain.database.with(|db| db.size_on_disk()).unwrap(),
+            packed.database.with(|db| db.size_on_disk()).unwrap(),
+        );
+        assert!(
+            packed_bytes * 2 < plain_bytes,
+            "compressed {packed_bytes} bytes, plain {plain_bytes}"
+        );
+        drop(packed);
+        let reopened = reopen(packed_dir.path(), compressed).unwrap();
+        let key = b"v/019200004999-7c1e-7000-8000-000000000000";
+        let value = reopened
+            .get(key)
+            .unwrap()
+            .expect("the last record is there");
+        assert!(value.starts_with(b"acme sms +4915100004999"));
+    }
+
+    #[test]
+    fn a_store_opened_with_the_other_compression_is_refused_naming_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(fill(dir.path(), SledOptions::uncompressed(1 << 20), 10));
+        let other = SledOptions {
+            cache_capacity_bytes: 1 << 20,
+            compression: true,
+        };
+        let Err(StoreError::Io(text)) = reopen(dir.path(), other) else {
+            panic!("a store created uncompressed opened compressed");
+        };
+        assert!(
+            text.contains("created with store.compression = false")
+                && text.contains("set store.compression = false"),
+            "{text}"
+        );
+        assert!(reopen(dir.path(), SledOptions::uncompressed(1 << 20)).is_ok());
+    }
+
+    #[test]
+    fn the_compression_a_store_was_created_with_is_read_from_its_conf() {
+        let conf = "segment_size: 524288\nuse_compression: true\nversion: 0.34\n";
+        assert_eq!(created_compressed(conf), Some(true));
+        assert_eq!(created_compressed("use_compression: false\n"), Some(false));
+        assert_eq!(created_compressed("segment_size: 524288\n"), None);
+        assert_eq!(created_compressed("use_compression: maybe\n"), None);
     }
 }

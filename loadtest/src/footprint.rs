@@ -1,0 +1,133 @@
+//! The store's size on disk over a run, sampled while the load goes on, so that a long run
+//! shows whether sweeping holds it flat.
+
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+use crate::spawn::mean_store_bytes;
+
+/// How often the store's size is sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+
+/// The store's size (a node's, the mean over the nodes) `seconds` into the run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StoreSample {
+    pub seconds: f64,
+    pub bytes: u64,
+}
+
+/// Samples the store directories every [`SAMPLE_EVERY`] until it is finished.
+pub struct StoreWatch {
+    samples: Arc<Mutex<Vec<StoreSample>>>,
+    task: JoinHandle<()>,
+}
+
+impl StoreWatch {
+    pub fn start(dirs: Vec<PathBuf>) -> StoreWatch {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&samples);
+        let started = Instant::now();
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(SAMPLE_EVERY);
+            loop {
+                ticks.tick().await;
+                if let Some(bytes) = mean_store_bytes(&dirs) {
+                    let seconds = started.elapsed().as_secs_f64();
+                    lock(&kept).push(StoreSample { seconds, bytes });
+                }
+            }
+        });
+        StoreWatch { samples, task }
+    }
+
+    /// Stops sampling; the samples taken, oldest first.
+    pub fn finish(self) -> Vec<StoreSample> {
+        self.task.abort();
+        std::mem::take(&mut *lock(&self.samples))
+    }
+}
+
+fn lock(samples: &Mutex<Vec<StoreSample>>) -> std::sync::MutexGuard<'_, Vec<StoreSample>> {
+    samples.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How the store grew over the last third of the run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LastThird {
+    /// The size when the last third began.
+    pub from: u64,
+    /// The largest size in the last third.
+    pub peak: u64,
+}
+
+impl LastThird {
+    /// Samples spanning less than this say nothing about flatness.
+    const FEWEST_SAMPLES: usize = 3;
+
+    /// The last third of `samples` (oldest first), from the first sample at or after two
+    /// thirds of the time they span; `None` with too few samples to have thirds.
+    pub fn of(samples: &[StoreSample]) -> Option<LastThird> {
+        if samples.len() < Self::FEWEST_SAMPLES {
+            return None;
+        }
+        let (first, last) = (samples.first()?, samples.last()?);
+        let two_thirds = first.seconds + (last.seconds - first.seconds) * 2.0 / 3.0;
+        let start = samples.iter().position(|s| s.seconds >= two_thirds)?;
+        let third = &samples[start..];
+        Some(LastThird {
+            from: third[0].bytes,
+            peak: third.iter().map(|s| s.bytes).max()?,
+        })
+    }
+
+    /// The growth over the third, as a fraction of its starting size.
+    pub fn growth(&self) -> f64 {
+        (self.peak as f64 - self.from as f64) / (self.from.max(1) as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(bytes: &[u64]) -> Vec<StoreSample> {
+        bytes
+            .iter()
+            .enumerate()
+            .map(|(i, &bytes)| StoreSample {
+                seconds: 10.0 * i as f64,
+                bytes,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_store_growing_in_its_last_third_shows_the_growth() {
+        let third = LastThird::of(&samples(&[10, 50, 90, 100, 100, 100, 110])).unwrap();
+        assert_eq!(
+            third,
+            LastThird {
+                from: 100,
+                peak: 110
+            }
+        );
+        assert!((third.growth() - 0.10).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_flat_store_and_one_that_shrank_show_none() {
+        let flat = LastThird::of(&samples(&[10, 80, 100, 100, 100, 100])).unwrap();
+        assert_eq!(flat.growth(), 0.0);
+        let shrunk = LastThird::of(&samples(&[10, 80, 100, 120, 100, 90])).unwrap();
+        assert_eq!(shrunk.growth(), 0.0, "measured from the third's start");
+    }
+
+    #[test]
+    fn too_few_samples_have_no_thirds() {
+        assert_eq!(LastThird::of(&samples(&[10, 20])), None);
+        assert_eq!(LastThird::of(&[]), None);
+    }
+}
