@@ -35,7 +35,7 @@ use crate::issuance::request::RequestDefaults;
 use crate::issuance::{IssuanceActor, Issuer, IssuerSettings};
 use crate::providers::BuiltProvider;
 use crate::secrets::{SecretError, Secrets};
-use crate::store::{RecordStore, SledEngine, SledOptions, Store, StoreError};
+use crate::store::{RecordStore, SledEngine, Store, StoreError};
 use crate::telemetry::events::StoreSwept;
 use crate::telemetry::platform::{EventSink, NoEvents};
 use crate::tenants::{bootstrap_dev_tenant, ApiKeys, TenantError};
@@ -372,13 +372,7 @@ async fn open_store(
 ) -> Result<(Arc<dyn Store>, Option<Changelogged>), StartError> {
     let path = settings.store.dir.join("state");
     let retention = Duration::from_secs(settings.store.retention_seconds);
-    let engine = SledEngine::open(
-        &path,
-        SledOptions {
-            cache_capacity_bytes: settings.store.cache_capacity_bytes,
-            compression: settings.store.compression,
-        },
-    )?;
+    let engine = SledEngine::open(&path, settings.store.sled_options())?;
     crate::store::identity::check(&engine, &path).await?;
     if !settings.amqp.is_broker_mode() {
         return Ok((Arc::new(RecordStore::new(engine, retention)), None));

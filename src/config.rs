@@ -398,6 +398,13 @@ mod tests {
     }
 
     #[test]
+    fn stores_are_written_uncompressed_by_default() {
+        // Every store created before the setting existed is uncompressed, and sled opens a
+        // store only the way it was created: a default of true would refuse them all.
+        assert!(!defaults().store.compression);
+    }
+
+    #[test]
     fn a_channel_routed_with_no_region_queue_for_its_keys_is_refused() {
         use crate::domain::Channel;
         let mut settings = defaults();

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use arrivals::Arrival;
 use driver::Plan;
+use otpd::issuance::settings::{MAX_TTL_SECONDS, MIN_TTL_SECONDS};
 use report::{Report, Series};
 use spawn::{ProviderMode, SpawnOptions, Spawned};
 use tracker::Percentiles;
@@ -54,8 +55,8 @@ enum Command {
         /// beyond it (in an open loop the wait counts in the latency).
         #[arg(long, default_value_t = 4096)]
         window: usize,
-        /// The `ttl_seconds` of every request: how long its code lives.
-        #[arg(long, default_value_t = amqp::DEFAULT_TTL_SECONDS, value_parser = clap::value_parser!(u32).range(1..))]
+        /// The `ttl_seconds` of every request: how long its code lives (otpd takes 30 to 900).
+        #[arg(long, default_value_t = amqp::DEFAULT_TTL_SECONDS, value_parser = clap::value_parser!(u32).range(MIN_TTL_SECONDS as i64..=MAX_TTL_SECONDS as i64))]
         ttl_seconds: u32,
     },
     /// Create-then-check flows against the HTTP API.
@@ -158,6 +159,15 @@ struct Common {
 }
 
 impl Common {
+    /// What the run's AMQP requests say besides their number.
+    fn request_shape(&self, ttl_seconds: u32) -> amqp::RequestShape {
+        amqp::RequestShape {
+            tenant: self.tenant.clone(),
+            locale: self.payload_locale.clone(),
+            ttl_seconds,
+        }
+    }
+
     fn plan(&self) -> Plan {
         Plan {
             requests: self.requests.min(tracker::MAX_REQUESTS),
@@ -541,13 +551,13 @@ fn queue_type(common: &Common) -> anyhow::Result<&'static str> {
     }
 }
 
-async fn ceiling_report(common: &Common, plan: &Plan) -> anyhow::Result<report::Ceiling> {
-    let shape = amqp::RequestShape {
-        tenant: common.tenant.clone(),
-        locale: common.payload_locale.clone(),
-        ttl_seconds: amqp::DEFAULT_TTL_SECONDS,
-    };
-    let payload = amqp::request_body("lt000000000000", &shape, 0).len();
+/// The broker's own hop, with messages the size of the run's requests (`shape`).
+async fn ceiling_report(
+    common: &Common,
+    plan: &Plan,
+    shape: &amqp::RequestShape,
+) -> anyhow::Result<report::Ceiling> {
+    let payload = amqp::request_body("lt000000000000", shape, 0).len();
     amqp::ceiling(&common.amqp_url, queue_type(common)?, payload, plan).await
 }
 
@@ -557,7 +567,8 @@ async fn run(command: Command) -> anyhow::Result<Report> {
         Command::Ceiling { common } => {
             ensure_loopback("--amqp-url", &common.amqp_url)?;
             let plan = common.plan();
-            let ceiling = ceiling_report(&common, &plan).await?;
+            let shape = common.request_shape(amqp::DEFAULT_TTL_SECONDS);
+            let ceiling = ceiling_report(&common, &plan, &shape).await?;
             let mut report = base_report("ceiling", &common);
             report.target = "broker".into();
             report.counts.published = ceiling.messages;
@@ -582,13 +593,14 @@ async fn run(command: Command) -> anyhow::Result<Report> {
         } => {
             ensure_loopback("--amqp-url", &common.amqp_url)?;
             let plan = common.plan();
+            let shape = common.request_shape(ttl_seconds);
             let ceiling = if with_ceiling {
                 let short = Plan {
                     duration: ceiling_duration.min(common.duration),
                     rate: 0.0,
                     ..plan
                 };
-                Some(ceiling_report(&common, &short).await?)
+                Some(ceiling_report(&common, &short, &shape).await?)
             } else {
                 None
             };
@@ -597,11 +609,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             let run = amqp::end_to_end(
                 &common.amqp_url,
                 &sut.namespace,
-                &amqp::RequestShape {
-                    tenant: common.tenant.clone(),
-                    locale: common.payload_locale.clone(),
-                    ttl_seconds,
-                },
+                &shape,
                 &plan,
                 window,
                 arrivals,

@@ -183,7 +183,12 @@ impl Spawned {
         provider: ProviderMode,
         fake: FakeProviderServer,
     ) -> Result<Spawned, (anyhow::Error, FakeProviderServer)> {
-        let store = match tempfile::Builder::new().prefix("otpd-loadtest-").tempdir() {
+        // Kept from the start when asked, so a run that fails leaves them too.
+        let store = match tempfile::Builder::new()
+            .prefix("otpd-loadtest-")
+            .disable_cleanup(options.keep_store)
+            .tempdir()
+        {
             Ok(store) => store,
             Err(error) => return Err((error.into(), fake)),
         };
@@ -304,8 +309,7 @@ impl Spawned {
             let _ = node.child.kill().await;
         }
         if self.keep_store {
-            let kept = self.store.keep();
-            eprintln!("store directories kept in {}", kept.display());
+            eprintln!("store directories kept in {}", self.store.path().display());
         }
         delete_namespace(amqp_url, &self.namespace).await
     }

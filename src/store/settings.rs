@@ -4,6 +4,8 @@
 use serde::Deserialize;
 use std::path::PathBuf;
 
+use super::SledOptions;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
@@ -21,6 +23,14 @@ pub struct StoreSettings {
 }
 
 impl StoreSettings {
+    /// How sled is opened for the node's state.
+    pub fn sled_options(&self) -> SledOptions {
+        SledOptions {
+            cache_capacity_bytes: self.cache_capacity_bytes,
+            compression: self.compression,
+        }
+    }
+
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.sweep_interval_seconds == 0 {
