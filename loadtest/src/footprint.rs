@@ -29,6 +29,7 @@ pub struct StoreWatch {
 
 impl StoreWatch {
     pub fn start(dirs: Vec<PathBuf>) -> StoreWatch {
+        let dirs: Arc<[PathBuf]> = dirs.into();
         let samples = Arc::new(Mutex::new(Vec::new()));
         let kept = Arc::clone(&samples);
         let started = Instant::now();
@@ -37,7 +38,7 @@ impl StoreWatch {
             loop {
                 ticks.tick().await;
                 let seconds = started.elapsed().as_secs_f64();
-                let dirs = dirs.clone();
+                let dirs = Arc::clone(&dirs);
                 let bytes = tokio::task::spawn_blocking(move || mean_store_bytes(&dirs)).await;
                 if let Ok(Some(bytes)) = bytes {
                     lock(&kept).push(StoreSample { seconds, bytes });

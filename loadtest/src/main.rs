@@ -384,20 +384,16 @@ impl Sut {
         notes
     }
 
-    fn rss(&self) -> Option<u64> {
-        self.spawned.as_ref().and_then(Spawned::rss_bytes)
-    }
-
-    fn store_bytes(&self) -> Option<u64> {
-        self.spawned.as_ref().and_then(Spawned::store_bytes)
-    }
-
-    /// The store's size sampled so far; sampling stops.
-    fn store_samples(&mut self) -> Vec<footprint::StoreSample> {
-        self.store_watch
+    /// What the spawned otpd takes now, memory and disk, and its store's size over the
+    /// run (whose sampling stops), into `report`.
+    fn record_footprint(&mut self, report: &mut Report) {
+        report.otpd_rss_bytes = self.spawned.as_ref().and_then(Spawned::rss_bytes);
+        report.store_bytes = self.spawned.as_ref().and_then(Spawned::store_bytes);
+        report.store_samples = self
+            .store_watch
             .take()
             .map(footprint::StoreWatch::finish)
-            .unwrap_or_default()
+            .unwrap_or_default();
     }
 
     async fn stop(self, amqp_url: &str) -> anyhow::Result<()> {
@@ -500,14 +496,12 @@ impl Sut {
 
 async fn finish_sut(mut sut: Sut, mode: &str, common: &Common) -> anyhow::Result<Report> {
     let mut report = base_report(mode, common);
+    sut.record_footprint(&mut report);
     report.notes.extend(sut.self_report().await);
     report.notes.extend(sut.cluster_report().await);
     report.target = sut.address.clone();
     report.namespace = Some(sut.namespace.clone());
     report.provider = sut.provider.clone();
-    report.otpd_rss_bytes = sut.rss();
-    report.store_bytes = sut.store_bytes();
-    report.store_samples = sut.store_samples();
     tokio::time::sleep(Duration::from_millis(300)).await;
     sut.stop(&common.amqp_url).await?;
     Ok(report)
@@ -616,14 +610,10 @@ async fn run(command: Command) -> anyhow::Result<Report> {
                 common.drain_timeout,
             )
             .await;
-            let rss = sut.rss();
-            let store_bytes = sut.store_bytes();
-            let store_samples = sut.store_samples();
-            let spent = sut.self_report().await;
-            let cluster = sut.cluster_report().await;
             let mut report = base_report("amqp", &common);
-            report.notes.extend(spent);
-            report.notes.extend(cluster);
+            sut.record_footprint(&mut report);
+            report.notes.extend(sut.self_report().await);
+            report.notes.extend(sut.cluster_report().await);
             report.target = sut.address.clone();
             report.namespace = Some(sut.namespace.clone());
             report.provider = sut.provider.clone();
@@ -641,9 +631,6 @@ async fn run(command: Command) -> anyhow::Result<Report> {
                 .as_secs_f64()
                 .max(1e-6);
             report.per_second = report.counts.delivered as f64 / report.seconds;
-            report.otpd_rss_bytes = rss;
-            report.store_bytes = store_bytes;
-            report.store_samples = store_samples;
             if let Some(ceiling) = ceiling {
                 report.ratio_to_ceiling =
                     Some(report.per_second / ceiling.messages_per_second.max(1e-9));

@@ -489,14 +489,11 @@ mod tests {
         let plan = |existing: &Verification, channel, trigger, state: &DestinationState, now| {
             plan_step(state, existing, channel, trigger, &limits(), now)
         };
-        let step = plan(
-            &existing,
-            Channel::Voice,
-            StepTrigger::Due(due),
-            &state,
-            due,
-        )
-        .unwrap();
+        // The voice step, come due, as the clock offers it.
+        let due_voice = |existing: &Verification, state: &DestinationState, now| {
+            plan(existing, Channel::Voice, StepTrigger::Due(due), state, now)
+        };
+        let step = due_voice(&existing, &state, due).unwrap();
         assert_eq!(
             step.channel,
             Channel::Voice,
@@ -513,13 +510,7 @@ mod tests {
         ));
         let late = existing.expires_at.0 - 10_000;
         assert_eq!(
-            plan(
-                &existing,
-                Channel::Voice,
-                StepTrigger::Due(due),
-                &state,
-                Timestamp(late)
-            ),
+            due_voice(&existing, &state, Timestamp(late)),
             Err(StepRefused::NoStep(NoNextStep::TooLate))
         );
         let spent = DestinationState {
@@ -527,24 +518,12 @@ mod tests {
             ..state.clone()
         };
         assert!(matches!(
-            plan(
-                &existing,
-                Channel::Voice,
-                StepTrigger::Due(due),
-                &spent,
-                due
-            ),
+            due_voice(&existing, &spent, due),
             Err(StepRefused::Send(SendRefusal::TooManySends { .. }))
         ));
         existing.status = Status::Approved;
         assert_eq!(
-            plan(
-                &existing,
-                Channel::Voice,
-                StepTrigger::Due(due),
-                &state,
-                due
-            ),
+            due_voice(&existing, &state, due),
             Err(StepRefused::NoStep(NoNextStep::Ended))
         );
     }

@@ -42,7 +42,6 @@ pub async fn exchange(request: reqwest::RequestBuilder) -> Result<Answer, Provid
     })
 }
 
-/// The send timeout when a provider's settings give none, milliseconds.
 /// Whether a sender is a phone number (digits, with or without a leading `+`) rather than a
 /// name.
 pub fn is_number(value: &str) -> bool {
@@ -50,6 +49,7 @@ pub fn is_number(value: &str) -> bool {
     !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// The send timeout when a provider's settings give none, milliseconds.
 pub fn default_timeout_ms() -> u64 {
     5_000
 }
