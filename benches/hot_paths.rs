@@ -173,7 +173,7 @@ fn sealing(c: &mut Criterion) {
 fn routing(c: &mut Criterion) {
     let settings = Settings::load(None).expect("default settings");
     let table = RegionTable::from_settings(&settings.regions);
-    let topology = Topology::from_settings(&settings.amqp, settings.cluster.partitions);
+    let topology = Topology::from_settings(&settings.amqp, &settings.cluster);
     let destinations: Vec<Destination> = [
         "+4915112345678",
         "+14155552671",

@@ -377,7 +377,11 @@ async fn open_store(
     if !settings.amqp.is_broker_mode() {
         return Ok((Arc::new(RecordStore::new(engine, retention)), None));
     }
-    let logged = LoggedEngine::new(engine, settings.cluster.partitions);
+    let logged = LoggedEngine::new(
+        engine,
+        settings.cluster.partitions,
+        settings.cluster.changelog_streams,
+    );
     let shared = logged.shared();
     let store = SlottedStore(RecordStore::new(logged, retention));
     Ok((Arc::new(store), Some(shared)))

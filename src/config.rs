@@ -254,7 +254,7 @@ impl Settings {
         problems.extend(self.routing.validate(&self.regions));
         problems.extend(self.check_workflows_routed());
         problems.extend(self.check_providers());
-        let topology = Topology::from_settings(&self.amqp, self.cluster.partitions);
+        let topology = Topology::from_settings(&self.amqp, &self.cluster);
         problems.extend(
             topology.check_routing(&every_routing_key(&self.regions, &self.routing.offered())),
         );

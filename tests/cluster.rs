@@ -242,7 +242,7 @@ async fn the_broker_spreads_the_partitions_and_hands_a_dead_nodes_to_the_others(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_with_another_partition_count_refuses_to_start_and_names_both() {
+async fn a_node_with_another_partition_or_stream_count_refuses_to_start_and_names_both() {
     let cluster = Cluster::new();
     let first = cluster.start("node-a").await;
     let store = tempfile::tempdir().expect("a temp store");
@@ -257,6 +257,21 @@ async fn a_node_with_another_partition_count_refuses_to_start_and_names_both() {
         output.contains("cluster.partitions is 16 on this node")
             && output.contains("was started with 8 partitions")
             && output.contains("OTPD__CLUSTER__PARTITIONS=8"),
+        "{output}"
+    );
+    // So is one whose partitions share another count of changelog streams.
+    let mut env = cluster.env("node-c", &PARTITIONS.to_string());
+    env.push(("OTPD__CLUSTER__CHANGELOG_STREAMS", "4".to_owned()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, output) = OtpdProcess::run_to_exit(store.path(), &env, Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|status| !status.success()),
+        "the node with 4 changelog streams did not fail ({status:?}):\n{output}"
+    );
+    assert!(
+        output.contains("cluster.changelog_streams is 4 on this node")
+            && output.contains("was started with 2 changelog streams")
+            && output.contains("OTPD__CLUSTER__CHANGELOG_STREAMS=2"),
         "{output}"
     );
     // The cluster itself is unharmed.

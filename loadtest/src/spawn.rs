@@ -548,10 +548,13 @@ pub async fn delete_namespace(amqp_url: &str, namespace: &str) -> anyhow::Result
     let channel = connection.create_channel().await?;
     let mut settings = otpd::config::Settings::load(None).context("otpd's default settings")?;
     settings.amqp.namespace = namespace.to_string();
-    let topology = otpd::bus::amqp::topology::Topology::from_settings(
-        &settings.amqp,
-        settings.cluster.partitions,
-    );
+    // Every stream a cluster of these partitions may have: the otpd under test (an older
+    // build, say) may share fewer among them than these settings say.
+    let cluster = otpd::cluster::ClusterSettings {
+        changelog_streams: settings.cluster.partitions,
+        ..settings.cluster
+    };
+    let topology = otpd::bus::amqp::topology::Topology::from_settings(&settings.amqp, &cluster);
     otpd::bus::amqp::declare::delete(&channel, &topology)
         .await
         .with_context(|| format!("delete the queues and exchanges of {namespace}"))?;

@@ -4,8 +4,9 @@
 //!
 //! The owner changes its store as a single node would. `LoggedEngine` sits under the
 //! records and remembers each write made while a command runs for a destination (`in_slot`),
-//! with the value it replaced; the next flush hands them, partition by partition, to the
-//! `Changelog` and resolves once the broker has confirmed them. A write the broker did not
+//! with the value it replaced; the next flush hands them, one record per changelog stream
+//! (partitions share streams), to the `Changelog` and resolves once the broker has
+//! confirmed them. A write the broker did not
 //! confirm is undone, so the owner's store never holds what the changelog does not.
 
 use async_trait::async_trait;
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::store::kv::{Entry, KeyRange, KvEngine};
 use crate::store::{ListsWatch, StoreError};
 
-/// Where the offset a node has applied of each partition's stream is kept (outside every
+/// Where the offset a node has applied of each changelog stream is kept (outside every
 /// record prefix, so no scan or sweep sees it).
 const CHECKPOINT: &[u8] = b"~cluster/applied/";
 
@@ -59,7 +60,7 @@ pub struct LogWrite {
 pub const STORE_REOPENED: &str =
     "the store was opened again after a failed write; this node applies the changelogs again from what it holds";
 
-/// A message of a partition's stream.
+/// A message of a changelog stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LogRecord {
     /// Writes of one flush, in the order they were made. `origin` names the node's
@@ -85,13 +86,14 @@ impl LogRecord {
 /// A confirm the broker will give (or refuse) for an appended record.
 pub type Confirm = BoxFuture<'static, Result<(), String>>;
 
-/// The partitions' streams, as the broker side offers them.
+/// The changelog streams, as the broker side offers them.
 #[async_trait]
 pub trait Changelog: Send + Sync {
-    /// Appends `record` to `partition`'s stream; the returned confirm resolves once the
-    /// broker has it. Refuses when this node does not own the partition. Records handed over
-    /// one after another are appended in that order.
-    async fn append(&self, partition: u16, record: Vec<u8>) -> Result<Confirm, String>;
+    /// Appends `record`, which carries changes of `partitions` (all of one stream), to
+    /// their stream; the returned confirm resolves once the broker has it. Refuses when this
+    /// node does not own every one of them. Records handed over one after another are
+    /// appended in that order.
+    async fn append(&self, partitions: &[u16], record: Vec<u8>) -> Result<Confirm, String>;
 }
 
 /// A write made while a command ran, with what it replaced.
@@ -136,6 +138,7 @@ enum Standing {
 pub struct LogShared<E: KvEngine> {
     inner: E,
     partitions: u16,
+    streams: u16,
     /// Writes not yet handed to the changelog, in the order they were made.
     pending: Mutex<Vec<Captured>>,
     /// Held while writes are taken from `pending` and appended, so they reach the streams
@@ -162,10 +165,12 @@ pub struct LogShared<E: KvEngine> {
 pub struct LoggedEngine<E: KvEngine>(Arc<LogShared<E>>);
 
 impl<E: KvEngine> LoggedEngine<E> {
-    pub fn new(inner: E, partitions: u16) -> Self {
+    /// `partitions` sharing `streams` changelog streams.
+    pub fn new(inner: E, partitions: u16, streams: u16) -> Self {
         LoggedEngine(Arc::new(LogShared {
             inner,
             partitions: partitions.max(1),
+            streams: streams.max(1),
             pending: Mutex::default(),
             appending: tokio::sync::Mutex::new(()),
             next_seq: AtomicU64::new(1),
@@ -349,16 +354,22 @@ impl<E: KvEngine> LogShared<E> {
         appends.finished.push_back((lo, hi, result));
     }
 
-    /// Appends `captured`, partition by partition; the generation resolves once all are
-    /// confirmed, and undoes the writes of every partition whose append failed.
+    /// Appends `captured`, one record per stream; the generation resolves once all are
+    /// confirmed, and undoes the writes of every stream whose append failed.
     async fn append(self: Arc<Self>, captured: Vec<Captured>, range: (u64, u64)) -> Generation {
         let origin = self.origin();
-        let mut by_partition: BTreeMap<u16, Vec<Captured>> = BTreeMap::new();
+        let mut by_stream: BTreeMap<u16, Vec<Captured>> = BTreeMap::new();
         for write in captured {
-            by_partition.entry(write.partition).or_default().push(write);
+            by_stream
+                .entry(super::stream_of(write.partition, self.streams))
+                .or_default()
+                .push(write);
         }
         let mut confirms = Vec::new();
-        for (partition, writes) in by_partition {
+        for (stream, writes) in by_stream {
+            let mut partitions: Vec<u16> = writes.iter().map(|w| w.partition).collect();
+            partitions.sort_unstable();
+            partitions.dedup();
             let record = LogRecord::Writes {
                 origin,
                 writes: writes
@@ -370,15 +381,15 @@ impl<E: KvEngine> LogShared<E> {
                     .collect(),
             };
             let sent = match self.changelog.get() {
-                Some(changelog) => changelog.append(partition, record.encode()).await,
+                Some(changelog) => changelog.append(&partitions, record.encode()).await,
                 None => Err("the changelog is not open yet".to_owned()),
             };
-            confirms.push((partition, writes, sent));
+            confirms.push((stream, writes, sent));
         }
         let shared = Arc::clone(&self);
         async move {
             let mut failure = None;
-            for (partition, writes, sent) in confirms {
+            for (stream, writes, sent) in confirms {
                 let confirmed = match sent {
                     Ok(confirm) => confirm.await,
                     Err(error) => Err(error),
@@ -386,7 +397,7 @@ impl<E: KvEngine> LogShared<E> {
                 if let Err(error) = confirmed {
                     shared.undo(&writes);
                     failure = Some(format!(
-                        "the changelog of partition {partition} did not take the change: {error}"
+                        "changelog stream {stream} did not take the change: {error}"
                     ));
                 }
             }
@@ -422,8 +433,8 @@ impl<E: KvEngine> LogShared<E> {
         }
     }
 
-    /// Applies a run of consecutive messages of `partition`'s stream, each with its offset,
-    /// to the store, then records the run's last offset as applied.
+    /// Applies a run of consecutive messages of changelog `stream`, each with its offset, to
+    /// the store, then records the run's last offset as applied.
     ///
     /// A record carries whole values, never changes to them, so a run comes to the last
     /// value each key is given in it: each key is written once, in key order, whatever the
@@ -434,7 +445,7 @@ impl<E: KvEngine> LogShared<E> {
     /// takes the store's global write lock, held against the node's own writes; and sled
     /// keeps every page a batch replaces until it ends, which grew a node catching up on
     /// runs of hundreds past 1.5 GB.)
-    pub fn apply(&self, partition: u16, run: &[(u64, &[u8])]) -> Result<Applied, StoreError> {
+    pub fn apply(&self, stream: u16, run: &[(u64, &[u8])]) -> Result<Applied, StoreError> {
         self.refuse_if_reopened()?;
         let mut applied = Applied::default();
         let mut latest: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
@@ -454,7 +465,7 @@ impl<E: KvEngine> LogShared<E> {
         }
         if let Some((last, _)) = run.last() {
             self.inner
-                .insert(&checkpoint_key(partition), &last.to_be_bytes())?;
+                .insert(&checkpoint_key(stream), &last.to_be_bytes())?;
         }
         if latest.keys().any(|key| ListsWatch::is_list_key(key)) {
             self.lists.changed();
@@ -462,22 +473,22 @@ impl<E: KvEngine> LogShared<E> {
         Ok(applied)
     }
 
-    /// The offset of `partition`'s stream this store has applied up to, if any.
-    pub fn applied(&self, partition: u16) -> Result<Option<u64>, StoreError> {
+    /// The offset of changelog `stream` this store has applied up to, if any.
+    pub fn applied(&self, stream: u16) -> Result<Option<u64>, StoreError> {
         Ok(self
             .inner
-            .get(&checkpoint_key(partition))?
+            .get(&checkpoint_key(stream))?
             .and_then(|bytes| bytes.as_ref().try_into().ok().map(u64::from_be_bytes)))
     }
 }
 
-/// A node's store as the broker side feeds it: the partitions' streams applied to it, and
-/// the connection its own records come from.
+/// A node's store as the broker side feeds it: the changelog streams applied to it, and the
+/// connection its own records come from.
 pub trait View: Send + Sync {
-    fn apply(&self, partition: u16, run: &[(u64, &[u8])]) -> Result<Applied, StoreError>;
-    fn applied(&self, partition: u16) -> Result<Option<u64>, StoreError>;
-    /// Records `offset` of `partition`'s changelog as applied, unless a later one is.
-    fn save_applied(&self, partition: u16, offset: u64) -> Result<(), StoreError>;
+    fn apply(&self, stream: u16, run: &[(u64, &[u8])]) -> Result<Applied, StoreError>;
+    fn applied(&self, stream: u16) -> Result<Option<u64>, StoreError>;
+    /// Records `offset` of changelog `stream` as applied, unless a later one is.
+    fn save_applied(&self, stream: u16, offset: u64) -> Result<(), StoreError>;
     fn set_origin(&self, origin: u64);
     fn origin(&self) -> u64;
     fn abandon_pending(&self);
@@ -486,20 +497,20 @@ pub trait View: Send + Sync {
 }
 
 impl<E: KvEngine> View for LogShared<E> {
-    fn apply(&self, partition: u16, run: &[(u64, &[u8])]) -> Result<Applied, StoreError> {
-        LogShared::apply(self, partition, run)
+    fn apply(&self, stream: u16, run: &[(u64, &[u8])]) -> Result<Applied, StoreError> {
+        LogShared::apply(self, stream, run)
     }
 
-    fn applied(&self, partition: u16) -> Result<Option<u64>, StoreError> {
-        LogShared::applied(self, partition)
+    fn applied(&self, stream: u16) -> Result<Option<u64>, StoreError> {
+        LogShared::applied(self, stream)
     }
 
-    fn save_applied(&self, partition: u16, offset: u64) -> Result<(), StoreError> {
-        if LogShared::applied(self, partition)?.is_some_and(|applied| applied >= offset) {
+    fn save_applied(&self, stream: u16, offset: u64) -> Result<(), StoreError> {
+        if LogShared::applied(self, stream)?.is_some_and(|applied| applied >= offset) {
             return Ok(());
         }
         self.inner
-            .insert(&checkpoint_key(partition), &offset.to_be_bytes())
+            .insert(&checkpoint_key(stream), &offset.to_be_bytes())
     }
 
     fn set_origin(&self, origin: u64) {
@@ -519,9 +530,9 @@ impl<E: KvEngine> View for LogShared<E> {
     }
 }
 
-fn checkpoint_key(partition: u16) -> Vec<u8> {
+fn checkpoint_key(stream: u16) -> Vec<u8> {
     let mut key = CHECKPOINT.to_vec();
-    key.extend_from_slice(&partition.to_be_bytes());
+    key.extend_from_slice(&stream.to_be_bytes());
     key
 }
 
@@ -578,24 +589,29 @@ mod tests {
     /// A changelog that keeps what it was given, or refuses everything.
     #[derive(Default)]
     struct Recorded {
-        records: Mutex<Vec<(u16, LogRecord)>>,
+        records: Mutex<Vec<(Vec<u16>, LogRecord)>>,
         refuse: AtomicBool,
     }
 
     #[async_trait]
     impl Changelog for Recorded {
-        async fn append(&self, partition: u16, record: Vec<u8>) -> Result<Confirm, String> {
+        async fn append(&self, partitions: &[u16], record: Vec<u8>) -> Result<Confirm, String> {
             if self.refuse.load(Ordering::Acquire) {
                 return Ok(async { Err("refused".to_owned()) }.boxed());
             }
             let record = LogRecord::decode(&record).unwrap();
-            lock(&self.records).push((partition, record));
+            lock(&self.records).push((partitions.to_vec(), record));
             Ok(async { Ok(()) }.boxed())
         }
     }
 
     fn engine() -> (LoggedEngine<MemoryEngine>, Arc<Recorded>) {
-        let engine = LoggedEngine::new(MemoryEngine::default(), 4);
+        engine_with_streams(4)
+    }
+
+    /// An engine of four partitions sharing `streams` streams.
+    fn engine_with_streams(streams: u16) -> (LoggedEngine<MemoryEngine>, Arc<Recorded>) {
+        let engine = LoggedEngine::new(MemoryEngine::default(), 4, streams);
         let changelog = Arc::new(Recorded::default());
         engine.shared().append_to(changelog.clone());
         engine.shared().set_origin(7);
@@ -630,7 +646,7 @@ mod tests {
             records,
             vec![
                 (
-                    1,
+                    vec![1],
                     LogRecord::Writes {
                         origin: 7,
                         writes: vec![
@@ -641,11 +657,42 @@ mod tests {
                     }
                 ),
                 (
-                    2,
+                    vec![2],
                     LogRecord::Writes {
                         origin: 7,
                         writes: vec![write(b"a", None)]
                     }
+                ),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn partitions_that_share_a_stream_are_one_append_naming_them_all() {
+        let (engine, changelog) = engine_with_streams(2);
+        // Slots 1, 3 and 5 are partitions 1, 3 and 1 of four: stream 1 of two. Slot 2 is
+        // partition 2: stream 0.
+        in_slot(1, || engine.insert(b"a", b"1").unwrap());
+        in_slot(2, || engine.insert(b"b", b"2").unwrap());
+        in_slot(3, || engine.insert(b"c", b"3").unwrap());
+        in_slot(5, || engine.insert(b"d", b"4").unwrap());
+        engine.flush().await.unwrap();
+        let records = lock(&changelog.records).clone();
+        let keys = |record: &LogRecord| match record {
+            LogRecord::Writes { writes, .. } => writes.iter().map(|w| w.key.clone()).collect(),
+            LogRecord::Fence { .. } => Vec::new(),
+        };
+        let appends: Vec<(Vec<u16>, Vec<Vec<u8>>)> = records
+            .iter()
+            .map(|(partitions, record)| (partitions.clone(), keys(record)))
+            .collect();
+        assert_eq!(
+            appends,
+            vec![
+                (vec![2], vec![b"b".to_vec()]),
+                (
+                    vec![1, 3],
+                    vec![b"a".to_vec(), b"c".to_vec(), b"d".to_vec()]
                 ),
             ]
         );
@@ -667,12 +714,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_flush_waits_for_its_write_when_another_flush_appended_it() {
-        let engine = LoggedEngine::new(MemoryEngine::default(), 1);
+        let engine = LoggedEngine::new(MemoryEngine::default(), 1, 1);
         let (release, released) = tokio::sync::oneshot::channel::<()>();
         struct Held(Shared<tokio::sync::oneshot::Receiver<()>>);
         #[async_trait]
         impl Changelog for Held {
-            async fn append(&self, _: u16, _: Vec<u8>) -> Result<Confirm, String> {
+            async fn append(&self, _: &[u16], _: Vec<u8>) -> Result<Confirm, String> {
                 let held = self.0.clone();
                 Ok(async move { held.await.map_err(|e| e.to_string()) }.boxed())
             }
@@ -750,7 +797,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_store_opened_again_appends_and_applies_nothing_until_the_node_joins_again() {
-        let engine = LoggedEngine::new(Reopening::default(), 4);
+        let engine = LoggedEngine::new(Reopening::default(), 4, 4);
         let shared = engine.shared();
         let changelog = Arc::new(Recorded::default());
         shared.append_to(changelog.clone());

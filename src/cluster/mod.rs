@@ -28,49 +28,91 @@ pub fn partition_of(slot: u32, partitions: u16) -> u16 {
     (slot % u32::from(partitions.max(1))) as u16
 }
 
-/// The partition count a cluster was started with, as recorded in the broker by its first
-/// node.
+/// The changelog stream of `streams` a partition's changes are appended to. Partitions
+/// share streams, so a flush that touched many partitions is a few appends, not one per
+/// partition (the broker's cost is per append, whatever its size).
+pub fn stream_of(partition: u16, streams: u16) -> u16 {
+    partition % streams.max(1)
+}
+
+/// The partitions of `partitions` whose changes go to `stream` of `streams`.
+pub fn partitions_of(stream: u16, partitions: u16, streams: u16) -> impl Iterator<Item = u16> {
+    (stream..partitions).step_by(usize::from(streams.max(1)))
+}
+
+/// The partition and changelog stream counts a cluster was started with, as recorded in the
+/// broker by its first node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterRecord {
     pub partitions: u16,
+    /// Absent from the record of a cluster started before partitions shared streams: it
+    /// has a stream per partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changelog_streams: Option<u16>,
     /// The node that recorded it, and when (RFC 3339), for the operator's benefit.
     pub recorded_by: String,
     pub recorded_at: String,
 }
 
-/// Why a node may not join the cluster on its broker namespace.
+impl ClusterRecord {
+    /// The changelog streams the cluster's partitions share.
+    pub fn streams(&self) -> u16 {
+        self.changelog_streams.unwrap_or(self.partitions)
+    }
+}
+
+/// Why a node may not join the cluster on its broker namespace: a count fixed for the
+/// cluster's life (`setting`, counting `what`) differs from what its first node recorded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "cluster.partitions is {configured} on this node, but the cluster on namespace '{namespace}' \
-     was started with {recorded} partitions (recorded by node {recorded_by} at {recorded_at}); \
-     the count is fixed for the life of a cluster: set OTPD__CLUSTER__PARTITIONS={recorded}, \
-     or start a new cluster under another amqp.namespace"
+    "cluster.{setting} is {configured} on this node, but the cluster on namespace '{namespace}' \
+     was started with {recorded} {what} (recorded by node {recorded_by} at {recorded_at}); \
+     the count is fixed for the life of a cluster: set OTPD__CLUSTER__{}={recorded}, \
+     or start a new cluster under another amqp.namespace",
+    setting.to_uppercase()
 )]
 pub struct PartitionMismatch {
     pub namespace: String,
+    pub setting: &'static str,
+    pub what: &'static str,
     pub configured: u16,
     pub recorded: u16,
     pub recorded_by: String,
     pub recorded_at: String,
 }
 
-/// Whether a node configured with `configured` partitions may join the cluster `record`
-/// describes.
+/// Whether a node configured with `partitions` sharing `streams` changelog streams may join
+/// the cluster `record` describes.
 pub fn agree(
     namespace: &str,
-    configured: u16,
+    partitions: u16,
+    streams: u16,
     record: &ClusterRecord,
 ) -> Result<(), PartitionMismatch> {
-    if record.partitions == configured {
-        return Ok(());
+    let counts = [
+        ("partitions", "partitions", partitions, record.partitions),
+        (
+            "changelog_streams",
+            "changelog streams",
+            streams,
+            record.streams(),
+        ),
+    ];
+    match counts
+        .into_iter()
+        .find(|(_, _, configured, recorded)| configured != recorded)
+    {
+        None => Ok(()),
+        Some((setting, what, configured, recorded)) => Err(PartitionMismatch {
+            namespace: namespace.to_owned(),
+            setting,
+            what,
+            configured,
+            recorded,
+            recorded_by: record.recorded_by.clone(),
+            recorded_at: record.recorded_at.clone(),
+        }),
     }
-    Err(PartitionMismatch {
-        namespace: namespace.to_owned(),
-        configured,
-        recorded: record.partitions,
-        recorded_by: record.recorded_by.clone(),
-        recorded_at: record.recorded_at.clone(),
-    })
 }
 
 /// What the owner of a partition says of it.
@@ -100,8 +142,9 @@ pub struct NodeView {
     pub node: String,
     /// How many partitions it owns.
     pub partitions: u16,
-    /// Records appended to the changelogs of the partitions it follows (the others') that
-    /// it has not applied yet, measured every few seconds; `None` if it did not say.
+    /// Records appended to the changelog streams it follows (those carrying partitions
+    /// other nodes serve) that it has not applied yet, measured every few seconds; `None` if
+    /// it did not say.
     pub changelog_lag: Option<u64>,
 }
 
@@ -193,22 +236,25 @@ pub trait ClusterStatus: Send + Sync {
 mod tests {
     use super::*;
 
-    fn record(partitions: u16) -> ClusterRecord {
+    fn record(partitions: u16, changelog_streams: Option<u16>) -> ClusterRecord {
         ClusterRecord {
             partitions,
+            changelog_streams,
             recorded_by: "node-a".into(),
             recorded_at: "2026-12-02T10:00:00Z".into(),
         }
     }
 
     #[test]
-    fn the_same_count_agrees() {
-        assert_eq!(agree("otp", 32, &record(32)), Ok(()));
+    fn the_same_counts_agree() {
+        assert_eq!(agree("otp", 32, 4, &record(32, Some(4))), Ok(()));
     }
 
     #[test]
     fn a_mismatch_names_both_counts_and_the_way_out() {
-        let message = agree("otp", 16, &record(32)).unwrap_err().to_string();
+        let message = agree("otp", 16, 4, &record(32, Some(4)))
+            .unwrap_err()
+            .to_string();
         assert!(message.contains("cluster.partitions is 16"), "{message}");
         assert!(message.contains("started with 32 partitions"), "{message}");
         assert!(
@@ -216,6 +262,48 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("node-a"), "{message}");
+
+        let message = agree("otp", 32, 2, &record(32, Some(4)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("cluster.changelog_streams is 2"),
+            "{message}"
+        );
+        assert!(
+            message.contains("started with 4 changelog streams"),
+            "{message}"
+        );
+        assert!(
+            message.contains("OTPD__CLUSTER__CHANGELOG_STREAMS=4"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_cluster_recorded_before_streams_were_shared_has_one_per_partition() {
+        let old: ClusterRecord = serde_json::from_str(
+            r#"{"partitions":32,"recorded_by":"node-a","recorded_at":"2026-12-02T10:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.streams(), 32);
+        assert_eq!(agree("otp", 32, 32, &old), Ok(()));
+        assert!(agree("otp", 32, 4, &old).is_err());
+    }
+
+    #[test]
+    fn each_stream_carries_every_partition_that_maps_to_it_and_no_other() {
+        for (partitions, streams) in [(32, 4), (8, 3), (5, 5), (7, 1)] {
+            let mut seen = Vec::new();
+            for stream in 0..streams {
+                for partition in partitions_of(stream, partitions, streams) {
+                    assert_eq!(stream_of(partition, streams), stream);
+                    seen.push(partition);
+                }
+            }
+            seen.sort_unstable();
+            assert_eq!(seen, (0..partitions).collect::<Vec<_>>());
+        }
     }
 
     #[test]

@@ -12,6 +12,11 @@ pub struct ClusterSettings {
     /// Partitions of the cluster's state, 1 to 1024. Fixed for the life of a cluster and
     /// recorded in the broker: a node configured otherwise refuses to start. Default 32.
     pub partitions: u16,
+    /// Changelog streams the partitions share, 1 to `partitions`: partition p appends to
+    /// stream p mod this. Fewer streams are fewer appends per flush (the broker's cost is
+    /// per append); more spread the appends over a clustered broker's nodes. Fixed for the
+    /// life of a cluster and recorded like `partitions`. Default 2.
+    pub changelog_streams: u16,
     /// This node's name in logs, metrics and `GET /v1/cluster`. Default: the host name and
     /// a random suffix, new at each start.
     pub node_id: Option<String>,
@@ -27,6 +32,7 @@ impl Default for ClusterSettings {
     fn default() -> Self {
         ClusterSettings {
             partitions: 32,
+            changelog_streams: 2,
             node_id: None,
             tick_ms: 500,
             command_timeout_ms: 2000,
@@ -41,6 +47,12 @@ impl ClusterSettings {
             problems.push(format!(
                 "cluster.partitions is {}; give 1 to {MAX_PARTITIONS} (every node of a cluster the same)",
                 self.partitions
+            ));
+        }
+        if !(1..=self.partitions.max(1)).contains(&self.changelog_streams) {
+            problems.push(format!(
+                "cluster.changelog_streams is {}; give 1 to cluster.partitions ({}), every node of a cluster the same",
+                self.changelog_streams, self.partitions
             ));
         }
         if let Some(id) = &self.node_id {
@@ -104,12 +116,24 @@ mod tests {
     fn partitions_and_ticks_out_of_range_are_refused_with_the_value() {
         let settings = ClusterSettings {
             partitions: 0,
+            changelog_streams: 0,
             tick_ms: 5,
             ..ClusterSettings::default()
         };
         let problems = settings.validate().join("\n");
         assert!(problems.contains("cluster.partitions is 0"), "{problems}");
         assert!(problems.contains("cluster.tick_ms is 5"), "{problems}");
+        assert!(
+            problems.contains("cluster.changelog_streams is 0"),
+            "{problems}"
+        );
+        let more_streams_than_partitions = ClusterSettings {
+            partitions: 4,
+            changelog_streams: 8,
+            ..ClusterSettings::default()
+        };
+        assert!(more_streams_than_partitions.validate()[0]
+            .contains("cluster.changelog_streams is 8; give 1 to cluster.partitions (4)"));
     }
 
     #[test]

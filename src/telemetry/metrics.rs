@@ -178,7 +178,7 @@ impl Metrics {
         );
         let cluster_lag = IntGauge::new(
             "otpd_cluster_changelog_lag_records",
-            "Records appended to the changelogs of the partitions this node follows that it has not applied yet, as last measured.",
+            "Records appended to the changelog streams this node follows that it has not applied yet, as last measured.",
         )
         .expect("metric definitions are valid");
         registry

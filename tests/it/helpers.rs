@@ -827,13 +827,19 @@ pub fn authed(client: &reqwest::Client, method: Method, url: String, key: &str) 
 }
 
 /// Deletes every queue, stream and exchange otpd declares under `namespace` for a cluster of
-/// `partitions` partitions; what is not there is no error.
+/// `partitions` partitions (and as many changelog streams as any such cluster has); what is
+/// not there is no error.
 pub async fn delete_topology(channel: &lapin::Channel, namespace: &str, partitions: u16) {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     // The default settings name the region queues (config/default.toml).
     let mut settings = otpd::config::Settings::load(None).expect("default settings");
     settings.amqp.namespace = namespace.to_owned();
-    let topology = otpd::bus::amqp::topology::Topology::from_settings(&settings.amqp, partitions);
+    let cluster = otpd::cluster::ClusterSettings {
+        partitions,
+        changelog_streams: partitions,
+        ..settings.cluster
+    };
+    let topology = otpd::bus::amqp::topology::Topology::from_settings(&settings.amqp, &cluster);
     for queue in topology.all_queue_names() {
         let _ = channel
             .queue_delete(queue.into(), QueueDeleteOptions::default())

@@ -213,10 +213,7 @@ async fn no_code_reaches_logs_store_queues_events_metrics_or_responses() {
     let mut places = Places::default();
     let mut topology_settings = Settings::load(None).expect("default settings");
     topology_settings.amqp.namespace = broker.namespace.clone();
-    let topology = Topology::from_settings(
-        &topology_settings.amqp,
-        topology_settings.cluster.partitions,
-    );
+    let topology = Topology::from_settings(&topology_settings.amqp, &topology_settings.cluster);
 
     // Run 1: the provider hangs, so codes pile up in the queues; then the process is killed.
     fake.control().hang(true);

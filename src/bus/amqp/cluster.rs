@@ -9,9 +9,10 @@
 //! a partition queue, which is the number of nodes the broker sees) yields one partition a
 //! tick by consuming its queue anew, at the back of the line.
 //!
-//! The changelog: the owner of a partition appends its changes to the partition's stream on
-//! a confirm-mode channel of the connection it owns the partition through; every node reads
-//! the streams of the partitions it does not serve and applies them to its store.
+//! The changelog: the owner of a partition appends its changes to the partition's stream
+//! (partitions share `cluster.changelog_streams` streams) on a confirm-mode channel of the
+//! connection it owns the partition through; every node reads each stream that carries a
+//! partition it does not serve and applies it to its store, its own records skipped.
 
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
@@ -33,8 +34,8 @@ use crate::cluster::changelog::{Changelog, Confirm, LogRecord, View};
 use crate::cluster::command::{Command, Reply};
 use crate::cluster::ownership::Entered;
 use crate::cluster::{
-    agree, ClusterRecord, ClusterSettings, ClusterUnavailable, ClusterView, Executor, Forwarder,
-    OwnerReport, Ownership, PartitionMismatch,
+    agree, partitions_of, stream_of, ClusterRecord, ClusterSettings, ClusterUnavailable,
+    ClusterView, Executor, Forwarder, OwnerReport, Ownership, PartitionMismatch,
 };
 use crate::domain::Timestamp;
 use crate::telemetry::metrics::metrics;
@@ -75,6 +76,8 @@ pub struct ClusterLink {
     node: String,
     namespace: String,
     partitions: u16,
+    /// The changelog streams the partitions share.
+    streams: u16,
     tick: Duration,
     ownership: Arc<Ownership>,
     joined: AtomicBool,
@@ -85,17 +88,17 @@ pub struct ClusterLink {
     appender: RwLock<Option<Channel>>,
     /// That connection's state, as the broker last told it: whether it blocks publishes.
     connection: RwLock<Option<ConnectionStatus>>,
-    /// The stream of each partition.
+    /// The changelog streams, by number.
     changelogs: Vec<String>,
-    /// This session's changelog channels, one per partition, and where a consumer that
-    /// ended says so.
+    /// This session's changelog channels, one per stream, and where a consumer that ended
+    /// says so.
     readers: RwLock<Option<(Vec<Channel>, mpsc::Sender<String>)>>,
     /// This session's channel for looking at the changelogs' tails: one record each.
     tail_reader: RwLock<Option<Channel>>,
-    /// The consumer tag of the follower of each partition this node follows.
+    /// The consumer tag of the follower of each stream this node follows.
     followers: Mutex<HashMap<u16, String>>,
-    /// Held by whoever starts or stops following a partition, one at a time per partition:
-    /// a partition never has two followers on its reader channel. (RabbitMQ 3.10 keeps one
+    /// Held by whoever starts or stops following a stream, one at a time per stream: a
+    /// stream never has two followers on its reader channel. (RabbitMQ 3.10 keeps one
     /// consumer per stream and channel in its books: a second replaces the first there, and
     /// canceling the first then crashes the channel and closes the whole connection.)
     following: Vec<tokio::sync::Mutex<()>>,
@@ -111,18 +114,18 @@ pub struct ClusterLink {
     timeout: Duration,
     /// Longest wait for an owner's answer to a forwarded command.
     command_timeout: Duration,
-    /// Per partition, the offset after the last changelog record this node applied.
+    /// Per stream, the offset after the last changelog record this node applied.
     applied_to: Vec<AtomicU64>,
     /// One run of changelog records is written to the store at a time, on a thread that
-    /// may block: the partitions' followers take turns, so catching up takes at most one
+    /// may block: the streams' followers take turns, so catching up takes at most one
     /// core from the requests and jobs this node serves meanwhile.
     applier: tokio::sync::Semaphore,
     /// While this node applies its backlog before taking partitions (`catching_up`), it
-    /// serves no partition, and runs of different partitions are written at once, one per
+    /// serves no partition, and runs of different streams are written at once, one per
     /// core.
     catch_up: tokio::sync::Semaphore,
     catching_up: AtomicBool,
-    /// One run of a partition at a time, whichever follower (of this session or the one
+    /// One run of a stream at a time, whichever follower (of this session or the one
     /// before, still finishing) applies it.
     applying: Vec<tokio::sync::Mutex<()>>,
     /// Records appended to the changelogs this node follows but not yet applied, as last
@@ -133,8 +136,8 @@ pub struct ClusterLink {
 /// What a session keeps of its membership; dropping it stops the ticks.
 pub struct Membership {
     tasks: super::Aborting,
-    /// Each partition's changelog tail when this node joined, and the offset its store
-    /// had applied up to.
+    /// Each changelog stream's tail when this node joined, and the offset its store had
+    /// applied up to.
     tails: Vec<Option<u64>>,
     stood: Vec<u64>,
 }
@@ -146,6 +149,7 @@ impl ClusterLink {
             node: settings.node_id(),
             namespace: namespace.to_owned(),
             partitions: settings.partitions,
+            streams: settings.changelog_streams,
             tick: Duration::from_millis(settings.tick_ms),
             ownership: Ownership::new(settings.partitions),
             joined: AtomicBool::new(false),
@@ -157,26 +161,26 @@ impl ClusterLink {
                     namespace: namespace.to_owned(),
                     ..super::settings::AmqpSettings::default()
                 },
-                settings.partitions,
+                settings,
             )
             .changelogs,
             fences: Mutex::default(),
             readers: RwLock::new(None),
             tail_reader: RwLock::new(None),
             followers: Mutex::default(),
-            following: per_partition(settings.partitions, tokio::sync::Mutex::default),
+            following: one_each(settings.changelog_streams, tokio::sync::Mutex::default),
             asker: RwLock::new(None),
             waiting: Mutex::default(),
             executor: OnceLock::new(),
             timeout,
             command_timeout: Duration::from_millis(settings.command_timeout_ms),
-            applied_to: per_partition(settings.partitions, AtomicU64::default),
+            applied_to: one_each(settings.changelog_streams, AtomicU64::default),
             applier: tokio::sync::Semaphore::new(1),
             catch_up: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, usize::from),
             ),
             catching_up: AtomicBool::new(false),
-            applying: per_partition(settings.partitions, tokio::sync::Mutex::default),
+            applying: one_each(settings.changelog_streams, tokio::sync::Mutex::default),
             lag: AtomicU64::new(0),
         })
     }
@@ -259,7 +263,7 @@ impl ClusterLink {
         let record = self
             .cluster_record(connection, topology, stream.message_count() > 0)
             .await?;
-        agree(&self.namespace, self.partitions, &record)?;
+        agree(&self.namespace, self.partitions, self.streams, &record)?;
         // Only a node that agrees declares the partition queues, so a misconfigured one
         // leaves no stray queues behind.
         for queue in &topology.partition_queues {
@@ -285,9 +289,9 @@ impl ClusterLink {
         let replies = super::consume_without_acks(&asker, DIRECT_REPLY).await?;
         let mut tasks = super::Aborting::default();
         tasks.push(self.spawn_reply_router(replies, ended.clone()));
-        // A channel per stream, so one partition's batched acks never cover another's.
+        // A channel per stream, so one stream's batched acks never cover another's.
         let mut readers = Vec::new();
-        for _ in 0..self.partitions {
+        for _ in 0..self.streams {
             let reader = connection.create_channel().await?;
             reader
                 .basic_qos(APPLY_PREFETCH, BasicQosOptions::default())
@@ -300,18 +304,16 @@ impl ClusterLink {
         tail_reader.basic_qos(1, BasicQosOptions::default()).await?;
         *self.tail_reader.write().unwrap_or_else(|p| p.into_inner()) = Some(tail_reader);
         let tails = self.tails(TAIL_WAIT_AT_JOIN).await;
-        let stood: Vec<u64> = (0..self.partitions)
-            .map(|partition| {
-                view.applied(partition)
+        let stood: Vec<u64> = (0..self.streams)
+            .map(|stream| {
+                view.applied(stream)
                     .map(|applied| applied.map_or(0, |offset| offset + 1))
             })
             .collect::<Result<_, _>>()
             .map_err(|error| JoinError::Broker(error.to_string()))?;
         // All at once: a busy broker answers each slowly, but not one after the other.
-        futures_util::future::try_join_all(
-            (0..self.partitions).map(|partition| self.follow(partition)),
-        )
-        .await?;
+        futures_util::future::try_join_all((0..self.streams).map(|stream| self.follow(stream)))
+            .await?;
         tasks.push(self.spawn_marks());
         *self.asker.write().unwrap_or_else(|p| p.into_inner()) = Some(asker);
         Ok(Membership {
@@ -393,6 +395,7 @@ impl ClusterLink {
         }
         let record = ClusterRecord {
             partitions: self.partitions,
+            changelog_streams: Some(self.streams),
             recorded_by: self.node.clone(),
             recorded_at: Timestamp::now().to_rfc3339(),
         };
@@ -696,20 +699,20 @@ struct Consumers {
 }
 
 impl ClusterLink {
-    /// Starts applying `partition`'s changelog to this node's store from the offset it
-    /// applied last, unless it follows it already. A node follows every partition it does
-    /// not serve, so its store stays a warm copy and a takeover only has the last moments
-    /// to apply.
-    async fn follow(self: &Arc<Self>, partition: u16) -> Result<(), JoinError> {
-        let _one_at_a_time = self.following[usize::from(partition)].lock().await;
-        if self.lock_followers().contains_key(&partition) {
+    /// Starts applying changelog `stream` to this node's store from the offset it applied
+    /// last, unless it follows it already. A node follows every stream that carries a
+    /// partition it does not serve, so its store stays a warm copy and a takeover only has
+    /// the last moments to apply.
+    async fn follow(self: &Arc<Self>, stream: u16) -> Result<(), JoinError> {
+        let _one_at_a_time = self.following[usize::from(stream)].lock().await;
+        if self.lock_followers().contains_key(&stream) {
             return Ok(());
         }
         let view = Arc::clone(self.store_view()?);
-        let (reader, ended) = self.session_reader(partition)?;
-        let start = match view.applied(partition) {
+        let (reader, ended) = self.session_reader(stream)?;
+        let start = match view.applied(stream) {
             Ok(Some(offset)) => {
-                self.applied_to[usize::from(partition)].store(offset + 1, Ordering::Release);
+                self.applied_to[usize::from(stream)].store(offset + 1, Ordering::Release);
                 AMQPValue::LongLongInt(offset as i64 + 1)
             }
             Ok(None) => AMQPValue::LongString("first".into()),
@@ -719,14 +722,14 @@ impl ClusterLink {
         arguments.insert("x-stream-offset".into(), start);
         // A tag of its own each time, so a follower that ends late is told from the next.
         let tag = format!(
-            "{}.changelog.{partition}.{:08x}",
+            "{}.changelog.{stream}.{:08x}",
             self.node,
             rand::random::<u32>()
         );
-        self.lock_followers().insert(partition, tag.clone());
+        self.lock_followers().insert(stream, tag.clone());
         let mut consumer = reader
             .basic_consume(
-                self.changelogs[usize::from(partition)].as_str().into(),
+                self.changelogs[usize::from(stream)].as_str().into(),
                 tag.as_str().into(),
                 BasicConsumeOptions::default(),
                 arguments,
@@ -735,21 +738,21 @@ impl ClusterLink {
         let link = Arc::clone(self);
         tokio::spawn(async move {
             let reason = loop {
-                let run = match next_run(&mut consumer, partition).await {
+                let run = match next_run(&mut consumer, stream).await {
                     Ok(run) => run,
                     Err(reason) => break reason,
                 };
-                if let Err(reason) = link.apply_run(&view, partition, run).await {
+                if let Err(reason) = link.apply_run(&view, stream, run).await {
                     break reason;
                 }
             };
-            // A follower stopped on purpose (this node serves the partition) or replaced is
-            // no longer the partition's follower; only the current one ending is news.
+            // A follower stopped on purpose (this node serves the stream's partitions) or
+            // replaced is no longer the stream's follower; only the current one ending is news.
             let current = {
                 let mut followers = link.lock_followers();
-                let current = followers.get(&partition) == Some(&tag);
+                let current = followers.get(&stream) == Some(&tag);
                 if current {
-                    followers.remove(&partition);
+                    followers.remove(&stream);
                 }
                 current
             };
@@ -760,7 +763,7 @@ impl ClusterLink {
         Ok(())
     }
 
-    /// Applies a run of `partition`'s changelog records. The broker's credit is given back
+    /// Applies a run of changelog `stream`'s records. The broker's credit is given back
     /// first, so the next run is on its way while this one is written: the offsets applied
     /// are this node's own to keep, not the broker's. The store is written on the blocking
     /// pool (a batch waits out the store's flush in progress), one run at a time, or one
@@ -768,7 +771,7 @@ impl ClusterLink {
     async fn apply_run(
         &self,
         view: &Arc<dyn View>,
-        partition: u16,
+        stream: u16,
         run: Vec<Delivery>,
     ) -> Result<(), String> {
         let Some(last) = run.last() else {
@@ -783,7 +786,7 @@ impl ClusterLink {
         } else {
             &self.applier
         };
-        let _partition = self.applying[usize::from(partition)].lock().await;
+        let _stream = self.applying[usize::from(stream)].lock().await;
         let _turn = appliers
             .acquire()
             .await
@@ -794,60 +797,62 @@ impl ClusterLink {
                 .iter()
                 .map(|delivery| {
                     let offset = stream_offset(delivery).ok_or_else(|| {
-                        format!(
-                            "a changelog record of partition {partition} came without its offset"
-                        )
+                        format!("a record of changelog stream {stream} came without its offset")
                     })?;
                     Ok((offset, delivery.data.as_slice()))
                 })
                 .collect::<Result<Vec<_>, String>>()?;
-            let applied = view.apply(partition, &records).map_err(|error| {
-                format!("could not apply partition {partition}'s changelog: {error}")
-            })?;
+            let applied = view
+                .apply(stream, &records)
+                .map_err(|error| format!("could not apply changelog stream {stream}: {error}"))?;
             let applied_to = records.last().map_or(0, |(offset, _)| offset + 1);
             Ok::<_, String>((applied, records.len(), applied_to))
         })
         .await
-        .map_err(|error| {
-            format!("applying partition {partition}'s changelog stopped: {error}")
-        })??;
+        .map_err(|error| format!("applying changelog stream {stream} stopped: {error}"))??;
         metrics()
             .cluster_messages
             .with_label_values(&["applied"])
             .inc_by(count as u64);
-        self.applied_to[usize::from(partition)].store(applied_to, Ordering::Release);
+        self.applied_to[usize::from(stream)].store(applied_to, Ordering::Release);
         for (origin, nonce) in applied.fences {
-            self.fence_applied(partition, origin, nonce);
+            self.fence_applied(origin, nonce);
         }
         Ok(())
     }
 
-    /// Stops following `partition`: this node serves it now, and its own changes are in its
-    /// store before they are in the changelog. (Unless it has begun to yield it meanwhile,
-    /// and wants it followed again.)
-    async fn unfollow(&self, partition: u16) {
-        let _one_at_a_time = self.following[usize::from(partition)].lock().await;
-        if !self.ownership.serves(partition) {
+    /// Whether this node serves every partition whose changes go to `stream`: its store then
+    /// has them all before they are in the changelog.
+    fn serves_stream(&self, stream: u16) -> bool {
+        partitions_of(stream, self.partitions, self.streams)
+            .all(|partition| self.ownership.serves(partition))
+    }
+
+    /// Stops following `stream` once this node serves every partition it carries. (Not if
+    /// it has begun to yield one of them meanwhile, and wants it followed again.)
+    async fn unfollow(&self, stream: u16) {
+        let _one_at_a_time = self.following[usize::from(stream)].lock().await;
+        if !self.serves_stream(stream) {
             return;
         }
-        let Ok((reader, _)) = self.session_reader(partition) else {
+        let Ok((reader, _)) = self.session_reader(stream) else {
             return;
         };
-        let Some(tag) = self.lock_followers().remove(&partition) else {
+        let Some(tag) = self.lock_followers().remove(&stream) else {
             return;
         };
         let canceled = reader
             .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
             .await;
         if let Err(error) = canceled {
-            tracing::warn!(%error, partition, "Could not stop following a partition this node serves.");
+            tracing::warn!(%error, stream, "Could not stop following a changelog stream whose partitions this node serves.");
         }
     }
 
-    /// The first offset of the last chunk of `partition`'s changelog: every record before
-    /// it is appended (and at most one chunk's worth after it). `None` when the stream is
-    /// empty or the broker did not answer in time.
-    async fn tail_offset(&self, partition: u16, wait: Duration) -> Option<u64> {
+    /// The first offset of the last chunk of changelog `stream`: every record before it is
+    /// appended (and at most one chunk's worth after it). `None` when the stream is empty or
+    /// the broker did not answer in time.
+    async fn tail_offset(&self, stream: u16, wait: Duration) -> Option<u64> {
         let reader = self
             .tail_reader
             .read()
@@ -859,14 +864,10 @@ impl ClusterLink {
             AMQPValue::LongString("last".into()),
         );
         // A tag of its own each time: a look at the tail may run while another ends.
-        let tag = format!(
-            "{}.tail.{partition}.{:08x}",
-            self.node,
-            rand::random::<u32>()
-        );
+        let tag = format!("{}.tail.{stream}.{:08x}", self.node, rand::random::<u32>());
         let mut consumer = reader
             .basic_consume(
-                self.changelogs[usize::from(partition)].as_str().into(),
+                self.changelogs[usize::from(stream)].as_str().into(),
                 tag.as_str().into(),
                 BasicConsumeOptions::default(),
                 arguments,
@@ -883,11 +884,11 @@ impl ClusterLink {
         }
     }
 
-    /// The tail of every partition's changelog, asked all at once: an empty stream answers
-    /// only when its `wait` runs out.
+    /// The tail of every changelog stream, asked all at once: an empty stream answers only
+    /// when its `wait` runs out.
     async fn tails(&self, wait: Duration) -> Vec<Option<u64>> {
         futures_util::future::join_all(
-            (0..self.partitions).map(|partition| self.tail_offset(partition, wait)),
+            (0..self.streams).map(|stream| self.tail_offset(stream, wait)),
         )
         .await
     }
@@ -942,26 +943,26 @@ impl ClusterLink {
         );
     }
 
-    /// Looks at how far each partition's changelog has come. Of a partition this node
-    /// serves, everything is in its store: the offset is recorded as applied, so a node that
-    /// reconnects starts from there rather than from its takeover. Of the others, what is
-    /// not yet applied is this node's lag.
+    /// Looks at how far each changelog stream has come. Of a stream whose partitions this
+    /// node all serves, everything is in its store: the offset is recorded as applied, so a
+    /// node that reconnects starts from there rather than from its takeover. Of the others,
+    /// what is not yet applied is this node's lag.
     async fn mark(&self) {
         let Some(view) = self.view.get() else { return };
         let tails = self.tails(MARK_WAIT).await;
         let mut lag = 0;
-        for (partition, tail) in (0..self.partitions).zip(tails) {
+        for (stream, tail) in (0..self.streams).zip(tails) {
             let Some(tail) = tail else {
                 continue;
             };
-            if self.ownership.serves(partition) {
+            if self.serves_stream(stream) {
                 if tail > 0 {
-                    if let Err(error) = view.save_applied(partition, tail - 1) {
-                        tracing::warn!(%error, partition, "Could not record the applied offset.");
+                    if let Err(error) = view.save_applied(stream, tail - 1) {
+                        tracing::warn!(%error, stream, "Could not record the applied offset.");
                     }
                 }
             } else {
-                let applied_to = self.applied_to[usize::from(partition)].load(Ordering::Acquire);
+                let applied_to = self.applied_to[usize::from(stream)].load(Ordering::Acquire);
                 lag += tail.saturating_sub(applied_to);
             }
         }
@@ -981,26 +982,26 @@ impl ClusterLink {
         })
     }
 
-    /// The consumer tag of each partition's follower.
+    /// The consumer tag of each stream's follower.
     fn lock_followers(&self) -> std::sync::MutexGuard<'_, HashMap<u16, String>> {
         self.followers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The channel `partition`'s changelog is read on in this session, and where the
-    /// session hears that a consumer ended.
-    fn session_reader(&self, partition: u16) -> Result<(Channel, mpsc::Sender<String>), JoinError> {
+    /// The channel changelog `stream` is read on in this session, and where the session
+    /// hears that a consumer ended.
+    fn session_reader(&self, stream: u16) -> Result<(Channel, mpsc::Sender<String>), JoinError> {
         let readers = self.readers.read().unwrap_or_else(|p| p.into_inner());
         let disconnected = || JoinError::Broker("the broker is not connected".into());
         let (channels, ended) = readers.as_ref().ok_or_else(disconnected)?;
         let reader = channels
-            .get(usize::from(partition))
+            .get(usize::from(stream))
             .cloned()
             .ok_or_else(disconnected)?;
         Ok((reader, ended.clone()))
     }
 
-    /// A new owner appends a fence to the partition's changelog and serves once it has
-    /// applied it: everything the owners before it appended is then in its store.
+    /// A new owner appends a fence to the partition's changelog stream and serves once it
+    /// has applied it: everything the owners before it appended is then in its store.
     async fn catch_up(self: &Arc<Self>, partition: u16) {
         let started = std::time::Instant::now();
         let nonce: u64 = rand::random();
@@ -1014,7 +1015,7 @@ impl ClusterLink {
             origin: view.origin(),
             nonce,
         };
-        let appended = match self.append(partition, fence.encode()).await {
+        let appended = match self.append(&[partition], fence.encode()).await {
             Ok(confirm) => confirm.await,
             Err(error) => Err(error),
         };
@@ -1024,7 +1025,7 @@ impl ClusterLink {
         }
         if fence_seen.await.is_ok() {
             self.ownership.caught_up(partition);
-            self.unfollow(partition).await;
+            self.unfollow(stream_of(partition, self.streams)).await;
             tracing::info!(
                 node = %self.node,
                 partition,
@@ -1034,19 +1035,20 @@ impl ClusterLink {
         }
     }
 
-    fn fence_applied(&self, partition: u16, origin: u64, nonce: u64) {
+    /// A fence of this node's was applied: the catch-up that appended it (its nonce is
+    /// its own) is done.
+    fn fence_applied(&self, origin: u64, nonce: u64) {
         let Some(view) = self.view.get() else { return };
         if origin != view.origin() {
             return;
         }
         let mut fences = self.fences.lock().unwrap_or_else(|p| p.into_inner());
-        if fences
-            .get(&partition)
-            .is_some_and(|(waiting, _)| *waiting == nonce)
-        {
-            if let Some((_, applied)) = fences.remove(&partition) {
-                let _ = applied.send(());
-            }
+        let partition = fences
+            .iter()
+            .find(|(_, (waiting, _))| *waiting == nonce)
+            .map(|(partition, _)| *partition);
+        if let Some((_, applied)) = partition.and_then(|partition| fences.remove(&partition)) {
+            let _ = applied.send(());
         }
     }
 }
@@ -1087,12 +1089,12 @@ async fn send_to_queue(
 /// Counts one cluster message of `kind` (appended, applied, forwarded, served).
 /// The next run of a changelog consumer's records: the first as it comes, then those
 /// already here, up to `APPLY_RUN`. An error names why the consumer ended.
-async fn next_run(consumer: &mut lapin::Consumer, partition: u16) -> Result<Vec<Delivery>, String> {
+async fn next_run(consumer: &mut lapin::Consumer, stream: u16) -> Result<Vec<Delivery>, String> {
     let ended = |next: Option<lapin::Result<Delivery>>| match next {
         Some(Ok(delivery)) => Ok(delivery),
         Some(Err(error)) => Err(error.to_string()),
         None => Err(format!(
-            "the changelog consumer of partition {partition} was canceled"
+            "the consumer of changelog stream {stream} was canceled"
         )),
     };
     let mut run = vec![ended(consumer.next().await)?];
@@ -1109,8 +1111,8 @@ fn count(kind: &str) {
     metrics().cluster_messages.with_label_values(&[kind]).inc();
 }
 
-/// Records before each partition's tail (the first offset of its last chunk; `None`: empty
-/// or unknown) at or after the offset it is `applied_to` (the offset after the last record
+/// Records before each stream's tail (the first offset of its last chunk; `None`: empty or
+/// unknown) at or after the offset it is `applied_to` (the offset after the last record
 /// applied).
 fn records_behind(tails: &[Option<u64>], applied_to: &[u64]) -> u64 {
     tails
@@ -1133,8 +1135,14 @@ fn stream_offset(delivery: &lapin::message::Delivery) -> Option<u64> {
 
 #[async_trait::async_trait]
 impl Changelog for ClusterLink {
-    async fn append(&self, partition: u16, record: Vec<u8>) -> Result<Confirm, String> {
-        if self.ownership.owned_since(partition).is_none() {
+    async fn append(&self, partitions: &[u16], record: Vec<u8>) -> Result<Confirm, String> {
+        let Some(&first) = partitions.first() else {
+            return Err("a changelog record names no partition".to_owned());
+        };
+        if let Some(partition) = partitions
+            .iter()
+            .find(|partition| self.ownership.owned_since(**partition).is_none())
+        {
             return Err(format!("this node does not own partition {partition}"));
         }
         if self.publishes_blocked() {
@@ -1147,7 +1155,7 @@ impl Changelog for ClusterLink {
             .clone()
             .filter(|channel| channel.status().connected())
             .ok_or_else(|| "the broker is not connected".to_owned())?;
-        let stream = &self.changelogs[usize::from(partition)];
+        let stream = &self.changelogs[usize::from(stream_of(first, self.streams))];
         count("appended");
         let persistent = BasicProperties::default().with_delivery_mode(2);
         let confirm = send_to_queue(&appender, stream, &record, persistent)
@@ -1282,9 +1290,10 @@ impl Consumers {
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        // Follow it again before the broker hands it on, so no change of the next owner
-        // is missed.
-        if let Err(error) = self.link.follow(partition).await {
+        // Follow its stream again before the broker hands it on, so no change of the next
+        // owner is missed.
+        let stream = stream_of(partition, self.link.streams);
+        if let Err(error) = self.link.follow(stream).await {
             tracing::warn!(%error, partition, "Could not follow a partition again; keeping it.");
             self.link.ownership.caught_up_again(partition);
             return Ok(());
@@ -1348,7 +1357,7 @@ const APPLY_RUN: usize = APPLY_PREFETCH as usize / 2;
 /// How often a node looks whether its store was opened again.
 const STORE_WATCH: Duration = Duration::from_secs(1);
 
-/// How often a node records how far the changelogs of the partitions it serves have come.
+/// How often a node records how far the changelog streams have come.
 const MARK_EVERY: Duration = Duration::from_secs(5);
 
 /// How long a node waits for the last chunk of a changelog when it records that.
@@ -1358,9 +1367,9 @@ const MARK_WAIT: Duration = Duration::from_secs(1);
 /// milliseconds (a busy broker in a few hundred), an empty one never.
 const TAIL_WAIT_AT_JOIN: Duration = Duration::from_secs(1);
 
-/// One `make()` for each of `partitions`, in partition order.
-fn per_partition<T>(partitions: u16, make: impl Fn() -> T) -> Vec<T> {
-    (0..partitions).map(|_| make()).collect()
+/// One `make()` for each of `count` partitions or streams, in order.
+fn one_each<T>(count: u16, make: impl Fn() -> T) -> Vec<T> {
+    (0..count).map(|_| make()).collect()
 }
 
 /// A flag raised while it lives, lowered when it is dropped (the wait it marks may end early).

@@ -82,7 +82,7 @@ impl AmqpBus {
     pub fn new(settings: &AmqpSettings, cluster: &ClusterSettings, tls: AmqpTls) -> Arc<Self> {
         Arc::new(AmqpBus {
             tls,
-            topology: Arc::new(Topology::from_settings(settings, cluster.partitions)),
+            topology: Arc::new(Topology::from_settings(settings, cluster)),
             cluster: ClusterLink::new(
                 cluster,
                 &settings.namespace,

@@ -3,6 +3,7 @@
 //! idempotently.
 
 use super::settings::AmqpSettings;
+use crate::cluster::ClusterSettings;
 
 /// How the requests queue is stored by the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +48,8 @@ pub struct Topology {
     /// One queue per partition, consumed by every node with single active consumer: the
     /// broker makes the one consumer it delivers to the partition's owner.
     pub partition_queues: Vec<String>,
-    /// One stream per partition: its changelog, which every node applies to its store.
+    /// The changelog streams, each shared by the partitions `cluster::stream_of` maps to
+    /// it, which every node applies to its store.
     pub changelogs: Vec<String>,
     /// Fanout exchange the pumping guards tell each other their counts through; each node
     /// binds a queue of its own while connected.
@@ -61,8 +63,9 @@ impl Topology {
         self.all_queue_names().contains(&queue)
     }
 
-    /// The names under `[amqp]`, for a cluster of `partitions` partitions.
-    pub fn from_settings(settings: &AmqpSettings, partitions: u16) -> Self {
+    /// The names under `[amqp]`, for a cluster of `cluster.partitions` partitions sharing
+    /// `cluster.changelog_streams` streams.
+    pub fn from_settings(settings: &AmqpSettings, cluster: &ClusterSettings) -> Self {
         let ns = &settings.namespace;
         let region_queues = settings
             .region_queues
@@ -90,11 +93,11 @@ impl Topology {
             delay_queue: format!("{ns}.delay"),
             delivery_limit: settings.delivery_limit,
             cluster_stream: format!("{ns}.cluster"),
-            partition_queues: (0..partitions)
+            partition_queues: (0..cluster.partitions)
                 .map(|partition| partition_queue(ns, partition))
                 .collect(),
-            changelogs: (0..partitions)
-                .map(|partition| format!("{ns}.changelog.{partition:04}"))
+            changelogs: (0..cluster.changelog_streams)
+                .map(|stream| format!("{ns}.changelog.{stream:04}"))
                 .collect(),
             guard_exchange: format!("{ns}.guard"),
         }
@@ -230,7 +233,14 @@ mod tests {
                 .collect(),
             ..AmqpSettings::default()
         };
-        Topology::from_settings(&settings, 2)
+        Topology::from_settings(
+            &settings,
+            &ClusterSettings {
+                partitions: 2,
+                changelog_streams: 2,
+                ..ClusterSettings::default()
+            },
+        )
     }
 
     #[test]
