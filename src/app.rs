@@ -380,7 +380,7 @@ async fn open_store(
     let logged = LoggedEngine::new(
         engine,
         settings.cluster.partitions,
-        settings.cluster.changelog_streams,
+        settings.cluster.streams(),
     );
     let shared = logged.shared();
     let store = SlottedStore(RecordStore::new(logged, retention));

@@ -1,6 +1,7 @@
 //! The changelog: every change to a partition's state, as the owner made it, appended to
-//! the partition's stream and confirmed before anything is answered; every node applies the
-//! streams to its store, which is then a view of the whole cluster's state.
+//! the partition's changelog stream (partitions share streams) and confirmed before
+//! anything is answered; every node applies the streams to its store, which is then a view
+//! of the whole cluster's state.
 //!
 //! The owner changes its store as a single node would. `LoggedEngine` sits under the
 //! records and remembers each write made while a command runs for a destination (`in_slot`),

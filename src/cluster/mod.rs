@@ -1,8 +1,9 @@
 //! Broker mode as a cluster: the state is split into `cluster.partitions` partitions, and
 //! the broker makes exactly one node the owner of each (a single-active-consumer queue per
 //! partition). This module holds what does not touch the broker: the settings, the
-//! partition count every node must agree on, this node's table of the partitions it owns,
-//! and the views `GET /v1/cluster` answers with. The broker side is `bus::amqp::cluster`.
+//! partition and changelog stream counts every node must agree on, this node's table of
+//! the partitions it owns, and the views `GET /v1/cluster` answers with. The broker side is
+//! `bus::amqp::cluster`.
 
 pub mod changelog;
 pub mod command;
@@ -68,10 +69,10 @@ impl ClusterRecord {
     "cluster.{setting} is {configured} on this node, but the cluster on namespace '{namespace}' \
      was started with {recorded} {what} (recorded by node {recorded_by} at {recorded_at}); \
      the count is fixed for the life of a cluster: set OTPD__CLUSTER__{}={recorded}, \
-     or start a new cluster under another amqp.namespace",
+     or start a new cluster under another amqp.namespace with every node on an empty store.dir",
     setting.to_uppercase()
 )]
-pub struct PartitionMismatch {
+pub struct CountMismatch {
     pub namespace: String,
     pub setting: &'static str,
     pub what: &'static str,
@@ -88,7 +89,7 @@ pub fn agree(
     partitions: u16,
     streams: u16,
     record: &ClusterRecord,
-) -> Result<(), PartitionMismatch> {
+) -> Result<(), CountMismatch> {
     let counts = [
         ("partitions", "partitions", partitions, record.partitions),
         (
@@ -103,7 +104,7 @@ pub fn agree(
         .find(|(_, _, configured, recorded)| configured != recorded)
     {
         None => Ok(()),
-        Some((setting, what, configured, recorded)) => Err(PartitionMismatch {
+        Some((setting, what, configured, recorded)) => Err(CountMismatch {
             namespace: namespace.to_owned(),
             setting,
             what,

@@ -1,5 +1,6 @@
 //! The store of a cluster node: each write to a destination's state is made inside its
-//! slot, so the changelog engine below knows which partition's stream it belongs to.
+//! slot, so the changelog engine below knows which partition (and so which changelog
+//! stream) it belongs to.
 //! The lists every node enforces (the blocklist, fraud blocks) are written in their own
 //! slot, and the counters the cluster shares in theirs by the CounterBook; everything else
 //! (uncapped providers' counts, sweeping) is this node's.

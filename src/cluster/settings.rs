@@ -1,9 +1,9 @@
-//! `[cluster]`: how many partitions the cluster's state is split into (fixed for its life)
-//! and this node's name. Broker mode only: embedded mode is one node without partitions.
+//! `[cluster]`: how many partitions the cluster's state is split into and how many
+//! changelog streams they share (both fixed for its life), and this node's name. Broker mode only: embedded mode is one node without partitions.
 
 use serde::Deserialize;
 
-/// The most partitions a cluster may have: each is a queue (and a stream) on the broker.
+/// The most partitions a cluster may have: each is a queue on the broker.
 pub const MAX_PARTITIONS: u16 = 1024;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -12,10 +12,11 @@ pub struct ClusterSettings {
     /// Partitions of the cluster's state, 1 to 1024. Fixed for the life of a cluster and
     /// recorded in the broker: a node configured otherwise refuses to start. Default 32.
     pub partitions: u16,
-    /// Changelog streams the partitions share, 1 to `partitions`: partition p appends to
-    /// stream p mod this. Fewer streams are fewer appends per flush (the broker's cost is
-    /// per append); more spread the appends over a clustered broker's nodes. Fixed for the
-    /// life of a cluster and recorded like `partitions`. Default 2.
+    /// Changelog streams the partitions share, at least 1; more than `partitions` count as
+    /// `partitions` (see `streams`). Partition p appends to stream p mod this. Fewer streams
+    /// are fewer appends per flush (the broker's cost is per append); more spread the
+    /// appends over a clustered broker's nodes. Fixed for the life of a cluster and recorded
+    /// like `partitions`. Default 2.
     pub changelog_streams: u16,
     /// This node's name in logs, metrics and `GET /v1/cluster`. Default: the host name and
     /// a random suffix, new at each start.
@@ -49,11 +50,11 @@ impl ClusterSettings {
                 self.partitions
             ));
         }
-        if !(1..=self.partitions.max(1)).contains(&self.changelog_streams) {
-            problems.push(format!(
-                "cluster.changelog_streams is {}; give 1 to cluster.partitions ({}), every node of a cluster the same",
-                self.changelog_streams, self.partitions
-            ));
+        if self.changelog_streams == 0 {
+            problems.push(
+                "cluster.changelog_streams is 0; give 1 or more (every node of a cluster the same)"
+                    .to_owned(),
+            );
         }
         if let Some(id) = &self.node_id {
             if !is_node_id(id) {
@@ -75,6 +76,12 @@ impl ClusterSettings {
             ));
         }
         problems
+    }
+
+    /// The changelog streams the partitions share: `changelog_streams`, at most one per
+    /// partition (a cluster of one partition has one stream whatever the default says).
+    pub fn streams(&self) -> u16 {
+        self.changelog_streams.clamp(1, self.partitions.max(1))
     }
 
     /// This node's id: the configured one, or the host name with a random suffix.
@@ -127,13 +134,23 @@ mod tests {
             problems.contains("cluster.changelog_streams is 0"),
             "{problems}"
         );
+    }
+
+    #[test]
+    fn streams_beyond_the_partitions_count_as_one_per_partition() {
+        let one_partition = ClusterSettings {
+            partitions: 1,
+            ..ClusterSettings::default()
+        };
+        assert!(one_partition.validate().is_empty());
+        assert_eq!(one_partition.streams(), 1);
         let more_streams_than_partitions = ClusterSettings {
             partitions: 4,
             changelog_streams: 8,
             ..ClusterSettings::default()
         };
-        assert!(more_streams_than_partitions.validate()[0]
-            .contains("cluster.changelog_streams is 8; give 1 to cluster.partitions (4)"));
+        assert_eq!(more_streams_than_partitions.streams(), 4);
+        assert_eq!(ClusterSettings::default().streams(), 2);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The cluster on the broker. At each connection a node checks the partition count recorded
-//! in the cluster stream (recording it if it is the first node), then consumes every
+//! The cluster on the broker. At each connection a node checks the partition and changelog
+//! stream counts recorded in the cluster stream (recording them if it is the first node),
+//! then consumes every
 //! partition queue. The queues have a single active consumer, so the broker makes one node
 //! the owner of each partition; a node learns that it is the owner when a message of the
 //! queue reaches it, which the ticks every node publishes make happen within a tick. When
@@ -35,7 +36,7 @@ use crate::cluster::command::{Command, Reply};
 use crate::cluster::ownership::Entered;
 use crate::cluster::{
     agree, partitions_of, stream_of, ClusterRecord, ClusterSettings, ClusterUnavailable,
-    ClusterView, Executor, Forwarder, OwnerReport, Ownership, PartitionMismatch,
+    ClusterView, CountMismatch, Executor, Forwarder, OwnerReport, Ownership,
 };
 use crate::domain::Timestamp;
 use crate::telemetry::metrics::metrics;
@@ -57,7 +58,7 @@ const ASK_WAIT: Duration = Duration::from_millis(1500);
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
     #[error(transparent)]
-    Refused(#[from] PartitionMismatch),
+    Refused(#[from] CountMismatch),
     #[error("the cluster record in stream {stream} is unreadable: {detail}")]
     Unreadable { stream: String, detail: String },
     #[error("the broker failed: {0}")]
@@ -149,7 +150,7 @@ impl ClusterLink {
             node: settings.node_id(),
             namespace: namespace.to_owned(),
             partitions: settings.partitions,
-            streams: settings.changelog_streams,
+            streams: settings.streams(),
             tick: Duration::from_millis(settings.tick_ms),
             ownership: Ownership::new(settings.partitions),
             joined: AtomicBool::new(false),
@@ -168,19 +169,19 @@ impl ClusterLink {
             readers: RwLock::new(None),
             tail_reader: RwLock::new(None),
             followers: Mutex::default(),
-            following: one_each(settings.changelog_streams, tokio::sync::Mutex::default),
+            following: one_each(settings.streams(), tokio::sync::Mutex::default),
             asker: RwLock::new(None),
             waiting: Mutex::default(),
             executor: OnceLock::new(),
             timeout,
             command_timeout: Duration::from_millis(settings.command_timeout_ms),
-            applied_to: one_each(settings.changelog_streams, AtomicU64::default),
+            applied_to: one_each(settings.streams(), AtomicU64::default),
             applier: tokio::sync::Semaphore::new(1),
             catch_up: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, usize::from),
             ),
             catching_up: AtomicBool::new(false),
-            applying: one_each(settings.changelog_streams, tokio::sync::Mutex::default),
+            applying: one_each(settings.streams(), tokio::sync::Mutex::default),
             lag: AtomicU64::new(0),
         })
     }
@@ -239,7 +240,7 @@ impl ClusterLink {
         self.joined.load(Ordering::Acquire)
     }
 
-    /// Joins the cluster on `connection`: checks (or records) the partition count, then
+    /// Joins the cluster on `connection`: checks (or records) the partition and stream counts, then
     /// consumes every partition queue and starts ticking. A consumer that ends for any
     /// reason but this node's own yielding says so on `ended`.
     pub async fn join(
@@ -727,14 +728,22 @@ impl ClusterLink {
             rand::random::<u32>()
         );
         self.lock_followers().insert(stream, tag.clone());
-        let mut consumer = reader
+        let consumed = reader
             .basic_consume(
                 self.changelogs[usize::from(stream)].as_str().into(),
                 tag.as_str().into(),
                 BasicConsumeOptions::default(),
                 arguments,
             )
-            .await?;
+            .await;
+        let mut consumer = match consumed {
+            Ok(consumer) => consumer,
+            Err(error) => {
+                // Not followed after all: the next try must not find it taken.
+                self.lock_followers().remove(&stream);
+                return Err(error.into());
+            }
+        };
         let link = Arc::clone(self);
         tokio::spawn(async move {
             let reason = loop {
@@ -1011,10 +1020,8 @@ impl ClusterLink {
             .unwrap_or_else(|p| p.into_inner())
             .insert(partition, (nonce, applied));
         let Some(view) = self.view.get() else { return };
-        let fence = LogRecord::Fence {
-            origin: view.origin(),
-            nonce,
-        };
+        let origin = view.origin();
+        let fence = LogRecord::Fence { origin, nonce };
         let appended = match self.append(&[partition], fence.encode()).await {
             Ok(confirm) => confirm.await,
             Err(error) => Err(error),
@@ -1023,7 +1030,9 @@ impl ClusterLink {
             tracing::warn!(%error, partition, "Could not mark a partition's changelog; the connection is restarted to try again.");
             return;
         }
-        if fence_seen.await.is_ok() {
+        // Of this session only: a fence applied just as the connection closed says nothing
+        // of the partition claimed again in the next one.
+        if fence_seen.await.is_ok() && view.origin() == origin {
             self.ownership.caught_up(partition);
             self.unfollow(stream_of(partition, self.streams)).await;
             tracing::info!(
@@ -1294,7 +1303,7 @@ impl Consumers {
         // owner is missed.
         let stream = stream_of(partition, self.link.streams);
         if let Err(error) = self.link.follow(stream).await {
-            tracing::warn!(%error, partition, "Could not follow a partition again; keeping it.");
+            tracing::warn!(%error, partition, "Could not follow a partition's changelog stream again; keeping the partition.");
             self.link.ownership.caught_up_again(partition);
             return Ok(());
         }

@@ -64,7 +64,7 @@ impl Topology {
     }
 
     /// The names under `[amqp]`, for a cluster of `cluster.partitions` partitions sharing
-    /// `cluster.changelog_streams` streams.
+    /// `cluster.streams()` changelog streams.
     pub fn from_settings(settings: &AmqpSettings, cluster: &ClusterSettings) -> Self {
         let ns = &settings.namespace;
         let region_queues = settings
@@ -96,7 +96,7 @@ impl Topology {
             partition_queues: (0..cluster.partitions)
                 .map(|partition| partition_queue(ns, partition))
                 .collect(),
-            changelogs: (0..cluster.changelog_streams)
+            changelogs: (0..cluster.streams())
                 .map(|stream| format!("{ns}.changelog.{stream:04}"))
                 .collect(),
             guard_exchange: format!("{ns}.guard"),
