@@ -247,36 +247,44 @@ async fn a_node_with_another_partition_or_stream_count_refuses_to_start_and_name
     let first = cluster.start("node-a").await;
     let store = tempfile::tempdir().expect("a temp store");
     let env = cluster.env("node-b", &(PARTITIONS * 2).to_string());
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (status, output) = OtpdProcess::run_to_exit(store.path(), &env, Duration::from_secs(30));
-    assert!(
-        status.is_some_and(|status| !status.success()),
-        "the node with 16 partitions did not fail ({status:?}):\n{output}"
-    );
-    assert!(
-        output.contains("cluster.partitions is 16 on this node")
-            && output.contains("was started with 8 partitions")
-            && output.contains("OTPD__CLUSTER__PARTITIONS=8"),
-        "{output}"
+    assert_refused(
+        store.path(),
+        &env,
+        &[
+            "cluster.partitions is 16 on this node",
+            "was started with 8 partitions",
+            "OTPD__CLUSTER__PARTITIONS=8",
+        ],
     );
     // So is one whose partitions share another count of changelog streams.
     let mut env = cluster.env("node-c", &PARTITIONS.to_string());
     env.push(("OTPD__CLUSTER__CHANGELOG_STREAMS", "4".to_owned()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (status, output) = OtpdProcess::run_to_exit(store.path(), &env, Duration::from_secs(30));
-    assert!(
-        status.is_some_and(|status| !status.success()),
-        "the node with 4 changelog streams did not fail ({status:?}):\n{output}"
-    );
-    assert!(
-        output.contains("cluster.changelog_streams is 4 on this node")
-            && output.contains("was started with 2 changelog streams")
-            && output.contains("OTPD__CLUSTER__CHANGELOG_STREAMS=2"),
-        "{output}"
+    assert_refused(
+        store.path(),
+        &env,
+        &[
+            "cluster.changelog_streams is 4 on this node",
+            "was started with 2 changelog streams",
+            "OTPD__CLUSTER__CHANGELOG_STREAMS=2",
+        ],
     );
     // The cluster itself is unharmed.
     let (owners, _) = wait_for_owners(&first, &["node-a"], 1, Duration::from_secs(5)).await;
     assert_eq!(owners.len(), usize::from(PARTITIONS));
+}
+
+/// Runs a node with `env` on `store` and asserts that it stops at start, saying each of
+/// `said`.
+fn assert_refused(store: &std::path::Path, env: &[(&'static str, String)], said: &[&str]) {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, output) = OtpdProcess::run_to_exit(store, &env, Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|status| !status.success()),
+        "the node did not fail ({status:?}):\n{output}"
+    );
+    for said in said {
+        assert!(output.contains(said), "no '{said}' in:\n{output}");
+    }
 }
 
 /// Requests spread over the nodes: each goes to the node after the one before.
