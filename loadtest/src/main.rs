@@ -384,6 +384,19 @@ impl Sut {
         notes
     }
 
+    /// A `mode` run's report of what this otpd says of itself and of where it ran; the
+    /// run's own figures are the caller's to add.
+    async fn report(&mut self, mode: &str, common: &Common) -> Report {
+        let mut report = base_report(mode, common);
+        self.record_footprint(&mut report);
+        report.notes.extend(self.self_report().await);
+        report.notes.extend(self.cluster_report().await);
+        report.target = self.address.clone();
+        report.namespace = Some(self.namespace.clone());
+        report.provider = self.provider.clone();
+        report
+    }
+
     /// What the spawned otpd takes now, memory and disk, and its store's size over the
     /// run (whose sampling stops), into `report`.
     fn record_footprint(&mut self, report: &mut Report) {
@@ -495,13 +508,7 @@ impl Sut {
 }
 
 async fn finish_sut(mut sut: Sut, mode: &str, common: &Common) -> anyhow::Result<Report> {
-    let mut report = base_report(mode, common);
-    sut.record_footprint(&mut report);
-    report.notes.extend(sut.self_report().await);
-    report.notes.extend(sut.cluster_report().await);
-    report.target = sut.address.clone();
-    report.namespace = Some(sut.namespace.clone());
-    report.provider = sut.provider.clone();
+    let report = sut.report(mode, common).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     sut.stop(&common.amqp_url).await?;
     Ok(report)
@@ -610,13 +617,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
                 common.drain_timeout,
             )
             .await;
-            let mut report = base_report("amqp", &common);
-            sut.record_footprint(&mut report);
-            report.notes.extend(sut.self_report().await);
-            report.notes.extend(sut.cluster_report().await);
-            report.target = sut.address.clone();
-            report.namespace = Some(sut.namespace.clone());
-            report.provider = sut.provider.clone();
+            let mut report = sut.report("amqp", &common).await;
             let stopped = sut.stop(&common.amqp_url).await;
             let run = run?;
             stopped?;

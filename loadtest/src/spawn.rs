@@ -548,13 +548,12 @@ pub async fn delete_namespace(amqp_url: &str, namespace: &str) -> anyhow::Result
     let channel = connection.create_channel().await?;
     let mut settings = otpd::config::Settings::load(None).context("otpd's default settings")?;
     settings.amqp.namespace = namespace.to_string();
-    // Every stream a cluster of these partitions may have: the otpd under test (an older
-    // build, say) may share fewer among them than these settings say.
-    let cluster = otpd::cluster::ClusterSettings {
-        changelog_streams: settings.cluster.partitions,
-        ..settings.cluster
-    };
-    let topology = otpd::bus::amqp::topology::Topology::from_settings(&settings.amqp, &cluster);
+    // The otpd under test (an older build, say) may share its streams otherwise than these
+    // settings say.
+    let topology = otpd::bus::amqp::topology::Topology::from_settings(
+        &settings.amqp,
+        &settings.cluster.with_every_stream(),
+    );
     otpd::bus::amqp::declare::delete(&channel, &topology)
         .await
         .with_context(|| format!("delete the queues and exchanges of {namespace}"))?;

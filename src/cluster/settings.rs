@@ -84,6 +84,15 @@ impl ClusterSettings {
         self.changelog_streams.clamp(1, self.partitions.max(1))
     }
 
+    /// The same partitions with a changelog stream each: every stream a cluster of them may
+    /// have, whatever its nodes share (to delete a namespace's topology whole).
+    pub fn with_every_stream(&self) -> ClusterSettings {
+        ClusterSettings {
+            changelog_streams: self.partitions,
+            ..self.clone()
+        }
+    }
+
     /// This node's id: the configured one, or the host name with a random suffix.
     pub fn node_id(&self) -> String {
         self.node_id.clone().unwrap_or_else(default_node_id)
@@ -151,6 +160,7 @@ mod tests {
         };
         assert_eq!(more_streams_than_partitions.streams(), 4);
         assert_eq!(ClusterSettings::default().streams(), 2);
+        assert_eq!(ClusterSettings::default().with_every_stream().streams(), 32);
     }
 
     #[test]

@@ -836,10 +836,12 @@ pub async fn delete_topology(channel: &lapin::Channel, namespace: &str, partitio
     settings.amqp.namespace = namespace.to_owned();
     let cluster = otpd::cluster::ClusterSettings {
         partitions,
-        changelog_streams: partitions,
         ..settings.cluster
     };
-    let topology = otpd::bus::amqp::topology::Topology::from_settings(&settings.amqp, &cluster);
+    let topology = otpd::bus::amqp::topology::Topology::from_settings(
+        &settings.amqp,
+        &cluster.with_every_stream(),
+    );
     for queue in topology.all_queue_names() {
         let _ = channel
             .queue_delete(queue.into(), QueueDeleteOptions::default())
