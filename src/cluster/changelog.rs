@@ -327,13 +327,15 @@ impl<E: KvEngine> LogShared<E> {
     }
 
     /// Where write `seq`'s append stands; `None` if it finished too long ago to remember
-    /// (then it was confirmed long before the flush asking about it).
+    /// (then it was confirmed long before the flush asking about it). Looked for from the
+    /// newest: a flush asks about a write it has just made.
     fn standing(&self, seq: u64) -> Option<Standing> {
         let appends = lock(&self.appends);
         let covers = |lo: u64, hi: u64| (lo..=hi).contains(&seq);
         if let Some((_, _, generation)) = appends
             .in_flight
             .iter()
+            .rev()
             .find(|(lo, hi, _)| covers(*lo, *hi))
         {
             return Some(Standing::InFlight(generation.clone()));
@@ -341,6 +343,7 @@ impl<E: KvEngine> LogShared<E> {
         appends
             .finished
             .iter()
+            .rev()
             .find(|(lo, hi, _)| covers(*lo, *hi))
             .map(|(_, _, result)| Standing::Done(result.clone()))
     }

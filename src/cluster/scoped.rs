@@ -14,7 +14,9 @@ use crate::domain::{
     BlockEntry, DeliveryJob, DestinationKey, DestinationState, IdempotencyKey, IdempotencyRecord,
     JobId, QuotaUsage, TenantUsage, Timestamp, Verification, VerificationId,
 };
-use crate::store::{DueStep, IssueWrite, MessageOwner, Store, StoreError, Swept};
+use crate::store::{
+    DueStep, IssueWrite, MessageOwner, OutboxCursor, OutboxPage, Store, StoreError, Swept,
+};
 
 pub struct SlottedStore<S>(pub S);
 
@@ -49,9 +51,9 @@ impl<S: Store> Store for SlottedStore<S> {
 
     fn outbox_page(
         &self,
-        after: Option<&JobId>,
+        after: Option<&OutboxCursor>,
         limit: usize,
-    ) -> Result<Vec<DeliveryJob>, StoreError> {
+    ) -> Result<OutboxPage, StoreError> {
         self.0.outbox_page(after, limit)
     }
 

@@ -26,9 +26,9 @@ pub async fn resume_outbox(
     let mut after = None;
     loop {
         let page = store.outbox_page(after.as_ref(), PAGE)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.job_id.clone());
-        for job in page.into_iter().filter(|job| job.created_at < started) {
+        let Some(next) = page.next else { break };
+        after = Some(next);
+        for job in page.jobs.into_iter().filter(|job| job.created_at < started) {
             match bus.publish_job(&job).await {
                 Ok(()) => resumed += 1,
                 Err(error) => {

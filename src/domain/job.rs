@@ -16,6 +16,11 @@ impl JobId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Its verification's [`VerificationId::made`] (empty for a job id of another form).
+    pub fn made(&self) -> &str {
+        self.0.get(12..20).unwrap_or_default()
+    }
 }
 
 impl fmt::Display for JobId {

@@ -13,11 +13,18 @@ use std::fmt;
 pub struct VerificationId(String);
 
 impl VerificationId {
-    /// A new id in `slot`.
+    /// A new id in `slot`, made now: `ver_`, the slot, the second it was made (both eight
+    /// hex digits) and sixteen random hex digits.
     pub fn generate_in(slot: u32) -> Self {
-        let mut random = [0u8; 12];
+        Self::made_in(slot, Timestamp::now())
+    }
+
+    pub(crate) fn made_in(slot: u32, now: Timestamp) -> Self {
+        let mut random = [0u8; 8];
         OsRng.fill_bytes(&mut random);
-        VerificationId(format!("ver_{slot:08x}{}", hex::encode(random)))
+        // Seconds fit eight hex digits until 2106.
+        let second = (now.0 / 1000) as u32;
+        VerificationId(format!("ver_{slot:08x}{second:08x}{}", hex::encode(random)))
     }
 
     /// A new id in a random slot (for tests and examples).
@@ -31,6 +38,13 @@ impl VerificationId {
             .get(4..12)
             .and_then(|hex| u32::from_str_radix(hex, 16).ok())
             .unwrap_or(0)
+    }
+
+    /// The eight hex digits after the slot: the second the id was made, in ids made since
+    /// they carry it (the store keeps the records of a time together by them); random in
+    /// ids made before.
+    pub fn made(&self) -> &str {
+        &self.0[12..20]
     }
 
     /// Accepts a caller's id if it has the form otpd gives ids; anything else cannot exist.

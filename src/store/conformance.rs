@@ -33,8 +33,9 @@ macro_rules! engine_suite {
                 updates_apply_atomically_and_may_decline,
                 each_next_workflow_step_is_scheduled_until_forgotten,
                 a_resend_decided_on_a_record_changed_since_writes_nothing,
-                the_outbox_pages_in_job_order_and_holds_only_jobs,
+                the_outbox_pages_in_the_order_jobs_were_made_and_holds_only_jobs,
                 finishing_a_job_records_its_outcome_then_leaves_the_outbox,
+                records_of_ids_made_before_ids_carried_their_second_are_kept_where_they_are,
                 abandoning_an_issue_cancels_only_the_current_send,
                 message_owners_are_found_per_provider,
                 usage_blocklist_and_fraud_blocks_round_trip,
@@ -313,6 +314,7 @@ fn outbox_ids<E: KvEngine>(store: &RecordStore<E>) -> Vec<JobId> {
     store
         .outbox_page(None, usize::MAX)
         .unwrap()
+        .jobs
         .into_iter()
         .map(|job| job.job_id)
         .collect()
@@ -333,7 +335,7 @@ fn an_issue_reads_back_whole<E: KvEngine>(engine: E) {
     );
     let (key, record) = write.idempotency.as_ref().unwrap();
     assert_eq!(store.idempotency(key).unwrap().as_ref(), Some(record));
-    let jobs = store.outbox_page(None, 10).unwrap();
+    let jobs = store.outbox_page(None, 10).unwrap().jobs;
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].job_id, write.job.job_id);
     assert_eq!(jobs[0].sealed_code, write.job.sealed_code);
@@ -356,7 +358,8 @@ fn what_was_never_written_reads_as_none<E: KvEngine>(engine: E) {
     assert!(store.tenant_usage("acme").unwrap().is_none());
     assert!(store.blocklist().unwrap().is_empty());
     assert!(store.fraud_blocks().unwrap().is_empty());
-    assert!(store.outbox_page(None, 10).unwrap().is_empty());
+    let page = store.outbox_page(None, 10).unwrap();
+    assert!(page.jobs.is_empty() && page.next.is_none());
     assert!(store.outbox_job(&write.job.job_id).unwrap().is_none());
     let mut called = false;
     let updated = store
@@ -525,7 +528,7 @@ fn updates_apply_atomically_and_may_decline<E: KvEngine>(engine: E) {
     assert_eq!(after.attempts_used, THREADS * EACH, "no update was lost");
 }
 
-fn the_outbox_pages_in_job_order_and_holds_only_jobs<E: KvEngine>(engine: E) {
+fn the_outbox_pages_in_the_order_jobs_were_made_and_holds_only_jobs<E: KvEngine>(engine: E) {
     let store = store(engine);
     let writes: Vec<IssueWrite> = (0..5).map(issue).collect();
     for write in &writes {
@@ -537,18 +540,23 @@ fn the_outbox_pages_in_job_order_and_holds_only_jobs<E: KvEngine>(engine: E) {
         .save_tenant_usage("acme", &TenantUsage::default())
         .unwrap();
 
-    let mut paged = Vec::new();
-    let mut after: Option<JobId> = None;
-    loop {
-        let page = store.outbox_page(after.as_ref(), 2).unwrap();
-        assert!(page.len() <= 2);
-        let Some(last) = page.last() else { break };
-        after = Some(last.job_id.clone());
-        paged.extend(page.into_iter().map(|job| job.job_id));
-    }
     let mut expected: Vec<JobId> = writes.iter().map(|w| w.job.job_id.clone()).collect();
-    expected.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    assert_eq!(paged, expected);
+    expected.sort_by(|a, b| (a.made(), a.as_str()).cmp(&(b.made(), b.as_str())));
+    assert_eq!(paged_outbox(&store, 2), expected);
+}
+
+/// The outbox's job ids, read `per_page` at a time.
+fn paged_outbox<E: KvEngine>(store: &RecordStore<E>, per_page: usize) -> Vec<JobId> {
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.outbox_page(after.as_ref(), per_page).unwrap();
+        assert!(page.jobs.len() <= per_page);
+        let Some(next) = page.next else { break };
+        after = Some(next);
+        paged.extend(page.jobs.into_iter().map(|job| job.job_id));
+    }
+    paged
 }
 
 fn finishing_a_job_records_its_outcome_then_leaves_the_outbox<E: KvEngine>(engine: E) {
@@ -571,6 +579,67 @@ fn finishing_a_job_records_its_outcome_then_leaves_the_outbox<E: KvEngine>(engin
         .unwrap()
         .unwrap();
     assert_eq!(untouched.delivery, DeliveryState::Queued);
+}
+
+/// A store written before ids carried their second holds a verification and its job under
+/// `v/<id>` and `o/<job id>`: they are read, changed and finished there, not copied.
+fn records_of_ids_made_before_ids_carried_their_second_are_kept_where_they_are<E: KvEngine>(
+    engine: E,
+) {
+    let store = store(engine);
+    let first = issue(1);
+    store.commit_issue(&first).unwrap();
+    let id = first.verification.id.clone();
+    let (verification_key, job_key) = (keys::verification(&id), keys::outbox(&first.job.job_id));
+    let (old_verification_key, old_job_key) = (
+        keys::verification_as_first_stored(&id),
+        keys::outbox_as_first_stored(&first.job.job_id),
+    );
+    for (key, old_key) in [
+        (&verification_key, &old_verification_key),
+        (&job_key, &old_job_key),
+    ] {
+        let bytes = value(store.engine(), key).unwrap();
+        store.engine().insert(old_key, &bytes).unwrap();
+        store.engine().remove(key).unwrap();
+    }
+    let present = |key: &[u8]| value(store.engine(), key).is_some();
+
+    assert_eq!(store.verification(&id).unwrap().unwrap().send_seq, 1);
+    assert!(store.outbox_job(&first.job.job_id).unwrap().is_some());
+    let other = issue(2);
+    store.commit_issue(&other).unwrap();
+    assert_eq!(
+        paged_outbox(&store, 1),
+        vec![other.job.job_id.clone(), first.job.job_id.clone()],
+        "a page ending at a job where it was first stored goes on after it"
+    );
+    store.finish_job(&other.job, &|_| {}).unwrap();
+    store
+        .update_verification(&id, &mut |record| {
+            record.attempts_used = 1;
+            true
+        })
+        .unwrap();
+    let mut resend = issue(1);
+    resend.verification.id = id.clone();
+    resend.verification.send_seq = 2;
+    resend.job.job_id = JobId::new(&id, 2);
+    resend.job.verification_id = id.clone();
+    resend.decided_on = Some(store.verification(&id).unwrap().unwrap());
+    store.commit_issue(&resend).unwrap();
+    store.finish_job(&first.job, &|_| {}).unwrap();
+
+    let kept = store.verification(&id).unwrap().unwrap();
+    assert_eq!(
+        (kept.attempts_used, kept.send_seq),
+        (0, 2),
+        "the resend's record"
+    );
+    assert!(present(&old_verification_key) && !present(&verification_key));
+    assert!(!present(&old_job_key), "the first job left the outbox");
+    assert_eq!(outbox_ids(&store), vec![resend.job.job_id.clone()]);
+    assert!(present(&keys::outbox(&resend.job.job_id)));
 }
 
 fn abandoning_an_issue_cancels_only_the_current_send<E: KvEngine>(engine: E) {

@@ -78,6 +78,19 @@ pub struct MessageOwner {
     pub purge_at: Timestamp,
 }
 
+/// A page of the outbox, and where the next one starts.
+#[derive(Debug, Default)]
+pub struct OutboxPage {
+    pub jobs: Vec<DeliveryJob>,
+    /// After the page's last job; `None` when the page is empty.
+    pub next: Option<OutboxCursor>,
+}
+
+/// Where a page of the outbox ended: the key of its last job as stored (jobs queued before
+/// ids carried their second are stored elsewhere than their id alone would say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxCursor(Vec<u8>);
+
 /// What one sweep came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Swept {
@@ -132,12 +145,13 @@ pub trait Store: Send + Sync + 'static {
     /// The outbox job `id`, while its delivery has not finished.
     fn outbox_job(&self, id: &JobId) -> Result<Option<DeliveryJob>, StoreError>;
 
-    /// Up to `limit` outbox jobs in id order, starting after `after`.
+    /// Up to `limit` outbox jobs in the order their verifications were made, starting where
+    /// the page before ended (`after`).
     fn outbox_page(
         &self,
-        after: Option<&JobId>,
+        after: Option<&OutboxCursor>,
         limit: usize,
-    ) -> Result<Vec<DeliveryJob>, StoreError>;
+    ) -> Result<OutboxPage, StoreError>;
 
     /// Records a job's outcome on its verification, then removes the job from the outbox.
     fn finish_job(

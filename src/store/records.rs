@@ -8,7 +8,9 @@ use serde::Serialize;
 use std::time::Duration;
 
 use super::kv::{KeyRange, KvEngine};
-use super::{keys, DueStep, IssueWrite, MessageOwner, Store, StoreError, Swept};
+use super::{
+    keys, DueStep, IssueWrite, MessageOwner, OutboxCursor, OutboxPage, Store, StoreError, Swept,
+};
 use crate::domain::fraud::{Block, Prefix};
 use crate::domain::{
     BlockEntry, DeliveryJob, DeliveryState, DestinationKey, DestinationState, IdempotencyKey,
@@ -35,6 +37,9 @@ pub struct RecordStore<E> {
     retention: Duration,
 }
 
+/// A record as found: the key it is stored under, and its bytes.
+type Found<V> = Option<(Vec<u8>, V)>;
+
 impl<E: KvEngine> RecordStore<E> {
     pub fn new(engine: E, retention: Duration) -> Self {
         RecordStore { engine, retention }
@@ -50,6 +55,34 @@ impl<E: KvEngine> RecordStore<E> {
             Some(bytes) => decode(bytes.as_ref()).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The record under `key`, or, if there is none, under `first_stored` (where records of
+    /// ids made before ids carried their second are): the key it was found under, and its
+    /// bytes.
+    fn find(
+        &self,
+        key: Vec<u8>,
+        first_stored: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Found<E::Value>, StoreError> {
+        if let Some(bytes) = self.engine.get(&key)? {
+            return Ok(Some((key, bytes)));
+        }
+        let first_stored = first_stored();
+        Ok(self
+            .engine
+            .get(&first_stored)?
+            .map(|bytes| (first_stored, bytes)))
+    }
+
+    fn find_verification(&self, id: &VerificationId) -> Result<Found<E::Value>, StoreError> {
+        self.find(keys::verification(id), || {
+            keys::verification_as_first_stored(id)
+        })
+    }
+
+    fn find_job(&self, id: &JobId) -> Result<Found<E::Value>, StoreError> {
+        self.find(keys::outbox(id), || keys::outbox_as_first_stored(id))
     }
 
     fn write<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StoreError> {
@@ -106,17 +139,19 @@ impl<E: KvEngine> RecordStore<E> {
         }
     }
 
-    /// The stored bytes of the verification under `key`, if it is still `decided_on`.
+    /// The key and stored bytes of `decided_on`'s verification, if they are still what it
+    /// was decided on.
     fn ensure_unchanged(
         &self,
-        key: &[u8],
         decided_on: &Verification,
-    ) -> Result<E::Value, StoreError> {
-        let current = self.engine.get(key)?.ok_or_else(changed_meanwhile)?;
+    ) -> Result<(Vec<u8>, E::Value), StoreError> {
+        let (key, current) = self
+            .find_verification(&decided_on.id)?
+            .ok_or_else(changed_meanwhile)?;
         // Compared as this build writes them, whatever format the stored one has.
         let stored = encode(&decode::<Verification>(current.as_ref())?)?;
         if stored == encode(decided_on)? {
-            Ok(current)
+            Ok((key, current))
         } else {
             Err(changed_meanwhile())
         }
@@ -203,7 +238,9 @@ impl<E: KvEngine> RecordStore<E> {
 
 impl<E: KvEngine> Store for RecordStore<E> {
     fn verification(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError> {
-        self.read(&keys::verification(id))
+        self.find_verification(id)?
+            .map(|(_, bytes)| decode(bytes.as_ref()))
+            .transpose()
     }
 
     fn update_verification(
@@ -211,9 +248,8 @@ impl<E: KvEngine> Store for RecordStore<E> {
         id: &VerificationId,
         change: &mut dyn FnMut(&mut Verification) -> bool,
     ) -> Result<Option<Verification>, StoreError> {
-        let key = keys::verification(id);
         loop {
-            let Some(current) = self.engine.get(&key)? else {
+            let Some((key, current)) = self.find_verification(id)? else {
                 return Ok(None);
             };
             let current = current.as_ref();
@@ -254,17 +290,18 @@ impl<E: KvEngine> Store for RecordStore<E> {
         // - the outbox job next (without its verification, recovery drops it as gone);
         // - then the verification, the destination state, the idempotency record.
         // A crash before the flush answers nothing to the caller, so a retry decides afresh.
-        let verification_key = keys::verification(&write.verification.id);
         let destination_key = keys::destination(&write.destination_key);
         let outbox_key = keys::outbox(&write.job.job_id);
         // A resend is compared before anything is written, so one refused here leaves
         // nothing behind; the swap of these bytes below catches a change in the moments
         // between.
-        let decided_on = write
-            .decided_on
-            .as_ref()
-            .map(|decided_on| self.ensure_unchanged(&verification_key, decided_on))
-            .transpose()?;
+        let (verification_key, decided_on) = match &write.decided_on {
+            Some(decided_on) => {
+                let (key, current) = self.ensure_unchanged(decided_on)?;
+                (key, Some(current))
+            }
+            None => (keys::verification(&write.verification.id), None),
+        };
         let idempotency = write
             .idempotency
             .as_ref()
@@ -302,24 +339,30 @@ impl<E: KvEngine> Store for RecordStore<E> {
     }
 
     fn outbox_job(&self, id: &JobId) -> Result<Option<DeliveryJob>, StoreError> {
-        self.read(&keys::outbox(id))
+        self.find_job(id)?
+            .map(|(_, bytes)| decode(bytes.as_ref()))
+            .transpose()
     }
 
     fn outbox_page(
         &self,
-        after: Option<&JobId>,
+        after: Option<&OutboxCursor>,
         limit: usize,
-    ) -> Result<Vec<DeliveryJob>, StoreError> {
-        let after = after.map(keys::outbox);
+    ) -> Result<OutboxPage, StoreError> {
         let mut range = KeyRange::prefix(keys::OUTBOX);
-        if let Some(after) = &after {
+        if let Some(OutboxCursor(after)) = after {
             range = range.after(after);
         }
-        self.engine
-            .scan(range, limit)?
-            .iter()
-            .map(|(_, bytes)| decode(bytes.as_ref()))
-            .collect()
+        let listed = self.engine.scan(range, limit)?;
+        Ok(OutboxPage {
+            jobs: listed
+                .iter()
+                .map(|(_, bytes)| decode(bytes.as_ref()))
+                .collect::<Result<_, _>>()?,
+            next: listed
+                .last()
+                .map(|(key, _)| OutboxCursor(key.as_ref().to_vec())),
+        })
     }
 
     fn finish_job(
@@ -334,7 +377,10 @@ impl<E: KvEngine> Store for RecordStore<E> {
             record_outcome(record);
             true
         })?;
-        self.engine.remove(&keys::outbox(&job.job_id))
+        match self.find_job(&job.job_id)? {
+            Some((key, _)) => self.engine.remove(&key),
+            None => Ok(()),
+        }
     }
 
     fn abandon_issue(
