@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// `ver_` followed by 32 hex digits: 8 of the destination's slot (which partition of a
-/// cluster holds it: `crate::domain::slot`), then 24 of OS randomness — unguessable, safe in
-/// URLs, and a check by id finds its partition without a lookup.
+/// cluster holds it: `crate::domain::slot`), 8 of the second it was made (by which the store
+/// keeps it), then 16 of OS randomness — unguessable, safe in URLs, and a check by id finds
+/// its partition without a lookup.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct VerificationId(String);
 
@@ -42,9 +43,9 @@ impl VerificationId {
 
     /// The eight hex digits after the slot: the second the id was made, in ids made since
     /// they carry it (the store keeps the records of a time together by them); random in
-    /// ids made before.
+    /// ids made before. Empty for an id of another form (one read from a message).
     pub fn made(&self) -> &str {
-        &self.0[12..20]
+        self.0.get(12..20).unwrap_or_default()
     }
 
     /// Accepts a caller's id if it has the form otpd gives ids; anything else cannot exist.
@@ -247,6 +248,15 @@ mod tests {
         assert!(id.as_str().starts_with("ver_deadbeef"));
         assert_eq!(id.slot(), 0xdead_beef);
         assert_eq!(VerificationId::parse(id.as_str()), Some(id));
+    }
+
+    #[test]
+    fn an_id_carries_the_second_it_was_made() {
+        let id = VerificationId::made_in(7, Timestamp::from_secs(0x6b49_d200));
+        assert_eq!(id.made(), "6b49d200");
+        assert_eq!(id.slot(), 7);
+        let read: VerificationId = serde_json::from_str("\"ver_short\"").unwrap();
+        assert_eq!((read.made(), read.slot()), ("", 0), "an id of another form");
     }
 
     #[test]
