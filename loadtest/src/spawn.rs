@@ -240,18 +240,14 @@ impl Spawned {
             match Node::start(&shared, &node_store(store.path(), index), index, deadline).await {
                 Ok(node) => nodes.push(node),
                 Err(error) => {
-                    for mut node in nodes {
-                        let _ = node.child.kill().await;
-                    }
+                    abandon(nodes, options.amqp_url, &namespace).await;
                     return Err((error, fake));
                 }
             }
         }
         for node in &nodes {
             if let Err(error) = node.wait_ready(deadline).await {
-                for mut node in nodes {
-                    let _ = node.child.kill().await;
-                }
+                abandon(nodes, options.amqp_url, &namespace).await;
                 return Err((error, fake));
             }
         }
@@ -541,6 +537,17 @@ fn announced_port(line: &str) -> Option<u16> {
 }
 
 /// Deletes every queue and exchange otpd declares under `namespace`.
+/// A start that failed: the nodes started are stopped and what they declared on the broker
+/// is deleted, so a run whose otpd never became ready leaves no queues behind.
+async fn abandon(nodes: Vec<Node>, amqp_url: &str, namespace: &str) {
+    for mut node in nodes {
+        let _ = node.child.kill().await;
+    }
+    if let Err(error) = delete_namespace(amqp_url, namespace).await {
+        eprintln!("could not delete namespace {namespace} after the failed start: {error:#}");
+    }
+}
+
 pub async fn delete_namespace(amqp_url: &str, namespace: &str) -> anyhow::Result<()> {
     let connection = Connection::connect(amqp_url, ConnectionProperties::default())
         .await
