@@ -536,7 +536,6 @@ fn announced_port(line: &str) -> Option<u16> {
     digits.parse().ok().filter(|port| *port != 0)
 }
 
-/// Deletes every queue and exchange otpd declares under `namespace`.
 /// A start that failed: the nodes started are stopped and what they declared on the broker
 /// is deleted, so a run whose otpd never became ready leaves no queues behind.
 async fn abandon(nodes: Vec<Node>, amqp_url: &str, namespace: &str) {
@@ -548,6 +547,7 @@ async fn abandon(nodes: Vec<Node>, amqp_url: &str, namespace: &str) {
     }
 }
 
+/// Deletes every queue and exchange otpd declares under `namespace`.
 pub async fn delete_namespace(amqp_url: &str, namespace: &str) -> anyhow::Result<()> {
     let connection = Connection::connect(amqp_url, ConnectionProperties::default())
         .await

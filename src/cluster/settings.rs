@@ -1,5 +1,6 @@
 //! `[cluster]`: how many partitions the cluster's state is split into and how many
-//! changelog streams they share (both fixed for its life), and this node's name. Broker mode only: embedded mode is one node without partitions.
+//! changelog streams they share (both fixed for its life), and this node's name. Broker
+//! mode only: embedded mode is one node without partitions.
 
 use serde::Deserialize;
 

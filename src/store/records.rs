@@ -40,6 +40,13 @@ pub struct RecordStore<E> {
 /// A record as found: the key it is stored under, and its bytes.
 type Found<V> = Option<(Vec<u8>, V)>;
 
+/// The record `found`, whichever key it was under.
+fn decode_found<T: DeserializeOwned, V: AsRef<[u8]>>(
+    found: Found<V>,
+) -> Result<Option<T>, StoreError> {
+    found.map(|(_, bytes)| decode(bytes.as_ref())).transpose()
+}
+
 impl<E: KvEngine> RecordStore<E> {
     pub fn new(engine: E, retention: Duration) -> Self {
         RecordStore { engine, retention }
@@ -238,9 +245,7 @@ impl<E: KvEngine> RecordStore<E> {
 
 impl<E: KvEngine> Store for RecordStore<E> {
     fn verification(&self, id: &VerificationId) -> Result<Option<Verification>, StoreError> {
-        self.find_verification(id)?
-            .map(|(_, bytes)| decode(bytes.as_ref()))
-            .transpose()
+        decode_found(self.find_verification(id)?)
     }
 
     fn update_verification(
@@ -339,9 +344,7 @@ impl<E: KvEngine> Store for RecordStore<E> {
     }
 
     fn outbox_job(&self, id: &JobId) -> Result<Option<DeliveryJob>, StoreError> {
-        self.find_job(id)?
-            .map(|(_, bytes)| decode(bytes.as_ref()))
-            .transpose()
+        decode_found(self.find_job(id)?)
     }
 
     fn outbox_page(
