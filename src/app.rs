@@ -13,7 +13,7 @@ use crate::api::receipts::ReceiptBook;
 use crate::api::{self, AppState};
 use crate::bus::amqp::{AmqpBus, Consumers};
 use crate::bus::embedded::EmbeddedBus;
-use crate::cluster::changelog::{Changelog, LogShared, LoggedEngine};
+use crate::cluster::changelog::{Changelog, LoggedEngine, View};
 use crate::cluster::counters::CounterBook;
 use crate::cluster::lasting::{LastingState, FIRST_REWRITE_AFTER, REWRITE_EVERY};
 use crate::cluster::scoped::SlottedStore;
@@ -35,7 +35,7 @@ use crate::issuance::request::RequestDefaults;
 use crate::issuance::{IssuanceActor, Issuer, IssuerSettings};
 use crate::providers::BuiltProvider;
 use crate::secrets::{SecretError, Secrets};
-use crate::store::{RecordStore, SledEngine, Store, StoreError};
+use crate::store::{EngineKind, KvEngine, LsmEngine, RecordStore, SledEngine, Store, StoreError};
 use crate::telemetry::events::StoreSwept;
 use crate::telemetry::platform::{EventSink, NoEvents};
 use crate::tenants::{bootstrap_dev_tenant, ApiKeys, TenantError};
@@ -363,17 +363,35 @@ impl Application {
 }
 
 /// The shared state of a store whose partition writes go to the changelogs.
-type Changelogged = Arc<LogShared<SledEngine>>;
+type Changelogged = Arc<dyn View>;
 
-/// This node's store. In broker mode its partition writes also go to the partitions'
-/// changelogs (returned, for the broker side to append to and apply from).
+/// This node's store, on the engine its settings name. In broker mode its partition writes
+/// also go to the partitions' changelogs (returned, for the broker side to append to and
+/// apply from).
 async fn open_store(
     settings: &Settings,
 ) -> Result<(Arc<dyn Store>, Option<Changelogged>), StartError> {
     let path = settings.store.dir.join("state");
+    match settings.store.engine {
+        EngineKind::Sled => {
+            let engine = SledEngine::open(&path, settings.store.sled_options())?;
+            store_on(engine, &path, settings).await
+        }
+        EngineKind::Lsm => {
+            let engine = LsmEngine::open(&path, settings.store.lsm_options())?;
+            store_on(engine, &path, settings).await
+        }
+    }
+}
+
+/// The store over `engine`, opened in `path`.
+async fn store_on<E: KvEngine>(
+    engine: E,
+    path: &std::path::Path,
+    settings: &Settings,
+) -> Result<(Arc<dyn Store>, Option<Changelogged>), StartError> {
     let retention = Duration::from_secs(settings.store.retention_seconds);
-    let engine = SledEngine::open(&path, settings.store.sled_options())?;
-    crate::store::identity::check(&engine, &path).await?;
+    crate::store::identity::check(&engine, path).await?;
     if !settings.amqp.is_broker_mode() {
         return Ok((Arc::new(RecordStore::new(engine, retention)), None));
     }
@@ -382,7 +400,7 @@ async fn open_store(
         settings.cluster.partitions,
         settings.cluster.streams(),
     );
-    let shared = logged.shared();
+    let shared: Changelogged = logged.shared();
     let store = SlottedStore(RecordStore::new(logged, retention));
     Ok((Arc::new(store), Some(shared)))
 }

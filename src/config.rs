@@ -405,6 +405,28 @@ mod tests {
     }
 
     #[test]
+    fn stores_are_kept_by_sled_by_default_and_compression_is_sled_s_alone() {
+        // Every store created before the setting existed is sled's, and an engine opens only
+        // the stores it made: a default of lsm would refuse them all.
+        let mut settings = defaults();
+        assert_eq!(settings.store.engine, crate::store::EngineKind::Sled);
+        settings.store.engine = crate::store::EngineKind::Lsm;
+        settings
+            .validate()
+            .expect("the lsm engine with its defaults");
+        settings.store.compression = true;
+        let Err(ConfigError::Invalid(problems)) = settings.validate() else {
+            panic!("sled's compression was accepted for the lsm engine");
+        };
+        assert!(
+            problems
+                .iter()
+                .any(|problem| problem.contains("store.compression is sled's setting")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn a_channel_routed_with_no_region_queue_for_its_keys_is_refused() {
         use crate::domain::Channel;
         let mut settings = defaults();

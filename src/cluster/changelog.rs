@@ -489,6 +489,10 @@ impl<E: KvEngine> LogShared<E> {
 /// A node's store as the broker side feeds it: the changelog streams applied to it, and the
 /// connection its own records come from.
 pub trait View: Send + Sync {
+    /// See [`LogShared::append_to`].
+    fn append_to(&self, changelog: Arc<dyn Changelog>);
+    /// See [`LogShared::lists`].
+    fn lists(&self) -> Arc<ListsWatch>;
     fn apply(&self, stream: u16, run: &[(u64, &[u8])]) -> Result<Applied, StoreError>;
     fn applied(&self, stream: u16) -> Result<Option<u64>, StoreError>;
     /// Records `offset` of changelog `stream` as applied, unless a later one is.
@@ -501,6 +505,14 @@ pub trait View: Send + Sync {
 }
 
 impl<E: KvEngine> View for LogShared<E> {
+    fn append_to(&self, changelog: Arc<dyn Changelog>) {
+        LogShared::append_to(self, changelog)
+    }
+
+    fn lists(&self) -> Arc<ListsWatch> {
+        LogShared::lists(self)
+    }
+
     fn apply(&self, stream: u16, run: &[(u64, &[u8])]) -> Result<Applied, StoreError> {
         LogShared::apply(self, stream, run)
     }

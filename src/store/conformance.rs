@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::kv::{KeyRange, KvEngine};
+use super::lsm_engine::LsmEngine;
 use super::memory::MemoryEngine;
 use super::records::RecordStore;
 use super::sled_engine::SledEngine;
@@ -66,6 +67,18 @@ engine_suite!(on_sled, {
     let engine =
         super::SledEngine::open(dir.path(), crate::store::SledOptions::uncompressed(1 << 20))
             .expect("sled opens");
+    (engine, dir)
+});
+
+engine_suite!(on_lsm, {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let engine = super::LsmEngine::open(
+        dir.path(),
+        crate::store::LsmOptions {
+            cache_capacity_bytes: 1 << 20,
+        },
+    )
+    .expect("the lsm tree opens");
     (engine, dir)
 });
 

@@ -1,16 +1,20 @@
 //! Durable state behind one `Store` trait: verifications, destination history, idempotency
 //! records, the delivery outbox, and the usage, blocklist and blocks of access, quota and
-//! fraud. Records (`records`) over a small key-value seam (`kv`), with sled (`sled_engine`)
-//! and an in-memory map (`memory`) as engines, and one conformance suite both pass.
+//! fraud. Records (`records`) over a small key-value seam (`kv`), with sled (`sled_engine`),
+//! an LSM tree (`lsm_engine`) and an in-memory map (`memory`) as engines, and one
+//! conformance suite they all pass.
 
 #[cfg(test)]
 mod conformance;
+pub mod engine;
 mod flusher;
 pub mod identity;
 mod keys;
 pub mod kv;
+pub mod lsm_engine;
 pub mod memory;
 pub mod records;
+mod reopening;
 pub mod settings;
 pub mod sled_engine;
 
@@ -23,7 +27,9 @@ use crate::domain::{
     JobId, QuotaUsage, TenantUsage, Timestamp, Verification, VerificationId,
 };
 
+pub use engine::EngineKind;
 pub use kv::{KeyRange, KvEngine};
+pub use lsm_engine::{LsmEngine, LsmOptions};
 pub use memory::{MemoryEngine, MemoryStore};
 pub use records::RecordStore;
 pub use settings::StoreSettings;

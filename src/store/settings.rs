@@ -1,23 +1,26 @@
-//! `[store]`: where the state lives, how long finished records stay, how much cache sled gets,
-//! whether it compresses.
+//! `[store]`: where the state lives, which engine keeps it, how long finished records stay,
+//! how much cache the engine gets, whether sled compresses.
 
 use serde::Deserialize;
 use std::path::PathBuf;
 
-use super::SledOptions;
+use super::{EngineKind, LsmOptions, SledOptions};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
     /// State directory. Default `./data`.
     pub dir: PathBuf,
+    /// The engine under the records. Fixed when the store is created. Default sled.
+    pub engine: EngineKind,
     /// Seconds between sweeps of expired records. Default 60.
     pub sweep_interval_seconds: u64,
     /// Seconds a finished verification stays readable. Default 86400.
     pub retention_seconds: u64,
-    /// Bytes of page cache sled may use, as sled counts them. Default 16 MiB.
+    /// Bytes of cache the engine may use (sled's pages, the LSM tree's blocks). Default
+    /// 16 MiB.
     pub cache_capacity_bytes: u64,
-    /// Whether the store's pages are written compressed. Fixed when the store is created.
+    /// Whether sled writes the store's pages compressed. Fixed when the store is created.
     /// Default false.
     pub compression: bool,
 }
@@ -31,10 +34,24 @@ impl StoreSettings {
         }
     }
 
+    /// How the LSM tree is opened for the node's state.
+    pub fn lsm_options(&self) -> LsmOptions {
+        LsmOptions {
+            cache_capacity_bytes: self.cache_capacity_bytes,
+        }
+    }
+
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.sweep_interval_seconds == 0 {
             problems.push("store.sweep_interval_seconds must be at least 1".into());
+        }
+        if self.compression && self.engine != EngineKind::Sled {
+            problems.push(format!(
+                "store.compression is sled's setting; the {} engine always compresses its \
+                 tables: leave store.compression false, or set store.engine = \"sled\"",
+                self.engine.name()
+            ));
         }
         problems
     }

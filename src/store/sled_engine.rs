@@ -5,18 +5,18 @@
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::flusher::GroupFlusher;
 use super::kv::{Entry, KeyRange, KvEngine};
 use super::records::RecordStore;
+use super::reopening::{Handle, Reopening};
 use super::StoreError;
 
 pub struct SledEngine {
-    database: Arc<Database>,
+    database: Arc<Reopening<sled::Db>>,
     flusher: GroupFlusher,
 }
 
@@ -44,32 +44,10 @@ impl SledOptions {
 /// measurements (BENCHMARKS.md).
 const COMPRESSION_LEVEL: i32 = 1;
 
-/// sled's handle, opened again in place once sled has given up after a failed write: after
-/// one I/O error (a full disk) sled refuses every operation for good, so the store would
-/// answer 503 long after space came back.
-struct Database {
-    dir: PathBuf,
-    options: SledOptions,
-    /// `None` while it is being opened again.
-    current: RwLock<Option<sled::Db>>,
-    /// Why the store last failed, until a flush or a reopen shows it works again.
-    failing: Mutex<Option<String>>,
-    reopens: AtomicU64,
-}
-
-/// How often a failing store is looked at, and opened again if sled has given up.
-const REPAIR_EVERY: Duration = Duration::from_secs(1);
-
 impl SledEngine {
     /// Opens (or creates) the engine in `dir`.
     pub fn open(dir: &Path, options: SledOptions) -> Result<Self, StoreError> {
-        let database = Arc::new(Database {
-            dir: dir.to_path_buf(),
-            options,
-            current: RwLock::new(Some(open_sled(dir, options)?)),
-            failing: Mutex::new(None),
-            reopens: AtomicU64::new(0),
-        });
+        let database: Arc<Reopening<sled::Db>> = Reopening::open(dir, options)?;
         let flushed = Arc::downgrade(&database);
         let flusher = GroupFlusher::start(move || match flushed.upgrade() {
             Some(database) => database
@@ -78,20 +56,31 @@ impl SledEngine {
             None => Ok(()),
         })
         .map_err(|error| StoreError::Io(format!("could not start the flusher thread: {error}")))?;
-        let repaired = Arc::downgrade(&database);
-        std::thread::Builder::new()
-            .name("otpd-store-repair".into())
-            .spawn(move || repair_while_open(&repaired))
-            .map_err(|error| {
-                StoreError::Io(format!(
-                    "could not start the store's repair thread: {error}"
-                ))
-            })?;
         Ok(SledEngine { database, flusher })
     }
 }
 
+/// After one I/O error sled refuses every operation for good: it is opened again unless a
+/// flush shows it works.
+impl Handle for sled::Db {
+    type Options = SledOptions;
+    type Error = sled::Error;
+
+    fn open(dir: &Path, options: SledOptions) -> Result<Self, StoreError> {
+        open_sled(dir, options)
+    }
+
+    fn fails_the_store(error: &sled::Error) -> bool {
+        matches!(error, sled::Error::Io(_))
+    }
+
+    fn works_again(&self) -> bool {
+        self.flush().is_ok()
+    }
+}
+
 fn open_sled(dir: &Path, options: SledOptions) -> Result<sled::Db, StoreError> {
+    super::engine::ensure_made_by(dir, super::engine::EngineKind::Sled)?;
     ensure_same_compression(dir, options.compression)?;
     sled::Config::new()
         .path(dir)
@@ -140,69 +129,6 @@ fn created_compressed(conf: &str) -> Option<bool> {
         .trim()
         .parse()
         .ok()
-}
-
-fn repair_while_open(database: &Weak<Database>) {
-    loop {
-        std::thread::sleep(REPAIR_EVERY);
-        match database.upgrade() {
-            Some(database) => database.repair(),
-            None => return,
-        }
-    }
-}
-
-impl Database {
-    /// Why the store is failing, if it is.
-    fn failing(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.failing.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Runs `operation` on sled; an I/O error marks the store failing.
-    fn with<T>(
-        &self,
-        operation: impl FnOnce(&sled::Db) -> sled::Result<T>,
-    ) -> Result<T, StoreError> {
-        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
-        let Some(db) = current.as_ref() else {
-            return Err(StoreError::Io(
-                "the store is being opened again after a failed write".into(),
-            ));
-        };
-        operation(db).map_err(|error| {
-            if matches!(error, sled::Error::Io(_)) {
-                *self.failing() = Some(error.to_string());
-            }
-            io(error)
-        })
-    }
-
-    /// If the store failed, sees whether sled takes writes again, and opens it again from
-    /// disk if it has given up. What was not flushed before the failure was never
-    /// confirmed to anyone, and is gone with the old handle.
-    fn repair(&self) {
-        let Some(reason) = self.failing().clone() else {
-            return;
-        };
-        if self.with(|db| db.flush()).is_ok() {
-            self.failing().take();
-            return;
-        }
-        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
-        // sled lets go of its files once the last handle is gone.
-        drop(current.take());
-        match open_sled(&self.dir, self.options) {
-            Ok(db) => {
-                *current = Some(db);
-                self.failing().take();
-                self.reopens.fetch_add(1, Ordering::AcqRel);
-                tracing::warn!(dir = %self.dir.display(), %reason, "The store was opened again after a failed write; it takes writes again.");
-            }
-            Err(error) => {
-                tracing::warn!(%error, %reason, "The store still cannot be opened again; trying again in a second.");
-            }
-        }
-    }
 }
 
 impl KvEngine for SledEngine {
@@ -288,7 +214,7 @@ impl KvEngine for SledEngine {
     }
 
     fn reopens(&self) -> u64 {
-        self.database.reopens.load(Ordering::Acquire)
+        self.database.reopens()
     }
 }
 
@@ -301,10 +227,6 @@ impl RecordStore<SledEngine> {
     pub fn open(dir: &Path, options: SledOptions, retention: Duration) -> Result<Self, StoreError> {
         Ok(RecordStore::new(SledEngine::open(dir, options)?, retention))
     }
-}
-
-fn io(error: sled::Error) -> StoreError {
-    StoreError::Io(error.to_string())
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The store's disk fills up (a small tmpfs of the test's own, mounted for it and unmounted
 //! after it, failed or not): creates get 503 at once, nothing is confirmed that is not on
-//! disk, and otpd takes writes again by itself once space returns.
+//! disk, and otpd takes writes again by itself once space returns; on either engine.
 
 use reqwest::Method;
 use serde_json::json;
@@ -56,12 +56,24 @@ impl Drop for SmallDisk {
 }
 
 #[tokio::test]
-async fn a_full_disk_gets_503_confirms_nothing_unwritten_and_recovers_when_space_returns() {
+async fn a_full_disk_gets_503_confirms_nothing_unwritten_and_recovers_when_space_returns_on_sled() {
+    a_full_disk_gets_503_confirms_nothing_unwritten_and_recovers_when_space_returns("sled").await;
+}
+
+#[tokio::test]
+async fn a_full_disk_gets_503_confirms_nothing_unwritten_and_recovers_when_space_returns_on_lsm() {
+    a_full_disk_gets_503_confirms_nothing_unwritten_and_recovers_when_space_returns("lsm").await;
+}
+
+async fn a_full_disk_gets_503_confirms_nothing_unwritten_and_recovers_when_space_returns(
+    engine: &str,
+) {
     let disk = SmallDisk::mount(48);
     let store = disk.path().join("store");
     std::fs::create_dir(&store).expect("the store dir");
     let client = http_client();
-    let mut server = OtpdProcess::start(&store, &[]);
+    let env = [("OTPD__STORE__ENGINE", engine)];
+    let mut server = OtpdProcess::start(&store, &env);
     let key = wait_for_dev_key(&store).await;
     let create = |server: &OtpdProcess, n: u32| {
         authed(&client, Method::POST, server.url("/v1/verifications"), &key)
@@ -161,7 +173,7 @@ async fn a_full_disk_gets_503_confirms_nothing_unwritten_and_recovers_when_space
     // What was confirmed is on disk: after a kill -9, every 201 is there (and delivered),
     // and every check answered 200 stays approved.
     server.stop();
-    let server = OtpdProcess::start(&store, &[]);
+    let server = OtpdProcess::start(&store, &env);
     for id in &created {
         wait_for_messages(&store, id, 1).await;
     }

@@ -1,5 +1,6 @@
 //! A SIGKILLed otpd loses nothing it acknowledged: verifications and queued messages survive,
-//! fifty kills under steady writes too; a store whose state was lost is refused at start.
+//! fifty kills under steady writes too, on either engine; a store whose state was lost is
+//! refused at start.
 
 use reqwest::Method;
 use serde_json::json;
@@ -88,11 +89,50 @@ async fn a_queued_message_is_delivered_after_kill_9_and_restart() {
     assert_eq!(check.body["valid"], true, "{}", check.text);
 }
 
+/// How a test harms a store of one engine: as if its state were lost, or its files damaged.
+struct Harm {
+    engine: &'static str,
+    /// Leaves the files as the engine would open them as a new, empty store.
+    lose_state: fn(&std::path::Path),
+    /// Leaves the files as the engine cannot open them.
+    damage: fn(&std::path::Path),
+}
+
 #[tokio::test]
-async fn a_store_that_lost_its_state_or_is_damaged_is_refused_at_start_naming_its_directory() {
+async fn a_sled_store_that_lost_its_state_or_is_damaged_is_refused_at_start_naming_its_directory() {
+    a_store_that_lost_its_state_or_is_damaged_is_refused_at_start_naming_its_directory(Harm {
+        engine: "sled",
+        // Its log file emptied (as by a truncating copy or a damaged disk): sled alone
+        // would open it as a new, empty store.
+        lose_state: |state| std::fs::write(state.join("db"), b"").unwrap(),
+        damage: |state| std::fs::write(state.join("conf"), [0xffu8; 62]).unwrap(),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_lsm_store_that_lost_its_state_or_is_damaged_is_refused_at_start_naming_its_directory() {
+    a_store_that_lost_its_state_or_is_damaged_is_refused_at_start_naming_its_directory(Harm {
+        engine: "lsm",
+        // Its tables and journals gone: the tree alone would start again empty.
+        lose_state: |state| {
+            for folder in ["partitions", "journals"] {
+                std::fs::remove_dir_all(state.join(folder)).unwrap();
+            }
+            std::fs::remove_file(state.join("version")).unwrap();
+        },
+        damage: |state| std::fs::write(state.join("version"), [0xffu8; 62]).unwrap(),
+    })
+    .await;
+}
+
+async fn a_store_that_lost_its_state_or_is_damaged_is_refused_at_start_naming_its_directory(
+    harm: Harm,
+) {
     let store = tempfile::tempdir().unwrap();
     let client = http_client();
-    let mut first = OtpdProcess::start(store.path(), &[]);
+    let env = [("OTPD__STORE__ENGINE", harm.engine)];
+    let mut first = OtpdProcess::start(store.path(), &env);
     let key = wait_for_dev_key(store.path()).await;
     send(
         authed(&client, Method::POST, first.url("/v1/verifications"), &key)
@@ -106,11 +146,9 @@ async fn a_store_that_lost_its_state_or_is_damaged_is_refused_at_start_naming_it
     let saved = keep.path().join("state");
     copy_dir(&state, &saved);
 
-    // Its log file emptied (as by a truncating copy or a damaged disk): sled alone would
-    // open it as a new, empty store.
-    std::fs::write(state.join("db"), b"").unwrap();
+    (harm.lose_state)(&state);
     let (status, output) =
-        OtpdProcess::run_to_exit(store.path(), &[], std::time::Duration::from_secs(20));
+        OtpdProcess::run_to_exit(store.path(), &env, std::time::Duration::from_secs(20));
     assert!(
         status.is_some_and(|s| !s.success()),
         "otpd started on an emptied store:\n{output}"
@@ -121,9 +159,9 @@ async fn a_store_that_lost_its_state_or_is_damaged_is_refused_at_start_naming_it
     // Its settings file damaged: a clear refusal naming the directory, not a crash.
     std::fs::remove_dir_all(&state).unwrap();
     copy_dir(&saved, &state);
-    std::fs::write(state.join("conf"), [0xffu8; 62]).unwrap();
+    (harm.damage)(&state);
     let (status, output) =
-        OtpdProcess::run_to_exit(store.path(), &[], std::time::Duration::from_secs(20));
+        OtpdProcess::run_to_exit(store.path(), &env, std::time::Duration::from_secs(20));
     assert!(
         status.is_some_and(|s| !s.success()),
         "otpd started on a damaged store:\n{output}"
@@ -135,7 +173,7 @@ async fn a_store_that_lost_its_state_or_is_damaged_is_refused_at_start_naming_it
     // Put back, it opens with what it held.
     std::fs::remove_dir_all(&state).unwrap();
     copy_dir(&saved, &state);
-    let again = OtpdProcess::start(store.path(), &[]);
+    let again = OtpdProcess::start(store.path(), &env);
     send(client.get(again.url("/readyz")))
         .await
         .expect_status(200);
@@ -156,13 +194,25 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_kill_9_cycles_under_steady_writes_keep_every_acknowledged_verification() {
+async fn fifty_kill_9_cycles_under_steady_writes_keep_every_acknowledged_verification_on_sled() {
+    fifty_kill_9_cycles_under_steady_writes_keep_every_acknowledged_verification("sled").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_kill_9_cycles_under_steady_writes_keep_every_acknowledged_verification_on_lsm() {
+    fifty_kill_9_cycles_under_steady_writes_keep_every_acknowledged_verification("lsm").await;
+}
+
+async fn fifty_kill_9_cycles_under_steady_writes_keep_every_acknowledged_verification(
+    engine: &str,
+) {
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
     let store = tempfile::tempdir().unwrap();
     let env = [
+        ("OTPD__STORE__ENGINE", engine),
         ("OTPD__RATE_LIMITS__TENANT_PER_SECOND", "100000"),
         ("OTPD__RATE_LIMITS__TENANT_BURST", "100000"),
         ("OTPD__RATE_LIMITS__CLIENT_IP_PER_SECOND", "100000"),

@@ -1,0 +1,304 @@
+//! fjall, an LSM tree, behind the engine seam. A write appends to a journal and to a table in
+//! memory; full tables are written out sorted, and compaction merges them in the background,
+//! dropping what was written over or removed, so the disk holds about what is live (sled's
+//! log keeps two to four times that, BENCHMARKS.md). A write costs the same wherever its key
+//! falls, where sled rewrites the page it lands on. Flushes are group-committed fsyncs of
+//! the journal on a thread of their own. A compare-and-swap reads and writes under the lock
+//! of its key's stripe, which every write takes too, so no write slips between the two.
+//! After a failed write (a full disk) the keyspace is opened again, which reads the journal
+//! back and cuts the torn entry off its end before anything is appended after it.
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::engine::{ensure_made_by, EngineKind};
+use super::flusher::GroupFlusher;
+use super::kv::{Entry, KeyRange, KvEngine};
+use super::reopening::{Handle, Reopening};
+use super::StoreError;
+
+pub struct LsmEngine {
+    database: Arc<Reopening<Lsm>>,
+    flusher: GroupFlusher,
+    stripes: Stripes,
+}
+
+/// How the LSM tree is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LsmOptions {
+    /// Bytes of block cache.
+    pub cache_capacity_bytes: u64,
+}
+
+/// The tables in memory, all together, before the largest is written out.
+const WRITE_BUFFER_BYTES: u64 = 32 << 20;
+/// The journals on disk, all together, before the tables they cover are written out (fjall
+/// takes no less than 24 MiB).
+const JOURNALS_BYTES: u64 = 64 << 20;
+/// The one partition of the keyspace the records are in.
+const RECORDS: &str = "records";
+
+/// The open keyspace, the partition of the records, and the lock that keeps a second
+/// process out of the directory (fjall takes none). Dropped in this order: the lock is let
+/// go once fjall's threads have stopped.
+pub(super) struct Lsm {
+    records: fjall::PartitionHandle,
+    keyspace: fjall::Keyspace,
+    _lock: std::fs::File,
+}
+
+impl LsmEngine {
+    /// Opens (or creates) the engine in `dir`.
+    pub fn open(dir: &Path, options: LsmOptions) -> Result<Self, StoreError> {
+        let database: Arc<Reopening<Lsm>> = Reopening::open(dir, options)?;
+        let flushed = Arc::downgrade(&database);
+        let flusher = GroupFlusher::start(move || match flushed.upgrade() {
+            Some(database) => database
+                .with(|lsm| lsm.keyspace.persist(fjall::PersistMode::SyncAll))
+                .map_err(|error| error.to_string()),
+            None => Ok(()),
+        })
+        .map_err(|error| StoreError::Io(format!("could not start the flusher thread: {error}")))?;
+        Ok(LsmEngine {
+            database,
+            flusher,
+            stripes: Stripes::default(),
+        })
+    }
+}
+
+impl Handle for Lsm {
+    type Options = LsmOptions;
+    type Error = fjall::Error;
+
+    fn open(dir: &Path, options: LsmOptions) -> Result<Self, StoreError> {
+        ensure_made_by(dir, EngineKind::Lsm)?;
+        let cannot = |reason: String| {
+            StoreError::Io(format!(
+                "could not open the store in {}: {reason}",
+                dir.display()
+            ))
+        };
+        std::fs::create_dir_all(dir).map_err(|error| cannot(error.to_string()))?;
+        let lock =
+            std::fs::File::create(dir.join("lock")).map_err(|error| cannot(error.to_string()))?;
+        fs2::FileExt::try_lock_exclusive(&lock)
+            .map_err(|_| cannot("another otpd is using this directory".into()))?;
+        let damaged = |error: fjall::Error| {
+            cannot(format!(
+                "{error} (its files may be damaged: restore the directory from a backup, or \
+                 move it aside to start empty)"
+            ))
+        };
+        let keyspace = fjall::Config::new(dir)
+            .cache_size(options.cache_capacity_bytes)
+            .max_write_buffer_size(WRITE_BUFFER_BYTES)
+            .max_journaling_size(JOURNALS_BYTES)
+            .open()
+            .map_err(damaged)?;
+        let records = keyspace
+            .open_partition(RECORDS, fjall::PartitionCreateOptions::default())
+            .map_err(damaged)?;
+        Ok(Lsm {
+            records,
+            keyspace,
+            _lock: lock,
+        })
+    }
+
+    fn fails_the_store(_: &fjall::Error) -> bool {
+        true
+    }
+
+    /// Never as it is: what a failed write left at the journal's end must be cut off by
+    /// reading it back first.
+    fn works_again(&self) -> bool {
+        false
+    }
+}
+
+/// Locks that make a key's compare-and-swap one step against every other write of it.
+struct Stripes([Mutex<()>; 64]);
+
+impl Default for Stripes {
+    fn default() -> Self {
+        Stripes(std::array::from_fn(|_| Mutex::new(())))
+    }
+}
+
+impl Stripes {
+    fn lock(&self, key: &[u8]) -> MutexGuard<'_, ()> {
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+        let stripe = &self.0[(hash % self.0.len() as u64) as usize];
+        stripe.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl KvEngine for LsmEngine {
+    type Value = fjall::Slice;
+
+    fn get(&self, key: &[u8]) -> Result<Option<fjall::Slice>, StoreError> {
+        self.database.with(|lsm| lsm.records.get(key))
+    }
+
+    fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let _stripe = self.stripes.lock(key);
+        self.database.with(|lsm| lsm.records.insert(key, value))
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
+        let _stripe = self.stripes.lock(key);
+        self.database.with(|lsm| lsm.records.remove(key))
+    }
+
+    fn replace(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<Option<fjall::Slice>, StoreError> {
+        let _stripe = self.stripes.lock(key);
+        self.database.with(|lsm| {
+            let old = lsm.records.get(key)?;
+            match value {
+                Some(value) => lsm.records.insert(key, value)?,
+                None => lsm.records.remove(key)?,
+            }
+            Ok(old)
+        })
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        let _stripe = self.stripes.lock(key);
+        self.database.with(|lsm| {
+            if lsm.records.get(key)?.as_deref() != expected {
+                return Ok(false);
+            }
+            match new {
+                Some(new) => lsm.records.insert(key, new)?,
+                None => lsm.records.remove(key)?,
+            }
+            Ok(true)
+        })
+    }
+
+    fn scan(
+        &self,
+        range: KeyRange<'_>,
+        limit: usize,
+    ) -> Result<Vec<Entry<fjall::Slice>>, StoreError> {
+        let Some(bounds) = range.bounds() else {
+            return Ok(Vec::new());
+        };
+        self.database.with(|lsm| {
+            let mut entries = Vec::new();
+            for entry in lsm.records.range::<&[u8], _>(bounds) {
+                if entries.len() == limit {
+                    break;
+                }
+                let (key, value) = entry?;
+                if !range.contains(&key) {
+                    break;
+                }
+                entries.push((key, value));
+            }
+            Ok(entries)
+        })
+    }
+
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.flusher.flush().boxed()
+    }
+
+    /// Fails while the store is failing (a write or flush failed and it has not been opened
+    /// again since), though reads may still answer.
+    fn check_health(&self) -> Result<(), StoreError> {
+        if let Some(reason) = self.database.failing().clone() {
+            return Err(StoreError::Io(reason));
+        }
+        self.database
+            .with(|lsm| lsm.records.get(b"health").map(|_| ()))
+    }
+
+    fn reopens(&self) -> u64 {
+        self.database.reopens()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const OPTIONS: LsmOptions = LsmOptions {
+        cache_capacity_bytes: 1 << 20,
+    };
+
+    /// Opens the engine in `dir`, waiting for a handle on it of the run before to let go
+    /// (the flusher thread drops its handle just after the engine).
+    fn reopen(dir: &Path) -> Result<LsmEngine, StoreError> {
+        let mut opened = LsmEngine::open(dir, OPTIONS);
+        for _ in 0..100 {
+            match &opened {
+                Err(StoreError::Io(text)) if text.contains("another otpd") => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    opened = LsmEngine::open(dir, OPTIONS);
+                }
+                _ => break,
+            }
+        }
+        opened
+    }
+
+    #[test]
+    fn flushed_writes_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        {
+            let engine = LsmEngine::open(dir.path(), OPTIONS).unwrap();
+            engine.insert(b"v/kept", b"1").unwrap();
+            engine.insert(b"v/gone", b"2").unwrap();
+            engine.remove(b"v/gone").unwrap();
+            runtime.block_on(engine.flush()).unwrap();
+        }
+        let engine = reopen(dir.path()).unwrap();
+        assert_eq!(engine.get(b"v/kept").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(engine.get(b"v/gone").unwrap(), None);
+    }
+
+    #[test]
+    fn a_directory_in_use_is_refused_and_so_is_one_sled_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = LsmEngine::open(dir.path(), OPTIONS).unwrap();
+        let Err(StoreError::Io(text)) = LsmEngine::open(dir.path(), OPTIONS) else {
+            panic!("a second engine opened a directory in use");
+        };
+        assert!(
+            text.contains("another otpd is using this directory"),
+            "{text}"
+        );
+        drop(engine);
+
+        let sled_dir = tempfile::tempdir().unwrap();
+        drop(
+            super::super::SledEngine::open(
+                sled_dir.path(),
+                super::super::SledOptions::uncompressed(1 << 20),
+            )
+            .unwrap(),
+        );
+        let Err(StoreError::Io(text)) = LsmEngine::open(sled_dir.path(), OPTIONS) else {
+            panic!("an lsm engine opened a sled store");
+        };
+        assert!(text.contains("store.engine = \"sled\""), "{text}");
+    }
+}

@@ -1,0 +1,137 @@
+//! A store's handle, opened again in place once a failed write (a full disk) has left the
+//! engine unable to go on: sled refuses every operation for good after one I/O error, and
+//! an LSM journal with a torn entry at its end must be read back (and cut there) before
+//! anything is appended after it. Without this the store would answer 503 long after
+//! space came back.
+
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::time::Duration;
+
+use super::StoreError;
+
+/// An engine's open handle on its directory.
+pub(super) trait Handle: Send + Sync + Sized + 'static {
+    type Options: Copy + Send + Sync + 'static;
+    type Error: Display;
+
+    fn open(dir: &Path, options: Self::Options) -> Result<Self, StoreError>;
+
+    /// Whether `error` leaves the store failing until it works again (an I/O error), not
+    /// only this operation.
+    fn fails_the_store(error: &Self::Error) -> bool;
+
+    /// Whether the handle, after a failure, takes writes again as it is (a flush works);
+    /// `false` has it opened again.
+    fn works_again(&self) -> bool;
+}
+
+pub(super) struct Reopening<H: Handle> {
+    dir: PathBuf,
+    options: H::Options,
+    /// `None` while it is being opened again.
+    current: RwLock<Option<H>>,
+    /// Why the store last failed, until a flush or a reopen shows it works again.
+    failing: Mutex<Option<String>>,
+    reopens: AtomicU64,
+}
+
+/// How often a failing store is looked at, and opened again if it must be.
+const REPAIR_EVERY: Duration = Duration::from_secs(1);
+
+impl<H: Handle> Reopening<H> {
+    /// Opens the handle in `dir` and starts the thread that repairs it while it is open.
+    pub fn open(dir: &Path, options: H::Options) -> Result<Arc<Self>, StoreError> {
+        let reopening = Arc::new(Reopening {
+            dir: dir.to_path_buf(),
+            options,
+            current: RwLock::new(Some(H::open(dir, options)?)),
+            failing: Mutex::new(None),
+            reopens: AtomicU64::new(0),
+        });
+        let repaired = Arc::downgrade(&reopening);
+        std::thread::Builder::new()
+            .name("otpd-store-repair".into())
+            .spawn(move || repair_while_open(&repaired))
+            .map_err(|error| {
+                StoreError::Io(format!(
+                    "could not start the store's repair thread: {error}"
+                ))
+            })?;
+        Ok(reopening)
+    }
+
+    /// Why the store is failing, if it is.
+    pub fn failing(&self) -> MutexGuard<'_, Option<String>> {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many times the handle was opened again.
+    pub fn reopens(&self) -> u64 {
+        self.reopens.load(Ordering::Acquire)
+    }
+
+    /// Runs `operation` on the handle; an error that fails the store marks it failing.
+    pub fn with<T>(
+        &self,
+        operation: impl FnOnce(&H) -> Result<T, H::Error>,
+    ) -> Result<T, StoreError> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let Some(handle) = current.as_ref() else {
+            return Err(StoreError::Io(
+                "the store is being opened again after a failed write".into(),
+            ));
+        };
+        operation(handle).map_err(|error| {
+            if H::fails_the_store(&error) {
+                *self.failing() = Some(error.to_string());
+            }
+            StoreError::Io(error.to_string())
+        })
+    }
+
+    /// If the store failed, sees whether it takes writes again, and opens it again from
+    /// disk if not. What was not flushed before the failure was never confirmed to anyone,
+    /// and is gone with the old handle.
+    fn repair(&self) {
+        let Some(reason) = self.failing().clone() else {
+            return;
+        };
+        let works = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(H::works_again);
+        if works {
+            self.failing().take();
+            return;
+        }
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        // An engine lets go of its files once its handle is gone.
+        drop(current.take());
+        match H::open(&self.dir, self.options) {
+            Ok(handle) => {
+                *current = Some(handle);
+                self.failing().take();
+                self.reopens.fetch_add(1, Ordering::AcqRel);
+                tracing::warn!(dir = %self.dir.display(), %reason, "The store was opened again after a failed write; it takes writes again.");
+            }
+            Err(error) => {
+                tracing::warn!(%error, %reason, "The store still cannot be opened again; trying again in a second.");
+            }
+        }
+    }
+}
+
+fn repair_while_open<H: Handle>(reopening: &Weak<Reopening<H>>) {
+    loop {
+        std::thread::sleep(REPAIR_EVERY);
+        match reopening.upgrade() {
+            Some(reopening) => reopening.repair(),
+            None => return,
+        }
+    }
+}
