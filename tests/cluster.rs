@@ -788,6 +788,51 @@ async fn a_rolling_restart_under_load_loses_nothing() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_moved_to_the_other_engine_applies_the_changelogs_into_its_new_store() {
+    let cluster = Cluster::new();
+    let mut nodes = cluster.start_three().await;
+    let rotation = Rotation::new(nodes.iter().collect());
+    let mut made = Vec::new();
+    for n in 0..12 {
+        let id = rotation.create_sms(&mobile(n)).await;
+        let code = rotation.code(&id, 1).await;
+        made.push((id, code));
+    }
+    drop(rotation);
+
+    // Node a goes to the LSM tree as README says: its sled state moved aside, it starts on
+    // an empty store and applies the changelogs into it.
+    let moved = &mut nodes[0];
+    moved.process.terminate(Duration::from_secs(10));
+    let aside = tempfile::tempdir().expect("a place aside");
+    for name in ["state", "state.id"] {
+        std::fs::rename(moved.store.path().join(name), aside.path().join(name))
+            .expect("the state moved aside");
+    }
+    let mut env = cluster.env(NAMES[0], &PARTITIONS.to_string());
+    env.push(("OTPD__STORE__ENGINE", "lsm".to_owned()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    moved.process = OtpdProcess::start(moved.store.path(), &env);
+    moved.wait_ready().await;
+    assert!(
+        moved.store.path().join("state").join("journals").is_dir(),
+        "node-a's new store is not an LSM tree"
+    );
+
+    // The other two go: node a alone answers every check, from what it applied.
+    for node in &mut nodes[1..] {
+        node.process.terminate(Duration::from_secs(10));
+    }
+    wait_for_owners(&nodes[0], &NAMES[..1], 1, Duration::from_secs(15)).await;
+    let alone = Rotation::new(vec![&nodes[0]]);
+    for (id, code) in &made {
+        let reply = alone.check(id, code).await;
+        reply.expect_status(200);
+        assert_eq!(reply.body["valid"], true, "{id}");
+    }
+}
+
 /// Waits out the last two minutes of a UTC day, so a test's daily caps count in one day.
 async fn not_near_utc_midnight() {
     const DAY: u64 = 86_400;
