@@ -126,6 +126,27 @@ impl<'a> KeyRange<'a> {
             && self.before.is_none_or(|before| key < before)
     }
 
+    /// Up to `limit` of `walked` (an engine's entries from [`KeyRange::bounds`] on, in key
+    /// order), as long as they are in the range; the first error ends the walk.
+    pub fn take<V: AsRef<[u8]>, E>(
+        &self,
+        walked: impl IntoIterator<Item = Result<Entry<V>, E>>,
+        limit: usize,
+    ) -> Result<Vec<Entry<V>>, E> {
+        let mut entries = Vec::new();
+        for entry in walked {
+            if entries.len() == limit {
+                break;
+            }
+            let (key, value) = entry?;
+            if !self.contains(key.as_ref()) {
+                break;
+            }
+            entries.push((key, value));
+        }
+        Ok(entries)
+    }
+
     /// The bounds an ordered map is walked between while [`KeyRange::contains`] holds
     /// (keys sharing a prefix are contiguous, so the walk may stop at the first it refuses).
     /// `None` when no key can be in range: an engine never asks its map for a range that

@@ -70,6 +70,16 @@ impl LsmEngine {
     }
 }
 
+impl Lsm {
+    /// Sets `key` to `value` (`None`: removes it).
+    fn set(&self, key: &[u8], value: Option<&[u8]>) -> fjall::Result<()> {
+        match value {
+            Some(value) => self.records.insert(key, value),
+            None => self.records.remove(key),
+        }
+    }
+}
+
 impl Handle for Lsm {
     type Options = LsmOptions;
     type Error = fjall::Error;
@@ -162,10 +172,7 @@ impl KvEngine for LsmEngine {
         let _stripe = self.stripes.lock(key);
         self.database.with(|lsm| {
             let old = lsm.records.get(key)?;
-            match value {
-                Some(value) => lsm.records.insert(key, value)?,
-                None => lsm.records.remove(key)?,
-            }
+            lsm.set(key, value)?;
             Ok(old)
         })
     }
@@ -181,10 +188,7 @@ impl KvEngine for LsmEngine {
             if lsm.records.get(key)?.as_deref() != expected {
                 return Ok(false);
             }
-            match new {
-                Some(new) => lsm.records.insert(key, new)?,
-                None => lsm.records.remove(key)?,
-            }
+            lsm.set(key, new)?;
             Ok(true)
         })
     }
@@ -197,34 +201,17 @@ impl KvEngine for LsmEngine {
         let Some(bounds) = range.bounds() else {
             return Ok(Vec::new());
         };
-        self.database.with(|lsm| {
-            let mut entries = Vec::new();
-            for entry in lsm.records.range::<&[u8], _>(bounds) {
-                if entries.len() == limit {
-                    break;
-                }
-                let (key, value) = entry?;
-                if !range.contains(&key) {
-                    break;
-                }
-                entries.push((key, value));
-            }
-            Ok(entries)
-        })
+        self.database
+            .with(|lsm| range.take(lsm.records.range::<&[u8], _>(bounds), limit))
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
         self.flusher.flush().boxed()
     }
 
-    /// Fails while the store is failing (a write or flush failed and it has not been opened
-    /// again since), though reads may still answer.
     fn check_health(&self) -> Result<(), StoreError> {
-        if let Some(reason) = self.database.failing().clone() {
-            return Err(StoreError::Io(reason));
-        }
         self.database
-            .with(|lsm| lsm.records.get(b"health").map(|_| ()))
+            .health(|lsm| lsm.records.get(b"health").map(|_| ()))
     }
 
     fn reopens(&self) -> u64 {
@@ -234,45 +221,17 @@ impl KvEngine for LsmEngine {
 
 #[cfg(test)]
 mod tests {
+    use super::super::reopening::testing;
     use super::*;
-    use std::time::Duration;
 
     const OPTIONS: LsmOptions = LsmOptions {
         cache_capacity_bytes: 1 << 20,
     };
 
-    /// Opens the engine in `dir`, waiting for a handle on it of the run before to let go
-    /// (the flusher thread drops its handle just after the engine).
-    fn reopen(dir: &Path) -> Result<LsmEngine, StoreError> {
-        let mut opened = LsmEngine::open(dir, OPTIONS);
-        for _ in 0..100 {
-            match &opened {
-                Err(StoreError::Io(text)) if text.contains("another otpd") => {
-                    std::thread::sleep(Duration::from_millis(20));
-                    opened = LsmEngine::open(dir, OPTIONS);
-                }
-                _ => break,
-            }
-        }
-        opened
-    }
-
     #[test]
     fn flushed_writes_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        {
-            let engine = LsmEngine::open(dir.path(), OPTIONS).unwrap();
-            engine.insert(b"v/kept", b"1").unwrap();
-            engine.insert(b"v/gone", b"2").unwrap();
-            engine.remove(b"v/gone").unwrap();
-            runtime.block_on(engine.flush()).unwrap();
-        }
-        let engine = reopen(dir.path()).unwrap();
-        assert_eq!(engine.get(b"v/kept").unwrap().as_deref(), Some(&b"1"[..]));
-        assert_eq!(engine.get(b"v/gone").unwrap(), None);
+        testing::flushed_writes_survive_a_reopen(|| LsmEngine::open(dir.path(), OPTIONS));
     }
 
     #[test]

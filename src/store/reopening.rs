@@ -64,13 +64,22 @@ impl<H: Handle> Reopening<H> {
     }
 
     /// Why the store is failing, if it is.
-    pub fn failing(&self) -> MutexGuard<'_, Option<String>> {
+    fn failing(&self) -> MutexGuard<'_, Option<String>> {
         self.failing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// How many times the handle was opened again.
     pub fn reopens(&self) -> u64 {
         self.reopens.load(Ordering::Acquire)
+    }
+
+    /// Fails while the store is failing (a write or flush failed and it has not worked, or
+    /// been opened again, since), though reads may still answer; then runs `read`.
+    pub fn health(&self, read: impl FnOnce(&H) -> Result<(), H::Error>) -> Result<(), StoreError> {
+        if let Some(reason) = self.failing().clone() {
+            return Err(StoreError::Io(reason));
+        }
+        self.with(read)
     }
 
     /// Runs `operation` on the handle; an error that fails the store marks it failing.
@@ -133,5 +142,52 @@ fn repair_while_open<H: Handle>(reopening: &Weak<Reopening<H>>) {
             Some(reopening) => reopening.repair(),
             None => return,
         }
+    }
+}
+
+/// What the engines' own tests share: opening a directory again, and the case that a flush
+/// makes writes survive it.
+#[cfg(test)]
+pub(super) mod testing {
+    use std::time::Duration;
+
+    use super::super::kv::KvEngine;
+    use super::super::StoreError;
+
+    /// Opens an engine with `open`, waiting for a handle of the run before to let go of the
+    /// directory (the flusher thread drops its handle just after the engine).
+    pub fn open_again<E>(open: impl Fn() -> Result<E, StoreError>) -> Result<E, StoreError> {
+        let mut opened = open();
+        for _ in 0..100 {
+            match &opened {
+                Err(StoreError::Io(text)) if text.contains("another otpd") => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    opened = open();
+                }
+                _ => break,
+            }
+        }
+        opened
+    }
+
+    /// Writes, removes and flushes on an engine from `open`, opens it again, and finds what
+    /// was flushed.
+    pub fn flushed_writes_survive_a_reopen<E: KvEngine>(open: impl Fn() -> Result<E, StoreError>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        {
+            let engine = open().unwrap();
+            engine.insert(b"v/kept", b"1").unwrap();
+            engine.insert(b"v/gone", b"2").unwrap();
+            engine.remove(b"v/gone").unwrap();
+            runtime.block_on(engine.flush()).unwrap();
+        }
+        let engine = open_again(open).unwrap();
+        assert_eq!(
+            engine.get(b"v/kept").unwrap().as_ref().map(AsRef::as_ref),
+            Some(&b"1"[..])
+        );
+        assert!(engine.get(b"v/gone").unwrap().is_none());
     }
 }

@@ -184,33 +184,16 @@ impl KvEngine for SledEngine {
         let Some(bounds) = range.bounds() else {
             return Ok(Vec::new());
         };
-        self.database.with(|db| {
-            let mut entries = Vec::new();
-            for entry in db.range::<&[u8], _>(bounds) {
-                if entries.len() == limit {
-                    break;
-                }
-                let (key, value) = entry?;
-                if !range.contains(&key) {
-                    break;
-                }
-                entries.push((key, value));
-            }
-            Ok(entries)
-        })
+        self.database
+            .with(|db| range.take(db.range::<&[u8], _>(bounds), limit))
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
         self.flusher.flush().boxed()
     }
 
-    /// Fails while the store is failing (a write or flush failed and has not worked since),
-    /// though reads may still answer.
     fn check_health(&self) -> Result<(), StoreError> {
-        if let Some(reason) = self.database.failing().clone() {
-            return Err(StoreError::Io(reason));
-        }
-        self.database.with(|db| db.get(b"health").map(|_| ()))
+        self.database.health(|db| db.get(b"health").map(|_| ()))
     }
 
     fn reopens(&self) -> u64 {
@@ -231,22 +214,11 @@ impl RecordStore<SledEngine> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::reopening::testing::{self, open_again};
     use super::*;
 
-    /// Opens the engine in `dir`, waiting for a handle on it of the run before to let go
-    /// (the flusher thread drops its handle just after the engine).
     fn reopen(dir: &Path, options: SledOptions) -> Result<SledEngine, StoreError> {
-        let mut opened = SledEngine::open(dir, options);
-        for _ in 0..100 {
-            match &opened {
-                Err(StoreError::Io(text)) if text.contains("lock") => {
-                    std::thread::sleep(Duration::from_millis(20));
-                    opened = SledEngine::open(dir, options);
-                }
-                _ => break,
-            }
-        }
-        opened
+        open_again(|| SledEngine::open(dir, options))
     }
 
     /// Writes `count` records alike in shape to a new store and flushes (more alike than
@@ -268,20 +240,9 @@ mod tests {
     #[test]
     fn flushed_writes_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let options = SledOptions::uncompressed(1 << 20);
-        {
-            let engine = SledEngine::open(dir.path(), options).unwrap();
-            engine.insert(b"v/kept", b"1").unwrap();
-            engine.insert(b"v/gone", b"2").unwrap();
-            engine.remove(b"v/gone").unwrap();
-            runtime.block_on(engine.flush()).unwrap();
-        }
-        let engine = reopen(dir.path(), options).unwrap();
-        assert_eq!(engine.get(b"v/kept").unwrap().as_deref(), Some(&b"1"[..]));
-        assert_eq!(engine.get(b"v/gone").unwrap(), None);
+        testing::flushed_writes_survive_a_reopen(|| {
+            SledEngine::open(dir.path(), SledOptions::uncompressed(1 << 20))
+        });
     }
 
     #[test]
