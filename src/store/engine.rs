@@ -24,7 +24,7 @@ impl EngineKind {
         }
     }
 
-    /// A file only this engine leaves in its directory.
+    /// What only this engine leaves in its directory (a file for sled, a folder for fjall).
     fn mark(self) -> &'static str {
         match self {
             EngineKind::Sled => "conf",
@@ -46,7 +46,7 @@ pub fn ensure_made_by(dir: &Path, kind: EngineKind) -> Result<(), StoreError> {
         Some(found) if found != kind => Err(StoreError::Io(format!(
             "the store in {} was made with store.engine = \"{}\", and an existing store \
              cannot change engine: set store.engine = \"{}\" (OTPD__STORE__ENGINE), or move the \
-             directory aside to start an empty store",
+             directory and the state.id file beside it aside to start an empty store",
             dir.display(),
             found.name(),
             found.name()

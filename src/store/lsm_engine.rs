@@ -33,11 +33,12 @@ pub struct LsmOptions {
     pub cache_capacity_bytes: u64,
 }
 
-/// The tables in memory, all together, before the largest is written out.
-const WRITE_BUFFER_BYTES: u64 = 32 << 20;
-/// The journals on disk, all together, before the tables they cover are written out (fjall
-/// takes no less than 24 MiB).
-const JOURNALS_BYTES: u64 = 64 << 20;
+/// No cap on the tables in memory, nor on the journals on disk, beyond the table each write
+/// goes to (16 MiB, then sealed and written out). fjall waits out a cap in a loop that
+/// never looks at whether its background threads have stopped: once a failed write of a
+/// table (a full disk) has stopped them, a write waiting there would wait for good,
+/// holding the store against being opened again.
+const UNCAPPED: u64 = u64::MAX;
 /// The one partition of the keyspace the records are in.
 const RECORDS: &str = "records";
 
@@ -95,18 +96,28 @@ impl Handle for Lsm {
         std::fs::create_dir_all(dir).map_err(|error| cannot(error.to_string()))?;
         let lock =
             std::fs::File::create(dir.join("lock")).map_err(|error| cannot(error.to_string()))?;
-        fs2::FileExt::try_lock_exclusive(&lock)
-            .map_err(|_| cannot("another otpd is using this directory".into()))?;
+        fs2::FileExt::try_lock_exclusive(&lock).map_err(|error| {
+            if error.kind() == fs2::lock_contended_error().kind() {
+                cannot("another otpd is using this directory".into())
+            } else {
+                cannot(format!("could not lock it: {error}"))
+            }
+        })?;
         let damaged = |error: fjall::Error| {
-            cannot(format!(
-                "{error} (its files may be damaged: restore the directory from a backup, or \
-                 move it aside to start empty)"
-            ))
+            let said = said(&error);
+            cannot(if fails_on_disk(&error) {
+                said
+            } else {
+                format!(
+                    "{said} (its files may be damaged: restore the directory from a backup, \
+                     or move it and the state.id file beside it aside to start empty)"
+                )
+            })
         };
         let keyspace = fjall::Config::new(dir)
             .cache_size(options.cache_capacity_bytes)
-            .max_write_buffer_size(WRITE_BUFFER_BYTES)
-            .max_journaling_size(JOURNALS_BYTES)
+            .max_write_buffer_size(UNCAPPED)
+            .max_journaling_size(UNCAPPED)
             .open()
             .map_err(damaged)?;
         let records = keyspace
@@ -119,14 +130,43 @@ impl Handle for Lsm {
         })
     }
 
-    fn fails_the_store(_: &fjall::Error) -> bool {
-        true
+    fn fails_the_store(error: &fjall::Error) -> bool {
+        fails_on_disk(error)
     }
 
-    /// Never as it is: what a failed write left at the journal's end must be cut off by
-    /// reading it back first.
+    fn describe(error: &fjall::Error) -> String {
+        said(error)
+    }
+
+    /// Never as it is: after a failed write of a table fjall refuses every write for good
+    /// (it is poisoned), and what a failed write left at the journal's end is cut off only
+    /// by reading the journal back.
     fn works_again(&self) -> bool {
         false
+    }
+}
+
+/// Whether `error` is the disk failing (or fjall refusing writes after it did), not one
+/// unreadable block: the store is then opened again.
+fn fails_on_disk(error: &fjall::Error) -> bool {
+    matches!(
+        error,
+        fjall::Error::Io(_)
+            | fjall::Error::Poisoned
+            | fjall::Error::Storage(fjall::LsmError::Io(_))
+    )
+}
+
+/// `error` as a person reads it (fjall's own text is its debug form).
+fn said(error: &fjall::Error) -> String {
+    match error {
+        fjall::Error::Io(error) | fjall::Error::Storage(fjall::LsmError::Io(error)) => {
+            error.to_string()
+        }
+        fjall::Error::Poisoned => {
+            "the store stopped taking writes after a failed write (a full disk?)".into()
+        }
+        other => format!("{other:?}"),
     }
 }
 

@@ -1,8 +1,7 @@
 //! A store's handle, opened again in place once a failed write (a full disk) has left the
 //! engine unable to go on: sled refuses every operation for good after one I/O error, and
-//! an LSM journal with a torn entry at its end must be read back (and cut there) before
-//! anything is appended after it. Without this the store would answer 503 long after
-//! space came back.
+//! so does fjall once writing out a table failed. Without this the store would answer 503
+//! long after space came back.
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
@@ -22,6 +21,9 @@ pub(super) trait Handle: Send + Sync + Sized + 'static {
     /// Whether `error` leaves the store failing until it works again (an I/O error), not
     /// only this operation.
     fn fails_the_store(error: &Self::Error) -> bool;
+
+    /// `error` as a person reads it.
+    fn describe(error: &Self::Error) -> String;
 
     /// Whether the handle, after a failure, takes writes again as it is (a flush works);
     /// `false` has it opened again.
@@ -94,10 +96,12 @@ impl<H: Handle> Reopening<H> {
             ));
         };
         operation(handle).map_err(|error| {
+            let said = H::describe(&error);
             if H::fails_the_store(&error) {
-                *self.failing() = Some(error.to_string());
+                // The first failure says why; the refusals that follow it only repeat it.
+                self.failing().get_or_insert_with(|| said.clone());
             }
-            StoreError::Io(error.to_string())
+            StoreError::Io(said)
         })
     }
 

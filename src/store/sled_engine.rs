@@ -74,6 +74,10 @@ impl Handle for sled::Db {
         matches!(error, sled::Error::Io(_))
     }
 
+    fn describe(error: &sled::Error) -> String {
+        error.to_string()
+    }
+
     fn works_again(&self) -> bool {
         self.flush().is_ok()
     }
