@@ -125,7 +125,17 @@ impl<H: Handle> Reopening<H> {
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
         // An engine lets go of its files once its handle is gone.
         drop(current.take());
-        match H::open(&self.dir, self.options) {
+        // A panic in the engine while it reads its files back is one more failed try, not
+        // the end of this thread (the store would then wait for good).
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            H::open(&self.dir, self.options)
+        }))
+        .unwrap_or_else(|_| {
+            Err(StoreError::Io(
+                "the engine panicked opening its files".into(),
+            ))
+        });
+        match opened {
             Ok(handle) => {
                 *current = Some(handle);
                 self.failing().take();
