@@ -5,8 +5,8 @@
 //! falls, where sled rewrites the page it lands on. Flushes are group-committed fsyncs of
 //! the journal on a thread of their own. A compare-and-swap reads and writes under the lock
 //! of its key's stripe, which every write takes too, so no write slips between the two.
-//! After a failed write (a full disk) the keyspace is opened again, which reads the journal
-//! back and cuts the torn entry off its end before anything is appended after it.
+//! After a failed write (a full disk) fjall refuses every write for good, so the keyspace is
+//! opened again, which reads the journal back and cuts a torn entry off its end.
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
