@@ -126,15 +126,22 @@ impl<'a> KeyRange<'a> {
             && self.before.is_none_or(|before| key < before)
     }
 
-    /// Up to `limit` of `walked` (an engine's entries from [`KeyRange::bounds`] on, in key
-    /// order), as long as they are in the range; the first error ends the walk.
-    pub fn take<V: AsRef<[u8]>, E>(
+    /// Up to `limit` entries in the range, from an engine's walk of its map between
+    /// [`KeyRange::bounds`] (`walk` is not called when no key can be in range); the first
+    /// error ends the walk.
+    pub fn walk<V: AsRef<[u8]>, E, I>(
         &self,
-        walked: impl IntoIterator<Item = Result<Entry<V>, E>>,
         limit: usize,
-    ) -> Result<Vec<Entry<V>>, E> {
+        walk: impl FnOnce(Bounds<'a>) -> I,
+    ) -> Result<Vec<Entry<V>>, E>
+    where
+        I: IntoIterator<Item = Result<Entry<V>, E>>,
+    {
+        let Some(bounds) = self.bounds() else {
+            return Ok(Vec::new());
+        };
         let mut entries = Vec::new();
-        for entry in walked {
+        for entry in walk(bounds) {
             if entries.len() == limit {
                 break;
             }

@@ -55,14 +55,7 @@ impl LsmEngine {
     /// Opens (or creates) the engine in `dir`.
     pub fn open(dir: &Path, options: LsmOptions) -> Result<Self, StoreError> {
         let database: Arc<Reopening<Lsm>> = Reopening::open(dir, options)?;
-        let flushed = Arc::downgrade(&database);
-        let flusher = GroupFlusher::start(move || match flushed.upgrade() {
-            Some(database) => database
-                .with(|lsm| lsm.keyspace.persist(fjall::PersistMode::SyncAll))
-                .map_err(|error| error.to_string()),
-            None => Ok(()),
-        })
-        .map_err(|error| StoreError::Io(format!("could not start the flusher thread: {error}")))?;
+        let flusher = database.start_flusher()?;
         Ok(LsmEngine {
             database,
             flusher,
@@ -136,6 +129,10 @@ impl Handle for Lsm {
 
     fn describe(error: &fjall::Error) -> String {
         said(error)
+    }
+
+    fn make_durable(&self) -> Result<(), fjall::Error> {
+        self.keyspace.persist(fjall::PersistMode::SyncAll)
     }
 
     /// Never as it is: after a failed write of a table fjall refuses every write for good
@@ -238,11 +235,8 @@ impl KvEngine for LsmEngine {
         range: KeyRange<'_>,
         limit: usize,
     ) -> Result<Vec<Entry<fjall::Slice>>, StoreError> {
-        let Some(bounds) = range.bounds() else {
-            return Ok(Vec::new());
-        };
         self.database
-            .with(|lsm| range.take(lsm.records.range::<&[u8], _>(bounds), limit))
+            .with(|lsm| range.walk(limit, |bounds| lsm.records.range::<&[u8], _>(bounds)))
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
+use super::flusher::GroupFlusher;
 use super::StoreError;
 
 /// An engine's open handle on its directory.
@@ -24,6 +25,9 @@ pub(super) trait Handle: Send + Sync + Sized + 'static {
 
     /// `error` as a person reads it.
     fn describe(error: &Self::Error) -> String;
+
+    /// Makes every write made so far durable (an fsync).
+    fn make_durable(&self) -> Result<(), Self::Error>;
 
     /// Whether the handle, after a failure, takes writes again as it is (a flush works);
     /// `false` has it opened again.
@@ -63,6 +67,19 @@ impl<H: Handle> Reopening<H> {
                 ))
             })?;
         Ok(reopening)
+    }
+
+    /// Starts the thread that group-commits the handle's flushes, whichever handle is
+    /// current when each runs.
+    pub fn start_flusher(self: &Arc<Self>) -> Result<GroupFlusher, StoreError> {
+        let flushed = Arc::downgrade(self);
+        GroupFlusher::start(move || match flushed.upgrade() {
+            Some(reopening) => reopening
+                .with(H::make_durable)
+                .map_err(|error| error.to_string()),
+            None => Ok(()),
+        })
+        .map_err(|error| StoreError::Io(format!("could not start the flusher thread: {error}")))
     }
 
     /// Why the store is failing, if it is.

@@ -48,14 +48,7 @@ impl SledEngine {
     /// Opens (or creates) the engine in `dir`.
     pub fn open(dir: &Path, options: SledOptions) -> Result<Self, StoreError> {
         let database: Arc<Reopening<sled::Db>> = Reopening::open(dir, options)?;
-        let flushed = Arc::downgrade(&database);
-        let flusher = GroupFlusher::start(move || match flushed.upgrade() {
-            Some(database) => database
-                .with(|db| db.flush().map(|_| ()))
-                .map_err(|error| error.to_string()),
-            None => Ok(()),
-        })
-        .map_err(|error| StoreError::Io(format!("could not start the flusher thread: {error}")))?;
+        let flusher = database.start_flusher()?;
         Ok(SledEngine { database, flusher })
     }
 }
@@ -78,8 +71,12 @@ impl Handle for sled::Db {
         error.to_string()
     }
 
+    fn make_durable(&self) -> Result<(), sled::Error> {
+        self.flush().map(|_| ())
+    }
+
     fn works_again(&self) -> bool {
-        self.flush().is_ok()
+        self.make_durable().is_ok()
     }
 }
 
@@ -185,11 +182,8 @@ impl KvEngine for SledEngine {
         range: KeyRange<'_>,
         limit: usize,
     ) -> Result<Vec<Entry<sled::IVec>>, StoreError> {
-        let Some(bounds) = range.bounds() else {
-            return Ok(Vec::new());
-        };
         self.database
-            .with(|db| range.take(db.range::<&[u8], _>(bounds), limit))
+            .with(|db| range.walk(limit, |bounds| db.range::<&[u8], _>(bounds)))
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
