@@ -50,10 +50,13 @@ pub fn in_slot<T>(slot: u32, change: impl FnOnce() -> T) -> T {
     change()
 }
 
-/// One key's new value (`None`: removed).
+/// One key's new value (`None`: removed). Both are written as byte strings, taken and read
+/// whole; that is the same bytes postcard gives a list of bytes read one at a time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogWrite {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
 }
 
@@ -464,13 +467,19 @@ impl<E: KvEngine> LogShared<E> {
             }
         }
         applied.keys = latest.len();
-        for (key, value) in &latest {
-            self.put(key, value.as_deref())?;
-        }
-        if let Some((last, _)) = run.last() {
-            self.inner
-                .insert(&checkpoint_key(stream), &last.to_be_bytes())?;
-        }
+        let checkpoint = run
+            .last()
+            .map(|(last, _)| (checkpoint_key(stream), last.to_be_bytes()));
+        let writes: Vec<(&[u8], Option<&[u8]>)> = latest
+            .iter()
+            .map(|(key, value)| (key.as_slice(), value.as_deref()))
+            .chain(
+                checkpoint
+                    .iter()
+                    .map(|(key, offset)| (key.as_slice(), Some(offset.as_slice()))),
+            )
+            .collect();
+        self.inner.write_all(&writes)?;
         if latest.keys().any(|key| ListsWatch::is_list_key(key)) {
             self.lists.changed();
         }
@@ -623,6 +632,38 @@ mod tests {
 
     fn engine() -> (LoggedEngine<MemoryEngine>, Arc<Recorded>) {
         engine_with_streams(4)
+    }
+
+    /// A record as builds before byte strings wrote it: keys and values as lists of bytes.
+    #[derive(Serialize)]
+    enum EarlierRecord {
+        Writes {
+            origin: u64,
+            writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        },
+    }
+
+    #[test]
+    fn records_are_the_same_bytes_as_the_streams_already_hold() {
+        let writes = vec![
+            (b"v/one".to_vec(), Some(vec![0, 1, 2, 255, 128])),
+            (b"v/two".to_vec(), None),
+            (vec![7; 300], Some(vec![9; 1_000])),
+        ];
+        let earlier = postcard::to_stdvec(&EarlierRecord::Writes {
+            origin: 42,
+            writes: writes.clone(),
+        })
+        .unwrap();
+        let record = LogRecord::Writes {
+            origin: 42,
+            writes: writes
+                .into_iter()
+                .map(|(key, value)| LogWrite { key, value })
+                .collect(),
+        };
+        assert_eq!(record.encode(), earlier);
+        assert_eq!(LogRecord::decode(&earlier).unwrap(), record);
     }
 
     /// An engine of four partitions sharing `streams` streams.

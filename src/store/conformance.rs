@@ -25,6 +25,7 @@ macro_rules! engine_suite {
             engine_suite!(@cases $open;
                 kv_reads_what_was_written,
                 kv_replace_hands_back_what_the_key_held,
+                kv_writes_all_in_order,
                 kv_compare_and_swap_changes_only_the_expected_value,
                 kv_scans_keys_in_order_within_the_range,
                 kv_concurrent_swaps_lose_no_update,
@@ -124,6 +125,27 @@ fn kv_reads_what_was_written<E: KvEngine>(engine: E) {
     assert_eq!(value(&engine, b"k"), None);
     engine.remove(b"k").unwrap();
     assert_eq!(value(&engine, b"empty").as_deref(), Some(&b""[..]));
+}
+
+fn kv_writes_all_in_order<E: KvEngine>(engine: E) {
+    engine.insert(b"gone", b"was here").unwrap();
+    engine
+        .write_all(&[
+            (b"a", Some(b"first")),
+            (b"gone", None),
+            (b"a", Some(b"second")),
+            (b"b", Some(b"")),
+            (b"never", None),
+            (b"c", Some(b"kept")),
+            (b"b", None),
+        ])
+        .unwrap();
+    assert_eq!(value(&engine, b"a").as_deref(), Some(&b"second"[..]));
+    assert_eq!(value(&engine, b"gone"), None);
+    assert_eq!(value(&engine, b"b"), None);
+    assert_eq!(value(&engine, b"never"), None);
+    assert_eq!(value(&engine, b"c").as_deref(), Some(&b"kept"[..]));
+    engine.write_all(&[]).unwrap();
 }
 
 fn kv_replace_hands_back_what_the_key_held<E: KvEngine>(engine: E) {

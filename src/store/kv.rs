@@ -43,7 +43,8 @@ pub trait KvEngine: Send + Sync + 'static {
     }
 
     /// Sets each key to its value (`None`: removes it), in order; an engine that can does
-    /// it in one step.
+    /// it in one step. (sled's own batches wait out the flush in progress, which its writes
+    /// one by one do not: it takes them one by one.)
     fn write_all(&self, writes: &[(&[u8], Option<&[u8]>)]) -> Result<(), StoreError> {
         for (key, value) in writes {
             match value {

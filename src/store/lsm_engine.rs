@@ -34,11 +34,16 @@ pub struct LsmOptions {
 }
 
 /// No cap on the tables in memory, nor on the journals on disk, beyond the table each write
-/// goes to (16 MiB, then sealed and written out). fjall waits out a cap in a loop that
+/// goes to (`TABLE_IN_MEMORY`, then sealed and written out). fjall waits out a cap in a loop that
 /// never looks at whether its background threads have stopped: once a failed write of a
 /// table (a full disk) has stopped them, a write waiting there would wait for good,
 /// holding the store against being opened again.
 const UNCAPPED: u64 = u64::MAX;
+/// The bytes a table in memory takes before it is sealed and written out: four times
+/// fjall's default, so a node applying a changelog backlog writes out and merges a quarter
+/// as many tables (BENCHMARKS.md, "A backlog applied in batches"); sealed tables stay in
+/// memory until they are written out.
+const TABLE_IN_MEMORY: u32 = 64 * 1024 * 1024;
 /// The one partition of the keyspace the records are in.
 const RECORDS: &str = "records";
 
@@ -114,7 +119,10 @@ impl Handle for Lsm {
             .open()
             .map_err(damaged)?;
         let records = keyspace
-            .open_partition(RECORDS, fjall::PartitionCreateOptions::default())
+            .open_partition(
+                RECORDS,
+                fjall::PartitionCreateOptions::default().max_memtable_size(TABLE_IN_MEMORY),
+            )
             .map_err(damaged)?;
         Ok(Lsm {
             records,
@@ -178,8 +186,28 @@ impl Default for Stripes {
 
 impl Stripes {
     fn lock(&self, key: &[u8]) -> MutexGuard<'_, ()> {
+        Self::hold(&self.0[self.of(key)])
+    }
+
+    /// The locks of every stripe `keys` fall in, taken in the stripes' order (so two
+    /// callers never wait on each other).
+    fn lock_all<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Vec<MutexGuard<'_, ()>> {
+        let mut taken = [false; 64];
+        for key in keys {
+            taken[self.of(key)] = true;
+        }
+        (self.0.iter().zip(taken))
+            .filter(|(_, taken)| *taken)
+            .map(|(stripe, _)| Self::hold(stripe))
+            .collect()
+    }
+
+    fn of(&self, key: &[u8]) -> usize {
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
-        let stripe = &self.0[(hash % self.0.len() as u64) as usize];
+        (hash % self.0.len() as u64) as usize
+    }
+
+    fn hold(stripe: &Mutex<()>) -> MutexGuard<'_, ()> {
         stripe.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -199,6 +227,22 @@ impl KvEngine for LsmEngine {
     fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
         let _stripe = self.stripes.lock(key);
         self.database.with(|lsm| lsm.records.remove(key))
+    }
+
+    /// One batch: one entry in the journal and one pass into the table in memory, where a
+    /// write each would take both once per key.
+    fn write_all(&self, writes: &[(&[u8], Option<&[u8]>)]) -> Result<(), StoreError> {
+        let _stripes = self.stripes.lock_all(writes.iter().map(|(key, _)| *key));
+        self.database.with(|lsm| {
+            let mut batch = lsm.keyspace.batch();
+            for (key, value) in writes {
+                match value {
+                    Some(value) => batch.insert(&lsm.records, *key, *value),
+                    None => batch.remove(&lsm.records, *key),
+                }
+            }
+            batch.commit()
+        })
     }
 
     fn replace(

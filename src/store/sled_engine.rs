@@ -154,17 +154,6 @@ impl KvEngine for SledEngine {
         })
     }
 
-    fn write_all(&self, writes: &[(&[u8], Option<&[u8]>)]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for (key, value) in writes {
-            match value {
-                Some(value) => batch.insert(*key, *value),
-                None => batch.remove(*key),
-            }
-        }
-        self.database.with(|db| db.apply_batch(batch))
-    }
-
     fn compare_and_swap(
         &self,
         key: &[u8],
