@@ -3,8 +3,10 @@
 # broker namespace take the harness's AMQP load (closed loop, generic HTTP provider) for
 # AWAY + 20 + LOAD_AFTER seconds (LOAD_AFTER defaults to 40). Node 3 is killed -9 twenty
 # seconds in and started again on its store AWAY seconds later; LOAD_AFTER=0 ends the load
-# as it comes back, so it applies the backlog on an otherwise idle host. Prints what node 3 logged of its return (the backlog it applied, how
-# long that took, each takeover), the changelog streams' bytes, and the harness's report.
+# as it comes back, so it applies the backlog on an otherwise idle host (LOAD_AFTER=-15 ends
+# it 15 s before, so the last requests have drained too). Prints what node 3 logged of its
+# return (the backlog it applied, how long that took, each takeover), the changelog streams'
+# bytes, and the harness's report.
 # Loopback only; everything it starts stops with it, and the namespace is deleted.
 #
 #   cargo build --release -p otpd --bin otpd && cargo build --release -p otpd-loadtest
