@@ -243,7 +243,7 @@ impl<E: KvEngine> LogShared<E> {
     fn write(&self, key: &[u8], new: Option<&[u8]>) -> Result<(), StoreError> {
         let Some(slot) = SLOT.with(Cell::get) else {
             self.local_writes.store(true, Ordering::Release);
-            return self.put(key, new);
+            return self.inner.set(key, new);
         };
         let mut pending = lock(&self.pending);
         let old = self.inner.replace(key, new)?.map(|v| v.as_ref().to_vec());
@@ -255,13 +255,6 @@ impl<E: KvEngine> LogShared<E> {
             new: new.map(<[u8]>::to_vec),
         });
         Ok(())
-    }
-
-    fn put(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
-        match value {
-            Some(value) => self.inner.insert(key, value),
-            None => self.inner.remove(key),
-        }
     }
 
     fn compare_and_swap(
@@ -467,18 +460,15 @@ impl<E: KvEngine> LogShared<E> {
             }
         }
         applied.keys = latest.len();
-        let checkpoint = run
-            .last()
-            .map(|(last, _)| (checkpoint_key(stream), last.to_be_bytes()));
-        let writes: Vec<(&[u8], Option<&[u8]>)> = latest
+        let checkpoint = checkpoint_key(stream);
+        let offset = run.last().map(|(last, _)| last.to_be_bytes());
+        let mut writes: Vec<(&[u8], Option<&[u8]>)> = latest
             .iter()
             .map(|(key, value)| (key.as_slice(), value.as_deref()))
-            .chain(
-                checkpoint
-                    .iter()
-                    .map(|(key, offset)| (key.as_slice(), Some(offset.as_slice()))),
-            )
             .collect();
+        if let Some(offset) = &offset {
+            writes.push((&checkpoint, Some(offset)));
+        }
         self.inner.write_all(&writes)?;
         if latest.keys().any(|key| ListsWatch::is_list_key(key)) {
             self.lists.changed();

@@ -31,14 +31,19 @@ pub trait KvEngine: Send + Sync + 'static {
     /// Removes `key`; removing an absent key is no error.
     fn remove(&self, key: &[u8]) -> Result<(), StoreError>;
 
+    /// Sets `key` to `value` (`None`: removes it).
+    fn set(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+        match value {
+            Some(value) => self.insert(key, value),
+            None => self.remove(key),
+        }
+    }
+
     /// Sets `key` to `value` (`None`: removes it) and hands back what it held; an engine
     /// that can finds the key once for both.
     fn replace(&self, key: &[u8], value: Option<&[u8]>) -> Result<Option<Self::Value>, StoreError> {
         let old = self.get(key)?;
-        match value {
-            Some(value) => self.insert(key, value)?,
-            None => self.remove(key)?,
-        }
+        self.set(key, value)?;
         Ok(old)
     }
 
@@ -46,13 +51,9 @@ pub trait KvEngine: Send + Sync + 'static {
     /// it in one step. (sled's own batches wait out the flush in progress, which its writes
     /// one by one do not: it takes them one by one.)
     fn write_all(&self, writes: &[(&[u8], Option<&[u8]>)]) -> Result<(), StoreError> {
-        for (key, value) in writes {
-            match value {
-                Some(value) => self.insert(key, value)?,
-                None => self.remove(key)?,
-            }
-        }
-        Ok(())
+        writes
+            .iter()
+            .try_for_each(|(key, value)| self.set(key, *value))
     }
 
     /// Sets `key` to `new` (`None`: removes it) if it holds `expected` (`None`: is absent),

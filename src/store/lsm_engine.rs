@@ -175,8 +175,11 @@ fn said(error: &fjall::Error) -> String {
     }
 }
 
+/// How many locks the keys are spread over.
+const STRIPES: usize = 64;
+
 /// Locks that make a key's compare-and-swap one step against every other write of it.
-struct Stripes([Mutex<()>; 64]);
+struct Stripes([Mutex<()>; STRIPES]);
 
 impl Default for Stripes {
     fn default() -> Self {
@@ -192,7 +195,7 @@ impl Stripes {
     /// The locks of every stripe `keys` fall in, taken in the stripes' order (so two
     /// callers never wait on each other).
     fn lock_all<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Vec<MutexGuard<'_, ()>> {
-        let mut taken = [false; 64];
+        let mut taken = [false; STRIPES];
         for key in keys {
             taken[self.of(key)] = true;
         }
@@ -204,7 +207,7 @@ impl Stripes {
 
     fn of(&self, key: &[u8]) -> usize {
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
-        (hash % self.0.len() as u64) as usize
+        (hash % STRIPES as u64) as usize
     }
 
     fn hold(stripe: &Mutex<()>) -> MutexGuard<'_, ()> {
