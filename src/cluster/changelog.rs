@@ -75,15 +75,59 @@ pub enum LogRecord {
     Fence { origin: u64, nonce: u64 },
 }
 
+/// The first byte of a record compressed with LZ4: its postcard bytes follow as an LZ4
+/// block, preceded by their length (four bytes, little-endian). A record whose first byte is
+/// anything else is postcard's bytes as they are, as every build before compression wrote
+/// them (their first byte is the variant's tag, 0 or 1).
+const LZ4_RECORD: u8 = 0xF4;
+
+/// The most a record may say it holds once decompressed. A flush writes a few kilobytes;
+/// a length past this is damage, refused before anything is allocated for it.
+const RECORD_LIMIT: usize = 1 << 30;
+
 impl LogRecord {
+    /// The record as a stream message: its postcard bytes, LZ4-compressed. The values it
+    /// carries repeat a verification's id and destination from key to key, so a record
+    /// takes about a third of the bytes (broker disk, and the broker's work delivering a
+    /// backlog to a node coming back).
     pub fn encode(&self) -> Vec<u8> {
+        let plain = self.plain();
+        let length = u32::try_from(plain.len()).expect("a flush writes less than 4 GiB");
+        let mut message = vec![0; 5 + lz4_flex::block::get_maximum_output_size(plain.len())];
+        message[0] = LZ4_RECORD;
+        message[1..5].copy_from_slice(&length.to_le_bytes());
+        let packed = lz4_flex::block::compress_into(&plain, &mut message[5..])
+            .expect("the output holds LZ4's largest block");
+        message.truncate(5 + packed);
+        message
+    }
+
+    /// Its postcard bytes, uncompressed.
+    fn plain(&self) -> Vec<u8> {
         postcard::to_stdvec(self).expect("a log record always encodes")
     }
 
+    /// Reads a stream message, compressed or as builds before compression wrote it.
     pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        postcard::from_bytes(bytes).map_err(|error| {
+        let unreadable = |error: &dyn std::fmt::Display| {
             StoreError::Corrupt(format!("an unreadable changelog record: {error}"))
-        })
+        };
+        let plain;
+        let postcard_bytes = match bytes.split_first() {
+            Some((&LZ4_RECORD, packed)) => {
+                let (length, block) =
+                    lz4_flex::block::uncompressed_size(packed).map_err(|e| unreadable(&e))?;
+                if length > RECORD_LIMIT {
+                    return Err(unreadable(&format!(
+                        "it says it holds {length} bytes, past the {RECORD_LIMIT} a record may"
+                    )));
+                }
+                plain = lz4_flex::block::decompress(block, length).map_err(|e| unreadable(&e))?;
+                plain.as_slice()
+            }
+            _ => bytes,
+        };
+        postcard::from_bytes(postcard_bytes).map_err(|e| unreadable(&e))
     }
 }
 
@@ -440,11 +484,10 @@ impl<E: KvEngine> LogShared<E> {
     /// value each key is given in it: each key is written once, in key order, whatever the
     /// records wrote before (under load a run of a few seconds writes most verifications
     /// two or three times, between their creation, their delivery and their check). The
-    /// keys are written one by one, not as a batch: a store stopped midway has its offset
-    /// from before the run, applies the run again, and comes to the same values. (A batch
-    /// takes the store's global write lock, held against the node's own writes; and sled
-    /// keeps every page a batch replaces until it ends, which grew a node catching up on
-    /// runs of hundreds past 1.5 GB.)
+    /// keys and then the run's offset go to the engine's `write_all`: the LSM tree writes
+    /// them as one batch, sled one by one (its batches wait out the flush in progress). A
+    /// store stopped midway has its offset from before the run, applies the run again, and
+    /// comes to the same values.
     pub fn apply(&self, stream: u16, run: &[(u64, &[u8])]) -> Result<Applied, StoreError> {
         self.refuse_if_reopened()?;
         let mut applied = Applied::default();
@@ -634,7 +677,7 @@ mod tests {
     }
 
     #[test]
-    fn records_are_the_same_bytes_as_the_streams_already_hold() {
+    fn records_written_before_compression_still_read() {
         let writes = vec![
             (b"v/one".to_vec(), Some(vec![0, 1, 2, 255, 128])),
             (b"v/two".to_vec(), None),
@@ -652,8 +695,56 @@ mod tests {
                 .map(|(key, value)| LogWrite { key, value })
                 .collect(),
         };
-        assert_eq!(record.encode(), earlier);
+        assert_eq!(record.plain(), earlier);
         assert_eq!(LogRecord::decode(&earlier).unwrap(), record);
+    }
+
+    #[test]
+    fn records_are_written_compressed_and_read_back_whole() {
+        let id = "ver_367997806b13d00033794561c1f9da75";
+        let writes: Vec<LogWrite> = (0..20)
+            .map(|n| LogWrite {
+                key: format!("v/{n:04}{id}").into_bytes(),
+                value: (n % 5 != 0)
+                    .then(|| format!("{id}.{n}+4915100000236 DE login").into_bytes()),
+            })
+            .collect();
+        let record = LogRecord::Writes { origin: 42, writes };
+        let message = record.encode();
+        assert_eq!(message[0], LZ4_RECORD);
+        assert!(
+            message.len() * 2 < record.plain().len(),
+            "{} bytes compressed, {} plain",
+            message.len(),
+            record.plain().len()
+        );
+        assert_eq!(LogRecord::decode(&message).unwrap(), record);
+        let fence = LogRecord::Fence {
+            origin: 1,
+            nonce: 2,
+        };
+        assert_eq!(LogRecord::decode(&fence.encode()).unwrap(), fence);
+    }
+
+    #[test]
+    fn a_damaged_compressed_record_is_refused_with_a_reason() {
+        let record = LogRecord::Writes {
+            origin: 42,
+            writes: vec![LogWrite {
+                key: b"v/one".to_vec(),
+                value: Some(vec![3; 500]),
+            }],
+        };
+        let message = record.encode();
+        let cut = LogRecord::decode(&message[..message.len() - 3]).unwrap_err();
+        assert!(
+            cut.to_string().contains("unreadable changelog record"),
+            "{cut}"
+        );
+        let mut huge = message.clone();
+        huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        let refused = LogRecord::decode(&huge).unwrap_err();
+        assert!(refused.to_string().contains("past the"), "{refused}");
     }
 
     /// An engine of four partitions sharing `streams` streams.
