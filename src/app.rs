@@ -395,11 +395,7 @@ async fn store_on<E: KvEngine>(
     if !settings.amqp.is_broker_mode() {
         return Ok((Arc::new(RecordStore::new(engine, retention)), None));
     }
-    let logged = LoggedEngine::new(
-        engine,
-        settings.cluster.partitions,
-        settings.cluster.streams(),
-    );
+    let logged = LoggedEngine::new(engine, &settings.cluster);
     let shared: Changelogged = logged.shared();
     let store = SlottedStore(RecordStore::new(logged, retention));
     Ok((Arc::new(store), Some(shared)))

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use super::settings::ClusterSettings;
 use crate::store::kv::{Entry, KeyRange, KvEngine};
 use crate::store::{ListsWatch, StoreError};
 
@@ -213,12 +214,12 @@ pub struct LogShared<E: KvEngine> {
 pub struct LoggedEngine<E: KvEngine>(Arc<LogShared<E>>);
 
 impl<E: KvEngine> LoggedEngine<E> {
-    /// `partitions` sharing `streams` changelog streams.
-    pub fn new(inner: E, partitions: u16, streams: u16) -> Self {
+    /// The cluster's partitions, sharing its changelog streams, as `cluster` gives them.
+    pub fn new(inner: E, cluster: &ClusterSettings) -> Self {
         LoggedEngine(Arc::new(LogShared {
             inner,
-            partitions: partitions.max(1),
-            streams: streams.max(1),
+            partitions: cluster.partitions.max(1),
+            streams: cluster.streams(),
             pending: Mutex::default(),
             appending: tokio::sync::Mutex::new(()),
             next_seq: AtomicU64::new(1),
@@ -667,6 +668,15 @@ mod tests {
         engine_with_streams(4)
     }
 
+    /// A cluster of `partitions` sharing `streams` changelog streams.
+    fn cluster(partitions: u16, streams: u16) -> ClusterSettings {
+        ClusterSettings {
+            partitions,
+            changelog_streams: streams,
+            ..ClusterSettings::default()
+        }
+    }
+
     /// A record as builds before byte strings wrote it: keys and values as lists of bytes.
     #[derive(Serialize)]
     enum EarlierRecord {
@@ -749,7 +759,7 @@ mod tests {
 
     /// An engine of four partitions sharing `streams` streams.
     fn engine_with_streams(streams: u16) -> (LoggedEngine<MemoryEngine>, Arc<Recorded>) {
-        let engine = LoggedEngine::new(MemoryEngine::default(), 4, streams);
+        let engine = LoggedEngine::new(MemoryEngine::default(), &cluster(4, streams));
         let changelog = Arc::new(Recorded::default());
         engine.shared().append_to(changelog.clone());
         engine.shared().set_origin(7);
@@ -852,7 +862,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_flush_waits_for_its_write_when_another_flush_appended_it() {
-        let engine = LoggedEngine::new(MemoryEngine::default(), 1, 1);
+        let engine = LoggedEngine::new(MemoryEngine::default(), &cluster(1, 1));
         let (release, released) = tokio::sync::oneshot::channel::<()>();
         struct Held(Shared<tokio::sync::oneshot::Receiver<()>>);
         #[async_trait]
@@ -935,7 +945,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_store_opened_again_appends_and_applies_nothing_until_the_node_joins_again() {
-        let engine = LoggedEngine::new(Reopening::default(), 4, 4);
+        let engine = LoggedEngine::new(Reopening::default(), &cluster(4, 4));
         let shared = engine.shared();
         let changelog = Arc::new(Recorded::default());
         shared.append_to(changelog.clone());

@@ -14,13 +14,9 @@ use std::fmt;
 pub struct VerificationId(String);
 
 impl VerificationId {
-    /// A new id in `slot`, made now: `ver_`, the slot, the second it was made (both eight
-    /// hex digits) and sixteen random hex digits.
-    pub fn generate_in(slot: u32) -> Self {
-        Self::made_in(slot, Timestamp::now())
-    }
-
-    pub(crate) fn made_in(slot: u32, now: Timestamp) -> Self {
+    /// A new id in `slot`, made at `now`: `ver_`, the slot, the second it was made (both
+    /// eight hex digits) and sixteen random hex digits.
+    pub fn generate_in(slot: u32, now: Timestamp) -> Self {
         let mut random = [0u8; 8];
         OsRng.fill_bytes(&mut random);
         // Seconds fit eight hex digits until 2106.
@@ -30,7 +26,7 @@ impl VerificationId {
 
     /// A new id in a random slot (for tests and examples).
     pub fn generate() -> Self {
-        Self::generate_in(OsRng.next_u32())
+        Self::generate_in(OsRng.next_u32(), Timestamp::now())
     }
 
     /// The slot the id was made in.
@@ -60,6 +56,12 @@ impl VerificationId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// What follows `ver_`: the 32 hex digits of an id otpd made (all of an id of another
+    /// form, one read from a message).
+    pub fn digits(&self) -> &str {
+        self.0.strip_prefix("ver_").unwrap_or(&self.0)
     }
 }
 
@@ -244,7 +246,7 @@ mod tests {
 
     #[test]
     fn an_id_carries_its_slot() {
-        let id = VerificationId::generate_in(0xdead_beef);
+        let id = VerificationId::generate_in(0xdead_beef, Timestamp::now());
         assert!(id.as_str().starts_with("ver_deadbeef"));
         assert_eq!(id.slot(), 0xdead_beef);
         assert_eq!(VerificationId::parse(id.as_str()), Some(id));
@@ -252,7 +254,7 @@ mod tests {
 
     #[test]
     fn an_id_carries_the_second_it_was_made() {
-        let id = VerificationId::made_in(7, Timestamp::from_secs(0x6b49_d200));
+        let id = VerificationId::generate_in(7, Timestamp::from_secs(0x6b49_d200));
         assert_eq!(id.made(), "6b49d200");
         assert_eq!(id.slot(), 7);
         let read: VerificationId = serde_json::from_str("\"ver_short\"").unwrap();

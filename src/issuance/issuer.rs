@@ -399,7 +399,7 @@ impl Issuer {
             }
             _ => {
                 let code = OtpCode::generate(request.code_length);
-                let id = VerificationId::generate_in(slot);
+                let id = VerificationId::generate_in(slot, now);
                 let hash = self.secrets.hasher.hash(id.as_str(), &code);
                 let fresh =
                     policy::new_verification(id, &message.tenant, request, hash, &self.limits, now);

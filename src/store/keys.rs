@@ -168,8 +168,9 @@ mod tests {
 
     #[test]
     fn verifications_and_their_jobs_lie_in_the_order_they_were_made() {
-        let at =
-            |second: u64, slot: u32| VerificationId::made_in(slot, Timestamp::from_secs(second));
+        let at = |second: u64, slot: u32| {
+            VerificationId::generate_in(slot, Timestamp::from_secs(second))
+        };
         let (early, late) = (at(1_800_000_000, u32::MAX), at(1_800_000_001, 0));
         assert!(verification(&early) < verification(&late));
         assert!(outbox(&JobId::new(&early, 9)) < outbox(&JobId::new(&late, 1)));

@@ -13,7 +13,7 @@ use crate::verify::CheckOutcome;
 
 /// The verification's SID: its id's 32 hex digits after `VE`.
 pub fn verification_sid(id: &VerificationId) -> String {
-    format!("VE{}", &id.as_str()["ver_".len()..])
+    format!("VE{}", id.digits())
 }
 
 /// The verification a SID names, if it has the form otpd gives SIDs.
@@ -336,9 +336,13 @@ mod tests {
 
     #[test]
     fn verification_sids_map_to_ids_and_back() {
-        let id = VerificationId::generate_in(0x0102_0304);
+        let id = VerificationId::generate_in(0x0102_0304, Timestamp::now());
         let sid = verification_sid(&id);
         assert!(sid.starts_with("VE01020304") && sid.len() == 34, "{sid}");
+        // An id of another form (read from a message) gives a SID that names nothing, and
+        // no panic.
+        let foreign: VerificationId = serde_json::from_str("\"é\"").unwrap();
+        assert_eq!(verification_sid(&foreign), "VEé");
         assert_eq!(parse_verification_sid(&sid), Some(id));
         for foreign in [
             "",
