@@ -38,6 +38,7 @@ macro_rules! engine_suite {
                 the_outbox_pages_in_the_order_jobs_were_made_and_holds_only_jobs,
                 finishing_a_job_records_its_outcome_then_leaves_the_outbox,
                 records_of_ids_made_before_ids_carried_their_second_are_kept_where_they_are,
+                records_of_ids_made_before_ids_carried_their_second_are_swept_in_their_time,
                 abandoning_an_issue_cancels_only_the_current_send,
                 message_owners_are_found_per_provider,
                 usage_blocklist_and_fraud_blocks_round_trip,
@@ -675,6 +676,78 @@ fn records_of_ids_made_before_ids_carried_their_second_are_kept_where_they_are<E
     assert!(!present(&old_job_key), "the first job left the outbox");
     assert_eq!(outbox_ids(&store), vec![resend.job.job_id.clone()]);
     assert!(present(&keys::outbox(&resend.job.job_id)));
+}
+
+/// A store written before ids carried their second has a verification and its job under
+/// `v/<id>` and `o/<job id>`, with expiry-index entries naming those keys: the sweep
+/// purges them there in their time.
+fn records_of_ids_made_before_ids_carried_their_second_are_swept_in_their_time<E: KvEngine>(
+    engine: E,
+) {
+    let store = store(engine);
+    let write = issue(1);
+    store.commit_issue(&write).unwrap();
+    let id = &write.verification.id;
+    let moved = [
+        (
+            keys::verification(id),
+            keys::verification_as_first_stored(id),
+        ),
+        (
+            keys::outbox(&write.job.job_id),
+            keys::outbox_as_first_stored(&write.job.job_id),
+        ),
+    ];
+    let as_first_stored = |key: &[u8]| {
+        moved
+            .iter()
+            .find(|(now, _)| now.as_slice() == key)
+            .map_or(key.to_vec(), |(_, first)| first.clone())
+    };
+    for (key, first_stored) in &moved {
+        let bytes = value(store.engine(), key).unwrap();
+        store.engine().insert(first_stored, &bytes).unwrap();
+        store.engine().remove(key).unwrap();
+    }
+    // The index entries as the earlier build wrote them: naming the keys it stored under.
+    for (index_key, companions) in store
+        .engine()
+        .scan(KeyRange::prefix(keys::EXPIRY), 100)
+        .unwrap()
+    {
+        let (index_key, companions) = (index_key.as_ref().to_vec(), companions.as_ref().to_vec());
+        let primary = as_first_stored(keys::expiry_target(&index_key).unwrap());
+        let named: Vec<Vec<u8>> = keys::read_expiry_companions(&companions)
+            .unwrap()
+            .into_iter()
+            .map(as_first_stored)
+            .collect();
+        let purge_at = Timestamp(u64::from_be_bytes(
+            index_key[keys::EXPIRY.len()..][..8].try_into().unwrap(),
+        ));
+        store.engine().remove(&index_key).unwrap();
+        let named: Vec<&[u8]> = named.iter().map(Vec::as_slice).collect();
+        store
+            .engine()
+            .insert(
+                &keys::expiry(purge_at, &primary),
+                &keys::expiry_companions(&named),
+            )
+            .unwrap();
+    }
+    let verification_due = write.verification.expires_at.plus(RETENTION);
+    let present = |key: &[u8]| value(store.engine(), key).is_some();
+
+    store.sweep(Timestamp(verification_due.0 - 1), 100).unwrap();
+    assert!(store.verification(id).unwrap().is_some());
+    assert!(store.outbox_job(&write.job.job_id).unwrap().is_some());
+
+    store.sweep(verification_due, 100).unwrap();
+    assert!(store.verification(id).unwrap().is_none());
+    assert!(store.outbox_job(&write.job.job_id).unwrap().is_none());
+    for (key, first_stored) in &moved {
+        assert!(!present(key) && !present(first_stored));
+    }
 }
 
 fn abandoning_an_issue_cancels_only_the_current_send<E: KvEngine>(engine: E) {
