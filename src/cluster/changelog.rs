@@ -77,9 +77,9 @@ pub enum LogRecord {
 }
 
 /// The first byte of a record compressed with LZ4: its postcard bytes follow as an LZ4
-/// block, preceded by their length (four bytes, little-endian). A record whose first byte is
-/// anything else is postcard's bytes as they are, as every build before compression wrote
-/// them (their first byte is the variant's tag, 0 or 1).
+/// block preceded by their length (`lz4_flex`'s size-prefixed block). A record whose first
+/// byte is anything else is postcard's bytes as they are, as every build before compression
+/// wrote them (their first byte is the variant's tag, 0 or 1).
 const LZ4_RECORD: u8 = 0xF4;
 
 /// The most a record may say it holds once decompressed. A flush writes a few kilobytes;
@@ -92,15 +92,8 @@ impl LogRecord {
     /// takes about a third of the bytes (broker disk, and the broker's work delivering a
     /// backlog to a node coming back).
     pub fn encode(&self) -> Vec<u8> {
-        let plain = self.plain();
-        let length = u32::try_from(plain.len()).expect("a flush writes less than 4 GiB");
-        let mut message = vec![0; 5 + lz4_flex::block::get_maximum_output_size(plain.len())];
-        message[0] = LZ4_RECORD;
-        message[1..5].copy_from_slice(&length.to_le_bytes());
-        let packed = lz4_flex::block::compress_into(&plain, &mut message[5..])
-            .expect("the output holds LZ4's largest block");
-        message.truncate(5 + packed);
-        message
+        let packed = lz4_flex::block::compress_prepend_size(&self.plain());
+        [&[LZ4_RECORD], packed.as_slice()].concat()
     }
 
     /// Its postcard bytes, uncompressed.
@@ -110,26 +103,29 @@ impl LogRecord {
 
     /// Reads a stream message, compressed or as builds before compression wrote it.
     pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        let unreadable = |error: &dyn std::fmt::Display| {
-            StoreError::Corrupt(format!("an unreadable changelog record: {error}"))
-        };
-        let plain;
-        let postcard_bytes = match bytes.split_first() {
-            Some((&LZ4_RECORD, packed)) => {
-                let (length, block) =
-                    lz4_flex::block::uncompressed_size(packed).map_err(|e| unreadable(&e))?;
-                if length > RECORD_LIMIT {
-                    return Err(unreadable(&format!(
-                        "it says it holds {length} bytes, past the {RECORD_LIMIT} a record may"
-                    )));
-                }
-                plain = lz4_flex::block::decompress(block, length).map_err(|e| unreadable(&e))?;
-                plain.as_slice()
-            }
-            _ => bytes,
-        };
-        postcard::from_bytes(postcard_bytes).map_err(|e| unreadable(&e))
+        unpacked(bytes)
+            .and_then(|plain| postcard::from_bytes(&plain).map_err(|error| error.to_string()))
+            .map_err(|error| {
+                StoreError::Corrupt(format!("an unreadable changelog record: {error}"))
+            })
     }
+}
+
+/// A stream message's postcard bytes: decompressed, or as they are in a record written
+/// before compression.
+fn unpacked(message: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, String> {
+    let Some((&LZ4_RECORD, packed)) = message.split_first() else {
+        return Ok(message.into());
+    };
+    let (length, block) =
+        lz4_flex::block::uncompressed_size(packed).map_err(|error| error.to_string())?;
+    if length > RECORD_LIMIT {
+        return Err(format!(
+            "it says it holds {length} bytes, past the {RECORD_LIMIT} a record may"
+        ));
+    }
+    let plain = lz4_flex::block::decompress(block, length).map_err(|error| error.to_string())?;
+    Ok(plain.into())
 }
 
 /// A confirm the broker will give (or refuse) for an appended record.

@@ -716,15 +716,13 @@ fn records_of_ids_made_before_ids_carried_their_second_are_swept_in_their_time<E
         .unwrap()
     {
         let (index_key, companions) = (index_key.as_ref().to_vec(), companions.as_ref().to_vec());
-        let primary = as_first_stored(keys::expiry_target(&index_key).unwrap());
+        let (purge_at, primary) = keys::read_expiry(&index_key).unwrap();
+        let primary = as_first_stored(primary);
         let named: Vec<Vec<u8>> = keys::read_expiry_companions(&companions)
             .unwrap()
             .into_iter()
             .map(as_first_stored)
             .collect();
-        let purge_at = Timestamp(u64::from_be_bytes(
-            index_key[keys::EXPIRY.len()..][..8].try_into().unwrap(),
-        ));
         store.engine().remove(&index_key).unwrap();
         let named: Vec<&[u8]> = named.iter().map(Vec::as_slice).collect();
         store

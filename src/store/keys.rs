@@ -121,9 +121,15 @@ pub fn expiry_end(now: Timestamp) -> Vec<u8> {
     [EXPIRY, &Timestamp(now.0.saturating_add(1)).to_be_bytes()].concat()
 }
 
+/// The purge time and the primary key of an expiry-index entry's key.
+pub fn read_expiry(index_key: &[u8]) -> Option<(Timestamp, &[u8])> {
+    let (purge_at, primary) = index_key.strip_prefix(EXPIRY)?.split_first_chunk::<8>()?;
+    Some((Timestamp(u64::from_be_bytes(*purge_at)), primary))
+}
+
 /// The primary key an expiry-index entry points at.
 pub fn expiry_target(index_key: &[u8]) -> Option<&[u8]> {
-    index_key.get(EXPIRY.len() + 8..)
+    read_expiry(index_key).map(|(_, primary)| primary)
 }
 
 /// An expiry-index entry's value naming `companions`, the keys due with its primary key:
