@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::engine::{ensure_made_by, EngineKind};
 use super::flusher::GroupFlusher;
 use super::kv::{Entry, KeyRange, KvEngine};
+use super::lsm_compaction::{self, Compactable, Compaction};
 use super::reopening::{Handle, Reopening};
 use super::StoreError;
 
@@ -61,12 +62,30 @@ impl LsmEngine {
     pub fn open(dir: &Path, options: LsmOptions) -> Result<Self, StoreError> {
         let database: Arc<Reopening<Lsm>> = Reopening::open(dir, options)?;
         let flusher = database.start_flusher()?;
+        start_compactions(&database)?;
         Ok(LsmEngine {
             database,
             flusher,
             stripes: Stripes::default(),
         })
     }
+}
+
+/// Starts the thread that compacts the tree whole when removed keys have grown it
+/// (`lsm_compaction`), counting from the files it holds now.
+fn start_compactions(database: &Arc<Reopening<Lsm>>) -> Result<(), StoreError> {
+    let bytes = database.maintain(Lsm::bytes_on_disk).unwrap_or(0);
+    let compaction = Compaction::from(bytes, lsm_compaction::GROWTH_FLOOR);
+    let store = Arc::downgrade(database);
+    std::thread::Builder::new()
+        .name("otpd-store-compaction".into())
+        .spawn(move || lsm_compaction::compact_while_open(&store, compaction))
+        .map(drop)
+        .map_err(|error| {
+            StoreError::Io(format!(
+                "could not start the store's compaction thread: {error}"
+            ))
+        })
 }
 
 impl Lsm {
@@ -76,6 +95,16 @@ impl Lsm {
             Some(value) => self.records.insert(key, value),
             None => self.records.remove(key),
         }
+    }
+}
+
+impl Compactable for Lsm {
+    fn bytes_on_disk(&self) -> u64 {
+        self.records.disk_space()
+    }
+
+    fn compact_fully(&self) -> Result<(), String> {
+        self.records.major_compact().map_err(|error| said(&error))
     }
 }
 
@@ -313,6 +342,55 @@ mod tests {
     fn flushed_writes_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         testing::flushed_writes_survive_a_reopen(|| LsmEngine::open(dir.path(), OPTIONS));
+    }
+
+    #[test]
+    fn a_full_compaction_drops_removed_keys_from_the_files_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = LsmEngine::open(dir.path(), OPTIONS).unwrap();
+        let key = |n: u32| format!("v/{n:08}").into_bytes();
+        let value = |n: u32| format!("verification {n} {}", "x".repeat(100)).into_bytes();
+        for n in 0..30_000 {
+            engine.insert(&key(n), &value(n)).unwrap();
+        }
+        for n in 0..30_000 {
+            if n % 3 != 0 {
+                engine.remove(&key(n)).unwrap();
+            }
+        }
+        let written_out = |lsm: &Lsm| lsm.records.rotate_memtable_and_wait().map(drop);
+        engine.database.with(written_out).unwrap();
+        let before = engine.database.maintain(Lsm::bytes_on_disk).unwrap();
+
+        let mut compaction = Compaction::from(0, 0);
+        let done = engine
+            .database
+            .maintain(|lsm| compaction.run_if_due(lsm))
+            .unwrap()
+            .unwrap()
+            .expect("a tree grown past its floor is compacted");
+
+        assert_eq!(done.before, before);
+        // What is left is the third kept: the removed two thirds and their tombstones are
+        // gone from the files (compaction into the first level keeps every tombstone).
+        let kept_alone = {
+            let other = tempfile::tempdir().unwrap();
+            let kept = LsmEngine::open(other.path(), OPTIONS).unwrap();
+            for n in (0..30_000).step_by(3) {
+                kept.insert(&key(n), &value(n)).unwrap();
+            }
+            kept.database.with(written_out).unwrap();
+            kept.database.maintain(Lsm::bytes_on_disk).unwrap()
+        };
+        assert!(
+            done.after <= kept_alone + kept_alone / 10,
+            "{} bytes left where the kept keys alone take {kept_alone} (before: {before})",
+            done.after
+        );
+        for n in 0..30_000 {
+            let found = engine.get(&key(n)).unwrap();
+            assert_eq!(found.as_deref(), (n % 3 == 0).then(|| value(n)).as_deref());
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod flusher;
 pub mod identity;
 mod keys;
 pub mod kv;
+mod lsm_compaction;
 pub mod lsm_engine;
 pub mod memory;
 pub mod records;

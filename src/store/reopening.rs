@@ -122,6 +122,14 @@ impl<H: Handle> Reopening<H> {
         })
     }
 
+    /// Runs `work` on the handle, which is not opened again while it runs; `None` while it
+    /// is being opened again. Unlike [`Reopening::with`], what `work` meets marks nothing
+    /// failing: work of the engine's own upkeep reports its errors itself.
+    pub fn maintain<T>(&self, work: impl FnOnce(&H) -> T) -> Option<T> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        current.as_ref().map(work)
+    }
+
     /// If the store failed, sees whether it takes writes again, and opens it again from
     /// disk if not. What was not flushed before the failure was never confirmed to anyone,
     /// and is gone with the old handle.
