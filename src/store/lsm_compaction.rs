@@ -14,7 +14,7 @@
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
-use super::reopening::Reopening;
+use super::reopening::{Handle, Reopening};
 
 /// How often the records' files are looked at.
 pub(super) const LOOK_EVERY: Duration = Duration::from_secs(10);
@@ -84,7 +84,7 @@ impl Compaction {
 
 /// Looks at the tree every [`LOOK_EVERY`] for as long as the store is open, and compacts it
 /// whole when that is due.
-pub(super) fn compact_while_open<H: Compactable + super::reopening::Handle>(
+pub(super) fn compact_while_open<H: Compactable + Handle>(
     store: &Weak<Reopening<H>>,
     mut compaction: Compaction,
 ) {

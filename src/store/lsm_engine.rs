@@ -1,11 +1,12 @@
-//! fjall, an LSM tree, behind the engine seam. A write appends to a journal and to a table in
-//! memory; full tables are written out sorted, and compaction merges them in the background,
-//! dropping what was written over or removed, so the disk holds about what is live (sled's
-//! log keeps two to four times that, BENCHMARKS.md). A write costs the same wherever its key
-//! falls, where sled rewrites the page it lands on. Flushes are group-committed fsyncs of
-//! the journal on a thread of their own. A compare-and-swap reads and writes under the lock
-//! of its key's stripe, which every write takes too, so no write slips between the two.
-//! After a failed write (a full disk) fjall refuses every write for good, so the keyspace is
+//! fjall, an LSM tree, behind the engine seam. A write appends to a journal and to a table
+//! in memory; full tables are written out sorted, and compaction merges them in the
+//! background, dropping what was written over; a full compaction now and then drops what
+//! was removed (`lsm_compaction`), so the disk holds about what is live (sled's log keeps
+//! two to four times that, BENCHMARKS.md). A write costs the same wherever its key falls,
+//! where sled rewrites the page it lands on. Flushes are group-committed fsyncs of the
+//! journal on a thread of their own. A compare-and-swap reads and writes under the lock of
+//! its key's stripe, which every write takes too, so no write slips between the two. After
+//! a failed write (a full disk) fjall refuses every write for good, so the keyspace is
 //! opened again, which reads the journal back and cuts a torn entry off its end.
 
 use futures_util::future::BoxFuture;
