@@ -4,17 +4,14 @@
 //! only when compaction carries it into the tree's last level, the seventh. A store of
 //! otpd's size fills the first level or two and never reaches the last, so every swept
 //! verification left its tombstones behind for good, and the store grew with each one
-//! (BENCHMARKS.md, "Removed keys dropped from the LSM tree's files"). A thread of the
-//! engine looks at the records' files every [`LOOK_EVERY`]; once they have grown a quarter
-//! past what the last full compaction left (and at least [`GROWTH_FLOOR`]), it compacts the
-//! whole tree into its last level, which drops every tombstone with what it covers. The
-//! rewrite costs about what the tree holds, so it comes about once per quarter of the
-//! store written anew.
+//! (BENCHMARKS.md, "Removed keys dropped from the LSM tree's files"). The store's upkeep
+//! thread (`Reopening::start_upkeep`) looks at the records' files every [`LOOK_EVERY`];
+//! once they have grown a quarter past what the last full compaction left (and at least
+//! [`GROWTH_FLOOR`]), it compacts the whole tree into its last level, which drops every
+//! tombstone with what it covers. The rewrite costs about what the tree holds, so it comes
+//! about once per quarter of the store written anew.
 
-use std::sync::Weak;
 use std::time::{Duration, Instant};
-
-use super::reopening::{Handle, Reopening};
 
 /// How often the records' files are looked at.
 pub(super) const LOOK_EVERY: Duration = Duration::from_secs(10);
@@ -80,32 +77,22 @@ impl Compaction {
             took: started.elapsed(),
         }))
     }
-}
 
-/// Looks at the tree every [`LOOK_EVERY`] for as long as the store is open, and compacts it
-/// whole when that is due.
-pub(super) fn compact_while_open<H: Compactable + Handle>(
-    store: &Weak<Reopening<H>>,
-    mut compaction: Compaction,
-) {
-    loop {
-        std::thread::sleep(LOOK_EVERY);
-        let Some(store) = store.upgrade() else { return };
-        // The store is not opened again while this runs; one being opened again is looked
-        // at next time.
-        let outcome = store.maintain(|tree| compaction.run_if_due(tree));
-        match outcome {
-            Some(Ok(Some(done))) => tracing::debug!(
+    /// Looks at `tree` (every [`LOOK_EVERY`], on the store's upkeep thread): compacts it
+    /// whole if that is due, and logs what came of it.
+    pub fn look(&mut self, tree: &impl Compactable) {
+        match self.run_if_due(tree) {
+            Ok(Some(done)) => tracing::debug!(
                 before = done.before,
                 after = done.after,
                 took_ms = done.took.as_millis() as u64,
                 "Compacted the store whole, dropping what was removed."
             ),
-            Some(Err(error)) => tracing::warn!(
+            Ok(None) => {}
+            Err(error) => tracing::warn!(
                 %error,
                 "Could not compact the store whole; it is tried again once it has grown further."
             ),
-            Some(Ok(None)) | None => {}
         }
     }
 }

@@ -76,17 +76,10 @@ impl LsmEngine {
 /// (`lsm_compaction`), counting from the files it holds now.
 fn start_compactions(database: &Arc<Reopening<Lsm>>) -> Result<(), StoreError> {
     let bytes = database.maintain(Lsm::bytes_on_disk).unwrap_or(0);
-    let compaction = Compaction::from(bytes, lsm_compaction::GROWTH_FLOOR);
-    let store = Arc::downgrade(database);
-    std::thread::Builder::new()
-        .name("otpd-store-compaction".into())
-        .spawn(move || lsm_compaction::compact_while_open(&store, compaction))
-        .map(drop)
-        .map_err(|error| {
-            StoreError::Io(format!(
-                "could not start the store's compaction thread: {error}"
-            ))
-        })
+    let mut compaction = Compaction::from(bytes, lsm_compaction::GROWTH_FLOOR);
+    database.start_upkeep("compaction", lsm_compaction::LOOK_EVERY, move |tree| {
+        compaction.look(tree)
+    })
 }
 
 impl Lsm {

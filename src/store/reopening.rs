@@ -57,16 +57,23 @@ impl<H: Handle> Reopening<H> {
             failing: Mutex::new(None),
             reopens: AtomicU64::new(0),
         });
-        let repaired = Arc::downgrade(&reopening);
-        std::thread::Builder::new()
-            .name("otpd-store-repair".into())
-            .spawn(move || repair_while_open(&repaired))
-            .map_err(|error| {
-                StoreError::Io(format!(
-                    "could not start the store's repair thread: {error}"
-                ))
-            })?;
+        every_while_open(&reopening, "repair", REPAIR_EVERY, Reopening::repair)?;
         Ok(reopening)
+    }
+
+    /// Starts a thread (`otpd-store-<name>`) that runs `upkeep` on the handle every `every`
+    /// for as long as the store is open; not while the handle is being opened again, and
+    /// the handle is not opened again while it runs. What `upkeep` meets marks nothing
+    /// failing: it reports its own errors.
+    pub fn start_upkeep(
+        self: &Arc<Self>,
+        name: &str,
+        every: Duration,
+        mut upkeep: impl FnMut(&H) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        every_while_open(self, name, every, move |store| {
+            store.maintain(&mut upkeep);
+        })
     }
 
     /// Starts the thread that group-commits the handle's flushes, whichever handle is
@@ -124,7 +131,7 @@ impl<H: Handle> Reopening<H> {
 
     /// Runs `work` on the handle, which is not opened again while it runs; `None` while it
     /// is being opened again. Unlike [`Reopening::with`], what `work` meets marks nothing
-    /// failing: work of the engine's own upkeep reports its errors itself.
+    /// failing: the engine's own upkeep reports its errors itself.
     pub fn maintain<T>(&self, work: impl FnOnce(&H) -> T) -> Option<T> {
         let current = self.current.read().unwrap_or_else(|p| p.into_inner());
         current.as_ref().map(work)
@@ -174,14 +181,30 @@ impl<H: Handle> Reopening<H> {
     }
 }
 
-fn repair_while_open<H: Handle>(reopening: &Weak<Reopening<H>>) {
-    loop {
-        std::thread::sleep(REPAIR_EVERY);
-        match reopening.upgrade() {
-            Some(reopening) => reopening.repair(),
-            None => return,
-        }
-    }
+/// Starts a thread (`otpd-store-<name>`) that runs `work` on `reopening` every `every`, and
+/// ends once the store is dropped.
+fn every_while_open<H: Handle>(
+    reopening: &Arc<Reopening<H>>,
+    name: &str,
+    every: Duration,
+    mut work: impl FnMut(&Reopening<H>) + Send + 'static,
+) -> Result<(), StoreError> {
+    let store: Weak<Reopening<H>> = Arc::downgrade(reopening);
+    std::thread::Builder::new()
+        .name(format!("otpd-store-{name}"))
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            match store.upgrade() {
+                Some(store) => work(&store),
+                None => return,
+            }
+        })
+        .map(drop)
+        .map_err(|error| {
+            StoreError::Io(format!(
+                "could not start the store's {name} thread: {error}"
+            ))
+        })
 }
 
 /// What the engines' own tests share: opening a directory again, and the case that a flush
