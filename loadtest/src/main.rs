@@ -4,6 +4,7 @@
 
 mod amqp;
 mod arrivals;
+mod cpu;
 mod driver;
 mod footprint;
 mod http;
@@ -220,9 +221,8 @@ struct Sut {
     address: String,
     /// Every node's address (one for --target).
     addresses: Vec<String>,
-    /// CPU seconds each spawned node, and the broker, had used when the run began.
-    cpu_at_start: Vec<Option<f64>>,
-    broker_cpu_at_start: Option<f64>,
+    /// The CPU otpd, the broker and the harness use over the measured interval.
+    cpu: cpu::CpuMeter,
     api_key: String,
     namespace: String,
     provider: Option<String>,
@@ -256,12 +256,7 @@ impl Sut {
             return Ok(Sut {
                 address: spawned.address.clone(),
                 addresses: spawned.addresses(),
-                cpu_at_start: spawned
-                    .nodes()
-                    .iter()
-                    .map(spawn::Node::cpu_seconds)
-                    .collect(),
-                broker_cpu_at_start: spawn::broker_pid().and_then(spawn::process_cpu_seconds),
+                cpu: cpu::CpuMeter::start(spawned.nodes().iter().map(spawn::Node::pid).collect()),
                 api_key: spawned.api_key.clone(),
                 namespace: spawned.namespace.clone(),
                 provider: Some(format!("{:?}", spawned.provider).to_lowercase()),
@@ -299,8 +294,7 @@ impl Sut {
         Ok(Sut {
             address: target.trim_end_matches('/').to_owned(),
             addresses: vec![target.trim_end_matches('/').to_owned()],
-            cpu_at_start: Vec::new(),
-            broker_cpu_at_start: None,
+            cpu: cpu::CpuMeter::start(Vec::new()),
             api_key,
             namespace: common.namespace.clone(),
             provider: Some(provider.into()),
@@ -325,9 +319,9 @@ impl Sut {
         notes
     }
 
-    /// With several nodes: each node's share of the verifications issued, and the CPU it
-    /// (and the broker) used per verification since the run began.
-    async fn cluster_report(&self) -> Vec<String> {
+    /// Each node's share of the verifications issued and the CPU it used over the measured
+    /// interval, and the cluster's messages per verification.
+    async fn cluster_report(&self, cpu_by_node: &[Option<f64>]) -> Vec<String> {
         let Some(spawned) = &self.spawned else {
             return Vec::new();
         };
@@ -344,25 +338,17 @@ impl Sut {
             }
         }
         let total: f64 = issued.iter().sum::<f64>().max(1.0);
-        let per_otp = |start: Option<f64>, now: Option<f64>| match (start, now) {
-            (Some(start), Some(now)) => format!(
-                "{:.1} s CPU, {:.3} ms per verification",
-                now - start,
-                1000.0 * (now - start) / total
-            ),
-            _ => "CPU unknown".into(),
-        };
         let mut notes: Vec<String> = spawned
             .nodes()
             .iter()
             .zip(&issued)
-            .zip(&self.cpu_at_start)
-            .map(|((node, issued), start)| {
+            .zip(cpu_by_node)
+            .map(|((node, issued), cpu)| {
+                let cpu = cpu.map_or("CPU unknown".into(), |s| format!("{s:.1} s CPU"));
                 format!(
-                    "node {}: issued {issued:.0} ({:.0}%), {}, RSS {:.0} MiB",
+                    "node {}: issued {issued:.0} ({:.0}%), {cpu} over the measured interval, RSS {:.0} MiB",
                     node.id,
                     100.0 * issued / total,
-                    per_otp(*start, node.cpu_seconds()),
                     node.rss_bytes().unwrap_or(0) as f64 / 1_048_576.0
                 )
             })
@@ -376,11 +362,6 @@ impl Sut {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        let broker_now = spawn::broker_pid().and_then(spawn::process_cpu_seconds);
-        notes.push(format!(
-            "broker (beam.smp): {}",
-            per_otp(self.broker_cpu_at_start, broker_now)
-        ));
         notes
     }
 
@@ -388,9 +369,11 @@ impl Sut {
     /// run's own figures are the caller's to add.
     async fn report(&mut self, mode: &str, common: &Common) -> Report {
         let mut report = base_report(mode, common);
+        let (cpu, cpu_by_node) = self.cpu.used_by_each();
+        report.cpu_seconds = Some(cpu);
         self.record_footprint(&mut report);
         report.notes.extend(self.self_report().await);
-        report.notes.extend(self.cluster_report().await);
+        report.notes.extend(self.cluster_report(&cpu_by_node).await);
         report.target = self.address.clone();
         report.namespace = Some(self.namespace.clone());
         report.provider = self.provider.clone();
@@ -540,6 +523,8 @@ fn base_report(mode: &str, common: &Common) -> Report {
         otpd_rss_bytes: None,
         store_bytes: None,
         store_samples: Vec::new(),
+        cpu_seconds: None,
+        cpu_us_per_op: None,
         notes: Vec::new(),
     }
 }
@@ -631,7 +616,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
                 .duration_since(run.first_send)
                 .as_secs_f64()
                 .max(1e-6);
-            report.per_second = report.counts.delivered as f64 / report.seconds;
+            report.count_operations(report.counts.delivered);
             if let Some(ceiling) = ceiling {
                 report.ratio_to_ceiling =
                     Some(report.per_second / ceiling.messages_per_second.max(1e-9));
@@ -666,7 +651,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             report.counts = tracker.counts();
             report.errors = run.errors;
             time_run(&mut report, &run.driven, run.end);
-            report.per_second = run.completed as f64 / report.seconds;
+            report.count_operations(run.completed);
             let latencies = &run.latencies;
             let mut plotted = Vec::new();
             for (name, histogram) in [
@@ -708,6 +693,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             let issued = http::issue_all(&api, &mailroom, &issue_plan, common.drain_timeout).await;
             bar.finish_and_clear();
             let issue_seconds = issuing.elapsed().as_secs_f64();
+            sut.cpu.restart();
             let run = http::checks(&api, &issued.verifications, check_mode, &plan).await;
             let mut report = finish_sut(sut, "verify", &common).await?;
             let tracker = mailroom
@@ -717,7 +703,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             report.counts = tracker.counts();
             report.errors = issued.errors + run.errors;
             time_run(&mut report, &run.driven, run.end);
-            report.per_second = run.checks as f64 / report.seconds;
+            report.count_operations(run.checks);
             report.latency = Percentiles::of(&run.latency);
             report.series.push(Series {
                 name: "issue→provider".into(),

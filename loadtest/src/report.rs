@@ -7,6 +7,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 use std::path::Path;
 
+use crate::cpu::Cpu;
 use crate::footprint::{LastThird, StoreSample};
 use crate::tracker::{Counts, Percentiles};
 
@@ -60,10 +61,22 @@ pub struct Report {
     /// The store's size sampled over the run, oldest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub store_samples: Vec<StoreSample>,
+    /// CPU seconds otpd (all its nodes), the broker and the harness used over the measured
+    /// interval: the load and its drain, not the start-up or, for `verify`, the issuing.
+    pub cpu_seconds: Option<Cpu>,
+    /// `cpu_seconds` per operation counted in `per_second`, in microseconds.
+    pub cpu_us_per_op: Option<Cpu>,
     pub notes: Vec<String>,
 }
 
 impl Report {
+    /// The run completed `operations` (OTPs delivered, flows, checks) in `seconds`: its
+    /// rate, and the CPU each process spent on one.
+    pub fn count_operations(&mut self, operations: u64) {
+        self.per_second = operations as f64 / self.seconds.max(1e-6);
+        self.cpu_us_per_op = self.cpu_seconds.and_then(|cpu| cpu.per_op(operations));
+    }
+
     pub fn print(&self) {
         println!();
         println!("== otpd-loadtest {} against {} ==", self.mode, self.target);
@@ -108,6 +121,9 @@ impl Report {
         }
         if let Some(ratio) = self.ratio_to_ceiling {
             println!("end-to-end/ceiling {ratio:.3}");
+        }
+        if let Some(cpu) = self.cpu_us_per_op {
+            println!("CPU per operation  {}", cpu.describe_per_op());
         }
         if let Some(rss) = self.otpd_rss_bytes {
             println!("otpd RSS           {:.1} MiB", rss as f64 / 1_048_576.0);

@@ -423,9 +423,9 @@ impl Node {
         Some(kib * 1024)
     }
 
-    /// CPU time the node has used so far, user and system (Linux).
-    pub fn cpu_seconds(&self) -> Option<f64> {
-        process_cpu_seconds(self.child.id()?)
+    /// The node's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 }
 

@@ -118,6 +118,13 @@ fn amqp_delivers_every_request_once() {
     assert!(report["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
     assert!(report["ceiling"]["messages_per_second"].as_f64().unwrap() > 0.0);
     assert!(report["ratio_to_ceiling"].as_f64().unwrap() > 0.0);
+    let cpu = &report["cpu_us_per_op"];
+    assert!(
+        cpu["otpd"].as_f64().unwrap() > 0.0,
+        "otpd's CPU per OTP: {report}"
+    );
+    assert!(cpu["broker"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(cpu["harness"].as_f64().unwrap() > 0.0, "{report}");
 }
 
 #[test]
@@ -178,6 +185,12 @@ fn verify_checks_wrong_then_right() {
         report["latency"]["count"], 200,
         "two checks per verification"
     );
+    for side in ["otpd", "broker", "harness"] {
+        assert!(
+            report["cpu_us_per_op"][side].as_f64().is_some(),
+            "the CPU of {side} per check: {report}"
+        );
+    }
 }
 
 #[test]
