@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use arrivals::Arrival;
 use driver::Plan;
 use otpd::issuance::settings::{MAX_TTL_SECONDS, MIN_TTL_SECONDS};
-use report::{Report, Series};
+use report::{ClusterMessages, Report, Series};
 use spawn::{ProviderMode, SpawnOptions, Spawned};
 use tracker::Percentiles;
 
@@ -223,6 +223,8 @@ struct Sut {
     addresses: Vec<String>,
     /// The CPU otpd, the broker and the harness use over the measured interval.
     cpu: cpu::CpuMeter,
+    /// The cluster's broker messages (every node's) when the measured interval began.
+    messages_at_start: ClusterMessages,
     api_key: String,
     namespace: String,
     provider: Option<String>,
@@ -253,7 +255,7 @@ impl Sut {
                 (_, Some(smsc)) => arrivals::from_smsc(smsc.control().subscribe(65_536)),
                 _ => arrivals::from_fake(spawned.fake.control().subscribe(65_536)),
             };
-            return Ok(Sut {
+            let mut sut = Sut {
                 address: spawned.address.clone(),
                 addresses: spawned.addresses(),
                 cpu: cpu::CpuMeter::start(spawned.nodes().iter().map(spawn::Node::pid).collect()),
@@ -262,9 +264,12 @@ impl Sut {
                 provider: Some(format!("{:?}", spawned.provider).to_lowercase()),
                 arrivals: Some(arrivals),
                 store_watch: Some(footprint::StoreWatch::start(spawned.store_dirs())),
+                messages_at_start: ClusterMessages::default(),
                 spawned: Some(spawned),
                 _fake: None,
-            });
+            };
+            sut.begin_measuring().await;
+            return Ok(sut);
         }
         let Some(target) = &common.target else {
             bail!("say --spawn (start an otpd of our own) or --target http://127.0.0.1:PORT");
@@ -295,6 +300,7 @@ impl Sut {
             address: target.trim_end_matches('/').to_owned(),
             addresses: vec![target.trim_end_matches('/').to_owned()],
             cpu: cpu::CpuMeter::start(Vec::new()),
+            messages_at_start: ClusterMessages::default(),
             api_key,
             namespace: common.namespace.clone(),
             provider: Some(provider.into()),
@@ -319,26 +325,38 @@ impl Sut {
         notes
     }
 
+    /// The measured interval begins now (after a run's preparation): the CPU and the
+    /// cluster's messages count from here.
+    async fn begin_measuring(&mut self) {
+        self.cpu.restart();
+        self.messages_at_start = self.cluster_messages().await;
+    }
+
+    /// The broker messages of every spawned node so far, by kind.
+    async fn cluster_messages(&self) -> ClusterMessages {
+        let mut total = ClusterMessages::default();
+        for node in self.spawned.iter().flat_map(|spawned| spawned.nodes()) {
+            for (kind, sum) in total.by_kind_mut() {
+                let series = format!("otpd_cluster_messages_total{{kind=\"{kind}\"}}");
+                *sum += metric_sum(&node.address, &series).await.unwrap_or(0.0);
+            }
+        }
+        total
+    }
+
     /// Each node's share of the verifications issued and the CPU it used over the measured
-    /// interval, and the cluster's messages per verification.
+    /// interval.
     async fn cluster_report(&self, cpu_by_node: &[Option<f64>]) -> Vec<String> {
         let Some(spawned) = &self.spawned else {
             return Vec::new();
         };
         let mut issued = Vec::new();
-        let kinds = ["appended", "applied", "forwarded", "served"];
-        let mut cluster_messages = [0.0; 4];
         for node in spawned.nodes() {
-            let address = &node.address;
-            let count = metric_sum(address, "otpd_verifications_issued_total").await;
+            let count = metric_sum(&node.address, "otpd_verifications_issued_total").await;
             issued.push(count.unwrap_or(0.0));
-            for (kind, sum) in kinds.iter().zip(cluster_messages.iter_mut()) {
-                let series = format!("otpd_cluster_messages_total{{kind=\"{kind}\"}}");
-                *sum += metric_sum(address, &series).await.unwrap_or(0.0);
-            }
         }
         let total: f64 = issued.iter().sum::<f64>().max(1.0);
-        let mut notes: Vec<String> = spawned
+        spawned
             .nodes()
             .iter()
             .zip(&issued)
@@ -352,17 +370,7 @@ impl Sut {
                     node.rss_bytes().unwrap_or(0) as f64 / 1_048_576.0
                 )
             })
-            .collect();
-        notes.push(format!(
-            "cluster messages per verification: {}",
-            kinds
-                .iter()
-                .zip(cluster_messages)
-                .map(|(kind, sum)| format!("{kind} {:.2}", sum / total))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-        notes
+            .collect()
     }
 
     /// A `mode` run's report of what this otpd says of itself and of where it ran; the
@@ -371,6 +379,10 @@ impl Sut {
         let mut report = base_report(mode, common);
         let (cpu, cpu_by_node) = self.cpu.used_by_each();
         report.cpu_seconds = Some(cpu);
+        if self.spawned.is_some() {
+            let messages = self.cluster_messages().await;
+            report.cluster_messages = Some(messages.since(&self.messages_at_start));
+        }
         self.record_footprint(&mut report);
         report.notes.extend(self.self_report().await);
         report.notes.extend(self.cluster_report(&cpu_by_node).await);
@@ -525,6 +537,8 @@ fn base_report(mode: &str, common: &Common) -> Report {
         store_samples: Vec::new(),
         cpu_seconds: None,
         cpu_us_per_op: None,
+        cluster_messages: None,
+        cluster_messages_per_op: None,
         notes: Vec::new(),
     }
 }
@@ -693,7 +707,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             let issued = http::issue_all(&api, &mailroom, &issue_plan, common.drain_timeout).await;
             bar.finish_and_clear();
             let issue_seconds = issuing.elapsed().as_secs_f64();
-            sut.cpu.restart();
+            sut.begin_measuring().await;
             let run = http::checks(&api, &issued.verifications, check_mode, &plan).await;
             let mut report = finish_sut(sut, "verify", &common).await?;
             let tracker = mailroom

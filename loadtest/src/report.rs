@@ -21,6 +21,56 @@ pub struct Ceiling {
     pub queue_type: &'static str,
 }
 
+/// The broker messages of otpd's cluster (`otpd_cluster_messages_total` of every node):
+/// changelog records appended and applied, requests forwarded to an owner and served for
+/// another node. Counts over the measured interval, or per operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ClusterMessages {
+    pub appended: f64,
+    pub applied: f64,
+    pub forwarded: f64,
+    pub served: f64,
+}
+
+impl ClusterMessages {
+    /// Each kind as otpd's metric labels it, with its count.
+    pub fn by_kind_mut(&mut self) -> [(&'static str, &mut f64); 4] {
+        [
+            ("appended", &mut self.appended),
+            ("applied", &mut self.applied),
+            ("forwarded", &mut self.forwarded),
+            ("served", &mut self.served),
+        ]
+    }
+
+    /// What was counted after `start`.
+    pub fn since(mut self, start: &ClusterMessages) -> ClusterMessages {
+        let mut start = *start;
+        for ((_, now), (_, then)) in self.by_kind_mut().into_iter().zip(start.by_kind_mut()) {
+            *now = (*now - *then).max(0.0);
+        }
+        self
+    }
+
+    fn per_op(mut self, operations: u64) -> Option<ClusterMessages> {
+        if operations == 0 {
+            return None;
+        }
+        for (_, count) in self.by_kind_mut() {
+            *count /= operations as f64;
+        }
+        Some(self)
+    }
+
+    fn describe(mut self) -> String {
+        self.by_kind_mut()
+            .into_iter()
+            .map(|(kind, count)| format!("{kind} {:.3}", *count))
+            .collect::<Vec<_>>()
+            .join("  ")
+    }
+}
+
 /// One named latency series (e.g. `end_to_end`, `create`, `check`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Series {
@@ -66,6 +116,10 @@ pub struct Report {
     pub cpu_seconds: Option<Cpu>,
     /// `cpu_seconds` per operation counted in `per_second`, in microseconds.
     pub cpu_us_per_op: Option<Cpu>,
+    /// The cluster's broker messages over the measured interval (spawned nodes only).
+    pub cluster_messages: Option<ClusterMessages>,
+    /// `cluster_messages` per operation counted in `per_second`.
+    pub cluster_messages_per_op: Option<ClusterMessages>,
     pub notes: Vec<String>,
 }
 
@@ -75,6 +129,9 @@ impl Report {
     pub fn count_operations(&mut self, operations: u64) {
         self.per_second = operations as f64 / self.seconds.max(1e-6);
         self.cpu_us_per_op = self.cpu_seconds.and_then(|cpu| cpu.per_op(operations));
+        self.cluster_messages_per_op = self
+            .cluster_messages
+            .and_then(|messages| messages.per_op(operations));
     }
 
     pub fn print(&self) {
@@ -124,6 +181,9 @@ impl Report {
         }
         if let Some(cpu) = self.cpu_us_per_op {
             println!("CPU per operation  {}", cpu.describe_per_op());
+        }
+        if let Some(messages) = self.cluster_messages_per_op {
+            println!("cluster msgs / op  {}", messages.describe());
         }
         if let Some(rss) = self.otpd_rss_bytes {
             println!("otpd RSS           {:.1} MiB", rss as f64 / 1_048_576.0);
@@ -246,6 +306,31 @@ fn distribution(histogram: &Histogram<u64>) -> Vec<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_cluster_messages_over_the_interval_and_per_operation() {
+        let start = ClusterMessages {
+            appended: 100.0,
+            applied: 40.0,
+            forwarded: 0.0,
+            served: 0.0,
+        };
+        let end = ClusterMessages {
+            appended: 300.0,
+            applied: 240.0,
+            forwarded: 50.0,
+            served: 50.0,
+        };
+        let interval = end.since(&start);
+        assert_eq!(interval.appended, 200.0);
+        assert_eq!(interval.applied, 200.0);
+        let per_op = interval.per_op(1000).expect("operations were done");
+        assert_eq!(
+            per_op.describe(),
+            "appended 0.200  applied 0.200  forwarded 0.050  served 0.050"
+        );
+        assert_eq!(interval.per_op(0), None);
+    }
 
     #[test]
     fn labels_the_nines() {

@@ -125,6 +125,13 @@ fn amqp_delivers_every_request_once() {
     );
     assert!(cpu["broker"].as_f64().unwrap() > 0.0, "{report}");
     assert!(cpu["harness"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        report["cluster_messages_per_op"]["appended"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "every OTP is written to the changelog: {report}"
+    );
 }
 
 #[test]
@@ -191,6 +198,13 @@ fn verify_checks_wrong_then_right() {
             "the CPU of {side} per check: {report}"
         );
     }
+    assert!(
+        report["cluster_messages_per_op"]["appended"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "a check's attempt is written to the changelog: {report}"
+    );
 }
 
 #[test]
