@@ -74,13 +74,8 @@ engine_suite!(on_sled, {
 
 engine_suite!(on_lsm, {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let engine = super::LsmEngine::open(
-        dir.path(),
-        crate::store::LsmOptions {
-            cache_capacity_bytes: 1 << 20,
-        },
-    )
-    .expect("the lsm tree opens");
+    let engine = super::LsmEngine::open(dir.path(), crate::store::LsmOptions::with_cache(1 << 20))
+        .expect("the lsm tree opens");
     (engine, dir)
 });
 

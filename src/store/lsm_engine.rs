@@ -14,6 +14,7 @@ use futures_util::FutureExt;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::engine::{ensure_made_by, EngineKind};
 use super::flusher::GroupFlusher;
@@ -33,7 +34,26 @@ pub struct LsmEngine {
 pub struct LsmOptions {
     /// Bytes of block cache.
     pub cache_capacity_bytes: u64,
+    /// How often the journal's buffer is written out to its file between flushes.
+    pub journal_written_every: Duration,
 }
+
+impl LsmOptions {
+    /// `cache_capacity_bytes` of block cache, the journal written out every
+    /// `JOURNAL_WRITTEN_EVERY`.
+    pub fn with_cache(cache_capacity_bytes: u64) -> Self {
+        LsmOptions {
+            cache_capacity_bytes,
+            journal_written_every: JOURNAL_WRITTEN_EVERY,
+        }
+    }
+}
+
+/// How often the journal's buffer goes to its file between flushes: a write no flush has
+/// asked for yet reaches the operating system within this (sled's writes within 500 ms),
+/// and a disk that fails is seen within it, so creates get 503 in broker mode too, where
+/// the changelog rather than a flush makes a partition's writes durable.
+const JOURNAL_WRITTEN_EVERY: Duration = Duration::from_millis(100);
 
 /// No cap on the tables in memory, nor on the journals on disk, beyond the table each write
 /// goes to (`TABLE_IN_MEMORY`, then sealed and written out). fjall waits out a cap in a loop that
@@ -63,6 +83,11 @@ impl LsmEngine {
     pub fn open(dir: &Path, options: LsmOptions) -> Result<Self, StoreError> {
         let database: Arc<Reopening<Lsm>> = Reopening::open(dir, options)?;
         let flusher = database.start_flusher()?;
+        database.start_periodic_write(
+            "journal",
+            options.journal_written_every,
+            Lsm::write_out_journal,
+        )?;
         start_compactions(&database)?;
         Ok(LsmEngine {
             database,
@@ -85,10 +110,32 @@ fn start_compactions(database: &Arc<Reopening<Lsm>>) -> Result<(), StoreError> {
 impl Lsm {
     /// Sets `key` to `value` (`None`: removes it).
     fn set(&self, key: &[u8], value: Option<&[u8]>) -> fjall::Result<()> {
-        match value {
-            Some(value) => self.records.insert(key, value),
-            None => self.records.remove(key),
+        self.write_all(&[(key, value)])
+    }
+
+    /// Sets each key to its value (`None`: removes it) in one batch: one entry in the
+    /// journal and one pass into the table in memory. The entry stays in the journal's
+    /// buffer until the flusher's fsync, the periodic write-out or a full buffer writes it
+    /// out, as sled's writes do (a write each cost a system call): nothing is acknowledged
+    /// before a flush's fsync, and a process killed before one leaves the journal cut at an
+    /// entry, a state the store was in (a returning node applies the changelog again from
+    /// the offset the cut journal holds).
+    fn write_all(&self, writes: &[(&[u8], Option<&[u8]>)]) -> fjall::Result<()> {
+        let mut batch = self.keyspace.batch().durability(None);
+        for (key, value) in writes {
+            match value {
+                Some(value) => batch.insert(&self.records, *key, *value),
+                None => batch.remove(&self.records, *key),
+            }
         }
+        batch.commit()
+    }
+}
+
+impl Lsm {
+    /// Writes the journal's buffer out to its file, without an fsync.
+    fn write_out_journal(&self) -> fjall::Result<()> {
+        self.keyspace.persist(fjall::PersistMode::Buffer)
     }
 }
 
@@ -247,28 +294,18 @@ impl KvEngine for LsmEngine {
 
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let _stripe = self.stripes.lock(key);
-        self.database.with(|lsm| lsm.records.insert(key, value))
+        self.database.with(|lsm| lsm.set(key, Some(value)))
     }
 
     fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
         let _stripe = self.stripes.lock(key);
-        self.database.with(|lsm| lsm.records.remove(key))
+        self.database.with(|lsm| lsm.set(key, None))
     }
 
-    /// One batch: one entry in the journal and one pass into the table in memory, where a
-    /// write each would take both once per key.
+    /// One batch, where a write each would go into the journal and the table once per key.
     fn write_all(&self, writes: &[(&[u8], Option<&[u8]>)]) -> Result<(), StoreError> {
         let _stripes = self.stripes.lock_all(writes.iter().map(|(key, _)| *key));
-        self.database.with(|lsm| {
-            let mut batch = lsm.keyspace.batch();
-            for (key, value) in writes {
-                match value {
-                    Some(value) => batch.insert(&lsm.records, *key, *value),
-                    None => batch.remove(&lsm.records, *key),
-                }
-            }
-            batch.commit()
-        })
+        self.database.with(|lsm| lsm.write_all(writes))
     }
 
     fn replace(
@@ -330,12 +367,77 @@ mod tests {
 
     const OPTIONS: LsmOptions = LsmOptions {
         cache_capacity_bytes: 1 << 20,
+        journal_written_every: JOURNAL_WRITTEN_EVERY,
     };
+
+    /// Bytes that do not compress, so a file holding them shows them whole.
+    fn scattered(seed: u8) -> Vec<u8> {
+        (0..64u32)
+            .map(|n| (n.wrapping_mul(2_654_435_761) >> 24) as u8 ^ seed)
+            .collect()
+    }
 
     #[test]
     fn flushed_writes_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         testing::flushed_writes_survive_a_reopen(|| LsmEngine::open(dir.path(), OPTIONS));
+    }
+
+    /// Whether any file under `dir` holds `bytes`.
+    fn some_file_holds(dir: &Path, bytes: &[u8]) -> bool {
+        std::fs::read_dir(dir).unwrap().flatten().any(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                return some_file_holds(&path, bytes);
+            }
+            let text = std::fs::read(&path).unwrap();
+            text.windows(bytes.len()).any(|window| window == bytes)
+        })
+    }
+
+    #[tokio::test]
+    async fn a_write_goes_to_the_journal_file_with_the_flush_not_a_call_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let written_out_only_by_flushes = LsmOptions {
+            journal_written_every: Duration::from_secs(3600),
+            ..OPTIONS
+        };
+        let engine = LsmEngine::open(dir.path(), written_out_only_by_flushes).unwrap();
+        let value = scattered;
+        engine.insert(b"v/1", &value(1)).unwrap();
+        engine
+            .write_all(&[(b"v/2", Some(&value(2))), (b"v/3", None)])
+            .unwrap();
+        assert_eq!(engine.get(b"v/2").unwrap().as_deref(), Some(&value(2)[..]));
+        for seed in [1, 2] {
+            assert!(
+                !some_file_holds(dir.path(), &value(seed)),
+                "the writes wait in the journal's buffer for the flusher"
+            );
+        }
+
+        engine.flush().await.unwrap();
+        for seed in [1, 2] {
+            assert!(
+                some_file_holds(dir.path(), &value(seed)),
+                "the flush wrote them out"
+            );
+        }
+    }
+
+    #[test]
+    fn a_write_no_flush_asks_for_reaches_the_journal_file_within_the_write_out_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = LsmEngine::open(dir.path(), OPTIONS).unwrap();
+        engine.insert(b"v/1", &scattered(1)).unwrap();
+        let started = std::time::Instant::now();
+        while !some_file_holds(dir.path(), &scattered(1)) {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "a write no flush asked for was still in the journal's buffer after 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[test]

@@ -76,6 +76,21 @@ impl<H: Handle> Reopening<H> {
         })
     }
 
+    /// Starts a thread (`otpd-store-<name>`) that runs `write` on the handle every `every`
+    /// for as long as the store is open; an error that fails the store marks it failing, as
+    /// a write's would.
+    pub fn start_periodic_write(
+        self: &Arc<Self>,
+        name: &str,
+        every: Duration,
+        write: impl Fn(&H) -> Result<(), H::Error> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        every_while_open(self, name, every, move |store| {
+            // A failure is kept as the store's own (`failing`), where it is reported.
+            let _ = store.with(&write);
+        })
+    }
+
     /// Starts the thread that group-commits the handle's flushes, whichever handle is
     /// current when each runs.
     pub fn start_flusher(self: &Arc<Self>) -> Result<GroupFlusher, StoreError> {

@@ -36,9 +36,7 @@ impl StoreSettings {
 
     /// How the LSM tree is opened for the node's state.
     pub fn lsm_options(&self) -> LsmOptions {
-        LsmOptions {
-            cache_capacity_bytes: self.cache_capacity_bytes,
-        }
+        LsmOptions::with_cache(self.cache_capacity_bytes)
     }
 
     pub fn validate(&self) -> Vec<String> {

@@ -1095,7 +1095,6 @@ async fn send_to_queue(
         .await
 }
 
-/// Counts one cluster message of `kind` (appended, applied, forwarded, served).
 /// The next run of a changelog consumer's records: the first as it comes, then those
 /// already here, up to `APPLY_RUN`. An error names why the consumer ended.
 async fn next_run(consumer: &mut lapin::Consumer, stream: u16) -> Result<Vec<Delivery>, String> {
@@ -1116,6 +1115,7 @@ async fn next_run(consumer: &mut lapin::Consumer, stream: u16) -> Result<Vec<Del
     Ok(run)
 }
 
+/// Counts one cluster message of `kind` (appended, applied, forwarded, served).
 fn count(kind: &str) {
     metrics().cluster_messages.with_label_values(&[kind]).inc();
 }
