@@ -85,11 +85,23 @@ fn parse_phone(raw: &str) -> Result<Destination, DestinationError> {
     let country = number
         .country()
         .id()
+        .or_else(|| main_country(number.country().code()))
         .ok_or(DestinationError::InvalidNumber)?;
     Ok(Destination::Phone {
-        e164: number.format().mode(phonenumber::Mode::E164).to_string(),
+        // What the formatter's E.164 mode writes, without the regional layout it looks up
+        // first for the other modes.
+        e164: format!("+{}{}", number.country().code(), number.national()),
         country: country.as_ref().to_owned(),
     })
+}
+
+/// The main country of calling code `code` (IT for 39), for a valid number the phone
+/// library places in none: it reads the national number's leading zeros off before it
+/// matches it to one of the countries that share a code, so an Italian landline (0…)
+/// matches neither Italy nor the Vatican.
+fn main_country(code: u16) -> Option<phonenumber::country::Id> {
+    let countries = phonenumber::metadata::DATABASE.by_code(&code)?;
+    countries.first()?.id().parse().ok()
 }
 
 fn parse_email(raw: &str) -> Result<Destination, DestinationError> {
@@ -157,6 +169,35 @@ mod tests {
         let destination = Destination::parse(Channel::Sms, "+4915112345678").unwrap();
         assert_eq!(destination.as_str(), "+4915112345678");
         assert_eq!(destination.country(), Some("DE"));
+    }
+
+    #[test]
+    fn places_an_italian_landline_in_italy() {
+        for raw in ["+390212345678", "+390669812345"] {
+            let destination = Destination::parse(Channel::Voice, raw).expect(raw);
+            assert_eq!(destination.country(), Some("IT"), "{raw}");
+        }
+        let mobile = Destination::parse(Channel::Sms, "+393471234567").unwrap();
+        assert_eq!(mobile.country(), Some("IT"));
+    }
+
+    #[test]
+    fn writes_the_number_as_the_formatter_writes_e164_leading_zeros_kept() {
+        for raw in [
+            "+4915112345678",
+            "+390212345678",
+            "+14155552671",
+            "+447911123456",
+            "+2348031999999",
+            "+33612345678",
+            "+5511987654321",
+        ] {
+            let number = phonenumber::parse(None, raw).unwrap();
+            let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
+            let destination = Destination::parse(Channel::Sms, raw).expect(raw);
+            assert_eq!(destination.as_str(), e164, "{raw}");
+            assert_eq!(destination.as_str(), raw, "{raw}");
+        }
     }
 
     #[test]
