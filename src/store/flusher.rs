@@ -38,8 +38,9 @@ pub struct GroupFlusher {
 }
 
 impl GroupFlusher {
-    /// Starts the flusher thread; `flush` makes everything written so far durable.
-    pub fn start<F>(flush: F) -> std::io::Result<Self>
+    /// Starts the flusher thread of the `engine`'s store (`sled`, `lsm`: its flushes'
+    /// metrics label); `flush` makes everything written so far durable.
+    pub fn start<F>(engine: &'static str, flush: F) -> std::io::Result<Self>
     where
         F: Fn() -> Result<(), String> + Send + 'static,
     {
@@ -47,7 +48,7 @@ impl GroupFlusher {
         let thread_shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("otpd-flusher".into())
-            .spawn(move || run(&thread_shared, flush))?;
+            .spawn(move || run(&thread_shared, engine, flush))?;
         Ok(GroupFlusher { shared })
     }
 
@@ -79,7 +80,7 @@ impl Drop for GroupFlusher {
     }
 }
 
-fn run<F>(shared: &Shared, flush: F)
+fn run<F>(shared: &Shared, engine: &'static str, flush: F)
 where
     F: Fn() -> Result<(), String>,
 {
@@ -95,6 +96,7 @@ where
         let started = std::time::Instant::now();
         let result = flush();
         crate::telemetry::events::StoreFlushed {
+            engine,
             took: started.elapsed(),
         }
         .emit();
@@ -128,7 +130,7 @@ mod tests {
     async fn concurrent_callers_share_flushes() {
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&calls);
-        let flusher = GroupFlusher::start(move || {
+        let flusher = GroupFlusher::start("memory", move || {
             counted.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(20));
             Ok(())
@@ -147,7 +149,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_flush_is_reported() {
-        let flusher = GroupFlusher::start(|| Err("disk gone".into())).unwrap();
+        let flusher = GroupFlusher::start("memory", || Err("disk gone".into())).unwrap();
         assert!(flusher.flush().await.is_err());
     }
 }

@@ -13,6 +13,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::telemetry::events::{StoreCompactedWhole, StoreCompactionFailed};
+
 /// How often the records' files are looked at.
 pub(super) const LOOK_EVERY: Duration = Duration::from_secs(10);
 /// The least growth that calls for a full compaction: below it, the tables written out
@@ -79,20 +81,18 @@ impl Compaction {
     }
 
     /// Looks at `tree` (every [`LOOK_EVERY`], on the store's upkeep thread): compacts it
-    /// whole if that is due, and logs what came of it.
+    /// whole if that is due, and tells what came of it (a log line and
+    /// `otpd_store_full_compactions_total`).
     pub fn look(&mut self, tree: &impl Compactable) {
         match self.run_if_due(tree) {
-            Ok(Some(done)) => tracing::debug!(
-                before = done.before,
-                after = done.after,
-                took_ms = done.took.as_millis() as u64,
-                "Compacted the store whole, dropping what was removed."
-            ),
+            Ok(Some(done)) => StoreCompactedWhole {
+                before: done.before,
+                after: done.after,
+                took: done.took,
+            }
+            .emit(),
             Ok(None) => {}
-            Err(error) => tracing::warn!(
-                %error,
-                "Could not compact the store whole; it is tried again once it has grown further."
-            ),
+            Err(error) => StoreCompactionFailed { error: &error }.emit(),
         }
     }
 }
@@ -164,6 +164,25 @@ mod tests {
         tree.bytes.set(152 * MIB + 1);
         assert!(compaction.run_if_due(&tree).unwrap().is_some());
         assert_eq!(tree.compactions.get(), 2);
+    }
+
+    #[test]
+    fn each_full_compaction_is_counted_by_its_outcome() {
+        let counted = |outcome: &str| {
+            crate::telemetry::metrics::metrics()
+                .full_compactions
+                .with_label_values(&[outcome])
+                .get()
+        };
+        let (done, failed) = (counted("done"), counted("failed"));
+        let tree = Tree::of(200 * MIB, 120 * MIB);
+        let mut compaction = Compaction::from(100 * MIB, 32 * MIB);
+        compaction.look(&tree);
+        assert!(counted("done") > done);
+        tree.full.set(true);
+        tree.bytes.set(300 * MIB);
+        compaction.look(&tree);
+        assert!(counted("failed") > failed);
     }
 
     #[test]

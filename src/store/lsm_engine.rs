@@ -152,6 +152,7 @@ impl Compactable for Lsm {
 impl Handle for Lsm {
     type Options = LsmOptions;
     type Error = fjall::Error;
+    const ENGINE: EngineKind = EngineKind::Lsm;
 
     fn open(dir: &Path, options: LsmOptions) -> Result<Self, StoreError> {
         ensure_made_by(dir, EngineKind::Lsm)?;
@@ -423,6 +424,25 @@ mod tests {
                 "the flush wrote them out"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn its_flushes_are_timed_under_its_own_name() {
+        let flushes = || {
+            crate::telemetry::metrics::metrics()
+                .store_flush
+                .with_label_values(&["lsm"])
+                .get_sample_count()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let engine = LsmEngine::open(dir.path(), OPTIONS).unwrap();
+        let before = flushes();
+        engine.insert(b"v/1", b"one").unwrap();
+        engine.flush().await.unwrap();
+        assert!(
+            flushes() > before,
+            "the flush is in otpd_store_flush_seconds{{store=\"lsm\"}}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
+use super::engine::EngineKind;
 use super::flusher::GroupFlusher;
 use super::StoreError;
 
@@ -16,6 +17,8 @@ use super::StoreError;
 pub(super) trait Handle: Send + Sync + Sized + 'static {
     type Options: Copy + Send + Sync + 'static;
     type Error: Display;
+    /// The engine the handle is of.
+    const ENGINE: EngineKind;
 
     fn open(dir: &Path, options: Self::Options) -> Result<Self, StoreError>;
 
@@ -95,7 +98,7 @@ impl<H: Handle> Reopening<H> {
     /// current when each runs.
     pub fn start_flusher(self: &Arc<Self>) -> Result<GroupFlusher, StoreError> {
         let flushed = Arc::downgrade(self);
-        GroupFlusher::start(move || match flushed.upgrade() {
+        GroupFlusher::start(H::ENGINE.name(), move || match flushed.upgrade() {
             Some(reopening) => reopening
                 .with(H::make_durable)
                 .map_err(|error| error.to_string()),

@@ -58,6 +58,7 @@ impl SledEngine {
 impl Handle for sled::Db {
     type Options = SledOptions;
     type Error = sled::Error;
+    const ENGINE: super::engine::EngineKind = super::engine::EngineKind::Sled;
 
     fn open(dir: &Path, options: SledOptions) -> Result<Self, StoreError> {
         open_sled(dir, options)

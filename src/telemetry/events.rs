@@ -152,6 +152,8 @@ impl OutboxRecovered {
 }
 
 pub struct StoreFlushed {
+    /// The store's engine: `sled` or `lsm`.
+    pub engine: &'static str,
     pub took: Duration,
 }
 
@@ -159,8 +161,48 @@ impl StoreFlushed {
     pub fn emit(&self) {
         metrics()
             .store_flush
-            .with_label_values(&["sled"])
+            .with_label_values(&[self.engine])
             .observe(self.took.as_secs_f64());
+    }
+}
+
+/// The LSM tree was compacted whole: `before` and `after` are its files' bytes.
+pub struct StoreCompactedWhole {
+    pub before: u64,
+    pub after: u64,
+    pub took: Duration,
+}
+
+impl StoreCompactedWhole {
+    pub fn emit(&self) {
+        debug!(
+            before = self.before,
+            after = self.after,
+            took_ms = self.took.as_millis() as u64,
+            "Compacted the store whole, dropping what was removed."
+        );
+        metrics()
+            .full_compactions
+            .with_label_values(&["done"])
+            .inc();
+    }
+}
+
+/// A full compaction of the LSM tree failed (it needs free disk of about the tree's size).
+pub struct StoreCompactionFailed<'a> {
+    pub error: &'a str,
+}
+
+impl StoreCompactionFailed<'_> {
+    pub fn emit(&self) {
+        warn!(
+            error = self.error,
+            "Could not compact the store whole; it is tried again once it has grown further."
+        );
+        metrics()
+            .full_compactions
+            .with_label_values(&["failed"])
+            .inc();
     }
 }
 

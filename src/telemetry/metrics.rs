@@ -23,6 +23,8 @@ pub struct Metrics {
     /// Segments each code-bearing SMS takes, by provider and encoding.
     pub sms_segments: HistogramVec,
     pub store_flush: HistogramVec,
+    /// Full compactions of the LSM tree, by outcome.
+    pub full_compactions: IntCounterVec,
     pub quota_alerts: IntCounterVec,
     pub quota_used: IntGaugeVec,
     pub fraud_blocks: IntCounterVec,
@@ -166,6 +168,11 @@ impl Metrics {
             "How long one group flush (fsync) of the store took.",
             &["store"],
         );
+        let full_compactions = counter(
+            "otpd_store_full_compactions_total",
+            "Full compactions of the LSM tree, which drop what the sweep removed, by outcome (done, failed).",
+            &["outcome"],
+        );
         let fraud_blocks = counter(
             "otpd_fraud_blocks_total",
             "Number prefixes blocked as suspected SMS pumping, by rule and mode.",
@@ -217,6 +224,7 @@ impl Metrics {
             http_duration,
             swept,
             outbox_recovered,
+            full_compactions,
         }
     }
 
@@ -225,7 +233,7 @@ impl Metrics {
     /// name.
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 21] = [
+        let collectors: [&dyn Collector; 22] = [
             &self.issued,
             &self.issue_refused,
             &self.checks,
@@ -240,6 +248,7 @@ impl Metrics {
             &self.time_to_delivered,
             &self.sms_segments,
             &self.store_flush,
+            &self.full_compactions,
             &self.quota_alerts,
             &self.quota_used,
             &self.fraud_blocks,
