@@ -314,10 +314,7 @@ impl Sut {
     /// otpd's own view of where time went (the mean of each of its latency histograms,
     /// Prometheus `_sum` / `_count` over all label sets) and of its memory, from `/metrics`.
     async fn self_report(&self) -> Vec<String> {
-        let Ok(response) = reqwest::get(format!("{}/metrics", self.address)).await else {
-            return Vec::new();
-        };
-        let Ok(text) = response.text().await else {
+        let Some(text) = metrics_page(&self.address).await else {
             return Vec::new();
         };
         let mut notes = metric_means(&text);
@@ -329,32 +326,28 @@ impl Sut {
     /// cluster's messages count from here.
     async fn begin_measuring(&mut self) {
         self.cpu.restart();
-        self.messages_at_start = self.cluster_messages().await;
+        self.messages_at_start = cluster_messages(&self.node_pages().await);
     }
 
-    /// The broker messages of every spawned node so far, by kind.
-    async fn cluster_messages(&self) -> ClusterMessages {
-        let mut total = ClusterMessages::default();
+    /// The `/metrics` page of each spawned node (`None` for one that did not answer).
+    async fn node_pages(&self) -> Vec<Option<String>> {
+        let mut pages = Vec::new();
         for node in self.spawned.iter().flat_map(|spawned| spawned.nodes()) {
-            for (kind, sum) in total.by_kind_mut() {
-                let series = format!("otpd_cluster_messages_total{{kind=\"{kind}\"}}");
-                *sum += metric_sum(&node.address, &series).await.unwrap_or(0.0);
-            }
+            pages.push(metrics_page(&node.address).await);
         }
-        total
+        pages
     }
 
-    /// Each node's share of the verifications issued and the CPU it used over the measured
-    /// interval.
-    async fn cluster_report(&self, cpu_by_node: &[Option<f64>]) -> Vec<String> {
+    /// Each node's share of the verifications issued (from its `/metrics` page in `pages`)
+    /// and the CPU it used over the measured interval.
+    fn cluster_report(&self, pages: &[Option<String>], cpu_by_node: &[Option<f64>]) -> Vec<String> {
         let Some(spawned) = &self.spawned else {
             return Vec::new();
         };
-        let mut issued = Vec::new();
-        for node in spawned.nodes() {
-            let count = metric_sum(&node.address, "otpd_verifications_issued_total").await;
-            issued.push(count.unwrap_or(0.0));
-        }
+        let issued: Vec<f64> = pages
+            .iter()
+            .map(|page| metric_sum(page.as_deref(), "otpd_verifications_issued_total"))
+            .collect();
         let total: f64 = issued.iter().sum::<f64>().max(1.0);
         spawned
             .nodes()
@@ -379,13 +372,15 @@ impl Sut {
         let mut report = base_report(mode, common);
         let (cpu, cpu_by_node) = self.cpu.used_by_each();
         report.cpu_seconds = Some(cpu);
+        let pages = self.node_pages().await;
         if self.spawned.is_some() {
-            let messages = self.cluster_messages().await;
-            report.cluster_messages = Some(messages.since(&self.messages_at_start));
+            report.cluster_messages = Some(cluster_messages(&pages).since(&self.messages_at_start));
         }
         self.record_footprint(&mut report);
         report.notes.extend(self.self_report().await);
-        report.notes.extend(self.cluster_report(&cpu_by_node).await);
+        report
+            .notes
+            .extend(self.cluster_report(&pages, &cpu_by_node));
         report.target = self.address.clone();
         report.namespace = Some(self.namespace.clone());
         report.provider = self.provider.clone();
@@ -412,21 +407,39 @@ impl Sut {
     }
 }
 
-/// The sum of every sample of the otpd at `address` whose series starts with `series`.
-async fn metric_sum(address: &str, series: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{address}/metrics"))
+/// The `/metrics` page of the otpd at `address`, if it answers.
+async fn metrics_page(address: &str) -> Option<String> {
+    reqwest::get(format!("{address}/metrics"))
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
-    Some(
-        samples(&text)
+        .ok()
+}
+
+/// The sum of every sample of a `/metrics` page whose series starts with `series`; 0 for
+/// a page not read.
+fn metric_sum(page: Option<&str>, series: &str) -> f64 {
+    page.map_or(0.0, |text| {
+        samples(text)
             .filter(|(name, _)| name.starts_with(series))
             .map(|(_, value)| value)
             .sum::<f64>()
-            .max(0.0),
-    )
+            .max(0.0)
+    })
+}
+
+/// The cluster's broker messages by kind, summed over the nodes' `/metrics` `pages`.
+fn cluster_messages(pages: &[Option<String>]) -> ClusterMessages {
+    let mut total = ClusterMessages::default();
+    for (kind, sum) in total.by_kind_mut() {
+        let series = format!("otpd_cluster_messages_total{{kind=\"{kind}\"}}");
+        *sum = pages
+            .iter()
+            .map(|page| metric_sum(page.as_deref(), &series))
+            .sum();
+    }
+    total
 }
 
 /// "name: mean X ms over N" for every `*_seconds` histogram in a Prometheus text page.
@@ -799,6 +812,21 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sums_cluster_messages_over_the_pages_that_were_read() {
+        let page = |appended: u32, applied: u32| {
+            Some(format!(
+                "# TYPE otpd_cluster_messages_total counter\n\
+                 otpd_cluster_messages_total{{kind=\"appended\"}} {appended}\n\
+                 otpd_cluster_messages_total{{kind=\"applied\"}} {applied}\n"
+            ))
+        };
+        let messages = cluster_messages(&[page(10, 4), None, page(5, 20)]);
+        assert_eq!(messages.appended, 15.0);
+        assert_eq!(messages.applied, 24.0);
+        assert_eq!(messages.forwarded, 0.0);
+    }
 
     #[test]
     fn durations_parse() {

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::engine::{ensure_made_by, EngineKind};
+use super::engine::EngineKind;
 use super::flusher::GroupFlusher;
 use super::kv::{Entry, KeyRange, KvEngine};
 use super::lsm_compaction::{self, Compactable, Compaction};
@@ -130,9 +130,7 @@ impl Lsm {
         }
         batch.commit()
     }
-}
 
-impl Lsm {
     /// Writes the journal's buffer out to its file, without an fsync.
     fn write_out_journal(&self) -> fjall::Result<()> {
         self.keyspace.persist(fjall::PersistMode::Buffer)
@@ -155,7 +153,6 @@ impl Handle for Lsm {
     const ENGINE: EngineKind = EngineKind::Lsm;
 
     fn open(dir: &Path, options: LsmOptions) -> Result<Self, StoreError> {
-        ensure_made_by(dir, EngineKind::Lsm)?;
         let cannot = |reason: String| {
             StoreError::Io(format!(
                 "could not open the store in {}: {reason}",

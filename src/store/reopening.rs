@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
-use super::engine::EngineKind;
+use super::engine::{ensure_made_by, EngineKind};
 use super::flusher::GroupFlusher;
 use super::StoreError;
 
@@ -17,9 +17,11 @@ use super::StoreError;
 pub(super) trait Handle: Send + Sync + Sized + 'static {
     type Options: Copy + Send + Sync + 'static;
     type Error: Display;
-    /// The engine the handle is of.
+    /// The engine the handle is of: a directory another engine made is refused before
+    /// `open` is called.
     const ENGINE: EngineKind;
 
+    /// Opens the handle in `dir`, which is new or this engine's.
     fn open(dir: &Path, options: Self::Options) -> Result<Self, StoreError>;
 
     /// Whether `error` leaves the store failing until it works again (an I/O error), not
@@ -56,7 +58,7 @@ impl<H: Handle> Reopening<H> {
         let reopening = Arc::new(Reopening {
             dir: dir.to_path_buf(),
             options,
-            current: RwLock::new(Some(H::open(dir, options)?)),
+            current: RwLock::new(Some(open_handle(dir, options)?)),
             failing: Mutex::new(None),
             reopens: AtomicU64::new(0),
         });
@@ -178,7 +180,7 @@ impl<H: Handle> Reopening<H> {
         // A panic in the engine while it reads its files back is one more failed try, not
         // the end of this thread (the store would then wait for good).
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            H::open(&self.dir, self.options)
+            open_handle::<H>(&self.dir, self.options)
         }))
         .unwrap_or_else(|_| {
             Err(StoreError::Io(
@@ -197,6 +199,12 @@ impl<H: Handle> Reopening<H> {
             }
         }
     }
+}
+
+/// Opens a handle of engine `H` in `dir`, refusing a directory another engine made.
+fn open_handle<H: Handle>(dir: &Path, options: H::Options) -> Result<H, StoreError> {
+    ensure_made_by(dir, H::ENGINE)?;
+    H::open(dir, options)
 }
 
 /// Starts a thread (`otpd-store-<name>`) that runs `work` on `reopening` every `every`, and

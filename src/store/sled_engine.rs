@@ -82,7 +82,6 @@ impl Handle for sled::Db {
 }
 
 fn open_sled(dir: &Path, options: SledOptions) -> Result<sled::Db, StoreError> {
-    super::engine::ensure_made_by(dir, super::engine::EngineKind::Sled)?;
     ensure_same_compression(dir, options.compression)?;
     sled::Config::new()
         .path(dir)
