@@ -147,6 +147,10 @@ impl<S: Store> Store for SlottedStore<S> {
         self.0.flush()
     }
 
+    fn flush_unhurried(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.0.flush_unhurried()
+    }
+
     fn check_health(&self) -> Result<(), StoreError> {
         self.0.check_health()
     }

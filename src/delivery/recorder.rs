@@ -88,7 +88,7 @@ impl Ledger for StoreLedger {
                     attempt::keep(&mut verification.timeline, &attempts);
                     true
                 })?;
-            return self.store.flush().await;
+            return self.store.flush_unhurried().await;
         }
         if let (Some(message), Some(provider)) = (&message, &provider) {
             self.store.index_message(provider, message)?;
@@ -105,7 +105,7 @@ impl Ledger for StoreLedger {
                     verification.updated_at = at;
                 }
             })?;
-        self.store.flush().await
+        self.store.flush_unhurried().await
     }
 
     async fn apply_receipt(
@@ -133,7 +133,7 @@ impl Ledger for StoreLedger {
         if !applied.changed {
             return Ok(None);
         }
-        self.store.flush().await?;
+        self.store.flush_unhurried().await?;
         Ok(updated.zip(applied.state))
     }
 }

@@ -76,6 +76,13 @@ pub trait KvEngine: Send + Sync + 'static {
     /// share one fsync.
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>>;
 
+    /// [`flush`](KvEngine::flush), for writes nobody is waiting on to answer: an engine may
+    /// hold it back a little, so that they are made durable along with the next writes that
+    /// are.
+    fn flush_unhurried(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.flush()
+    }
+
     /// Whether the engine answers reads.
     fn check_health(&self) -> Result<(), StoreError>;
 

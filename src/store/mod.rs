@@ -232,6 +232,13 @@ pub trait Store: Send + Sync + 'static {
     /// one fsync.
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>>;
 
+    /// [`flush`](Store::flush), for writes nobody is waiting on to answer (a send's outcome,
+    /// a provider's receipt): it may be held back a little, so that they are made durable
+    /// along with the next writes that are.
+    fn flush_unhurried(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.flush()
+    }
+
     /// Whether the store answers reads.
     fn check_health(&self) -> Result<(), StoreError>;
 }

@@ -497,6 +497,10 @@ impl<E: KvEngine> Store for RecordStore<E> {
         self.engine.flush()
     }
 
+    fn flush_unhurried(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.engine.flush_unhurried()
+    }
+
     fn check_health(&self) -> Result<(), StoreError> {
         self.engine.check_health()
     }
