@@ -1,11 +1,13 @@
 //! QuotaActor: loads each provider's saved usage onto the board at start; counts the
-//! accepted messages of providers without caps (each node its own), persisting the usage
-//! (a restart does not reset it). Capped providers are counted for the whole cluster before
-//! each call instead (`shared`); both raise `provider.quota` alerts through `announce`.
+//! accepted messages of providers without caps (each node its own), saving the usage every
+//! [`SAVE_EVERY`] (a restart does not reset it). Capped providers are counted for the whole
+//! cluster before each call instead (`shared`); both raise `provider.quota` alerts through
+//! `announce`.
 
 use actix::prelude::*;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{QuotaAlert, QuotaUsage};
 use crate::delivery::health::HealthBoard;
@@ -14,6 +16,12 @@ use crate::store::Store;
 use crate::telemetry::events::QuotaThresholdCrossed;
 use crate::telemetry::platform::EventSink;
 use crate::telemetry::platform::{at, Event};
+
+/// How often what was counted since the last save is saved, for every provider counted: a
+/// write and a flush, where one per message made every send cost a flush of its own. The
+/// board shows what was saved, so a crash loses at most this long's counts, and none that
+/// anybody has seen.
+pub const SAVE_EVERY: Duration = Duration::from_millis(500);
 
 /// One message was accepted by `provider`.
 #[derive(Message)]
@@ -27,6 +35,8 @@ pub struct QuotaActor {
     board: Arc<HealthBoard>,
     events: Arc<dyn EventSink>,
     usage: HashMap<String, QuotaUsage>,
+    /// Providers counted since their usage was last saved.
+    unsaved: BTreeSet<String>,
 }
 
 impl QuotaActor {
@@ -50,12 +60,69 @@ impl QuotaActor {
             board,
             events,
             usage,
+            unsaved: BTreeSet::new(),
         })
+    }
+
+    /// Saves the usage of every provider counted since the last save, then shows it on the
+    /// board once it is durable; if it could not be made durable, it is saved again with the
+    /// next.
+    fn save(&mut self, ctx: &mut Context<Self>) {
+        let saved: Vec<(String, QuotaUsage)> = std::mem::take(&mut self.unsaved)
+            .into_iter()
+            .filter_map(|provider| {
+                let usage = *self.usage.get(&provider)?;
+                Some((provider, usage))
+            })
+            .collect();
+        for (provider, usage) in &saved {
+            if let Err(error) = self.store.save_quota(provider, usage) {
+                tracing::error!(%provider, %error, "Could not save quota usage.");
+            }
+        }
+        ctx.spawn(
+            self.store
+                .flush()
+                .into_actor(self)
+                .map(move |flushed, actor, ctx| match flushed {
+                    Ok(()) => {
+                        for (provider, usage) in saved {
+                            actor.board.set_quota(&provider, usage);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "Could not flush quota usage; it is saved again shortly.");
+                        for (provider, _) in saved {
+                            actor.count_unsaved(provider, ctx);
+                        }
+                    }
+                }),
+        );
+    }
+
+    /// Remembers `provider`'s usage as unsaved, and has it saved within [`SAVE_EVERY`].
+    fn count_unsaved(&mut self, provider: String, ctx: &mut Context<Self>) {
+        if self.unsaved.is_empty() {
+            ctx.run_later(SAVE_EVERY, |actor, ctx| actor.save(ctx));
+        }
+        self.unsaved.insert(provider);
     }
 }
 
 impl Actor for QuotaActor {
     type Context = Context<Self>;
+
+    /// Writes what was counted since the last save, for the store's last flush as otpd stops.
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        for provider in std::mem::take(&mut self.unsaved) {
+            if let Some(usage) = self.usage.get(&provider) {
+                if let Err(error) = self.store.save_quota(&provider, usage) {
+                    tracing::error!(%provider, %error, "Could not save quota usage.");
+                }
+            }
+        }
+        Running::Stop
+    }
 }
 
 impl Handler<CountSend> for QuotaActor {
@@ -66,26 +133,9 @@ impl Handler<CountSend> for QuotaActor {
         let limits = self.board.quota_limits(&message.provider);
         let usage = self.usage.entry(message.provider.clone()).or_default();
         let alerts = usage.record(&limits, 1, now);
-        let usage = *usage;
-        if let Err(error) = self.store.save_quota(&message.provider, &usage) {
-            tracing::error!(provider = %message.provider, %error, "Could not save quota usage.");
-        }
-        // The board (and so routing and GET /v1/providers) shows the count once it is durable:
-        // a crash cannot undo a count anybody has seen.
-        let provider = message.provider.clone();
-        ctx.spawn(
-            self.store
-                .flush()
-                .into_actor(self)
-                .map(move |flushed, actor, _| {
-                    if let Err(error) = flushed {
-                        tracing::error!(%provider, %error, "Could not flush quota usage.");
-                    }
-                    if let Some(latest) = actor.usage.get(&provider) {
-                        actor.board.set_quota(&provider, *latest);
-                    }
-                }),
-        );
+        // The board (and so routing and GET /v1/providers) shows the count once it is saved
+        // and durable: a crash cannot undo a count anybody has seen.
+        self.count_unsaved(message.provider.clone(), ctx);
         ctx.spawn(
             announce(message.provider, alerts, now, Arc::clone(&self.events)).into_actor(self),
         );
@@ -119,5 +169,96 @@ pub async fn announce(
         if let Err(error) = events.publish_event(&event).await {
             tracing::warn!(%error, "Could not publish a quota alert.");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::breaker::BreakerConfig;
+    use crate::store::kv::{Entry, KeyRange};
+    use crate::store::{KvEngine, MemoryEngine, RecordStore, StoreError};
+    use crate::telemetry::platform::NoEvents;
+    use futures_util::future::BoxFuture;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A store in memory that counts its flushes.
+    #[derive(Default)]
+    struct CountingFlushes {
+        inner: MemoryEngine,
+        flushes: Arc<AtomicUsize>,
+    }
+
+    impl KvEngine for CountingFlushes {
+        type Value = <MemoryEngine as KvEngine>::Value;
+
+        fn get(&self, key: &[u8]) -> Result<Option<Self::Value>, StoreError> {
+            self.inner.get(key)
+        }
+        fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+            self.inner.insert(key, value)
+        }
+        fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
+            self.inner.remove(key)
+        }
+        fn compare_and_swap(
+            &self,
+            key: &[u8],
+            expected: Option<&[u8]>,
+            new: Option<&[u8]>,
+        ) -> Result<bool, StoreError> {
+            self.inner.compare_and_swap(key, expected, new)
+        }
+        fn scan(
+            &self,
+            range: KeyRange<'_>,
+            limit: usize,
+        ) -> Result<Vec<Entry<Self::Value>>, StoreError> {
+            self.inner.scan(range, limit)
+        }
+        fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+            self.flushes.fetch_add(1, Ordering::AcqRel);
+            self.inner.flush()
+        }
+        fn check_health(&self) -> Result<(), StoreError> {
+            self.inner.check_health()
+        }
+    }
+
+    fn used_today(board: &HealthBoard) -> u64 {
+        board.views(Timestamp::now())[0].quota.day.used
+    }
+
+    #[actix_rt::test]
+    async fn counts_are_saved_together_and_shown_once_saved() {
+        let engine = CountingFlushes::default();
+        let flushes = Arc::clone(&engine.flushes);
+        let store: Arc<dyn Store> = Arc::new(RecordStore::new(engine, Duration::from_secs(60)));
+        let board = Arc::new(HealthBoard::new(
+            &[("p".to_owned(), "http")],
+            BreakerConfig::default(),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+        ));
+        let actor = QuotaActor::load(Arc::clone(&store), Arc::clone(&board), Arc::new(NoEvents))
+            .unwrap()
+            .start();
+        for _ in 0..100 {
+            actor
+                .send(CountSend {
+                    provider: "p".to_owned(),
+                })
+                .await
+                .unwrap();
+        }
+        assert_eq!(used_today(&board), 0, "not shown before it is saved");
+        assert_eq!(flushes.load(Ordering::Acquire), 0);
+
+        tokio::time::sleep(SAVE_EVERY + Duration::from_millis(200)).await;
+        assert_eq!(flushes.load(Ordering::Acquire), 1, "one flush for the 100");
+        assert_eq!(used_today(&board), 100);
+        let saved = store.quota("p").unwrap().unwrap();
+        assert_eq!(saved.used(super::super::Period::Day, Timestamp::now()), 100);
     }
 }
