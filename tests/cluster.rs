@@ -1281,7 +1281,7 @@ async fn a_workflow_step_due_after_its_owner_died_goes_out_once_from_the_next_ow
     let code = everyone.code(&id, 1).await;
     // Its send recorded, so no send is in flight when the owner dies (one that is may go
     // out once more, as the cluster allows). The owner shows the outcome before the
-    // changelog has it, up to 20 ms with no other write to ride along with; the job is
+    // changelog has it, up to 5 ms with no other write to ride along with; the job is
     // acknowledged once it has.
     let recorded = Instant::now() + Duration::from_secs(10);
     loop {

@@ -42,9 +42,11 @@ const FINISHED_KEPT: usize = 4096;
 
 /// How long an unhurried flush waits for another flush to append its writes along with
 /// theirs before it appends them itself. At a few hundred OTPs a second, a send's outcome
-/// then rides in the next create's record rather than in one of its own: a record is a
-/// confirmed publish, delivered back to every node.
-const UNHURRIED_WAIT: Duration = Duration::from_millis(20);
+/// then rides in the next create's append rather than costing one of its own: a record is a
+/// confirmed publish, delivered back to every node. Kept short because an owner killed
+/// before it appends an outcome has the code sent again (20 ms gave a node killed under
+/// load 15–62 such sends where 5 ms gave 0–8, BENCHMARKS.md).
+const UNHURRIED_WAIT: Duration = Duration::from_millis(5);
 
 /// Runs `change` with its writes counted as changes of the destination in `slot`.
 pub fn in_slot<T>(slot: u32, change: impl FnOnce() -> T) -> T {
