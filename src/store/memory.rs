@@ -3,6 +3,7 @@
 
 use futures_util::future::{self, BoxFuture};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -10,15 +11,22 @@ use super::kv::{Entry, KeyRange, KvEngine};
 use super::records::RecordStore;
 use super::StoreError;
 
-/// Keys and values in a `BTreeMap`; a flush resolves at once, there being no disk.
+/// Keys and values in a `BTreeMap`; a flush resolves at once, there being no disk, and is
+/// counted (for tests of how often something flushes).
 #[derive(Debug, Default)]
 pub struct MemoryEngine {
     map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+    flushes: AtomicU64,
 }
 
 impl MemoryEngine {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many flushes were asked for.
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Acquire)
     }
 
     // A writer that panicked left the map whole (every change is one map call), so a
@@ -92,6 +100,7 @@ impl KvEngine for MemoryEngine {
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.flushes.fetch_add(1, Ordering::AcqRel);
         Box::pin(future::ready(Ok(())))
     }
 

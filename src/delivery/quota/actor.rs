@@ -176,55 +176,9 @@ pub async fn announce(
 mod tests {
     use super::*;
     use crate::delivery::breaker::BreakerConfig;
-    use crate::store::kv::{Entry, KeyRange};
-    use crate::store::{KvEngine, MemoryEngine, RecordStore, StoreError};
+    use crate::store::MemoryStore;
     use crate::telemetry::platform::NoEvents;
-    use futures_util::future::BoxFuture;
     use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A store in memory that counts its flushes.
-    #[derive(Default)]
-    struct CountingFlushes {
-        inner: MemoryEngine,
-        flushes: Arc<AtomicUsize>,
-    }
-
-    impl KvEngine for CountingFlushes {
-        type Value = <MemoryEngine as KvEngine>::Value;
-
-        fn get(&self, key: &[u8]) -> Result<Option<Self::Value>, StoreError> {
-            self.inner.get(key)
-        }
-        fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-            self.inner.insert(key, value)
-        }
-        fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
-            self.inner.remove(key)
-        }
-        fn compare_and_swap(
-            &self,
-            key: &[u8],
-            expected: Option<&[u8]>,
-            new: Option<&[u8]>,
-        ) -> Result<bool, StoreError> {
-            self.inner.compare_and_swap(key, expected, new)
-        }
-        fn scan(
-            &self,
-            range: KeyRange<'_>,
-            limit: usize,
-        ) -> Result<Vec<Entry<Self::Value>>, StoreError> {
-            self.inner.scan(range, limit)
-        }
-        fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
-            self.flushes.fetch_add(1, Ordering::AcqRel);
-            self.inner.flush()
-        }
-        fn check_health(&self) -> Result<(), StoreError> {
-            self.inner.check_health()
-        }
-    }
 
     fn used_today(board: &HealthBoard) -> u64 {
         board.views(Timestamp::now())[0].quota.day.used
@@ -232,9 +186,9 @@ mod tests {
 
     #[actix_rt::test]
     async fn counts_are_saved_together_and_shown_once_saved() {
-        let engine = CountingFlushes::default();
-        let flushes = Arc::clone(&engine.flushes);
-        let store: Arc<dyn Store> = Arc::new(RecordStore::new(engine, Duration::from_secs(60)));
+        let memory = Arc::new(MemoryStore::in_memory(Duration::from_secs(60)));
+        let flushes = || memory.engine().flushes();
+        let store: Arc<dyn Store> = memory.clone();
         let board = Arc::new(HealthBoard::new(
             &[("p".to_owned(), "http")],
             BreakerConfig::default(),
@@ -253,10 +207,10 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(used_today(&board), 0, "not shown before it is saved");
-        assert_eq!(flushes.load(Ordering::Acquire), 0);
+        assert_eq!(flushes(), 0);
 
         tokio::time::sleep(SAVE_EVERY + Duration::from_millis(200)).await;
-        assert_eq!(flushes.load(Ordering::Acquire), 1, "one flush for the 100");
+        assert_eq!(flushes(), 1, "one flush for the 100");
         assert_eq!(used_today(&board), 100);
         let saved = store.quota("p").unwrap().unwrap();
         assert_eq!(saved.used(super::super::Period::Day, Timestamp::now()), 100);
