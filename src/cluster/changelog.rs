@@ -900,12 +900,19 @@ mod tests {
             .collect()
     }
 
+    /// A send's outcome written in slot 1, and its unhurried flush under way.
+    fn outcome_waiting(
+        engine: &LoggedEngine<MemoryEngine>,
+    ) -> tokio::task::JoinHandle<Result<(), StoreError>> {
+        in_slot(1, || engine.insert(b"outcome", b"sent").unwrap());
+        tokio::spawn(engine.flush_unhurried())
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_unhurried_flush_rides_in_the_record_of_the_next_flush() {
         let (engine, changelog) = engine();
-        in_slot(1, || engine.insert(b"outcome", b"sent").unwrap());
-        let unhurried = tokio::spawn(engine.flush_unhurried());
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        let unhurried = outcome_waiting(&engine);
+        tokio::time::sleep(UNHURRIED_WAIT / 2).await;
         assert!(appended_keys(&changelog).is_empty(), "it waits for company");
 
         in_slot(1, || engine.insert(b"created", b"1").unwrap());
@@ -921,8 +928,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_unhurried_flush_nobody_comes_along_for_appends_after_its_wait() {
         let (engine, changelog) = engine();
-        in_slot(1, || engine.insert(b"outcome", b"sent").unwrap());
-        let unhurried = tokio::spawn(engine.flush_unhurried());
+        let unhurried = outcome_waiting(&engine);
         tokio::time::sleep(UNHURRIED_WAIT - Duration::from_millis(1)).await;
         assert!(appended_keys(&changelog).is_empty());
         assert!(!unhurried.is_finished());
@@ -935,9 +941,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_unhurried_flush_fails_with_the_append_that_carried_its_write() {
         let (engine, changelog) = engine();
-        in_slot(1, || engine.insert(b"outcome", b"sent").unwrap());
-        let unhurried = tokio::spawn(engine.flush_unhurried());
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        let unhurried = outcome_waiting(&engine);
+        tokio::time::sleep(UNHURRIED_WAIT / 2).await;
         changelog.refuse.store(true, Ordering::Release);
         in_slot(2, || engine.insert(b"created", b"1").unwrap());
         assert!(engine.flush().await.is_err());

@@ -64,22 +64,29 @@ impl QuotaActor {
         })
     }
 
-    /// Saves the usage of every provider counted since the last save, then shows it on the
-    /// board once it is durable; if it could not be made durable, it is saved again with the
-    /// next.
-    fn save(&mut self, ctx: &mut Context<Self>) {
-        let saved: Vec<(String, QuotaUsage)> = std::mem::take(&mut self.unsaved)
+    /// Writes the usage of every provider counted since the last save: the providers and
+    /// the usage written.
+    fn write_unsaved(&mut self) -> Vec<(String, QuotaUsage)> {
+        let written: Vec<(String, QuotaUsage)> = std::mem::take(&mut self.unsaved)
             .into_iter()
             .filter_map(|provider| {
                 let usage = *self.usage.get(&provider)?;
                 Some((provider, usage))
             })
             .collect();
-        for (provider, usage) in &saved {
+        for (provider, usage) in &written {
             if let Err(error) = self.store.save_quota(provider, usage) {
                 tracing::error!(%provider, %error, "Could not save quota usage.");
             }
         }
+        written
+    }
+
+    /// Saves the usage of every provider counted since the last save, then shows it on the
+    /// board once it is durable; if it could not be made durable, it is saved again with the
+    /// next.
+    fn save(&mut self, ctx: &mut Context<Self>) {
+        let saved = self.write_unsaved();
         ctx.spawn(
             self.store
                 .flush()
@@ -93,7 +100,7 @@ impl QuotaActor {
                     Err(error) => {
                         tracing::error!(%error, "Could not flush quota usage; it is saved again shortly.");
                         for (provider, _) in saved {
-                            actor.count_unsaved(provider, ctx);
+                            actor.mark_unsaved(provider, ctx);
                         }
                     }
                 }),
@@ -101,7 +108,7 @@ impl QuotaActor {
     }
 
     /// Remembers `provider`'s usage as unsaved, and has it saved within [`SAVE_EVERY`].
-    fn count_unsaved(&mut self, provider: String, ctx: &mut Context<Self>) {
+    fn mark_unsaved(&mut self, provider: String, ctx: &mut Context<Self>) {
         if self.unsaved.is_empty() {
             ctx.run_later(SAVE_EVERY, |actor, ctx| actor.save(ctx));
         }
@@ -114,13 +121,7 @@ impl Actor for QuotaActor {
 
     /// Writes what was counted since the last save, for the store's last flush as otpd stops.
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
-        for provider in std::mem::take(&mut self.unsaved) {
-            if let Some(usage) = self.usage.get(&provider) {
-                if let Err(error) = self.store.save_quota(&provider, usage) {
-                    tracing::error!(%provider, %error, "Could not save quota usage.");
-                }
-            }
-        }
+        self.write_unsaved();
         Running::Stop
     }
 }
@@ -135,7 +136,7 @@ impl Handler<CountSend> for QuotaActor {
         let alerts = usage.record(&limits, 1, now);
         // The board (and so routing and GET /v1/providers) shows the count once it is saved
         // and durable: a crash cannot undo a count anybody has seen.
-        self.count_unsaved(message.provider.clone(), ctx);
+        self.mark_unsaved(message.provider.clone(), ctx);
         ctx.spawn(
             announce(message.provider, alerts, now, Arc::clone(&self.events)).into_actor(self),
         );
