@@ -181,6 +181,46 @@ type Generation = Shared<BoxFuture<'static, Result<(), String>>>;
 struct Appends {
     in_flight: Vec<(u64, u64, Generation)>,
     finished: std::collections::VecDeque<(u64, u64, Result<(), String>)>,
+    /// The last write any append carried: a later one is still pending, and looking for it
+    /// among the appends would go through all of them.
+    last_carried: u64,
+}
+
+impl Appends {
+    fn started(&mut self, (lo, hi): (u64, u64), generation: Generation) {
+        self.in_flight.push((lo, hi, generation));
+        self.last_carried = self.last_carried.max(hi);
+    }
+
+    fn finished(&mut self, (lo, hi): (u64, u64), result: Result<(), String>) {
+        self.in_flight.retain(|(first, _, _)| *first != lo);
+        if self.finished.len() == FINISHED_KEPT {
+            self.finished.pop_front();
+        }
+        self.finished.push_back((lo, hi, result));
+        self.last_carried = self.last_carried.max(hi);
+    }
+
+    /// Where write `seq`'s append stands: see `LogShared::standing`.
+    fn standing(&self, seq: u64) -> Option<Standing> {
+        if seq > self.last_carried {
+            return None;
+        }
+        let covers = |lo: u64, hi: u64| (lo..=hi).contains(&seq);
+        if let Some((_, _, generation)) = self
+            .in_flight
+            .iter()
+            .rev()
+            .find(|(lo, hi, _)| covers(*lo, *hi))
+        {
+            return Some(Standing::InFlight(generation.clone()));
+        }
+        self.finished
+            .iter()
+            .rev()
+            .find(|(lo, hi, _)| covers(*lo, *hi))
+            .map(|(_, _, result)| Standing::Done(result.clone()))
+    }
 }
 
 /// Where the append of a write stands.
@@ -353,9 +393,7 @@ impl<E: KvEngine> LogShared<E> {
                 if let (Some(first), Some(last)) = (captured.first(), captured.last()) {
                     let range = (first.seq, last.seq);
                     let generation = Arc::clone(&self).append(captured, range).await;
-                    lock(&self.appends)
-                        .in_flight
-                        .push((range.0, range.1, generation.clone()));
+                    lock(&self.appends).started(range, generation.clone());
                     self.appended.notify_waiters();
                     // Confirmed and settled even if no flush waits for it.
                     tokio::spawn(generation);
@@ -400,36 +438,17 @@ impl<E: KvEngine> LogShared<E> {
         self.flush(target).await
     }
 
-    /// Where write `seq`'s append stands; `None` if it finished too long ago to remember
-    /// (then it was confirmed long before the flush asking about it). Looked for from the
-    /// newest: a flush asks about a write it has just made.
+    /// Where write `seq`'s append stands; `None` if no append has carried it yet, or it
+    /// finished too long ago to remember (then it was confirmed long before the flush
+    /// asking about it). Looked for from the newest: a flush asks about a write it has just
+    /// made.
     fn standing(&self, seq: u64) -> Option<Standing> {
-        let appends = lock(&self.appends);
-        let covers = |lo: u64, hi: u64| (lo..=hi).contains(&seq);
-        if let Some((_, _, generation)) = appends
-            .in_flight
-            .iter()
-            .rev()
-            .find(|(lo, hi, _)| covers(*lo, *hi))
-        {
-            return Some(Standing::InFlight(generation.clone()));
-        }
-        appends
-            .finished
-            .iter()
-            .rev()
-            .find(|(lo, hi, _)| covers(*lo, *hi))
-            .map(|(_, _, result)| Standing::Done(result.clone()))
+        lock(&self.appends).standing(seq)
     }
 
-    /// The append of writes `lo..=hi` ended with `result`.
-    fn finished(&self, (lo, hi): (u64, u64), result: Result<(), String>) {
-        let mut appends = lock(&self.appends);
-        appends.in_flight.retain(|(first, _, _)| *first != lo);
-        if appends.finished.len() == FINISHED_KEPT {
-            appends.finished.pop_front();
-        }
-        appends.finished.push_back((lo, hi, result));
+    /// The append of writes `range` ended with `result`.
+    fn finished(&self, range: (u64, u64), result: Result<(), String>) {
+        lock(&self.appends).finished(range, result);
     }
 
     /// Appends `captured`, one record per stream; the generation resolves once all are
