@@ -22,6 +22,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse, Resource};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -149,8 +150,27 @@ pub fn configure(config: &mut web::ServiceConfig) {
 }
 
 /// A resource whose wrong methods get the JSON 405.
-fn resource(path: &str) -> Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+fn resource(path: &'static str) -> Resource {
+    patterned(path).default_service(web::to(method_not_allowed))
+}
+
+/// A resource's route pattern, kept with it, so a request's route is read from the resource
+/// that took it rather than looked for again among every route (`match_pattern`).
+#[derive(Clone, Copy)]
+struct RoutePattern(&'static str);
+
+/// The resource at `path`, knowing its pattern (see `route_of`).
+pub(crate) fn patterned(path: &'static str) -> Resource {
+    web::resource(path).app_data(RoutePattern(path))
+}
+
+/// The route pattern of a request a resource took: its own, or (for a route registered
+/// without one) the one found among every route; `None` for a path no route has.
+fn route_of(request: &actix_web::HttpRequest) -> Option<Cow<'static, str>> {
+    match request.app_data::<RoutePattern>() {
+        Some(RoutePattern(pattern)) => Some(Cow::Borrowed(pattern)),
+        None => request.match_pattern().map(Cow::Owned),
+    }
 }
 
 /// A 405 with the `Allow` header the description gives for the route.
@@ -168,9 +188,7 @@ pub(crate) fn with_allow_header(
     request: &actix_web::HttpRequest,
     mut response: HttpResponse,
 ) -> HttpResponse {
-    let allowed = request
-        .match_pattern()
-        .and_then(|route| openapi::allowed_methods(&route));
+    let allowed = route_of(request).and_then(|route| openapi::allowed_methods(&route));
     if let Some(allowed) = allowed {
         if let Ok(value) = actix_web::http::header::HeaderValue::from_str(allowed) {
             response
@@ -196,10 +214,8 @@ pub async fn observe(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let route = request
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
     let response = next.call(request).await?;
+    let route = route_of(response.request()).unwrap_or(Cow::Borrowed("unmatched"));
     HttpRequestServed {
         route: &route,
         status: response.status().as_u16(),

@@ -56,6 +56,45 @@ async fn metrics_are_prometheus_text_with_otpd_series_and_no_personal_data() {
     assert!(!contains_code(text, &code), "metrics contain the code");
 }
 
+#[tokio::test]
+async fn requests_are_counted_by_their_route_pattern_never_their_path() {
+    let app = spawn_app().await;
+    let id = app.create_sms(DE_MOBILE).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let code = app.code_for(&id).await;
+    app.check_code(&id, &code).await.expect_status(200);
+    let check_path = format!("/v1/verifications/{id}/check");
+    send(app.request(Method::GET, &check_path))
+        .await
+        .expect_status(405);
+    send(app.request(Method::GET, "/v1/no-such-route"))
+        .await
+        .expect_status(404);
+    send(app.anonymous(Method::GET, "/ui"))
+        .await
+        .expect_status(200);
+
+    let text = send(app.anonymous(Method::GET, "/metrics")).await.text;
+
+    for (route, status) in [
+        ("/v1/verifications", 201),
+        ("/v1/verifications/{id}/check", 200),
+        ("/v1/verifications/{id}/check", 405),
+        ("unmatched", 404),
+        ("/ui", 200),
+    ] {
+        let series = format!("otpd_http_requests_total{{route=\"{route}\",status=\"{status}\"}}");
+        assert!(text.contains(&series), "no {series} in:\n{text}");
+    }
+    assert!(!text.contains(&id), "a concrete path is a label:\n{text}");
+    assert!(
+        !text.contains("no-such-route"),
+        "an unknown path is a label:\n{text}"
+    );
+}
+
 /// The provider entries of /v1/providers, whether it answers a list or `{"providers": [...]}`.
 fn provider_entries(body: &Value) -> Vec<Value> {
     match body {

@@ -42,8 +42,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
 }
 
 /// A resource whose wrong methods get Twilio's 405.
-fn resource(path: &str) -> Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+fn resource(path: &'static str) -> Resource {
+    crate::api::patterned(path).default_service(web::to(method_not_allowed))
 }
 
 async fn method_not_allowed(request: actix_web::HttpRequest) -> actix_web::HttpResponse {
