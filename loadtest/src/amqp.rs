@@ -9,12 +9,14 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use otpd::bus::amqp::cluster::{APPLY_PREFETCH, APPLY_RUN};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::arrivals::Arrival;
+use crate::cpu::{Cpu, CpuMeter};
 use crate::driver::{self, Plan};
 use crate::report::Ceiling;
 use crate::spawn::random_hex;
@@ -223,14 +225,27 @@ pub async fn ceiling(
         .basic_qos(CEILING_PREFETCH, BasicQosOptions::default())
         .await?;
     let queue = format!("loadtest.ceiling.{}", random_hex(6));
+    declare_durable(&publisher, &queue, queue_type).await?;
+    let measured = measure_hop(&publisher, &consumer_channel, &queue, payload_bytes, plan).await;
+    let deleted = take_down(&connection, &publisher, &consumer_channel, &queue).await;
+    let ceiling = measured?;
+    deleted?;
+    Ok(Ceiling {
+        queue_type,
+        ..ceiling
+    })
+}
+
+/// Declares the durable queue `queue` of `queue_type` (`quorum`, `classic`, `stream`).
+async fn declare_durable(channel: &Channel, queue: &str, queue_type: &str) -> anyhow::Result<()> {
     let mut arguments = FieldTable::default();
     arguments.insert(
         "x-queue-type".into(),
         AMQPValue::LongString(queue_type.into()),
     );
-    publisher
+    channel
         .queue_declare(
-            queue.as_str().into(),
+            queue.into(),
             QueueDeclareOptions {
                 durable: true,
                 ..QueueDeclareOptions::default()
@@ -238,20 +253,146 @@ pub async fn ceiling(
             arguments,
         )
         .await
-        .context("declare the ceiling queue")?;
-    let measured = measure_hop(&publisher, &consumer_channel, &queue, payload_bytes, plan).await;
-    // Close the consumer's channel before the queue goes, so the broker has no consumer to
-    // cancel under lapin's feet.
-    let _ = consumer_channel.close(200, "ceiling measured".into()).await;
-    let deleted = publisher
-        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .with_context(|| format!("declare the {queue_type} queue {queue}"))?;
+    Ok(())
+}
+
+/// Deletes a measurement's queue and closes its connection, whatever the measurement came
+/// to. The consumer's channel is closed first, so the broker has no consumer to cancel
+/// under lapin's feet.
+async fn take_down(
+    connection: &Connection,
+    channel: &Channel,
+    consumer_channel: &Channel,
+    queue: &str,
+) -> anyhow::Result<()> {
+    let _ = consumer_channel.close(200, "measured".into()).await;
+    let deleted = channel
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
         .await;
-    let _ = connection.close(200, "ceiling measured".into()).await;
-    let ceiling = measured?;
-    deleted.with_context(|| format!("delete the ceiling queue {queue}"))?;
-    Ok(Ceiling {
-        queue_type,
-        ..ceiling
+    let _ = connection.close(200, "measured".into()).await;
+    deleted.with_context(|| format!("delete the queue {queue}"))?;
+    Ok(())
+}
+
+/// A changelog backlog as the broker delivers it to a node catching up.
+#[derive(Debug, Clone, Copy)]
+pub struct Replayed {
+    pub appended: u64,
+    pub append_seconds: f64,
+    pub read: u64,
+    pub read_seconds: f64,
+    /// CPU the broker and this harness used while the backlog was read.
+    pub read_cpu: Cpu,
+}
+
+/// The broker's delivery of a changelog backlog alone: up to `plan.requests` records of
+/// `record_bytes` appended with confirms to a temporary stream, `plan.concurrency`
+/// unconfirmed at most (the broker writes the records that arrive together as one chunk;
+/// 1 gives each record a chunk of its own, as a node's changelog appends mostly get),
+/// then read from the stream's start with a node's prefetch and acknowledgements
+/// (`APPLY_PREFETCH`, `APPLY_RUN`) by a consumer that does nothing else. The stream is
+/// deleted afterwards.
+pub async fn replay(
+    amqp_url: &str,
+    record_bytes: usize,
+    plan: &Plan,
+    stall: Duration,
+) -> anyhow::Result<Replayed> {
+    let connection = Connection::connect(amqp_url, ConnectionProperties::default())
+        .await
+        .context("connect to the broker")?;
+    let appender = confirm_channel(&connection).await?;
+    let reader = connection.create_channel().await?;
+    let stream = format!("loadtest.replay.{}", random_hex(6));
+    declare_durable(&appender, &stream, "stream").await?;
+    let measured = append_and_read(&appender, &reader, &stream, record_bytes, plan, stall).await;
+    let deleted = take_down(&connection, &appender, &reader, &stream).await;
+    let replayed = measured?;
+    deleted?;
+    Ok(replayed)
+}
+
+async fn append_and_read(
+    appender: &Channel,
+    reader: &Channel,
+    stream: &str,
+    record_bytes: usize,
+    plan: &Plan,
+    stall: Duration,
+) -> anyhow::Result<Replayed> {
+    let body = Arc::new(vec![b'x'; record_bytes]);
+    let confirmed = Arc::new(AtomicU64::new(0));
+    let bar = driver::progress(plan.requests, "appended");
+    let driven = driver::drive(plan, |_, _| {
+        let appender = appender.clone();
+        let stream = stream.to_owned();
+        let body = Arc::clone(&body);
+        let confirmed = Arc::clone(&confirmed);
+        let bar = bar.clone();
+        async move {
+            if let Ok(true) = publish_confirmed(&appender, &stream, &body).await {
+                confirmed.fetch_add(1, Ordering::Relaxed);
+                bar.inc(1);
+            }
+        }
+    })
+    .await;
+    bar.finish_and_clear();
+    let appended = confirmed.load(Ordering::Relaxed);
+    anyhow::ensure!(
+        appended > 0,
+        "the broker confirmed no record appended to {stream}"
+    );
+
+    reader
+        .basic_qos(APPLY_PREFETCH, BasicQosOptions::default())
+        .await?;
+    let mut from_first = FieldTable::default();
+    from_first.insert(
+        "x-stream-offset".into(),
+        AMQPValue::LongString("first".into()),
+    );
+    let mut consumer = reader
+        .basic_consume(
+            stream.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            from_first,
+        )
+        .await
+        .with_context(|| format!("read the stream {stream}"))?;
+    let bar = driver::progress(appended, "read");
+    let cpu = CpuMeter::start(Vec::new());
+    let started = Instant::now();
+    let mut read = 0;
+    while read < appended {
+        let delivery = match tokio::time::timeout(stall, consumer.next()).await {
+            Ok(Some(delivery)) => delivery?,
+            Ok(None) => anyhow::bail!(
+                "the broker ended the read of {stream} after {read} of {appended} records"
+            ),
+            Err(_) => {
+                anyhow::bail!("no record of {stream} came for {stall:?} after {read} of {appended}")
+            }
+        };
+        read += 1;
+        if read % APPLY_RUN as u64 == 0 || read == appended {
+            delivery
+                .acker
+                .ack(BasicAckOptions { multiple: true })
+                .await?;
+            bar.set_position(read);
+        }
+    }
+    let read_seconds = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    Ok(Replayed {
+        appended,
+        append_seconds: driven.last.duration_since(driven.first).as_secs_f64(),
+        read,
+        read_seconds,
+        read_cpu: cpu.used_by_each().0,
     })
 }
 

@@ -77,6 +77,17 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// The broker's delivery of a changelog backlog alone: `--requests` records appended
+    /// to a temporary stream (`--concurrency` unconfirmed at most; 1 makes each record a
+    /// chunk of its own, as a node's appends mostly are), then read from its start as a
+    /// node catching up reads it, by a consumer that does nothing else.
+    Replay {
+        #[command(flatten)]
+        common: Common,
+        /// The bytes of each record (a node's records are about 2,600 at full load).
+        #[arg(long, default_value_t = 2_600)]
+        record_bytes: usize,
+    },
     /// Deletes every queue, stream and exchange of an otpd namespace (after a run against
     /// nodes started by hand, e.g. `loadtest/away.sh`).
     Clean {
@@ -556,6 +567,14 @@ fn base_report(mode: &str, common: &Common) -> Report {
     }
 }
 
+/// A run that measures throughput alone says so when a latency plot was asked for.
+fn note_no_plot(report: &mut Report, common: &Common) {
+    if common.plot.is_some() {
+        let note = format!("{} measures throughput only: no latency plot", report.mode);
+        report.notes.push(note);
+    }
+}
+
 fn queue_type(common: &Common) -> anyhow::Result<&'static str> {
     match common.queue_type.as_str() {
         "quorum" => Ok("quorum"),
@@ -590,11 +609,34 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             report.send_seconds = ceiling.seconds;
             report.per_second = ceiling.messages_per_second;
             report.ceiling = Some(ceiling);
-            if common.plot.is_some() {
-                report
-                    .notes
-                    .push("ceiling measures throughput only: no latency plot".into());
-            }
+            note_no_plot(&mut report, &common);
+            Ok(report)
+        }
+        Command::Replay {
+            common,
+            record_bytes,
+        } => {
+            ensure_loopback("--amqp-url", &common.amqp_url)?;
+            let replayed = amqp::replay(
+                &common.amqp_url,
+                record_bytes,
+                &common.plan(),
+                common.drain_timeout,
+            )
+            .await?;
+            let mut report = base_report("replay", &common);
+            report.target = "broker".into();
+            report.counts.published = replayed.appended;
+            report.counts.delivered = replayed.read;
+            report.send_seconds = replayed.append_seconds;
+            report.seconds = replayed.read_seconds;
+            report.cpu_seconds = Some(replayed.read_cpu);
+            report.count_operations(replayed.read);
+            report.notes.push(format!(
+                "{} records of {record_bytes} bytes appended to a stream ({} unconfirmed at most) in {:.2} s; per_second and CPU per operation count their reading from the stream's start",
+                replayed.appended, common.concurrency, replayed.append_seconds
+            ));
+            note_no_plot(&mut report, &common);
             Ok(report)
         }
         Command::Amqp {
@@ -753,7 +795,8 @@ fn out_path(command: &Command) -> Option<PathBuf> {
         Command::Amqp { common, .. }
         | Command::Http { common }
         | Command::Verify { common, .. }
-        | Command::Ceiling { common } => common.out.clone(),
+        | Command::Ceiling { common }
+        | Command::Replay { common, .. } => common.out.clone(),
         Command::Clean { .. } => None,
     }
 }

@@ -80,7 +80,7 @@ pub struct Series {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// `amqp`, `http`, `verify` or `ceiling`.
+    /// `amqp`, `http`, `verify`, `ceiling` or `replay`.
     pub mode: String,
     pub target: String,
     pub namespace: Option<String>,

@@ -83,7 +83,7 @@ fn run(subcommand: &str, extra: &[&str]) -> Value {
     );
     let text = std::fs::read_to_string(out.path()).expect("the JSON report");
     let report: Value = serde_json::from_str(&text).expect("the report is JSON");
-    if subcommand != "ceiling" {
+    if !["ceiling", "replay"].contains(&subcommand) {
         let svg = std::fs::read_to_string(plot.path()).expect("the plot");
         assert!(svg.starts_with("<svg"), "the plot is an SVG");
     }
@@ -204,6 +204,19 @@ fn verify_checks_wrong_then_right() {
             .unwrap()
             > 0.0,
         "a check's attempt is written to the changelog: {report}"
+    );
+}
+
+#[test]
+fn replay_reads_a_stream_back_from_its_start() {
+    let report = run("replay", &["--requests", "3000", "--record-bytes", "2000"]);
+    let (published, delivered, lost, duplicated, _) = counts(&report);
+    assert_eq!((published, delivered), (3000, 3000), "{report}");
+    assert_eq!((lost, duplicated), (0, 0), "{report}");
+    assert!(report["per_second"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        report["cpu_us_per_op"]["broker"].as_f64().is_some(),
+        "the broker's CPU per record read: {report}"
     );
 }
 

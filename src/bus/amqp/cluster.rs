@@ -1357,11 +1357,11 @@ fn changelog_arguments() -> FieldTable {
 const CHANGELOG_MAX_AGE: &str = "3D";
 
 /// Changelog records a node takes from each stream before acking.
-const APPLY_PREFETCH: u16 = 512;
+pub const APPLY_PREFETCH: u16 = 512;
 
 /// The most changelog records applied in one batch (and acked at once): half the
 /// prefetch, so the next run is on its way while one is written.
-const APPLY_RUN: usize = APPLY_PREFETCH as usize / 2;
+pub const APPLY_RUN: usize = APPLY_PREFETCH as usize / 2;
 
 /// How often a node looks whether its store was opened again.
 const STORE_WATCH: Duration = Duration::from_secs(1);
