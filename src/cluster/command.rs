@@ -2,18 +2,20 @@
 //! Each command carries what the owner needs to act and nothing it must not see: a code to
 //! check travels sealed with the cluster's sealing key.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Cow;
 
 use crate::access::{AdminError, BlocklistAction, BlocklistAnswer};
 use crate::delivery::recorder::SendOutcome;
 use crate::domain::counters::{Count, Tallied};
 use crate::domain::fraud::Block;
 use crate::domain::{
-    DeliveryState, DestinationKey, IssueReceipt, Presented, StepTrigger, Timestamp, Verification,
-    VerificationId,
+    DeliveryState, DestinationKey, IssueReceipt, OtpCode, Presented, StepTrigger, Timestamp,
+    Verification, VerificationId,
 };
 use crate::issuance::{IssueError, IssueOtp, RefusalKind};
 use crate::providers::receipts::ReceiptStatus;
+use crate::secrets::{Sealer, UnsealError};
 use crate::store::{MessageOwner, StoreError};
 use crate::telemetry::platform::ErrorObject;
 use crate::verify::{CheckError, CheckOutcome, Closing};
@@ -24,8 +26,9 @@ pub enum Command {
     Check {
         tenant: String,
         target: CheckTarget,
-        /// The candidate code, sealed to `check_binding(tenant)`.
-        sealed_code: Vec<u8>,
+        /// The candidate code; sealed on the wire, under the name it has always had there.
+        #[serde(rename = "sealed_code")]
+        code: CandidateCode,
         presented: Presented,
         at: Timestamp,
     },
@@ -92,6 +95,65 @@ pub fn check_binding(tenant: &str) -> String {
     format!("check:{tenant}")
 }
 
+/// A check's candidate code: in clear while its check stays on the node it came to, sealed
+/// to `check_binding(tenant)` once it goes to another. Only a sealed code is written out (a
+/// code in clear refuses to be), and one read in is sealed; on the wire it is the sealed
+/// bytes alone.
+#[derive(Debug, Clone)]
+pub enum CandidateCode {
+    Clear(OtpCode),
+    Sealed(Vec<u8>),
+}
+
+impl CandidateCode {
+    /// The code in clear, opened with `sealer` if it came sealed.
+    pub fn open(self, sealer: &Sealer, tenant: &str) -> Result<OtpCode, UnsealError> {
+        match self {
+            CandidateCode::Clear(code) => Ok(code),
+            CandidateCode::Sealed(sealed) => sealer.open_bound(&check_binding(tenant), &sealed),
+        }
+    }
+}
+
+impl Serialize for CandidateCode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            CandidateCode::Sealed(sealed) => sealed.serialize(serializer),
+            CandidateCode::Clear(_) => Err(serde::ser::Error::custom(
+                "a check's code is sealed before it leaves its node",
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CandidateCode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::deserialize(deserializer).map(CandidateCode::Sealed)
+    }
+}
+
+impl Command {
+    /// This command as it may leave the node: a check's code sealed with `sealer`.
+    pub fn to_send(&self, sealer: &Sealer) -> Cow<'_, Command> {
+        match self {
+            Command::Check {
+                tenant,
+                target,
+                code: CandidateCode::Clear(code),
+                presented,
+                at,
+            } => Cow::Owned(Command::Check {
+                tenant: tenant.clone(),
+                target: target.clone(),
+                code: CandidateCode::Sealed(sealer.seal_bound(&check_binding(tenant), code)),
+                presented: presented.clone(),
+                at: *at,
+            }),
+            _ => Cow::Borrowed(self),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Reply {
     Issue(IssueAnswer),
@@ -149,4 +211,60 @@ pub fn mismatched(command: &str) -> StoreError {
     StoreError::Io(format!(
         "the partition's owner answered a {command} with another kind of reply; are all nodes the same otpd version?"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretSlice;
+
+    fn sealer() -> Sealer {
+        Sealer::new(&SecretSlice::from(vec![7u8; 32]))
+    }
+
+    fn check(code: CandidateCode) -> Command {
+        Command::Check {
+            tenant: "acme".into(),
+            target: CheckTarget::Id(VerificationId::generate()),
+            code,
+            presented: Presented::default(),
+            at: Timestamp::from_secs(1_700_000_000),
+        }
+    }
+
+    #[test]
+    fn a_check_code_in_clear_is_never_written_out() {
+        let code = OtpCode::parse("482913").unwrap();
+
+        let written = serde_json::to_string(&check(CandidateCode::Clear(code)));
+
+        let error = written.expect_err("a code in clear does not serialize");
+        assert!(!error.to_string().contains("482913"), "{error}");
+    }
+
+    #[test]
+    fn a_check_sent_to_another_node_carries_its_code_sealed_as_before() {
+        let sealer = sealer();
+        let code = OtpCode::parse("482913").unwrap();
+        let here = check(CandidateCode::Clear(code.clone()));
+
+        let sent = serde_json::to_value(here.to_send(&sealer).as_ref()).unwrap();
+
+        let wire = &sent["Check"]["sealed_code"];
+        let sealed: Vec<u8> = serde_json::from_value(wire.clone()).expect("bytes, as before");
+        assert_eq!(
+            sealer.open_bound(&check_binding("acme"), &sealed).unwrap(),
+            code
+        );
+        assert!(!sent.to_string().contains("482913"), "{sent}");
+        let Command::Check { code: taken, .. } = serde_json::from_value(sent).unwrap() else {
+            panic!("a check reads back as a check");
+        };
+        assert!(matches!(taken, CandidateCode::Sealed(_)));
+        assert_eq!(taken.clone().open(&sealer, "acme").unwrap(), code);
+        assert!(
+            taken.open(&sealer, "another").is_err(),
+            "bound to its tenant"
+        );
+    }
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use std::sync::{Arc, OnceLock};
 
 use super::command::{
-    check_binding, mismatched, CheckTarget, Command, IssueAnswer, IssueRefused, Reply,
+    mismatched, CandidateCode, CheckTarget, Command, IssueAnswer, IssueRefused, Reply,
 };
 use super::owner::Executor;
 use super::ownership::Entered;
@@ -99,7 +99,11 @@ impl Gateway {
         for _ in 0..MOVED_RETRIES {
             let reply = match cluster.enter(partition) {
                 Some(_entered) => self.execute_here(command.clone()).await?,
-                None => cluster.forward(partition, &command).await?,
+                None => {
+                    cluster
+                        .forward(partition, &command.to_send(&self.sealer))
+                        .await?
+                }
             };
             if !matches!(reply, Reply::Moved) {
                 return Ok(reply);
@@ -134,7 +138,7 @@ impl Gateway {
     ) -> Result<(Verification, CheckOutcome), CheckError> {
         let command = Command::Check {
             tenant: tenant.to_owned(),
-            sealed_code: self.sealer.seal_bound(&check_binding(tenant), code),
+            code: CandidateCode::Clear(code.clone()),
             presented,
             at,
             target: target.clone(),

@@ -6,7 +6,7 @@ use actix::Addr;
 use async_trait::async_trait;
 use std::sync::{Arc, Weak};
 
-use super::command::{check_binding, CheckTarget, Command, IssueAnswer, IssueRefused, Reply};
+use super::command::{CheckTarget, Command, IssueAnswer, IssueRefused, Reply};
 use super::counters::CounterBook;
 use crate::access::caps::{self, CapTable};
 use crate::access::{AccessDenied, AdminError};
@@ -165,14 +165,11 @@ impl Executor for Owner {
             Command::Check {
                 tenant,
                 target,
-                sealed_code,
+                code,
                 presented,
                 at,
             } => {
-                let Ok(code) = self
-                    .sealer
-                    .open_bound(&check_binding(&tenant), &sealed_code)
-                else {
+                let Ok(code) = code.open(&self.sealer, &tenant) else {
                     return Reply::Check(Err(CheckError::Store(StoreError::Io(
                         "a forwarded code did not open: do all nodes have the same sealing key?"
                             .into(),
