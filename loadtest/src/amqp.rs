@@ -236,6 +236,37 @@ pub async fn ceiling(
     })
 }
 
+/// Publishes messages of `payload_bytes` to `queue` as `plan` paces them, each waiting for
+/// its confirm, with a progress bar saying `what`: when sending went on, and how many the
+/// broker confirmed.
+async fn publish_all(
+    channel: &Channel,
+    queue: &str,
+    payload_bytes: usize,
+    plan: &Plan,
+    what: &str,
+) -> (driver::Driven, u64) {
+    let body = Arc::new(vec![b'x'; payload_bytes]);
+    let confirmed = Arc::new(AtomicU64::new(0));
+    let bar = driver::progress(plan.requests, what);
+    let driven = driver::drive(plan, |_, _| {
+        let channel = channel.clone();
+        let queue = queue.to_owned();
+        let body = Arc::clone(&body);
+        let confirmed = Arc::clone(&confirmed);
+        let bar = bar.clone();
+        async move {
+            if let Ok(true) = publish_confirmed(&channel, &queue, &body).await {
+                confirmed.fetch_add(1, Ordering::Relaxed);
+                bar.inc(1);
+            }
+        }
+    })
+    .await;
+    bar.finish_and_clear();
+    (driven, confirmed.load(Ordering::Relaxed))
+}
+
 /// Declares the durable queue `queue` of `queue_type` (`quorum`, `classic`, `stream`).
 async fn declare_durable(channel: &Channel, queue: &str, queue_type: &str) -> anyhow::Result<()> {
     let mut arguments = FieldTable::default();
@@ -321,25 +352,7 @@ async fn append_and_read(
     plan: &Plan,
     stall: Duration,
 ) -> anyhow::Result<Replayed> {
-    let body = Arc::new(vec![b'x'; record_bytes]);
-    let confirmed = Arc::new(AtomicU64::new(0));
-    let bar = driver::progress(plan.requests, "appended");
-    let driven = driver::drive(plan, |_, _| {
-        let appender = appender.clone();
-        let stream = stream.to_owned();
-        let body = Arc::clone(&body);
-        let confirmed = Arc::clone(&confirmed);
-        let bar = bar.clone();
-        async move {
-            if let Ok(true) = publish_confirmed(&appender, &stream, &body).await {
-                confirmed.fetch_add(1, Ordering::Relaxed);
-                bar.inc(1);
-            }
-        }
-    })
-    .await;
-    bar.finish_and_clear();
-    let appended = confirmed.load(Ordering::Relaxed);
+    let (driven, appended) = publish_all(appender, stream, record_bytes, plan, "appended").await;
     anyhow::ensure!(
         appended > 0,
         "the broker confirmed no record appended to {stream}"
@@ -427,25 +440,7 @@ async fn measure_hop(
             }
         })
     };
-    let body = Arc::new(vec![b'x'; payload_bytes]);
-    let confirmed = Arc::new(AtomicU64::new(0));
-    let bar = driver::progress(plan.requests, "ceiling");
-    let driven = driver::drive(plan, |_, _| {
-        let publisher = publisher.clone();
-        let queue = queue.to_owned();
-        let body = Arc::clone(&body);
-        let confirmed = Arc::clone(&confirmed);
-        let bar = bar.clone();
-        async move {
-            if let Ok(true) = publish_confirmed(&publisher, &queue, &body).await {
-                confirmed.fetch_add(1, Ordering::Relaxed);
-                bar.inc(1);
-            }
-        }
-    })
-    .await;
-    bar.finish_and_clear();
-    let published = confirmed.load(Ordering::Relaxed);
+    let (driven, published) = publish_all(publisher, queue, payload_bytes, plan, "ceiling").await;
     let deadline = Instant::now() + CEILING_DRAIN;
     while consumed.load(Ordering::Relaxed) < published && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
