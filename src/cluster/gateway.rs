@@ -95,10 +95,11 @@ impl Gateway {
             return self.execute_here(command).await;
         };
         // A partition changing hands sends a command back; it goes again to the queue,
-        // which the next owner takes within moments.
+        // which the next owner takes within moments. Run here, a command is never sent
+        // back, so it is handed over rather than copied.
         for _ in 0..MOVED_RETRIES {
             let reply = match cluster.enter(partition) {
-                Some(_entered) => self.execute_here(command.clone()).await?,
+                Some(_entered) => return self.execute_here(command).await,
                 None => {
                     cluster
                         .forward(partition, &command.to_send(&self.sealer))
