@@ -101,9 +101,28 @@ impl AppState {
     }
 }
 
-/// Registers every route.
+/// Registers every route. The router tries them in this order, matching a path with a
+/// placeholder by a regular expression, so the routes every OTP takes (create and check)
+/// come first; `/v1/verifications/check` stays before `/v1/verifications/{id}`, which
+/// would take it.
 pub fn configure(config: &mut web::ServiceConfig) {
     config
+        .service(resource("/v1/verifications").route(web::post().to(verifications::create)))
+        .service(
+            resource("/v1/verifications/{id}/check").route(web::post().to(verifications::check)),
+        )
+        .service(
+            resource("/v1/verifications/check")
+                .route(web::post().to(verifications::check_by_destination)),
+        )
+        .service(resource("/v1/verifications/{id}").route(web::get().to(verifications::get)))
+        .service(
+            resource("/v1/verifications/{id}/attempts").route(web::get().to(timeline::attempts)),
+        )
+        .service(
+            resource("/v1/verifications/{id}/cancel").route(web::post().to(verifications::cancel)),
+        )
+        .service(resource("/v1/verifications/{id}/next").route(web::post().to(workflow::next)))
         .service(resource("/healthz").route(web::get().to(ops::healthz)))
         .service(resource("/readyz").route(web::get().to(ops::readyz)))
         .service(resource("/metrics").route(web::get().to(ops::prometheus)))
@@ -115,22 +134,6 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(web::post().to(receipts::receive))
                 .route(web::get().to(receipts::confirm_subscription)),
         )
-        .service(resource("/v1/verifications").route(web::post().to(verifications::create)))
-        .service(
-            resource("/v1/verifications/check")
-                .route(web::post().to(verifications::check_by_destination)),
-        )
-        .service(resource("/v1/verifications/{id}").route(web::get().to(verifications::get)))
-        .service(
-            resource("/v1/verifications/{id}/attempts").route(web::get().to(timeline::attempts)),
-        )
-        .service(
-            resource("/v1/verifications/{id}/check").route(web::post().to(verifications::check)),
-        )
-        .service(
-            resource("/v1/verifications/{id}/cancel").route(web::post().to(verifications::cancel)),
-        )
-        .service(resource("/v1/verifications/{id}/next").route(web::post().to(workflow::next)))
         .service(
             resource("/v1/admin/blocklist")
                 .route(web::get().to(admin::list))
