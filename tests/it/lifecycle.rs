@@ -79,12 +79,7 @@ async fn get_names_the_sandbox_provider_once_sent() {
 #[tokio::test]
 async fn get_reflects_approval() {
     let app = spawn_app().await;
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let code = app.code_for(&id).await;
-    app.check_code(&id, &code).await.expect_status(200);
+    let (id, _) = app.approved_sms(DE_MOBILE).await;
 
     let record = app.get(&id).await;
 

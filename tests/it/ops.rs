@@ -20,12 +20,7 @@ async fn healthz_and_readyz_answer_200_without_a_key() {
 #[tokio::test]
 async fn metrics_are_prometheus_text_with_otpd_series_and_no_personal_data() {
     let app = spawn_app().await;
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let code = app.code_for(&id).await;
-    app.check_code(&id, &code).await.expect_status(200);
+    let (id, code) = app.approved_sms(DE_MOBILE).await;
 
     let reply = send(app.anonymous(Method::GET, "/metrics")).await;
 
@@ -59,12 +54,7 @@ async fn metrics_are_prometheus_text_with_otpd_series_and_no_personal_data() {
 #[tokio::test]
 async fn requests_are_counted_by_their_route_pattern_never_their_path() {
     let app = spawn_app().await;
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let code = app.code_for(&id).await;
-    app.check_code(&id, &code).await.expect_status(200);
+    let (id, _) = app.approved_sms(DE_MOBILE).await;
     let check_path = format!("/v1/verifications/{id}/check");
     send(app.request(Method::GET, &check_path))
         .await
