@@ -9,7 +9,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use otpd::bus::amqp::cluster::{APPLY_PREFETCH, APPLY_RUN};
+use otpd::bus::amqp::cluster::{read_stream, APPLY_PREFETCH, APPLY_RUN};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -55,6 +55,13 @@ fn persistent_json() -> BasicProperties {
     BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
+}
+
+/// A connection to the broker at `amqp_url`.
+async fn connect(amqp_url: &str) -> anyhow::Result<Connection> {
+    Connection::connect(amqp_url, ConnectionProperties::default())
+        .await
+        .context("connect to the broker")
 }
 
 pub async fn confirm_channel(connection: &Connection) -> anyhow::Result<Channel> {
@@ -140,9 +147,7 @@ pub async fn end_to_end(
     arrivals: mpsc::Receiver<Arrival>,
     drain_timeout: Duration,
 ) -> anyhow::Result<EndToEnd> {
-    let connection = Connection::connect(amqp_url, ConnectionProperties::default())
-        .await
-        .context("connect to the broker")?;
+    let connection = connect(amqp_url).await?;
     let channel = confirm_channel(&connection).await?;
     let queue = Arc::new(format!("{namespace}.requests"));
     let tracker = Arc::new(Mutex::new(Tracker::default()));
@@ -216,9 +221,7 @@ pub async fn ceiling(
     payload_bytes: usize,
     plan: &Plan,
 ) -> anyhow::Result<Ceiling> {
-    let connection = Connection::connect(amqp_url, ConnectionProperties::default())
-        .await
-        .context("connect to the broker")?;
+    let connection = connect(amqp_url).await?;
     let publisher = confirm_channel(&connection).await?;
     let consumer_channel = connection.create_channel().await?;
     consumer_channel
@@ -306,12 +309,12 @@ async fn take_down(
     Ok(())
 }
 
-/// A changelog backlog as the broker delivers it to a node catching up.
+/// A changelog backlog as the broker delivers it to a node catching up: every record
+/// appended was read back (a replay that could not read them all fails).
 #[derive(Debug, Clone, Copy)]
 pub struct Replayed {
     pub appended: u64,
     pub append_seconds: f64,
-    pub read: u64,
     pub read_seconds: f64,
     /// CPU the broker and this harness used while the backlog was read.
     pub read_cpu: Cpu,
@@ -330,9 +333,7 @@ pub async fn replay(
     plan: &Plan,
     stall: Duration,
 ) -> anyhow::Result<Replayed> {
-    let connection = Connection::connect(amqp_url, ConnectionProperties::default())
-        .await
-        .context("connect to the broker")?;
+    let connection = connect(amqp_url).await?;
     let appender = confirm_channel(&connection).await?;
     let reader = connection.create_channel().await?;
     let stream = format!("loadtest.replay.{}", random_hex(6));
@@ -361,18 +362,7 @@ async fn append_and_read(
     reader
         .basic_qos(APPLY_PREFETCH, BasicQosOptions::default())
         .await?;
-    let mut from_first = FieldTable::default();
-    from_first.insert(
-        "x-stream-offset".into(),
-        AMQPValue::LongString("first".into()),
-    );
-    let mut consumer = reader
-        .basic_consume(
-            stream.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            from_first,
-        )
+    let mut consumer = read_stream(reader, stream, "", AMQPValue::LongString("first".into()))
         .await
         .with_context(|| format!("read the stream {stream}"))?;
     let bar = driver::progress(appended, "read");
@@ -403,7 +393,6 @@ async fn append_and_read(
     Ok(Replayed {
         appended,
         append_seconds: driven.last.duration_since(driven.first).as_secs_f64(),
-        read,
         read_seconds,
         read_cpu: cpu.used_by_each().0,
     })

@@ -567,6 +567,25 @@ fn base_report(mode: &str, common: &Common) -> Report {
     }
 }
 
+/// The report of a run against the broker alone: `messages` sent over `send_seconds`, each
+/// of them delivered, in `seconds` in all.
+fn broker_report(
+    mode: &str,
+    common: &Common,
+    messages: u64,
+    send_seconds: f64,
+    seconds: f64,
+) -> Report {
+    let mut report = base_report(mode, common);
+    report.target = "broker".into();
+    report.counts.published = messages;
+    report.counts.delivered = messages;
+    report.send_seconds = send_seconds;
+    report.seconds = seconds;
+    report.count_operations(messages);
+    report
+}
+
 /// A run that measures throughput alone says so when a latency plot was asked for.
 fn note_no_plot(report: &mut Report, common: &Common) {
     if common.plot.is_some() {
@@ -601,13 +620,13 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             let plan = common.plan();
             let shape = common.request_shape(amqp::DEFAULT_TTL_SECONDS);
             let ceiling = ceiling_report(&common, &plan, &shape).await?;
-            let mut report = base_report("ceiling", &common);
-            report.target = "broker".into();
-            report.counts.published = ceiling.messages;
-            report.counts.delivered = ceiling.messages;
-            report.seconds = ceiling.seconds;
-            report.send_seconds = ceiling.seconds;
-            report.per_second = ceiling.messages_per_second;
+            let mut report = broker_report(
+                "ceiling",
+                &common,
+                ceiling.messages,
+                ceiling.seconds,
+                ceiling.seconds,
+            );
             report.ceiling = Some(ceiling);
             note_no_plot(&mut report, &common);
             Ok(report)
@@ -624,14 +643,15 @@ async fn run(command: Command) -> anyhow::Result<Report> {
                 common.drain_timeout,
             )
             .await?;
-            let mut report = base_report("replay", &common);
-            report.target = "broker".into();
-            report.counts.published = replayed.appended;
-            report.counts.delivered = replayed.read;
-            report.send_seconds = replayed.append_seconds;
-            report.seconds = replayed.read_seconds;
+            let mut report = broker_report(
+                "replay",
+                &common,
+                replayed.appended,
+                replayed.append_seconds,
+                replayed.read_seconds,
+            );
             report.cpu_seconds = Some(replayed.read_cpu);
-            report.count_operations(replayed.read);
+            report.count_operations(replayed.appended);
             report.notes.push(format!(
                 "{} records of {record_bytes} bytes appended to a stream ({} unconfirmed at most) in {:.2} s; per_second and CPU per operation count their reading from the stream's start",
                 replayed.appended, common.concurrency, replayed.append_seconds

@@ -719,8 +719,6 @@ impl ClusterLink {
             Ok(None) => AMQPValue::LongString("first".into()),
             Err(error) => return Err(JoinError::Broker(error.to_string())),
         };
-        let mut arguments = FieldTable::default();
-        arguments.insert("x-stream-offset".into(), start);
         // A tag of its own each time, so a follower that ends late is told from the next.
         let tag = format!(
             "{}.changelog.{stream}.{:08x}",
@@ -728,14 +726,8 @@ impl ClusterLink {
             rand::random::<u32>()
         );
         self.lock_followers().insert(stream, tag.clone());
-        let consumed = reader
-            .basic_consume(
-                self.changelogs[usize::from(stream)].as_str().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                arguments,
-            )
-            .await;
+        let consumed =
+            read_stream(&reader, &self.changelogs[usize::from(stream)], &tag, start).await;
         let mut consumer = match consumed {
             Ok(consumer) => consumer,
             Err(error) => {
@@ -867,22 +859,16 @@ impl ClusterLink {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()?;
-        let mut arguments = FieldTable::default();
-        arguments.insert(
-            "x-stream-offset".into(),
-            AMQPValue::LongString("last".into()),
-        );
         // A tag of its own each time: a look at the tail may run while another ends.
         let tag = format!("{}.tail.{stream}.{:08x}", self.node, rand::random::<u32>());
-        let mut consumer = reader
-            .basic_consume(
-                self.changelogs[usize::from(stream)].as_str().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                arguments,
-            )
-            .await
-            .ok()?;
+        let mut consumer = read_stream(
+            &reader,
+            &self.changelogs[usize::from(stream)],
+            &tag,
+            AMQPValue::LongString("last".into()),
+        )
+        .await
+        .ok()?;
         let first = tokio::time::timeout(wait, consumer.next()).await;
         let _ = reader
             .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
@@ -1405,6 +1391,26 @@ const BACKLOG_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// How long a message waits in a partition queue before the broker drops it.
 const PARTITION_MESSAGE_TTL_MS: u32 = 10_000;
 
+/// Reads `stream` on `channel` (its prefetch set) from offset `from` (`first`, `last`, or
+/// a number), as consumer `tag` (empty: the broker names it).
+pub async fn read_stream(
+    channel: &Channel,
+    stream: &str,
+    tag: &str,
+    from: AMQPValue,
+) -> lapin::Result<lapin::Consumer> {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-stream-offset".into(), from);
+    channel
+        .basic_consume(
+            stream.into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            arguments,
+        )
+        .await
+}
+
 /// The first message of a stream, if one arrives within `RECORD_WAIT`.
 async fn read_first(
     connection: &Connection,
@@ -1412,19 +1418,8 @@ async fn read_first(
 ) -> Result<Option<ClusterRecord>, JoinError> {
     let channel = connection.create_channel().await?;
     channel.basic_qos(1, BasicQosOptions::default()).await?;
-    let mut arguments = FieldTable::default();
-    arguments.insert(
-        "x-stream-offset".into(),
-        AMQPValue::LongString("first".into()),
-    );
-    let mut consumer = channel
-        .basic_consume(
-            stream.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            arguments,
-        )
-        .await?;
+    let mut consumer =
+        read_stream(&channel, stream, "", AMQPValue::LongString("first".into())).await?;
     let first = tokio::time::timeout(RECORD_WAIT, consumer.next()).await;
     let _ = channel.close(200, "read".into()).await;
     match first {
