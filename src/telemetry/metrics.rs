@@ -31,6 +31,9 @@ pub struct Metrics {
     /// Cluster traffic through the broker: changelog records and forwarded commands.
     pub cluster_messages: IntCounterVec,
     pub cluster_lag: IntGauge,
+    /// Acks and requeues sent for consumed deliveries, by kind (an ack of a run settles
+    /// many).
+    pub broker_settles: IntCounterVec,
     /// 1 while this node's broker connection is up, 0 while it is away, by namespace; no
     /// series at all in embedded mode.
     pub broker_connected: IntGaugeVec,
@@ -191,6 +194,11 @@ impl Metrics {
         registry
             .register(Box::new(cluster_lag.clone()))
             .expect("metric names are unique");
+        let broker_settles = counter(
+            "otpd_broker_settles_total",
+            "Acks and requeues sent to the broker for consumed requests and jobs, by kind: run (one ack for every delivery up to it), alone, requeue.",
+            &["kind"],
+        );
         let broker_connected = gauge(
             "otpd_broker_connected",
             "1 while the broker connection is up, 0 while otpd reconnects (broker mode only).",
@@ -202,6 +210,7 @@ impl Metrics {
             &["kind"],
         );
         Metrics {
+            broker_settles,
             broker_connected,
             allocator,
             fraud_blocks,

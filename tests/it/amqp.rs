@@ -816,3 +816,112 @@ async fn the_broker_connection_is_a_metric() {
     drop(app);
     broker.clean_up().await;
 }
+
+#[tokio::test]
+async fn deliveries_are_acked_in_runs_or_alone_after_a_hold_and_a_requeue_comes_back() {
+    use futures_util::StreamExt;
+    use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+    use otpd::bus::amqp::settle::{Settle, Settler};
+
+    let connection = Connection::connect(BROKER_URL, ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ must run on 127.0.0.1:5672");
+    let setup = connection.create_channel().await.expect("open a channel");
+    setup
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    // Exclusive: the broker deletes it with the connection, whatever the test's end.
+    let queue = format!("t{}.settled", random_hex(6));
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    };
+    setup
+        .queue_declare(queue.as_str().into(), exclusive, FieldTable::default())
+        .await
+        .expect("declare the queue");
+    for body in 1..=6 {
+        setup
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                body.to_string().as_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+    }
+    let channel = connection.create_channel().await.expect("open a channel");
+    channel
+        .basic_qos(16, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let settler = Settler::start(channel.clone(), "test message");
+    async fn next(consumer: &mut lapin::Consumer, settler: &Settler) -> (u64, String) {
+        let delivery = tokio::time::timeout(WAIT, consumer.next())
+            .await
+            .expect("a delivery within 15 s")
+            .expect("the consumer runs")
+            .expect("a delivery");
+        settler.received(delivery.delivery_tag);
+        (
+            delivery.delivery_tag,
+            String::from_utf8(delivery.data).unwrap(),
+        )
+    }
+    let mut tags = Vec::new();
+    for body in 1..=6 {
+        let (tag, data) = next(&mut consumer, &settler).await;
+        assert_eq!(data, body.to_string());
+        tags.push(tag);
+    }
+
+    // 1 and 2 make a run; 3 goes back to the queue; 5 and 6 finish behind 4, which does not.
+    for (index, settle) in [(0, Settle::Ack), (1, Settle::Ack), (2, Settle::Requeue)] {
+        settler.ended(tags[index], settle);
+    }
+    settler.ended(tags[4], Settle::Ack);
+    settler.ended(tags[5], Settle::Ack);
+    let (again, data) = next(&mut consumer, &settler).await;
+    assert_eq!(data, "3", "the requeued delivery comes back at once");
+    settler.ended(again, Settle::Ack);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Closing the channel hands back what it had not acked: 4 alone.
+    channel.close(200, "test done".into()).await.expect("close");
+    let left = setup
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("look at the queue");
+    let returned = setup
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+        .map(|message| String::from_utf8(message.delivery.data.clone()).unwrap());
+    assert_eq!(
+        (left.message_count(), returned.as_deref()),
+        (1, Some("4")),
+        "only the unfinished delivery is left unacked"
+    );
+    let _ = connection.close(200, "test done".into()).await;
+}

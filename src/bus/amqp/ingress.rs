@@ -5,19 +5,15 @@
 use lapin::message::Delivery;
 
 use super::message::{check_reply_to, decode_request, Refusal};
-use super::settle::{dead_lettered, requeue, settle_delivery, Settle};
+use super::settle::{dead_lettered, requeue, Settle};
 use super::{Consumers, Publisher};
 use crate::cluster::command::IssueAnswer;
 use crate::domain::IssueReceipt;
 use crate::issuance::{IdempotencyInput, IssueOtp, RequestSource, Surface};
 use crate::telemetry::platform::{ErrorObject, Event};
 
-pub async fn handle(publisher: &Publisher, consumers: &Consumers, delivery: Delivery) {
-    let settle = process(publisher, consumers, &delivery).await;
-    settle_delivery(&delivery, settle, "request").await;
-}
-
-async fn process(publisher: &Publisher, consumers: &Consumers, delivery: &Delivery) -> Settle {
+/// Handles one request; what to tell the broker of it.
+pub async fn handle(publisher: &Publisher, consumers: &Consumers, delivery: &Delivery) -> Settle {
     let reply_to = delivery
         .properties
         .reply_to()

@@ -2,6 +2,7 @@
 //! requests queue and this node's region queues, and reconnects by itself when the broker
 //! goes away. Every broker call is bounded by `amqp.timeout_ms`.
 
+mod ack_window;
 pub mod cluster;
 pub mod declare;
 pub mod guard;
@@ -37,6 +38,7 @@ use crate::tls::AmqpTls;
 use cluster::{ClusterLink, JoinError};
 use guard::GuardLink;
 use settings::AmqpSettings;
+use settle::{Settle, Settler};
 use topology::Topology;
 
 const PERSISTENT: u8 = 2;
@@ -249,14 +251,8 @@ impl AmqpBus {
             ),
             None => Aborting::default(),
         };
-        let ingress_channel = self.consumer_channel(&connection).await?;
         let ingress = self
-            .bounded(ingress_channel.basic_consume(
-                self.topology.requests_queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            ))
+            .consumer(&connection, &self.topology.requests_queue, "request")
             .await?;
         let bus = self.handle();
         spawn_consumer(ingress, ended.clone(), {
@@ -264,28 +260,20 @@ impl AmqpBus {
             move |delivery| {
                 let bus = Arc::clone(&bus);
                 let consumers = Arc::clone(&consumers);
-                async move { ingress::handle(&bus, &consumers, delivery).await }
+                async move { ingress::handle(&bus, &consumers, &delivery).await }
             }
         });
-        let worker_channel = self.consumer_channel(&connection).await?;
         for region in self
             .topology
             .consumed_queues(&self.settings.consume_regions)
         {
-            let consumer = self
-                .bounded(worker_channel.basic_consume(
-                    region.queue.as_str().into(),
-                    "".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                ))
-                .await?;
+            let consumer = self.consumer(&connection, &region.queue, "job").await?;
             let bus = self.handle();
             let router = consumers.router.clone();
             spawn_consumer(consumer, ended.clone(), move |delivery| {
                 let bus = Arc::clone(&bus);
                 let router = router.clone();
-                async move { worker::handle(&bus, &router, delivery).await }
+                async move { worker::handle(&bus, &router, &delivery).await }
             });
         }
         tracing::info!(namespace = %self.settings.namespace, "Connected to the broker; consuming.");
@@ -330,11 +318,29 @@ impl AmqpBus {
         Err(PublishError::Broker(reason).into())
     }
 
-    async fn consumer_channel(&self, connection: &Connection) -> Result<Channel, PublishError> {
+    /// Consumes `queue` on a channel of its own, whose deliveries a [`Settler`] settles;
+    /// `what` names them (request, job) in logs.
+    async fn consumer(
+        &self,
+        connection: &Connection,
+        queue: &str,
+        what: &'static str,
+    ) -> Result<SettledConsumer, PublishError> {
         let channel = self.bounded(connection.create_channel()).await?;
         self.bounded(channel.basic_qos(self.settings.prefetch, BasicQosOptions::default()))
             .await?;
-        Ok(channel)
+        let consumer = self
+            .bounded(channel.basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ))
+            .await?;
+        Ok(SettledConsumer {
+            consumer,
+            settler: Settler::start(channel, what),
+        })
     }
 
     /// A cheap handle for consumer tasks (the supervisor owns `self` through an `Arc`).
@@ -487,8 +493,6 @@ impl Publisher {
     }
 }
 
-/// Runs a consumer: each delivery is handled in a task of its own (the prefetch bounds how
-/// many); when the stream ends or fails, says so on `ended`.
 /// Consumes `queue` on `channel` without acks: for messages that matter only while they are
 /// fresh (replies, the guards' counts), which the broker forgets once delivered.
 async fn consume_without_acks(channel: &Channel, queue: &str) -> lapin::Result<lapin::Consumer> {
@@ -521,19 +525,35 @@ impl Drop for Aborting {
     }
 }
 
+/// A consumer on a channel of its own, and what settles its deliveries.
+struct SettledConsumer {
+    consumer: lapin::Consumer,
+    settler: Settler,
+}
+
+/// Runs a consumer: each delivery is handled in a task of its own (the prefetch bounds how
+/// many), then settled as its handling says; when the stream ends or fails, says so on
+/// `ended`.
 fn spawn_consumer<F, Fut>(
-    mut consumer: lapin::Consumer,
+    SettledConsumer {
+        mut consumer,
+        settler,
+    }: SettledConsumer,
     ended: tokio::sync::mpsc::Sender<String>,
     handle: F,
 ) where
     F: Fn(lapin::message::Delivery) -> Fut + 'static,
-    Fut: Future<Output = ()> + 'static,
+    Fut: Future<Output = Settle> + 'static,
 {
     actix_rt::spawn(async move {
         let reason = loop {
             match consumer.next().await {
                 Some(Ok(delivery)) => {
-                    actix_rt::spawn(handle(delivery));
+                    let tag = delivery.delivery_tag;
+                    settler.received(tag);
+                    let handled = handle(delivery);
+                    let settler = settler.clone();
+                    actix_rt::spawn(async move { settler.ended(tag, handled.await) });
                 }
                 Some(Err(error)) => break error.to_string(),
                 None => break "the consumer was canceled".to_string(),

@@ -5,16 +5,16 @@ use actix::Addr;
 use lapin::message::Delivery;
 
 use super::message::decode_job;
-use super::settle::{dead_lettered, requeue, settle_delivery, Settle};
+use super::settle::{dead_lettered, requeue, Settle};
 use super::Publisher;
 use crate::delivery::{Deliver, DeliveryOutcome, RouterActor};
 
-pub async fn handle(publisher: &Publisher, router: &Addr<RouterActor>, delivery: Delivery) {
-    let settle = process(publisher, router, &delivery).await;
-    settle_delivery(&delivery, settle, "job").await;
-}
-
-async fn process(publisher: &Publisher, router: &Addr<RouterActor>, delivery: &Delivery) -> Settle {
+/// Handles one job; what to tell the broker of it.
+pub async fn handle(
+    publisher: &Publisher,
+    router: &Addr<RouterActor>,
+    delivery: &Delivery,
+) -> Settle {
     let Some(job) = decode_job(&delivery.data) else {
         let queue = delivery.routing_key.as_str();
         let result = publisher
