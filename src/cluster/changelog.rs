@@ -236,8 +236,8 @@ pub struct LogShared<E: KvEngine> {
     /// Writes not yet handed to the changelog, in the order they were made.
     pending: Mutex<Vec<Captured>>,
     /// Held while writes are taken from `pending` and appended, so they reach the streams
-    /// in the order they were made.
-    appending: tokio::sync::Mutex<()>,
+    /// in the order they were made; holds the last append until it is confirmed.
+    appending: tokio::sync::Mutex<Option<Generation>>,
     /// The number the next write gets.
     next_seq: AtomicU64,
     /// Appends in flight and recently finished.
@@ -268,7 +268,7 @@ impl<E: KvEngine> LoggedEngine<E> {
             partitions: cluster.partitions.max(1),
             streams: cluster.streams(),
             pending: Mutex::default(),
-            appending: tokio::sync::Mutex::new(()),
+            appending: tokio::sync::Mutex::new(None),
             next_seq: AtomicU64::new(1),
             appends: Mutex::default(),
             appended: tokio::sync::Notify::new(),
@@ -387,18 +387,9 @@ impl<E: KvEngine> LogShared<E> {
     async fn flush(self: Arc<Self>, target: u64) -> Result<(), StoreError> {
         self.refuse_if_reopened()?;
         if target > 0 {
-            let standing = {
-                let _order = self.appending.lock().await;
-                let captured = std::mem::take(&mut *lock(&self.pending));
-                if let (Some(first), Some(last)) = (captured.first(), captured.last()) {
-                    let range = (first.seq, last.seq);
-                    let generation = Arc::clone(&self).append(captured, range).await;
-                    lock(&self.appends).started(range, generation.clone());
-                    self.appended.notify_waiters();
-                    // Confirmed and settled even if no flush waits for it.
-                    tokio::spawn(generation);
-                }
-                self.standing(target)
+            let standing = match self.standing(target) {
+                Some(standing) => Some(standing),
+                None => Arc::clone(&self).append_pending(target).await,
             };
             match standing {
                 Some(Standing::InFlight(generation)) => {
@@ -412,6 +403,31 @@ impl<E: KvEngine> LogShared<E> {
             self.inner.flush().await?;
         }
         Ok(())
+    }
+
+    /// Appends the pending writes, `target` among them unless an append has carried it
+    /// meanwhile; where `target` then stands. One append is in flight at a time: the writes
+    /// made while it is confirmed go together in the next, and the broker's cost is per
+    /// append far more than per write (BENCHMARKS.md).
+    async fn append_pending(self: Arc<Self>, target: u64) -> Option<Standing> {
+        let mut last = self.appending.lock().await;
+        if let Some(in_flight) = last.take() {
+            // Its outcome is its own flushes' to report.
+            let _ = in_flight.await;
+        }
+        if self.standing(target).is_none() {
+            let captured = std::mem::take(&mut *lock(&self.pending));
+            if let (Some(first), Some(newest)) = (captured.first(), captured.last()) {
+                let range = (first.seq, newest.seq);
+                let generation = Arc::clone(&self).append(captured, range).await;
+                lock(&self.appends).started(range, generation.clone());
+                self.appended.notify_waiters();
+                // Confirmed and settled even if no flush waits for it.
+                tokio::spawn(generation.clone());
+                *last = Some(generation);
+            }
+        }
+        self.standing(target)
     }
 
     /// As `flush`, once another flush has appended write `target` along with its own, or
@@ -1006,6 +1022,64 @@ mod tests {
         release.send(()).unwrap();
         first.await.unwrap();
         second.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn writes_flushed_while_an_append_is_in_flight_go_together_in_the_next() {
+        let engine = LoggedEngine::new(MemoryEngine::default(), &cluster(1, 1));
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        /// Holds the first append's confirm until released, confirms the rest at once, and
+        /// keeps how many writes each append carried.
+        struct FirstHeld {
+            held: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+            carried: Mutex<Vec<usize>>,
+        }
+        #[async_trait]
+        impl Changelog for FirstHeld {
+            async fn append(&self, _: &[u16], record: Vec<u8>) -> Result<Confirm, String> {
+                let LogRecord::Writes { writes, .. } = LogRecord::decode(&record).unwrap() else {
+                    panic!("a flush appends writes");
+                };
+                lock(&self.carried).push(writes.len());
+                let held = lock(&self.held).take();
+                Ok(async move {
+                    match held {
+                        Some(held) => held.await.map_err(|e| e.to_string()),
+                        None => Ok(()),
+                    }
+                }
+                .boxed())
+            }
+        }
+        let changelog = Arc::new(FirstHeld {
+            held: Mutex::new(Some(released)),
+            carried: Mutex::default(),
+        });
+        engine.shared().append_to(changelog.clone());
+        in_slot(0, || engine.insert(b"k1", b"v").unwrap());
+        let first = tokio::spawn(engine.flush());
+        tokio::task::yield_now().await;
+        let mut later = Vec::new();
+        for key in [b"k2", b"k3"] {
+            in_slot(0, || engine.insert(key, b"v").unwrap());
+            later.push(tokio::spawn(engine.flush()));
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            *lock(&changelog.carried),
+            vec![1],
+            "the next waits for the first"
+        );
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        for flush in later {
+            flush.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            *lock(&changelog.carried),
+            vec![1, 2],
+            "k2 and k3 in one append"
+        );
     }
 
     #[tokio::test]
