@@ -23,7 +23,7 @@ use crate::spawn::random_hex;
 use crate::tracker::{self, Tracker};
 
 /// Unacknowledged deliveries the ceiling's consumer takes (otpd's default prefetch).
-const CEILING_PREFETCH: u16 = 256;
+pub const CEILING_PREFETCH: u16 = 256;
 /// Longest wait for the ceiling's consumer to catch up after the last publish.
 const CEILING_DRAIN: Duration = Duration::from_secs(30);
 
@@ -214,11 +214,13 @@ pub async fn end_to_end(
 }
 
 /// The broker's own hop: persistent messages of `payload_bytes` published with confirms to a
-/// temporary queue of `queue_type`, consumed and acked; the queue is deleted afterwards.
+/// temporary queue of `queue_type`, consumed and acked (`ack_run` at a time); the queue is
+/// deleted afterwards.
 pub async fn ceiling(
     amqp_url: &str,
     queue_type: &'static str,
     payload_bytes: usize,
+    ack_run: u64,
     plan: &Plan,
 ) -> anyhow::Result<Ceiling> {
     let connection = connect(amqp_url).await?;
@@ -229,7 +231,12 @@ pub async fn ceiling(
         .await?;
     let queue = format!("loadtest.ceiling.{}", random_hex(6));
     declare_durable(&publisher, &queue, queue_type).await?;
-    let measured = measure_hop(&publisher, &consumer_channel, &queue, payload_bytes, plan).await;
+    let hop = Hop {
+        queue: &queue,
+        payload_bytes,
+        ack_run,
+    };
+    let measured = measure_hop(&publisher, &consumer_channel, &hop, plan).await;
     let deleted = take_down(&connection, &publisher, &consumer_channel, &queue).await;
     let ceiling = measured?;
     deleted?;
@@ -398,11 +405,22 @@ async fn append_and_read(
     })
 }
 
+/// The queue a ceiling measures, the size of its messages, and how many deliveries each ack
+/// settles.
+struct Hop<'a> {
+    queue: &'a str,
+    payload_bytes: usize,
+    ack_run: u64,
+}
+
 async fn measure_hop(
     publisher: &Channel,
     consumer_channel: &Channel,
-    queue: &str,
-    payload_bytes: usize,
+    &Hop {
+        queue,
+        payload_bytes,
+        ack_run,
+    }: &Hop<'_>,
     plan: &Plan,
 ) -> anyhow::Result<Ceiling> {
     let mut consumer = consumer_channel
@@ -419,8 +437,15 @@ async fn measure_hop(
         let consumed = Arc::clone(&consumed);
         let last_consumed = Arc::clone(&last_consumed);
         tokio::spawn(async move {
+            let mut received = 0u64;
             while let Some(Ok(delivery)) = consumer.next().await {
-                if !matches!(delivery.ack(BasicAckOptions::default()).await, Ok(true)) {
+                received += 1;
+                let run = BasicAckOptions {
+                    multiple: ack_run > 1,
+                };
+                // The last deliveries of a run that never fills stay unacked: the queue
+                // goes with them.
+                if received % ack_run == 0 && !matches!(delivery.ack(run).await, Ok(true)) {
                     break;
                 }
                 consumed.fetch_add(1, Ordering::Relaxed);
@@ -447,5 +472,6 @@ async fn measure_hop(
         messages_per_second: messages as f64 / seconds,
         payload_bytes,
         queue_type: "",
+        ack_run,
     })
 }

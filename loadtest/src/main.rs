@@ -76,6 +76,10 @@ enum Command {
     Ceiling {
         #[command(flatten)]
         common: Common,
+        /// Deliveries each ack settles: 1 (the ceiling `amqp` measures its ratio against)
+        /// acks each alone; more acks runs of that many at once, as otpd's consumers do.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=amqp::CEILING_PREFETCH as u64))]
+        ack_run: u64,
     },
     /// The broker's delivery of a changelog backlog alone: `--requests` records appended
     /// to a temporary stream (`--concurrency` unconfirmed at most; 1 makes each record a
@@ -602,24 +606,33 @@ fn queue_type(common: &Common) -> anyhow::Result<&'static str> {
     }
 }
 
-/// The broker's own hop, with messages the size of the run's requests (`shape`).
+/// The broker's own hop, with messages the size of the run's requests (`shape`), each ack
+/// settling `ack_run` deliveries.
 async fn ceiling_report(
     common: &Common,
     plan: &Plan,
     shape: &amqp::RequestShape,
+    ack_run: u64,
 ) -> anyhow::Result<report::Ceiling> {
     let payload = amqp::request_body("lt000000000000", shape, 0).len();
-    amqp::ceiling(&common.amqp_url, queue_type(common)?, payload, plan).await
+    amqp::ceiling(
+        &common.amqp_url,
+        queue_type(common)?,
+        payload,
+        ack_run,
+        plan,
+    )
+    .await
 }
 
 async fn run(command: Command) -> anyhow::Result<Report> {
     match command {
         Command::Clean { .. } => bail!("clean runs no load and makes no report"),
-        Command::Ceiling { common } => {
+        Command::Ceiling { common, ack_run } => {
             ensure_loopback("--amqp-url", &common.amqp_url)?;
             let plan = common.plan();
             let shape = common.request_shape(amqp::DEFAULT_TTL_SECONDS);
-            let ceiling = ceiling_report(&common, &plan, &shape).await?;
+            let ceiling = ceiling_report(&common, &plan, &shape, ack_run).await?;
             let mut report = broker_report(
                 "ceiling",
                 &common,
@@ -675,7 +688,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
                     rate: 0.0,
                     ..plan
                 };
-                Some(ceiling_report(&common, &short, &shape).await?)
+                Some(ceiling_report(&common, &short, &shape, 1).await?)
             } else {
                 None
             };
@@ -815,7 +828,7 @@ fn out_path(command: &Command) -> Option<PathBuf> {
         Command::Amqp { common, .. }
         | Command::Http { common }
         | Command::Verify { common, .. }
-        | Command::Ceiling { common }
+        | Command::Ceiling { common, .. }
         | Command::Replay { common, .. } => common.out.clone(),
         Command::Clean { .. } => None,
     }

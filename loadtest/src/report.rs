@@ -19,6 +19,9 @@ pub struct Ceiling {
     pub messages_per_second: f64,
     pub payload_bytes: usize,
     pub queue_type: &'static str,
+    /// Deliveries settled by each ack: 1 acks each alone (the ratio's ceiling), more acks
+    /// runs of that many at once.
+    pub ack_run: u64,
 }
 
 /// The broker messages of otpd's cluster (`otpd_cluster_messages_total` of every node):
@@ -169,11 +172,15 @@ impl Report {
         );
         if let Some(ceiling) = self.ceiling {
             println!(
-                "broker ceiling     {:.1} msgs/s ({} msgs of {} bytes, {} queue, publish+confirm→consume→ack)",
+                "broker ceiling     {:.1} msgs/s ({} msgs of {} bytes, {} queue, publish+confirm→consume→{})",
                 ceiling.messages_per_second,
                 ceiling.messages,
                 ceiling.payload_bytes,
-                ceiling.queue_type
+                ceiling.queue_type,
+                match ceiling.ack_run {
+                    1 => "ack".to_owned(),
+                    run => format!("one ack per {run}"),
+                }
             );
         }
         if let Some(ratio) = self.ratio_to_ceiling {

@@ -224,5 +224,10 @@ fn replay_reads_a_stream_back_from_its_start() {
 fn ceiling_measures_the_broker_alone() {
     let report = run("ceiling", &["--requests", "200"]);
     assert_eq!(report["ceiling"]["messages"], 200, "{report}");
+    assert_eq!(report["ceiling"]["ack_run"], 1, "{report}");
     assert!(report["per_second"].as_f64().unwrap() > 0.0);
+    // Acked 16 at a time: the last 8 never fill a run, and are still counted as consumed.
+    let report = run("ceiling", &["--requests", "200", "--ack-run", "16"]);
+    assert_eq!(report["ceiling"]["messages"], 200, "{report}");
+    assert_eq!(report["ceiling"]["ack_run"], 16, "{report}");
 }
