@@ -627,10 +627,7 @@ async fn with_every_provider_down_a_job_waits_in_the_delay_queue_then_is_deliver
     })
     .await;
     wait_until_ready(&app).await;
-    let id = app.create_sms(&de_mobile(77)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.sms_id(&de_mobile(77)).await;
 
     // The job fails on the only provider and is parked in the delay queue, not held in memory.
     let delay_queue = broker.name("delay");
@@ -667,7 +664,7 @@ async fn with_every_provider_down_a_job_waits_in_the_delay_queue_then_is_deliver
 /// alike: create, wrong code, resend after the cooldown (the old code dies), right code,
 /// single use, cancel of another verification.
 async fn the_contract_flow(app: &TestApp, to: &str, other: &str) {
-    let id = app.create_sms(to).await["id"].as_str().unwrap().to_string();
+    let id = app.sms_id(to).await;
     let first = app.code_for(&id).await;
     let wrong = if first == "000000" {
         "111111"
@@ -697,10 +694,7 @@ async fn the_contract_flow(app: &TestApp, to: &str, other: &str) {
         .await
         .expect_error(409, "already_approved");
 
-    let other_id = app.create_sms(other).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let other_id = app.sms_id(other).await;
     let canceled = app.cancel(&other_id).await;
     canceled.expect_status(200);
     assert_eq!(canceled.str("status"), "canceled");
@@ -751,21 +745,12 @@ async fn the_end_of_each_verification_is_an_event() {
         .listen("events", "verification.max_attempts_reached.dev")
         .await;
 
-    let right = app.create_sms(&de_mobile(61)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let right = app.sms_id(&de_mobile(61)).await;
     let code = app.code_for(&right).await;
     app.check_code(&right, &code).await.expect_status(200);
-    let dropped = app.create_sms(&de_mobile(62)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let dropped = app.sms_id(&de_mobile(62)).await;
     app.cancel(&dropped).await.expect_status(200);
-    let guessed = app.create_sms(&de_mobile(63)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let guessed = app.sms_id(&de_mobile(63)).await;
     let wrong = if app.code_for(&guessed).await == "000000" {
         "111111"
     } else {

@@ -5,7 +5,7 @@ use serde_json::json;
 use crate::helpers::*;
 
 async fn issued(app: &TestApp, to: &str) -> (String, String) {
-    let id = app.create_sms(to).await["id"].as_str().unwrap().to_string();
+    let id = app.sms_id(to).await;
     let code = app.code_for(&id).await;
     (id, code)
 }

@@ -9,10 +9,7 @@ use crate::helpers::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn of_100_concurrent_right_codes_exactly_one_is_valid() {
     let app = spawn_app().await;
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.sms_id(DE_MOBILE).await;
     let code = app.code_for(&id).await;
 
     let replies = join_all((0..100).map(|_| app.check_code(&id, &code))).await;
@@ -28,10 +25,7 @@ async fn of_100_concurrent_right_codes_exactly_one_is_valid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn of_200_concurrent_wrong_guesses_exactly_5_are_evaluated() {
     let app = spawn_app().await;
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.sms_id(DE_MOBILE).await;
     let code = app.code_for(&id).await;
     let guesses: Vec<String> = (1..=200u32)
         .map(|n| format!("{:06}", (code.parse::<u32>().unwrap() + n) % 1_000_000))

@@ -152,10 +152,7 @@ async fn different_destinations_and_channels_get_separate_verifications() {
 async fn the_sandbox_outbox_is_readable_by_otpd_s_user_only() {
     use std::os::unix::fs::PermissionsExt;
     let app = spawn_app().await;
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.sms_id(DE_MOBILE).await;
     app.code_for(&id).await;
     let mode = std::fs::metadata(outbox_path(app.store_dir()))
         .unwrap()

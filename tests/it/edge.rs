@@ -116,10 +116,7 @@ async fn an_unauthenticated_receipt_is_refused_before_its_body_arrives() {
 #[tokio::test]
 async fn a_value_of_the_wrong_type_is_refused_without_being_repeated() {
     let app = spawn_app().await;
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.sms_id(DE_MOBILE).await;
 
     let check = app.check(&id, &json!({"code": 779017})).await;
     check.expect_error(400, "invalid_request");
@@ -172,10 +169,7 @@ async fn a_key_given_twice_is_refused_and_nothing_is_issued() {
 #[tokio::test]
 async fn the_bearer_scheme_is_accepted_in_any_case() {
     let app = spawn_app().await;
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.sms_id(DE_MOBILE).await;
     for scheme in ["bearer", "BEARER", "Bearer"] {
         let reply = send(
             app.anonymous(Method::GET, &format!("/v1/verifications/{id}"))

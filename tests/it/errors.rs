@@ -33,10 +33,7 @@ fn v1_routes(id: &str) -> Vec<(Method, String, Option<serde_json::Value>)> {
 #[tokio::test]
 async fn v1_routes_refuse_missing_or_wrong_keys_with_401() {
     let app = spawn_app().await;
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.sms_id(DE_MOBILE).await;
 
     for (method, path, body) in v1_routes(&id) {
         let attempts = [
@@ -220,10 +217,7 @@ async fn unknown_routes_are_404_json_not_found() {
 #[tokio::test]
 async fn wrong_methods_are_405_json() {
     let app = spawn_app().await;
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.sms_id(DE_MOBILE).await;
 
     for (method, path) in [
         (Method::PUT, "/v1/verifications".to_string()),

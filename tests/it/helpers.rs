@@ -377,13 +377,18 @@ impl TestApp {
         reply.body
     }
 
+    /// Creates an SMS verification for `to` (asserting 201); its id.
+    pub async fn sms_id(&self, to: &str) -> String {
+        self.create_sms(to).await["id"]
+            .as_str()
+            .expect("a created verification has an id")
+            .to_owned()
+    }
+
     /// Creates an SMS verification for `to` and approves it with its code (asserting 201
     /// and 200); returns its id and the code.
     pub async fn approved_sms(&self, to: &str) -> (String, String) {
-        let id = self.create_sms(to).await["id"]
-            .as_str()
-            .expect("a created verification has an id")
-            .to_owned();
+        let id = self.sms_id(to).await;
         let code = self.code_for(&id).await;
         self.check_code(&id, &code).await.expect_status(200);
         (id, code)

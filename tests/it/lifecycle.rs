@@ -47,10 +47,7 @@ async fn get_returns_the_record_without_the_code() {
 #[tokio::test]
 async fn get_names_the_sandbox_provider_once_sent() {
     let app = spawn_app().await;
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.sms_id(DE_MOBILE).await;
     app.code_for(&id).await;
 
     let deadline = Instant::now() + DELIVERY_DEADLINE;
@@ -90,10 +87,7 @@ async fn get_reflects_approval() {
 #[tokio::test]
 async fn cancel_turns_a_pending_verification_to_canceled() {
     let app = spawn_app().await;
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.sms_id(DE_MOBILE).await;
     let code = app.code_for(&id).await;
 
     let canceled = app.cancel(&id).await;
@@ -117,10 +111,7 @@ async fn cancel_turns_a_pending_verification_to_canceled() {
 #[tokio::test]
 async fn after_cancel_a_new_verification_can_be_issued_at_once() {
     let app = spawn_app().await;
-    let first = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first = app.sms_id(DE_MOBILE).await;
     app.cancel(&first).await.expect_status(200);
 
     let second = app
@@ -138,10 +129,7 @@ async fn after_cancel_a_new_verification_can_be_issued_at_once() {
 #[tokio::test]
 async fn after_approval_a_new_verification_can_be_issued_at_once() {
     let app = spawn_app().await;
-    let first = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first = app.sms_id(DE_MOBILE).await;
     let code = app.code_for(&first).await;
     app.check_code(&first, &code).await.expect_status(200);
 
@@ -172,10 +160,7 @@ async fn unknown_ids_are_404_for_get_and_cancel() {
 #[tokio::test]
 async fn another_tenant_can_neither_see_nor_touch_a_verification() {
     let app = spawn_app().await;
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.sms_id(DE_MOBILE).await;
     let code = app.code_for(&id).await;
     let acme = app.add_tenant("acme");
 

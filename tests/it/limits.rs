@@ -215,10 +215,7 @@ async fn checks_are_limited_per_client_ip_and_a_trusted_proxy_names_the_client()
         s.http.trusted_proxies = vec!["127.0.0.1/32".into()];
     })
     .await;
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.sms_id(DE_MOBILE).await;
     let check_from = |client: Option<&'static str>| {
         let request = app
             .request(Method::POST, &format!("/v1/verifications/{id}/check"))
@@ -245,10 +242,7 @@ async fn a_forwarded_address_from_an_untrusted_peer_changes_nothing() {
         s.rate_limits.client_ip_burst = 1;
     })
     .await;
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.sms_id(DE_MOBILE).await;
     let check = |forwarded: &'static str| {
         send(
             app.request(Method::POST, &format!("/v1/verifications/{id}/check"))

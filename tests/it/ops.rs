@@ -108,10 +108,7 @@ fn provider_entries(body: &Value) -> Vec<Value> {
 #[tokio::test]
 async fn providers_lists_the_sandbox_with_its_counts() {
     let app = spawn_app().await;
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.sms_id(DE_MOBILE).await;
     app.code_for(&id).await;
 
     let reply = send(app.request(Method::GET, "/v1/providers")).await;

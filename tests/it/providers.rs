@@ -141,10 +141,7 @@ fn code_in(message: &RecordedMessage) -> String {
 }
 
 async fn create_id(app: &TestApp, to: &str) -> String {
-    app.create_sms(to).await["id"]
-        .as_str()
-        .expect("an id")
-        .to_string()
+    app.sms_id(to).await
 }
 
 async fn provider_view(app: &TestApp, provider: &str) -> Value {

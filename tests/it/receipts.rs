@@ -15,10 +15,7 @@ const TWILIO_TOKEN: &str = "twilio-test-token";
 #[tokio::test]
 async fn a_sandbox_receipt_marks_the_verification_delivered() {
     let app = spawn_app().await;
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.sms_id(DE_MOBILE).await;
     app.code_for(&id).await;
     // A receipt that arrives a moment before the send is recorded still finds its send.
     let message_id = format!("{id}.1");
@@ -80,10 +77,7 @@ async fn twilio_receipts_are_checked_against_their_signature() {
         .await
         .expect("start the fake provider");
     let app = twilio_app(&fake).await;
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.sms_id(DE_MOBILE).await;
     let deadline = std::time::Instant::now() + DELIVERY_DEADLINE;
     let sid = loop {
         if let Some(message) = fake.control().messages().into_iter().next() {

@@ -75,10 +75,7 @@ async fn the_timeline_shows_each_try_the_retry_the_failover_and_the_receipt() {
     .await;
     let described = Description::of(&app).await;
 
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.sms_id(DE_MOBILE).await;
     let code = app.code_for(&id).await;
     let sent = timeline_of(&app, &id, 3).await;
     described.expect_described("get", ATTEMPTS, &sent);

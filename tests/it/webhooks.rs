@@ -183,10 +183,7 @@ fn distinct_in_order(got: &[Received], verification: &str) -> Vec<String> {
 async fn a_receiver_that_fails_five_times_gets_every_event_once_in_order_and_signed() {
     let receiver = Receiver::start(5).await;
     let app = app_with_webhook(&receiver.url, 20, 100);
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.sms_id(DE_MOBILE).await;
     let code = app.code_for(&id).await;
     receiver
         .wait_for(
@@ -196,10 +193,7 @@ async fn a_receiver_that_fails_five_times_gets_every_event_once_in_order_and_sig
         )
         .await;
     app.check_code(&id, &code).await.expect_status(200);
-    let other = app.create_sms(&de_mobile(7)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let other = app.sms_id(&de_mobile(7)).await;
     app.cancel(&other).await.expect_status(200);
 
     let got = receiver
@@ -363,10 +357,7 @@ async fn the_example_receiver_checks_signatures_and_prints_each_event_once() {
     let url = format!("http://127.0.0.1:{port}/");
     // Until the receiver listens, otpd's sends fail and are retried.
     let app = app_with_webhook(&url, 50, 200);
-    let id = app.create_sms(DE_MOBILE).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.sms_id(DE_MOBILE).await;
     let code = app.code_for(&id).await;
     app.check_code(&id, &code).await.expect_status(200);
 
