@@ -231,12 +231,15 @@ pub async fn ceiling(
         .await?;
     let queue = format!("loadtest.ceiling.{}", random_hex(6));
     declare_durable(&publisher, &queue, queue_type).await?;
-    let hop = Hop {
-        queue: &queue,
+    let measured = measure_hop(
+        &publisher,
+        &consumer_channel,
+        &queue,
         payload_bytes,
         ack_run,
-    };
-    let measured = measure_hop(&publisher, &consumer_channel, &hop, plan).await;
+        plan,
+    )
+    .await;
     let deleted = take_down(&connection, &publisher, &consumer_channel, &queue).await;
     let ceiling = measured?;
     deleted?;
@@ -405,22 +408,12 @@ async fn append_and_read(
     })
 }
 
-/// The queue a ceiling measures, the size of its messages, and how many deliveries each ack
-/// settles.
-struct Hop<'a> {
-    queue: &'a str,
-    payload_bytes: usize,
-    ack_run: u64,
-}
-
 async fn measure_hop(
     publisher: &Channel,
     consumer_channel: &Channel,
-    &Hop {
-        queue,
-        payload_bytes,
-        ack_run,
-    }: &Hop<'_>,
+    queue: &str,
+    payload_bytes: usize,
+    ack_run: u64,
     plan: &Plan,
 ) -> anyhow::Result<Ceiling> {
     let mut consumer = consumer_channel

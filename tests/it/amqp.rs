@@ -29,7 +29,7 @@ pub struct Broker {
     pub pepper: String,
     pub sealing_key: String,
     channel: Channel,
-    _connection: Connection,
+    connection: Connection,
 }
 
 impl Broker {
@@ -49,7 +49,7 @@ impl Broker {
             pepper: random_hex(32),
             sealing_key: random_hex(32),
             channel,
-            _connection: connection,
+            connection,
         }
     }
 
@@ -71,16 +71,20 @@ impl Broker {
 
     /// Publishes raw bytes to the requests queue (default exchange), persistent, confirmed.
     pub async fn publish_raw(&self, body: &[u8], properties: BasicProperties) {
+        let json = properties.with_content_type("application/json".into());
+        self.publish_to(&self.name("requests"), body, json).await;
+    }
+
+    /// Publishes raw bytes to `queue` (default exchange), persistent, confirmed.
+    pub async fn publish_to(&self, queue: &str, body: &[u8], properties: BasicProperties) {
         let confirm = self
             .channel
             .basic_publish(
                 "".into(),
-                self.name("requests").as_str().into(),
+                queue.into(),
                 BasicPublishOptions::default(),
                 body,
-                properties
-                    .with_delivery_mode(2)
-                    .with_content_type("application/json".into()),
+                properties.with_delivery_mode(2),
             )
             .await
             .expect("publish")
@@ -808,16 +812,10 @@ async fn deliveries_are_acked_in_runs_or_alone_after_a_hold_and_a_requeue_comes_
     use lapin::options::{BasicConsumeOptions, BasicQosOptions};
     use otpd::bus::amqp::settle::{Settle, Settler};
 
-    let connection = Connection::connect(BROKER_URL, ConnectionProperties::default())
-        .await
-        .expect("RabbitMQ must run on 127.0.0.1:5672");
-    let setup = connection.create_channel().await.expect("open a channel");
-    setup
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirm mode");
-    // Exclusive: the broker deletes it with the connection, whatever the test's end.
-    let queue = format!("t{}.settled", random_hex(6));
+    let broker = Broker::connect().await;
+    let setup = &broker.channel;
+    // Exclusive: the broker deletes it with the test's connection, whatever the test's end.
+    let queue = broker.name("settled");
     let exclusive = QueueDeclareOptions {
         exclusive: true,
         ..QueueDeclareOptions::default()
@@ -827,20 +825,16 @@ async fn deliveries_are_acked_in_runs_or_alone_after_a_hold_and_a_requeue_comes_
         .await
         .expect("declare the queue");
     for body in 1..=6 {
-        setup
-            .basic_publish(
-                "".into(),
-                queue.as_str().into(),
-                BasicPublishOptions::default(),
-                body.to_string().as_bytes(),
-                BasicProperties::default(),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
+        let body = body.to_string();
+        broker
+            .publish_to(&queue, body.as_bytes(), BasicProperties::default())
+            .await;
     }
-    let channel = connection.create_channel().await.expect("open a channel");
+    let channel = broker
+        .connection
+        .create_channel()
+        .await
+        .expect("open a channel");
     channel
         .basic_qos(16, BasicQosOptions::default())
         .await
@@ -908,5 +902,4 @@ async fn deliveries_are_acked_in_runs_or_alone_after_a_hold_and_a_requeue_comes_
         (1, Some("4")),
         "only the unfinished delivery is left unacked"
     );
-    let _ = connection.close(200, "test done".into()).await;
 }

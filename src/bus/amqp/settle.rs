@@ -92,24 +92,29 @@ async fn settle_all(channel: Channel, mut told: mpsc::UnboundedReceiver<Note>, w
             Some(at) => tokio::time::timeout_at(at.into(), told.recv()).await,
             None => Ok(told.recv().await),
         };
-        let hold = match next {
+        let every_handler_done = match next {
             Ok(Some(note)) => {
                 note.apply(&mut window);
                 while let Ok(note) = told.try_recv() {
                     note.apply(&mut window);
                 }
-                HOLD
+                false
             }
-            // Every handler is done: nothing finished waits any longer.
-            Ok(None) => Duration::ZERO,
-            Err(_held) => HOLD,
+            Ok(None) => true,
+            Err(_held) => false,
+        };
+        // Once every handler is done, nothing finished waits any longer.
+        let hold = if every_handler_done {
+            Duration::ZERO
+        } else {
+            HOLD
         };
         let due = window.due(Instant::now(), hold);
         if let Err(error) = send(&channel, due).await {
             tracing::warn!(what, %error, open = window.len(), "Could not settle deliveries; the broker will deliver them again.");
             return;
         }
-        if hold.is_zero() {
+        if every_handler_done {
             return;
         }
     }
