@@ -371,8 +371,8 @@ type Changelogged = Arc<dyn View>;
 async fn open_store(
     settings: &Settings,
 ) -> Result<(Arc<dyn Store>, Option<Changelogged>), StartError> {
-    let path = settings.store.dir.join("state");
-    match settings.store.engine {
+    let path = settings.store.state_dir();
+    match settings.store.engine_kind()? {
         EngineKind::Sled => {
             let engine = SledEngine::open(&path, settings.store.sled_options())?;
             store_on(engine, &path, settings).await

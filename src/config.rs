@@ -405,12 +405,17 @@ mod tests {
     }
 
     #[test]
-    fn stores_are_kept_by_sled_by_default_and_compression_is_sled_s_alone() {
+    fn no_engine_is_named_by_default_and_compression_is_sled_s_alone() {
         // Every store created before the setting existed is sled's, and an engine opens only
-        // the stores it made: a default of lsm would refuse them all.
+        // the stores it made: unnamed, a store opens with the engine that made it.
         let mut settings = defaults();
-        assert_eq!(settings.store.engine, crate::store::EngineKind::Sled);
-        settings.store.engine = crate::store::EngineKind::Lsm;
+        assert_eq!(settings.store.engine, None);
+        settings.store.compression = true;
+        settings
+            .validate()
+            .expect("sled's compression, which makes a new store sled's");
+        settings.store.compression = false;
+        settings.store.engine = Some(crate::store::EngineKind::Lsm);
         settings
             .validate()
             .expect("the lsm engine with its defaults");

@@ -801,8 +801,8 @@ async fn a_node_moved_to_the_other_engine_applies_the_changelogs_into_its_new_st
     }
     drop(rotation);
 
-    // Node a goes to the LSM tree as README says: its sled state moved aside, it starts on
-    // an empty store and applies the changelogs into it.
+    // Node a goes to sled as README says: its state (an LSM tree, what a new store is)
+    // moved aside, it starts on an empty store and applies the changelogs into it.
     let moved = &mut nodes[0];
     moved.process.terminate(Duration::from_secs(10));
     let aside = tempfile::tempdir().expect("a place aside");
@@ -811,13 +811,17 @@ async fn a_node_moved_to_the_other_engine_applies_the_changelogs_into_its_new_st
             .expect("the state moved aside");
     }
     let mut env = cluster.env(NAMES[0], &PARTITIONS.to_string());
-    env.push(("OTPD__STORE__ENGINE", "lsm".to_owned()));
+    env.push(("OTPD__STORE__ENGINE", "sled".to_owned()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     moved.process = OtpdProcess::start(moved.store.path(), &env);
     moved.wait_ready().await;
     assert!(
-        moved.store.path().join("state").join("journals").is_dir(),
-        "node-a's new store is not an LSM tree"
+        aside.path().join("state").join("journals").is_dir(),
+        "node-a's first store was not an LSM tree"
+    );
+    assert!(
+        moved.store.path().join("state").join("conf").is_file(),
+        "node-a's new store is not sled's"
     );
 
     // The other two go: node a alone answers every check, from what it applied.

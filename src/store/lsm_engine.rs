@@ -160,8 +160,8 @@ impl Handle for Lsm {
             ))
         };
         std::fs::create_dir_all(dir).map_err(|error| cannot(error.to_string()))?;
-        let lock =
-            std::fs::File::create(dir.join("lock")).map_err(|error| cannot(error.to_string()))?;
+        let lock = std::fs::File::create(dir.join(super::engine::LOCK_FILE))
+            .map_err(|error| cannot(error.to_string()))?;
         fs2::FileExt::try_lock_exclusive(&lock).map_err(|error| {
             if error.kind() == fs2::lock_contended_error().kind() {
                 cannot("another otpd is using this directory".into())

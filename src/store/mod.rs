@@ -28,7 +28,7 @@ use crate::domain::{
     JobId, QuotaUsage, TenantUsage, Timestamp, Verification, VerificationId,
 };
 
-pub use engine::EngineKind;
+pub use engine::{engine_for, EngineKind};
 pub use kv::{KeyRange, KvEngine};
 pub use lsm_engine::{LsmEngine, LsmOptions};
 pub use memory::{MemoryEngine, MemoryStore};

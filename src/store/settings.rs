@@ -4,15 +4,18 @@
 use serde::Deserialize;
 use std::path::PathBuf;
 
-use super::{EngineKind, LsmOptions, SledOptions};
+use super::{engine_for, EngineKind, LsmOptions, SledOptions, StoreError};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
     /// State directory. Default `./data`.
     pub dir: PathBuf,
-    /// The engine under the records. Fixed when the store is created. Default sled.
-    pub engine: EngineKind,
+    /// The engine under the records, fixed when the store is created. Unset (the default):
+    /// the engine that made the store, and for a new store the LSM tree (sled when
+    /// `compression` asks for sled's).
+    #[serde(default)]
+    pub engine: Option<EngineKind>,
     /// Seconds between sweeps of expired records. Default 60.
     pub sweep_interval_seconds: u64,
     /// Seconds a finished verification stays readable. Default 86400.
@@ -26,6 +29,16 @@ pub struct StoreSettings {
 }
 
 impl StoreSettings {
+    /// Where the engine keeps the node's state.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// The engine for the node's store (`engine_for`).
+    pub fn engine_kind(&self) -> Result<EngineKind, StoreError> {
+        engine_for(&self.state_dir(), self.engine, self.compression)
+    }
+
     /// How sled is opened for the node's state.
     pub fn sled_options(&self) -> SledOptions {
         SledOptions {
@@ -44,11 +57,14 @@ impl StoreSettings {
         if self.sweep_interval_seconds == 0 {
             problems.push("store.sweep_interval_seconds must be at least 1".into());
         }
-        if self.compression && self.engine != EngineKind::Sled {
+        if let Some(engine) = self
+            .engine
+            .filter(|engine| self.compression && *engine != EngineKind::Sled)
+        {
             problems.push(format!(
                 "store.compression is sled's setting; the {} engine always compresses its \
                  tables: leave store.compression false, or set store.engine = \"sled\"",
-                self.engine.name()
+                engine.name()
             ));
         }
         problems

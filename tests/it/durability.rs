@@ -89,6 +89,43 @@ async fn a_queued_message_is_delivered_after_kill_9_and_restart() {
     assert_eq!(check.body["valid"], true, "{}", check.text);
 }
 
+#[tokio::test]
+async fn a_store_opens_with_the_engine_that_made_it_unless_named_and_a_new_one_is_an_lsm_tree() {
+    let client = http_client();
+    // A store sled made, as every store before `store.engine` was.
+    let made_by_sled = tempfile::tempdir().unwrap();
+    let mut first = OtpdProcess::start(made_by_sled.path(), &[("OTPD__STORE__ENGINE", "sled")]);
+    let key = wait_for_dev_key(made_by_sled.path()).await;
+    let created = send(
+        authed(&client, Method::POST, first.url("/v1/verifications"), &key)
+            .json(&json!({"to": DE_MOBILE, "channel": "sms"})),
+    )
+    .await;
+    created.expect_status(201);
+    let id = created.str("id").to_string();
+    first.stop();
+
+    let second = OtpdProcess::start(made_by_sled.path(), &[]);
+    second
+        .get_verification(&client, &key, &id)
+        .await
+        .expect_status(200);
+    let state = made_by_sled.path().join("state");
+    assert!(
+        state.join("conf").is_file() && !state.join("journals").exists(),
+        "the sled store did not stay sled's"
+    );
+
+    let new = tempfile::tempdir().unwrap();
+    let _third = OtpdProcess::start(new.path(), &[]);
+    wait_for_dev_key(new.path()).await;
+    let state = new.path().join("state");
+    assert!(
+        state.join("journals").is_dir() && !state.join("conf").exists(),
+        "a new store is not an LSM tree"
+    );
+}
+
 /// How a test harms a store of one engine: as if its state were lost, or its files damaged.
 struct Harm {
     engine: &'static str,
