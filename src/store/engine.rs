@@ -70,24 +70,19 @@ pub fn engine_for(
 
 /// Whether `dir` is absent or holds nothing but the lock file the LSM engine takes first.
 fn holds_no_store(dir: &Path) -> Result<bool, StoreError> {
+    let unreadable = |error: std::io::Error| {
+        StoreError::Io(format!(
+            "could not read the store directory {}: {error}",
+            dir.display()
+        ))
+    };
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(true),
-        Err(error) => {
-            return Err(StoreError::Io(format!(
-                "could not read the store directory {}: {error}",
-                dir.display()
-            )))
-        }
+        Err(error) => return Err(unreadable(error)),
     };
     for entry in entries {
-        let entry = entry.map_err(|error| {
-            StoreError::Io(format!(
-                "could not read the store directory {}: {error}",
-                dir.display()
-            ))
-        })?;
-        if entry.file_name() != LOCK_FILE {
+        if entry.map_err(unreadable)?.file_name() != LOCK_FILE {
             return Ok(false);
         }
     }
