@@ -13,11 +13,7 @@ async fn a_verification_survives_kill_9_and_its_code_still_approves() {
     let client = http_client();
     let mut first = OtpdProcess::start(store.path(), &[]);
     let key = wait_for_dev_key(store.path()).await;
-    let created = send(
-        authed(&client, Method::POST, first.url("/v1/verifications"), &key)
-            .json(&json!({"to": DE_MOBILE, "channel": "sms"})),
-    )
-    .await;
+    let created = first.create_sms(&client, &key, DE_MOBILE).await;
     created.expect_status(201);
     let id = created.str("id").to_string();
     let code = message_code(&wait_for_messages(store.path(), &id, 1).await[0], 6);
@@ -61,11 +57,7 @@ async fn a_queued_message_is_delivered_after_kill_9_and_restart() {
     let mut first = OtpdProcess::start(store.path(), &[("OTPD__SANDBOX__DELAY_MS", "5000")]);
     let key = wait_for_dev_key(store.path()).await;
     let started = std::time::Instant::now();
-    let created = send(
-        authed(&client, Method::POST, first.url("/v1/verifications"), &key)
-            .json(&json!({"to": DE_MOBILE, "channel": "sms"})),
-    )
-    .await;
+    let created = first.create_sms(&client, &key, DE_MOBILE).await;
     created.expect_status(201);
     let id = created.str("id").to_string();
 
@@ -96,11 +88,7 @@ async fn a_store_opens_with_the_engine_that_made_it_unless_named_and_a_new_one_i
     let made_by_sled = tempfile::tempdir().unwrap();
     let mut first = OtpdProcess::start(made_by_sled.path(), &[("OTPD__STORE__ENGINE", "sled")]);
     let key = wait_for_dev_key(made_by_sled.path()).await;
-    let created = send(
-        authed(&client, Method::POST, first.url("/v1/verifications"), &key)
-            .json(&json!({"to": DE_MOBILE, "channel": "sms"})),
-    )
-    .await;
+    let created = first.create_sms(&client, &key, DE_MOBILE).await;
     created.expect_status(201);
     let id = created.str("id").to_string();
     first.stop();
@@ -171,12 +159,10 @@ async fn a_store_that_lost_its_state_or_is_damaged_is_refused_at_start_naming_it
     let env = [("OTPD__STORE__ENGINE", harm.engine)];
     let mut first = OtpdProcess::start(store.path(), &env);
     let key = wait_for_dev_key(store.path()).await;
-    send(
-        authed(&client, Method::POST, first.url("/v1/verifications"), &key)
-            .json(&json!({"to": DE_MOBILE, "channel": "sms"})),
-    )
-    .await
-    .expect_status(201);
+    first
+        .create_sms(&client, &key, DE_MOBILE)
+        .await
+        .expect_status(201);
     first.stop();
     let state = store.path().join("state");
     let keep = tempfile::tempdir().unwrap();

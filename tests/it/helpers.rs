@@ -654,6 +654,16 @@ impl OtpdProcess {
         format!("{}{}", self.address, path)
     }
 
+    /// `POST /v1/verifications` of an SMS verification to `to` with `key`.
+    #[allow(dead_code)] // used by the it binary, not by every binary that includes this file
+    pub async fn create_sms(&self, client: &reqwest::Client, key: &str, to: &str) -> Reply {
+        send(
+            authed(client, Method::POST, self.url("/v1/verifications"), key)
+                .json(&json!({"to": to, "channel": "sms"})),
+        )
+        .await
+    }
+
     /// `GET /v1/verifications/{id}` with `key`.
     #[allow(dead_code)] // used by the it binary, not by every binary that includes this file
     pub async fn get_verification(&self, client: &reqwest::Client, key: &str, id: &str) -> Reply {
