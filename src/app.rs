@@ -365,14 +365,15 @@ impl Application {
 /// The shared state of a store whose partition writes go to the changelogs.
 type Changelogged = Arc<dyn View>;
 
-/// This node's store, on the engine its settings name. In broker mode its partition writes
-/// also go to the partitions' changelogs (returned, for the broker side to append to and
-/// apply from).
+/// This node's store, on the engine its settings name, else on the engine that made it (the
+/// LSM tree for a new store). In broker mode its partition writes also go to the partitions'
+/// changelogs (returned, for the broker side to append to and apply from).
 async fn open_store(
     settings: &Settings,
 ) -> Result<(Arc<dyn Store>, Option<Changelogged>), StartError> {
     let path = settings.store.state_dir();
-    match settings.store.engine_kind()? {
+    let kind = settings.store.engine_kind()?;
+    let opened = match kind {
         EngineKind::Sled => {
             let engine = SledEngine::open(&path, settings.store.sled_options())?;
             store_on(engine, &path, settings).await
@@ -381,7 +382,15 @@ async fn open_store(
             let engine = LsmEngine::open(&path, settings.store.lsm_options())?;
             store_on(engine, &path, settings).await
         }
-    }
+    }?;
+    tracing::info!(
+        engine = kind.name(),
+        named = settings.store.engine.is_some(),
+        path = %path.display(),
+        "Opened the store (an engine not named by store.engine is the one that made the store, \
+         the LSM tree for a new one)."
+    );
+    Ok(opened)
 }
 
 /// The store over `engine`, opened in `path`.

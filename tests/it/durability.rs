@@ -103,14 +103,28 @@ async fn a_store_opens_with_the_engine_that_made_it_unless_named_and_a_new_one_i
         state.join("conf").is_file() && !state.join("journals").exists(),
         "the sled store did not stay sled's"
     );
+    assert_says_store_engine(&second, "sled");
 
     let new = tempfile::tempdir().unwrap();
-    let _third = OtpdProcess::start(new.path(), &[]);
-    wait_for_dev_key(new.path()).await;
+    let third = OtpdProcess::start(new.path(), &[]);
     let state = new.path().join("state");
     assert!(
         state.join("journals").is_dir() && !state.join("conf").exists(),
         "a new store is not an LSM tree"
+    );
+    assert_says_store_engine(&third, "lsm");
+}
+
+/// That `process` said at start which engine its store opened with, and that no setting named it.
+fn assert_says_store_engine(process: &OtpdProcess, engine: &str) {
+    let output = process.output();
+    let said = output
+        .lines()
+        .find(|line| line.contains("Opened the store"))
+        .unwrap_or_else(|| panic!("otpd did not say which engine its store is on:\n{output}"));
+    assert!(
+        said.contains(&format!("engine=\"{engine}\"")) && said.contains("named=false"),
+        "{said}"
     );
 }
 
