@@ -66,6 +66,13 @@ pub struct LastThird {
     pub from: u64,
     /// The largest size in the last third.
     pub peak: u64,
+    /// The smallest size in the last third.
+    pub low: u64,
+    /// What a least-squares line through the third's samples rose by over the third, as a
+    /// fraction of where the line began: the store's trend, whatever saw it rises and falls
+    /// in (a journal written out, a compaction), where `growth` depends on where in that saw
+    /// the third begins.
+    pub trend: f64,
 }
 
 impl LastThird {
@@ -85,6 +92,8 @@ impl LastThird {
         Some(LastThird {
             from: third[0].bytes,
             peak: third.iter().map(|s| s.bytes).max()?,
+            low: third.iter().map(|s| s.bytes).min()?,
+            trend: fitted_rise(third),
         })
     }
 
@@ -92,6 +101,28 @@ impl LastThird {
     pub fn growth(&self) -> f64 {
         (self.peak as f64 - self.from as f64) / (self.from.max(1) as f64)
     }
+}
+
+/// What the least-squares line through `samples` rises by from the first sample's time to the
+/// last's, as a fraction of the line's value at the first (0 for fewer than two times).
+fn fitted_rise(samples: &[StoreSample]) -> f64 {
+    let n = samples.len() as f64;
+    let mean_t = samples.iter().map(|s| s.seconds).sum::<f64>() / n;
+    let mean_b = samples.iter().map(|s| s.bytes as f64).sum::<f64>() / n;
+    let spread: f64 = samples.iter().map(|s| (s.seconds - mean_t).powi(2)).sum();
+    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+        return 0.0;
+    };
+    if spread == 0.0 {
+        return 0.0;
+    }
+    let slope = samples
+        .iter()
+        .map(|s| (s.seconds - mean_t) * (s.bytes as f64 - mean_b))
+        .sum::<f64>()
+        / spread;
+    let at = |seconds: f64| mean_b + slope * (seconds - mean_t);
+    (at(last.seconds) - at(first.seconds)) / at(first.seconds).max(1.0)
 }
 
 #[cfg(test)]
@@ -112,14 +143,34 @@ mod tests {
     #[test]
     fn a_store_growing_in_its_last_third_shows_the_growth() {
         let third = LastThird::of(&samples(&[10, 50, 90, 100, 100, 100, 110])).unwrap();
-        assert_eq!(
-            third,
-            LastThird {
-                from: 100,
-                peak: 110
-            }
-        );
+        assert_eq!((third.from, third.peak, third.low), (100, 110, 100));
         assert!((third.growth() - 0.10).abs() < 1e-9);
+        // The line through (40 s, 100), (50 s, 100), (60 s, 110): 98.3 to 108.3.
+        assert!(
+            (third.trend - 10.0 / (590.0 / 6.0)).abs() < 1e-9,
+            "{}",
+            third.trend
+        );
+    }
+
+    #[test]
+    fn a_saw_around_a_level_has_no_trend_wherever_its_third_begins() {
+        // The third begins at a trough, so its peak is half as much again as its start.
+        let saw = [
+            100, 150, 100, 150, 100, 150, 100, 150, 100, 150, 100, 150, 100,
+        ];
+        let third = LastThird::of(&samples(&saw)).unwrap();
+        assert_eq!((third.from, third.peak, third.low), (100, 150, 100));
+        assert!((third.growth() - 0.5).abs() < 1e-9);
+        assert!(third.trend.abs() < 1e-9, "{}", third.trend);
+        // A store still rising through its saw shows it.
+        let rising: Vec<u64> = saw
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b + 10 * i as u64)
+            .collect();
+        let third = LastThird::of(&samples(&rising)).unwrap();
+        assert!((third.trend - 0.2).abs() < 1e-9, "{}", third.trend);
     }
 
     #[test]

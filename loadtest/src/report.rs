@@ -203,11 +203,14 @@ impl Report {
             );
         }
         if let Some(third) = LastThird::of(&self.store_samples) {
+            let mib = |bytes: u64| bytes as f64 / 1_048_576.0;
             println!(
-                "store, last third  {:+.1} % ({:.1} MiB as it began, {:.1} MiB at most; {} samples over the run)",
+                "store, last third  {:+.1} % at most over its start ({:.1} MiB as it began, {:.1} to {:.1} MiB in it); fitted trend {:+.1} %; {} samples over the run",
                 100.0 * third.growth(),
-                third.from as f64 / 1_048_576.0,
-                third.peak as f64 / 1_048_576.0,
+                mib(third.from),
+                mib(third.low),
+                mib(third.peak),
+                100.0 * third.trend,
                 self.store_samples.len()
             );
         }
