@@ -35,7 +35,9 @@ use crate::issuance::request::RequestDefaults;
 use crate::issuance::{IssuanceActor, Issuer, IssuerSettings};
 use crate::providers::BuiltProvider;
 use crate::secrets::{SecretError, Secrets};
-use crate::store::{EngineKind, KvEngine, LsmEngine, RecordStore, SledEngine, Store, StoreError};
+use crate::store::{
+    engine_for, EngineKind, KvEngine, LsmEngine, RecordStore, SledEngine, Store, StoreError,
+};
 use crate::telemetry::events::StoreSwept;
 use crate::telemetry::platform::{EventSink, NoEvents};
 use crate::tenants::{bootstrap_dev_tenant, ApiKeys, TenantError};
@@ -372,7 +374,7 @@ async fn open_store(
     settings: &Settings,
 ) -> Result<(Arc<dyn Store>, Option<Changelogged>), StartError> {
     let path = settings.store.state_dir();
-    let kind = settings.store.engine_kind()?;
+    let kind = engine_for(&path, settings.store.engine, settings.store.compression)?;
     let opened = match kind {
         EngineKind::Sled => {
             let engine = SledEngine::open(&path, settings.store.sled_options())?;

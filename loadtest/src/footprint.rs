@@ -106,13 +106,13 @@ impl LastThird {
 /// What the least-squares line through `samples` rises by from the first sample's time to the
 /// last's, as a fraction of the line's value at the first (0 for fewer than two times).
 fn fitted_rise(samples: &[StoreSample]) -> f64 {
+    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+        return 0.0;
+    };
     let n = samples.len() as f64;
     let mean_t = samples.iter().map(|s| s.seconds).sum::<f64>() / n;
     let mean_b = samples.iter().map(|s| s.bytes as f64).sum::<f64>() / n;
     let spread: f64 = samples.iter().map(|s| (s.seconds - mean_t).powi(2)).sum();
-    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
-        return 0.0;
-    };
     if spread == 0.0 {
         return 0.0;
     }

@@ -56,8 +56,7 @@ pub fn engine_for(
     if !holds_no_store(dir)? {
         return Err(StoreError::Io(format!(
             "the store in {} holds files neither engine made: set store.engine = \"sled\" or \
-             \"lsm\" (OTPD__STORE__ENGINE) to the engine that made them, or move the directory \
-             and the state.id file beside it aside to start an empty store",
+             \"lsm\" (OTPD__STORE__ENGINE) to the engine that made them, or {START_EMPTY}",
             dir.display()
         )));
     }
@@ -89,6 +88,10 @@ fn holds_no_store(dir: &Path) -> Result<bool, StoreError> {
     Ok(true)
 }
 
+/// What a refusal to open a store directory offers besides the setting that opens it.
+const START_EMPTY: &str =
+    "move the directory and the state.id file beside it aside to start an empty store";
+
 /// The file the LSM engine locks its directory with, made before any of fjall's.
 pub(super) const LOCK_FILE: &str = "lock";
 
@@ -97,8 +100,8 @@ pub fn ensure_made_by(dir: &Path, kind: EngineKind) -> Result<(), StoreError> {
     match EngineKind::found_in(dir) {
         Some(found) if found != kind => Err(StoreError::Io(format!(
             "the store in {} was made with store.engine = \"{}\", and an existing store \
-             cannot change engine: set store.engine = \"{}\" (OTPD__STORE__ENGINE), or move the \
-             directory and the state.id file beside it aside to start an empty store",
+             cannot change engine: set store.engine = \"{}\" (OTPD__STORE__ENGINE), or \
+             {START_EMPTY}",
             dir.display(),
             found.name(),
             found.name()

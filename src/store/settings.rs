@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use std::path::PathBuf;
 
-use super::{engine_for, EngineKind, LsmOptions, SledOptions, StoreError};
+use super::{EngineKind, LsmOptions, SledOptions};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,11 +34,6 @@ impl StoreSettings {
         self.dir.join("state")
     }
 
-    /// The engine for the node's store (`engine_for`).
-    pub fn engine_kind(&self) -> Result<EngineKind, StoreError> {
-        engine_for(&self.state_dir(), self.engine, self.compression)
-    }
-
     /// How sled is opened for the node's state.
     pub fn sled_options(&self) -> SledOptions {
         SledOptions {
@@ -57,15 +52,15 @@ impl StoreSettings {
         if self.sweep_interval_seconds == 0 {
             problems.push("store.sweep_interval_seconds must be at least 1".into());
         }
-        if let Some(engine) = self
-            .engine
-            .filter(|engine| self.compression && *engine != EngineKind::Sled)
-        {
-            problems.push(format!(
-                "store.compression is sled's setting; the {} engine always compresses its \
-                 tables: leave store.compression false, or set store.engine = \"sled\"",
-                engine.name()
-            ));
+        match self.engine {
+            Some(engine) if self.compression && engine != EngineKind::Sled => {
+                problems.push(format!(
+                    "store.compression is sled's setting; the {} engine always compresses its \
+                     tables: leave store.compression false, or set store.engine = \"sled\"",
+                    engine.name()
+                ))
+            }
+            _ => {}
         }
         problems
     }

@@ -177,13 +177,9 @@ fn settings_file(dir: &Path, toml: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-async fn create_on(server: &OtpdProcess, key: &str, to: &str) -> Reply {
-    let client = http_client();
-    send(authed(&client, Method::POST, server.url("/v1/verifications"), key).json(&sms(to))).await
-}
-
 #[tokio::test]
 async fn the_hourly_send_cap_refuses_the_fourth_send_even_after_a_restart() {
+    let client = http_client();
     not_near_the_end_of_an_hour(Duration::from_secs(120)).await;
     let store = tempfile::tempdir().unwrap();
     let config_dir = tempfile::tempdir().unwrap();
@@ -191,12 +187,13 @@ async fn the_hourly_send_cap_refuses_the_fourth_send_even_after_a_restart() {
     let acme = add_tenant(store.path(), "acme");
     let mut first = OtpdProcess::start_with_args(store.path(), &["--config", &config], &[]);
     for n in 1..=3 {
-        create_on(&first, &acme, &de_mobile(n))
+        first
+            .create_sms(&client, &acme, &de_mobile(n))
             .await
             .expect_status(201);
     }
 
-    let fourth = create_on(&first, &acme, &de_mobile(4)).await;
+    let fourth = first.create_sms(&client, &acme, &de_mobile(4)).await;
 
     fourth.expect_error(429, "rate_limited");
     let wait = fourth.retry_after();
@@ -209,7 +206,7 @@ async fn the_hourly_send_cap_refuses_the_fourth_send_even_after_a_restart() {
 
     first.stop();
     let second = OtpdProcess::start_with_args(store.path(), &["--config", &config], &[]);
-    let after_restart = create_on(&second, &acme, &de_mobile(5)).await;
+    let after_restart = second.create_sms(&client, &acme, &de_mobile(5)).await;
 
     after_restart.expect_error(429, "rate_limited");
     assert!(
@@ -237,6 +234,7 @@ async fn blocklist(
 
 #[tokio::test]
 async fn a_blocked_prefix_is_refused_until_removed_and_survives_a_restart() {
+    let client = http_client();
     let store = tempfile::tempdir().unwrap();
     let config_dir = tempfile::tempdir().unwrap();
     let config = settings_file(config_dir.path(), "[tenants.ops]\nadmin = true\n");
@@ -255,7 +253,7 @@ async fn a_blocked_prefix_is_refused_until_removed_and_survives_a_restart() {
     added.expect_status(201);
     assert_eq!(added.str("entry"), "+4915112");
     assert_eq!(added.str("added_by"), "ops");
-    let blocked = create_on(&first, &acme, DE_MOBILE).await;
+    let blocked = first.create_sms(&client, &acme, DE_MOBILE).await;
     blocked.expect_error(403, "destination_blocked");
     assert!(blocked.text.contains("blocklist"), "{}", blocked.text);
     assert!(
@@ -263,11 +261,15 @@ async fn a_blocked_prefix_is_refused_until_removed_and_survives_a_restart() {
         "the message reveals the entry: {}",
         blocked.text
     );
-    create_on(&first, &acme, FR_MOBILE).await.expect_status(201);
+    first
+        .create_sms(&client, &acme, FR_MOBILE)
+        .await
+        .expect_status(201);
 
     first.stop();
     let second = OtpdProcess::start_with_args(store.path(), &["--config", &config], &[]);
-    create_on(&second, &acme, DE_MOBILE)
+    second
+        .create_sms(&client, &acme, DE_MOBILE)
         .await
         .expect_error(403, "destination_blocked");
     let listed = blocklist(
@@ -296,7 +298,8 @@ async fn a_blocked_prefix_is_refused_until_removed_and_survives_a_restart() {
     .await
     .expect_status(204);
 
-    create_on(&second, &acme, DE_MOBILE)
+    second
+        .create_sms(&client, &acme, DE_MOBILE)
         .await
         .expect_status(201);
     let empty = blocklist(
@@ -387,14 +390,16 @@ async fn the_hourly_spend_cap_counts_each_country_at_its_price() {
     };
 
     // 1 (DE, the default price) + 3 (FR) = 4 of 5.
-    create_on(&server, &acme, &de_mobile(1))
+    server
+        .create_sms(&client, &acme, &de_mobile(1))
         .await
         .expect_status(201);
-    create_on(&server, &acme, FR_MOBILE)
+    server
+        .create_sms(&client, &acme, FR_MOBILE)
         .await
         .expect_status(201);
     // Another 3 would make 7.
-    let over = create_on(&server, &acme, "+33612345679").await;
+    let over = server.create_sms(&client, &acme, "+33612345679").await;
     over.expect_error(429, "rate_limited");
     assert!(
         over.text.contains("tenants.acme.spend_per_hour"),
@@ -403,11 +408,13 @@ async fn the_hourly_spend_cap_counts_each_country_at_its_price() {
     );
     assert!((1..=3600).contains(&over.retry_after()));
     // 1 more makes exactly 5, which the cap allows; email costs 0.
-    create_on(&server, &acme, &de_mobile(2))
+    server
+        .create_sms(&client, &acme, &de_mobile(2))
         .await
         .expect_status(201);
     send(email(EMAIL)).await.expect_status(201);
-    create_on(&server, &acme, &de_mobile(3))
+    server
+        .create_sms(&client, &acme, &de_mobile(3))
         .await
         .expect_error(429, "rate_limited");
 }
