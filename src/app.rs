@@ -34,6 +34,7 @@ use crate::fraud::{BlockKeeper, FraudGate};
 use crate::issuance::request::RequestDefaults;
 use crate::issuance::{IssuanceActor, Issuer, IssuerSettings};
 use crate::providers::BuiltProvider;
+use crate::runtime::Arbiters;
 use crate::secrets::{SecretError, Secrets};
 use crate::store::{
     engine_for, EngineKind, KvEngine, LsmEngine, RecordStore, SledEngine, Store, StoreError,
@@ -157,7 +158,7 @@ impl Application {
         ));
         // Jobs created from here on are handed over by their own create, not by recovery.
         let started = Timestamp::now();
-        let arbiters = Arbiters::start();
+        let arbiters = Arbiters::start(&settings.runtime);
         let receipts = ReceiptBook::new(&prepared.providers, settings.http.public_url.clone());
         let Delivery {
             router,
@@ -177,11 +178,10 @@ impl Application {
                 delay_queue: broker.clone().map(|b| b as Arc<dyn DelayQueue>),
                 tally: Arc::clone(&gateway) as Arc<dyn Tally>,
             },
-            &arbiters.delivery.handle(),
+            &arbiters.delivery,
         )?;
         arbiters
             .delivery
-            .handle()
             .spawn(recorder.clone().record_pushed(prepared.receipt_inbox));
         let bus: Arc<dyn JobQueue> = match &broker {
             Some(broker) => broker.clone(),
@@ -230,7 +230,7 @@ impl Application {
         .with_fraud_gate(fraud.clone())
         .with_webhooks(webhooks);
         let issuance = IssuanceActor::new(issuer, settings.delivery.mailbox_capacity);
-        let issuer = IssuanceActor::start_in_arbiter(&arbiters.issuance.handle(), |_| issuance);
+        let issuer = IssuanceActor::start_in_arbiter(&arbiters.issuance, |_| issuance);
         let owner: Arc<dyn Executor> = Arc::new(Owner {
             issuer: issuer.clone(),
             checker: Checker::new(Arc::clone(&store), secrets.hasher.clone())
@@ -410,30 +410,6 @@ async fn store_on<E: KvEngine>(
     let shared: Changelogged = logged.shared();
     let store = SlottedStore(RecordStore::new(logged, retention));
     Ok((Arc::new(store), Some(shared)))
-}
-
-/// The threads the actors run on, so issuance, delivery and the broker connection each have
-/// a core's worth of room (HTTP has its own workers).
-struct Arbiters {
-    issuance: actix::Arbiter,
-    delivery: actix::Arbiter,
-    broker: actix::Arbiter,
-}
-
-impl Arbiters {
-    fn start() -> Self {
-        Arbiters {
-            issuance: actix::Arbiter::new(),
-            delivery: actix::Arbiter::new(),
-            broker: actix::Arbiter::new(),
-        }
-    }
-
-    fn stop(&self) {
-        self.broker.stop();
-        self.delivery.stop();
-        self.issuance.stop();
-    }
 }
 
 /// The running delivery side: the router, the board of provider health, and the recorder

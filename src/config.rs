@@ -28,6 +28,7 @@ use crate::providers::receipts::{InboxReceipt, ReceiptInbox};
 use crate::providers::{
     BuildContext, BuildError, BuiltProvider, ProviderSettings, SandboxSettings,
 };
+use crate::runtime::RuntimeSettings;
 use crate::secrets::SecretSettings;
 use crate::store::StoreSettings;
 use crate::tls::{AmqpTls, TlsError};
@@ -59,6 +60,9 @@ pub struct Settings {
     #[serde(default)]
     pub log: crate::telemetry::LogSettings,
     pub store: StoreSettings,
+    /// `[runtime]`: the threads the actors share. Default: chosen by the number of cores.
+    #[serde(default)]
+    pub runtime: RuntimeSettings,
     #[serde(default)]
     pub amqp: AmqpSettings,
     /// `[cluster]`: partitions and this node's name, for broker mode. Defaults: see
@@ -228,6 +232,7 @@ impl Settings {
         let mut problems = Vec::new();
         problems.extend(self.http.validate());
         problems.extend(self.store.validate());
+        problems.extend(self.runtime.validate());
         problems.extend(self.verification.validate());
         problems.extend(self.rate_limits.validate());
         problems.extend(self.regions.validate());

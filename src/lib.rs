@@ -14,6 +14,7 @@ pub mod fraud;
 pub mod issuance;
 pub mod lists;
 pub mod providers;
+pub mod runtime;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
