@@ -1,6 +1,7 @@
 //! The server's secrets: the HMAC pepper and the key that seals codes in delivery jobs.
 //! They come from the environment or files; in embedded mode missing ones are generated once.
 
+use crate::domain::random::OsRandom;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use rand::rngs::OsRng;
@@ -81,7 +82,7 @@ impl Sealer {
     /// forwarded check's correlation).
     pub fn seal_bound(&self, bound_to: &str, code: &OtpCode) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_BYTES];
-        OsRng.fill_bytes(&mut nonce);
+        OsRandom.fill_bytes(&mut nonce);
         let payload = Payload {
             msg: code.reveal().as_bytes(),
             aad: bound_to.as_bytes(),

@@ -1,7 +1,7 @@
 //! One-time codes: generated from the OS CSPRNG, stored only as an HMAC, compared in constant time.
 
+use super::random::OsRandom;
 use hmac::{Hmac, Mac};
-use rand::rngs::OsRng;
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretSlice};
 use serde::{Deserialize, Serialize};
@@ -24,7 +24,7 @@ impl OtpCode {
     pub fn generate(length: u8) -> Self {
         let length = length.clamp(MIN_CODE_LENGTH, MAX_CODE_LENGTH);
         let upper = 10u64.pow(u32::from(length));
-        let value = OsRng.gen_range(0..upper);
+        let value = OsRandom.gen_range(0..upper);
         OtpCode(format!("{value:0width$}", width = usize::from(length)))
     }
 

@@ -10,6 +10,7 @@ pub mod fraud;
 pub mod job;
 pub mod name;
 pub mod period;
+pub mod random;
 pub mod rate_limit;
 pub mod records;
 pub mod slot;

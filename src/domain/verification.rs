@@ -1,7 +1,7 @@
 //! A verification: one destination's pending code, its attempts, its status and its delivery.
 
+use super::random::OsRandom;
 use super::{Channel, CodeHash, DeliveryAttempt, Timestamp, Workflow};
-use rand::rngs::OsRng;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -18,7 +18,7 @@ impl VerificationId {
     /// eight hex digits) and sixteen random hex digits.
     pub fn generate_in(slot: u32, now: Timestamp) -> Self {
         let mut random = [0u8; 8];
-        OsRng.fill_bytes(&mut random);
+        OsRandom.fill_bytes(&mut random);
         // Seconds fit eight hex digits until 2106.
         let second = (now.0 / 1000) as u32;
         VerificationId(format!("ver_{slot:08x}{second:08x}{}", hex::encode(random)))
@@ -26,7 +26,7 @@ impl VerificationId {
 
     /// A new id in a random slot (for tests and examples).
     pub fn generate() -> Self {
-        Self::generate_in(OsRng.next_u32(), Timestamp::now())
+        Self::generate_in(OsRandom.next_u32(), Timestamp::now())
     }
 
     /// The slot the id was made in.
