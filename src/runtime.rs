@@ -47,6 +47,11 @@ impl RuntimeSettings {
     }
 }
 
+/// The cores this process may run on (its CPU quota counted), 1 if the system cannot say.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// The threads the actors run on, and which of them each part uses.
 pub struct Arbiters {
     pub issuance: actix::ArbiterHandle,
@@ -59,8 +64,7 @@ impl Arbiters {
     /// Starts the threads the settings ask for on this machine. With two, issuance has one
     /// and delivery shares the other with the broker link.
     pub fn start(settings: &RuntimeSettings) -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads: Vec<actix::Arbiter> = (0..settings.thread_count(cores))
+        let threads: Vec<actix::Arbiter> = (0..settings.thread_count(cores()))
             .map(|_| actix::Arbiter::new())
             .collect();
         // Issuance first, then delivery, then the broker link, each taking the last thread

@@ -6,7 +6,7 @@
 //! Every byte still comes from the OS CSPRNG, unchanged: nothing is derived or stretched.
 
 use rand::rngs::OsRng;
-use rand::{CryptoRng, RngCore};
+use rand::{CryptoRng, Rng, RngCore};
 use rand_core::block::{BlockRng, BlockRngCore};
 use std::cell::RefCell;
 
@@ -14,7 +14,7 @@ use std::cell::RefCell;
 const BLOCK_WORDS: usize = 256;
 
 /// A block of words as `BlockRng` wants it.
-pub struct Block([u32; BLOCK_WORDS]);
+struct Block([u32; BLOCK_WORDS]);
 
 impl Default for Block {
     fn default() -> Self {
@@ -35,18 +35,14 @@ impl AsMut<[u32]> for Block {
 }
 
 /// Fills a block from the OS.
-pub struct OsBlocks;
+struct OsBlocks;
 
 impl BlockRngCore for OsBlocks {
     type Item = u32;
     type Results = Block;
 
     fn generate(&mut self, results: &mut Block) {
-        let mut bytes = [0u8; BLOCK_WORDS * 4];
-        OsRng.fill_bytes(&mut bytes);
-        for (word, chunk) in results.0.iter_mut().zip(bytes.chunks_exact(4)) {
-            *word = u32::from_le_bytes(chunk.try_into().expect("chunks of four bytes"));
-        }
+        OsRng.fill(&mut results.0[..]);
     }
 }
 

@@ -39,10 +39,6 @@ pub fn app_with_acme(
     (app, acme, ops)
 }
 
-fn sms(to: &str) -> Value {
-    json!({"to": to, "channel": "sms"})
-}
-
 #[track_caller]
 fn expect_blocked_naming(reply: &Reply, setting: &str) {
     reply.expect_error(403, "destination_blocked");

@@ -589,6 +589,12 @@ pub struct OtpdProcess {
     readers: Vec<JoinHandle<()>>,
 }
 
+/// The body of a create of an SMS verification to `to`, with nothing else asked.
+#[allow(dead_code)] // used by the it binary, not by every binary that includes this file
+pub fn sms(to: &str) -> Value {
+    json!({"to": to, "channel": "sms"})
+}
+
 impl OtpdProcess {
     /// Starts `otpd serve` on `store` with port 0, `RUST_LOG=info` and the extra `env`.
     pub fn start(store: &Path, env: &[(&str, &str)]) -> OtpdProcess {
@@ -657,11 +663,7 @@ impl OtpdProcess {
     /// `POST /v1/verifications` of an SMS verification to `to` with `key`.
     #[allow(dead_code)] // used by the it binary, not by every binary that includes this file
     pub async fn create_sms(&self, client: &reqwest::Client, key: &str, to: &str) -> Reply {
-        send(
-            authed(client, Method::POST, self.url("/v1/verifications"), key)
-                .json(&json!({"to": to, "channel": "sms"})),
-        )
-        .await
+        send(authed(client, Method::POST, self.url("/v1/verifications"), key).json(&sms(to))).await
     }
 
     /// `GET /v1/verifications/{id}` with `key`.

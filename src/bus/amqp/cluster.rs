@@ -177,9 +177,7 @@ impl ClusterLink {
             command_timeout: Duration::from_millis(settings.command_timeout_ms),
             applied_to: one_each(settings.streams(), AtomicU64::default),
             applier: tokio::sync::Semaphore::new(1),
-            catch_up: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(1, usize::from),
-            ),
+            catch_up: tokio::sync::Semaphore::new(crate::runtime::cores()),
             catching_up: AtomicBool::new(false),
             applying: one_each(settings.streams(), tokio::sync::Mutex::default),
             lag: AtomicU64::new(0),
