@@ -334,12 +334,33 @@ impl<E: KvEngine> LogShared<E> {
     /// Writes `new` under `key` (`None`: removes it), remembering it for the changelog when
     /// a command for a destination runs.
     fn write(&self, key: &[u8], new: Option<&[u8]>) -> Result<(), StoreError> {
+        self.capture(key, new, |inner| {
+            Ok(inner.replace(key, new)?.map(|v| v.as_ref().to_vec()))
+        })
+    }
+
+    /// Writes `value` under `key`, which holds nothing (see [`KvEngine::insert_new`]): what
+    /// it replaced, remembered to undo it, is nothing, so the engine is not asked.
+    fn write_new(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.capture(key, Some(value), |inner| {
+            inner.insert(key, value).map(|()| None)
+        })
+    }
+
+    /// Makes a write with `write`, which hands back what it replaced, and remembers it for
+    /// the changelog when a command for a destination runs.
+    fn capture(
+        &self,
+        key: &[u8],
+        new: Option<&[u8]>,
+        write: impl FnOnce(&E) -> Result<Option<Vec<u8>>, StoreError>,
+    ) -> Result<(), StoreError> {
         let Some(slot) = SLOT.with(Cell::get) else {
             self.local_writes.store(true, Ordering::Release);
             return self.inner.set(key, new);
         };
         let mut pending = lock(&self.pending);
-        let old = self.inner.replace(key, new)?.map(|v| v.as_ref().to_vec());
+        let old = write(&self.inner)?;
         pending.push(Captured {
             seq: self.number_write(),
             partition: self.partition_of(slot),
@@ -672,6 +693,10 @@ impl<E: KvEngine> KvEngine for LoggedEngine<E> {
 
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.0.write(key, Some(value))
+    }
+
+    fn insert_new(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.0.write_new(key, value)
     }
 
     fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
@@ -1083,6 +1108,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_new_key_is_written_unread_carried_and_taken_back_when_refused() {
+        let engine = LoggedEngine::new(Watched::default(), &cluster(4, 4));
+        let changelog = Arc::new(Recorded::default());
+        engine.shared().append_to(changelog.clone());
+        in_slot(1, || engine.insert_new(b"new", b"1").unwrap());
+        assert_eq!(engine.0.inner.reads.load(Ordering::Acquire), 0, "unread");
+        in_slot(1, || engine.insert(b"old", b"1").unwrap());
+        assert_eq!(engine.0.inner.reads.load(Ordering::Acquire), 1);
+        engine.flush().await.unwrap();
+        assert_eq!(
+            appended_keys(&changelog),
+            vec![vec![b"new".to_vec(), b"old".to_vec()]]
+        );
+
+        changelog.refuse.store(true, Ordering::Release);
+        in_slot(1, || engine.insert_new(b"refused", b"1").unwrap());
+        assert!(engine.flush().await.is_err());
+        let held = |key: &[u8]| engine.get(key).unwrap();
+        assert_eq!(held(b"refused"), None, "taken back");
+        assert_eq!(held(b"new"), Some(b"1".to_vec()));
+    }
+
+    #[tokio::test]
     async fn a_refused_append_fails_its_own_flush_only() {
         let (engine, changelog) = engine();
         changelog.refuse.store(true, Ordering::Release);
@@ -1095,17 +1143,20 @@ mod tests {
         assert_eq!(value(&engine, b"b"), Some(b"1".to_vec()));
     }
 
-    /// A memory engine that can be told it was opened again.
+    /// A memory engine that can be told it was opened again, and counts the reads made of
+    /// it.
     #[derive(Default)]
-    struct Reopening {
+    struct Watched {
         inner: MemoryEngine,
         reopens: AtomicU64,
+        reads: AtomicU64,
     }
 
-    impl KvEngine for Reopening {
+    impl KvEngine for Watched {
         type Value = <MemoryEngine as KvEngine>::Value;
 
         fn get(&self, key: &[u8]) -> Result<Option<Self::Value>, StoreError> {
+            self.reads.fetch_add(1, Ordering::AcqRel);
             self.inner.get(key)
         }
         fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
@@ -1142,7 +1193,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_store_opened_again_appends_and_applies_nothing_until_the_node_joins_again() {
-        let engine = LoggedEngine::new(Reopening::default(), &cluster(4, 4));
+        let engine = LoggedEngine::new(Watched::default(), &cluster(4, 4));
         let shared = engine.shared();
         let changelog = Arc::new(Recorded::default());
         shared.append_to(changelog.clone());

@@ -28,6 +28,12 @@ pub trait KvEngine: Send + Sync + 'static {
     /// Sets `key` to `value`, replacing what it held.
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
 
+    /// Sets `key`, which holds nothing: a key made for this write alone, such as one named
+    /// by a new id. An engine that keeps what each write replaced need not look for it.
+    fn insert_new(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.insert(key, value)
+    }
+
     /// Removes `key`; removing an absent key is no error.
     fn remove(&self, key: &[u8]) -> Result<(), StoreError>;
 

@@ -96,6 +96,16 @@ impl<E: KvEngine> RecordStore<E> {
         self.engine.insert(key, &encode(value)?)
     }
 
+    /// Writes `value` under `key`; `new`: a key that held nothing (see
+    /// [`KvEngine::insert_new`]).
+    fn put(&self, key: &[u8], value: &[u8], new: bool) -> Result<(), StoreError> {
+        if new {
+            self.engine.insert_new(key, value)
+        } else {
+            self.engine.insert(key, value)
+        }
+    }
+
     /// Writes a record that the sweeper deletes after `purge_at`: its expiry-index entry
     /// first, so no record is ever left without one.
     fn write_expiring<T: Serialize>(
@@ -124,8 +134,9 @@ impl<E: KvEngine> RecordStore<E> {
         }
     }
 
-    /// Writes an issue's verification; a resend's (`decided_on`: the stored bytes it was
-    /// decided on) only if nobody changed them since.
+    /// Writes an issue's verification: a first issue's under its new id, which held nothing;
+    /// a resend's (`decided_on`: the stored bytes it was decided on) only if nobody changed
+    /// them since.
     fn write_decided(
         &self,
         key: &[u8],
@@ -133,7 +144,7 @@ impl<E: KvEngine> RecordStore<E> {
         decided_on: Option<&E::Value>,
     ) -> Result<(), StoreError> {
         let Some(decided_on) = decided_on else {
-            return self.write(key, verification);
+            return self.engine.insert_new(key, &encode(verification)?);
         };
         if self.engine.compare_and_swap(
             key,
@@ -325,11 +336,14 @@ impl<E: KvEngine> Store for RecordStore<E> {
         if let Some((key, record)) = &idempotency {
             expiring.push((record.expires_at, key.as_slice()));
         }
-        for (index_key, companions) in index_entries(&expiring, &outbox_key) {
-            self.engine.insert(&index_key, &companions)?;
+        // A first issue's verification has a new id, and so are its job and the index entry
+        // named after that job: keys nothing held, written without asking what they held.
+        let first_issue = decided_on.is_none();
+        for (index_key, companions, anchored) in index_entries(&expiring, &outbox_key) {
+            self.put(&index_key, &companions, anchored && first_issue)?;
         }
         self.schedule_step(None, &write.verification)?;
-        self.write(&outbox_key, &write.job)?;
+        self.put(&outbox_key, &encode(&write.job)?, first_issue)?;
         if let Err(error) =
             self.write_decided(&verification_key, &write.verification, decided_on.as_ref())
         {
@@ -509,8 +523,9 @@ impl<E: KvEngine> Store for RecordStore<E> {
 /// The expiry-index entries of an issue's `expiring` records: those due close together
 /// (`due_together`) share one entry when `anchor`, the key no other issue writes, is among
 /// them and names it (so a resend due at the same time never replaces the first send's
-/// entry); the others have one each, naming no other key.
-fn index_entries(expiring: &[(Timestamp, &[u8])], anchor: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// entry); the others have one each, naming no other key. Each comes with whether it is
+/// the anchor's, a key no other issue writes either.
+fn index_entries(expiring: &[(Timestamp, &[u8])], anchor: &[u8]) -> Vec<(Vec<u8>, Vec<u8>, bool)> {
     let mut entries = Vec::new();
     for (purge_at, group) in due_together(expiring) {
         if group.contains(&anchor) {
@@ -518,12 +533,13 @@ fn index_entries(expiring: &[(Timestamp, &[u8])], anchor: &[u8]) -> Vec<(Vec<u8>
             entries.push((
                 keys::expiry(purge_at, anchor),
                 keys::expiry_companions(&companions),
+                true,
             ));
         } else {
             entries.extend(
                 group
                     .into_iter()
-                    .map(|key| (keys::expiry(purge_at, key), Vec::new())),
+                    .map(|key| (keys::expiry(purge_at, key), Vec::new(), false)),
             );
         }
     }
@@ -663,11 +679,12 @@ mod tests {
         assert_eq!(
             entries,
             [
-                (keys::expiry(start, b"i/1"), vec![]),
-                (keys::expiry(start, b"d/1"), vec![]),
+                (keys::expiry(start, b"i/1"), vec![], false),
+                (keys::expiry(start, b"d/1"), vec![], false),
                 (
                     keys::expiry(late, b"o/1#2"),
-                    keys::expiry_companions(&[b"v/1"])
+                    keys::expiry_companions(&[b"v/1"]),
+                    true
                 ),
             ]
         );
