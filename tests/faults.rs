@@ -1360,13 +1360,22 @@ async fn a_broker_gone_silent_for_60_s_is_noticed_creates_get_503_and_nothing_is
     assert!(resumed.is_some(), "the node never became ready again");
 
     // No create hangs: each is answered within 15 s, and once the silence is noticed, each
-    // is a 503 within 5 s until the broker is heard again.
+    // is a 503 within 5 s until the broker is heard again. Before it is noticed, a create
+    // waits for the changelog append in flight and then its own, each bounded by
+    // `amqp.timeout_ms` (5 s) from its publish on: 10 s (12 s with room for a slow host),
+    // where one left to the heartbeats would wait until they give up, about 20 s into the
+    // silence.
     let noticed_at = silenced + noticed.unwrap_or_default();
     for attempt in &attempts {
+        let into_silence = attempt.sent.saturating_duration_since(silenced);
         assert!(
             attempt.reply.is_some(),
-            "a create sent {:?} into the silence got no answer within 15 s",
-            attempt.sent.saturating_duration_since(silenced)
+            "a create sent {into_silence:?} into the silence got no answer within 15 s"
+        );
+        assert!(
+            attempt.took <= Duration::from_secs(12),
+            "a create sent {into_silence:?} into the silence took {:?}",
+            attempt.took
         );
     }
     let during: Vec<&Attempt> = attempts

@@ -553,10 +553,14 @@ impl ClusterLink {
             .with_reply_to(DIRECT_REPLY.into())
             .with_correlation_id(id.as_str().into())
             .with_expiration(self.command_timeout.as_millis().to_string().into());
-        let sent = send_to_queue(&asker, &queue, &body, properties).await;
-        let answer = match sent {
-            Ok(_) => tokio::time::timeout(self.command_timeout, answers.recv()).await,
-            Err(error) => {
+        // Sending counts against the reply's time (see `append`).
+        let deadline = tokio::time::Instant::now() + self.command_timeout;
+        let sent =
+            tokio::time::timeout_at(deadline, send_to_queue(&asker, &queue, &body, properties));
+        let answer = match sent.await {
+            Ok(Ok(_)) => tokio::time::timeout_at(deadline, answers.recv()).await,
+            Err(elapsed) => Err(elapsed),
+            Ok(Err(error)) => {
                 self.forget_answers(&id);
                 return Err(ClusterUnavailable::Broker(error.to_string()));
             }
@@ -1151,16 +1155,24 @@ impl Changelog for ClusterLink {
         let stream = &self.changelogs[usize::from(stream_of(first, self.streams))];
         count("appended");
         let persistent = BasicProperties::default().with_delivery_mode(2);
-        let confirm = send_to_queue(&appender, stream, &record, persistent)
-            .await
-            .map_err(|error| error.to_string())?;
-        let timeout = self.timeout;
+        // The publish counts against the confirm's time too: on a connection the broker has
+        // stopped reading, it waits for room in the socket until the heartbeats give up,
+        // and every flush behind it with it.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let unconfirmed = format!("no confirm within {} ms", self.timeout.as_millis());
+        let confirm = tokio::time::timeout_at(
+            deadline,
+            send_to_queue(&appender, stream, &record, persistent),
+        )
+        .await
+        .map_err(|_| unconfirmed.clone())?
+        .map_err(|error| error.to_string())?;
         Ok(Box::pin(async move {
-            match tokio::time::timeout(timeout, confirm).await {
+            match tokio::time::timeout_at(deadline, confirm).await {
                 Ok(Ok(confirmation)) if confirmation.is_ack() => Ok(()),
                 Ok(Ok(_)) => Err("the broker refused the record".to_owned()),
                 Ok(Err(error)) => Err(error.to_string()),
-                Err(_) => Err(format!("no confirm within {} ms", timeout.as_millis())),
+                Err(_) => Err(unconfirmed),
             }
         }))
     }
