@@ -1155,9 +1155,9 @@ impl Changelog for ClusterLink {
         let stream = &self.changelogs[usize::from(stream_of(first, self.streams))];
         count("appended");
         let persistent = BasicProperties::default().with_delivery_mode(2);
-        // The publish counts against the confirm's time too: on a connection the broker has
-        // stopped reading, it waits for room in the socket until the heartbeats give up,
-        // and every flush behind it with it.
+        // The publish counts against the confirm's time too: lapin returns it once its frames
+        // are written out, and on a connection the broker has gone silent on it can wait
+        // until the heartbeats give up, and every flush behind it with it.
         let deadline = tokio::time::Instant::now() + self.timeout;
         let unconfirmed = format!("no confirm within {} ms", self.timeout.as_millis());
         let confirm = tokio::time::timeout_at(
