@@ -1159,20 +1159,21 @@ impl Changelog for ClusterLink {
         // are written out, and on a connection the broker has gone silent on it can wait
         // until the heartbeats give up, and every flush behind it with it.
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let unconfirmed = format!("no confirm within {} ms", self.timeout.as_millis());
+        let timeout = self.timeout;
+        let unconfirmed = move || format!("no confirm within {} ms", timeout.as_millis());
         let confirm = tokio::time::timeout_at(
             deadline,
             send_to_queue(&appender, stream, &record, persistent),
         )
         .await
-        .map_err(|_| unconfirmed.clone())?
+        .map_err(|_| unconfirmed())?
         .map_err(|error| error.to_string())?;
         Ok(Box::pin(async move {
             match tokio::time::timeout_at(deadline, confirm).await {
                 Ok(Ok(confirmation)) if confirmation.is_ack() => Ok(()),
                 Ok(Ok(_)) => Err("the broker refused the record".to_owned()),
                 Ok(Err(error)) => Err(error.to_string()),
-                Err(_) => Err(unconfirmed),
+                Err(_) => Err(unconfirmed()),
             }
         }))
     }
