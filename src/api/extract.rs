@@ -59,10 +59,15 @@ fn bearer_credentials(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty()).then_some(credentials)
 }
 
-/// A JSON body parsed into `T`, with the SHA-256 of its canonical form (for idempotency).
+/// The request header that makes a create idempotent.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// A JSON body parsed into `T`. The SHA-256 of its canonical form, which a retry's body is
+/// compared by, is there when the request carries an [`IDEMPOTENCY_KEY`]: no other request
+/// uses it, so no other request pays for it (a check's body is never hashed).
 pub struct JsonBody<T> {
     pub value: T,
-    pub canonical_hash: [u8; 32],
+    pub canonical_hash: Option<[u8; 32]>,
 }
 
 impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
@@ -73,6 +78,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
         let content_type_ok = is_json(request);
         let declared_size = refuse_declared_oversize(request);
         let deadline = body_deadline(request);
+        let idempotent = request.headers().contains_key(IDEMPOTENCY_KEY);
         let mut payload = payload.take();
         Box::pin(async move {
             declared_size?;
@@ -84,7 +90,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                 ));
             }
             let body = read_limited(&mut payload, deadline).await?;
-            parse(&body)
+            parse(&body, idempotent)
         })
     }
 }
@@ -127,11 +133,11 @@ where
     })?
 }
 
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<JsonBody<T>, ApiError> {
+fn parse<T: DeserializeOwned>(body: &[u8], hashed: bool) -> Result<JsonBody<T>, ApiError> {
     let tree = caller_json::parse(body).map_err(|refusal| {
         ApiError::invalid_request(format!("The body is not valid JSON: {refusal}."))
     })?;
-    let canonical_hash = canonical_hash(&tree);
+    let canonical_hash = hashed.then(|| canonical_hash(&tree));
     let value = caller_json::fields(tree).map_err(|refusal| {
         ApiError::invalid_request(format!(
             "The body does not have the expected fields: {refusal}. GET /openapi.json describes each route's body."
@@ -201,18 +207,24 @@ mod tests {
 
     #[test]
     fn canonical_hash_ignores_key_order_and_spacing() {
-        let first: JsonBody<Sample> = parse(br#"{"a": 1, "b": "x"}"#).unwrap();
-        let second: JsonBody<Sample> = parse(br#"{"b":"x","a":1}"#).unwrap();
+        let first: JsonBody<Sample> = parse(br#"{"a": 1, "b": "x"}"#, true).unwrap();
+        let second: JsonBody<Sample> = parse(br#"{"b":"x","a":1}"#, true).unwrap();
+        assert!(first.canonical_hash.is_some());
         assert_eq!(first.canonical_hash, second.canonical_hash);
-        let third: JsonBody<Sample> = parse(br#"{"b":"y","a":1}"#).unwrap();
+        let third: JsonBody<Sample> = parse(br#"{"b":"y","a":1}"#, true).unwrap();
         assert_ne!(first.canonical_hash, third.canonical_hash);
+        let unhashed: JsonBody<Sample> = parse(br#"{"a": 1, "b": "x"}"#, false).unwrap();
+        assert_eq!(unhashed.canonical_hash, None);
     }
 
     #[test]
     fn malformed_json_and_wrong_fields_are_bad_requests() {
-        assert_eq!(parse::<Sample>(b"{").err().unwrap().code, "invalid_request");
         assert_eq!(
-            parse::<Sample>(br#"{"a":"x"}"#).err().unwrap().code,
+            parse::<Sample>(b"{", false).err().unwrap().code,
+            "invalid_request"
+        );
+        assert_eq!(
+            parse::<Sample>(br#"{"a":"x"}"#, false).err().unwrap().code,
             "invalid_request"
         );
     }

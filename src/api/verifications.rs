@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorEnvelope};
-use super::extract::{JsonBody, Tenant};
+use super::extract::{JsonBody, Tenant, IDEMPOTENCY_KEY};
 use super::workflow::WorkflowView;
 use super::AppState;
 use crate::cluster::command::{CheckTarget, IssueAnswer};
@@ -185,7 +185,10 @@ fn idempotency_input(
     request: &HttpRequest,
     body: &JsonBody<CreateFields>,
 ) -> Result<Option<IdempotencyInput>, ApiError> {
-    let Some(value) = request.headers().get("Idempotency-Key") else {
+    // The body is hashed exactly when the header is there (`JsonBody`).
+    let (Some(value), Some(body_hash)) =
+        (request.headers().get(IDEMPOTENCY_KEY), body.canonical_hash)
+    else {
         return Ok(None);
     };
     let key = value
@@ -200,7 +203,7 @@ fn idempotency_input(
         })?;
     Ok(Some(IdempotencyInput {
         key: format!("http:{key}"),
-        body_hash: body.canonical_hash,
+        body_hash,
     }))
 }
 

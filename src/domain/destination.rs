@@ -127,15 +127,21 @@ pub fn mask(destination: &str) -> String {
         let first: String = local.chars().take(1).collect();
         return format!("{first}***@{domain}");
     }
-    let chars: Vec<char> = destination.chars().collect();
-    let (head, tail) = if chars.len() > 10 { (6, 3) } else { (3, 2) };
-    if chars.len() <= head + tail {
-        return "*".repeat(chars.len());
+    let count = destination.chars().count();
+    let (head, tail) = if count > 10 { (6, 3) } else { (3, 2) };
+    if count <= head + tail {
+        return "*".repeat(count);
     }
-    let hidden = chars.len() - head - tail;
-    let mut masked: String = chars[..head].iter().collect();
-    masked.push_str(&"*".repeat(hidden));
-    masked.extend(&chars[chars.len() - tail..]);
+    let byte_of = |nth: usize| {
+        destination
+            .char_indices()
+            .nth(nth)
+            .map_or(destination.len(), |(at, _)| at)
+    };
+    let mut masked = String::with_capacity(destination.len());
+    masked.push_str(&destination[..byte_of(head)]);
+    masked.extend(std::iter::repeat_n('*', count - head - tail));
+    masked.push_str(&destination[byte_of(count - tail)..]);
     masked
 }
 
@@ -245,5 +251,8 @@ mod tests {
         assert_eq!(mask("+4915112345678"), "+49151*****678");
         assert_eq!(mask("jane@example.com"), "j***@example.com");
         assert_eq!(mask("+1234"), "*****");
+        assert_eq!(mask("+123456"), "+12**56");
+        assert_eq!(mask("äöü1234567"), "äöü*****67");
+        assert_eq!(mask("ü@example.com"), "ü***@example.com");
     }
 }

@@ -4,7 +4,7 @@ use super::random::OsRandom;
 use super::{Channel, CodeHash, DeliveryAttempt, Timestamp, Workflow};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 /// `ver_` followed by 32 hex digits: 8 of the destination's slot (which partition of a
 /// cluster holds it: `crate::domain::slot`), 8 of the second it was made (by which the store
@@ -12,6 +12,10 @@ use std::fmt;
 /// its partition without a lookup.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct VerificationId(String);
+
+/// `ver_` and the 32 hex digits.
+const ID_LENGTH: usize = 4 + HEX_DIGITS;
+const HEX_DIGITS: usize = 32;
 
 impl VerificationId {
     /// A new id in `slot`, made at `now`: `ver_`, the slot, the second it was made (both
@@ -21,7 +25,11 @@ impl VerificationId {
         OsRandom.fill_bytes(&mut random);
         // Seconds fit eight hex digits until 2106.
         let second = (now.0 / 1000) as u32;
-        VerificationId(format!("ver_{slot:08x}{second:08x}{}", hex::encode(random)))
+        let mut id = String::with_capacity(ID_LENGTH);
+        // Writing to a String cannot fail.
+        let _ = write!(id, "ver_{slot:08x}{second:08x}");
+        id.push_str(&hex::encode(random));
+        VerificationId(id)
     }
 
     /// A new id in a random slot (for tests and examples).
@@ -47,7 +55,7 @@ impl VerificationId {
     /// Accepts a caller's id if it has the form otpd gives ids; anything else cannot exist.
     pub fn parse(raw: &str) -> Option<Self> {
         let hex_part = raw.strip_prefix("ver_")?;
-        let well_formed = hex_part.len() == 32
+        let well_formed = hex_part.len() == HEX_DIGITS
             && hex_part
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));

@@ -193,7 +193,11 @@ fn parse_workflow(
 /// with the same content hash the same, however their keys were ordered.
 pub fn canonical_hash(tree: &serde_json::Value) -> [u8; 32] {
     use sha2::{Digest, Sha256};
-    Sha256::digest(tree.to_string().as_bytes()).into()
+    // Written into the hash as it is serialized: the same bytes as `tree.to_string()`
+    // (stored hashes stay valid), without the string.
+    let mut hasher = Sha256::new();
+    serde_json::to_writer(&mut hasher, tree).expect("a JSON value serializes");
+    hasher.finalize().into()
 }
 
 pub fn validate_session_id(session_id: Option<&str>) -> Result<(), InvalidRequest> {
@@ -263,6 +267,15 @@ mod tests {
             code_length: None,
             ttl_seconds: None,
         }
+    }
+
+    #[test]
+    fn the_canonical_hash_is_of_the_sorted_compact_text_stored_hashes_were_made_of() {
+        use sha2::{Digest, Sha256};
+        let tree = serde_json::json!({"to": "+4915112345678", "channel": "sms", "ttl_seconds": 60});
+        let text = r#"{"channel":"sms","to":"+4915112345678","ttl_seconds":60}"#;
+        let expected: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        assert_eq!(canonical_hash(&tree), expected);
     }
 
     #[test]

@@ -583,8 +583,13 @@ fn next_step_at(verification: &Verification) -> Option<Timestamp> {
     verification.workflow.as_ref()?.next_at
 }
 
+/// Room for a record as most are, so that encoding one seldom grows its buffer.
+const RECORD_CAPACITY: usize = 512;
+
 fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
-    postcard::to_extend(record, vec![FORMAT_VERSION])
+    let mut buffer = Vec::with_capacity(RECORD_CAPACITY);
+    buffer.push(FORMAT_VERSION);
+    postcard::to_extend(record, buffer)
         .map_err(|error| StoreError::Corrupt(format!("could not encode a record: {error}")))
 }
 

@@ -177,7 +177,12 @@ impl Event {
     }
 
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        // Room for an event as most are, so that writing one seldom grows its buffer.
+        let mut json = Vec::with_capacity(512);
+        match serde_json::to_writer(&mut json, self) {
+            Ok(()) => json,
+            Err(_) => Vec::new(),
+        }
     }
 }
 

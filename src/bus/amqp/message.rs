@@ -100,7 +100,7 @@ pub fn decode_request(
     if !tree.is_object() {
         return Err(not_an_object());
     }
-    let envelope: Envelope = serde_json::from_value(tree.clone()).map_err(|_| not_an_object())?;
+    let envelope = Envelope::deserialize(&tree).map_err(|_| not_an_object())?;
     let tenant = envelope
         .tenant
         .as_ref()
