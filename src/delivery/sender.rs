@@ -114,7 +114,9 @@ impl SenderActor {
         let router = self.router.clone();
         let quota = self.quota.clone();
         actix_rt::spawn(async move {
-            let ending = deliver(&context, &lane, &quota, &job, permit, &skipped).await;
+            // Boxed: the send's future runs to kilobytes (about 3), and a task copies the
+            // one it is given more than once.
+            let ending = Box::pin(deliver(&context, &lane, &quota, &job, permit, &skipped)).await;
             lock(&context.in_flight).remove(&job.job_id);
             drop(slot);
             match ending {

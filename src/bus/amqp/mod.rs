@@ -551,7 +551,9 @@ fn spawn_consumer<F, Fut>(
                 Some(Ok(delivery)) => {
                     let tag = delivery.delivery_tag;
                     settler.received(tag);
-                    let handled = handle(delivery);
+                    // Boxed: a handler's future runs to kilobytes (an issue's is about 6),
+                    // and a task copies the future it is given more than once.
+                    let handled = Box::pin(handle(delivery));
                     let settler = settler.clone();
                     actix_rt::spawn(async move { settler.ended(tag, handled.await) });
                 }
