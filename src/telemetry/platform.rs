@@ -179,10 +179,9 @@ impl Event {
     pub fn to_json(&self) -> Vec<u8> {
         // Room for an event as most are, so that writing one seldom grows its buffer.
         let mut json = Vec::with_capacity(512);
-        match serde_json::to_writer(&mut json, self) {
-            Ok(()) => json,
-            Err(_) => Vec::new(),
-        }
+        serde_json::to_writer(&mut json, self)
+            .map(|()| json)
+            .unwrap_or_default()
     }
 }
 
