@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 use serde::Serialize;
+use std::sync::Arc;
 
 use crate::domain::fraud::BlockView;
 use crate::domain::{Channel, Timestamp};
@@ -33,6 +34,12 @@ pub const BLOCKED: &str = "the broker is blocking publishes until its memory or 
 #[async_trait]
 pub trait EventSink: Send + Sync + 'static {
     async fn publish_event(&self, event: &Event) -> Result<(), PublishError>;
+
+    /// Publishes `event` in the background, logging a loss, when this sink can do so
+    /// without a task of the caller's; gives it back when it cannot.
+    fn publish_later(&self, event: Event) -> Option<Event> {
+        Some(event)
+    }
 }
 
 /// Events have nowhere to go without a broker.
@@ -43,6 +50,11 @@ impl EventSink for NoEvents {
     async fn publish_event(&self, event: &Event) -> Result<(), PublishError> {
         tracing::trace!(key = %event.routing_key(), "Event (embedded mode: not published).");
         Ok(())
+    }
+
+    fn publish_later(&self, event: Event) -> Option<Event> {
+        tracing::trace!(key = %event.routing_key(), "Event (embedded mode: not published).");
+        None
     }
 }
 
@@ -197,6 +209,15 @@ pub async fn tell(events: &dyn EventSink, event: Event) {
             tracing::warn!(key = %event.routing_key(), %error, "Could not publish an event.")
         }
         Err(_) => tracing::warn!(key = %event.routing_key(), "Publishing an event timed out."),
+    }
+}
+
+/// Tells the platform `event` without waiting for it: handed to the sink when it publishes
+/// in the background, else told from a task of its own. A lost event is logged.
+pub fn tell_later(events: &Arc<dyn EventSink>, event: Event) {
+    if let Some(event) = events.publish_later(event) {
+        let events = Arc::clone(events);
+        tokio::spawn(async move { tell(events.as_ref(), event).await });
     }
 }
 

@@ -11,7 +11,7 @@ use crate::domain::{
 };
 use crate::fraud::FraudGate;
 use crate::store::{Store, StoreError};
-use crate::telemetry::platform::{at, tell, Ended, Event, EventSink, NoEvents};
+use crate::telemetry::platform::{at, tell_later, Ended, Event, EventSink, NoEvents};
 
 #[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum CheckError {
@@ -58,8 +58,7 @@ impl Checker {
             to: mask(&record.to),
             at: at(now),
         });
-        let events = Arc::clone(&self.events);
-        tokio::spawn(async move { tell(events.as_ref(), event).await });
+        tell_later(&self.events, event);
     }
 
     /// Tells the SMS-pumping guard (shared with issuance) about each approval.

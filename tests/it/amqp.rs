@@ -794,6 +794,44 @@ async fn the_end_of_each_verification_is_an_event() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_told_at_once_are_each_published_once() {
+    let (app, broker) = broker_app().await;
+    let approved = broker.listen("events", "verification.approved.dev").await;
+    let mut ids = Vec::new();
+    let mut codes = Vec::new();
+    for n in 0..40 {
+        let id = app.sms_id(&de_mobile(40 + n)).await;
+        codes.push(app.code_for(&id).await);
+        ids.push(id);
+    }
+
+    let checks = ids
+        .iter()
+        .zip(&codes)
+        .map(|(id, code)| app.check_code(id, code));
+    for answer in futures_util::future::join_all(checks).await {
+        answer.expect_status(200);
+    }
+
+    let mut told: Vec<String> = approved
+        .receive(ids.len())
+        .await
+        .into_iter()
+        .map(|(event, _)| event["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    told.sort();
+    ids.sort();
+    assert_eq!(told, ids, "one approval event for each verification");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        approved.drain_raw().await.is_empty(),
+        "an approval told twice"
+    );
+    drop(app);
+    broker.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_connection_is_a_metric() {
     let (app, broker) = broker_app().await;
     let metrics = send(app.anonymous(reqwest::Method::GET, "/metrics")).await;

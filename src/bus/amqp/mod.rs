@@ -5,6 +5,7 @@
 mod ack_window;
 pub mod cluster;
 pub mod declare;
+mod events;
 pub mod guard;
 pub mod ingress;
 pub mod message;
@@ -36,6 +37,7 @@ use crate::telemetry::platform::{Event, EventSink, PublishError};
 use crate::tenants::ApiKeys;
 use crate::tls::AmqpTls;
 use cluster::{ClusterLink, JoinError};
+use events::EventPump;
 use guard::GuardLink;
 use settings::AmqpSettings;
 use settle::{Settle, Settler};
@@ -68,6 +70,8 @@ pub struct AmqpBus {
     refused: tokio::sync::watch::Sender<Option<String>>,
     /// This node's pumping guard, telling the other nodes' what it counts.
     guard: OnceLock<Arc<GuardLink>>,
+    /// Publishes events in bursts; started with the connection supervisor.
+    events: OnceLock<EventPump>,
 }
 
 /// Why a connection's session ended.
@@ -96,6 +100,7 @@ impl AmqpBus {
             settings: settings.clone(),
             stopping: tokio::sync::watch::channel(false).0,
             guard: OnceLock::new(),
+            events: OnceLock::new(),
         })
     }
 
@@ -115,6 +120,17 @@ impl AmqpBus {
     pub fn start(self: &Arc<Self>, consumers: Consumers) {
         let bus = Arc::clone(self);
         let consumers = Arc::new(consumers);
+        let source = Arc::downgrade(self);
+        let _ = self.events.set(EventPump::start(
+            Box::new(move || {
+                source
+                    .upgrade()
+                    .ok_or(PublishError::Disconnected)?
+                    .publisher()
+            }),
+            self.topology.events_exchange.clone(),
+            self.timeout,
+        ));
         actix_rt::spawn(async move {
             let delay = Duration::from_millis(bus.settings.reconnect_delay_ms);
             let mut stopping = bus.stopping.subscribe();
@@ -347,20 +363,69 @@ impl AmqpBus {
     fn handle(&self) -> Arc<Publisher> {
         Arc::new(Publisher {
             channel: self.publisher().ok(),
+            events: self.events.get().cloned(),
             topology: Arc::clone(&self.topology),
             timeout: self.timeout,
         })
     }
 
-    async fn publish_event_inner(&self, event: &Event) -> Result<(), PublishError> {
-        self.handle().event(event).await
+    /// The event pump, once `start` has started it.
+    fn events(&self) -> Result<&EventPump, PublishError> {
+        self.events.get().ok_or(PublishError::Disconnected)
     }
 }
 
+/// Hands a persistent message to `channel` (with `mandatory`, an unroutable one comes back);
+/// resolves once it is written, with the broker's confirm to come.
+async fn send(
+    channel: &Channel,
+    exchange: &str,
+    key: &str,
+    payload: &[u8],
+    properties: BasicProperties,
+    mandatory: bool,
+) -> lapin::Result<lapin::PublisherConfirm> {
+    let options = BasicPublishOptions {
+        mandatory,
+        ..BasicPublishOptions::default()
+    };
+    channel
+        .basic_publish(
+            exchange.into(),
+            key.into(),
+            options,
+            payload,
+            properties.with_delivery_mode(PERSISTENT),
+        )
+        .await
+}
+
+/// What the broker's confirm of a message published with `key` comes to.
+fn confirmed(confirmation: lapin::Confirmation, key: &str) -> Result<(), PublishError> {
+    if confirmation.is_nack() {
+        return Err(PublishError::Refused(
+            "the broker nacked the message".into(),
+        ));
+    }
+    if let Some(returned) = confirmation.take_message() {
+        return Err(PublishError::Refused(format!(
+            "no queue is bound for routing key '{key}' ({})",
+            returned.reply_text
+        )));
+    }
+    Ok(())
+}
+
+/// The properties of an event's message.
+fn event_properties() -> BasicProperties {
+    BasicProperties::default().with_content_type("application/json".into())
+}
+
 /// Publishes with confirms on one connection's channel; consumers use it for dead letters,
-/// events and replies.
+/// events (through the event pump) and replies.
 pub struct Publisher {
     channel: Option<Channel>,
+    events: Option<EventPump>,
     topology: Arc<Topology>,
     timeout: Duration,
 }
@@ -377,39 +442,16 @@ impl Publisher {
         mandatory: bool,
     ) -> Result<(), PublishError> {
         let channel = self.channel.as_ref().ok_or(PublishError::Disconnected)?;
-        let options = BasicPublishOptions {
-            mandatory,
-            ..BasicPublishOptions::default()
-        };
-        let confirmed = async {
-            channel
-                .basic_publish(
-                    exchange.into(),
-                    key.into(),
-                    options,
-                    payload,
-                    properties.with_delivery_mode(PERSISTENT),
-                )
+        let sent = async {
+            send(channel, exchange, key, payload, properties, mandatory)
                 .await?
                 .await
         };
-        let confirmation = match tokio::time::timeout(self.timeout, confirmed).await {
-            Ok(Ok(confirmation)) => confirmation,
-            Ok(Err(error)) => return Err(PublishError::Broker(error.to_string())),
-            Err(_) => return Err(PublishError::Timeout(self.timeout.as_millis() as u64)),
-        };
-        if confirmation.is_nack() {
-            return Err(PublishError::Refused(
-                "the broker nacked the message".into(),
-            ));
+        match tokio::time::timeout(self.timeout, sent).await {
+            Ok(Ok(confirmation)) => confirmed(confirmation, key),
+            Ok(Err(error)) => Err(PublishError::Broker(error.to_string())),
+            Err(_) => Err(PublishError::Timeout(self.timeout.as_millis() as u64)),
         }
-        if let Some(returned) = confirmation.take_message() {
-            return Err(PublishError::Refused(format!(
-                "no queue is bound for routing key '{key}' ({})",
-                returned.reply_text
-            )));
-        }
-        Ok(())
     }
 
     pub async fn job(&self, job: &DeliveryJob) -> Result<(), PublishError> {
@@ -445,15 +487,10 @@ impl Publisher {
     }
 
     pub async fn event(&self, event: &Event) -> Result<(), PublishError> {
-        let properties = BasicProperties::default().with_content_type("application/json".into());
-        self.publish(
-            &self.topology.events_exchange,
-            &event.routing_key(),
-            &event.to_json(),
-            properties,
-            false,
-        )
-        .await
+        match &self.events {
+            Some(events) => events.publish(event).await,
+            None => Err(PublishError::Disconnected),
+        }
     }
 
     /// Sends an outcome to a request's `reply_to` queue, with its `correlation_id`.
@@ -586,7 +623,17 @@ impl ClusterStatus for AmqpBus {
 #[async_trait]
 impl EventSink for AmqpBus {
     async fn publish_event(&self, event: &Event) -> Result<(), PublishError> {
-        self.publish_event_inner(event).await
+        self.events()?.publish(event).await
+    }
+
+    fn publish_later(&self, event: Event) -> Option<Event> {
+        match self.events() {
+            Ok(events) => {
+                events.hand_over(&event);
+                None
+            }
+            Err(_) => Some(event),
+        }
     }
 }
 
