@@ -87,15 +87,18 @@ impl Api {
         }
     }
 
-    /// Checks `code`; `Some(valid)` on a 200 answer.
-    async fn check(&self, id: &str, code: &str) -> Option<bool> {
+    /// Checks `code` against verification `id`.
+    async fn check(&self, id: &str, code: &str) -> Checked {
         let body = serde_json::json!({ "code": code });
         match self
             .post(&format!("/v1/verifications/{id}/check"), body)
             .await
         {
-            Ok((200, body)) => body["valid"].as_bool(),
-            _ => None,
+            Ok((200, body)) => body["valid"]
+                .as_bool()
+                .map_or(Checked::Failed, Checked::Valid),
+            Ok((404, _)) => Checked::NotFound,
+            _ => Checked::Failed,
         }
     }
 }
@@ -246,11 +249,11 @@ pub async fn flows(api: &Api, mailroom: &Mailroom, plan: &Plan, wait: Duration) 
             };
             record(&create, created_at.duration_since(since));
             let checking = Instant::now();
-            let valid = api.check(&id, &code).await;
+            let checked = api.check(&id, &code).await;
             let done = Instant::now();
             record(&check, done.duration_since(checking));
             record(&flow, done.duration_since(since));
-            if valid == Some(true) {
+            if checked == Checked::Valid(true) {
                 completed.fetch_add(1, Ordering::Relaxed);
                 *end.lock().unwrap_or_else(PoisonError::into_inner) = done;
             } else {
@@ -273,6 +276,17 @@ pub async fn flows(api: &Api, mailroom: &Mailroom, plan: &Plan, wait: Duration) 
     }
 }
 
+/// What a check was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// 200, with `valid`.
+    Valid(bool),
+    /// 404: no such verification.
+    NotFound,
+    /// Anything else: an error.
+    Failed,
+}
+
 /// Which checks `verify` makes on each verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CheckMode {
@@ -280,6 +294,36 @@ pub enum CheckMode {
     WrongThenRight,
     /// Only the right code: one check each.
     Right,
+    /// The right code against an id of the same form that no verification has (answered
+    /// 404): one check each. The HTTP request, the API key and a lookup, with nothing
+    /// written and nothing told: the floor every check stands on.
+    Unknown,
+}
+
+impl CheckMode {
+    /// The checks made on verification `id` whose code is `code`: the id, the code, and
+    /// the answer each must get.
+    fn attempts(self, id: &str, code: &str) -> Vec<(String, String, Checked)> {
+        match self {
+            CheckMode::WrongThenRight => vec![
+                (id.to_owned(), wrong_code(code), Checked::Valid(false)),
+                (id.to_owned(), code.to_owned(), Checked::Valid(true)),
+            ],
+            CheckMode::Right => vec![(id.to_owned(), code.to_owned(), Checked::Valid(true))],
+            CheckMode::Unknown => vec![(unknown_id(id), code.to_owned(), Checked::NotFound)],
+        }
+    }
+}
+
+/// An id of the same form as `id` that no verification has: its last hex digit changed.
+/// otpd's ids end in sixteen random hex digits; the one that differs in the last of them
+/// is issued by chance once in 2^64.
+pub fn unknown_id(id: &str) -> String {
+    let mut unknown = id.to_owned();
+    if let Some(last) = unknown.pop() {
+        unknown.push(if last == '0' { '1' } else { '0' });
+    }
+    unknown
 }
 
 /// A code of the same length that is not `code`.
@@ -362,18 +406,13 @@ pub async fn checks(
         let bar = bar.clone();
         async move {
             let (id, code) = &issued[n as usize];
-            let mut attempts: Vec<(String, bool)> = Vec::new();
-            if mode == CheckMode::WrongThenRight {
-                attempts.push((wrong_code(code), false));
-            }
-            attempts.push((code.clone(), true));
             let mut start = since;
-            for (candidate, expected) in attempts {
-                let answer = api.check(id, &candidate).await;
+            for (id, candidate, expected) in mode.attempts(id, code) {
+                let answer = api.check(&id, &candidate).await;
                 let done = Instant::now();
                 record(&latency, done.duration_since(start));
                 checks.fetch_add(1, Ordering::Relaxed);
-                if answer != Some(expected) {
+                if answer != expected {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
                 start = done;
@@ -401,5 +440,30 @@ mod tests {
         assert_eq!(wrong_code("123456"), "223456");
         assert_eq!(wrong_code("999999"), "099999");
         assert_ne!(wrong_code("000000"), "000000");
+    }
+
+    #[test]
+    fn an_unknown_id_differs_from_the_issued_one_in_its_last_digit_only() {
+        assert_eq!(unknown_id("v_abc123"), "v_abc120");
+        assert_eq!(unknown_id("v_abc120"), "v_abc121");
+    }
+
+    #[test]
+    fn each_mode_checks_what_it_says() {
+        let expected = |mode: CheckMode| -> Vec<Checked> {
+            mode.attempts("v_ab12", "123456")
+                .into_iter()
+                .map(|(_, _, expected)| expected)
+                .collect()
+        };
+        assert_eq!(
+            expected(CheckMode::WrongThenRight),
+            [Checked::Valid(false), Checked::Valid(true)]
+        );
+        assert_eq!(expected(CheckMode::Right), [Checked::Valid(true)]);
+        assert_eq!(
+            CheckMode::Unknown.attempts("v_ab12", "123456"),
+            [("v_ab10".to_owned(), "123456".to_owned(), Checked::NotFound)]
+        );
     }
 }

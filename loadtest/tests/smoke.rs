@@ -208,6 +208,17 @@ fn verify_checks_wrong_then_right() {
 }
 
 #[test]
+fn verify_checks_ids_no_verification_has() {
+    let report = run("verify", &["--requests", "100", "--check-mode", "unknown"]);
+    assert_eq!(counts(&report), (100, 100, 0, 0, 0), "{report}");
+    assert_eq!(report["errors"], 0, "each check answered 404: {report}");
+    assert_eq!(
+        report["latency"]["count"], 100,
+        "one check per verification"
+    );
+}
+
+#[test]
 fn replay_reads_a_stream_back_from_its_start() {
     let report = run("replay", &["--requests", "3000", "--record-bytes", "2000"]);
     let (published, delivered, lost, duplicated, _) = counts(&report);
