@@ -77,7 +77,7 @@ impl EventPump {
         let (outcome, confirmed) = oneshot::channel();
         self.waiting
             .try_send(Told::of(event, Some(outcome)))
-            .map_err(refused)?;
+            .map_err(|error| refused(&error))?;
         // Waiting for the burst before it, then its own: a burst takes at most `timeout`.
         match tokio::time::timeout(self.timeout * 2, confirmed).await {
             Ok(Ok(result)) => result,
@@ -89,12 +89,13 @@ impl EventPump {
     /// Publishes `event` in the next burst without waiting; a loss is logged.
     pub fn hand_over(&self, event: &Event) {
         if let Err(error) = self.waiting.try_send(Told::of(event, None)) {
-            tracing::warn!(key = %event.routing_key(), error = %refused(error), "Could not publish an event.");
+            let why = refused(&error);
+            error.into_inner().settle(Err(why));
         }
     }
 }
 
-fn refused(error: mpsc::error::TrySendError<Told>) -> PublishError {
+fn refused(error: &mpsc::error::TrySendError<Told>) -> PublishError {
     match error {
         mpsc::error::TrySendError::Full(_) => PublishError::Refused(format!(
             "{WAITING_MOST} events are waiting to be published already"

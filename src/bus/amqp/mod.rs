@@ -627,13 +627,11 @@ impl EventSink for AmqpBus {
     }
 
     fn publish_later(&self, event: Event) -> Option<Event> {
-        match self.events() {
-            Ok(events) => {
-                events.hand_over(&event);
-                None
-            }
-            Err(_) => Some(event),
-        }
+        let Ok(events) = self.events() else {
+            return Some(event);
+        };
+        events.hand_over(&event);
+        None
     }
 }
 
