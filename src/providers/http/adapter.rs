@@ -3,28 +3,19 @@
 
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
-use reqwest::Method;
+use reqwest::{Method, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::body::{BodyTemplate, Field};
 use crate::providers::kind::BuildError;
 use crate::providers::support::{
     check_timeout, default_timeout_ms, exchange, http_client, validate_base_url,
 };
 use crate::providers::{OutboundMessage, Provider, ProviderError, SendReceipt};
-
-/// The placeholders a body template may use, inside its JSON strings.
-pub const PLACEHOLDERS: [&str; 6] = [
-    "{to}",
-    "{body}",
-    "{channel}",
-    "{verification_id}",
-    "{entity_id}",
-    "{template_id}",
-];
 
 fn default_method() -> String {
     "POST".to_owned()
@@ -79,9 +70,9 @@ impl HttpConfig {
                 ));
             }
         }
-        match serde_json::from_str::<Value>(&self.body_template) {
+        match BodyTemplate::parse(&self.body_template) {
             Ok(template) => {
-                if !mentions(&template, "{to}") || !mentions(&template, "{body}") {
+                if !template.mentions(Field::To) || !template.mentions(Field::Body) {
                     problems.push(format!(
                         "{prefix}.body_template must use both {{to}} and {{body}}"
                     ));
@@ -112,60 +103,13 @@ fn parse_method(method: &str) -> Option<Method> {
     }
 }
 
-fn mentions(value: &Value, placeholder: &str) -> bool {
-    match value {
-        Value::String(text) => text.contains(placeholder),
-        Value::Array(items) => items.iter().any(|item| mentions(item, placeholder)),
-        Value::Object(map) => map
-            .iter()
-            .any(|(key, item)| key.contains(placeholder) || mentions(item, placeholder)),
-        _ => false,
-    }
-}
-
-/// Replaces the placeholders in every string of `template`; serialising the result escapes
-/// the values, so a message can never break out of its string.
-pub fn render(template: &Value, message: &OutboundMessage) -> Value {
-    let fill = |text: &str| {
-        if !text.contains('{') {
-            return text.to_owned();
-        }
-        let registration = message.registration.as_ref();
-        text.replace("{to}", &message.to)
-            .replace("{channel}", message.channel.as_str())
-            .replace("{verification_id}", message.verification_id.as_str())
-            .replace(
-                "{entity_id}",
-                registration.map_or("", |r| r.entity_id.as_str()),
-            )
-            .replace(
-                "{template_id}",
-                registration.map_or("", |r| r.template_id.as_str()),
-            )
-            // Last, so a body that contains a placeholder's text is not expanded again.
-            .replace("{body}", &message.body)
-    };
-    match template {
-        Value::String(text) => Value::String(fill(text)),
-        Value::Array(items) => {
-            Value::Array(items.iter().map(|item| render(item, message)).collect())
-        }
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(key, item)| (fill(key), render(item, message)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
 /// Sends each message as one HTTP request.
 pub struct HttpProvider {
     id: String,
-    url: String,
+    url: Url,
     method: Method,
     headers: HeaderMap,
-    template: Value,
+    template: BodyTemplate,
     message_id_pointer: Option<String>,
     client: reqwest::Client,
 }
@@ -179,8 +123,9 @@ impl HttpProvider {
         let invalid = |problem: String| BuildError::Invalid(vec![problem]);
         let method = parse_method(&config.method)
             .ok_or_else(|| invalid(format!("{id}.method is not supported")))?;
-        let template: Value = serde_json::from_str(&config.body_template)
+        let template = BodyTemplate::parse(&config.body_template)
             .map_err(|error| invalid(format!("{id}.body_template: {error}")))?;
+        let url = Url::parse(&config.url).map_err(|error| invalid(format!("{id}.url: {error}")))?;
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in &config.headers {
@@ -193,7 +138,7 @@ impl HttpProvider {
         }
         Ok(HttpProvider {
             id: id.to_owned(),
-            url: config.url,
+            url,
             method,
             headers,
             template,
@@ -210,14 +155,15 @@ impl Provider for HttpProvider {
     }
 
     async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, ProviderError> {
-        let body = serde_json::to_vec(&render(&self.template, message)).map_err(|error| {
-            ProviderError::Permanent {
+        let body = self
+            .template
+            .write(message)
+            .map_err(|error| ProviderError::Permanent {
                 reason: format!("could not encode the request body: {error}"),
-            }
-        })?;
+            })?;
         let request = self
             .client
-            .request(self.method.clone(), &self.url)
+            .request(self.method.clone(), self.url.clone())
             .headers(self.headers.clone())
             .body(body);
         let answer = exchange(request).await?;
@@ -242,54 +188,6 @@ impl Provider for HttpProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Channel, JobId, VerificationId};
-
-    fn message(body: &str) -> OutboundMessage {
-        let verification_id = VerificationId::generate();
-        OutboundMessage {
-            job_id: JobId::new(&verification_id, 1),
-            verification_id,
-            tenant: "acme".into(),
-            channel: Channel::Sms,
-            to: "+4915112345678".into(),
-            body: body.into(),
-            locale: None,
-            code: crate::domain::OtpCode::parse("123456").unwrap(),
-            sender_id: None,
-            registration: None,
-        }
-    }
-
-    #[test]
-    fn render_escapes_values_inside_strings() {
-        let template: Value =
-            serde_json::from_str(r#"{"to":"{to}","text":"Code: {body}","n":[1,"{channel}"]}"#)
-                .unwrap();
-        let message = message("12\"34\n{to}");
-        let rendered = serde_json::to_string(&render(&template, &message)).unwrap();
-        let back: Value = serde_json::from_str(&rendered).unwrap();
-        assert_eq!(back["to"], "+4915112345678");
-        assert_eq!(back["text"], "Code: 12\"34\n{to}");
-        assert_eq!(back["n"][1], "sms");
-        assert_eq!(back["n"][0], 1);
-    }
-
-    #[test]
-    fn a_registration_fills_its_placeholders_and_none_leaves_them_empty() {
-        let template: Value = serde_json::from_str(
-            r#"{"dlt":{"pe_id":"{entity_id}","template_id":"{template_id}"}}"#,
-        )
-        .unwrap();
-        let mut message = message("Code 123456");
-        assert_eq!(render(&template, &message)["dlt"]["pe_id"], "");
-        message.registration = Some(crate::providers::Registration {
-            entity_id: "1101234567890123456".into(),
-            template_id: "1107161234567890123".into(),
-        });
-        let rendered = render(&template, &message);
-        assert_eq!(rendered["dlt"]["pe_id"], "1101234567890123456");
-        assert_eq!(rendered["dlt"]["template_id"], "1107161234567890123");
-    }
 
     #[test]
     fn validate_lists_every_problem() {

@@ -2,6 +2,7 @@
 //! (the body template carries `{channel}`); receipts in otpd's own format with a shared secret.
 
 mod adapter;
+mod body;
 pub mod receipts;
 
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use crate::domain::Channel;
 use crate::providers::kind::{BuildContext, BuildError, ProviderKind};
 use crate::providers::receipts::ReceiptReader;
 use crate::providers::Provider;
-pub use adapter::{HttpConfig, HttpProvider, PLACEHOLDERS};
+pub use adapter::{HttpConfig, HttpProvider};
 pub use receipts::{parse_generic, GenericAuth, GenericReceipts};
 
 impl ProviderKind for HttpConfig {
