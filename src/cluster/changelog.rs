@@ -430,6 +430,13 @@ impl<E: KvEngine> LogShared<E> {
     /// meanwhile; where `target` then stands. One append is in flight at a time: the writes
     /// made while it is confirmed go together in the next, and the broker's cost is per
     /// append far more than per write (BENCHMARKS.md).
+    ///
+    /// The flushes that wait for the lock are let in one at a time, each finding its write
+    /// carried and waking the next; the next append goes out only once that queue has
+    /// passed, so it carries what was written meanwhile too. Waking them all at once
+    /// instead, and appending as soon as the last append was confirmed, nearly doubled the
+    /// appends per check and cost the broker a third more per check, for no less of
+    /// otpd's CPU (BENCHMARKS.md, thirty-third session).
     async fn append_pending(self: Arc<Self>, target: u64) -> Option<Standing> {
         let mut last = self.appending.lock().await;
         if let Some(in_flight) = last.take() {
