@@ -304,7 +304,10 @@ impl<E: KvEngine> Store for RecordStore<E> {
         // writes, so:
         // - the expiry index entries go first (an entry for a missing record is skipped);
         // - the outbox job next (without its verification, recovery drops it as gone);
-        // - then the verification, the destination state, the idempotency record.
+        // - then the verification, the idempotency record, and last the destination state:
+        //   a request delivered again finds its idempotency record (and hands its job on
+        //   again) before it could find the destination naming its pending verification,
+        //   which would refuse it a code within the cooldown.
         // A crash before the flush answers nothing to the caller, so a retry decides afresh.
         let destination_key = keys::destination(&write.destination_key);
         let outbox_key = keys::outbox(&write.job.job_id);
@@ -350,10 +353,10 @@ impl<E: KvEngine> Store for RecordStore<E> {
             self.engine.remove(&outbox_key)?;
             return Err(error);
         }
-        self.write(&destination_key, &write.destination)?;
         if let Some((key, record)) = idempotency {
             self.write(&key, record)?;
         }
+        self.write(&destination_key, &write.destination)?;
         Ok(())
     }
 
