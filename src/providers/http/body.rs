@@ -84,11 +84,10 @@ impl BodyTemplate {
     }
 }
 
+/// The template's node for `value`; a part that holds no placeholder, however deep, is kept
+/// as its JSON text.
 fn node(value: &Value) -> Node {
-    if !holds_placeholder(value) {
-        return Node::Fixed(value.to_string());
-    }
-    match value {
+    let built = match value {
         Value::String(text) => Node::Text(pieces(text)),
         Value::Array(items) => Node::Array(items.iter().map(node).collect()),
         Value::Object(map) => Node::Object(
@@ -96,19 +95,12 @@ fn node(value: &Value) -> Node {
                 .map(|(key, item)| (pieces(key), node(item)))
                 .collect(),
         ),
-        other => Node::Fixed(other.to_string()),
-    }
-}
-
-fn holds_placeholder(value: &Value) -> bool {
-    let in_text = |text: &str| pieces(text).iter().any(|p| matches!(p, Piece::Field(_)));
-    match value {
-        Value::String(text) => in_text(text),
-        Value::Array(items) => items.iter().any(holds_placeholder),
-        Value::Object(map) => map
-            .iter()
-            .any(|(key, item)| in_text(key) || holds_placeholder(item)),
-        _ => false,
+        other => return Node::Fixed(other.to_string()),
+    };
+    if Field::ALL.iter().any(|(_, field)| mentions(&built, *field)) {
+        built
+    } else {
+        Node::Fixed(value.to_string())
     }
 }
 
