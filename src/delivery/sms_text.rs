@@ -71,19 +71,50 @@ impl fmt::Display for Segments {
     }
 }
 
+/// The septets each ASCII character takes in GSM 7-bit (0: none, it is not in the
+/// alphabet), looked up by its byte: a text is mostly ASCII, and finding each of its
+/// characters in the alphabet's string was about 1 % of otpd's CPU per OTP (BENCHMARKS.md,
+/// thirty-fourth session).
+const ASCII_SEPTETS: [u8; 128] = ascii_septets();
+
+const fn ascii_septets() -> [u8; 128] {
+    let mut table = [0; 128];
+    let alphabets = [(GSM7_BASIC.as_bytes(), 1), (GSM7_EXTENSION.as_bytes(), 2)];
+    let mut a = 0;
+    while a < alphabets.len() {
+        let (bytes, septets) = alphabets[a];
+        let mut i = 0;
+        while i < bytes.len() {
+            // Every byte of a character outside ASCII is 0x80 or above.
+            if bytes[i] < 128 {
+                table[bytes[i] as usize] = septets;
+            }
+            i += 1;
+        }
+        a += 1;
+    }
+    table
+}
+
+/// The septets `c` takes in GSM 7-bit (an extension character two), or `None` if it is not
+/// in the alphabet.
+fn septets(c: char) -> Option<usize> {
+    let septets = match u8::try_from(c) {
+        Ok(byte) if byte.is_ascii() => ASCII_SEPTETS[usize::from(byte)],
+        _ if GSM7_BASIC.contains(c) => 1,
+        _ if GSM7_EXTENSION.contains(c) => 2,
+        _ => 0,
+    };
+    (septets > 0).then_some(usize::from(septets))
+}
+
 /// The segments `text` takes: GSM 7-bit when every character is in its alphabet (an
 /// extension character counts twice), else UCS-2.
 pub fn segments(text: &str) -> Segments {
-    let septets = text.chars().try_fold(0usize, |units, c| {
-        if GSM7_BASIC.contains(c) {
-            Some(units + 1)
-        } else if GSM7_EXTENSION.contains(c) {
-            Some(units + 2)
-        } else {
-            None
-        }
-    });
-    let (encoding, units, part) = match septets {
+    let in_gsm7 = text
+        .chars()
+        .try_fold(0usize, |units, c| Some(units + septets(c)?));
+    let (encoding, units, part) = match in_gsm7 {
         Some(units) => (Encoding::Gsm7, units, GSM7_PART),
         None => (Encoding::Ucs2, text.encode_utf16().count(), UCS2_PART),
     };
@@ -219,6 +250,29 @@ pub fn validate_sms_texts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ascii_table_says_what_the_alphabets_say() {
+        let in_alphabets = |c: char| {
+            if GSM7_BASIC.contains(c) {
+                Some(1)
+            } else if GSM7_EXTENSION.contains(c) {
+                Some(2)
+            } else {
+                None
+            }
+        };
+        let ascii = (0u8..128).map(char::from);
+        let latin1 = "çÇ`ÿ¤£¥§¡¿ÄäΔ€".chars();
+        let alphabets = GSM7_BASIC.chars().chain(GSM7_EXTENSION.chars());
+        for c in ascii.chain(latin1).chain(alphabets) {
+            assert_eq!(septets(c), in_alphabets(c), "{c:?}");
+        }
+        // Both tables hold ASCII in and out of the alphabet, so a table of all or none fails.
+        assert_eq!(septets('a'), Some(1));
+        assert_eq!(septets('['), Some(2));
+        assert_eq!(septets('`'), None);
+    }
 
     #[test]
     fn gsm_text_takes_160_septets_a_segment_and_153_in_parts() {
