@@ -753,6 +753,7 @@ impl<E: KvEngine> KvEngine for LoggedEngine<E> {
 mod tests {
     use super::*;
     use crate::store::memory::MemoryEngine;
+    use crate::store::watched::WatchedEngine;
 
     /// A changelog that keeps what it was given, or refuses everything.
     #[derive(Default)]
@@ -1116,7 +1117,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_key_is_written_unread_carried_and_taken_back_when_refused() {
-        let engine = LoggedEngine::new(Watched::default(), &cluster(4, 4));
+        let engine = LoggedEngine::new(WatchedEngine::default(), &cluster(4, 4));
         let changelog = Arc::new(Recorded::default());
         engine.shared().append_to(changelog.clone());
         in_slot(1, || engine.insert_new(b"new", b"1").unwrap());
@@ -1150,57 +1151,9 @@ mod tests {
         assert_eq!(value(&engine, b"b"), Some(b"1".to_vec()));
     }
 
-    /// A memory engine that can be told it was opened again, and counts the reads made of
-    /// it.
-    #[derive(Default)]
-    struct Watched {
-        inner: MemoryEngine,
-        reopens: AtomicU64,
-        reads: AtomicU64,
-    }
-
-    impl KvEngine for Watched {
-        type Value = <MemoryEngine as KvEngine>::Value;
-
-        fn get(&self, key: &[u8]) -> Result<Option<Self::Value>, StoreError> {
-            self.reads.fetch_add(1, Ordering::AcqRel);
-            self.inner.get(key)
-        }
-        fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-            self.inner.insert(key, value)
-        }
-        fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
-            self.inner.remove(key)
-        }
-        fn compare_and_swap(
-            &self,
-            key: &[u8],
-            expected: Option<&[u8]>,
-            new: Option<&[u8]>,
-        ) -> Result<bool, StoreError> {
-            self.inner.compare_and_swap(key, expected, new)
-        }
-        fn scan(
-            &self,
-            range: KeyRange<'_>,
-            limit: usize,
-        ) -> Result<Vec<Entry<Self::Value>>, StoreError> {
-            self.inner.scan(range, limit)
-        }
-        fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
-            self.inner.flush()
-        }
-        fn check_health(&self) -> Result<(), StoreError> {
-            self.inner.check_health()
-        }
-        fn reopens(&self) -> u64 {
-            self.reopens.load(Ordering::Acquire)
-        }
-    }
-
     #[tokio::test]
     async fn a_store_opened_again_appends_and_applies_nothing_until_the_node_joins_again() {
-        let engine = LoggedEngine::new(Watched::default(), &cluster(4, 4));
+        let engine = LoggedEngine::new(WatchedEngine::default(), &cluster(4, 4));
         let shared = engine.shared();
         let changelog = Arc::new(Recorded::default());
         shared.append_to(changelog.clone());

@@ -99,11 +99,14 @@ const fn ascii_septets() -> [u8; 128] {
 /// The septets `c` takes in GSM 7-bit (an extension character two), or `None` if it is not
 /// in the alphabet.
 fn septets(c: char) -> Option<usize> {
-    let septets = match u8::try_from(c) {
-        Ok(byte) if byte.is_ascii() => ASCII_SEPTETS[usize::from(byte)],
-        _ if GSM7_BASIC.contains(c) => 1,
-        _ if GSM7_EXTENSION.contains(c) => 2,
-        _ => 0,
+    let septets = if c.is_ascii() {
+        ASCII_SEPTETS[c as usize]
+    } else if GSM7_BASIC.contains(c) {
+        1
+    } else if GSM7_EXTENSION.contains(c) {
+        2
+    } else {
+        0
     };
     (septets > 0).then_some(usize::from(septets))
 }

@@ -4,13 +4,12 @@
 
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
-
-use super::kv::{Entry, KeyRange, KvEngine};
+use super::kv::{KeyRange, KvEngine};
 use super::lsm_engine::LsmEngine;
 use super::memory::MemoryEngine;
 use super::records::RecordStore;
 use super::sled_engine::SledEngine;
+use super::watched::{WatchedEngine, Write};
 use super::{keys, IssueWrite, MessageOwner, Store, StoreError, Swept};
 use crate::domain::fraud::{Block, Figures, FraudMode, Prefix, Rule};
 use crate::domain::{
@@ -1123,81 +1122,15 @@ fn an_unreadable_record_is_an_error<E: KvEngine>(engine: E) {
 
 // The order of an issue's writes.
 
-/// A key and what was written to it (`None`: removed).
-type Write = (Vec<u8>, Option<Vec<u8>>);
-
-/// An engine that keeps, in order, every write that reached it: what an engine's journal
-/// holds, of which a process killed at any moment leaves a prefix.
-#[derive(Default)]
-struct Journal {
-    engine: MemoryEngine,
-    writes: std::sync::Mutex<Vec<Write>>,
-}
-
-impl Journal {
-    fn wrote(&self, key: &[u8], value: Option<&[u8]>) {
-        let mut writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        writes.push((key.to_vec(), value.map(<[u8]>::to_vec)));
+/// A store holding the first `count` of `writes`, as a restart after a kill finds it.
+fn cut_after(writes: &[Write], count: usize) -> RecordStore<MemoryEngine> {
+    let engine = MemoryEngine::new();
+    for (key, value) in &writes[..count] {
+        engine
+            .set(key, value.as_deref())
+            .expect("the engine writes");
     }
-
-    /// A store holding the first `count` writes, as a restart after a kill finds it.
-    fn cut_after(&self, count: usize) -> RecordStore<MemoryEngine> {
-        let engine = MemoryEngine::new();
-        let writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        for (key, value) in &writes[..count] {
-            engine
-                .set(key, value.as_deref())
-                .expect("the engine writes");
-        }
-        store(engine)
-    }
-
-    fn len(&self) -> usize {
-        self.writes.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-}
-
-impl KvEngine for Journal {
-    type Value = Vec<u8>;
-
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.engine.get(key)
-    }
-
-    fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.wrote(key, Some(value));
-        self.engine.insert(key, value)
-    }
-
-    fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
-        self.wrote(key, None);
-        self.engine.remove(key)
-    }
-
-    fn compare_and_swap(
-        &self,
-        key: &[u8],
-        expected: Option<&[u8]>,
-        new: Option<&[u8]>,
-    ) -> Result<bool, StoreError> {
-        let swapped = self.engine.compare_and_swap(key, expected, new)?;
-        if swapped {
-            self.wrote(key, new);
-        }
-        Ok(swapped)
-    }
-
-    fn scan(&self, range: KeyRange<'_>, limit: usize) -> Result<Vec<Entry<Vec<u8>>>, StoreError> {
-        self.engine.scan(range, limit)
-    }
-
-    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
-        self.engine.flush()
-    }
-
-    fn check_health(&self) -> Result<(), StoreError> {
-        self.engine.check_health()
-    }
+    store(engine)
 }
 
 /// A request delivered again after a kill must find its idempotency record before anything
@@ -1206,13 +1139,13 @@ impl KvEngine for Journal {
 /// `resend_cooldown` and its code never went out.
 #[test]
 fn every_prefix_of_an_issue_s_writes_that_names_the_pending_verification_remembers_the_request() {
-    let store = store(Journal::default());
+    let store = store(WatchedEngine::default());
     let write = issue(1);
     store.commit_issue(&write).unwrap();
-    let journal = store.engine();
-    assert!(journal.len() >= 4, "an issue writes several records");
-    for cut in 0..=journal.len() {
-        let restarted = journal.cut_after(cut);
+    let writes = store.engine().writes();
+    assert!(writes.len() >= 4, "an issue writes several records");
+    for cut in 0..=writes.len() {
+        let restarted = cut_after(&writes, cut);
         let pending = restarted
             .destination(&write.destination_key)
             .unwrap()
@@ -1222,7 +1155,7 @@ fn every_prefix_of_an_issue_s_writes_that_names_the_pending_verification_remembe
             pending.is_none() || remembered.is_some(),
             "after {cut} of {} writes the destination names its pending verification, but the \
              request's idempotency record is not there",
-            journal.len()
+            writes.len()
         );
         if let Some(remembered) = remembered {
             assert!(

@@ -18,6 +18,8 @@ pub mod records;
 mod reopening;
 pub mod settings;
 pub mod sled_engine;
+#[cfg(test)]
+pub mod watched;
 
 use futures_util::future::BoxFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
