@@ -2,7 +2,8 @@
 //! rabbit@localhost): the broker stopped and started mid-run, otpd killed -9 and restarted
 //! ten times, a node of three killed, the broker's memory alarm raised for 30 s, and the
 //! network to the broker gone silent for 60 s (a proxy of the test's own that stops
-//! forwarding). otpd runs as a subprocess in broker mode with the sandbox provider; what was
+//! forwarding), and the broker deaf to a node as it takes partitions over (the proxy holds
+//! what the node says). otpd runs as a subprocess in broker mode with the sandbox provider; what was
 //! delivered is read from its outbox. A binary of its own, so no other broker test runs
 //! beside it; its tests run one at a time.
 
@@ -1212,6 +1213,9 @@ async fn a_memory_alarm_blocks_publishes_creates_get_503_and_nothing_is_lost() {
 struct SilentProxy {
     port: u16,
     silent: Arc<AtomicBool>,
+    /// Deaf, it forwards what the broker says but holds what the node says: the broker
+    /// hears nothing, and the node hears it still.
+    deaf: Arc<AtomicBool>,
     tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
@@ -1222,13 +1226,14 @@ impl SilentProxy {
             .expect("bind the proxy");
         let port = listener.local_addr().expect("the proxy's port").port();
         let silent = Arc::new(AtomicBool::new(false));
+        let deaf = Arc::new(AtomicBool::new(false));
         let tasks: Arc<std::sync::Mutex<Vec<_>>> = Arc::default();
         let accepting = {
-            let silent = Arc::clone(&silent);
+            let (silent, deaf) = (Arc::clone(&silent), Arc::clone(&deaf));
             let tasks = Arc::clone(&tasks);
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
-                    let silent = Arc::clone(&silent);
+                    let (silent, deaf) = (Arc::clone(&silent), Arc::clone(&deaf));
                     let pipe = tokio::spawn(async move {
                         let Ok(broker) = tokio::net::TcpStream::connect("127.0.0.1:5672").await
                         else {
@@ -1236,9 +1241,12 @@ impl SilentProxy {
                         };
                         let (from_client, to_client) = client.into_split();
                         let (from_broker, to_broker) = broker.into_split();
+                        let upstream_held =
+                            || silent.load(Ordering::SeqCst) || deaf.load(Ordering::SeqCst);
+                        let downstream_held = || silent.load(Ordering::SeqCst);
                         tokio::join!(
-                            forward(from_client, to_broker, &silent),
-                            forward(from_broker, to_client, &silent)
+                            forward(from_client, to_broker, &upstream_held),
+                            forward(from_broker, to_client, &downstream_held)
                         );
                     });
                     tasks.lock().unwrap_or_else(|p| p.into_inner()).push(pipe);
@@ -1252,6 +1260,7 @@ impl SilentProxy {
         SilentProxy {
             port,
             silent,
+            deaf,
             tasks,
         }
     }
@@ -1262,6 +1271,10 @@ impl SilentProxy {
 
     fn set_silent(&self, silent: bool) {
         self.silent.store(silent, Ordering::SeqCst);
+    }
+
+    fn set_deaf(&self, deaf: bool) {
+        self.deaf.store(deaf, Ordering::SeqCst);
     }
 }
 
@@ -1278,26 +1291,26 @@ impl Drop for SilentProxy {
     }
 }
 
-/// Copies `from` to `to` while the proxy is heard; bytes read as it went silent wait.
+/// Copies `from` to `to` unless `held`; bytes read as it became held wait.
 async fn forward(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    silent: &AtomicBool,
+    held: &impl Fn() -> bool,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let wait_while_silent = || async {
-        while silent.load(Ordering::SeqCst) {
+    let wait_while_held = || async {
+        while held() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
-        wait_while_silent().await;
+        wait_while_held().await;
         let read = match from.read(&mut buffer).await {
             Ok(0) | Err(_) => break,
             Ok(read) => read,
         };
-        wait_while_silent().await;
+        wait_while_held().await;
         if to.write_all(&buffer[..read]).await.is_err() {
             break;
         }
@@ -1424,4 +1437,88 @@ async fn a_broker_gone_silent_for_60_s_is_noticed_creates_get_503_and_nothing_is
         "a destination got {} messages",
         broker_tally.most_sends
     );
+}
+
+/// A node that takes partitions over while the broker hears nothing from it cannot mark
+/// their changelogs: each fence's confirm times out, and the connection stays up (the node
+/// still hears the broker, and the broker closes nothing before its heartbeats give up).
+/// As with a memory alarm that comes as partitions move, nothing restarts the connection;
+/// once the broker hears the node again, the node marks them, catches up and serves them,
+/// unaided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_taken_over_while_the_broker_cannot_hear_the_node_are_served_once_it_can() {
+    let _serial = SERIAL.lock().await;
+    let proxy = SilentProxy::start().await;
+    let cluster = Siblings::new(2);
+    let key = cluster.key.clone();
+    // The first node owns every partition; the second waits in line behind it, through the
+    // proxy, with a 2 s bound on a confirm and heartbeats far longer than the deafness.
+    let mut processes = cluster
+        .start(|n| {
+            let mut settings = vec![cluster.tenant_key()];
+            if n == 1 {
+                settings.extend([
+                    ("OTPD__AMQP__URL", proxy.url()),
+                    ("OTPD__AMQP__TIMEOUT_MS", "2000".to_owned()),
+                    ("OTPD__AMQP__HEARTBEAT_SECONDS", "60".to_owned()),
+                ]);
+            }
+            settings
+        })
+        .await;
+    let heir = processes[1].address.clone();
+
+    proxy.set_deaf(true);
+    processes[0].stop();
+    // Messages in every partition queue make the heir their owner, which then appends its
+    // fences; what it appends waits in the proxy past the confirms' 2 s.
+    let connection = Connection::connect(BROKER_URL, ConnectionProperties::default())
+        .await
+        .expect("a connection to the broker");
+    let channel = connection.create_channel().await.expect("a channel");
+    for _ in 0..3 {
+        for partition in 0..otpd::cluster::ClusterSettings::default().partitions {
+            let queue = format!("{}.partition.{partition:04}", cluster.namespace());
+            channel
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    b"",
+                    BasicProperties::default().with_expiration("10000".into()),
+                )
+                .await
+                .expect("a message to a partition queue");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = connection.close(200, "done".into()).await;
+    proxy.set_deaf(false);
+
+    let ready = until_ready_is(&heir, true, Duration::from_secs(30)).await;
+    eprintln!("deaf broker: the heir was ready {ready:?} after the broker heard it again");
+    let output = processes[1].output();
+    assert!(
+        output.contains("Could not mark a partition's changelog"),
+        "the heir took no partition while the broker could not hear it, so this test shows \
+         nothing:\n{}",
+        tail(&output)
+    );
+    assert!(
+        ready.is_some(),
+        "the heir never became ready: partitions it owns were never caught up on\n{}",
+        tail(&output)
+    );
+    // Every partition is served: creates through the heir for destinations all over them.
+    let http = http_client();
+    for n in 0..64 {
+        let reply = send(
+            http.post(format!("{heir}/v1/verifications"))
+                .bearer_auth(&key)
+                .json(&json!({"channel": "sms", "to": http_destination(n)})),
+        )
+        .await;
+        reply.expect_status(201);
+    }
 }

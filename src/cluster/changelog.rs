@@ -150,6 +150,56 @@ pub trait Changelog: Send + Sync {
     async fn append(&self, partitions: &[u16], record: Vec<u8>) -> Result<Confirm, String>;
 }
 
+/// The first wait before a refused fence is appended again; each refusal doubles it, up to
+/// `FENCE_RETRY_CAP`.
+const FENCE_RETRY_FIRST: Duration = Duration::from_millis(250);
+const FENCE_RETRY_CAP: Duration = Duration::from_secs(4);
+
+/// Appends `fence`, a new owner's mark in `partition`'s changelog, until the broker confirms
+/// it, for as long as `still_wanted` says the partition is this node's to catch up on.
+/// Returns whether it was confirmed.
+///
+/// A refusal does not always end the connection: a memory or disk alarm refuses appends
+/// until it clears, and a confirm can time out on a connection that stays up. A new owner
+/// that gave up then would hold its partition without ever serving it, and every command
+/// sent there would time out until the node restarted.
+pub async fn append_fence(
+    changelog: &dyn Changelog,
+    partition: u16,
+    fence: &[u8],
+    still_wanted: impl Fn() -> bool,
+) -> bool {
+    let mut wait = FENCE_RETRY_FIRST;
+    let mut refusals = 0u32;
+    while still_wanted() {
+        let appended = match changelog.append(&[partition], fence.to_vec()).await {
+            Ok(confirm) => confirm.await,
+            Err(error) => Err(error),
+        };
+        match appended {
+            Ok(()) => {
+                if refusals > 0 {
+                    tracing::info!(
+                        partition,
+                        refusals,
+                        "A partition's changelog is marked at last; catching up on it."
+                    );
+                }
+                return true;
+            }
+            Err(error) => {
+                refusals += 1;
+                if refusals == 1 {
+                    tracing::warn!(%error, partition, "Could not mark a partition's changelog; trying again until the broker takes it (the partition serves nothing meanwhile).");
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(FENCE_RETRY_CAP);
+            }
+        }
+    }
+    false
+}
+
 /// A write made while a command ran, with what it replaced.
 struct Captured {
     /// Writes are numbered from 1 in the order they were made.
@@ -1274,5 +1324,72 @@ mod tests {
             .apply(1, &[(3, &record(b"f/+234803").encode())])
             .unwrap();
         assert_eq!(lists.generation(), 2, "a fraud block");
+    }
+
+    /// A changelog that refuses its first appends, half of them before taking the record
+    /// (as during a memory alarm) and half at the confirm, then takes every one.
+    struct RefusingAtFirst {
+        refusals_left: std::sync::atomic::AtomicU32,
+        taken: Mutex<Vec<Vec<u8>>>,
+        tried: AtomicU64,
+    }
+
+    impl RefusingAtFirst {
+        fn new(refusals: u32) -> Self {
+            RefusingAtFirst {
+                refusals_left: std::sync::atomic::AtomicU32::new(refusals),
+                taken: Mutex::default(),
+                tried: AtomicU64::new(0),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Changelog for RefusingAtFirst {
+        async fn append(&self, _: &[u16], record: Vec<u8>) -> Result<Confirm, String> {
+            let tried = self.tried.fetch_add(1, Ordering::AcqRel);
+            let refuse = self
+                .refusals_left
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok();
+            match (refuse, tried % 2) {
+                (true, 0) => Err("the broker is blocking publishes".to_owned()),
+                (true, _) => Ok(async { Err("no confirm within 2000 ms".to_owned()) }.boxed()),
+                (false, _) => {
+                    lock(&self.taken).push(record);
+                    Ok(async { Ok(()) }.boxed())
+                }
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_fence_is_appended_again_until_the_broker_takes_it() {
+        let changelog = RefusingAtFirst::new(5);
+        let fence = LogRecord::Fence {
+            origin: 7,
+            nonce: 11,
+        }
+        .encode();
+        let started = tokio::time::Instant::now();
+
+        assert!(append_fence(&changelog, 3, &fence, || true).await);
+        assert_eq!(changelog.tried.load(Ordering::Acquire), 6);
+        assert_eq!(*lock(&changelog.taken), vec![fence]);
+        // 250 + 500 + 1,000 + 2,000 + 4,000 ms between the six attempts.
+        assert_eq!(started.elapsed(), Duration::from_millis(7_750));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fence_no_longer_wanted_is_not_appended_again() {
+        let changelog = RefusingAtFirst::new(u32::MAX);
+        let asked = AtomicU64::new(0);
+        let wanted_twice = || asked.fetch_add(1, Ordering::AcqRel) < 2;
+
+        assert!(!append_fence(&changelog, 3, b"fence", wanted_twice).await);
+        assert_eq!(changelog.tried.load(Ordering::Acquire), 2);
+        assert!(lock(&changelog.taken).is_empty());
     }
 }

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 
 use super::declare::Declarer;
 use super::topology::Topology;
-use crate::cluster::changelog::{Changelog, Confirm, LogRecord, View};
+use crate::cluster::changelog::{append_fence, Changelog, Confirm, LogRecord, View};
 use crate::cluster::command::{Command, Reply};
 use crate::cluster::ownership::Entered;
 use crate::cluster::{
@@ -1002,25 +1002,34 @@ impl ClusterLink {
     async fn catch_up(self: &Arc<Self>, partition: u16) {
         let started = std::time::Instant::now();
         let nonce: u64 = rand::random();
-        let (applied, fence_seen) = tokio::sync::oneshot::channel();
+        let (applied, mut fence_seen) = tokio::sync::oneshot::channel();
         self.fences
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(partition, (nonce, applied));
         let Some(view) = self.view.get() else { return };
         let origin = view.origin();
-        let fence = LogRecord::Fence { origin, nonce };
-        let appended = match self.append(&[partition], fence.encode()).await {
-            Ok(confirm) => confirm.await,
-            Err(error) => Err(error),
+        let fence = LogRecord::Fence { origin, nonce }.encode();
+        // Until the partition leaves this node or a later claim of it marks its own.
+        let still_wanted = || {
+            self.ownership.catching_up_on(partition)
+                && self
+                    .fences
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&partition)
+                    .is_some_and(|(waiting, _)| *waiting == nonce)
         };
-        if let Err(error) = appended {
-            tracing::warn!(%error, partition, "Could not mark a partition's changelog; the connection is restarted to try again.");
-            return;
-        }
+        // A fence whose confirm timed out may have reached the stream all the same, and been
+        // applied while the next attempt waited: that ends the attempts too.
+        let seen = if append_fence(self.as_ref(), partition, &fence, still_wanted).await {
+            fence_seen.await.is_ok()
+        } else {
+            fence_seen.try_recv().is_ok()
+        };
         // Of this session only: a fence applied just as the connection closed says nothing
         // of the partition claimed again in the next one.
-        if fence_seen.await.is_ok() && view.origin() == origin {
+        if seen && view.origin() == origin {
             self.ownership.caught_up(partition);
             self.unfollow(stream_of(partition, self.streams)).await;
             tracing::info!(
