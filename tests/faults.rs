@@ -1478,7 +1478,7 @@ async fn partitions_taken_over_while_the_broker_cannot_hear_the_node_are_served_
     let channel = connection.create_channel().await.expect("a channel");
     for _ in 0..3 {
         for partition in 0..otpd::cluster::ClusterSettings::default().partitions {
-            let queue = format!("{}.partition.{partition:04}", cluster.namespace());
+            let queue = otpd::bus::amqp::topology::partition_queue(cluster.namespace(), partition);
             channel
                 .basic_publish(
                     "".into(),
