@@ -150,6 +150,11 @@ pub trait Changelog: Send + Sync {
     async fn append(&self, partitions: &[u16], record: Vec<u8>) -> Result<Confirm, String>;
 }
 
+/// What became of an append: its refusal, or the broker's word once it gives it.
+async fn confirmed(sent: Result<Confirm, String>) -> Result<(), String> {
+    sent?.await
+}
+
 /// The first wait before a refused fence is appended again; each refusal doubles it, up to
 /// `FENCE_RETRY_CAP`.
 const FENCE_RETRY_FIRST: Duration = Duration::from_millis(250);
@@ -172,11 +177,7 @@ pub async fn append_fence(
     let mut wait = FENCE_RETRY_FIRST;
     let mut refusals = 0u32;
     while still_wanted() {
-        let appended = match changelog.append(&[partition], fence.to_vec()).await {
-            Ok(confirm) => confirm.await,
-            Err(error) => Err(error),
-        };
-        match appended {
+        match confirmed(changelog.append(&[partition], fence.to_vec()).await).await {
             Ok(()) => {
                 if refusals > 0 {
                     tracing::info!(
@@ -581,11 +582,7 @@ impl<E: KvEngine> LogShared<E> {
         async move {
             let mut failure = None;
             for (stream, writes, sent) in confirms {
-                let confirmed = match sent {
-                    Ok(confirm) => confirm.await,
-                    Err(error) => Err(error),
-                };
-                if let Err(error) = confirmed {
+                if let Err(error) = confirmed(sent).await {
                     shared.undo(&writes);
                     failure = Some(format!(
                         "changelog stream {stream} did not take the change: {error}"

@@ -1011,15 +1011,8 @@ impl ClusterLink {
         let origin = view.origin();
         let fence = LogRecord::Fence { origin, nonce }.encode();
         // Until the partition leaves this node or a later claim of it marks its own.
-        let still_wanted = || {
-            self.ownership.catching_up_on(partition)
-                && self
-                    .fences
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&partition)
-                    .is_some_and(|(waiting, _)| *waiting == nonce)
-        };
+        let still_wanted =
+            || self.ownership.catching_up_on(partition) && self.awaits_fence(partition, nonce);
         // A fence whose confirm timed out may have reached the stream all the same, and been
         // applied while the next attempt waited: that ends the attempts too.
         let seen = if append_fence(self.as_ref(), partition, &fence, still_wanted).await {
@@ -1039,6 +1032,16 @@ impl ClusterLink {
                 "Now the owner of a partition, caught up on its changelog."
             );
         }
+    }
+
+    /// Whether the catch-up of `partition` still waits for the fence `nonce` (neither
+    /// applied yet, nor replaced by a later claim's, nor dropped as the connection closed).
+    fn awaits_fence(&self, partition: u16, nonce: u64) -> bool {
+        self.fences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&partition)
+            .is_some_and(|(waiting, _)| *waiting == nonce)
     }
 
     /// A fence of this node's was applied: the catch-up that appended it (its nonce is
