@@ -71,6 +71,9 @@ impl From<lapin::Error> for JoinError {
     }
 }
 
+/// A fence a catch-up waits for: its nonce, and whom to tell once it is applied.
+type PendingFence = (u64, tokio::sync::oneshot::Sender<()>);
+
 /// This node in the cluster: its ownership table, and while connected the channels it
 /// consumes the partition queues and direct replies on.
 pub struct ClusterLink {
@@ -104,7 +107,7 @@ pub struct ClusterLink {
     /// canceling the first then crashes the channel and closes the whole connection.)
     following: Vec<tokio::sync::Mutex<()>>,
     /// Fences this node appended and waits to apply, by partition: nonce and who waits.
-    fences: Mutex<HashMap<u16, (u64, tokio::sync::oneshot::Sender<()>)>>,
+    fences: Mutex<HashMap<u16, PendingFence>>,
     /// The channel that consumes direct replies and asks the owners, while connected.
     asker: RwLock<Option<Channel>>,
     /// Questions and commands waiting for answers, by correlation id.
@@ -366,10 +369,7 @@ impl ClusterLink {
         *self.readers.write().unwrap_or_else(|p| p.into_inner()) = None;
         *self.tail_reader.write().unwrap_or_else(|p| p.into_inner()) = None;
         self.lock_followers().clear();
-        self.fences
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.lock_fences().clear();
         if let Some(view) = self.view.get() {
             view.abandon_pending();
         }
@@ -984,6 +984,12 @@ impl ClusterLink {
         self.followers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The fence each partition's catch-up waits for (its nonce), and whom to tell once it
+    /// is applied.
+    fn lock_fences(&self) -> std::sync::MutexGuard<'_, HashMap<u16, PendingFence>> {
+        self.fences.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The channel changelog `stream` is read on in this session, and where the session
     /// hears that a consumer ended.
     fn session_reader(&self, stream: u16) -> Result<(Channel, mpsc::Sender<String>), JoinError> {
@@ -1003,10 +1009,7 @@ impl ClusterLink {
         let started = std::time::Instant::now();
         let nonce: u64 = rand::random();
         let (applied, mut fence_seen) = tokio::sync::oneshot::channel();
-        self.fences
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(partition, (nonce, applied));
+        self.lock_fences().insert(partition, (nonce, applied));
         let Some(view) = self.view.get() else { return };
         let origin = view.origin();
         let fence = LogRecord::Fence { origin, nonce }.encode();
@@ -1037,9 +1040,7 @@ impl ClusterLink {
     /// Whether the catch-up of `partition` still waits for the fence `nonce` (neither
     /// applied yet, nor replaced by a later claim's, nor dropped as the connection closed).
     fn awaits_fence(&self, partition: u16, nonce: u64) -> bool {
-        self.fences
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.lock_fences()
             .get(&partition)
             .is_some_and(|(waiting, _)| *waiting == nonce)
     }
@@ -1051,7 +1052,7 @@ impl ClusterLink {
         if origin != view.origin() {
             return;
         }
-        let mut fences = self.fences.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fences = self.lock_fences();
         let partition = fences
             .iter()
             .find(|(_, (waiting, _))| *waiting == nonce)
