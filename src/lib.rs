@@ -17,6 +17,7 @@ pub mod providers;
 pub mod runtime;
 pub mod secrets;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod tenants;
 #[cfg(feature = "testing")]

@@ -31,6 +31,7 @@ use crate::delivery::JobQueue;
 use crate::issuance::request::RequestDefaults;
 use crate::issuance::IssuanceActor;
 use crate::store::Store;
+use crate::sync::LockUnpoisoned;
 use crate::telemetry::events::HttpRequestServed;
 use crate::tenants::ApiKeys;
 use error::ApiError;
@@ -81,8 +82,7 @@ impl AppState {
             return Ok(());
         };
         self.check_limiter
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .lock_unpoisoned()
             .check(client, crate::domain::Timestamp::now())
             .map_err(|retry_after| crate::issuance::IssueError::RateLimited { retry_after }.into())
     }

@@ -23,6 +23,7 @@ use std::time::Duration;
 use super::settings::ClusterSettings;
 use crate::store::kv::{Entry, KeyRange, KvEngine};
 use crate::store::{ListsWatch, StoreError};
+use crate::sync::LockUnpoisoned;
 
 /// Where the offset a node has applied of each changelog stream is kept (outside every
 /// record prefix, so no scan or sweep sees it).
@@ -337,10 +338,6 @@ impl<E: KvEngine> LoggedEngine<E> {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl<E: KvEngine> LogShared<E> {
     /// Appends go to `changelog` from now on.
     pub fn append_to(&self, changelog: Arc<dyn Changelog>) {
@@ -410,7 +407,7 @@ impl<E: KvEngine> LogShared<E> {
             self.local_writes.store(true, Ordering::Release);
             return self.inner.set(key, new);
         };
-        let mut pending = lock(&self.pending);
+        let mut pending = self.pending.lock_unpoisoned();
         let old = write(&self.inner)?;
         pending.push(Captured {
             seq: self.number_write(),
@@ -432,7 +429,7 @@ impl<E: KvEngine> LogShared<E> {
             self.local_writes.store(true, Ordering::Release);
             return self.inner.compare_and_swap(key, expected, new);
         };
-        let mut pending = lock(&self.pending);
+        let mut pending = self.pending.lock_unpoisoned();
         let swapped = self.inner.compare_and_swap(key, expected, new)?;
         if swapped {
             pending.push(Captured {
@@ -495,11 +492,13 @@ impl<E: KvEngine> LogShared<E> {
             let _ = in_flight.await;
         }
         if self.standing(target).is_none() {
-            let captured = std::mem::take(&mut *lock(&self.pending));
+            let captured = std::mem::take(&mut *self.pending.lock_unpoisoned());
             if let (Some(first), Some(newest)) = (captured.first(), captured.last()) {
                 let range = (first.seq, newest.seq);
                 let generation = Arc::clone(&self).append(captured, range).await;
-                lock(&self.appends).started(range, generation.clone());
+                self.appends
+                    .lock_unpoisoned()
+                    .started(range, generation.clone());
                 self.appended.notify_waiters();
                 // Confirmed and settled even if no flush waits for it.
                 tokio::spawn(generation.clone());
@@ -538,12 +537,12 @@ impl<E: KvEngine> LogShared<E> {
     /// asking about it). Looked for from the newest: a flush asks about a write it has just
     /// made.
     fn standing(&self, seq: u64) -> Option<Standing> {
-        lock(&self.appends).standing(seq)
+        self.appends.lock_unpoisoned().standing(seq)
     }
 
     /// The append of writes `range` ended with `result`.
     fn finished(&self, range: (u64, u64), result: Result<(), String>) {
-        lock(&self.appends).finished(range, result);
+        self.appends.lock_unpoisoned().finished(range, result);
     }
 
     /// Appends `captured`, one record per stream; the generation resolves once all are
@@ -611,7 +610,7 @@ impl<E: KvEngine> LogShared<E> {
 
     /// The connection is gone: writes not yet appended never will be, so they are undone.
     pub fn abandon_pending(&self) {
-        let captured = std::mem::take(&mut *lock(&self.pending));
+        let captured = std::mem::take(&mut *self.pending.lock_unpoisoned());
         self.undo(&captured);
         if let (Some(first), Some(last)) = (captured.first(), captured.last()) {
             self.finished(
@@ -816,7 +815,9 @@ mod tests {
                 return Ok(async { Err("refused".to_owned()) }.boxed());
             }
             let record = LogRecord::decode(&record).unwrap();
-            lock(&self.records).push((partitions.to_vec(), record));
+            self.records
+                .lock_unpoisoned()
+                .push((partitions.to_vec(), record));
             Ok(async { Ok(()) }.boxed())
         }
     }
@@ -942,7 +943,7 @@ mod tests {
         in_slot(6, || engine.remove(b"a").unwrap());
         engine.insert(b"local", b"kept here").unwrap();
         engine.flush().await.unwrap();
-        let records = lock(&changelog.records).clone();
+        let records = changelog.records.lock_unpoisoned().clone();
         let write = |key: &[u8], value: Option<&[u8]>| LogWrite {
             key: key.to_vec(),
             value: value.map(<[u8]>::to_vec),
@@ -982,7 +983,7 @@ mod tests {
         in_slot(3, || engine.insert(b"c", b"3").unwrap());
         in_slot(5, || engine.insert(b"d", b"4").unwrap());
         engine.flush().await.unwrap();
-        let records = lock(&changelog.records).clone();
+        let records = changelog.records.lock_unpoisoned().clone();
         let keys = |record: &LogRecord| match record {
             LogRecord::Writes { writes, .. } => writes.iter().map(|w| w.key.clone()).collect(),
             LogRecord::Fence { .. } => Vec::new(),
@@ -1005,7 +1006,7 @@ mod tests {
 
     /// The keys of each record appended so far.
     fn appended_keys(changelog: &Recorded) -> Vec<Vec<Vec<u8>>> {
-        let records = lock(&changelog.records).clone();
+        let records = changelog.records.lock_unpoisoned().clone();
         records
             .iter()
             .map(|(_, record)| match record {
@@ -1120,8 +1121,8 @@ mod tests {
                 let LogRecord::Writes { writes, .. } = LogRecord::decode(&record).unwrap() else {
                     panic!("a flush appends writes");
                 };
-                lock(&self.carried).push(writes.len());
-                let held = lock(&self.held).take();
+                self.carried.lock_unpoisoned().push(writes.len());
+                let held = self.held.lock_unpoisoned().take();
                 Ok(async move {
                     match held {
                         Some(held) => held.await.map_err(|e| e.to_string()),
@@ -1146,7 +1147,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(
-            *lock(&changelog.carried),
+            *changelog.carried.lock_unpoisoned(),
             vec![1],
             "the next waits for the first"
         );
@@ -1156,7 +1157,7 @@ mod tests {
             flush.await.unwrap().unwrap();
         }
         assert_eq!(
-            *lock(&changelog.carried),
+            *changelog.carried.lock_unpoisoned(),
             vec![1, 2],
             "k2 and k3 in one append"
         );
@@ -1355,7 +1356,7 @@ mod tests {
                 (true, 0) => Err("the broker is blocking publishes".to_owned()),
                 (true, _) => Ok(async { Err("no confirm within 2000 ms".to_owned()) }.boxed()),
                 (false, _) => {
-                    lock(&self.taken).push(record);
+                    self.taken.lock_unpoisoned().push(record);
                     Ok(async { Ok(()) }.boxed())
                 }
             }
@@ -1374,7 +1375,7 @@ mod tests {
 
         assert!(append_fence(&changelog, 3, &fence, || true).await);
         assert_eq!(changelog.tried.load(Ordering::Acquire), 6);
-        assert_eq!(*lock(&changelog.taken), vec![fence]);
+        assert_eq!(*changelog.taken.lock_unpoisoned(), vec![fence]);
         // 250 + 500 + 1,000 + 2,000 + 4,000 ms between the six attempts.
         assert_eq!(started.elapsed(), Duration::from_millis(7_750));
     }
@@ -1387,6 +1388,6 @@ mod tests {
 
         assert!(!append_fence(&changelog, 3, b"fence", wanted_twice).await);
         assert_eq!(changelog.tried.load(Ordering::Acquire), 2);
-        assert!(lock(&changelog.taken).is_empty());
+        assert!(changelog.taken.lock_unpoisoned().is_empty());
     }
 }

@@ -13,6 +13,7 @@ use crate::delivery::quota::{self, QuotaAlert, QuotaLimits};
 use crate::domain::counters::{Change, Count, Counter, Tallied, Usage};
 use crate::domain::Timestamp;
 use crate::store::{Store, StoreError};
+use crate::sync::LockUnpoisoned;
 use crate::telemetry::platform::EventSink;
 
 /// The counters of the partitions this node serves, kept in its store.
@@ -45,10 +46,7 @@ impl CounterBook {
     pub async fn apply(&self, count: Count) -> Result<Tallied, StoreError> {
         let now = Timestamp::now();
         let (changed, flushed) = {
-            let _turn = self
-                .one_at_a_time
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _turn = self.one_at_a_time.lock_unpoisoned();
             let changed = in_slot(count.counter.slot(), || self.change(&count, now))?;
             (changed, self.store.flush())
         };

@@ -8,6 +8,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::domain::Timestamp;
+use crate::sync::LockUnpoisoned;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -185,7 +186,7 @@ impl Ownership {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Partition>> {
-        self.partitions.lock().unwrap_or_else(|p| p.into_inner())
+        self.partitions.lock_unpoisoned()
     }
 }
 

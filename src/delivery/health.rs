@@ -14,6 +14,7 @@ use crate::delivery::quota::{Period, QuotaLimits, QuotaUsage};
 use crate::domain::rate_limit::TokenBucket;
 use crate::domain::{AttemptOutcome, Timestamp};
 use crate::providers::{ProviderError, SendReceipt};
+use crate::sync::LockUnpoisoned;
 use crate::telemetry::events::BreakerChanged;
 
 struct ProviderHealth {
@@ -114,7 +115,7 @@ impl HealthBoard {
 
     fn with<T>(&self, id: &str, f: impl FnOnce(&mut ProviderHealth) -> T) -> Option<T> {
         let entry = self.providers.get(id)?;
-        let mut health = entry.lock().unwrap_or_else(|p| p.into_inner());
+        let mut health = entry.lock_unpoisoned();
         Some(f(&mut health))
     }
 
@@ -192,7 +193,7 @@ impl HealthBoard {
         self.providers
             .iter()
             .map(|(id, entry)| {
-                let health = entry.lock().unwrap_or_else(|p| p.into_inner());
+                let health = entry.lock_unpoisoned();
                 let period = |period: Period, limit: Option<u64>| PeriodView {
                     used: health.quota.used(period, now),
                     limit,

@@ -31,6 +31,7 @@ use crate::domain::{
 use crate::providers::OutboundMessage;
 use crate::secrets::Sealer;
 use crate::store::{MessageOwner, Store, StoreError};
+use crate::sync::LockUnpoisoned;
 use crate::telemetry::events::{JobDropped, MessageSent, SendFailed};
 use crate::telemetry::metrics::metrics;
 
@@ -101,7 +102,11 @@ impl SenderActor {
             permit,
             skipped,
         } = message;
-        let fresh = lock(&self.context.in_flight).insert(job.job_id.clone());
+        let fresh = self
+            .context
+            .in_flight
+            .lock_unpoisoned()
+            .insert(job.job_id.clone());
         if !fresh {
             if let Some(permit) = permit {
                 self.lane.give_back(permit, Timestamp::now());
@@ -117,7 +122,7 @@ impl SenderActor {
             // Boxed: the send's future runs to kilobytes (about 3), and a task copies the
             // one it is given more than once.
             let ending = Box::pin(deliver(&context, &lane, &quota, &job, permit, &skipped)).await;
-            lock(&context.in_flight).remove(&job.job_id);
+            context.in_flight.lock_unpoisoned().remove(&job.job_id);
             drop(slot);
             match ending {
                 Ok(Ending::Done) => Deliver::finish(done, DeliveryOutcome::Recorded),
@@ -146,10 +151,6 @@ impl SenderActor {
             }
         });
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Actor for SenderActor {

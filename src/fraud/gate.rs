@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use super::guard::{Block, PumpingGuard};
@@ -20,6 +20,7 @@ use super::BlockView;
 use crate::domain::workflow::StepOutcome;
 use crate::domain::{AttemptOutcome, Channel, Destination, Timestamp, Verification};
 use crate::store::{ListsWatch, Store, StoreError};
+use crate::sync::LockUnpoisoned;
 use crate::telemetry::events::{FraudBlockLifted, FraudBlocked};
 use crate::telemetry::platform::{Event, EventSink};
 
@@ -147,7 +148,7 @@ impl FraudGate {
         if let Err(error) = shared.store.save_fraud_block(&block) {
             return Box::pin(async move { Err(error) });
         }
-        lock(&shared.stored).insert(block.prefix.clone());
+        shared.stored.lock_unpoisoned().insert(block.prefix.clone());
         shared.lock().restore(block, Timestamp::now());
         shared.store.flush()
     }
@@ -242,7 +243,7 @@ impl FraudGate {
             return Ok(None);
         };
         shared.store.remove_fraud_block(&block.prefix)?;
-        lock(&shared.stored).remove(&block.prefix);
+        shared.stored.lock_unpoisoned().remove(&block.prefix);
         FraudBlockLifted { block: &block, by }.emit();
         Ok(Some(block))
     }
@@ -259,13 +260,9 @@ impl FraudGate {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, PumpingGuard> {
-        lock(&self.guard)
+        self.guard.lock_unpoisoned()
     }
 
     /// Tells the other nodes' guards of a count, when they are listening. A full outbox
@@ -284,7 +281,7 @@ impl Shared {
         if self.read_at.load(Ordering::Acquire) == generation {
             return;
         }
-        let mut stored = lock(&self.stored);
+        let mut stored = self.stored.lock_unpoisoned();
         if self.read_at.load(Ordering::Acquire) == generation {
             return; // read by another create meanwhile
         }

@@ -8,6 +8,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
 use crate::domain::JobId;
+use crate::sync::LockUnpoisoned;
 
 /// How many jobs are remembered: the last five seconds' worth at 3,000 creates a second on
 /// one owner, which is when a retry of a request comes (the broker delivers a request again
@@ -29,7 +30,7 @@ impl HandedOver {
 
     /// `job` reached the broker (or this node's router): it will be delivered.
     pub fn remember(&self, job: &JobId) {
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut recent = self.recent.lock_unpoisoned();
         let (order, members) = &mut *recent;
         if !members.insert(job.clone()) {
             return;
@@ -44,7 +45,7 @@ impl HandedOver {
 
     /// Whether `job` was handed on lately.
     pub fn knows(&self, job: &JobId) -> bool {
-        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = self.recent.lock_unpoisoned();
         recent.1.contains(job)
     }
 }

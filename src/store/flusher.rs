@@ -5,6 +5,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
 use super::StoreError;
+use crate::sync::LockUnpoisoned;
 
 /// A caller waiting for the flush that covers its ticket; told whether it succeeded.
 type Waiter = (u64, oneshot::Sender<bool>);
@@ -27,7 +28,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock_unpoisoned()
     }
 }
 

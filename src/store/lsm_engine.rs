@@ -22,6 +22,7 @@ use super::kv::{Entry, KeyRange, KvEngine};
 use super::lsm_compaction::{self, Compactable, Compaction};
 use super::reopening::{Handle, Reopening};
 use super::StoreError;
+use crate::sync::LockUnpoisoned;
 
 pub struct LsmEngine {
     database: Arc<Reopening<Lsm>>,
@@ -279,7 +280,7 @@ impl Stripes {
     }
 
     fn hold(stripe: &Mutex<()>) -> MutexGuard<'_, ()> {
-        stripe.lock().unwrap_or_else(|p| p.into_inner())
+        stripe.lock_unpoisoned()
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::kv::{Entry, KeyRange, KvEngine};
 use super::records::RecordStore;
 use super::StoreError;
+use crate::sync::ReadWriteUnpoisoned;
 
 /// Keys and values in a `BTreeMap`; a flush resolves at once, there being no disk, and is
 /// counted (for tests of how often something flushes).
@@ -32,15 +33,11 @@ impl MemoryEngine {
     // A writer that panicked left the map whole (every change is one map call), so a
     // poisoned lock is used as it is.
     fn read(&self) -> RwLockReadGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
-        self.map
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.map.read_unpoisoned()
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
-        self.map
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.map.write_unpoisoned()
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::engine::{ensure_made_by, EngineKind};
 use super::flusher::GroupFlusher;
 use super::StoreError;
+use crate::sync::{LockUnpoisoned, ReadWriteUnpoisoned};
 
 /// An engine's open handle on its directory.
 pub(super) trait Handle: Send + Sync + Sized + 'static {
@@ -111,7 +112,7 @@ impl<H: Handle> Reopening<H> {
 
     /// Why the store is failing, if it is.
     fn failing(&self) -> MutexGuard<'_, Option<String>> {
-        self.failing.lock().unwrap_or_else(|p| p.into_inner())
+        self.failing.lock_unpoisoned()
     }
 
     /// How many times the handle was opened again.
@@ -133,7 +134,7 @@ impl<H: Handle> Reopening<H> {
         &self,
         operation: impl FnOnce(&H) -> Result<T, H::Error>,
     ) -> Result<T, StoreError> {
-        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let current = self.current.read_unpoisoned();
         let Some(handle) = current.as_ref() else {
             return Err(StoreError::Io(
                 "the store is being opened again after a failed write".into(),
@@ -153,7 +154,7 @@ impl<H: Handle> Reopening<H> {
     /// is being opened again. Unlike [`Reopening::with`], what `work` meets marks nothing
     /// failing: the engine's own upkeep reports its errors itself.
     pub fn maintain<T>(&self, work: impl FnOnce(&H) -> T) -> Option<T> {
-        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let current = self.current.read_unpoisoned();
         current.as_ref().map(work)
     }
 
@@ -166,15 +167,14 @@ impl<H: Handle> Reopening<H> {
         };
         let works = self
             .current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .read_unpoisoned()
             .as_ref()
             .is_some_and(H::works_again);
         if works {
             self.failing().take();
             return;
         }
-        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.current.write_unpoisoned();
         // An engine lets go of its files once its handle is gone.
         drop(current.take());
         // A panic in the engine while it reads its files back is one more failed try, not

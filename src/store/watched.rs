@@ -10,6 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use super::kv::{Entry, KeyRange, KvEngine};
 use super::memory::MemoryEngine;
 use super::StoreError;
+use crate::sync::LockUnpoisoned;
 
 /// A key and what was written to it (`None`: removed).
 pub type Write = (Vec<u8>, Option<Vec<u8>>);
@@ -36,7 +37,7 @@ impl WatchedEngine {
     }
 
     fn journal(&self) -> MutexGuard<'_, Vec<Write>> {
-        self.writes.lock().unwrap_or_else(|p| p.into_inner())
+        self.writes.lock_unpoisoned()
     }
 }
 

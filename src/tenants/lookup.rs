@@ -9,6 +9,7 @@ use std::sync::RwLock;
 use super::keys_file::{hash_key, keys_file, read_keys_at, KeyHash};
 use super::TenantError;
 use crate::access::Tenants;
+use crate::sync::ReadWriteUnpoisoned;
 
 /// Finds the tenant a presented API key belongs to.
 pub struct ApiKeys {
@@ -87,7 +88,7 @@ impl ApiKeys {
     }
 
     fn read_file_keys(&self) -> std::sync::RwLockReadGuard<'_, FileKeys> {
-        self.from_file.read().unwrap_or_else(|p| p.into_inner())
+        self.from_file.read_unpoisoned()
     }
 
     fn reload_if_changed(&self) -> Result<(), TenantError> {
@@ -102,7 +103,7 @@ impl ApiKeys {
             .filter(|record| record.revoked.is_none())
             .map(|record| (record.hash, record.tenant))
             .collect();
-        *self.from_file.write().unwrap_or_else(|p| p.into_inner()) = FileKeys { stamp, keys };
+        *self.from_file.write_unpoisoned() = FileKeys { stamp, keys };
         Ok(())
     }
 }

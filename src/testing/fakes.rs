@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::providers::twilio::{twilio_signature, TWILIO_SIGNATURE_HEADER};
+use crate::sync::LockUnpoisoned;
 
 /// Messages kept by default before the oldest are dropped.
 pub const DEFAULT_RECORD_CAP: usize = 10_000;
@@ -155,9 +156,7 @@ impl Default for FakeControl {
 
 impl FakeControl {
     fn lock(&self) -> MutexGuard<'_, ControlState> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock_unpoisoned()
     }
 
     /// Waits `latency` before answering each accepted message. Default zero.

@@ -21,6 +21,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
 
+use crate::sync::LockUnpoisoned;
+
 /// One `submit_sm` the fake took.
 #[derive(Debug, Clone)]
 pub struct Submitted {
@@ -83,7 +85,7 @@ pub struct SmscControl {
 
 impl SmscControl {
     fn lock(&self) -> MutexGuard<'_, SmscState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock_unpoisoned()
     }
 
     /// Answers every `submit_sm` with `status` (e.g. `EsmeRthrottled`) while set; `None`

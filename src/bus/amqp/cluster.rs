@@ -39,6 +39,7 @@ use crate::cluster::{
     ClusterView, CountMismatch, Executor, Forwarder, OwnerReport, Ownership,
 };
 use crate::domain::Timestamp;
+use crate::sync::{LockUnpoisoned, ReadWriteUnpoisoned};
 use crate::telemetry::metrics::metrics;
 
 /// The `type` of a tick: it only makes the partition's owner known to itself.
@@ -279,13 +280,12 @@ impl ClusterLink {
         // This connection's own records are in the store already; the others are applied.
         let view = Arc::clone(self.store_view()?);
         view.set_origin(rand::random());
-        *self.connection.write().unwrap_or_else(|p| p.into_inner()) =
-            Some(connection.status().clone());
+        *self.connection.write_unpoisoned() = Some(connection.status().clone());
         let appender = connection.create_channel().await?;
         appender
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        *self.appender.write().unwrap_or_else(|p| p.into_inner()) = Some(appender);
+        *self.appender.write_unpoisoned() = Some(appender);
 
         let asker = connection.create_channel().await?;
         let replies = super::consume_without_acks(&asker, DIRECT_REPLY).await?;
@@ -300,11 +300,11 @@ impl ClusterLink {
                 .await?;
             readers.push(reader);
         }
-        *self.readers.write().unwrap_or_else(|p| p.into_inner()) = Some((readers, ended.clone()));
+        *self.readers.write_unpoisoned() = Some((readers, ended.clone()));
         // A look at a tail needs one record, not a reader's prefetch of them.
         let tail_reader = connection.create_channel().await?;
         tail_reader.basic_qos(1, BasicQosOptions::default()).await?;
-        *self.tail_reader.write().unwrap_or_else(|p| p.into_inner()) = Some(tail_reader);
+        *self.tail_reader.write_unpoisoned() = Some(tail_reader);
         let tails = self.tails(TAIL_WAIT_AT_JOIN).await;
         let stood: Vec<u64> = (0..self.streams)
             .map(|stream| {
@@ -317,7 +317,7 @@ impl ClusterLink {
         futures_util::future::try_join_all((0..self.streams).map(|stream| self.follow(stream)))
             .await?;
         tasks.push(self.spawn_marks());
-        *self.asker.write().unwrap_or_else(|p| p.into_inner()) = Some(asker);
+        *self.asker.write_unpoisoned() = Some(asker);
         Ok(Membership {
             tasks,
             tails,
@@ -364,10 +364,10 @@ impl ClusterLink {
     /// The connection is gone, and with it every partition this node owned.
     pub fn leave(&self) {
         self.joined.store(false, Ordering::Release);
-        *self.asker.write().unwrap_or_else(|p| p.into_inner()) = None;
-        *self.appender.write().unwrap_or_else(|p| p.into_inner()) = None;
-        *self.readers.write().unwrap_or_else(|p| p.into_inner()) = None;
-        *self.tail_reader.write().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.asker.write_unpoisoned() = None;
+        *self.appender.write_unpoisoned() = None;
+        *self.readers.write_unpoisoned() = None;
+        *self.tail_reader.write_unpoisoned() = None;
         self.lock_followers().clear();
         self.lock_fences().clear();
         if let Some(view) = self.view.get() {
@@ -426,7 +426,7 @@ impl ClusterLink {
                         let Some(id) = delivery.properties.correlation_id() else {
                             continue;
                         };
-                        let waiting = link.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                        let waiting = link.waiting.lock_unpoisoned();
                         if let Some(waiter) = waiting.get(id.as_str()) {
                             let _ = waiter.send(delivery.data);
                         }
@@ -500,8 +500,7 @@ impl ClusterLink {
             return Err(ClusterUnavailable::Blocked);
         }
         self.asker
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .read_unpoisoned()
             .clone()
             .filter(|channel| channel.status().connected())
             .ok_or(ClusterUnavailable::Disconnected)
@@ -511,8 +510,7 @@ impl ClusterLink {
     /// is published waits until the alarm clears, so nothing is.
     pub fn publishes_blocked(&self) -> bool {
         self.connection
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .read_unpoisoned()
             .as_ref()
             .is_some_and(ConnectionStatus::blocked)
     }
@@ -521,18 +519,12 @@ impl ClusterLink {
     fn await_answers(&self) -> (String, mpsc::UnboundedReceiver<Vec<u8>>) {
         let id = format!("{:016x}", rand::random::<u64>());
         let (waiter, answers) = mpsc::unbounded_channel();
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), waiter);
+        self.waiting.lock_unpoisoned().insert(id.clone(), waiter);
         (id, answers)
     }
 
     fn forget_answers(&self, id: &str) {
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.waiting.lock_unpoisoned().remove(id);
     }
 
     /// Sends `command` to `partition`'s queue, where its owner takes it, and waits for the
@@ -856,11 +848,7 @@ impl ClusterLink {
     /// appended (and at most one chunk's worth after it). `None` when the stream is empty or
     /// the broker did not answer in time.
     async fn tail_offset(&self, stream: u16, wait: Duration) -> Option<u64> {
-        let reader = self
-            .tail_reader
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()?;
+        let reader = self.tail_reader.read_unpoisoned().clone()?;
         // A tag of its own each time: a look at the tail may run while another ends.
         let tag = format!("{}.tail.{stream}.{:08x}", self.node, rand::random::<u32>());
         let mut consumer = read_stream(
@@ -981,19 +969,19 @@ impl ClusterLink {
 
     /// The consumer tag of each stream's follower.
     fn lock_followers(&self) -> std::sync::MutexGuard<'_, HashMap<u16, String>> {
-        self.followers.lock().unwrap_or_else(|p| p.into_inner())
+        self.followers.lock_unpoisoned()
     }
 
     /// The fence each partition's catch-up waits for (its nonce), and whom to tell once it
     /// is applied.
     fn lock_fences(&self) -> std::sync::MutexGuard<'_, HashMap<u16, PendingFence>> {
-        self.fences.lock().unwrap_or_else(|p| p.into_inner())
+        self.fences.lock_unpoisoned()
     }
 
     /// The channel changelog `stream` is read on in this session, and where the session
     /// hears that a consumer ended.
     fn session_reader(&self, stream: u16) -> Result<(Channel, mpsc::Sender<String>), JoinError> {
-        let readers = self.readers.read().unwrap_or_else(|p| p.into_inner());
+        let readers = self.readers.read_unpoisoned();
         let disconnected = || JoinError::Broker("the broker is not connected".into());
         let (channels, ended) = readers.as_ref().ok_or_else(disconnected)?;
         let reader = channels
@@ -1160,8 +1148,7 @@ impl Changelog for ClusterLink {
         }
         let appender = self
             .appender
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .read_unpoisoned()
             .clone()
             .filter(|channel| channel.status().connected())
             .ok_or_else(|| "the broker is not connected".to_owned())?;
@@ -1230,7 +1217,7 @@ impl Consumers {
                 }
             };
             let yielded = {
-                let mut yielding = consumers.yielding.lock().unwrap_or_else(|p| p.into_inner());
+                let mut yielding = consumers.yielding.lock_unpoisoned();
                 let before = yielding.len();
                 yielding.retain(|p| *p != partition);
                 yielding.len() < before
@@ -1280,10 +1267,7 @@ impl Consumers {
         topology: &Topology,
         partition: u16,
     ) -> Result<(), lapin::Error> {
-        self.yielding
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(partition);
+        self.yielding.lock_unpoisoned().push(partition);
         self.channel
             .basic_cancel(
                 self.tag(partition).as_str().into(),

@@ -33,6 +33,7 @@ use crate::delivery::{JobQueue, RouterActor};
 use crate::domain::DeliveryJob;
 use crate::fraud::FraudGate;
 use crate::issuance::request::RequestDefaults;
+use crate::sync::ReadWriteUnpoisoned;
 use crate::telemetry::platform::{Event, EventSink, PublishError};
 use crate::tenants::ApiKeys;
 use crate::tls::AmqpTls;
@@ -167,7 +168,7 @@ impl AmqpBus {
             .broker_connected
             .with_label_values(&[&self.settings.namespace])
             .set(i64::from(channel.is_some()));
-        *self.publisher.write().unwrap_or_else(|p| p.into_inner()) = channel;
+        *self.publisher.write_unpoisoned() = channel;
     }
 
     fn publisher(&self) -> Result<Channel, PublishError> {
@@ -175,8 +176,7 @@ impl AmqpBus {
             return Err(PublishError::Blocked);
         }
         self.publisher
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .read_unpoisoned()
             .clone()
             .filter(|channel| channel.status().connected())
             .ok_or(PublishError::Disconnected)

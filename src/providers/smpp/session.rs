@@ -19,6 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
 
+use crate::sync::LockUnpoisoned;
+
 /// What a bind needs to know.
 pub struct Credentials<'a> {
     pub system_id: &'a str,
@@ -93,7 +95,7 @@ impl Session {
                 }
                 open.store(false, Ordering::SeqCst);
                 // Every request still waiting learns the bind is gone.
-                pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                pending.lock_unpoisoned().clear();
             })
         };
         let mut session = Session {
@@ -194,10 +196,7 @@ async fn request(
 ) -> Result<Command, Lost> {
     let number = (sequence.fetch_add(1, Ordering::SeqCst) % 0x7FFF_FFFE) + 1;
     let (answered, mut answer) = oneshot::channel();
-    pending
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(number, answered);
+    pending.lock_unpoisoned().insert(number, answered);
     // The request takes its entry away on every way out, a cancelled send's too.
     let _forget = Forget(pending, number);
     let deadline = tokio::time::Instant::now() + timeout;
@@ -221,10 +220,7 @@ async fn request(
             "the bind ended before the SMSC answered".into(),
         )),
         Err(_) => {
-            pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&number);
+            pending.lock_unpoisoned().remove(&number);
             // An answer that came as the time ran out still counts.
             answer.try_recv().map_err(|_| {
                 Lost::NoAnswer(format!(
@@ -241,10 +237,7 @@ struct Forget<'a>(&'a Pending, u32);
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.1);
+        self.0.lock_unpoisoned().remove(&self.1);
     }
 }
 
@@ -258,10 +251,7 @@ async fn answer(
     let number = command.sequence_number();
     let id = command.id();
     if id.is_response() {
-        let waiting = pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&number);
+        let waiting = pending.lock_unpoisoned().remove(&number);
         if let Some(waiting) = waiting {
             let _ = waiting.send(command);
         }

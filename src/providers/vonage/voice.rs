@@ -16,6 +16,7 @@ use crate::providers::support::{
 };
 use crate::providers::voice::{check_repeat, default_repeat, spoken_language};
 use crate::providers::{OutboundMessage, Provider, ProviderError, SendReceipt};
+use crate::sync::LockUnpoisoned;
 
 /// Vonage's Voice API host.
 pub const DEFAULT_VOICE_BASE_URL: &str = "https://api.nexmo.com";
@@ -174,10 +175,7 @@ impl VonageVoiceProvider {
     /// A token signed within `TOKEN_REUSE`, or a fresh one.
     fn token(&self) -> Result<String, ProviderError> {
         let now = SystemTime::now();
-        let mut held = self
-            .token
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut held = self.token.lock_unpoisoned();
         if let Some((signed, token)) = held.as_ref() {
             if now.duration_since(*signed).unwrap_or(Duration::MAX) < TOKEN_REUSE {
                 return Ok(token.clone());
@@ -194,10 +192,7 @@ impl VonageVoiceProvider {
 
     /// Forgets the token in use: Vonage refused it, and the next call signs a fresh one.
     fn forget_token(&self) {
-        *self
-            .token
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+        *self.token.lock_unpoisoned() = None;
     }
 
     fn call(&self, message: &OutboundMessage) -> serde_json::Value {
