@@ -13,6 +13,7 @@
 #[path = "it/helpers.rs"]
 mod helpers;
 
+use otpd::sync::LockUnpoisoned;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
@@ -1249,14 +1250,11 @@ impl SilentProxy {
                             forward(from_broker, to_client, &downstream_held)
                         );
                     });
-                    tasks.lock().unwrap_or_else(|p| p.into_inner()).push(pipe);
+                    tasks.lock_unpoisoned().push(pipe);
                 }
             })
         };
-        tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(accepting);
+        tasks.lock_unpoisoned().push(accepting);
         SilentProxy {
             port,
             silent,
@@ -1280,12 +1278,7 @@ impl SilentProxy {
 
 impl Drop for SilentProxy {
     fn drop(&mut self) {
-        for task in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
+        for task in self.tasks.lock_unpoisoned().drain(..) {
             task.abort();
         }
     }

@@ -10,8 +10,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use otpd::bus::amqp::cluster::{read_stream, APPLY_PREFETCH, APPLY_RUN};
+use otpd::sync::LockUnpoisoned;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -105,10 +106,7 @@ pub fn collect(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(arrival) = arrivals.recv().await {
-            let first = tracker
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .arrived(&arrival.to, arrival.at);
+            let first = tracker.lock_unpoisoned().arrived(&arrival.to, arrival.at);
             if first.is_some() {
                 window.add_permits(1);
                 bar.inc(1);
@@ -122,11 +120,7 @@ pub fn collect(
 pub async fn drain(tracker: &Mutex<Tracker>, timeout: Duration, grace: Duration) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if tracker
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_complete()
-        {
+        if tracker.lock_unpoisoned().is_complete() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -173,12 +167,9 @@ pub async fn end_to_end(
                 Ok(place) => place.forget(),
                 Err(_) => return,
             }
-            tracker
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .sent(n, since);
+            tracker.lock_unpoisoned().sent(n, since);
             let outcome = publish_confirmed(&channel, &queue, &body).await;
-            let mut tracker = tracker.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut tracker = tracker.lock_unpoisoned();
             match outcome {
                 Ok(true) => tracker.published(n),
                 Ok(false) => {
@@ -200,8 +191,7 @@ pub async fn end_to_end(
     let _ = connection.close(200, "run over".into()).await;
     collector.abort();
     let last_arrival = tracker
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
+        .lock_unpoisoned()
         .last_arrival()
         .unwrap_or(driven.last);
     Ok(EndToEnd {
@@ -442,8 +432,7 @@ async fn measure_hop(
                     break;
                 }
                 consumed.fetch_add(1, Ordering::Relaxed);
-                *last_consumed.lock().unwrap_or_else(PoisonError::into_inner) =
-                    Some(Instant::now());
+                *last_consumed.lock_unpoisoned() = Some(Instant::now());
             }
         })
     };
@@ -454,10 +443,7 @@ async fn measure_hop(
     }
     consuming.abort();
     let messages = consumed.load(Ordering::Relaxed);
-    let end = last_consumed
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .unwrap_or(driven.last);
+    let end = last_consumed.lock_unpoisoned().unwrap_or(driven.last);
     let seconds = end.duration_since(driven.first).as_secs_f64().max(1e-6);
     Ok(Ceiling {
         messages,

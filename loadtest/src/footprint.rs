@@ -1,9 +1,10 @@
 //! The store's size on disk over a run, sampled while the load goes on, so that a long run
 //! shows whether sweeping holds it flat.
 
+use otpd::sync::LockUnpoisoned;
 use serde::Serialize;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
@@ -56,7 +57,7 @@ impl StoreWatch {
 }
 
 fn lock(samples: &Mutex<Vec<StoreSample>>) -> std::sync::MutexGuard<'_, Vec<StoreSample>> {
-    samples.lock().unwrap_or_else(PoisonError::into_inner)
+    samples.lock_unpoisoned()
 }
 
 /// How the store grew over the last third of the run.

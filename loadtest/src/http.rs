@@ -3,9 +3,10 @@
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
+use otpd::sync::LockUnpoisoned;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -121,17 +122,12 @@ impl Mailroom {
             while let Some(arrival) = arrivals.recv().await {
                 let first = room
                     .tracker
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
+                    .lock_unpoisoned()
                     .arrived(&arrival.to, arrival.at);
                 let Some(n) = first.or_else(|| tracker::request_index(&arrival.to)) else {
                     continue;
                 };
-                let waiter = room
-                    .waiting
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&n);
+                let waiter = room.waiting.lock_unpoisoned().remove(&n);
                 if let Some(waiter) = waiter {
                     bar.inc(1);
                     let _ = waiter.send(arrival);
@@ -144,29 +140,20 @@ impl Mailroom {
     /// Registers interest in request `n`'s message before it is requested.
     fn expect(&self, n: u64, since: Instant) -> oneshot::Receiver<Arrival> {
         let (sender, receiver) = oneshot::channel();
-        self.waiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(n, sender);
-        self.tracker
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .sent(n, since);
+        self.waiting.lock_unpoisoned().insert(n, sender);
+        self.tracker.lock_unpoisoned().sent(n, since);
         receiver
     }
 
     fn accepted(&self, n: u64, accepted: bool) {
-        let mut tracker = self.tracker.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut tracker = self.tracker.lock_unpoisoned();
         if accepted {
             tracker.published(n);
         } else {
             tracker.refused(n);
         }
         if !accepted {
-            self.waiting
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&n);
+            self.waiting.lock_unpoisoned().remove(&n);
         }
     }
 }
@@ -204,17 +191,11 @@ fn shared_histogram() -> Arc<Mutex<Histogram<u64>>> {
 }
 
 fn take(histogram: Arc<Mutex<Histogram<u64>>>) -> Histogram<u64> {
-    histogram
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone()
+    histogram.lock_unpoisoned().clone()
 }
 
 fn record(histogram: &Mutex<Histogram<u64>>, elapsed: Duration) {
-    tracker::record(
-        &mut histogram.lock().unwrap_or_else(PoisonError::into_inner),
-        elapsed,
-    );
+    tracker::record(&mut histogram.lock_unpoisoned(), elapsed);
 }
 
 pub struct FlowRun {
@@ -255,14 +236,14 @@ pub async fn flows(api: &Api, mailroom: &Mailroom, plan: &Plan, wait: Duration) 
             record(&flow, done.duration_since(since));
             if checked == Checked::Valid(true) {
                 completed.fetch_add(1, Ordering::Relaxed);
-                *end.lock().unwrap_or_else(PoisonError::into_inner) = done;
+                *end.lock_unpoisoned() = done;
             } else {
                 errors.fetch_add(1, Ordering::Relaxed);
             }
         }
     })
     .await;
-    let end = *end.lock().unwrap_or_else(PoisonError::into_inner);
+    let end = *end.lock_unpoisoned();
     FlowRun {
         driven,
         completed: completed.load(Ordering::Relaxed),
@@ -353,10 +334,7 @@ pub async fn issue_all(api: &Api, mailroom: &Mailroom, plan: &Plan, wait: Durati
         let (issued, errors) = (Arc::clone(&issued), Arc::clone(&errors));
         async move {
             match issue(&api, &mailroom, n, since, wait).await {
-                Ok((id, code, _)) => issued
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push((id, code)),
+                Ok((id, code, _)) => issued.lock_unpoisoned().push((id, code)),
                 Err(_) => {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
@@ -364,7 +342,7 @@ pub async fn issue_all(api: &Api, mailroom: &Mailroom, plan: &Plan, wait: Durati
         }
     })
     .await;
-    let verifications = std::mem::take(&mut *issued.lock().unwrap_or_else(PoisonError::into_inner));
+    let verifications = std::mem::take(&mut *issued.lock_unpoisoned());
     Issued {
         verifications,
         errors: errors.load(Ordering::Relaxed),

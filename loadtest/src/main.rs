@@ -14,9 +14,9 @@ mod tracker;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use otpd::sync::LockUnpoisoned;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -708,7 +708,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             let stopped = sut.stop(&common.amqp_url).await;
             let run = run?;
             stopped?;
-            let tracker = run.tracker.lock().unwrap_or_else(PoisonError::into_inner);
+            let tracker = run.tracker.lock_unpoisoned();
             report.counts = tracker.counts();
             report.latency = Percentiles::of(tracker.latency());
             report.errors = run.errors;
@@ -746,10 +746,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             let run = http::flows(&api, &mailroom, &plan, common.drain_timeout).await;
             bar.finish_and_clear();
             let mut report = finish_sut(sut, "http", &common).await?;
-            let tracker = mailroom
-                .tracker
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let tracker = mailroom.tracker.lock_unpoisoned();
             report.counts = tracker.counts();
             report.errors = run.errors;
             time_run(&mut report, &run.driven, run.end);
@@ -798,10 +795,7 @@ async fn run(command: Command) -> anyhow::Result<Report> {
             sut.begin_measuring().await;
             let run = http::checks(&api, &issued.verifications, check_mode, &plan).await;
             let mut report = finish_sut(sut, "verify", &common).await?;
-            let tracker = mailroom
-                .tracker
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let tracker = mailroom.tracker.lock_unpoisoned();
             report.counts = tracker.counts();
             report.errors = issued.errors + run.errors;
             time_run(&mut report, &run.driven, run.end);

@@ -4,10 +4,11 @@
 
 use anyhow::{bail, Context};
 use lapin::{Connection, ConnectionProperties};
+use otpd::sync::LockUnpoisoned;
 use rand::RngCore;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -498,10 +499,7 @@ fn first_line(text: &str) -> &str {
 }
 
 fn lines(output: &Arc<Mutex<Vec<String>>>) -> String {
-    output
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .join("\n")
+    output.lock_unpoisoned().join("\n")
 }
 
 fn pump(
@@ -515,7 +513,7 @@ fn pump(
             if let Some(port) = announced_port(&line) {
                 let _ = port_tx.try_send(port);
             }
-            let mut kept = output.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut kept = output.lock_unpoisoned();
             if kept.len() >= KEPT_LINES {
                 kept.remove(0);
             }

@@ -1,9 +1,10 @@
 //! Test harness: in-process and subprocess otpd instances, HTTP helpers and the sandbox outbox.
 
+use otpd::sync::LockUnpoisoned;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{mpsc, Arc, Mutex, Once, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -743,10 +744,7 @@ impl OtpdProcess {
 
     /// Everything printed so far on stdout and stderr (ANSI colours removed).
     pub fn output(&self) -> String {
-        self.output
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.output.lock_unpoisoned().clone()
     }
 
     /// Sends SIGTERM and waits up to `grace` for a clean exit (then SIGKILL); returns
@@ -803,10 +801,7 @@ fn pump(
             if let Some(port) = announced_port(&line) {
                 let _ = port_tx.send(port);
             }
-            output
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push_str(&line);
+            output.lock_unpoisoned().push_str(&line);
         }
     })
 }
