@@ -42,7 +42,7 @@ impl StoreWatch {
                 let dirs = Arc::clone(&dirs);
                 let bytes = tokio::task::spawn_blocking(move || mean_store_bytes(&dirs)).await;
                 if let Ok(Some(bytes)) = bytes {
-                    lock(&kept).push(StoreSample { seconds, bytes });
+                    kept.lock_unpoisoned().push(StoreSample { seconds, bytes });
                 }
             }
         });
@@ -52,12 +52,8 @@ impl StoreWatch {
     /// Stops sampling; the samples taken, oldest first.
     pub fn finish(self) -> Vec<StoreSample> {
         self.task.abort();
-        std::mem::take(&mut *lock(&self.samples))
+        std::mem::take(&mut *self.samples.lock_unpoisoned())
     }
-}
-
-fn lock(samples: &Mutex<Vec<StoreSample>>) -> std::sync::MutexGuard<'_, Vec<StoreSample>> {
-    samples.lock_unpoisoned()
 }
 
 /// How the store grew over the last third of the run.

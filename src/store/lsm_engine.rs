@@ -258,7 +258,7 @@ impl Default for Stripes {
 
 impl Stripes {
     fn lock(&self, key: &[u8]) -> MutexGuard<'_, ()> {
-        Self::hold(&self.0[self.of(key)])
+        self.0[self.of(key)].lock_unpoisoned()
     }
 
     /// The locks of every stripe `keys` fall in, taken in the stripes' order (so two
@@ -270,17 +270,13 @@ impl Stripes {
         }
         (self.0.iter().zip(taken))
             .filter(|(_, taken)| *taken)
-            .map(|(stripe, _)| Self::hold(stripe))
+            .map(|(stripe, _)| stripe.lock_unpoisoned())
             .collect()
     }
 
     fn of(&self, key: &[u8]) -> usize {
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
         (hash % STRIPES as u64) as usize
-    }
-
-    fn hold(stripe: &Mutex<()>) -> MutexGuard<'_, ()> {
-        stripe.lock_unpoisoned()
     }
 }
 

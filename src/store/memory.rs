@@ -4,7 +4,7 @@
 use futures_util::future::{self, BoxFuture};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use super::kv::{Entry, KeyRange, KvEngine};
@@ -16,6 +16,8 @@ use crate::sync::ReadWriteUnpoisoned;
 /// counted (for tests of how often something flushes).
 #[derive(Debug, Default)]
 pub struct MemoryEngine {
+    /// A writer that panicked left the map whole (every change is one map call), so a
+    /// poisoned lock is used as it is.
     map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
     flushes: AtomicU64,
 }
@@ -29,37 +31,29 @@ impl MemoryEngine {
     pub fn flushes(&self) -> u64 {
         self.flushes.load(Ordering::Acquire)
     }
-
-    // A writer that panicked left the map whole (every change is one map call), so a
-    // poisoned lock is used as it is.
-    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
-        self.map.read_unpoisoned()
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
-        self.map.write_unpoisoned()
-    }
 }
 
 impl KvEngine for MemoryEngine {
     type Value = Vec<u8>;
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.read().get(key).cloned())
+        Ok(self.map.read_unpoisoned().get(key).cloned())
     }
 
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.write().insert(key.to_vec(), value.to_vec());
+        self.map
+            .write_unpoisoned()
+            .insert(key.to_vec(), value.to_vec());
         Ok(())
     }
 
     fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
-        self.write().remove(key);
+        self.map.write_unpoisoned().remove(key);
         Ok(())
     }
 
     fn replace(&self, key: &[u8], value: Option<&[u8]>) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut map = self.write();
+        let mut map = self.map.write_unpoisoned();
         Ok(match value {
             Some(value) => map.insert(key.to_vec(), value.to_vec()),
             None => map.remove(key),
@@ -72,7 +66,7 @@ impl KvEngine for MemoryEngine {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<bool, StoreError> {
-        let mut map = self.write();
+        let mut map = self.map.write_unpoisoned();
         if map.get(key).map(Vec::as_slice) != expected {
             return Ok(false);
         }
@@ -88,7 +82,8 @@ impl KvEngine for MemoryEngine {
             return Ok(Vec::new());
         };
         Ok(self
-            .read()
+            .map
+            .read_unpoisoned()
             .range::<[u8], _>(bounds)
             .take_while(|(key, _)| range.contains(key))
             .take(limit)

@@ -6,7 +6,7 @@
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use super::engine::{ensure_made_by, EngineKind};
@@ -111,10 +111,6 @@ impl<H: Handle> Reopening<H> {
     }
 
     /// Why the store is failing, if it is.
-    fn failing(&self) -> MutexGuard<'_, Option<String>> {
-        self.failing.lock_unpoisoned()
-    }
-
     /// How many times the handle was opened again.
     pub fn reopens(&self) -> u64 {
         self.reopens.load(Ordering::Acquire)
@@ -123,7 +119,7 @@ impl<H: Handle> Reopening<H> {
     /// Fails while the store is failing (a write or flush failed and it has not worked, or
     /// been opened again, since), though reads may still answer; then runs `read`.
     pub fn health(&self, read: impl FnOnce(&H) -> Result<(), H::Error>) -> Result<(), StoreError> {
-        if let Some(reason) = self.failing().clone() {
+        if let Some(reason) = self.failing.lock_unpoisoned().clone() {
             return Err(StoreError::Io(reason));
         }
         self.with(read)
@@ -144,7 +140,9 @@ impl<H: Handle> Reopening<H> {
             let said = H::describe(&error);
             if H::fails_the_store(&error) {
                 // The first failure says why; the refusals that follow it only repeat it.
-                self.failing().get_or_insert_with(|| said.clone());
+                self.failing
+                    .lock_unpoisoned()
+                    .get_or_insert_with(|| said.clone());
             }
             StoreError::Io(said)
         })
@@ -162,7 +160,7 @@ impl<H: Handle> Reopening<H> {
     /// disk if not. What was not flushed before the failure was never confirmed to anyone,
     /// and is gone with the old handle.
     fn repair(&self) {
-        let Some(reason) = self.failing().clone() else {
+        let Some(reason) = self.failing.lock_unpoisoned().clone() else {
             return;
         };
         let works = self
@@ -171,7 +169,7 @@ impl<H: Handle> Reopening<H> {
             .as_ref()
             .is_some_and(H::works_again);
         if works {
-            self.failing().take();
+            self.failing.lock_unpoisoned().take();
             return;
         }
         let mut current = self.current.write_unpoisoned();
@@ -190,7 +188,7 @@ impl<H: Handle> Reopening<H> {
         match opened {
             Ok(handle) => {
                 *current = Some(handle);
-                self.failing().take();
+                self.failing.lock_unpoisoned().take();
                 self.reopens.fetch_add(1, Ordering::AcqRel);
                 tracing::warn!(dir = %self.dir.display(), %reason, "The store was opened again after a failed write; it takes writes again.");
             }

@@ -5,7 +5,7 @@
 
 use futures_util::future::BoxFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use super::kv::{Entry, KeyRange, KvEngine};
 use super::memory::MemoryEngine;
@@ -28,16 +28,13 @@ pub struct WatchedEngine {
 impl WatchedEngine {
     /// Every write that reached it, in order.
     pub fn writes(&self) -> Vec<Write> {
-        self.journal().clone()
+        self.writes.lock_unpoisoned().clone()
     }
 
     fn wrote(&self, key: &[u8], value: Option<&[u8]>) {
-        self.journal()
+        self.writes
+            .lock_unpoisoned()
             .push((key.to_vec(), value.map(<[u8]>::to_vec)));
-    }
-
-    fn journal(&self) -> MutexGuard<'_, Vec<Write>> {
-        self.writes.lock_unpoisoned()
     }
 }
 

@@ -368,8 +368,8 @@ impl ClusterLink {
         *self.appender.write_unpoisoned() = None;
         *self.readers.write_unpoisoned() = None;
         *self.tail_reader.write_unpoisoned() = None;
-        self.lock_followers().clear();
-        self.lock_fences().clear();
+        self.followers.lock_unpoisoned().clear();
+        self.fences.lock_unpoisoned().clear();
         if let Some(view) = self.view.get() {
             view.abandon_pending();
         }
@@ -700,7 +700,7 @@ impl ClusterLink {
     /// the last moments to apply.
     async fn follow(self: &Arc<Self>, stream: u16) -> Result<(), JoinError> {
         let _one_at_a_time = self.following[usize::from(stream)].lock().await;
-        if self.lock_followers().contains_key(&stream) {
+        if self.followers.lock_unpoisoned().contains_key(&stream) {
             return Ok(());
         }
         let view = Arc::clone(self.store_view()?);
@@ -719,14 +719,14 @@ impl ClusterLink {
             self.node,
             rand::random::<u32>()
         );
-        self.lock_followers().insert(stream, tag.clone());
+        self.followers.lock_unpoisoned().insert(stream, tag.clone());
         let consumed =
             read_stream(&reader, &self.changelogs[usize::from(stream)], &tag, start).await;
         let mut consumer = match consumed {
             Ok(consumer) => consumer,
             Err(error) => {
                 // Not followed after all: the next try must not find it taken.
-                self.lock_followers().remove(&stream);
+                self.followers.lock_unpoisoned().remove(&stream);
                 return Err(error.into());
             }
         };
@@ -744,7 +744,7 @@ impl ClusterLink {
             // A follower stopped on purpose (this node serves the stream's partitions) or
             // replaced is no longer the stream's follower; only the current one ending is news.
             let current = {
-                let mut followers = link.lock_followers();
+                let mut followers = link.followers.lock_unpoisoned();
                 let current = followers.get(&stream) == Some(&tag);
                 if current {
                     followers.remove(&stream);
@@ -833,7 +833,7 @@ impl ClusterLink {
         let Ok((reader, _)) = self.session_reader(stream) else {
             return;
         };
-        let Some(tag) = self.lock_followers().remove(&stream) else {
+        let Some(tag) = self.followers.lock_unpoisoned().remove(&stream) else {
             return;
         };
         let canceled = reader
@@ -967,17 +967,6 @@ impl ClusterLink {
         })
     }
 
-    /// The consumer tag of each stream's follower.
-    fn lock_followers(&self) -> std::sync::MutexGuard<'_, HashMap<u16, String>> {
-        self.followers.lock_unpoisoned()
-    }
-
-    /// The fence each partition's catch-up waits for (its nonce), and whom to tell once it
-    /// is applied.
-    fn lock_fences(&self) -> std::sync::MutexGuard<'_, HashMap<u16, PendingFence>> {
-        self.fences.lock_unpoisoned()
-    }
-
     /// The channel changelog `stream` is read on in this session, and where the session
     /// hears that a consumer ended.
     fn session_reader(&self, stream: u16) -> Result<(Channel, mpsc::Sender<String>), JoinError> {
@@ -997,7 +986,9 @@ impl ClusterLink {
         let started = std::time::Instant::now();
         let nonce: u64 = rand::random();
         let (applied, mut fence_seen) = tokio::sync::oneshot::channel();
-        self.lock_fences().insert(partition, (nonce, applied));
+        self.fences
+            .lock_unpoisoned()
+            .insert(partition, (nonce, applied));
         let Some(view) = self.view.get() else { return };
         let origin = view.origin();
         let fence = LogRecord::Fence { origin, nonce }.encode();
@@ -1028,7 +1019,8 @@ impl ClusterLink {
     /// Whether the catch-up of `partition` still waits for the fence `nonce` (neither
     /// applied yet, nor replaced by a later claim's, nor dropped as the connection closed).
     fn awaits_fence(&self, partition: u16, nonce: u64) -> bool {
-        self.lock_fences()
+        self.fences
+            .lock_unpoisoned()
             .get(&partition)
             .is_some_and(|(waiting, _)| *waiting == nonce)
     }
@@ -1040,7 +1032,7 @@ impl ClusterLink {
         if origin != view.origin() {
             return;
         }
-        let mut fences = self.lock_fences();
+        let mut fences = self.fences.lock_unpoisoned();
         let partition = fences
             .iter()
             .find(|(_, (waiting, _))| *waiting == nonce)
