@@ -963,12 +963,13 @@ impl Drop for MemoryAlarm {
     }
 }
 
-/// One HTTP create: when it was sent, what it got (`None`: no answer within 15 s), and how
-/// long that took.
+/// One HTTP create: when it was sent, what it got (`None`: no answer within 15 s, and
+/// `failure` says why), and how long that took.
 struct Attempt {
     to: String,
     sent: Instant,
     reply: Option<helpers::Reply>,
+    failure: Option<String>,
     took: Duration,
 }
 
@@ -992,14 +993,15 @@ async fn create_steadily(
             .json(&json!({"channel": "sms", "to": to}));
         n += 1;
         let sent = Instant::now();
-        let reply = match request.send().await {
-            Ok(response) => Some(helpers::Reply::read(response).await),
-            Err(_) => None,
+        let (reply, failure) = match request.send().await {
+            Ok(response) => (Some(helpers::Reply::read(response).await), None),
+            Err(error) => (None, Some(error.to_string())),
         };
         attempts.push(Attempt {
             to,
             sent,
             reply,
+            failure,
             took: sent.elapsed(),
         });
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1311,6 +1313,21 @@ async fn forward(
     let _ = to.shutdown().await;
 }
 
+/// The lines of a node's log that warn or tell of an error.
+fn warnings(output: &str) -> String {
+    let lines = output.lines();
+    let warned = lines.filter(|line| line.contains("WARN") || line.contains("ERROR"));
+    warned.collect::<Vec<_>>().join("\n")
+}
+
+/// When `at` came, said from `start`: "1.2s into the silence" or "0.1s before it".
+fn since(start: Instant, at: Instant) -> String {
+    match at.checked_duration_since(start) {
+        Some(after) => format!("{after:.1?} into the silence"),
+        None => format!("{:.1?} before it", start - at),
+    }
+}
+
 /// Polls `/readyz` of `address` until its status is `wanted` (true: 200), for at most
 /// `limit`; returns how long that took.
 async fn until_ready_is(address: &str, wanted: bool, limit: Duration) -> Option<Duration> {
@@ -1367,20 +1384,38 @@ async fn a_broker_gone_silent_for_60_s_is_noticed_creates_get_503_and_nothing_is
 
     // No create hangs: each is answered within 15 s, and once the silence is noticed, each
     // is a 503 within 5 s until the broker is heard again. Before it is noticed, a create
-    // waits for the changelog append in flight and then its own, each bounded by
-    // `amqp.timeout_ms` (5 s) from its publish on: 10 s (12 s with room for a slow host),
-    // where one left to the heartbeats would wait until they give up, about 20 s into the
-    // silence.
+    // waits for one changelog append, bounded by `amqp.timeout_ms` (5 s) from its publish
+    // on: the one in flight (its writes fail with it when it gets no confirm), or its own.
+    // One whose changes were confirmed just before the silence and whose job's publish
+    // then timed out waits that too before its changes are taken back: 10 s (12 s with room
+    // for a slow host), where one left to the heartbeats would wait until they give up,
+    // about 20 s into the silence.
     let noticed_at = silenced + noticed.unwrap_or_default();
+    let slow = attempts.iter().filter(|a| a.took > Duration::from_secs(4));
+    for attempt in slow {
+        eprintln!(
+            "silent broker: a create sent {} took {:?}: {:?}",
+            since(silenced, attempt.sent),
+            attempt.took,
+            attempt
+                .reply
+                .as_ref()
+                .map(|r| r.status)
+                .ok_or(&attempt.failure)
+        );
+    }
     for attempt in &attempts {
-        let into_silence = attempt.sent.saturating_duration_since(silenced);
+        let into_silence = since(silenced, attempt.sent);
         assert!(
             attempt.reply.is_some(),
-            "a create sent {into_silence:?} into the silence got no answer within 15 s"
+            "a create sent {into_silence} got no answer after {:?}: {:?}\n{}",
+            attempt.took,
+            attempt.failure,
+            tail(&warnings(&processes[0].output()))
         );
         assert!(
             attempt.took <= Duration::from_secs(12),
-            "a create sent {into_silence:?} into the silence took {:?}",
+            "a create sent {into_silence} took {:?}",
             attempt.took
         );
     }
@@ -1406,6 +1441,14 @@ async fn a_broker_gone_silent_for_60_s_is_noticed_creates_get_503_and_nothing_is
         "only {} creates during the silence",
         during.len()
     );
+    // Sent into the silence, a create's changes never reach the changelog: it fails with the
+    // append in flight, or with its own, 5 s on (7 s with room for a slow host).
+    for took in &before_noticed {
+        assert!(
+            *took <= Duration::from_secs(7),
+            "a create sent into the silence took {took:?}"
+        );
+    }
     for attempt in &during {
         let reply = attempt.reply.as_ref().expect("an answer");
         reply.expect_status(503);

@@ -139,7 +139,44 @@ fn unpacked(message: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, String> {
 }
 
 /// A confirm the broker will give (or refuse) for an appended record.
-pub type Confirm = BoxFuture<'static, Result<(), String>>;
+pub type Confirm = BoxFuture<'static, Result<(), AppendError>>;
+
+/// Why a record did not reach its changelog stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendError {
+    /// No confirm came in time: the broker may hear nothing from this node (a connection gone
+    /// silent, until the heartbeats give up), and a record appended behind it would wait as
+    /// long for nothing.
+    Unconfirmed(String),
+    /// Refused, by the broker or before it was sent (a partition not owned, no connection, a
+    /// broker blocking publishes).
+    Refused(String),
+}
+
+impl AppendError {
+    /// The same failure, its reason told of stream `stream`.
+    fn of_stream(self, stream: u16) -> Self {
+        let told = |reason| format!("changelog stream {stream} did not take the change: {reason}");
+        match self {
+            AppendError::Unconfirmed(reason) => AppendError::Unconfirmed(told(reason)),
+            AppendError::Refused(reason) => AppendError::Refused(told(reason)),
+        }
+    }
+}
+
+impl std::fmt::Display for AppendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AppendError::Unconfirmed(reason) | AppendError::Refused(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl From<String> for AppendError {
+    fn from(reason: String) -> Self {
+        AppendError::Refused(reason)
+    }
+}
 
 /// The changelog streams, as the broker side offers them.
 #[async_trait]
@@ -148,11 +185,11 @@ pub trait Changelog: Send + Sync {
     /// their stream; the returned confirm resolves once the broker has it. Refuses when this
     /// node does not own every one of them. Records handed over one after another are
     /// appended in that order.
-    async fn append(&self, partitions: &[u16], record: Vec<u8>) -> Result<Confirm, String>;
+    async fn append(&self, partitions: &[u16], record: Vec<u8>) -> Result<Confirm, AppendError>;
 }
 
 /// What became of an append: its refusal, or the broker's word once it gives it.
-async fn confirmed(sent: Result<Confirm, String>) -> Result<(), String> {
+async fn confirmed(sent: Result<Confirm, AppendError>) -> Result<(), AppendError> {
     sent?.await
 }
 
@@ -225,14 +262,14 @@ pub struct Applied {
     pub fences: Vec<(u64, u64)>,
 }
 
-type Generation = Shared<BoxFuture<'static, Result<(), String>>>;
+type Generation = Shared<BoxFuture<'static, Result<(), AppendError>>>;
 
 /// Appends by the writes they carry (first and last number): those in flight, and the
 /// outcome of those recently finished.
 #[derive(Default)]
 struct Appends {
     in_flight: Vec<(u64, u64, Generation)>,
-    finished: std::collections::VecDeque<(u64, u64, Result<(), String>)>,
+    finished: std::collections::VecDeque<(u64, u64, Result<(), AppendError>)>,
     /// The last write any append carried: a later one is still pending, and looking for it
     /// among the appends would go through all of them.
     last_carried: u64,
@@ -244,7 +281,7 @@ impl Appends {
         self.last_carried = self.last_carried.max(hi);
     }
 
-    fn finished(&mut self, (lo, hi): (u64, u64), result: Result<(), String>) {
+    fn finished(&mut self, (lo, hi): (u64, u64), result: Result<(), AppendError>) {
         self.in_flight.retain(|(first, _, _)| *first != lo);
         if self.finished.len() == FINISHED_KEPT {
             self.finished.pop_front();
@@ -278,7 +315,7 @@ impl Appends {
 /// Where the append of a write stands.
 enum Standing {
     InFlight(Generation),
-    Done(Result<(), String>),
+    Done(Result<(), AppendError>),
 }
 
 pub struct LogShared<E: KvEngine> {
@@ -460,13 +497,12 @@ impl<E: KvEngine> LogShared<E> {
                 Some(standing) => Some(standing),
                 None => Arc::clone(&self).append_pending(target).await,
             };
-            match standing {
-                Some(Standing::InFlight(generation)) => {
-                    generation.await.map_err(StoreError::Flush)?
-                }
-                Some(Standing::Done(result)) => result.map_err(StoreError::Flush)?,
-                None => {}
-            }
+            let outcome = match standing {
+                Some(Standing::InFlight(generation)) => generation.await,
+                Some(Standing::Done(result)) => result,
+                None => Ok(()),
+            };
+            outcome.map_err(|error| StoreError::Flush(error.to_string()))?;
         }
         if self.local_writes.swap(false, Ordering::AcqRel) {
             self.inner.flush().await?;
@@ -485,11 +521,20 @@ impl<E: KvEngine> LogShared<E> {
     /// instead, and appending as soon as the last append was confirmed, nearly doubled the
     /// appends per check and cost the broker a third more per check, for no less of
     /// otpd's CPU (BENCHMARKS.md, thirty-third session).
+    ///
+    /// When the broker did not confirm the last append in time, the pending writes fail with
+    /// it rather than wait out a timeout of their own: a broker gone silent would otherwise
+    /// keep a caller twice the timeout (the append ahead, then its own), and one whose job
+    /// could not be handed on either three times. The next flush appends again.
     async fn append_pending(self: Arc<Self>, target: u64) -> Option<Standing> {
         let mut last = self.appending.lock().await;
         if let Some(in_flight) = last.take() {
             // Its outcome is its own flushes' to report.
-            let _ = in_flight.await;
+            if let Err(AppendError::Unconfirmed(reason)) = in_flight.await {
+                self.fail_pending(AppendError::Unconfirmed(format!(
+                    "not appended behind a change the broker did not confirm ({reason})"
+                )));
+            }
         }
         if self.standing(target).is_none() {
             let captured = std::mem::take(&mut *self.pending.lock_unpoisoned());
@@ -541,7 +586,7 @@ impl<E: KvEngine> LogShared<E> {
     }
 
     /// The append of writes `range` ended with `result`.
-    fn finished(&self, range: (u64, u64), result: Result<(), String>) {
+    fn finished(&self, range: (u64, u64), result: Result<(), AppendError>) {
         self.appends.lock_unpoisoned().finished(range, result);
     }
 
@@ -573,7 +618,9 @@ impl<E: KvEngine> LogShared<E> {
             };
             let sent = match self.changelog.get() {
                 Some(changelog) => changelog.append(&partitions, record.encode()).await,
-                None => Err("the changelog is not open yet".to_owned()),
+                None => Err(AppendError::Refused(
+                    "the changelog is not open yet".to_owned(),
+                )),
             };
             confirms.push((stream, writes, sent));
         }
@@ -583,9 +630,7 @@ impl<E: KvEngine> LogShared<E> {
             for (stream, writes, sent) in confirms {
                 if let Err(error) = confirmed(sent).await {
                     shared.undo(&writes);
-                    failure = Some(format!(
-                        "changelog stream {stream} did not take the change: {error}"
-                    ));
+                    failure = Some(error.of_stream(stream));
                 }
             }
             let result = failure.map_or(Ok(()), Err);
@@ -610,13 +655,17 @@ impl<E: KvEngine> LogShared<E> {
 
     /// The connection is gone: writes not yet appended never will be, so they are undone.
     pub fn abandon_pending(&self) {
+        self.fail_pending(AppendError::Refused(
+            "the broker connection closed before the change reached the changelog".into(),
+        ));
+    }
+
+    /// Undoes the writes not yet appended, which fail with `error`.
+    fn fail_pending(&self, error: AppendError) {
         let captured = std::mem::take(&mut *self.pending.lock_unpoisoned());
         self.undo(&captured);
         if let (Some(first), Some(last)) = (captured.first(), captured.last()) {
-            self.finished(
-                (first.seq, last.seq),
-                Err("the broker connection closed before the change reached the changelog".into()),
-            );
+            self.finished((first.seq, last.seq), Err(error));
         }
     }
 
@@ -810,9 +859,13 @@ mod tests {
 
     #[async_trait]
     impl Changelog for Recorded {
-        async fn append(&self, partitions: &[u16], record: Vec<u8>) -> Result<Confirm, String> {
+        async fn append(
+            &self,
+            partitions: &[u16],
+            record: Vec<u8>,
+        ) -> Result<Confirm, AppendError> {
             if self.refuse.load(Ordering::Acquire) {
-                return Ok(async { Err("refused".to_owned()) }.boxed());
+                return Ok(async { Err("refused".to_owned().into()) }.boxed());
             }
             let record = LogRecord::decode(&record).unwrap();
             self.records
@@ -1087,9 +1140,9 @@ mod tests {
         struct Held(Shared<tokio::sync::oneshot::Receiver<()>>);
         #[async_trait]
         impl Changelog for Held {
-            async fn append(&self, _: &[u16], _: Vec<u8>) -> Result<Confirm, String> {
+            async fn append(&self, _: &[u16], _: Vec<u8>) -> Result<Confirm, AppendError> {
                 let held = self.0.clone();
-                Ok(async move { held.await.map_err(|e| e.to_string()) }.boxed())
+                Ok(async move { held.await.map_err(|e| e.to_string().into()) }.boxed())
             }
         }
         engine.shared().append_to(Arc::new(Held(released.shared())));
@@ -1105,6 +1158,93 @@ mod tests {
         second.await.unwrap().unwrap();
     }
 
+    /// A changelog whose first append's confirm fails with `failure` after `wait`; every
+    /// later one is confirmed at once. Counts the appends.
+    struct FirstFails {
+        failure: AppendError,
+        wait: Duration,
+        appends: AtomicU64,
+    }
+
+    #[async_trait]
+    impl Changelog for FirstFails {
+        async fn append(&self, _: &[u16], _: Vec<u8>) -> Result<Confirm, AppendError> {
+            let first = self.appends.fetch_add(1, Ordering::AcqRel) == 0;
+            let (failure, wait) = (self.failure.clone(), self.wait);
+            Ok(async move {
+                if !first {
+                    return Ok(());
+                }
+                tokio::time::sleep(wait).await;
+                Err(failure)
+            }
+            .boxed())
+        }
+    }
+
+    /// Flushes `k1`, whose append fails with `failure` 5 s on, and 1 s into that append
+    /// writes and flushes `k2`: the store, the changelog, the second flush's outcome and how
+    /// long it took.
+    async fn flush_behind_a_failing_append(
+        failure: AppendError,
+    ) -> (
+        LoggedEngine<MemoryEngine>,
+        Arc<FirstFails>,
+        Result<(), StoreError>,
+        Duration,
+    ) {
+        let engine = LoggedEngine::new(MemoryEngine::default(), &cluster(1, 1));
+        let changelog = Arc::new(FirstFails {
+            failure,
+            wait: Duration::from_secs(5),
+            appends: AtomicU64::new(0),
+        });
+        engine.shared().append_to(changelog.clone());
+        in_slot(0, || engine.insert(b"k1", b"v").unwrap());
+        let first = tokio::spawn(engine.flush());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        in_slot(0, || engine.insert(b"k2", b"v").unwrap());
+        let started = tokio::time::Instant::now();
+        let second = engine.flush().await;
+        let took = started.elapsed();
+        assert!(first.await.unwrap().is_err(), "the first append failed");
+        assert_eq!(value(&engine, b"k1"), None, "and its write is undone");
+        (engine, changelog, second, took)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_behind_an_append_the_broker_did_not_confirm_fail_with_it_at_once() {
+        let unconfirmed = AppendError::Unconfirmed("no confirm within 5000 ms".into());
+        let (engine, changelog, second, took) = flush_behind_a_failing_append(unconfirmed).await;
+
+        let error = second.expect_err("the write behind fails too").to_string();
+        assert!(error.contains("did not confirm"), "{error}");
+        assert_eq!(
+            took,
+            Duration::from_secs(4),
+            "it fails as the append ahead does, not a timeout later"
+        );
+        assert_eq!(changelog.appends.load(Ordering::Acquire), 1, "not appended");
+        assert_eq!(value(&engine, b"k2"), None, "undone");
+
+        // The next flush appends again.
+        in_slot(0, || engine.insert(b"k3", b"v").unwrap());
+        engine.flush().await.unwrap();
+        assert_eq!(changelog.appends.load(Ordering::Acquire), 2);
+        assert_eq!(value(&engine, b"k3"), Some(b"v".to_vec()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_behind_a_refused_append_are_appended_all_the_same() {
+        let refused = AppendError::Refused("the broker refused the record".into());
+        let (engine, changelog, second, took) = flush_behind_a_failing_append(refused).await;
+
+        second.expect("the write behind is appended and confirmed");
+        assert_eq!(took, Duration::from_secs(4), "once the append ahead failed");
+        assert_eq!(changelog.appends.load(Ordering::Acquire), 2);
+        assert_eq!(value(&engine, b"k2"), Some(b"v".to_vec()));
+    }
+
     #[tokio::test]
     async fn writes_flushed_while_an_append_is_in_flight_go_together_in_the_next() {
         let engine = LoggedEngine::new(MemoryEngine::default(), &cluster(1, 1));
@@ -1117,7 +1257,7 @@ mod tests {
         }
         #[async_trait]
         impl Changelog for FirstHeld {
-            async fn append(&self, _: &[u16], record: Vec<u8>) -> Result<Confirm, String> {
+            async fn append(&self, _: &[u16], record: Vec<u8>) -> Result<Confirm, AppendError> {
                 let LogRecord::Writes { writes, .. } = LogRecord::decode(&record).unwrap() else {
                     panic!("a flush appends writes");
                 };
@@ -1125,7 +1265,7 @@ mod tests {
                 let held = self.held.lock_unpoisoned().take();
                 Ok(async move {
                     match held {
-                        Some(held) => held.await.map_err(|e| e.to_string()),
+                        Some(held) => held.await.map_err(|e| e.to_string().into()),
                         None => Ok(()),
                     }
                 }
@@ -1344,7 +1484,7 @@ mod tests {
 
     #[async_trait]
     impl Changelog for RefusingAtFirst {
-        async fn append(&self, _: &[u16], record: Vec<u8>) -> Result<Confirm, String> {
+        async fn append(&self, _: &[u16], record: Vec<u8>) -> Result<Confirm, AppendError> {
             let tried = self.tried.fetch_add(1, Ordering::AcqRel);
             let refuse = self
                 .refusals_left
@@ -1353,8 +1493,13 @@ mod tests {
                 })
                 .is_ok();
             match (refuse, tried % 2) {
-                (true, 0) => Err("the broker is blocking publishes".to_owned()),
-                (true, _) => Ok(async { Err("no confirm within 2000 ms".to_owned()) }.boxed()),
+                (true, 0) => Err("the broker is blocking publishes".to_owned().into()),
+                (true, _) => Ok(async {
+                    Err(AppendError::Unconfirmed(
+                        "no confirm within 2000 ms".to_owned(),
+                    ))
+                }
+                .boxed()),
                 (false, _) => {
                     self.taken.lock_unpoisoned().push(record);
                     Ok(async { Ok(()) }.boxed())

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 
 use super::declare::Declarer;
 use super::topology::Topology;
-use crate::cluster::changelog::{append_fence, Changelog, Confirm, LogRecord, View};
+use crate::cluster::changelog::{append_fence, AppendError, Changelog, Confirm, LogRecord, View};
 use crate::cluster::command::{Command, Reply};
 use crate::cluster::ownership::Entered;
 use crate::cluster::{
@@ -1125,18 +1125,18 @@ fn stream_offset(delivery: &lapin::message::Delivery) -> Option<u64> {
 
 #[async_trait::async_trait]
 impl Changelog for ClusterLink {
-    async fn append(&self, partitions: &[u16], record: Vec<u8>) -> Result<Confirm, String> {
+    async fn append(&self, partitions: &[u16], record: Vec<u8>) -> Result<Confirm, AppendError> {
         let Some(&first) = partitions.first() else {
-            return Err("a changelog record names no partition".to_owned());
+            return Err("a changelog record names no partition".to_owned().into());
         };
         if let Some(partition) = partitions
             .iter()
             .find(|partition| self.ownership.owned_since(**partition).is_none())
         {
-            return Err(format!("this node does not own partition {partition}"));
+            return Err(format!("this node does not own partition {partition}").into());
         }
         if self.publishes_blocked() {
-            return Err(ClusterUnavailable::Blocked.to_string());
+            return Err(ClusterUnavailable::Blocked.to_string().into());
         }
         let appender = self
             .appender
@@ -1152,7 +1152,9 @@ impl Changelog for ClusterLink {
         // until the heartbeats give up, and every flush behind it with it.
         let deadline = tokio::time::Instant::now() + self.timeout;
         let timeout = self.timeout;
-        let unconfirmed = move || format!("no confirm within {} ms", timeout.as_millis());
+        let unconfirmed = move || {
+            AppendError::Unconfirmed(format!("no confirm within {} ms", timeout.as_millis()))
+        };
         let confirm = tokio::time::timeout_at(
             deadline,
             send_to_queue(&appender, stream, &record, persistent),
@@ -1163,8 +1165,8 @@ impl Changelog for ClusterLink {
         Ok(Box::pin(async move {
             match tokio::time::timeout_at(deadline, confirm).await {
                 Ok(Ok(confirmation)) if confirmation.is_ack() => Ok(()),
-                Ok(Ok(_)) => Err("the broker refused the record".to_owned()),
-                Ok(Err(error)) => Err(error.to_string()),
+                Ok(Ok(_)) => Err("the broker refused the record".to_owned().into()),
+                Ok(Err(error)) => Err(error.to_string().into()),
                 Err(_) => Err(unconfirmed()),
             }
         }))
