@@ -1190,8 +1190,10 @@ async fn a_memory_alarm_blocks_publishes_creates_get_503_and_nothing_is_lost() {
     )
     .await;
     // A request taken as the alarm came may be sent twice: its job published, the publish
-    // blocked past its timeout, the create undone and the request taken again afterwards.
-    // Any other would be a defect.
+    // blocked past its timeout, the create undone (or, its undo blocked too, left to be
+    // replayed) and the request taken again afterwards. Its copies that come together once
+    // the alarm clears (delivered again, forwarded by the other node) hand the job on once
+    // between them. Any other would be a defect.
     let twice: Vec<u64> = confirmed_broker
         .iter()
         .copied()

@@ -481,17 +481,17 @@ impl Issuer {
             match decided {
                 // The first attempt's job may never have reached the broker (its answer was
                 // lost with the connection), or reached it through another owner: it goes
-                // again, unless this node handed it on lately (it is on its way); a send
-                // already recorded is not repeated.
+                // again, unless this node handed it on lately or is handing it on now (it
+                // is on its way); a send already recorded is not repeated.
                 Decided::Replay {
                     receipt,
                     undelivered,
                 } => {
-                    if let Some(job) = undelivered.filter(|job| !handed_over.knows(&job.job_id)) {
-                        jobs.publish_job(&job)
+                    if let Some(job) = undelivered {
+                        handed_over
+                            .hand_on(&job.job_id, publishing(&jobs, &job))
                             .await
                             .map_err(|error| IssueError::Unavailable(error.to_string()))?;
-                        handed_over.remember(&job.job_id);
                     }
                     Ok(Issued {
                         receipt,
@@ -508,14 +508,12 @@ impl Issuer {
                     if let Some(webhooks) = &webhooks {
                         webhooks.created(&job.tenant, &receipt).await;
                     }
-                    match jobs.publish_job(&job).await {
-                        Ok(()) => {
-                            handed_over.remember(&job.job_id);
-                            Ok(Issued {
-                                receipt,
-                                replayed: false,
-                            })
-                        }
+                    let handed_on = handed_over.hand_on(&job.job_id, publishing(&jobs, &job));
+                    match handed_on.await {
+                        Ok(()) => Ok(Issued {
+                            receipt,
+                            replayed: false,
+                        }),
                         Err(error) => {
                             if step {
                                 // The earlier steps' code still works: the step is only
@@ -573,6 +571,15 @@ impl Issuer {
             now,
         )
     }
+}
+
+/// The publish of `job` to `jobs`, to run when it is handed on.
+fn publishing(
+    jobs: &Arc<dyn JobQueue>,
+    job: &DeliveryJob,
+) -> impl FnOnce() -> BoxFuture<'static, Result<(), PublishError>> {
+    let (jobs, job) = (Arc::clone(jobs), job.clone());
+    move || Box::pin(async move { jobs.publish_job(&job).await })
 }
 
 /// How long after a step's message could not be handed on it is offered again.
