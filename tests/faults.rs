@@ -963,13 +963,12 @@ impl Drop for MemoryAlarm {
     }
 }
 
-/// One HTTP create: when it was sent, what it got (`None`: no answer within 15 s, and
-/// `failure` says why), and how long that took.
+/// One HTTP create: when it was sent, what it got (or why it got no answer within 15 s),
+/// and how long that took.
 struct Attempt {
     to: String,
     sent: Instant,
-    reply: Option<helpers::Reply>,
-    failure: Option<String>,
+    reply: Result<helpers::Reply, String>,
     took: Duration,
 }
 
@@ -993,15 +992,14 @@ async fn create_steadily(
             .json(&json!({"channel": "sms", "to": to}));
         n += 1;
         let sent = Instant::now();
-        let (reply, failure) = match request.send().await {
-            Ok(response) => (Some(helpers::Reply::read(response).await), None),
-            Err(error) => (None, Some(error.to_string())),
+        let reply = match request.send().await {
+            Ok(response) => Ok(helpers::Reply::read(response).await),
+            Err(error) => Err(error.to_string()),
         };
         attempts.push(Attempt {
             to,
             sent,
             reply,
-            failure,
             took: sent.elapsed(),
         });
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1070,7 +1068,7 @@ async fn check_nothing_lost(
 ) -> (HashMap<String, u64>, Tally) {
     let created: Vec<&String> = attempts
         .iter()
-        .filter(|a| a.reply.as_ref().is_some_and(|r| r.status == 201))
+        .filter(|a| a.reply.as_ref().is_ok_and(|r| r.status == 201))
         .map(|a| &a.to)
         .collect();
     settle(stores, confirmed_broker, Duration::from_secs(10), limit).await;
@@ -1144,7 +1142,7 @@ async fn a_memory_alarm_blocks_publishes_creates_get_503_and_nothing_is_lost() {
         statuses.iter().collect::<std::collections::BTreeSet<_>>(),
         during
             .first()
-            .and_then(|a| a.reply.as_ref())
+            .and_then(|a| a.reply.as_ref().ok())
             .map_or("nothing", |reply| reply.text.as_str())
     );
     assert!(
@@ -1156,7 +1154,7 @@ async fn a_memory_alarm_blocks_publishes_creates_get_503_and_nothing_is_lost() {
         let reply = attempt
             .reply
             .as_ref()
-            .unwrap_or_else(|| panic!("a create during the alarm got no answer within 15 s"));
+            .unwrap_or_else(|_| panic!("a create during the alarm got no answer within 15 s"));
         reply.expect_status(503);
         assert!(
             attempt.took <= Duration::from_secs(5),
@@ -1172,7 +1170,7 @@ async fn a_memory_alarm_blocks_publishes_creates_get_503_and_nothing_is_lost() {
     // Once the watermark is back, creates succeed again, unaided.
     let resumed = attempts
         .iter()
-        .find(|a| a.sent > cleared && a.reply.as_ref().is_some_and(|r| r.status == 201))
+        .find(|a| a.sent > cleared && a.reply.as_ref().is_ok_and(|r| r.status == 201))
         .map(|a| a.sent.duration_since(cleared));
     eprintln!("memory alarm: creates answered 201 again {resumed:?} after it cleared");
     assert!(
@@ -1399,20 +1397,16 @@ async fn a_broker_gone_silent_for_60_s_is_noticed_creates_get_503_and_nothing_is
             "silent broker: a create sent {} took {:?}: {:?}",
             since(silenced, attempt.sent),
             attempt.took,
-            attempt
-                .reply
-                .as_ref()
-                .map(|r| r.status)
-                .ok_or(&attempt.failure)
+            attempt.reply.as_ref().map(|r| r.status)
         );
     }
     for attempt in &attempts {
         let into_silence = since(silenced, attempt.sent);
         assert!(
-            attempt.reply.is_some(),
+            attempt.reply.is_ok(),
             "a create sent {into_silence} got no answer after {:?}: {:?}\n{}",
             attempt.took,
-            attempt.failure,
+            attempt.reply.as_ref().err(),
             tail(&warnings(&processes[0].output()))
         );
         assert!(

@@ -573,13 +573,16 @@ impl Issuer {
     }
 }
 
-/// The publish of `job` to `jobs`, to run when it is handed on.
-fn publishing(
-    jobs: &Arc<dyn JobQueue>,
-    job: &DeliveryJob,
-) -> impl FnOnce() -> BoxFuture<'static, Result<(), PublishError>> {
-    let (jobs, job) = (Arc::clone(jobs), job.clone());
-    move || Box::pin(async move { jobs.publish_job(&job).await })
+/// The publish of `job` to `jobs`, to run when it is handed on: the job is copied for it
+/// only then, not when it was handed on lately or is being handed on now.
+fn publishing<'a>(
+    jobs: &'a Arc<dyn JobQueue>,
+    job: &'a DeliveryJob,
+) -> impl FnOnce() -> BoxFuture<'static, Result<(), PublishError>> + 'a {
+    move || {
+        let (jobs, job) = (Arc::clone(jobs), job.clone());
+        Box::pin(async move { jobs.publish_job(&job).await })
+    }
 }
 
 /// How long after a step's message could not be handed on it is offered again.
