@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::settings::ClusterSettings;
-use crate::store::kv::{Entry, KeyRange, KvEngine};
+use crate::store::kv::{Entry, KeyRange, KvEngine, Put};
 use crate::store::{ListsWatch, StoreError};
 use crate::sync::LockUnpoisoned;
 
@@ -446,14 +446,41 @@ impl<E: KvEngine> LogShared<E> {
         };
         let mut pending = self.pending.lock_unpoisoned();
         let old = write(&self.inner)?;
-        pending.push(Captured {
+        pending.push(self.captured(slot, key, old, new));
+        Ok(())
+    }
+
+    /// Makes `puts` as the engine's one step, remembering each for the changelog when a
+    /// command for a destination runs.
+    fn write_all(&self, puts: &[Put<'_>]) -> Result<(), StoreError> {
+        let Some(slot) = SLOT.with(Cell::get) else {
+            self.local_writes.store(true, Ordering::Release);
+            return self.inner.write_all(puts);
+        };
+        let mut pending = self.pending.lock_unpoisoned();
+        let held = self.inner.replace_all(puts)?;
+        for (put, old) in puts.iter().zip(held) {
+            let old = old.map(|old| old.as_ref().to_vec());
+            pending.push(self.captured(slot, put.key, old, put.value));
+        }
+        Ok(())
+    }
+
+    /// A write of `key` from `old` to `new` by a command for `slot`, numbered as the next.
+    fn captured(
+        &self,
+        slot: u32,
+        key: &[u8],
+        old: Option<Vec<u8>>,
+        new: Option<&[u8]>,
+    ) -> Captured {
+        Captured {
             seq: self.number_write(),
             partition: self.partition_of(slot),
             key: key.to_vec(),
             old,
             new: new.map(<[u8]>::to_vec),
-        });
-        Ok(())
+        }
     }
 
     fn compare_and_swap(
@@ -469,13 +496,7 @@ impl<E: KvEngine> LogShared<E> {
         let mut pending = self.pending.lock_unpoisoned();
         let swapped = self.inner.compare_and_swap(key, expected, new)?;
         if swapped {
-            pending.push(Captured {
-                seq: self.number_write(),
-                partition: self.partition_of(slot),
-                key: key.to_vec(),
-                old: expected.map(<[u8]>::to_vec),
-                new: new.map(<[u8]>::to_vec),
-            });
+            pending.push(self.captured(slot, key, expected.map(<[u8]>::to_vec), new));
         }
         Ok(swapped)
     }
@@ -697,12 +718,12 @@ impl<E: KvEngine> LogShared<E> {
         applied.keys = latest.len();
         let checkpoint = checkpoint_key(stream);
         let offset = run.last().map(|(last, _)| last.to_be_bytes());
-        let mut writes: Vec<(&[u8], Option<&[u8]>)> = latest
+        let mut writes: Vec<Put<'_>> = latest
             .iter()
-            .map(|(key, value)| (key.as_slice(), value.as_deref()))
+            .map(|(key, value)| Put::set(key, value.as_deref()))
             .collect();
         if let Some(offset) = &offset {
-            writes.push((&checkpoint, Some(offset)));
+            writes.push(Put::set(&checkpoint, Some(offset)));
         }
         self.inner.write_all(&writes)?;
         if latest.keys().any(|key| ListsWatch::is_list_key(key)) {
@@ -803,6 +824,10 @@ impl<E: KvEngine> KvEngine for LoggedEngine<E> {
 
     fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
         self.0.write(key, None)
+    }
+
+    fn write_all(&self, puts: &[Put<'_>]) -> Result<(), StoreError> {
+        self.0.write_all(puts)
     }
 
     fn compare_and_swap(
@@ -1324,6 +1349,44 @@ mod tests {
         let held = |key: &[u8]| engine.get(key).unwrap();
         assert_eq!(held(b"refused"), None, "taken back");
         assert_eq!(held(b"new"), Some(b"1".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn writes_made_together_are_carried_each_and_taken_back_when_refused() {
+        let (engine, changelog) = engine();
+        engine.insert(b"k", b"before").unwrap();
+        engine.insert(b"gone", b"was here").unwrap();
+        in_slot(1, || {
+            let together = [
+                Put::set(b"k", Some(b"1")),
+                Put::insert(b"new", b"n", true),
+                Put::set(b"gone", None),
+                Put::set(b"k", Some(b"2")),
+            ];
+            engine.write_all(&together).unwrap()
+        });
+        engine.flush().await.unwrap();
+        let keys = |keys: &[&[u8]]| keys.iter().map(|key| key.to_vec()).collect::<Vec<_>>();
+        assert_eq!(
+            appended_keys(&changelog),
+            vec![keys(&[b"k", b"new", b"gone", b"k"])]
+        );
+
+        changelog.refuse.store(true, Ordering::Release);
+        in_slot(1, || {
+            let together = [
+                Put::set(b"k", Some(b"3")),
+                Put::set(b"gone", Some(b"back")),
+                Put::set(b"k", Some(b"4")),
+                Put::insert(b"fresh", b"f", true),
+            ];
+            engine.write_all(&together).unwrap()
+        });
+        assert!(engine.flush().await.is_err());
+        assert_eq!(value(&engine, b"k"), Some(b"2".to_vec()), "as before them");
+        assert_eq!(value(&engine, b"gone"), None);
+        assert_eq!(value(&engine, b"fresh"), None);
+        assert_eq!(value(&engine, b"new"), Some(b"n".to_vec()));
     }
 
     #[tokio::test]

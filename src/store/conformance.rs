@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::kv::{KeyRange, KvEngine};
+use super::kv::{KeyRange, KvEngine, Put};
 use super::lsm_engine::LsmEngine;
 use super::memory::MemoryEngine;
 use super::records::RecordStore;
@@ -26,6 +26,7 @@ macro_rules! engine_suite {
             engine_suite!(@cases $open;
                 kv_reads_what_was_written,
                 kv_replace_hands_back_what_the_key_held,
+                kv_replace_all_hands_back_what_each_key_held_before_its_put,
                 kv_writes_all_in_order,
                 kv_compare_and_swap_changes_only_the_expected_value,
                 kv_scans_keys_in_order_within_the_range,
@@ -128,13 +129,13 @@ fn kv_writes_all_in_order<E: KvEngine>(engine: E) {
     engine.insert(b"gone", b"was here").unwrap();
     engine
         .write_all(&[
-            (b"a", Some(b"first")),
-            (b"gone", None),
-            (b"a", Some(b"second")),
-            (b"b", Some(b"")),
-            (b"never", None),
-            (b"c", Some(b"kept")),
-            (b"b", None),
+            Put::set(b"a", Some(b"first")),
+            Put::set(b"gone", None),
+            Put::set(b"a", Some(b"second")),
+            Put::set(b"b", Some(b"")),
+            Put::set(b"never", None),
+            Put::insert(b"c", b"kept", true),
+            Put::set(b"b", None),
         ])
         .unwrap();
     assert_eq!(value(&engine, b"a").as_deref(), Some(&b"second"[..]));
@@ -158,6 +159,34 @@ fn kv_replace_hands_back_what_the_key_held<E: KvEngine>(engine: E) {
     assert_eq!(replace(None).as_deref(), Some(&b"two"[..]), "a removal");
     assert_eq!(value(&engine, b"k"), None);
     assert_eq!(replace(None), None, "removing what is absent");
+}
+
+fn kv_replace_all_hands_back_what_each_key_held_before_its_put<E: KvEngine>(engine: E) {
+    engine.insert(b"k", b"one").unwrap();
+    engine.insert(b"gone", b"was here").unwrap();
+    let held: Vec<Option<Vec<u8>>> = engine
+        .replace_all(&[
+            Put::set(b"k", Some(b"two")),
+            Put::insert(b"fresh", b"made", true),
+            Put::set(b"gone", None),
+            Put::set(b"k", Some(b"three")),
+            Put::set(b"absent", Some(b"now")),
+        ])
+        .expect("the engine writes")
+        .into_iter()
+        .map(|old| old.map(|old| old.as_ref().to_vec()))
+        .collect();
+    let said = |text: &[u8]| Some(text.to_vec());
+    assert_eq!(
+        held,
+        [said(b"one"), None, said(b"was here"), said(b"two"), None],
+        "a key written twice held the first write's value before the second"
+    );
+    assert_eq!(value(&engine, b"k").as_deref(), Some(&b"three"[..]));
+    assert_eq!(value(&engine, b"fresh").as_deref(), Some(&b"made"[..]));
+    assert_eq!(value(&engine, b"gone"), None);
+    assert_eq!(value(&engine, b"absent").as_deref(), Some(&b"now"[..]));
+    assert!(engine.replace_all(&[]).unwrap().is_empty());
 }
 
 fn kv_compare_and_swap_changes_only_the_expected_value<E: KvEngine>(engine: E) {
@@ -407,20 +436,24 @@ fn what_was_never_written_reads_as_none<E: KvEngine>(engine: E) {
     );
 }
 
+/// A second send of `first`'s verification, decided on `decided_on`.
+fn resend_of(first: &IssueWrite, decided_on: Verification) -> IssueWrite {
+    let id = &first.verification.id;
+    let mut write = issue(1);
+    write.verification.id = id.clone();
+    write.verification.send_seq = 2;
+    write.job.job_id = JobId::new(id, 2);
+    write.job.verification_id = id.clone();
+    write.decided_on = Some(decided_on);
+    write
+}
+
 fn a_resend_decided_on_a_record_changed_since_writes_nothing<E: KvEngine>(engine: E) {
     let store = store(engine);
     let first = issue(1);
     store.commit_issue(&first).unwrap();
     let id = first.verification.id.clone();
-    let resend = |decided_on: Verification| {
-        let mut write = issue(1);
-        write.verification.id = id.clone();
-        write.verification.send_seq = 2;
-        write.job.job_id = JobId::new(&id, 2);
-        write.job.verification_id = id.clone();
-        write.decided_on = Some(decided_on);
-        write
-    };
+    let resend = |decided_on| resend_of(&first, decided_on);
     // A check approved it after the resend was decided: the resend writes nothing.
     let stale = resend(first.verification.clone());
     store
@@ -1121,6 +1154,31 @@ fn an_unreadable_record_is_an_error<E: KvEngine>(engine: E) {
 }
 
 // The order of an issue's writes.
+
+/// An issue's records go to the engine in one batch, which the LSM tree writes as one entry
+/// of its journal and one pass into its table; a resend's in two around the swap of its
+/// verification.
+#[test]
+fn a_first_issue_is_written_in_one_step_and_a_resend_in_three() {
+    let store = store(WatchedEngine::default());
+    let steps = || {
+        store
+            .engine()
+            .steps
+            .load(std::sync::atomic::Ordering::Acquire)
+    };
+    let first = issue(1);
+    store.commit_issue(&first).unwrap();
+    assert_eq!(steps(), 1, "a first issue is one batch");
+    assert!(store.engine().writes().len() >= 4, "of several records");
+
+    store
+        .commit_issue(&resend_of(&first, first.verification.clone()))
+        .unwrap();
+    assert_eq!(steps(), 1 + 3, "a resend: its job, the swap, the rest");
+    let resent = store.verification(&first.verification.id).unwrap().unwrap();
+    assert_eq!(resent.send_seq, 2);
+}
 
 /// A store holding the first `count` of `writes`, as a restart after a kill finds it.
 fn cut_after(writes: &[Write], count: usize) -> RecordStore<MemoryEngine> {

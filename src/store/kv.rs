@@ -1,6 +1,6 @@
-//! The key-value seam under the records: ordered byte keys, single-key writes, a
-//! compare-and-swap, bounded scans, and a group-committed flush. Nothing more: the record
-//! layer orders its writes so that no batch or transaction is needed.
+//! The key-value seam under the records: ordered byte keys, single-key writes and batches
+//! of them, a compare-and-swap, bounded scans, and a group-committed flush. Nothing more:
+//! the record layer orders its writes, a batch's too, so that no transaction is needed.
 
 use futures_util::future::BoxFuture;
 use std::ops::Bound;
@@ -16,7 +16,8 @@ pub type Bounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 /// An ordered map of byte keys to byte values that can be made durable.
 ///
 /// Every write is visible to every reader at once, and durable once a later [`flush`]
-/// resolves. Single-key operations are atomic; nothing spans several keys.
+/// resolves. Single-key operations are atomic; a batch (`write_all`) is one step on an
+/// engine that can, and otherwise made in order, of which a crash may leave a prefix.
 ///
 /// [`flush`]: KvEngine::flush
 pub trait KvEngine: Send + Sync + 'static {
@@ -53,13 +54,26 @@ pub trait KvEngine: Send + Sync + 'static {
         Ok(old)
     }
 
-    /// Sets each key to its value (`None`: removes it), in order; an engine that can does
-    /// it in one step. (sled's own batches wait out the flush in progress, which its writes
-    /// one by one do not: it takes them one by one.)
-    fn write_all(&self, writes: &[(&[u8], Option<&[u8]>)]) -> Result<(), StoreError> {
-        writes
-            .iter()
-            .try_for_each(|(key, value)| self.set(key, *value))
+    /// Makes `puts`, in order; an engine that can does it in one step. (sled's own batches
+    /// wait out the flush in progress, which its writes one by one do not: it takes them
+    /// one by one.)
+    fn write_all(&self, puts: &[Put<'_>]) -> Result<(), StoreError> {
+        puts.iter().try_for_each(|put| match (put.new, put.value) {
+            (true, Some(value)) => self.insert_new(put.key, value),
+            _ => self.set(put.key, put.value),
+        })
+    }
+
+    /// [`write_all`](KvEngine::write_all), handing back what each put's key held before it
+    /// (`None` for a [new](Put::new) key, which is not looked for); an engine that can
+    /// finds each key once for both.
+    fn replace_all(&self, puts: &[Put<'_>]) -> Result<Vec<Option<Self::Value>>, StoreError> {
+        puts.iter()
+            .map(|put| match (put.new, put.value) {
+                (true, Some(value)) => self.insert_new(put.key, value).map(|()| None),
+                _ => self.replace(put.key, put.value),
+            })
+            .collect()
     }
 
     /// Sets `key` to `new` (`None`: removes it) if it holds `expected` (`None`: is absent),
@@ -96,6 +110,36 @@ pub trait KvEngine: Send + Sync + 'static {
     /// not made durable then is gone.
     fn reopens(&self) -> u64 {
         0
+    }
+}
+
+/// One write of several made together: `key` set to `value` (`None`: removed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Put<'a> {
+    pub key: &'a [u8],
+    pub value: Option<&'a [u8]>,
+    /// A key made for this write alone, which holds nothing (see
+    /// [`KvEngine::insert_new`]): what it held is not looked for.
+    pub new: bool,
+}
+
+impl<'a> Put<'a> {
+    /// Sets `key` to `value` (`None`: removes it), whatever it held.
+    pub fn set(key: &'a [u8], value: Option<&'a [u8]>) -> Self {
+        Put {
+            key,
+            value,
+            new: false,
+        }
+    }
+
+    /// Sets `key` to `value`; `new`: a key that holds nothing.
+    pub fn insert(key: &'a [u8], value: &'a [u8], new: bool) -> Self {
+        Put {
+            key,
+            value: Some(value),
+            new,
+        }
     }
 }
 

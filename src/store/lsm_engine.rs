@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use super::engine::EngineKind;
 use super::flusher::GroupFlusher;
-use super::kv::{Entry, KeyRange, KvEngine};
+use super::kv::{Entry, KeyRange, KvEngine, Put};
 use super::lsm_compaction::{self, Compactable, Compaction};
 use super::reopening::{Handle, Reopening};
 use super::StoreError;
@@ -111,7 +111,7 @@ fn start_compactions(database: &Arc<Reopening<Lsm>>) -> Result<(), StoreError> {
 impl Lsm {
     /// Sets `key` to `value` (`None`: removes it).
     fn set(&self, key: &[u8], value: Option<&[u8]>) -> fjall::Result<()> {
-        self.write_all(&[(key, value)])
+        self.write_all(&[Put::set(key, value)])
     }
 
     /// Sets each key to its value (`None`: removes it) in one batch: one entry in the
@@ -121,15 +121,33 @@ impl Lsm {
     /// before a flush's fsync, and a process killed before one leaves the journal cut at an
     /// entry, a state the store was in (a returning node applies the changelog again from
     /// the offset the cut journal holds).
-    fn write_all(&self, writes: &[(&[u8], Option<&[u8]>)]) -> fjall::Result<()> {
+    fn write_all(&self, puts: &[Put<'_>]) -> fjall::Result<()> {
         let mut batch = self.keyspace.batch().durability(None);
-        for (key, value) in writes {
-            match value {
-                Some(value) => batch.insert(&self.records, *key, *value),
-                None => batch.remove(&self.records, *key),
+        for put in puts {
+            match put.value {
+                Some(value) => batch.insert(&self.records, put.key, value),
+                None => batch.remove(&self.records, put.key),
             }
         }
         batch.commit()
+    }
+
+    /// What each of `puts`' keys holds before `puts` are made: `None` for a new key, and
+    /// for a key written earlier in `puts` what that write leaves in it.
+    fn held_before(&self, puts: &[Put<'_>]) -> fjall::Result<Vec<Option<fjall::Slice>>> {
+        (puts.iter().enumerate())
+            .map(|(at, put)| {
+                let earlier = puts[..at]
+                    .iter()
+                    .rev()
+                    .find(|earlier| earlier.key == put.key);
+                match earlier {
+                    Some(earlier) => Ok(earlier.value.map(fjall::Slice::from)),
+                    None if put.new => Ok(None),
+                    None => self.records.get(put.key),
+                }
+            })
+            .collect()
     }
 
     /// Writes the journal's buffer out to its file, without an fsync.
@@ -298,9 +316,20 @@ impl KvEngine for LsmEngine {
     }
 
     /// One batch, where a write each would go into the journal and the table once per key.
-    fn write_all(&self, writes: &[(&[u8], Option<&[u8]>)]) -> Result<(), StoreError> {
-        let _stripes = self.stripes.lock_all(writes.iter().map(|(key, _)| *key));
-        self.database.with(|lsm| lsm.write_all(writes))
+    fn write_all(&self, puts: &[Put<'_>]) -> Result<(), StoreError> {
+        let _stripes = self.stripes.lock_all(puts.iter().map(|put| put.key));
+        self.database.with(|lsm| lsm.write_all(puts))
+    }
+
+    /// The keys read and the batch written under their stripes' locks, so no write slips
+    /// between the two.
+    fn replace_all(&self, puts: &[Put<'_>]) -> Result<Vec<Option<fjall::Slice>>, StoreError> {
+        let _stripes = self.stripes.lock_all(puts.iter().map(|put| put.key));
+        self.database.with(|lsm| {
+            let held = lsm.held_before(puts)?;
+            lsm.write_all(puts)?;
+            Ok(held)
+        })
     }
 
     fn replace(
@@ -401,7 +430,7 @@ mod tests {
         let value = scattered;
         engine.insert(b"v/1", &value(1)).unwrap();
         engine
-            .write_all(&[(b"v/2", Some(&value(2))), (b"v/3", None)])
+            .write_all(&[Put::set(b"v/2", Some(&value(2))), Put::set(b"v/3", None)])
             .unwrap();
         assert_eq!(engine.get(b"v/2").unwrap().as_deref(), Some(&value(2)[..]));
         for seed in [1, 2] {

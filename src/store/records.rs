@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::time::Duration;
 
-use super::kv::{KeyRange, KvEngine};
+use super::kv::{KeyRange, KvEngine, Put};
 use super::{
     keys, DueStep, IssueWrite, MessageOwner, OutboxCursor, OutboxPage, Store, StoreError, Swept,
 };
@@ -96,16 +96,6 @@ impl<E: KvEngine> RecordStore<E> {
         self.engine.insert(key, &encode(value)?)
     }
 
-    /// Writes `value` under `key`; `new`: a key that held nothing (see
-    /// [`KvEngine::insert_new`]).
-    fn put(&self, key: &[u8], value: &[u8], new: bool) -> Result<(), StoreError> {
-        if new {
-            self.engine.insert_new(key, value)
-        } else {
-            self.engine.insert(key, value)
-        }
-    }
-
     /// Writes a record that the sweeper deletes after `purge_at`: its expiry-index entry
     /// first, so no record is ever left without one.
     fn write_expiring<T: Serialize>(
@@ -126,34 +116,9 @@ impl<E: KvEngine> RecordStore<E> {
         due_before: Option<Timestamp>,
         verification: &Verification,
     ) -> Result<(), StoreError> {
-        match next_step_at(verification) {
-            Some(due) if Some(due) != due_before => self
-                .engine
-                .insert(&keys::workflow_step(due, &verification.id), &[]),
-            _ => Ok(()),
-        }
-    }
-
-    /// Writes an issue's verification: a first issue's under its new id, which held nothing;
-    /// a resend's (`decided_on`: the stored bytes it was decided on) only if nobody changed
-    /// them since.
-    fn write_decided(
-        &self,
-        key: &[u8],
-        verification: &Verification,
-        decided_on: Option<&E::Value>,
-    ) -> Result<(), StoreError> {
-        let Some(decided_on) = decided_on else {
-            return self.engine.insert_new(key, &encode(verification)?);
-        };
-        if self.engine.compare_and_swap(
-            key,
-            Some(decided_on.as_ref()),
-            Some(&encode(verification)?),
-        )? {
-            Ok(())
-        } else {
-            Err(changed_meanwhile())
+        match step_key(due_before, verification) {
+            Some(key) => self.engine.insert(&key, &[]),
+            None => Ok(()),
         }
     }
 
@@ -298,10 +263,11 @@ impl<E: KvEngine> Store for RecordStore<E> {
     }
 
     fn commit_issue(&self, write: &IssueWrite) -> Result<(), StoreError> {
-        // Written one by one, in an order where every prefix is harmless, rather than as one
-        // batch (on sled a batch takes the global write lock and waits out every flush in
-        // progress, which stalled the IssuanceActor). An engine recovers a prefix of its
-        // writes, so:
+        // Written in an order where every prefix is harmless, in as few steps as the engine
+        // takes: the LSM tree writes a first issue as one batch (a resend as two, around the
+        // swap of its verification), sled one by one (its batches take the global write
+        // lock and wait out every flush in progress, which stalled the IssuanceActor). An
+        // engine recovers a prefix of its writes, so:
         // - the expiry index entries go first (an entry for a missing record is skipped);
         // - the outbox job next (without its verification, recovery drops it as gone);
         // - then the verification, the idempotency record, and last the destination state:
@@ -321,10 +287,12 @@ impl<E: KvEngine> Store for RecordStore<E> {
             }
             None => (keys::verification(&write.verification.id), None),
         };
-        let idempotency = write
-            .idempotency
-            .as_ref()
-            .map(|(key, record)| (keys::idempotency(key), record));
+        let idempotency = match &write.idempotency {
+            Some((key, record)) => {
+                Some((keys::idempotency(key), record.expires_at, encode(record)?))
+            }
+            None => None,
+        };
         let mut expiring = vec![
             (
                 self.verification_purge_at(&write.verification),
@@ -336,28 +304,49 @@ impl<E: KvEngine> Store for RecordStore<E> {
                 outbox_key.as_slice(),
             ),
         ];
-        if let Some((key, record)) = &idempotency {
-            expiring.push((record.expires_at, key.as_slice()));
+        if let Some((key, expires_at, _)) = &idempotency {
+            expiring.push((*expires_at, key.as_slice()));
         }
+        let index = index_entries(&expiring, &outbox_key);
+        let step = step_key(None, &write.verification);
+        let job = encode(&write.job)?;
+        let verification = encode(&write.verification)?;
+        let destination = encode(&write.destination)?;
         // A first issue's verification has a new id, and so are its job and the index entry
         // named after that job: keys nothing held, written without asking what they held.
         let first_issue = decided_on.is_none();
-        for (index_key, companions, anchored) in index_entries(&expiring, &outbox_key) {
-            self.put(&index_key, &companions, anchored && first_issue)?;
+        let mut puts: Vec<Put<'_>> = (index.iter())
+            .map(|(key, companions, anchored)| {
+                Put::insert(key, companions, *anchored && first_issue)
+            })
+            .collect();
+        puts.extend(step.as_deref().map(|key| Put::insert(key, &[], false)));
+        puts.push(Put::insert(&outbox_key, &job, first_issue));
+        match &decided_on {
+            None => puts.push(Put::insert(&verification_key, &verification, true)),
+            Some(decided_on) => {
+                self.engine.write_all(&puts)?;
+                puts.clear();
+                let swapped = match self.engine.compare_and_swap(
+                    &verification_key,
+                    Some(decided_on.as_ref()),
+                    Some(&verification),
+                ) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(changed_meanwhile()),
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = swapped {
+                    self.engine.remove(&outbox_key)?;
+                    return Err(error);
+                }
+            }
         }
-        self.schedule_step(None, &write.verification)?;
-        self.put(&outbox_key, &encode(&write.job)?, first_issue)?;
-        if let Err(error) =
-            self.write_decided(&verification_key, &write.verification, decided_on.as_ref())
-        {
-            self.engine.remove(&outbox_key)?;
-            return Err(error);
+        if let Some((key, _, record)) = &idempotency {
+            puts.push(Put::insert(key, record, false));
         }
-        if let Some((key, record)) = idempotency {
-            self.write(&key, record)?;
-        }
-        self.write(&destination_key, &write.destination)?;
-        Ok(())
+        puts.push(Put::insert(&destination_key, &destination, false));
+        self.engine.write_all(&puts)
     }
 
     fn outbox_job(&self, id: &JobId) -> Result<Option<DeliveryJob>, StoreError> {
@@ -574,6 +563,14 @@ fn due_together<'a>(expiring: &[(Timestamp, &'a [u8])]) -> Vec<(Timestamp, Vec<&
         .into_iter()
         .map(|(_, last, keys)| (last, keys))
         .collect()
+}
+
+/// The schedule's entry for `verification`'s next workflow step, unless it has none or it
+/// was due then already (`due_before`).
+fn step_key(due_before: Option<Timestamp>, verification: &Verification) -> Option<Vec<u8>> {
+    next_step_at(verification)
+        .filter(|due| Some(*due) != due_before)
+        .map(|due| keys::workflow_step(due, &verification.id))
 }
 
 fn changed_meanwhile() -> StoreError {

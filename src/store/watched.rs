@@ -1,13 +1,13 @@
 //! A memory engine for tests that watches what is done to it: it keeps, in order, every
 //! write that reached it (what an engine's journal holds, of which a process killed at any
-//! moment leaves a prefix), counts the reads made of it, and can be told it was opened
-//! again.
+//! moment leaves a prefix), counts the reads made of it and the steps its writes came in,
+//! and can be told it was opened again.
 
 use futures_util::future::BoxFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use super::kv::{Entry, KeyRange, KvEngine};
+use super::kv::{Entry, KeyRange, KvEngine, Put};
 use super::memory::MemoryEngine;
 use super::StoreError;
 use crate::sync::LockUnpoisoned;
@@ -21,6 +21,8 @@ pub struct WatchedEngine {
     writes: Mutex<Vec<Write>>,
     /// Reads made of it.
     pub reads: AtomicU64,
+    /// The steps it was written in: each write, swap and batch of writes (`write_all`).
+    pub steps: AtomicU64,
     /// What it answers to [`KvEngine::reopens`].
     pub reopens: AtomicU64,
 }
@@ -29,6 +31,10 @@ impl WatchedEngine {
     /// Every write that reached it, in order.
     pub fn writes(&self) -> Vec<Write> {
         self.writes.lock_unpoisoned().clone()
+    }
+
+    fn stepped(&self) {
+        self.steps.fetch_add(1, Ordering::AcqRel);
     }
 
     fn wrote(&self, key: &[u8], value: Option<&[u8]>) {
@@ -47,13 +53,23 @@ impl KvEngine for WatchedEngine {
     }
 
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.stepped();
         self.wrote(key, Some(value));
         self.inner.insert(key, value)
     }
 
     fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.stepped();
         self.wrote(key, None);
         self.inner.remove(key)
+    }
+
+    fn write_all(&self, puts: &[Put<'_>]) -> Result<(), StoreError> {
+        self.stepped();
+        for put in puts {
+            self.wrote(put.key, put.value);
+        }
+        self.inner.write_all(puts)
     }
 
     fn compare_and_swap(
@@ -62,6 +78,7 @@ impl KvEngine for WatchedEngine {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<bool, StoreError> {
+        self.stepped();
         let swapped = self.inner.compare_and_swap(key, expected, new)?;
         if swapped {
             self.wrote(key, new);
