@@ -451,7 +451,9 @@ impl<E: KvEngine> LogShared<E> {
     }
 
     /// Makes `puts` as the engine's one step, remembering each for the changelog when a
-    /// command for a destination runs.
+    /// command for a destination runs. An engine that makes them one by one (sled) and fails
+    /// midway leaves the puts before the failure made but not remembered: a prefix, which
+    /// the records' order keeps harmless, that the changelog never carries.
     fn write_all(&self, puts: &[Put<'_>]) -> Result<(), StoreError> {
         let Some(slot) = SLOT.with(Cell::get) else {
             self.local_writes.store(true, Ordering::Release);
