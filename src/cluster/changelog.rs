@@ -416,40 +416,6 @@ impl<E: KvEngine> LogShared<E> {
         super::partition_of(slot, self.partitions)
     }
 
-    /// Writes `new` under `key` (`None`: removes it), remembering it for the changelog when
-    /// a command for a destination runs.
-    fn write(&self, key: &[u8], new: Option<&[u8]>) -> Result<(), StoreError> {
-        self.capture(key, new, |inner| {
-            Ok(inner.replace(key, new)?.map(|v| v.as_ref().to_vec()))
-        })
-    }
-
-    /// Writes `value` under `key`, which holds nothing (see [`KvEngine::insert_new`]): what
-    /// it replaced, remembered to undo it, is nothing, so the engine is not asked.
-    fn write_new(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.capture(key, Some(value), |inner| {
-            inner.insert(key, value).map(|()| None)
-        })
-    }
-
-    /// Makes a write with `write`, which hands back what it replaced, and remembers it for
-    /// the changelog when a command for a destination runs.
-    fn capture(
-        &self,
-        key: &[u8],
-        new: Option<&[u8]>,
-        write: impl FnOnce(&E) -> Result<Option<Vec<u8>>, StoreError>,
-    ) -> Result<(), StoreError> {
-        let Some(slot) = SLOT.with(Cell::get) else {
-            self.local_writes.store(true, Ordering::Release);
-            return self.inner.set(key, new);
-        };
-        let mut pending = self.pending.lock_unpoisoned();
-        let old = write(&self.inner)?;
-        pending.push(self.captured(slot, key, old, new));
-        Ok(())
-    }
-
     /// Makes `puts` as the engine's one step, remembering each for the changelog when a
     /// command for a destination runs. An engine that makes them one by one (sled) and fails
     /// midway leaves the puts before the failure made but not remembered: a prefix, which
@@ -817,15 +783,16 @@ impl<E: KvEngine> KvEngine for LoggedEngine<E> {
     }
 
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.0.write(key, Some(value))
+        self.0.write_all(&[Put::set(key, Some(value))])
     }
 
+    /// What the key held, remembered to undo the write, is nothing: the engine is not asked.
     fn insert_new(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.0.write_new(key, value)
+        self.0.write_all(&[Put::insert(key, value, true)])
     }
 
     fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
-        self.0.write(key, None)
+        self.0.write_all(&[Put::set(key, None)])
     }
 
     fn write_all(&self, puts: &[Put<'_>]) -> Result<(), StoreError> {

@@ -25,12 +25,12 @@ pub const REMEMBERED: usize = 16_384;
 type Handing = Shared<BoxFuture<'static, Result<(), PublishError>>>;
 
 pub struct HandedOver {
-    capacity: usize,
     recent: Mutex<Recent>,
 }
 
-#[derive(Default)]
 struct Recent {
+    /// How many jobs handed on are remembered.
+    capacity: usize,
     /// The jobs handed on, oldest first, and the same as a set.
     order: VecDeque<JobId>,
     members: HashSet<JobId>,
@@ -39,12 +39,12 @@ struct Recent {
 }
 
 impl Recent {
-    fn remember(&mut self, job: &JobId, capacity: usize) {
+    fn remember(&mut self, job: &JobId) {
         if !self.members.insert(job.clone()) {
             return;
         }
         self.order.push_back(job.clone());
-        if self.order.len() > capacity {
+        if self.order.len() > self.capacity {
             if let Some(oldest) = self.order.pop_front() {
                 self.members.remove(&oldest);
             }
@@ -55,8 +55,12 @@ impl Recent {
 impl HandedOver {
     pub fn new(capacity: usize) -> Self {
         HandedOver {
-            capacity: capacity.max(1),
-            recent: Mutex::default(),
+            recent: Mutex::new(Recent {
+                capacity: capacity.max(1),
+                order: VecDeque::new(),
+                members: HashSet::new(),
+                handing: HashMap::new(),
+            }),
         }
     }
 
@@ -90,7 +94,7 @@ impl HandedOver {
         {
             recent.handing.remove(job);
             if outcome.is_ok() {
-                recent.remember(job, self.capacity);
+                recent.remember(job);
             }
         }
         outcome

@@ -58,9 +58,9 @@ pub trait KvEngine: Send + Sync + 'static {
     /// wait out the flush in progress, which its writes one by one do not: it takes them
     /// one by one.)
     fn write_all(&self, puts: &[Put<'_>]) -> Result<(), StoreError> {
-        puts.iter().try_for_each(|put| match (put.new, put.value) {
-            (true, Some(value)) => self.insert_new(put.key, value),
-            _ => self.set(put.key, put.value),
+        puts.iter().try_for_each(|put| match put.new_value() {
+            Some(value) => self.insert_new(put.key, value),
+            None => self.set(put.key, put.value),
         })
     }
 
@@ -69,9 +69,9 @@ pub trait KvEngine: Send + Sync + 'static {
     /// finds each key once for both.
     fn replace_all(&self, puts: &[Put<'_>]) -> Result<Vec<Option<Self::Value>>, StoreError> {
         puts.iter()
-            .map(|put| match (put.new, put.value) {
-                (true, Some(value)) => self.insert_new(put.key, value).map(|()| None),
-                _ => self.replace(put.key, put.value),
+            .map(|put| match put.new_value() {
+                Some(value) => self.insert_new(put.key, value).map(|()| None),
+                None => self.replace(put.key, put.value),
             })
             .collect()
     }
@@ -140,6 +140,12 @@ impl<'a> Put<'a> {
             value: Some(value),
             new,
         }
+    }
+
+    /// The value a put to a [new](Put::new) key sets, written without asking what the key
+    /// held; `None` for any other put.
+    pub fn new_value(&self) -> Option<&'a [u8]> {
+        self.value.filter(|_| self.new)
     }
 }
 

@@ -143,7 +143,7 @@ impl Lsm {
                     .find(|earlier| earlier.key == put.key);
                 match earlier {
                     Some(earlier) => Ok(earlier.value.map(fjall::Slice::from)),
-                    None if put.new => Ok(None),
+                    None if put.new_value().is_some() => Ok(None),
                     None => self.records.get(put.key),
                 }
             })

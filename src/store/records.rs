@@ -327,15 +327,14 @@ impl<E: KvEngine> Store for RecordStore<E> {
             Some(decided_on) => {
                 self.engine.write_all(&puts)?;
                 puts.clear();
-                let swapped = match self.engine.compare_and_swap(
-                    &verification_key,
-                    Some(decided_on.as_ref()),
-                    Some(&verification),
-                ) {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err(changed_meanwhile()),
-                    Err(error) => Err(error),
-                };
+                let swapped = self
+                    .engine
+                    .compare_and_swap(
+                        &verification_key,
+                        Some(decided_on.as_ref()),
+                        Some(&verification),
+                    )
+                    .and_then(|swapped| swapped.then_some(()).ok_or_else(changed_meanwhile));
                 if let Err(error) = swapped {
                     self.engine.remove(&outbox_key)?;
                     return Err(error);
