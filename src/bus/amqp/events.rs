@@ -7,6 +7,7 @@
 
 use futures_util::future::join_all;
 use lapin::Channel;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -23,7 +24,7 @@ const WAITING_MOST: usize = 65_536;
 
 /// Where the pump takes the channel each burst is published on: the connection's
 /// confirm-mode channel, or why there is none (disconnected, publishes blocked).
-pub type ChannelSource = Box<dyn Fn() -> Result<Channel, PublishError> + Send + Sync>;
+pub type ChannelSource = Box<dyn Fn() -> Result<Arc<Channel>, PublishError> + Send + Sync>;
 
 /// A handle to the pump; cheap to clone.
 #[derive(Clone)]

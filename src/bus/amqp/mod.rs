@@ -59,8 +59,9 @@ pub struct AmqpBus {
     /// What an `amqps://` connection trusts and the client certificate it shows.
     tls: AmqpTls,
     topology: Arc<Topology>,
-    /// The confirm-mode publishing channel while connected.
-    publisher: RwLock<Option<Channel>>,
+    /// The confirm-mode publishing channel while connected, shared by one count (a
+    /// channel's own clone counts some fifteen references).
+    publisher: RwLock<Option<Arc<Channel>>>,
     timeout: Duration,
     /// Set once by `stop`: the supervisor closes the connection and does not reconnect.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -168,10 +169,10 @@ impl AmqpBus {
             .broker_connected
             .with_label_values(&[&self.settings.namespace])
             .set(i64::from(channel.is_some()));
-        *self.publisher.write_unpoisoned() = channel;
+        *self.publisher.write_unpoisoned() = channel.map(Arc::new);
     }
 
-    fn publisher(&self) -> Result<Channel, PublishError> {
+    fn publisher(&self) -> Result<Arc<Channel>, PublishError> {
         if self.cluster.publishes_blocked() {
             return Err(PublishError::Blocked);
         }
@@ -362,11 +363,20 @@ impl AmqpBus {
     /// A cheap handle for consumer tasks (the supervisor owns `self` through an `Arc`).
     fn handle(&self) -> Arc<Publisher> {
         Arc::new(Publisher {
-            channel: self.publisher().ok(),
             events: self.events.get().cloned(),
+            ..self.for_jobs()
+        })
+    }
+
+    /// A publisher of jobs for one publish, made on the stack: no event pump, no `Arc` of
+    /// its own.
+    fn for_jobs(&self) -> Publisher {
+        Publisher {
+            channel: self.publisher().ok(),
+            events: None,
             topology: Arc::clone(&self.topology),
             timeout: self.timeout,
-        })
+        }
     }
 
     /// The event pump, once `start` has started it.
@@ -424,7 +434,7 @@ fn event_properties() -> BasicProperties {
 /// Publishes with confirms on one connection's channel; consumers use it for dead letters,
 /// events (through the event pump) and replies.
 pub struct Publisher {
-    channel: Option<Channel>,
+    channel: Option<Arc<Channel>>,
     events: Option<EventPump>,
     topology: Arc<Topology>,
     timeout: Duration,
@@ -605,7 +615,7 @@ fn spawn_consumer<F, Fut>(
 #[async_trait]
 impl crate::delivery::DelayQueue for AmqpBus {
     async fn delay(&self, job: &DeliveryJob, wait: Duration) -> Result<(), PublishError> {
-        self.handle().delay(job, wait).await
+        self.for_jobs().delay(job, wait).await
     }
 }
 
@@ -638,7 +648,7 @@ impl EventSink for AmqpBus {
 #[async_trait]
 impl JobQueue for AmqpBus {
     async fn publish_job(&self, job: &DeliveryJob) -> Result<(), PublishError> {
-        self.handle().job(job).await
+        self.for_jobs().job(job).await
     }
 
     fn ready(&self) -> Result<(), PublishError> {
