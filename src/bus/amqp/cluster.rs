@@ -30,6 +30,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::declare::Declarer;
+use super::held_channel::HeldChannel;
 use super::topology::Topology;
 use crate::cluster::changelog::{append_fence, AppendError, Changelog, Confirm, LogRecord, View};
 use crate::cluster::command::{Command, Reply};
@@ -90,7 +91,7 @@ pub struct ClusterLink {
     view: OnceLock<Arc<dyn View>>,
     /// The confirm-mode channel changelog records are appended on, while connected: the
     /// connection this node owns its partitions through.
-    appender: RwLock<Option<Channel>>,
+    appender: HeldChannel,
     /// That connection's state, as the broker last told it: whether it blocks publishes.
     connection: RwLock<Option<ConnectionStatus>>,
     /// The changelog streams, by number.
@@ -110,7 +111,7 @@ pub struct ClusterLink {
     /// Fences this node appended and waits to apply, by partition: nonce and who waits.
     fences: Mutex<HashMap<u16, PendingFence>>,
     /// The channel that consumes direct replies and asks the owners, while connected.
-    asker: RwLock<Option<Channel>>,
+    asker: HeldChannel,
     /// Questions and commands waiting for answers, by correlation id.
     waiting: Mutex<HashMap<String, mpsc::UnboundedSender<Vec<u8>>>>,
     /// What runs the commands of the partitions this node owns.
@@ -159,7 +160,7 @@ impl ClusterLink {
             ownership: Ownership::new(settings.partitions),
             joined: AtomicBool::new(false),
             view: OnceLock::new(),
-            appender: RwLock::new(None),
+            appender: HeldChannel::default(),
             connection: RwLock::new(None),
             changelogs: Topology::from_settings(
                 &super::settings::AmqpSettings {
@@ -174,7 +175,7 @@ impl ClusterLink {
             tail_reader: RwLock::new(None),
             followers: Mutex::default(),
             following: one_each(settings.streams(), tokio::sync::Mutex::default),
-            asker: RwLock::new(None),
+            asker: HeldChannel::default(),
             waiting: Mutex::default(),
             executor: OnceLock::new(),
             timeout,
@@ -285,7 +286,7 @@ impl ClusterLink {
         appender
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        *self.appender.write_unpoisoned() = Some(appender);
+        self.appender.hold(Some(appender));
 
         let asker = connection.create_channel().await?;
         let replies = super::consume_without_acks(&asker, DIRECT_REPLY).await?;
@@ -317,7 +318,7 @@ impl ClusterLink {
         futures_util::future::try_join_all((0..self.streams).map(|stream| self.follow(stream)))
             .await?;
         tasks.push(self.spawn_marks());
-        *self.asker.write_unpoisoned() = Some(asker);
+        self.asker.hold(Some(asker));
         Ok(Membership {
             tasks,
             tails,
@@ -364,8 +365,8 @@ impl ClusterLink {
     /// The connection is gone, and with it every partition this node owned.
     pub fn leave(&self) {
         self.joined.store(false, Ordering::Release);
-        *self.asker.write_unpoisoned() = None;
-        *self.appender.write_unpoisoned() = None;
+        self.asker.hold(None);
+        self.appender.hold(None);
         *self.readers.write_unpoisoned() = None;
         *self.tail_reader.write_unpoisoned() = None;
         self.followers.lock_unpoisoned().clear();
@@ -495,15 +496,11 @@ impl ClusterLink {
     }
 
     /// The channel that asks, while connected.
-    fn asker(&self) -> Result<Channel, ClusterUnavailable> {
+    fn asker(&self) -> Result<Arc<Channel>, ClusterUnavailable> {
         if self.publishes_blocked() {
             return Err(ClusterUnavailable::Blocked);
         }
-        self.asker
-            .read_unpoisoned()
-            .clone()
-            .filter(|channel| channel.status().connected())
-            .ok_or(ClusterUnavailable::Disconnected)
+        self.asker.open().ok_or(ClusterUnavailable::Disconnected)
     }
 
     /// Whether the broker blocks this node's publishes (a memory or disk alarm): whatever
@@ -1138,12 +1135,8 @@ impl Changelog for ClusterLink {
         if self.publishes_blocked() {
             return Err(ClusterUnavailable::Blocked.to_string().into());
         }
-        let appender = self
-            .appender
-            .read_unpoisoned()
-            .clone()
-            .filter(|channel| channel.status().connected())
-            .ok_or_else(|| "the broker is not connected".to_owned())?;
+        let appender =
+            (self.appender.open()).ok_or_else(|| "the broker is not connected".to_owned())?;
         let stream = &self.changelogs[usize::from(stream_of(first, self.streams))];
         count("appended");
         let persistent = BasicProperties::default().with_delivery_mode(2);

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod declare;
 mod events;
 pub mod guard;
+mod held_channel;
 pub mod ingress;
 pub mod message;
 pub mod settings;
@@ -24,7 +25,7 @@ use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use std::future::Future;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::cluster::{ClusterSettings, ClusterStatus, ClusterUnavailable, ClusterView};
@@ -33,13 +34,13 @@ use crate::delivery::{JobQueue, RouterActor};
 use crate::domain::DeliveryJob;
 use crate::fraud::FraudGate;
 use crate::issuance::request::RequestDefaults;
-use crate::sync::ReadWriteUnpoisoned;
 use crate::telemetry::platform::{Event, EventSink, PublishError};
 use crate::tenants::ApiKeys;
 use crate::tls::AmqpTls;
 use cluster::{ClusterLink, JoinError};
 use events::EventPump;
 use guard::GuardLink;
+use held_channel::HeldChannel;
 use settings::AmqpSettings;
 use settle::{Settle, Settler};
 use topology::Topology;
@@ -59,9 +60,8 @@ pub struct AmqpBus {
     /// What an `amqps://` connection trusts and the client certificate it shows.
     tls: AmqpTls,
     topology: Arc<Topology>,
-    /// The confirm-mode publishing channel while connected, shared by one count (a
-    /// channel's own clone counts some fifteen references).
-    publisher: RwLock<Option<Arc<Channel>>>,
+    /// The confirm-mode publishing channel while connected.
+    publisher: HeldChannel,
     timeout: Duration,
     /// Set once by `stop`: the supervisor closes the connection and does not reconnect.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -97,7 +97,7 @@ impl AmqpBus {
                 Duration::from_millis(settings.timeout_ms),
             ),
             refused: tokio::sync::watch::channel(None).0,
-            publisher: RwLock::new(None),
+            publisher: HeldChannel::default(),
             timeout: Duration::from_millis(settings.timeout_ms),
             settings: settings.clone(),
             stopping: tokio::sync::watch::channel(false).0,
@@ -169,18 +169,14 @@ impl AmqpBus {
             .broker_connected
             .with_label_values(&[&self.settings.namespace])
             .set(i64::from(channel.is_some()));
-        *self.publisher.write_unpoisoned() = channel.map(Arc::new);
+        self.publisher.hold(channel);
     }
 
     fn publisher(&self) -> Result<Arc<Channel>, PublishError> {
         if self.cluster.publishes_blocked() {
             return Err(PublishError::Blocked);
         }
-        self.publisher
-            .read_unpoisoned()
-            .clone()
-            .filter(|channel| channel.status().connected())
-            .ok_or(PublishError::Disconnected)
+        self.publisher.open().ok_or(PublishError::Disconnected)
     }
 
     async fn bounded<T>(
@@ -364,13 +360,13 @@ impl AmqpBus {
     fn handle(&self) -> Arc<Publisher> {
         Arc::new(Publisher {
             events: self.events.get().cloned(),
-            ..self.for_jobs()
+            ..self.bare_publisher()
         })
     }
 
-    /// A publisher of jobs for one publish, made on the stack: no event pump, no `Arc` of
-    /// its own.
-    fn for_jobs(&self) -> Publisher {
+    /// A publisher without the event pump, made on the stack: all a job's or a delay's
+    /// publish needs.
+    fn bare_publisher(&self) -> Publisher {
         Publisher {
             channel: self.publisher().ok(),
             events: None,
@@ -615,7 +611,7 @@ fn spawn_consumer<F, Fut>(
 #[async_trait]
 impl crate::delivery::DelayQueue for AmqpBus {
     async fn delay(&self, job: &DeliveryJob, wait: Duration) -> Result<(), PublishError> {
-        self.for_jobs().delay(job, wait).await
+        self.bare_publisher().delay(job, wait).await
     }
 }
 
@@ -648,7 +644,7 @@ impl EventSink for AmqpBus {
 #[async_trait]
 impl JobQueue for AmqpBus {
     async fn publish_job(&self, job: &DeliveryJob) -> Result<(), PublishError> {
-        self.for_jobs().job(job).await
+        self.bare_publisher().job(job).await
     }
 
     fn ready(&self) -> Result<(), PublishError> {
